@@ -1,0 +1,2 @@
+/** @x/dbx/testing: not implemented yet. */
+export const VERSION = '0.1.0';

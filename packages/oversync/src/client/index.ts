@@ -1,0 +1,2 @@
+/** @x/oversync/client: not implemented yet. */
+export const VERSION = '0.1.0';

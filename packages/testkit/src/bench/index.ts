@@ -1,0 +1,2 @@
+/** @x/testkit/bench: not implemented yet. */
+export const VERSION = '0.1.0';

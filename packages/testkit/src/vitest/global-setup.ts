@@ -1,0 +1,2 @@
+/** @x/testkit/vitest/global-setup: not implemented yet. */
+export const VERSION = '0.1.0';

@@ -1,0 +1,2 @@
+/** @x/writecoordinator: not implemented yet. */
+export const VERSION = '0.1.0';
