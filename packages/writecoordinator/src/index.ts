@@ -1,2 +1,57 @@
-/** @x/writecoordinator: not implemented yet. */
-export const VERSION = '0.1.0';
+/**
+ * @x/writecoordinator: the single writer of an SQLite database. A bounded FIFO of synchronous write
+ * jobs drained by one loop into group-committed `BEGIN IMMEDIATE … COMMIT` transactions, with
+ * failing jobs isolated, idempotent request ids, a persisted commit sequence, backpressure,
+ * deadlines, change events and metrics.
+ */
+export {
+  isWriteCoordinatorError,
+  WriteCoordinatorError,
+  type WriteCoordinatorErrorCode,
+} from './errors.js';
+export { BATCH_CHANNEL, CLOSE_CHANNEL } from './internal/coordinator.js';
+export { META_TABLE, REQUESTS_TABLE } from './internal/store.js';
+export {
+  DEFAULT_BUSY_TIMEOUT_MS,
+  DEFAULT_CHANGES_BUFFER_SIZE,
+  DEFAULT_DRAIN_TIMEOUT_MS,
+  DEFAULT_DURABILITY,
+  DEFAULT_IDEMPOTENCY_MAX_AGE_MS,
+  DEFAULT_IDEMPOTENCY_MAX_ENTRIES,
+  DEFAULT_IDEMPOTENCY_PRUNE_INTERVAL_MS,
+  DEFAULT_LATENCY_RESERVOIR_SIZE,
+  DEFAULT_MAX_BATCH_DELAY_MS,
+  DEFAULT_MAX_BATCH_SIZE,
+  DEFAULT_MAX_WAITING,
+  DEFAULT_QUEUE_SIZE,
+  type Logger,
+  type ResolvedWriteCoordinatorOptions,
+  type WriteCoordinatorOptions,
+  writeCoordinatorOptionsSchema,
+} from './options.js';
+export type {
+  CommitEvent,
+  Durability,
+  JobFn,
+  NamedJob,
+  SqliteDatabase,
+  SqliteRunResult,
+  SqliteStatement,
+  SubmitOptions,
+  WriteCoordinator,
+  WriteCoordinatorMetrics,
+  WriteResult,
+} from './types.js';
+
+import { Coordinator } from './internal/coordinator.js';
+import { parseOptions, type WriteCoordinatorOptions } from './options.js';
+import type { WriteCoordinator } from './types.js';
+
+/**
+ * Creates the coordinator over an open, read-write better-sqlite3 database. Sets and checks WAL,
+ * `synchronous`, `foreign_keys = ON` and the busy timeout, and creates the package's two tables.
+ * Throws WRITECOORDINATOR_INVALID_OPTIONS or WRITECOORDINATOR_BAD_DATABASE.
+ */
+export function createWriteCoordinator(options: WriteCoordinatorOptions): WriteCoordinator {
+  return new Coordinator(parseOptions(options));
+}

@@ -1,0 +1,74 @@
+/** Every error code the package produces. Codes are API: never renamed, never reused. */
+export type WriteCoordinatorErrorCode =
+  | 'WRITECOORDINATOR_INVALID_OPTIONS'
+  | 'WRITECOORDINATOR_BAD_DATABASE'
+  | 'WRITECOORDINATOR_QUEUE_FULL'
+  | 'WRITECOORDINATOR_EXPIRED'
+  | 'WRITECOORDINATOR_CLOSED'
+  | 'WRITECOORDINATOR_SHUTTING_DOWN'
+  | 'WRITECOORDINATOR_ABORTED'
+  | 'WRITECOORDINATOR_METHOD_NOT_FOUND'
+  | 'WRITECOORDINATOR_METHOD_EXISTS'
+  | 'WRITECOORDINATOR_INVALID_PARAMS'
+  | 'WRITECOORDINATOR_ASYNC_JOB'
+  | 'WRITECOORDINATOR_RESULT_NOT_SERIALISABLE'
+  | 'WRITECOORDINATOR_SQLITE'
+  | 'WRITECOORDINATOR_JOB_FAILED'
+  | 'WRITECOORDINATOR_CHANGES_OVERFLOW';
+
+export interface WriteCoordinatorErrorInit {
+  retryable?: boolean;
+  details?: Record<string, unknown>;
+  cause?: unknown;
+}
+
+/** The one error class of the package. Check errors by `code`, not `instanceof`. */
+export class WriteCoordinatorError extends Error {
+  override readonly name = 'WriteCoordinatorError';
+  readonly code: WriteCoordinatorErrorCode;
+  readonly retryable: boolean;
+  readonly details?: Record<string, unknown>;
+
+  constructor(code: WriteCoordinatorErrorCode, message: string, init: WriteCoordinatorErrorInit = {}) {
+    super(message, init.cause === undefined ? undefined : { cause: init.cause });
+    this.code = code;
+    this.retryable = init.retryable ?? false;
+    if (init.details !== undefined) this.details = init.details;
+  }
+}
+
+export function isWriteCoordinatorError(e: unknown): e is WriteCoordinatorError {
+  if (!(e instanceof Error)) return false;
+  const { code, retryable } = e as { code?: unknown; retryable?: unknown };
+  return typeof code === 'string' && code.startsWith('WRITECOORDINATOR_') && typeof retryable === 'boolean';
+}
+
+/** The SQLite result code of a better-sqlite3 `SqliteError` (e.g. `SQLITE_CONSTRAINT_UNIQUE`), if any. */
+export function sqliteCodeOf(e: unknown): string | undefined {
+  if (typeof e !== 'object' || e === null) return undefined;
+  const code = (e as { code?: unknown }).code;
+  return typeof code === 'string' && code.startsWith('SQLITE_') ? code : undefined;
+}
+
+/** Busy and locked conditions clear by themselves; everything else would fail the same way again. */
+export function isRetryableSqliteCode(code: string): boolean {
+  return code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED');
+}
+
+/** Wraps whatever a job or SQLite threw into the package error, keeping it as `cause`. */
+export function toJobError(e: unknown, details: Record<string, unknown>): WriteCoordinatorError {
+  if (isWriteCoordinatorError(e)) return e;
+  const sqliteCode = sqliteCodeOf(e);
+  if (sqliteCode !== undefined) {
+    return new WriteCoordinatorError('WRITECOORDINATOR_SQLITE', `SQLite error ${sqliteCode}`, {
+      retryable: isRetryableSqliteCode(sqliteCode),
+      details: { ...details, sqliteCode },
+      cause: e,
+    });
+  }
+  const message = e instanceof Error ? e.message : String(e);
+  return new WriteCoordinatorError('WRITECOORDINATOR_JOB_FAILED', `write job failed: ${message}`, {
+    details,
+    cause: e,
+  });
+}

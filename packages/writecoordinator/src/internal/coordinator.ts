@@ -1,0 +1,838 @@
+import diagnostics from 'node:diagnostics_channel';
+import { performance } from 'node:perf_hooks';
+import type { z } from 'zod';
+import { toJobError, WriteCoordinatorError } from '../errors.js';
+import type { Logger, ResolvedWriteCoordinatorOptions } from '../options.js';
+import type {
+  CommitEvent,
+  JobFn,
+  NamedJob,
+  SqliteDatabase,
+  SubmitOptions,
+  WriteCoordinator,
+  WriteCoordinatorMetrics,
+  WriteResult,
+} from '../types.js';
+import { ChangeStream } from './changes.js';
+import { Deque } from './deque.js';
+import { LatencyReservoir } from './reservoir.js';
+import {
+  configureDatabase,
+  prepareStore,
+  readSeq,
+  type Statements,
+  type StoredRequest,
+  synchronousFor,
+} from './store.js';
+
+/** diagnostics_channel names (see README). */
+export const BATCH_CHANNEL = 'x:writecoordinator:batch';
+export const CLOSE_CHANNEL = 'x:writecoordinator:close';
+const batchChannel = diagnostics.channel(BATCH_CHANNEL);
+const closeChannel = diagnostics.channel(CLOSE_CHANNEL);
+
+const MAX_REQUEST_ID_LENGTH = 512;
+
+enum State {
+  Waiting = 0, // waiting for queue space
+  Queued = 1,
+  Running = 2,
+  Done = 3,
+}
+
+class Job {
+  state: State = State.Queued;
+  value: unknown = undefined;
+  seq = 0;
+  replayed = false;
+  resolve!: (r: WriteResult<unknown>) => void;
+  reject!: (e: unknown) => void;
+  onAbort: (() => void) | null = null;
+  timer: NodeJS.Timeout | null = null;
+  readonly t0 = performance.now();
+  constructor(
+    readonly fn: (db: SqliteDatabase) => unknown,
+    readonly method: string | null,
+    readonly requestId: string | null,
+    readonly full: boolean,
+    readonly exclusive: boolean,
+    readonly deadline: number,
+    readonly signal: AbortSignal | null,
+  ) {}
+}
+
+interface Registered {
+  schema: z.ZodType<unknown>;
+  handler: (db: SqliteDatabase, params: unknown) => unknown;
+}
+
+/** How a job left the transaction it ran in, when it did (a misuse: jobs must not COMMIT/ROLLBACK). */
+type Ended = 'committed' | 'rolled back';
+
+const EMPTY_OPTS: SubmitOptions = Object.freeze({});
+
+function isThenable(v: unknown): boolean {
+  return (
+    v !== null &&
+    (typeof v === 'object' || typeof v === 'function') &&
+    typeof (v as { then?: unknown }).then === 'function'
+  );
+}
+
+export class Coordinator implements WriteCoordinator {
+  readonly options: Readonly<ResolvedWriteCoordinatorOptions>;
+  readonly #db: SqliteDatabase;
+  readonly #st: Statements;
+  readonly #log: Logger;
+  readonly #registry = new Map<string, Registered>();
+  readonly #queue = new Deque<Job>();
+  readonly #waiters = new Deque<Job>();
+  readonly #listeners = new Set<(e: CommitEvent) => void>();
+  readonly #streams = new Set<ChangeStream>();
+  readonly #latency: LatencyReservoir;
+  readonly #baseSync: number;
+  #seq: number;
+  #depth = 0; // live jobs in #queue
+  #waiting = 0; // live jobs in #waiters
+  #scheduled: NodeJS.Immediate | NodeJS.Timeout | null = null;
+  #closing = false;
+  #closed: Promise<void> | null = null;
+  #finishClose: (() => void) | null = null;
+  #drainTimer: NodeJS.Timeout | null = null;
+  #lastPrune = 0;
+  #recordedSincePrune = 0;
+  // metrics
+  #accepted = 0;
+  #completed = 0;
+  #replayed = 0;
+  #failed = 0;
+  #expired = 0;
+  #aborted = 0;
+  #rejected = 0;
+  #dropped = 0;
+  #maxDepth = 0;
+  #batches = 0;
+  #batchedJobs = 0;
+  #isolated = 0;
+
+  constructor(options: Readonly<ResolvedWriteCoordinatorOptions>) {
+    this.options = options;
+    this.#db = options.database;
+    this.#log = options.logger;
+    this.#latency = new LatencyReservoir(options.latencyReservoirSize);
+    this.#baseSync = synchronousFor(options.durability);
+    // better-sqlite3 is synchronous and the database is already open, so settings and tables are
+    // checked here: a read-only or non-WAL database fails at creation, not at the first write.
+    configureDatabase(this.#db, options.durability, options.busyTimeoutMs);
+    this.#st = prepareStore(this.#db);
+    this.#seq = readSeq(this.#st);
+    this.#prune(Date.now());
+  }
+
+  get seq(): number {
+    return this.#seq;
+  }
+
+  register<P>(
+    method: string,
+    paramsSchema: z.ZodType<P>,
+    handler: (db: SqliteDatabase, params: P) => unknown,
+  ): void {
+    if (typeof method !== 'string' || method.length === 0) {
+      throw new WriteCoordinatorError('WRITECOORDINATOR_INVALID_PARAMS', 'method must be a non-empty string');
+    }
+    if (this.#registry.has(method)) {
+      throw new WriteCoordinatorError(
+        'WRITECOORDINATOR_METHOD_EXISTS',
+        `method ${method} is already registered`,
+        {
+          details: { method },
+        },
+      );
+    }
+    this.#registry.set(method, {
+      schema: paramsSchema as z.ZodType<unknown>,
+      handler: handler as (db: SqliteDatabase, params: unknown) => unknown,
+    });
+  }
+
+  submit<T>(job: JobFn<T> | NamedJob, opts?: SubmitOptions): Promise<WriteResult<T>> {
+    return this.#submit(job, opts ?? EMPTY_OPTS, false) as Promise<WriteResult<T>>;
+  }
+
+  runExclusive<T>(fn: JobFn<T>, opts?: SubmitOptions): Promise<WriteResult<T>> {
+    return this.#submit(fn, opts ?? EMPTY_OPTS, true) as Promise<WriteResult<T>>;
+  }
+
+  #refuse(error: WriteCoordinatorError): Promise<never> {
+    this.#rejected++;
+    return Promise.reject(error);
+  }
+
+  #submit(
+    job: JobFn<unknown> | NamedJob,
+    opts: SubmitOptions,
+    exclusive: boolean,
+  ): Promise<WriteResult<unknown>> {
+    if (this.#closing) {
+      return this.#refuse(
+        new WriteCoordinatorError('WRITECOORDINATOR_CLOSED', 'the write coordinator is closed'),
+      );
+    }
+    let fn: (db: SqliteDatabase) => unknown;
+    let method: string | null = null;
+    if (typeof job === 'function') {
+      fn = job;
+    } else if (typeof job === 'object' && job !== null && typeof job.method === 'string' && !exclusive) {
+      method = job.method;
+      const reg = this.#registry.get(method);
+      if (reg === undefined) {
+        return this.#refuse(
+          new WriteCoordinatorError('WRITECOORDINATOR_METHOD_NOT_FOUND', `no handler for method ${method}`, {
+            details: { method },
+          }),
+        );
+      }
+      const parsed = reg.schema.safeParse(job.params);
+      if (!parsed.success) {
+        return this.#refuse(
+          new WriteCoordinatorError(
+            'WRITECOORDINATOR_INVALID_PARAMS',
+            `invalid params for method ${method}`,
+            {
+              details: { method, issues: parsed.error.issues },
+              cause: parsed.error,
+            },
+          ),
+        );
+      }
+      const params = parsed.data;
+      const handler = reg.handler;
+      fn = (db) => handler(db, params);
+    } else {
+      return this.#refuse(
+        new WriteCoordinatorError(
+          'WRITECOORDINATOR_INVALID_PARAMS',
+          exclusive ? 'runExclusive takes a function' : 'a job is a function or { method, params }',
+        ),
+      );
+    }
+    const { signal, deadline, requestId, durability } = opts;
+    if (
+      (requestId !== undefined &&
+        (typeof requestId !== 'string' ||
+          requestId.length === 0 ||
+          requestId.length > MAX_REQUEST_ID_LENGTH)) ||
+      (deadline !== undefined && (typeof deadline !== 'number' || Number.isNaN(deadline))) ||
+      (durability !== undefined && durability !== 'normal' && durability !== 'full')
+    ) {
+      return this.#refuse(
+        new WriteCoordinatorError('WRITECOORDINATOR_INVALID_PARAMS', 'invalid submit options', {
+          details: { requestIdLength: typeof requestId === 'string' ? requestId.length : null, durability },
+        }),
+      );
+    }
+    if (signal?.aborted) {
+      this.#aborted++;
+      return Promise.reject(
+        new WriteCoordinatorError('WRITECOORDINATOR_ABORTED', 'the submit was aborted before it was queued', {
+          cause: signal.reason,
+        }),
+      );
+    }
+    const j = new Job(
+      fn,
+      method,
+      requestId ?? null,
+      durability === 'full',
+      exclusive,
+      deadline ?? Number.POSITIVE_INFINITY,
+      signal ?? null,
+    );
+    const promise = new Promise<WriteResult<unknown>>((resolve, reject) => {
+      j.resolve = resolve;
+      j.reject = reject;
+    });
+    if (deadline !== undefined && deadline <= Date.now()) {
+      this.#accepted++;
+      this.#expire(j);
+      return promise;
+    }
+    if (this.#depth < this.options.queueSize && this.#waiting === 0) {
+      this.#accepted++;
+      this.#enqueue(j);
+    } else if (this.#waiting < this.options.maxWaiting) {
+      this.#wait(j);
+    } else {
+      this.#rejected++;
+      j.state = State.Done;
+      j.reject(this.#queueFull());
+      return promise;
+    }
+    if (signal !== undefined) {
+      j.onAbort = () => this.#abort(j);
+      signal.addEventListener('abort', j.onAbort, { once: true });
+    }
+    return promise;
+  }
+
+  #queueFull(cause?: unknown): WriteCoordinatorError {
+    return new WriteCoordinatorError('WRITECOORDINATOR_QUEUE_FULL', 'the write queue is full', {
+      retryable: true,
+      details: { queueSize: this.options.queueSize, waiting: this.#waiting },
+      cause,
+    });
+  }
+
+  #enqueue(j: Job): void {
+    j.state = State.Queued;
+    this.#queue.push(j);
+    this.#depth++;
+    if (this.#depth > this.#maxDepth) this.#maxDepth = this.#depth;
+    this.#schedule();
+  }
+
+  #wait(j: Job): void {
+    j.state = State.Waiting;
+    this.#waiters.push(j);
+    this.#waiting++;
+    if (Number.isFinite(j.deadline)) {
+      j.timer = setTimeout(
+        () => {
+          if (j.state !== State.Waiting) return;
+          this.#waiting--;
+          this.#rejected++;
+          this.#settleError(j, this.#queueFull());
+        },
+        Math.max(0, j.deadline - Date.now()),
+      );
+    }
+  }
+
+  /** Moves waiting submitters into freed queue slots, oldest first. */
+  #admitWaiters(): void {
+    while (this.#waiting > 0 && this.#depth < this.options.queueSize) {
+      const j = this.#waiters.shift();
+      if (j === undefined) break;
+      if (j.state !== State.Waiting) continue;
+      this.#waiting--;
+      if (j.timer !== null) {
+        clearTimeout(j.timer);
+        j.timer = null;
+      }
+      this.#accepted++;
+      this.#enqueue(j);
+    }
+  }
+
+  #abort(j: Job): void {
+    const reason = j.signal?.reason;
+    if (j.state === State.Queued) {
+      this.#depth--;
+      this.#aborted++;
+      this.#settleError(
+        j,
+        new WriteCoordinatorError(
+          'WRITECOORDINATOR_ABORTED',
+          'the job was aborted while queued; it did not run',
+          {
+            cause: reason,
+          },
+        ),
+      );
+      this.#checkDrained();
+    } else if (j.state === State.Waiting) {
+      this.#waiting--;
+      this.#rejected++;
+      this.#settleError(j, this.#queueFull(reason));
+    }
+    // Running or done: a job that has started is not interrupted; its caller gets its outcome.
+  }
+
+  #expire(j: Job): void {
+    this.#expired++;
+    this.#settleError(
+      j,
+      new WriteCoordinatorError('WRITECOORDINATOR_EXPIRED', 'the job reached its deadline before it ran', {
+        retryable: true,
+        details: { deadline: j.deadline },
+      }),
+    );
+  }
+
+  #detach(j: Job): void {
+    j.state = State.Done;
+    if (j.onAbort !== null) {
+      j.signal?.removeEventListener('abort', j.onAbort);
+      j.onAbort = null;
+    }
+    if (j.timer !== null) {
+      clearTimeout(j.timer);
+      j.timer = null;
+    }
+  }
+
+  #settleError(j: Job, e: unknown): void {
+    this.#detach(j);
+    j.reject(e);
+  }
+
+  #schedule(): void {
+    if (this.#scheduled !== null) return;
+    const delay = this.options.maxBatchDelayMs;
+    if (delay === 0 || this.#closing || this.#depth >= this.options.maxBatchSize) {
+      this.#scheduled = setImmediate(this.#tick);
+    } else {
+      this.#scheduled = setTimeout(this.#tick, delay);
+    }
+  }
+
+  /** One turn of the writer loop: one batch, then yield to the event loop. */
+  readonly #tick = (): void => {
+    this.#scheduled = null;
+    const batch = this.#takeBatch();
+    if (batch.length > 0) this.#runBatch(batch);
+    if (this.#depth > 0) this.#schedule();
+    else this.#checkDrained();
+  };
+
+  /** Takes up to maxBatchSize live jobs in FIFO order; an exclusive job is always a batch of its own. */
+  #takeBatch(): Job[] {
+    const batch: Job[] = [];
+    const max = this.options.maxBatchSize;
+    let now = 0;
+    while (batch.length < max) {
+      const j = this.#queue.peek();
+      if (j === undefined) break;
+      if (j.state !== State.Queued) {
+        this.#queue.shift();
+        continue;
+      }
+      if (j.exclusive && batch.length > 0) break;
+      this.#queue.shift();
+      this.#depth--;
+      if (j.deadline !== Number.POSITIVE_INFINITY) {
+        if (now === 0) now = Date.now();
+        if (j.deadline <= now) {
+          this.#expire(j);
+          continue;
+        }
+      }
+      j.state = State.Running;
+      batch.push(j);
+      if (j.exclusive) break;
+    }
+    this.#admitWaiters();
+    return batch;
+  }
+
+  /**
+   * Runs one job inside the open transaction. A job with a requestId that is already recorded is
+   * not run: its recorded result is replayed. Throws whatever the job throws.
+   */
+  #runJob(j: Job, seq: number, now: number): void {
+    const requestId = j.requestId;
+    if (requestId !== null) {
+      const row = this.#st.findRequest.get(requestId) as StoredRequest | undefined;
+      if (row !== undefined) {
+        j.value = row.result_json === null ? undefined : JSON.parse(row.result_json);
+        j.seq = Number(row.seq);
+        j.replayed = true;
+        return;
+      }
+    }
+    const value = j.fn(this.#db);
+    if (isThenable(value)) {
+      // The job's synchronous part has run; the batch logic rolls it back like any failing job.
+      (value as Promise<unknown>).then(undefined, () => {});
+      throw new WriteCoordinatorError(
+        'WRITECOORDINATOR_ASYNC_JOB',
+        'a write job returned a Promise; jobs must be synchronous functions of the database',
+        { details: { method: j.method } },
+      );
+    }
+    if (requestId !== null) {
+      let json: string | undefined;
+      try {
+        json = JSON.stringify(value);
+      } catch (e) {
+        throw new WriteCoordinatorError(
+          'WRITECOORDINATOR_RESULT_NOT_SERIALISABLE',
+          'the result of a job with a requestId must be JSON-serialisable',
+          { details: { method: j.method }, cause: e },
+        );
+      }
+      this.#st.recordRequest.run(requestId, json ?? null, seq, now);
+      this.#recordedSincePrune++;
+    }
+    j.value = value;
+    j.seq = seq;
+    j.replayed = false;
+  }
+
+  /**
+   * Group commit. The batch first runs optimistically: one BEGIN IMMEDIATE, every job, one COMMIT,
+   * no savepoints. If a job throws, the whole transaction is rolled back, that job is rejected
+   * with its error (it is not run again), and the remaining jobs run again from the start of a
+   * fresh transaction with a SAVEPOINT around each, so any further failure is rolled back alone.
+   * A job may therefore be *invoked* twice, but only the effects of its last invocation can ever
+   * be committed, and the value its caller gets is the value of that invocation.
+   */
+  #runBatch(batch: Job[]): void {
+    const db = this.#db;
+    const st = this.#st;
+    const t0 = performance.now();
+    let full = false;
+    for (let i = 0; i < batch.length; i++) if (batch[i]!.full) full = true;
+    const switchSync = full && this.#baseSync !== 2;
+    let pending = batch;
+    let isolate = false;
+    let committed: Job[] = [];
+    let commitSeq = 0;
+    try {
+      if (switchSync) db.pragma('synchronous = FULL');
+      for (;;) {
+        const seq = this.#seq + 1;
+        const now = Date.now();
+        try {
+          st.begin.run();
+          // Written first so a job that (wrongly) commits the transaction can be detected.
+          st.writeSeq.run(seq);
+        } catch (e) {
+          this.#endTransaction();
+          this.#failAll(pending, e);
+          return;
+        }
+        const outcome = isolate
+          ? this.#runIsolated(pending, seq, now)
+          : this.#runOptimistic(pending, seq, now);
+        if (outcome.kind === 'ended') {
+          // A job ended the transaction itself (COMMIT/ROLLBACK inside a job, or an SQLite error
+          // that rolled the whole transaction back). The job is rejected; the others go on.
+          const { index, ended } = outcome;
+          const offender = pending[index]!;
+          this.#failJob(
+            offender,
+            new WriteCoordinatorError(
+              'WRITECOORDINATOR_JOB_FAILED',
+              `the job ${ended} the batch transaction`,
+              {
+                details: { method: offender.method, transactionEnded: ended, applied: ended === 'committed' },
+                cause: outcome.error,
+              },
+            ),
+          );
+          if (ended === 'committed') {
+            // Everything before it is durable at `seq`; the rest is handed back to the queue front.
+            committed = pending.slice(0, index).filter((j) => j.state === State.Running);
+            commitSeq = seq;
+            this.#handBack(pending.slice(index + 1));
+            break;
+          }
+          pending = pending.filter((j, i) => i !== index && j.state === State.Running);
+          isolate = true;
+          continue;
+        }
+        if (outcome.kind === 'failed') {
+          // Optimistic run failed at `index`: roll everything back, reject that job, re-run the others.
+          this.#endTransaction();
+          this.#failJob(pending[outcome.index]!, outcome.error);
+          pending = pending.filter((_, i) => i !== outcome.index);
+          isolate = true;
+          this.#isolated++;
+          continue;
+        }
+        // All jobs are done or isolated; commit if anything was written.
+        committed = pending.filter((j) => j.state === State.Running);
+        const wrote = committed.some((j) => !j.replayed);
+        try {
+          if (wrote) st.commit.run();
+          else st.rollback.run();
+        } catch (e) {
+          this.#endTransaction();
+          this.#failAll(committed, e);
+          return;
+        }
+        commitSeq = wrote ? seq : 0;
+        break;
+      }
+    } finally {
+      if (switchSync) {
+        try {
+          db.pragma(`synchronous = ${this.#baseSync}`);
+        } catch (e) {
+          this.#log.error({ err: e }, 'writecoordinator: could not restore the synchronous pragma');
+        }
+      }
+    }
+    this.#finishBatch(committed, commitSeq, t0, full);
+  }
+
+  #runOptimistic(
+    jobs: Job[],
+    seq: number,
+    now: number,
+  ): { kind: 'ok' } | { kind: 'failed'; index: number; error: unknown } | EndedOutcome {
+    const db = this.#db;
+    for (let i = 0; i < jobs.length; i++) {
+      try {
+        this.#runJob(jobs[i]!, seq, now);
+      } catch (e) {
+        if (!db.inTransaction) return this.#ended(i, seq, e);
+        return { kind: 'failed', index: i, error: e };
+      }
+      if (!db.inTransaction) return this.#ended(i, seq, undefined);
+    }
+    return { kind: 'ok' };
+  }
+
+  #runIsolated(jobs: Job[], seq: number, now: number): { kind: 'ok' } | EndedOutcome {
+    const db = this.#db;
+    const st = this.#st;
+    for (let i = 0; i < jobs.length; i++) {
+      const j = jobs[i]!;
+      st.savepoint.run();
+      try {
+        this.#runJob(j, seq, now);
+      } catch (e) {
+        if (!db.inTransaction) return this.#ended(i, seq, e);
+        st.rollbackToSavepoint.run();
+        st.releaseSavepoint.run();
+        this.#failJob(j, e);
+        continue;
+      }
+      if (!db.inTransaction) return this.#ended(i, seq, undefined);
+      st.releaseSavepoint.run();
+    }
+    return { kind: 'ok' };
+  }
+
+  #ended(index: number, seq: number, error: unknown): EndedOutcome {
+    const ended: Ended = readSeq(this.#st) === seq ? 'committed' : 'rolled back';
+    if (ended === 'committed') this.#seq = seq;
+    return { kind: 'ended', index, ended, error };
+  }
+
+  /** Rolls back whatever is open; a failure here is logged (the connection is then beyond repair). */
+  #endTransaction(): void {
+    if (!this.#db.inTransaction) return;
+    try {
+      this.#st.rollback.run();
+    } catch (e) {
+      this.#log.error({ err: e }, 'writecoordinator: rollback failed');
+    }
+  }
+
+  #handBack(jobs: Job[]): void {
+    const live = jobs.filter((j) => j.state === State.Running);
+    for (const j of live) j.state = State.Queued;
+    this.#queue.unshiftAll(live);
+    this.#depth += live.length;
+  }
+
+  #failJob(j: Job, e: unknown): void {
+    if (j.state === State.Done) return;
+    this.#failed++;
+    this.#latency.record(performance.now() - j.t0);
+    this.#settleError(j, toJobError(e, { method: j.method }));
+  }
+
+  /** The batch transaction itself failed (BEGIN or COMMIT): nothing was applied. */
+  #failAll(jobs: Job[], e: unknown): void {
+    this.#log.warn({ err: e, jobs: jobs.length }, 'writecoordinator: batch failed; nothing was applied');
+    for (const j of jobs) this.#failJob(j, e);
+  }
+
+  #finishBatch(committed: Job[], seq: number, t0: number, full: boolean): void {
+    const now = performance.now();
+    if (seq > 0) {
+      this.#seq = seq;
+      this.#batches++;
+      this.#batchedJobs += committed.length;
+    }
+    const listening = this.#listeners.size > 0 || this.#streams.size > 0;
+    const events: CommitEvent['jobs'] | null = listening && seq > 0 ? [] : null;
+    for (let i = 0; i < committed.length; i++) {
+      const j = committed[i]!;
+      if (j.state !== State.Running) continue;
+      this.#completed++;
+      if (j.replayed) this.#replayed++;
+      else if (events !== null) events.push({ method: j.method, requestId: j.requestId });
+      this.#latency.record(now - j.t0);
+      if (j.signal !== null || j.timer !== null) this.#detach(j);
+      else j.state = State.Done;
+      j.resolve({ value: j.value, seq: j.seq, replayed: j.replayed });
+    }
+    if (events !== null) this.#emit({ seq, jobs: events });
+    if (batchChannel.hasSubscribers) {
+      batchChannel.publish({
+        seq,
+        size: committed.length,
+        durationMs: now - t0,
+        durability: full ? 'full' : 'normal',
+      });
+    }
+    if (seq > 0) this.#maybePrune();
+  }
+
+  #emit(e: CommitEvent): void {
+    for (const l of this.#listeners) {
+      try {
+        l(e);
+      } catch (err) {
+        this.#log.error({ err, seq: e.seq }, 'writecoordinator: a change listener threw');
+      }
+    }
+    for (const s of this.#streams) s.push(e);
+  }
+
+  #maybePrune(): void {
+    if (this.#recordedSincePrune === 0) return;
+    const now = Date.now();
+    const idem = this.options.idempotency;
+    if (
+      now - this.#lastPrune < idem.pruneIntervalMs &&
+      this.#recordedSincePrune < Math.ceil(idem.maxEntries / 4)
+    ) {
+      return;
+    }
+    this.#prune(now);
+  }
+
+  /** Drops recorded requests older than maxAgeMs and beyond the newest maxEntries, in one transaction. */
+  #prune(now: number): void {
+    const idem = this.options.idempotency;
+    this.#lastPrune = now;
+    this.#recordedSincePrune = 0;
+    try {
+      this.#st.begin.run();
+      const byAge = this.#st.pruneByAge.run(now - idem.maxAgeMs).changes;
+      const byCount = this.#st.pruneByCount.run(idem.maxEntries).changes;
+      this.#st.commit.run();
+      if (byAge + byCount > 0)
+        this.#log.debug({ byAge, byCount }, 'writecoordinator: pruned request records');
+    } catch (e) {
+      this.#endTransaction();
+      this.#log.warn({ err: e }, 'writecoordinator: pruning request records failed');
+    }
+  }
+
+  subscribe(listener: (e: CommitEvent) => void): () => void {
+    if (typeof listener !== 'function') {
+      throw new WriteCoordinatorError('WRITECOORDINATOR_INVALID_PARAMS', 'listener must be a function');
+    }
+    if (this.#closed !== null) return () => {};
+    // Wrapped so that subscribing the same function twice gives two independent subscriptions.
+    const l = (e: CommitEvent): void => listener(e);
+    this.#listeners.add(l);
+    return () => {
+      this.#listeners.delete(l);
+    };
+  }
+
+  changes(opts?: { signal?: AbortSignal }): AsyncIterable<CommitEvent> {
+    const stream = new ChangeStream(
+      this.options.changesBufferSize,
+      (s) => this.#streams.delete(s),
+      opts?.signal,
+    );
+    if (this.#closed !== null) stream.end();
+    else if (!opts?.signal?.aborted) this.#streams.add(stream);
+    return stream;
+  }
+
+  metrics(): WriteCoordinatorMetrics {
+    const [p50, p99] = this.#latency.percentiles(50, 99);
+    return {
+      accepted: this.#accepted,
+      completed: this.#completed,
+      replayed: this.#replayed,
+      failed: this.#failed,
+      expired: this.#expired,
+      aborted: this.#aborted,
+      rejected: this.#rejected,
+      dropped: this.#dropped,
+      queueDepth: this.#depth,
+      maxQueueDepth: this.#maxDepth,
+      waiting: this.#waiting,
+      batches: this.#batches,
+      meanBatchSize: this.#batches === 0 ? 0 : this.#batchedJobs / this.#batches,
+      isolatedBatches: this.#isolated,
+      p50LatencyMs: p50 ?? 0,
+      p99LatencyMs: p99 ?? 0,
+      seq: this.#seq,
+    };
+  }
+
+  /**
+   * Stop intake (new submits: CLOSED) → reject submitters still waiting for queue space
+   * (SHUTTING_DOWN) → drain the queue until drainTimeoutMs → reject what is left (SHUTTING_DOWN,
+   * never applied) → end change streams and drop listeners → resolve. The database stays open:
+   * the caller owns it and closes it afterwards.
+   */
+  close(opts?: { drainTimeoutMs?: number }): Promise<void> {
+    if (this.#closed !== null) return this.#closed;
+    const drainTimeoutMs = opts?.drainTimeoutMs ?? this.options.drainTimeoutMs;
+    this.#closing = true;
+    this.#closed = new Promise<void>((resolve) => {
+      this.#finishClose = resolve;
+    });
+    for (const j of this.#waiters.drain()) {
+      if (j.state !== State.Waiting) continue;
+      this.#waiting--;
+      this.#rejected++;
+      this.#settleError(j, this.#shuttingDown());
+    }
+    if (this.#depth > 0) {
+      if (drainTimeoutMs <= 0) this.#dropQueued();
+      else {
+        this.#drainTimer = setTimeout(() => this.#dropQueued(), drainTimeoutMs);
+        this.#schedule();
+      }
+    }
+    this.#checkDrained();
+    return this.#closed;
+  }
+
+  #shuttingDown(): WriteCoordinatorError {
+    return new WriteCoordinatorError(
+      'WRITECOORDINATOR_SHUTTING_DOWN',
+      'the write coordinator is shutting down; the job was not applied',
+      { retryable: true, details: { applied: false } },
+    );
+  }
+
+  #dropQueued(): void {
+    for (const j of this.#queue.drain()) {
+      if (j.state !== State.Queued) continue;
+      this.#depth--;
+      this.#dropped++;
+      this.#settleError(j, this.#shuttingDown());
+    }
+    this.#checkDrained();
+  }
+
+  #checkDrained(): void {
+    if (!this.#closing || this.#depth > 0 || this.#finishClose === null) return;
+    if (this.#drainTimer !== null) clearTimeout(this.#drainTimer);
+    if (this.#scheduled !== null) {
+      clearImmediate(this.#scheduled as NodeJS.Immediate);
+      clearTimeout(this.#scheduled as NodeJS.Timeout);
+      this.#scheduled = null;
+    }
+    const finish = this.#finishClose;
+    this.#finishClose = null;
+    for (const s of [...this.#streams]) s.end();
+    this.#streams.clear();
+    this.#listeners.clear();
+    if (closeChannel.hasSubscribers) closeChannel.publish({ seq: this.#seq, metrics: this.metrics() });
+    this.#log.info({ seq: this.#seq }, 'writecoordinator: closed');
+    finish();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+type EndedOutcome = { kind: 'ended'; index: number; ended: Ended; error: unknown };

@@ -1,0 +1,99 @@
+import { z } from 'zod';
+import { WriteCoordinatorError } from './errors.js';
+import type { SqliteDatabase } from './types.js';
+
+export const DEFAULT_QUEUE_SIZE = 256;
+export const DEFAULT_MAX_BATCH_SIZE = 256;
+export const DEFAULT_MAX_BATCH_DELAY_MS = 0;
+export const DEFAULT_DURABILITY = 'normal' as const;
+export const DEFAULT_BUSY_TIMEOUT_MS = 5_000;
+export const DEFAULT_MAX_WAITING = 1_024;
+export const DEFAULT_DRAIN_TIMEOUT_MS = 5_000;
+export const DEFAULT_IDEMPOTENCY_MAX_AGE_MS = 24 * 60 * 60 * 1_000;
+export const DEFAULT_IDEMPOTENCY_MAX_ENTRIES = 100_000;
+export const DEFAULT_IDEMPOTENCY_PRUNE_INTERVAL_MS = 60_000;
+export const DEFAULT_CHANGES_BUFFER_SIZE = 1_024;
+export const DEFAULT_LATENCY_RESERVOIR_SIZE = 4_096;
+
+/** A pino-compatible logger; only these four levels are used. */
+export interface Logger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+const noop = (): void => {};
+/** The default logger: silent. */
+export const SILENT_LOGGER: Logger = Object.freeze({ debug: noop, info: noop, warn: noop, error: noop });
+
+const isDatabase = (v: unknown): v is SqliteDatabase =>
+  typeof v === 'object' &&
+  v !== null &&
+  typeof (v as SqliteDatabase).prepare === 'function' &&
+  typeof (v as SqliteDatabase).exec === 'function' &&
+  typeof (v as SqliteDatabase).pragma === 'function' &&
+  typeof (v as SqliteDatabase).transaction === 'function';
+
+const isLogger = (v: unknown): v is Logger =>
+  typeof v === 'object' &&
+  v !== null &&
+  ['debug', 'info', 'warn', 'error'].every((k) => typeof (v as Record<string, unknown>)[k] === 'function');
+
+const positiveInt = z.number().int().positive();
+const nonNegativeInt = z.number().int().nonnegative();
+
+export const writeCoordinatorOptionsSchema = z
+  .object({
+    /** A better-sqlite3 database opened read-write. The coordinator never closes it. */
+    database: z.custom<SqliteDatabase>(isDatabase, { message: 'expected a better-sqlite3 Database' }),
+    /** Jobs that may wait for the writer loop. */
+    queueSize: positiveInt.default(DEFAULT_QUEUE_SIZE),
+    /** Most jobs committed in one transaction. */
+    maxBatchSize: positiveInt.default(DEFAULT_MAX_BATCH_SIZE),
+    /** How long the loop waits for more jobs after the first one arrives (0: next turn of the event loop). */
+    maxBatchDelayMs: nonNegativeInt.default(DEFAULT_MAX_BATCH_DELAY_MS),
+    /** `synchronous` pragma for ordinary batches: NORMAL or FULL. */
+    durability: z.enum(['normal', 'full']).default(DEFAULT_DURABILITY),
+    /** SQLite `busy_timeout` for the connection. */
+    busyTimeoutMs: nonNegativeInt.default(DEFAULT_BUSY_TIMEOUT_MS),
+    /** Submitters that may wait for queue space when the queue is full; beyond, QUEUE_FULL at once. */
+    maxWaiting: nonNegativeInt.default(DEFAULT_MAX_WAITING),
+    /** Default for `close({ drainTimeoutMs })`. */
+    drainTimeoutMs: nonNegativeInt.default(DEFAULT_DRAIN_TIMEOUT_MS),
+    idempotency: z
+      .object({
+        maxAgeMs: positiveInt.default(DEFAULT_IDEMPOTENCY_MAX_AGE_MS),
+        maxEntries: positiveInt.default(DEFAULT_IDEMPOTENCY_MAX_ENTRIES),
+        pruneIntervalMs: positiveInt.default(DEFAULT_IDEMPOTENCY_PRUNE_INTERVAL_MS),
+      })
+      .strict()
+      .prefault({}),
+    /** Events buffered per `changes()` iterator before it fails with CHANGES_OVERFLOW. */
+    changesBufferSize: positiveInt.default(DEFAULT_CHANGES_BUFFER_SIZE),
+    /** Latest job latencies kept for p50/p99. */
+    latencyReservoirSize: positiveInt.default(DEFAULT_LATENCY_RESERVOIR_SIZE),
+    logger: z
+      .custom<Logger>(isLogger, { message: 'expected a pino-compatible logger' })
+      .default(SILENT_LOGGER),
+  })
+  .strict();
+
+/** What `createWriteCoordinator` takes: only `database` is required. */
+export type WriteCoordinatorOptions = z.input<typeof writeCoordinatorOptionsSchema>;
+/** The validated, defaulted, frozen options readable back as `coordinator.options`. */
+export type ResolvedWriteCoordinatorOptions = z.output<typeof writeCoordinatorOptionsSchema>;
+
+/** Validates, applies defaults and freezes (the database and logger are kept by reference). */
+export function parseOptions(input: unknown): Readonly<ResolvedWriteCoordinatorOptions> {
+  const parsed = writeCoordinatorOptionsSchema.safeParse(input);
+  if (!parsed.success) {
+    throw new WriteCoordinatorError('WRITECOORDINATOR_INVALID_OPTIONS', 'invalid write coordinator options', {
+      details: { issues: parsed.error.issues },
+      cause: parsed.error,
+    });
+  }
+  const o = parsed.data;
+  Object.freeze(o.idempotency);
+  return Object.freeze(o);
+}

@@ -1,0 +1,56 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {
+  createWriteCoordinator,
+  type WriteCoordinator,
+  type WriteCoordinatorOptions,
+} from '@x/writecoordinator';
+import Database from 'better-sqlite3';
+
+export interface TestDb {
+  readonly dir: string;
+  readonly path: string;
+  open(): Database.Database;
+  cleanup(): void;
+}
+
+/** A real SQLite file in a fresh temp directory. */
+export function tempDb(name = 'wc.db'): TestDb {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'x-wc-'));
+  const file = path.join(dir, name);
+  const opened: Database.Database[] = [];
+  return {
+    dir,
+    path: file,
+    open() {
+      const db = new Database(file);
+      opened.push(db);
+      return db;
+    },
+    cleanup() {
+      for (const db of opened) if (db.open) db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Opens a database with an `items(id INTEGER PRIMARY KEY, v TEXT UNIQUE)` table and a coordinator over it. */
+export function openCoordinator(
+  t: TestDb,
+  options: Omit<WriteCoordinatorOptions, 'database'> = {},
+): { db: Database.Database; wc: WriteCoordinator } {
+  const db = t.open();
+  db.exec('CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, v TEXT NOT NULL UNIQUE)');
+  const wc = createWriteCoordinator({ ...options, database: db });
+  return { db, wc };
+}
+
+export function insert(v: string) {
+  return (db: { prepare(s: string): { run(...a: unknown[]): { lastInsertRowid: number | bigint } } }) =>
+    Number(db.prepare('INSERT INTO items (v) VALUES (?)').run(v).lastInsertRowid);
+}
+
+export function values(db: Database.Database): string[] {
+  return (db.prepare('SELECT v FROM items ORDER BY id').all() as Array<{ v: string }>).map((r) => r.v);
+}
