@@ -20,7 +20,28 @@ export const workspaceAliases = [
   })),
 ];
 
-export function sharedProject(name: string, dir: string): UserWorkspaceConfig {
+/** Projects that never touch PostgreSQL, so they do not wait for the shared cluster to start. */
+const WITHOUT_POSTGRES = new Set(['writecoordinator', 'dbproxy']);
+
+/** The vitest globalSetup that starts (or joins) the run's shared PostgreSQL cluster. */
+export const postgresGlobalSetup = src('testkit', 'vitest/global-setup');
+
+export interface SharedProjectOptions {
+  /**
+   * Join the run's shared PostgreSQL cluster (a primary and two streaming replicas, started once per
+   * run whichever projects ask for it) so `createTestDatabase()` can use it. Default: true except for
+   * writecoordinator and dbproxy. A project without it can still call `createTestDatabase()`: each
+   * test worker then starts a cluster of its own, which is slower.
+   */
+  postgres?: boolean;
+}
+
+export function sharedProject(
+  name: string,
+  dir: string,
+  options: SharedProjectOptions = {},
+): UserWorkspaceConfig {
+  const postgres = options.postgres ?? !WITHOUT_POSTGRES.has(name);
   return {
     resolve: { alias: workspaceAliases },
     test: {
@@ -29,6 +50,7 @@ export function sharedProject(name: string, dir: string): UserWorkspaceConfig {
       include: ['test/**/*.test.ts'],
       testTimeout: 60_000,
       hookTimeout: 120_000,
+      ...(postgres ? { globalSetup: [postgresGlobalSetup] } : {}),
     },
   };
 }

@@ -1,0 +1,204 @@
+import { randomBytes } from 'node:crypto';
+import { TestkitError } from '../errors.js';
+import { externalReplicaUrls, type PgCluster, startPostgres, waitForReplay } from './cluster.js';
+import { quoteIdent, urlWithDatabase, withClient } from './sql.js';
+
+/** What the vitest globalSetup provides to every test of a project that needs PostgreSQL. */
+export interface SharedPgContext {
+  readonly primaryUrl: string;
+  readonly replicaUrls: readonly string[];
+  readonly external: boolean;
+  /** The database every test database is cloned from. */
+  readonly template: string;
+}
+
+/** The `provide`/`inject` key of the shared cluster. */
+export const SHARED_PG_KEY = 'xTestkitPostgres';
+export const TEMPLATE_DATABASE = 'x_testkit_template';
+/** Replicas of the shared per-run cluster (fewer when DATABASE_REPLICA_URLS lists fewer). */
+export const SHARED_REPLICAS = 2;
+export const DEFAULT_TEST_DATABASE_PREFIX = 'test';
+export const DEFAULT_REPLICA_WAIT_MS = 30_000;
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    xTestkitPostgres: SharedPgContext | undefined;
+  }
+}
+
+interface SharedState {
+  cluster: Promise<{ cluster: PgCluster; context: SharedPgContext }> | undefined;
+  refs: number;
+}
+
+// On globalThis, not module scope: vitest loads the global setup once per project (separate module
+// instances), and every project that needs PostgreSQL must share the one cluster of the run.
+const STATE_KEY = Symbol.for('x-testkit.shared-postgres');
+function state(): SharedState {
+  const g = globalThis as { [STATE_KEY]?: SharedState };
+  g[STATE_KEY] ??= { cluster: undefined, refs: 0 };
+  return g[STATE_KEY];
+}
+
+async function ensureTemplate(primaryUrl: string): Promise<void> {
+  await withClient(primaryUrl, async (c) => {
+    const found = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [TEMPLATE_DATABASE]);
+    if (found.rowCount) return;
+    try {
+      await c.query(`CREATE DATABASE ${quoteIdent(TEMPLATE_DATABASE)} TEMPLATE template0 ENCODING 'UTF8'`);
+    } catch (e) {
+      if ((e as { code?: string }).code !== '42P04') throw e; // created concurrently
+    }
+    // Nobody connects to the template, so cloning it never fails with "being accessed by other users".
+    await c
+      .query(`ALTER DATABASE ${quoteIdent(TEMPLATE_DATABASE)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false`)
+      .catch(() => undefined);
+  });
+}
+
+/**
+ * Starts (or joins) the cluster shared by the whole run: an embedded primary and two replicas, or
+ * DATABASE_URL with up to two of DATABASE_REPLICA_URLS. Each call must be paired with
+ * `releaseSharedPostgres()`; the last release stops it.
+ */
+export async function acquireSharedPostgres(): Promise<SharedPgContext> {
+  const s = state();
+  s.refs++;
+  s.cluster ??= (async () => {
+    const external = Boolean(process.env.DATABASE_URL);
+    const replicas = external ? Math.min(SHARED_REPLICAS, externalReplicaUrls().length) : SHARED_REPLICAS;
+    const cluster = await startPostgres({ replicas });
+    try {
+      await ensureTemplate(cluster.primary.url);
+      await cluster.waitForReplicas();
+    } catch (e) {
+      await cluster.stop();
+      throw e;
+    }
+    const context: SharedPgContext = Object.freeze({
+      primaryUrl: cluster.primary.url,
+      replicaUrls: Object.freeze(cluster.replicas.map((r) => r.url)),
+      external: cluster.external,
+      template: TEMPLATE_DATABASE,
+    });
+    return { cluster, context };
+  })();
+  try {
+    return (await s.cluster).context;
+  } catch (e) {
+    s.refs--;
+    s.cluster = undefined;
+    throw e;
+  }
+}
+
+export async function releaseSharedPostgres(): Promise<void> {
+  const s = state();
+  if (s.refs === 0) return;
+  s.refs--;
+  if (s.refs > 0 || !s.cluster) return;
+  const pending = s.cluster;
+  s.cluster = undefined;
+  const { cluster } = await pending;
+  await cluster.stop();
+}
+
+/**
+ * The shared cluster of this run: the one provided by the vitest globalSetup when there is one,
+ * otherwise one started lazily in this process (stopped when the process exits).
+ */
+export async function sharedPostgres(): Promise<SharedPgContext> {
+  if ((globalThis as { __vitest_worker__?: unknown }).__vitest_worker__) {
+    try {
+      const { inject } = await import('vitest');
+      const provided = inject(SHARED_PG_KEY);
+      if (provided) return provided;
+    } catch {
+      // not inside a vitest test: fall through
+    }
+  }
+  const s = state();
+  if (s.cluster) return (await s.cluster).context;
+  return acquireSharedPostgres();
+}
+
+export interface TestDatabase {
+  readonly name: string;
+  /** The database on the primary. */
+  readonly url: string;
+  /** The same database on each replica (physical replication). */
+  readonly replicaUrls: readonly string[];
+  /** Drops it everywhere (WITH (FORCE): open connections are terminated); idempotent. */
+  drop(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export interface CreateTestDatabaseOptions {
+  /** Start of the database name (letters, digits, `_`). Default `test`. */
+  prefix?: string;
+  signal?: AbortSignal;
+}
+
+/**
+ * A fresh database on the shared cluster, cloned from the template; it is on every replica when
+ * this resolves. Drop it when the test file is done (`afterAll(() => db.drop())` or `await using`).
+ */
+export async function createTestDatabase(opts: CreateTestDatabaseOptions = {}): Promise<TestDatabase> {
+  const prefix = (opts.prefix ?? DEFAULT_TEST_DATABASE_PREFIX).toLowerCase().replace(/[^a-z0-9_]/g, '_');
+  if (prefix.length === 0 || prefix.length > 40) {
+    throw new TestkitError('TESTKIT_INVALID_OPTIONS', 'prefix must be 1..40 characters', {
+      details: { prefix },
+    });
+  }
+  const ctx = await sharedPostgres();
+  const name = `${prefix}_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
+  await withClient(
+    ctx.primaryUrl,
+    (c) => c.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE ${quoteIdent(ctx.template)}`),
+    { signal: opts.signal },
+  );
+  const replicas = ctx.replicaUrls.map((url, i) => ({ name: `replica${i + 1}`, url }));
+  await waitForReplay(ctx.primaryUrl, replicas, DEFAULT_REPLICA_WAIT_MS, opts.signal);
+  let dropping: Promise<void> | undefined;
+  const drop = () => {
+    dropping ??= withClient(ctx.primaryUrl, async (c) => {
+      await c.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`);
+    });
+    return dropping;
+  };
+  return Object.freeze({
+    name,
+    url: urlWithDatabase(ctx.primaryUrl, name),
+    replicaUrls: Object.freeze(ctx.replicaUrls.map((u) => urlWithDatabase(u, name))),
+    drop,
+    [Symbol.asyncDispose]: drop,
+  });
+}
+
+const warned = new Set<string>();
+
+/**
+ * Why a test needing `n` replicas cannot run here, or undefined when it can. Only on an external
+ * server (DATABASE_URL) without enough DATABASE_REPLICA_URLS; the embedded cluster always has them.
+ * Use with `test.skipIf(reason)` or `ctx.skip(reason)`; the reason is also printed once.
+ */
+export function requireReplicas(n: number): string | undefined {
+  if (!process.env.DATABASE_URL) return undefined;
+  const available = externalReplicaUrls().length;
+  if (available >= n) return undefined;
+  const reason = `needs ${n} PostgreSQL replica(s): DATABASE_URL is set but DATABASE_REPLICA_URLS lists ${available}; unset DATABASE_URL to use the embedded cluster, or list replica URLs`;
+  if (!warned.has(reason)) {
+    warned.add(reason);
+    console.warn(`[@x/testkit] skipped: ${reason}`);
+  }
+  return reason;
+}
+
+/**
+ * Why a test that kills, stops or restarts nodes should not use `startPostgres()` defaults here, or
+ * undefined: on DATABASE_URL the nodes are external. Such tests can pass `{ embedded: true }` instead.
+ */
+export function requireEmbedded(): string | undefined {
+  if (!process.env.DATABASE_URL) return undefined;
+  return 'needs process control of PostgreSQL nodes, but DATABASE_URL points at an external server (use startPostgres({ embedded: true }))';
+}
