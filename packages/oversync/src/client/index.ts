@@ -1,2 +1,14 @@
-/** @x/oversync/client: not implemented yet. */
-export const VERSION = '0.1.0';
+/** @x/oversync/client: an offline-first SQLite client for go-oversync protocol v1 servers. */
+export { createSyncClient, type OpOptions, type SyncClient } from './client.js';
+export {
+  CLIENT_ERROR_CODES,
+  ClientError,
+  type ClientErrorCode,
+  isClientError,
+  isLifecyclePreconditionError,
+} from './errors.js';
+export type { FetchLike, Logger, TokenSource } from './internal/transport.js';
+export type { CoordinatorLike, SqliteDb, SyncWriter } from './internal/writer.js';
+export * from './options.js';
+export { clientWinsResolver, serverWinsResolver } from './resolvers.js';
+export type * from './types.js';

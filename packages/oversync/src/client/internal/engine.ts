@@ -1,0 +1,1221 @@
+import { randomUUID } from 'node:crypto';
+import { computeBundleHash } from '../../shared/bundle-hash.js';
+import { canonicalJson } from '../../shared/canonical-json.js';
+import {
+  type BundleRow,
+  committedBundleRowsResponseSchema,
+  pullResponseSchema,
+  pushConflictDetailsSchema,
+  pushSessionChunkResponseSchema,
+  pushSessionCommitResponseSchema,
+  pushSessionCreateResponseSchema,
+  snapshotChunkResponseSchema,
+  snapshotSessionSchema,
+} from '../../shared/wire.js';
+import { ClientError } from '../errors.js';
+import type {
+  AppliedEvent,
+  ConflictContext,
+  ConflictResolution,
+  ConflictResolver,
+  ProgressEvent,
+  ProgressPhase,
+  PullReport,
+  PushReport,
+  RebuildReport,
+} from '../types.js';
+import {
+  type LocalPayload,
+  localKeyToWire,
+  localPayloadToWire,
+  replayEquivalent,
+  wireKeyToLocal,
+  wirePayloadToLocal,
+} from './codec.js';
+import {
+  beginApply,
+  clearOutbox,
+  endApply,
+  ensureSourceRow,
+  nextSourceBundleId,
+  protocolError,
+  raiseSourceFloor,
+  readAttachment,
+  readOperation,
+  readOutbox,
+  requeueDirty,
+  setOperation,
+  stmt,
+  TableOps,
+} from './db-ops.js';
+import { quoteIdent } from './local-schema.js';
+import { keyJsonFromParams, type TableModel } from './table-model.js';
+import { type Logger, serverCodeOf, type Transport } from './transport.js';
+import type { SqliteDb, TxRunner } from './writer.js';
+
+export interface EngineConfig {
+  readonly schema: string;
+  readonly uploadLimit: number;
+  readonly downloadLimit: number;
+  readonly snapshotChunkRows: number;
+  readonly maxConflictRetries: number;
+  readonly maxUnstructuredConflicts: number;
+  readonly resolver: ConflictResolver;
+}
+
+export interface EngineHooks {
+  progress(e: ProgressEvent): void;
+  applied(e: AppliedEvent): void;
+  conflict(context: ConflictContext, resolution: ConflictResolution): void;
+  /** Called when the in-memory source id changes after a committed rotation. */
+  sourceChanged(sourceId: string): void;
+  /** Called when the durable binding was reset (seed lease lost). */
+  bindingReset(): void;
+}
+
+interface OutboxRow {
+  ordinal: number;
+  table: string;
+  keyJson: string;
+  wireKeyJson: string;
+  op: 'INSERT' | 'UPDATE' | 'DELETE';
+  base: number;
+  localPayload: string | null;
+  wirePayload: string | null;
+}
+
+interface CommittedMeta {
+  bundleSeq: number;
+  sourceId: string;
+  sourceBundleId: number;
+  rowCount: number;
+  bundleHash: string;
+}
+
+export type PreserveMode = 'none' | 'keep-base' | 'rebase';
+
+export interface RebuildPlan {
+  phase: ProgressPhase;
+  /** Rotate to this source id (source recovery). */
+  rotateTo?: { newSourceId: string; reason: string };
+  /** What happens to local intents (dirty rows and an uncommitted outbox). */
+  preserve: PreserveMode;
+  /** The outbox is committed remotely: drop it instead of preserving it. */
+  dropCommittedOutbox?: boolean;
+  advanceSourceFloor?: number;
+  clearOperation?: boolean;
+  /** Bind this user as attached during the apply (remote replace). */
+  bindUser?: string;
+}
+
+const OPS = new Set(['INSERT', 'UPDATE', 'DELETE']);
+
+/** Push, replay, pull, rebuild and conflict handling over one local database. */
+export class SyncEngine {
+  readonly runner: TxRunner;
+  readonly transport: Transport;
+  readonly cfg: EngineConfig;
+  readonly models: readonly TableModel[];
+  readonly ops: ReadonlyMap<string, TableOps>;
+  readonly #hooks: EngineHooks;
+  readonly #logger: Logger;
+
+  constructor(
+    runner: TxRunner,
+    transport: Transport,
+    cfg: EngineConfig,
+    models: readonly TableModel[],
+    hooks: EngineHooks,
+    logger: Logger,
+  ) {
+    this.runner = runner;
+    this.transport = transport;
+    this.cfg = cfg;
+    this.models = models;
+    this.ops = new Map(models.map((m) => [m.table, new TableOps(m, cfg.schema)]));
+    this.#hooks = hooks;
+    this.#logger = logger;
+  }
+
+  tableOps(table: string): TableOps {
+    const o = this.ops.get(table);
+    if (!o) throw protocolError(`table ${table} is not managed by this client`, { table });
+    return o;
+  }
+
+  #checkRow(schema: string, table: string): TableOps {
+    if (schema !== this.cfg.schema) {
+      throw protocolError(`row schema ${schema} differs from the configured schema ${this.cfg.schema}`);
+    }
+    return this.tableOps(table);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Push
+  // -------------------------------------------------------------------------------------------
+
+  /** Freezes dirty rows into the outbox (or returns the outbox already frozen). */
+  async freeze(signal?: AbortSignal): Promise<{ outbox: ReturnType<typeof readOutbox>; resumed: boolean }> {
+    const schema = this.cfg.schema;
+    return this.runner.tx((db) => {
+      const cur = readOutbox(db);
+      if (cur.state !== 'none') return { outbox: cur, resumed: true };
+      const att = readAttachment(db);
+      const dirty = stmt(
+        db,
+        `SELECT d.table_name, d.key_json, d.base_row_version, d.payload, d.dirty_ordinal, rs.deleted AS rs_deleted
+         FROM _sync_dirty_rows d LEFT JOIN _sync_row_state rs
+           ON rs.schema_name = d.schema_name AND rs.table_name = d.table_name AND rs.key_json = d.key_json
+         WHERE d.schema_name = ? ORDER BY d.dirty_ordinal, d.table_name, d.key_json`,
+      ).all(schema) as Array<{
+        table_name: string;
+        key_json: string;
+        base_row_version: number;
+        payload: string | null;
+        dirty_ordinal: number;
+        rs_deleted: number | null;
+      }>;
+      const upserts: Array<OutboxRow & { order: number; dirtyOrdinal: number }> = [];
+      const deletes: Array<OutboxRow & { order: number; dirtyOrdinal: number }> = [];
+      const delDirty = stmt(
+        db,
+        `DELETE FROM _sync_dirty_rows WHERE schema_name = ? AND table_name = ? AND key_json = ?`,
+      );
+      for (const d of dirty) {
+        const ops = this.ops.get(d.table_name);
+        if (!ops) continue;
+        const live = d.rs_deleted !== null && d.rs_deleted === 0;
+        if (d.payload === null && !live) {
+          delDirty.run(schema, d.table_name, d.key_json); // insert+delete before any upload: a no-op
+          continue;
+        }
+        const op = d.payload !== null ? (live ? 'UPDATE' : 'INSERT') : 'DELETE';
+        const wireKey = localKeyToWire(ops.m, JSON.parse(d.key_json) as Record<string, unknown>);
+        const wirePayload =
+          d.payload === null
+            ? null
+            : JSON.stringify(localPayloadToWire(ops.m, JSON.parse(d.payload) as LocalPayload));
+        const row = {
+          ordinal: 0,
+          table: d.table_name,
+          keyJson: d.key_json,
+          wireKeyJson: canonicalJson(wireKey),
+          op,
+          base: Number(d.base_row_version),
+          localPayload: d.payload,
+          wirePayload,
+          order: ops.m.order,
+          dirtyOrdinal: Number(d.dirty_ordinal),
+        } as const;
+        (op === 'DELETE' ? deletes : upserts).push({ ...row });
+      }
+      upserts.sort((a, b) => a.order - b.order || a.dirtyOrdinal - b.dirtyOrdinal);
+      deletes.sort((a, b) => b.order - a.order || a.dirtyOrdinal - b.dirtyOrdinal);
+      const rows = [...upserts, ...deletes];
+      if (rows.length === 0) return { outbox: cur, resumed: false };
+      const sbid = nextSourceBundleId(db, att.currentSourceId);
+      const ins = stmt(
+        db,
+        `INSERT INTO _sync_outbox_rows(source_bundle_id, row_ordinal, schema_name, table_name, key_json, wire_key_json,
+           op, base_row_version, local_payload, wire_payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      );
+      rows.forEach((r, i) => {
+        ins.run(
+          sbid,
+          i,
+          schema,
+          r.table,
+          r.keyJson,
+          r.wireKeyJson,
+          r.op,
+          r.base,
+          r.localPayload,
+          r.wirePayload,
+        );
+        delDirty.run(schema, r.table, r.keyJson);
+      });
+      stmt(
+        db,
+        `UPDATE _sync_outbox_bundle SET state = 'prepared', source_id = ?, source_bundle_id = ?, row_count = ?,
+           initialization_id = ?, canonical_request_hash = '', remote_bundle_hash = '', remote_bundle_seq = 0,
+           unstructured_conflicts = 0 WHERE singleton_key = 1`,
+      ).run(att.currentSourceId, sbid, rows.length, att.pendingInitializationId);
+      return { outbox: readOutbox(db), resumed: false };
+    }, signal);
+  }
+
+  async #readOutboxRows(signal?: AbortSignal, from = 0, limit = -1): Promise<OutboxRow[]> {
+    return this.runner.tx((db) => {
+      const rs = stmt(
+        db,
+        `SELECT row_ordinal, table_name, key_json, wire_key_json, op, base_row_version, local_payload, wire_payload
+         FROM _sync_outbox_rows WHERE row_ordinal >= ? ORDER BY row_ordinal LIMIT ?`,
+      ).all(from, limit) as Array<Record<string, unknown>>;
+      return rs.map((r) => ({
+        ordinal: Number(r.row_ordinal),
+        table: String(r.table_name),
+        keyJson: String(r.key_json),
+        wireKeyJson: String(r.wire_key_json),
+        op: r.op as OutboxRow['op'],
+        base: Number(r.base_row_version),
+        localPayload: (r.local_payload as string | null) ?? null,
+        wirePayload: (r.wire_payload as string | null) ?? null,
+      }));
+    }, signal);
+  }
+
+  /**
+   * Pushes at most one bundle (the resumed outbox or a new freeze), then replays the committed
+   * result. Structured conflicts are resolved and the push retried up to `maxConflictRetries`.
+   */
+  async pushPending(signal?: AbortSignal): Promise<PushReport> {
+    let conflictsResolved = 0;
+    for (let round = 0; ; round++) {
+      const { outbox } = await this.freeze(signal);
+      if (outbox.state === 'none') return { outcome: 'no_change', conflictsResolved };
+      try {
+        const meta = await this.#uploadAndCommit(outbox, signal);
+        const replayed = await this.#fetchAndReplay(meta, outbox, signal);
+        return { outcome: 'committed', bundleSeq: meta.bundleSeq, rowCount: replayed, conflictsResolved };
+      } catch (e) {
+        const handled = await this.#handlePushError(e, outbox, signal);
+        if (handled === 'committed') return { outcome: 'committed', conflictsResolved };
+        if (handled !== 'conflict_resolved') throw e;
+        conflictsResolved++;
+        const remaining = await this.runner.tx(
+          (db) => Number(stmt(db, `SELECT COUNT(*) FROM _sync_dirty_rows`).pluck().get()),
+          signal,
+        );
+        if (remaining === 0) return { outcome: 'no_change', conflictsResolved };
+        if (round >= this.cfg.maxConflictRetries) {
+          throw new ClientError(
+            'OVERSYNC_CLIENT_CONFLICT_RETRY_EXHAUSTED',
+            `push conflicts persisted after ${this.cfg.maxConflictRetries} automatic retries`,
+            { details: { retryCount: this.cfg.maxConflictRetries, remainingDirtyCount: remaining } },
+          );
+        }
+      }
+    }
+  }
+
+  async #uploadAndCommit(
+    outbox: ReturnType<typeof readOutbox>,
+    signal?: AbortSignal,
+  ): Promise<CommittedMeta> {
+    if (outbox.state === 'committed_remote') {
+      return {
+        bundleSeq: outbox.remoteBundleSeq,
+        sourceId: outbox.sourceId,
+        sourceBundleId: outbox.sourceBundleId,
+        rowCount: -1,
+        bundleHash: outbox.remoteBundleHash,
+      };
+    }
+    const t = this.transport;
+    return t.withRetry(
+      'push_pending',
+      async () => {
+        const body: Record<string, unknown> = {
+          source_bundle_id: outbox.sourceBundleId,
+          planned_row_count: outbox.rowCount,
+        };
+        if (outbox.initializationId) body.initialization_id = outbox.initializationId;
+        const created = await t.request({
+          method: 'POST',
+          path: '/sync/push-sessions',
+          body,
+          schema: pushSessionCreateResponseSchema,
+          ...(signal ? { signal } : {}),
+        });
+        if (created.status === 'already_committed') {
+          const meta = {
+            bundleSeq: created.bundle_seq ?? 0,
+            sourceId: created.source_id ?? '',
+            sourceBundleId: created.source_bundle_id ?? 0,
+            rowCount: created.row_count ?? 0,
+            bundleHash: created.bundle_hash ?? '',
+          };
+          if (
+            meta.sourceId !== outbox.sourceId ||
+            meta.sourceBundleId !== outbox.sourceBundleId ||
+            meta.bundleSeq <= 0 ||
+            !meta.bundleHash
+          ) {
+            throw protocolError('already_committed answer does not match the frozen outbox', { ...meta });
+          }
+          await this.#markCommitted(meta, signal);
+          return meta;
+        }
+        const pushId = created.push_id;
+        if (
+          !pushId ||
+          created.planned_row_count !== outbox.rowCount ||
+          (created.next_expected_row_ordinal ?? 0) !== 0
+        ) {
+          throw protocolError('push session create answer does not echo the plan');
+        }
+        let committed = false;
+        try {
+          for (let start = 0; start < outbox.rowCount; start += this.cfg.uploadLimit) {
+            const rows = await this.#readOutboxRows(signal, start, this.cfg.uploadLimit);
+            const wireRows = rows.map((r) => {
+              const w: Record<string, unknown> = {
+                schema: this.cfg.schema,
+                table: r.table,
+                key: JSON.parse(r.wireKeyJson) as unknown,
+                op: r.op,
+                base_row_version: r.base,
+              };
+              if (r.wirePayload !== null) w.payload = JSON.parse(r.wirePayload) as unknown;
+              return w;
+            });
+            const res: { push_id: string; next_expected_row_ordinal: number } = await t.request({
+              method: 'POST',
+              path: `/sync/push-sessions/${encodeURIComponent(pushId)}/chunks`,
+              body: { start_row_ordinal: start, rows: wireRows },
+              schema: pushSessionChunkResponseSchema,
+              ...(signal ? { signal } : {}),
+            });
+            if (res.push_id !== pushId || res.next_expected_row_ordinal !== start + rows.length) {
+              throw protocolError('push chunk answer does not echo the session');
+            }
+            this.#hooks.progress({ phase: 'push', done: start + rows.length, total: outbox.rowCount });
+          }
+          const c = await t.request({
+            method: 'POST',
+            path: `/sync/push-sessions/${encodeURIComponent(pushId)}/commit`,
+            schema: pushSessionCommitResponseSchema,
+            ...(signal ? { signal } : {}),
+          });
+          committed = true;
+          if (
+            c.source_id !== outbox.sourceId ||
+            c.source_bundle_id !== outbox.sourceBundleId ||
+            c.row_count <= 0
+          ) {
+            throw protocolError('push commit answer does not match the frozen outbox');
+          }
+          const meta = {
+            bundleSeq: c.bundle_seq,
+            sourceId: c.source_id,
+            sourceBundleId: c.source_bundle_id,
+            rowCount: c.row_count,
+            bundleHash: c.bundle_hash,
+          };
+          await this.#markCommitted(meta, signal);
+          return meta;
+        } finally {
+          if (!committed) {
+            t.request({ method: 'DELETE', path: `/sync/push-sessions/${encodeURIComponent(pushId)}` }).catch(
+              () => undefined,
+            );
+          }
+        }
+      },
+      signal,
+    );
+  }
+
+  async #markCommitted(meta: CommittedMeta, signal?: AbortSignal): Promise<void> {
+    await this.runner.tx((db) => {
+      stmt(
+        db,
+        `UPDATE _sync_outbox_bundle SET state = 'committed_remote', remote_bundle_seq = ?, remote_bundle_hash = ?
+         WHERE singleton_key = 1`,
+      ).run(meta.bundleSeq, meta.bundleHash);
+      stmt(
+        db,
+        `UPDATE _sync_attachment_state SET pending_initialization_id = '' WHERE singleton_key = 1`,
+      ).run();
+    }, signal);
+  }
+
+  /** Fetches the committed rows of our bundle, verifies count and hash, and replays them. */
+  async #fetchAndReplay(
+    meta: CommittedMeta,
+    outbox: ReturnType<typeof readOutbox>,
+    signal?: AbortSignal,
+  ): Promise<number> {
+    const rows: BundleRow[] = [];
+    let after = -1;
+    let expectedCount = meta.rowCount;
+    for (;;) {
+      const page = await this.transport.request({
+        method: 'GET',
+        path: `/sync/committed-bundles/${meta.bundleSeq}/rows`,
+        query: { max_rows: this.cfg.downloadLimit, after_row_ordinal: after >= 0 ? after : undefined },
+        schema: committedBundleRowsResponseSchema,
+        retryOp: 'committed_bundle_fetch',
+        ...(signal ? { signal } : {}),
+      });
+      const pr = page.rows ?? [];
+      if (
+        page.bundle_seq !== meta.bundleSeq ||
+        page.source_id !== outbox.sourceId ||
+        page.source_bundle_id !== outbox.sourceBundleId ||
+        page.bundle_hash !== meta.bundleHash ||
+        (expectedCount >= 0 && page.row_count !== expectedCount)
+      ) {
+        throw protocolError('committed bundle page metadata does not match the commit');
+      }
+      expectedCount = page.row_count;
+      if (pr.length > 0 && page.next_row_ordinal !== after + pr.length) {
+        throw protocolError('committed bundle page has a wrong next_row_ordinal');
+      }
+      if (page.has_more && pr.length === 0)
+        throw protocolError('committed bundle page: has_more without rows');
+      for (const r of pr) {
+        if (r.row_version <= 0 || !OPS.has(r.op) || (r.op !== 'DELETE' && r.payload === undefined)) {
+          throw protocolError('committed bundle row is malformed');
+        }
+        rows.push(r);
+      }
+      after += pr.length;
+      if (!page.has_more) break;
+    }
+    if (rows.length !== expectedCount) {
+      throw new ClientError('OVERSYNC_CLIENT_HASH_MISMATCH', 'committed bundle row count does not match', {
+        details: { expected: expectedCount, got: rows.length },
+      });
+    }
+    const hash = computeBundleHash(rows).hex;
+    if (hash !== meta.bundleHash) {
+      throw new ClientError('OVERSYNC_CLIENT_HASH_MISMATCH', 'staged committed bundle hash does not match', {
+        details: { expected: meta.bundleHash, computed: hash, bundleSeq: meta.bundleSeq },
+      });
+    }
+    await this.#replay(meta, rows, signal);
+    return rows.length;
+  }
+
+  async #replay(meta: CommittedMeta, rows: readonly BundleRow[], signal?: AbortSignal): Promise<void> {
+    const schema = this.cfg.schema;
+    const tables = new Set<string>();
+    let lastSeen = 0;
+    await this.runner.tx((db) => {
+      const outboxRows = stmt(
+        db,
+        `SELECT table_name, wire_key_json, op, local_payload FROM _sync_outbox_rows`,
+      ).all() as Array<{
+        table_name: string;
+        wire_key_json: string;
+        op: string;
+        local_payload: string | null;
+      }>;
+      const byKey = new Map(outboxRows.map((r) => [`${r.table_name}\u0000${r.wire_key_json}`, r]));
+      // Prove the committed bundle carries every frozen intent (extra server-side rows allowed).
+      const committedKeys = new Set(rows.map((r) => `${r.table}\u0000${canonicalJson(r.key)}`));
+      for (const k of byKey.keys()) {
+        if (!committedKeys.has(k)) {
+          throw protocolError('committed bundle does not contain every frozen outbox row', {
+            bundleSeq: meta.bundleSeq,
+          });
+        }
+      }
+      beginApply(db);
+      for (const c of rows) {
+        const ops = this.#checkRow(c.schema, c.table);
+        tables.add(c.table);
+        const key = wireKeyToLocal(ops.m, c.key);
+        const v = c.row_version;
+        const u = byKey.get(`${c.table}\u0000${canonicalJson(c.key)}`);
+        const rs = ops.rowState(db, key.text);
+        if (rs && rs.version >= v) continue; // a newer version was applied already
+        if (!u) {
+          applyServerRow(db, ops, key, c);
+          continue;
+        }
+        const live = ops.live(db, key.bind);
+        const d = ops.dirty(db, key.text);
+        const keyJson = ops.keyJson(db, key.text);
+        if (u.op === 'DELETE') {
+          if (live) {
+            ops.setRowState(db, key.text, v, true);
+            requeueDirty(db, schema, c.table, keyJson, JSON.stringify(live), v, true);
+          } else {
+            applyServerRow(db, ops, key, c);
+          }
+          continue;
+        }
+        const localPayload = u.local_payload === null ? null : (JSON.parse(u.local_payload) as unknown);
+        if (!live) {
+          ops.setRowState(db, key.text, v, false);
+          requeueDirty(db, schema, c.table, keyJson, null, v, true);
+          continue;
+        }
+        const dirtyMatches =
+          d !== undefined &&
+          d.op === u.op &&
+          d.payload !== null &&
+          replayEquivalent(JSON.parse(d.payload) as unknown, localPayload);
+        const liveMatches = replayEquivalent(live, localPayload);
+        if ((d !== undefined && !dirtyMatches) || !liveMatches) {
+          ops.setRowState(db, key.text, v, false);
+          requeueDirty(db, schema, c.table, keyJson, JSON.stringify(live), v, true);
+          continue;
+        }
+        applyServerRow(db, ops, key, c);
+      }
+      const att = readAttachment(db);
+      lastSeen = att.lastBundleSeqSeen;
+      if (meta.bundleSeq === att.lastBundleSeqSeen + 1) {
+        lastSeen = meta.bundleSeq;
+        stmt(db, `UPDATE _sync_attachment_state SET last_bundle_seq_seen = ? WHERE singleton_key = 1`).run(
+          meta.bundleSeq,
+        );
+      }
+      raiseSourceFloor(db, meta.sourceId, meta.sourceBundleId + 1);
+      clearOutbox(db);
+      stmt(db, `DELETE FROM _sync_push_stage`).run();
+      endApply(db);
+    }, signal);
+    this.#hooks.applied({
+      kind: 'replay',
+      tables: [...tables],
+      rows: rows.length,
+      lastBundleSeqSeen: lastSeen,
+    });
+  }
+
+  /** Maps push failures: conflicts, source sequencing, pruned history, lost seed leases. */
+  async #handlePushError(
+    e: unknown,
+    outbox: ReturnType<typeof readOutbox>,
+    signal?: AbortSignal,
+  ): Promise<'conflict_resolved' | 'committed' | 'rethrow'> {
+    const cause = e instanceof ClientError && e.code === 'OVERSYNC_CLIENT_RETRY_EXHAUSTED' ? e.cause : e;
+    const code = serverCodeOf(cause);
+    if (!code) return 'rethrow';
+    const body = ((cause as ClientError).details.body ?? {}) as Record<string, unknown>;
+    switch (code) {
+      case 'push_conflict': {
+        const parsed = pushConflictDetailsSchema.safeParse(body.conflict);
+        if (!parsed.success) {
+          await this.#unstructuredConflict(outbox, cause as ClientError, signal);
+          return 'rethrow';
+        }
+        await this.#resolveConflict(parsed.data, signal);
+        return 'conflict_resolved';
+      }
+      case 'history_pruned': {
+        const fresh = await this.runner.tx((db) => readOutbox(db), signal);
+        if (fresh.state === 'committed_remote' || statusIsFetch(cause)) {
+          // Our bundle is committed but no longer retained: rebuild from a snapshot (which holds
+          // it), keep the local edits made since the freeze, and move the source floor past it.
+          await this.rebuild(
+            {
+              phase: 'recover',
+              preserve: 'rebase',
+              dropCommittedOutbox: true,
+              advanceSourceFloor: fresh.sourceBundleId + 1,
+            },
+            signal,
+          );
+          return 'committed';
+        }
+        await this.enterSourceRecovery('history_pruned', '', signal);
+        return 'rethrow';
+      }
+      case 'source_sequence_out_of_order':
+      case 'source_sequence_changed':
+        await this.enterSourceRecovery(code, '', signal);
+        return 'rethrow';
+      case 'source_retired':
+        await this.enterSourceRecovery(
+          'source_retired',
+          typeof body.replaced_by_source_id === 'string' ? body.replaced_by_source_id : '',
+          signal,
+        );
+        return 'rethrow';
+      case 'initialization_expired':
+      case 'initialization_stale':
+        await this.runner.tx((db) => {
+          stmt(
+            db,
+            `UPDATE _sync_attachment_state SET binding_state = 'anonymous', attached_user_id = '',
+               pending_initialization_id = '' WHERE singleton_key = 1`,
+          ).run();
+          stmt(db, `UPDATE _sync_outbox_bundle SET initialization_id = '' WHERE singleton_key = 1`).run();
+        }, signal);
+        this.#hooks.bindingReset();
+        throw new ClientError(
+          'OVERSYNC_CLIENT_RECONNECT_REQUIRED',
+          `seed lease lost (${code}): reconnect required`,
+          {
+            cause,
+            details: { serverCode: code },
+          },
+        );
+      default:
+        return 'rethrow';
+    }
+  }
+
+  async enterSourceRecovery(reason: string, replacement: string, signal?: AbortSignal): Promise<void> {
+    await this.runner.tx((db) => {
+      const op = readOperation(db);
+      const reserved = op.kind === 'source_recovery' ? op.replacementSourceId : '';
+      stmt(db, `UPDATE _sync_attachment_state SET rebuild_required = 1 WHERE singleton_key = 1`).run();
+      setOperation(db, {
+        kind: 'source_recovery',
+        reason,
+        replacementSourceId: replacement || reserved,
+      });
+    }, signal);
+  }
+
+  /**
+   * A 409 push_conflict without details cannot be resolved row by row. The reference client
+   * retries the same frozen bundle forever; here the outbox is kept for a bounded number of
+   * attempts, after which the intents are rebased onto a fresh snapshot (local edits win) so
+   * the next push can make progress. Nothing local is lost either way.
+   */
+  async #unstructuredConflict(
+    outbox: ReturnType<typeof readOutbox>,
+    cause: ClientError,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const count = await this.runner.tx((db) => {
+      stmt(
+        db,
+        `UPDATE _sync_outbox_bundle SET unstructured_conflicts = unstructured_conflicts + 1 WHERE singleton_key = 1`,
+      ).run();
+      return readOutbox(db).unstructuredConflicts;
+    }, signal);
+    if (count < this.cfg.maxUnstructuredConflicts) {
+      throw new ClientError('OVERSYNC_CLIENT_PUSH_CONFLICT', 'push conflict without details', {
+        cause,
+        details: { attempts: count, sourceBundleId: outbox.sourceBundleId },
+      });
+    }
+    this.#logger.warn?.(
+      { attempts: count },
+      'oversync client: rebasing local intents after repeated opaque conflicts',
+    );
+    await this.rebuild({ phase: 'recover', preserve: 'rebase' }, signal);
+    throw new ClientError(
+      'OVERSYNC_CLIENT_PUSH_CONFLICT',
+      'push conflict without details; local intents were rebased onto a fresh snapshot',
+      { cause, details: { attempts: count, rebased: true } },
+    );
+  }
+
+  async #resolveConflict(
+    details: ReturnType<typeof pushConflictDetailsSchema.parse>,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const schema = this.cfg.schema;
+    const ops = this.#checkRow(details.schema, details.table);
+    const wireKeyJson = canonicalJson(details.key);
+    const u = await this.runner.tx(
+      (db) =>
+        stmt(
+          db,
+          `SELECT key_json, op, base_row_version, local_payload FROM _sync_outbox_rows WHERE table_name = ? AND wire_key_json = ?`,
+        ).get(details.table, wireKeyJson) as
+          | { key_json: string; op: string; base_row_version: number; local_payload: string | null }
+          | undefined,
+      signal,
+    );
+    if (!u) {
+      throw new ClientError(
+        'OVERSYNC_CLIENT_PUSH_CONFLICT',
+        'push conflict names a row that is not in the outbox',
+        {
+          details: { table: details.table, key: details.key },
+        },
+      );
+    }
+    const serverLive =
+      details.server_row !== null && details.server_row !== undefined && !details.server_row_deleted;
+    const serverRowLocal = serverLive ? wirePayloadToLocal(ops.m, details.server_row) : null;
+    const ctx: ConflictContext = {
+      schema,
+      table: details.table,
+      key: details.key as Record<string, string>,
+      localOp: u.op as ConflictContext['localOp'],
+      localPayload:
+        u.local_payload === null ? null : (JSON.parse(u.local_payload) as Record<string, unknown>),
+      baseRowVersion: Number(u.base_row_version),
+      serverRowVersion: details.server_row_version,
+      serverRowDeleted: details.server_row_deleted,
+      serverRow: serverLive ? (details.server_row as Record<string, unknown>) : null,
+      serverRowLocal,
+    };
+    let resolution: ConflictResolution | undefined;
+    let invalid: string | undefined;
+    try {
+      resolution = await this.cfg.resolver(ctx);
+    } catch (err) {
+      invalid = `resolver threw: ${err instanceof Error ? err.message : String(err)}`;
+    }
+    if (!invalid) invalid = validateResolution(ops.m, resolution);
+    const v = details.server_row_version;
+    await this.runner.tx((db) => {
+      beginApply(db);
+      // Every frozen row goes back to dirty; a newer dirty row for the same key is kept.
+      const all = stmt(
+        db,
+        `SELECT table_name, key_json, base_row_version, local_payload FROM _sync_outbox_rows`,
+      ).all() as Array<{
+        table_name: string;
+        key_json: string;
+        base_row_version: number;
+        local_payload: string | null;
+      }>;
+      for (const r of all) {
+        if (!invalid && r.key_json === u.key_json && r.table_name === details.table) continue;
+        requeueDirty(
+          db,
+          schema,
+          r.table_name,
+          r.key_json,
+          r.local_payload,
+          Number(r.base_row_version),
+          false,
+        );
+      }
+      clearOutbox(db);
+      if (!invalid && resolution) {
+        const key = wireKeyToLocal(ops.m, details.key);
+        const newer = ops.dirty(db, key.text);
+        const kind = newer ? 'keep-local' : resolution.kind;
+        if (kind === 'accept-server') {
+          if (serverLive) {
+            ops.upsertWire(db, details.server_row);
+            ops.setRowState(db, key.text, v, false);
+          } else {
+            ops.delete(db, key.bind);
+            if (v === 0) ops.deleteRowState(db, key.text);
+            else ops.setRowState(db, key.text, v, true);
+          }
+        } else {
+          if (resolution.kind === 'merged' && !newer) ops.upsertLocal(db, resolution.payload as LocalPayload);
+          if (v === 0) ops.deleteRowState(db, key.text);
+          else ops.setRowState(db, key.text, v, !serverLive);
+          const live = ops.live(db, key.bind);
+          const keyJson = ops.keyJson(db, key.text);
+          if (live) requeueDirty(db, schema, details.table, keyJson, JSON.stringify(live), v, true);
+          else if (serverLive) requeueDirty(db, schema, details.table, keyJson, null, v, true);
+          else ops.deleteDirty(db, key.text);
+        }
+      }
+      endApply(db);
+    }, signal);
+    if (invalid || !resolution) {
+      throw new ClientError('OVERSYNC_CLIENT_INVALID_CONFLICT_RESOLUTION', invalid ?? 'no resolution', {
+        details: { table: details.table, key: details.key },
+      });
+    }
+    this.#hooks.conflict(ctx, resolution);
+    this.#hooks.applied({ kind: 'conflict', tables: [details.table], rows: 1, lastBundleSeqSeen: -1 });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Pull
+  // -------------------------------------------------------------------------------------------
+
+  async pullToStable(signal?: AbortSignal): Promise<PullReport> {
+    let after = await this.runner.tx((db) => readAttachment(db).lastBundleSeqSeen, signal);
+    const start = after;
+    let stable: number | undefined;
+    let bundlesApplied = 0;
+    let rowsApplied = 0;
+    for (;;) {
+      let res: ReturnType<typeof pullResponseSchema.parse>;
+      try {
+        res = await this.transport.request({
+          method: 'GET',
+          path: '/sync/pull',
+          query: { after_bundle_seq: after, max_bundles: this.cfg.downloadLimit, target_bundle_seq: stable },
+          schema: pullResponseSchema,
+          retryOp: 'pull_request',
+          ...(signal ? { signal } : {}),
+        });
+      } catch (e) {
+        const inner = e instanceof ClientError && e.code === 'OVERSYNC_CLIENT_RETRY_EXHAUSTED' ? e.cause : e;
+        if (serverCodeOf(inner) === 'history_pruned') {
+          const r = await this.rebuild({ phase: 'recover', preserve: 'keep-base' }, signal);
+          return {
+            outcome: 'applied_snapshot',
+            bundlesApplied,
+            rowsApplied: rowsApplied + (r.restore?.rowCount ?? 0),
+            lastBundleSeqSeen: r.restore?.bundleSeq ?? after,
+            ...(r.restore ? { restore: r.restore } : {}),
+          };
+        }
+        throw e;
+      }
+      const s = res.stable_bundle_seq;
+      const bundles = res.bundles ?? [];
+      if (s < 0 || s < after) throw protocolError('pull: stable_bundle_seq is behind the checkpoint');
+      if (stable !== undefined && s !== stable)
+        throw protocolError('pull: stable_bundle_seq changed between pages');
+      if (bundles.length > 0 && s <= 0) throw protocolError('pull: bundles without a stable sequence');
+      stable = s;
+      let prev = after;
+      for (const b of bundles) {
+        if (b.bundle_seq <= prev || b.bundle_seq > s || !b.source_id || b.source_bundle_id <= 0) {
+          throw protocolError('pull: bundle sequence out of order or malformed', { bundleSeq: b.bundle_seq });
+        }
+        prev = b.bundle_seq;
+        for (const r of b.rows ?? []) {
+          if (r.row_version <= 0 || !OPS.has(r.op) || (r.op !== 'DELETE' && r.payload === undefined)) {
+            throw protocolError('pull: malformed bundle row', { bundleSeq: b.bundle_seq });
+          }
+        }
+      }
+      for (const b of bundles) {
+        const n = await this.#applyBundle(b.bundle_seq, b.rows ?? [], signal);
+        after = b.bundle_seq;
+        bundlesApplied++;
+        rowsApplied += n;
+        this.#hooks.progress({ phase: 'pull', done: after - start, total: s - start });
+      }
+      if (after >= s) break;
+      if (!res.has_more) throw protocolError('pull ended early', { after, stable: s });
+    }
+    return {
+      outcome: bundlesApplied > 0 ? 'applied_incremental' : 'already_at_target',
+      bundlesApplied,
+      rowsApplied,
+      lastBundleSeqSeen: after,
+    };
+  }
+
+  /** Applies one bundle in its own transaction; the checkpoint moves in the same transaction. */
+  async #applyBundle(bundleSeq: number, rows: readonly BundleRow[], signal?: AbortSignal): Promise<number> {
+    const tables = new Set<string>();
+    let applied = 0;
+    await this.runner.tx((db) => {
+      beginApply(db);
+      for (const r of rows) {
+        const ops = this.#checkRow(r.schema, r.table);
+        const key = wireKeyToLocal(ops.m, r.key);
+        const rs = ops.rowState(db, key.text);
+        if (rs && rs.version >= r.row_version) continue;
+        tables.add(r.table);
+        applied++;
+        if (ops.dirty(db, key.text)) {
+          // A local edit is pending for this row: keep it (and its base version, so the push
+          // detects the conflict and the resolver decides); record the server's version.
+          ops.setRowState(db, key.text, r.row_version, r.op === 'DELETE');
+          continue;
+        }
+        applyServerRow(db, ops, key, r);
+      }
+      stmt(
+        db,
+        `UPDATE _sync_attachment_state SET last_bundle_seq_seen = MAX(last_bundle_seq_seen, ?) WHERE singleton_key = 1`,
+      ).run(bundleSeq);
+      endApply(db);
+    }, signal);
+    this.#hooks.applied({ kind: 'pull', tables: [...tables], rows: applied, lastBundleSeqSeen: bundleSeq });
+    return applied;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Snapshot rebuild
+  // -------------------------------------------------------------------------------------------
+
+  async rebuild(plan: RebuildPlan, signal?: AbortSignal): Promise<RebuildReport> {
+    const schema = this.cfg.schema;
+    await this.runner.tx((db) => {
+      stmt(db, `UPDATE _sync_attachment_state SET rebuild_required = 1 WHERE singleton_key = 1`).run();
+      stmt(db, `DELETE FROM _sync_snapshot_stage`).run();
+    }, signal);
+    const t = this.transport;
+    const body: Record<string, unknown> = {};
+    if (plan.rotateTo) {
+      body.source_replacement = {
+        previous_source_id: t.sourceId,
+        new_source_id: plan.rotateTo.newSourceId,
+        reason: plan.rotateTo.reason,
+      };
+    }
+    let session: ReturnType<typeof snapshotSessionSchema.parse>;
+    try {
+      session = await t.request({
+        method: 'POST',
+        path: '/sync/snapshot-sessions',
+        ...(plan.rotateTo ? { body } : {}),
+        schema: snapshotSessionSchema,
+        retryOp: 'snapshot_session_create',
+        ...(signal ? { signal } : {}),
+      });
+    } catch (e) {
+      const inner = e instanceof ClientError && e.code === 'OVERSYNC_CLIENT_RETRY_EXHAUSTED' ? e.cause : e;
+      if (plan.rotateTo && serverCodeOf(inner) === 'source_retired') {
+        throw new ClientError(
+          'OVERSYNC_CLIENT_SOURCE_REPLACEMENT_DIVERGED',
+          'server names a different replacement source',
+          {
+            cause: inner,
+            details: { reserved: plan.rotateTo.newSourceId },
+          },
+        );
+      }
+      throw e;
+    }
+    if (
+      session.snapshot_bundle_seq < 0 ||
+      session.row_count < 0 ||
+      (session.row_count > 0 && session.snapshot_bundle_seq <= 0) ||
+      !session.expires_at
+    ) {
+      throw protocolError('snapshot session answer is malformed');
+    }
+    const sid = session.snapshot_id;
+    try {
+      let after = 0;
+      this.#hooks.progress({ phase: plan.phase, done: 0, total: session.row_count });
+      for (;;) {
+        const chunk = await t.request({
+          method: 'GET',
+          path: `/sync/snapshot-sessions/${encodeURIComponent(sid)}`,
+          query: { after_row_ordinal: after, max_rows: this.cfg.snapshotChunkRows },
+          schema: snapshotChunkResponseSchema,
+          retryOp: 'snapshot_chunk_fetch',
+          ...(signal ? { signal } : {}),
+        });
+        const rows = chunk.rows ?? [];
+        if (
+          chunk.snapshot_id !== sid ||
+          chunk.snapshot_bundle_seq !== session.snapshot_bundle_seq ||
+          chunk.next_row_ordinal !== after + rows.length ||
+          (chunk.has_more && rows.length === 0)
+        ) {
+          throw protocolError('snapshot chunk does not continue the session');
+        }
+        const base = after;
+        await this.runner.tx((db) => {
+          rows.forEach((r, i) => {
+            const ops = this.#checkRow(r.schema, r.table);
+            if (r.row_version <= 0 || r.payload === null || typeof r.payload !== 'object') {
+              throw protocolError('snapshot row is malformed');
+            }
+            const key = wireKeyToLocal(ops.m, r.key);
+            stmt(
+              db,
+              `INSERT INTO _sync_snapshot_stage(snapshot_id, row_ordinal, schema_name, table_name, key_json, row_version, payload)
+               VALUES (?, ?, ?, ?, ${keyJsonFromParams(ops.m)}, ?, ?)`,
+            ).run(sid, base + i + 1, schema, r.table, ...key.text, r.row_version, JSON.stringify(r.payload));
+          });
+        }, signal);
+        after += rows.length;
+        this.#hooks.progress({ phase: plan.phase, done: after, total: session.row_count });
+        if (!chunk.has_more) break;
+      }
+      if (after !== session.row_count) {
+        throw protocolError('snapshot row count does not match the session', {
+          expected: session.row_count,
+          got: after,
+        });
+      }
+      const rotated = await this.#applySnapshot(
+        plan,
+        sid,
+        session.snapshot_bundle_seq,
+        session.row_count,
+        signal,
+      );
+      if (rotated) this.#hooks.sourceChanged(rotated);
+      return {
+        outcome: 'applied_snapshot',
+        restore: { bundleSeq: session.snapshot_bundle_seq, rowCount: session.row_count },
+        ...(rotated ? { rotatedSourceId: rotated } : {}),
+      };
+    } finally {
+      t.request({ method: 'DELETE', path: `/sync/snapshot-sessions/${encodeURIComponent(sid)}` }).catch(
+        () => undefined,
+      );
+    }
+  }
+
+  /** The atomic swap: wipe managed tables, load the staged snapshot, restore local intents. */
+  async #applySnapshot(
+    plan: RebuildPlan,
+    sid: string,
+    bundleSeq: number,
+    rowCount: number,
+    signal?: AbortSignal,
+  ): Promise<string | undefined> {
+    const schema = this.cfg.schema;
+    let rotated: string | undefined;
+    const tables = this.models.map((m) => m.table);
+    await this.runner.tx((db) => {
+      const att = readAttachment(db);
+      if (att.bindingState !== 'attached' && !plan.bindUser) {
+        throw new ClientError('OVERSYNC_CLIENT_ATTACH_REQUIRED', 'snapshot apply needs an attached binding');
+      }
+      beginApply(db);
+      // Local intents to carry over: an uncommitted outbox first, newer dirty rows over it.
+      type Intent = { table: string; keyJson: string; base: number; payload: string | null };
+      const intents = new Map<string, Intent>();
+      if (plan.preserve !== 'none') {
+        const ob = readOutbox(db);
+        if (!(ob.state === 'committed_remote' || plan.dropCommittedOutbox)) {
+          for (const r of stmt(
+            db,
+            `SELECT table_name, key_json, base_row_version, local_payload FROM _sync_outbox_rows`,
+          ).all() as Array<Record<string, unknown>>) {
+            intents.set(`${r.table_name}\u0000${r.key_json}`, {
+              table: String(r.table_name),
+              keyJson: String(r.key_json),
+              base: Number(r.base_row_version),
+              payload: (r.local_payload as string | null) ?? null,
+            });
+          }
+        }
+        for (const r of stmt(
+          db,
+          `SELECT table_name, key_json, base_row_version, payload FROM _sync_dirty_rows`,
+        ).all() as Array<Record<string, unknown>>) {
+          const k = `${r.table_name}\u0000${r.key_json}`;
+          const prev = intents.get(k);
+          intents.set(k, {
+            table: String(r.table_name),
+            keyJson: String(r.key_json),
+            base: prev ? prev.base : Number(r.base_row_version),
+            payload: (r.payload as string | null) ?? null,
+          });
+        }
+      }
+      const managed = stmt(db, `SELECT table_name FROM _sync_managed_tables WHERE schema_name = ?`)
+        .pluck()
+        .all(schema) as string[];
+      for (const t of new Set([...managed.filter((x) => this.ops.has(x)), ...tables])) {
+        db.exec(`DELETE FROM ${quoteIdent(t)}`);
+      }
+      stmt(db, `DELETE FROM _sync_row_state WHERE schema_name = ?`).run(schema);
+      stmt(db, `DELETE FROM _sync_dirty_rows`).run();
+      stmt(db, `DELETE FROM _sync_push_stage`).run();
+      clearOutbox(db);
+      const it = stmt(
+        db,
+        `SELECT table_name, key_json, row_version, payload FROM _sync_snapshot_stage WHERE snapshot_id = ? ORDER BY row_ordinal`,
+      ).iterate(sid) as IterableIterator<{
+        table_name: string;
+        key_json: string;
+        row_version: number;
+        payload: string;
+      }>;
+      const insRs = stmt(
+        db,
+        `INSERT INTO _sync_row_state(schema_name, table_name, key_json, row_version, deleted) VALUES (?, ?, ?, ?, 0)
+         ON CONFLICT(schema_name, table_name, key_json) DO UPDATE SET row_version = excluded.row_version, deleted = 0`,
+      );
+      let n = 0;
+      const staged: Array<{ table: string; keyJson: string; version: number; payload: string }> = [];
+      for (const r of it)
+        staged.push({ table: r.table_name, keyJson: r.key_json, version: r.row_version, payload: r.payload });
+      for (const r of staged) {
+        const ops = this.tableOps(r.table);
+        ops.upsertWire(db, JSON.parse(r.payload) as unknown);
+        insRs.run(schema, r.table, r.keyJson, r.version);
+        n++;
+      }
+      if (n !== rowCount)
+        throw protocolError('staged snapshot row count does not match', { expected: rowCount, got: n });
+      // Re-apply the carried-over intents locally and queue them again.
+      for (const i of intents.values()) {
+        const ops = this.ops.get(i.table);
+        if (!ops) continue;
+        const keyObj = JSON.parse(i.keyJson) as Record<string, unknown>;
+        const bind = ops.m.keyColumns.map((c) =>
+          c.isBlob ? Buffer.from(String(keyObj[c.key]), 'hex') : (keyObj[c.key] as unknown),
+        );
+        if (i.payload === null) ops.delete(db, bind);
+        else ops.upsertLocal(db, JSON.parse(i.payload) as LocalPayload);
+        const rs = stmt(
+          db,
+          `SELECT row_version FROM _sync_row_state WHERE schema_name = ? AND table_name = ? AND key_json = ?`,
+        )
+          .pluck()
+          .get(schema, i.table, i.keyJson) as number | undefined;
+        const base = plan.preserve === 'rebase' ? (rs ?? 0) : i.base;
+        if (i.payload === null && rs === undefined && plan.preserve === 'rebase') continue;
+        requeueDirty(db, schema, i.table, i.keyJson, i.payload, base, true);
+      }
+      let sourceId = att.currentSourceId;
+      if (plan.rotateTo) {
+        const next = plan.rotateTo.newSourceId;
+        ensureSourceRow(db, next);
+        const fresh = stmt(
+          db,
+          `SELECT next_source_bundle_id, replaced_by_source_id FROM _sync_source_state WHERE source_id = ?`,
+        ).get(next) as { next_source_bundle_id: number; replaced_by_source_id: string };
+        if (Number(fresh.next_source_bundle_id) !== 1 || fresh.replaced_by_source_id !== '') {
+          throw protocolError('replacement source is not fresh', { sourceId: next });
+        }
+        stmt(db, `UPDATE _sync_source_state SET replaced_by_source_id = ? WHERE source_id = ?`).run(
+          next,
+          sourceId,
+        );
+        sourceId = next;
+        rotated = next;
+      }
+      if (plan.bindUser) {
+        stmt(
+          db,
+          `UPDATE _sync_attachment_state SET binding_state = 'attached', attached_user_id = ?, pending_initialization_id = ''
+           WHERE singleton_key = 1`,
+        ).run(plan.bindUser);
+      }
+      stmt(
+        db,
+        `UPDATE _sync_attachment_state SET current_source_id = ?, last_bundle_seq_seen = ?, rebuild_required = 0
+         WHERE singleton_key = 1`,
+      ).run(sourceId, bundleSeq);
+      if (plan.advanceSourceFloor) raiseSourceFloor(db, sourceId, plan.advanceSourceFloor);
+      if (plan.clearOperation) setOperation(db, { kind: 'none' });
+      stmt(db, `DELETE FROM _sync_snapshot_stage`).run();
+      endApply(db);
+    }, signal);
+    this.#hooks.applied({ kind: 'snapshot', tables, rows: rowCount, lastBundleSeqSeen: bundleSeq });
+    return rotated;
+  }
+}
+
+function statusIsFetch(e: unknown): boolean {
+  const path = e instanceof ClientError ? String(e.message) : '';
+  return path.startsWith('/sync/committed-bundles/');
+}
+
+/** Applies one authoritative server row (upsert or delete) with its row state; clears its dirty row. */
+function applyServerRow(
+  db: SqliteDb,
+  ops: TableOps,
+  key: { text: string[]; bind: Array<string | Buffer> },
+  row: BundleRow,
+): void {
+  if (row.op === 'DELETE') {
+    ops.delete(db, key.bind);
+    ops.setRowState(db, key.text, row.row_version, true);
+  } else {
+    ops.upsertWire(db, row.payload);
+    ops.setRowState(db, key.text, row.row_version, false);
+  }
+  ops.deleteDirty(db, key.text);
+}
+
+function validateResolution(m: TableModel, r: ConflictResolution | undefined): string | undefined {
+  if (!r || typeof r !== 'object') return 'resolver returned no resolution';
+  if (r.kind === 'accept-server' || r.kind === 'keep-local') return undefined;
+  if (r.kind !== 'merged') return `unknown resolution kind ${String((r as { kind?: unknown }).kind)}`;
+  const p = r.payload;
+  if (!p || typeof p !== 'object' || Array.isArray(p)) return 'merged payload must be an object';
+  const keys = Object.keys(p);
+  const cols = m.columns.map((c) => c.key);
+  if (keys.length !== cols.length || !cols.every((c) => c in p)) {
+    return `merged payload must hold exactly the columns of ${m.table}`;
+  }
+  for (const k of m.keyColumns) {
+    if (p[k.key] === undefined) return 'merged payload lacks the key';
+  }
+  return undefined;
+}
+
+export function newSourceId(): string {
+  return randomUUID();
+}

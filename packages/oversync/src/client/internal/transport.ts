@@ -1,0 +1,224 @@
+import type { z } from 'zod';
+import { errorResponseSchema, SOURCE_ID_HEADER } from '../../shared/wire.js';
+import { ClientError } from '../errors.js';
+
+export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
+export type TokenSource = string | ((opts: { signal?: AbortSignal }) => string | Promise<string>);
+
+export interface RetryPolicy {
+  readonly enabled: boolean;
+  readonly maxAttempts: number;
+  readonly initialBackoffMs: number;
+  readonly maxBackoffMs: number;
+  readonly jitter: number;
+}
+
+export interface Logger {
+  debug?: (obj: object, msg?: string) => void;
+  info?: (obj: object, msg?: string) => void;
+  warn?: (obj: object, msg?: string) => void;
+  error?: (obj: object, msg?: string) => void;
+}
+
+export interface RequestSpec<T> {
+  method: 'GET' | 'POST' | 'DELETE';
+  path: string;
+  query?: Record<string, string | number | undefined>;
+  body?: unknown;
+  /** Validates a 2xx JSON body; omitted for 204 answers. */
+  schema?: z.ZodType<T>;
+  /** Retry this request under the retry policy, reporting exhaustion with this operation name. */
+  retryOp?: string;
+  signal?: AbortSignal;
+}
+
+const RETRYABLE_STATUS = new Set([429, 502, 503, 504]);
+const RETRYABLE_NET_RE =
+  /ECONNRESET|EPIPE|ECONNREFUSED|ETIMEDOUT|UND_ERR|socket|other side closed|terminated|fetch failed|connection reset by peer|broken pipe|EOF/i;
+
+/** Maps a non-2xx answer to a ClientError carrying the server's `{error, message}` envelope. */
+export function httpError(status: number, body: unknown, path: string): ClientError {
+  const parsed = errorResponseSchema.safeParse(body);
+  const wire = parsed.success ? (parsed.data as Record<string, unknown>) : {};
+  const serverCode = typeof wire.error === 'string' ? wire.error : '';
+  const message = typeof wire.message === 'string' ? wire.message : `HTTP ${status}`;
+  return new ClientError('OVERSYNC_CLIENT_HTTP', `${path}: ${status} ${serverCode || ''} ${message}`.trim(), {
+    retryable: RETRYABLE_STATUS.has(status),
+    details: { status, serverCode, serverMessage: message, body: parsed.success ? wire : body },
+  });
+}
+
+export function serverCodeOf(e: unknown): string | undefined {
+  if (e instanceof ClientError && e.code === 'OVERSYNC_CLIENT_HTTP') return e.details.serverCode as string;
+  return undefined;
+}
+export function statusOf(e: unknown): number | undefined {
+  if (e instanceof ClientError && e.code === 'OVERSYNC_CLIENT_HTTP') return e.details.status as number;
+  return undefined;
+}
+
+function abortError(signal: AbortSignal): ClientError {
+  return new ClientError('OVERSYNC_CLIENT_ABORTED', 'operation aborted', { cause: signal.reason });
+}
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(abortError(signal));
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(abortError(signal as AbortSignal));
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** The client's HTTP edge: JSON requests with bearer token and source id header, plus retry. */
+export class Transport {
+  readonly #baseUrl: string;
+  readonly #fetch: FetchLike;
+  readonly #token: TokenSource | undefined;
+  readonly #retry: RetryPolicy;
+  readonly #logger: Logger;
+  sourceId = '';
+
+  constructor(opts: {
+    baseUrl: string;
+    fetch: FetchLike;
+    token: TokenSource | undefined;
+    retry: RetryPolicy;
+    logger: Logger;
+  }) {
+    this.#baseUrl = opts.baseUrl.replace(/\/+$/, '');
+    this.#fetch = opts.fetch;
+    this.#token = opts.token;
+    this.#retry = opts.retry;
+    this.#logger = opts.logger;
+  }
+
+  async headers(signal?: AbortSignal): Promise<Record<string, string>> {
+    const h: Record<string, string> = { accept: 'application/json' };
+    if (this.#token !== undefined) {
+      const t = typeof this.#token === 'string' ? this.#token : await this.#token(signal ? { signal } : {});
+      if (t) h.authorization = `Bearer ${t}`;
+    }
+    if (this.sourceId) h[SOURCE_ID_HEADER.toLowerCase()] = this.sourceId;
+    return h;
+  }
+
+  url(path: string, query?: Record<string, string | number | undefined>): string {
+    const qs = query
+      ? Object.entries(query)
+          .filter(([, v]) => v !== undefined)
+          .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(String(v))}`)
+          .join('&')
+      : '';
+    return `${this.#baseUrl}${path}${qs ? `?${qs}` : ''}`;
+  }
+
+  /** Raw fetch with auth headers (used by the watch stream). */
+  async raw(
+    path: string,
+    query: Record<string, string | number | undefined>,
+    signal: AbortSignal,
+  ): Promise<Response> {
+    const headers = await this.headers(signal);
+    headers.accept = 'text/event-stream';
+    return this.#fetch(this.url(path, query), { method: 'GET', headers, signal });
+  }
+
+  async #once<T>(spec: RequestSpec<T>): Promise<T> {
+    const headers = await this.headers(spec.signal);
+    const init: RequestInit = { method: spec.method, headers };
+    if (spec.body !== undefined) {
+      headers['content-type'] = 'application/json';
+      init.body = JSON.stringify(spec.body);
+    } else if (spec.method === 'POST') {
+      headers['content-type'] = 'application/json';
+    }
+    if (spec.signal) init.signal = spec.signal;
+    let res: Response;
+    try {
+      res = await this.#fetch(this.url(spec.path, spec.query), init);
+    } catch (e) {
+      if (spec.signal?.aborted) throw abortError(spec.signal);
+      const msg =
+        e instanceof Error ? `${e.message} ${String((e as { cause?: unknown }).cause ?? '')}` : String(e);
+      throw new ClientError('OVERSYNC_CLIENT_NETWORK', `${spec.method} ${spec.path}: ${msg}`, {
+        retryable: RETRYABLE_NET_RE.test(msg) || e instanceof TypeError,
+        cause: e,
+      });
+    }
+    let text: string;
+    try {
+      text = await res.text();
+    } catch (e) {
+      if (spec.signal?.aborted) throw abortError(spec.signal);
+      throw new ClientError('OVERSYNC_CLIENT_NETWORK', `${spec.method} ${spec.path}: body read failed`, {
+        retryable: true,
+        cause: e,
+      });
+    }
+    let body: unknown;
+    if (text.length > 0) {
+      try {
+        body = JSON.parse(text) as unknown;
+      } catch {
+        body = text;
+      }
+    }
+    if (!res.ok) throw httpError(res.status, body, spec.path);
+    if (!spec.schema) return undefined as T;
+    const parsed = spec.schema.safeParse(body);
+    if (!parsed.success) {
+      throw new ClientError('OVERSYNC_CLIENT_PROTOCOL', `${spec.method} ${spec.path}: malformed response`, {
+        details: { issues: parsed.error.issues.slice(0, 5) },
+      });
+    }
+    return parsed.data;
+  }
+
+  /** One request, retried on transport failures when `retryOp` is set. */
+  async request<T>(spec: RequestSpec<T>): Promise<T> {
+    if (!spec.retryOp) return this.#once(spec);
+    return this.withRetry(spec.retryOp, () => this.#once(spec), spec.signal);
+  }
+
+  /** Runs `fn` under the retry policy: only retryable ClientErrors are retried. */
+  async withRetry<T>(op: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const p = this.#retry;
+    const attempts = p.enabled ? Math.max(1, p.maxAttempts) : 1;
+    let backoff = p.initialBackoffMs;
+    let last: unknown;
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      signal?.throwIfAborted();
+      try {
+        return await fn();
+      } catch (e) {
+        last = e;
+        if (!(e instanceof ClientError) || !e.retryable) throw e;
+        if (attempt === attempts) break;
+        const jitter = 1 + (Math.random() * 2 - 1) * p.jitter;
+        this.#logger.debug?.({ op, attempt, err: e.message }, 'oversync client: retrying');
+        await sleep(Math.min(backoff, p.maxBackoffMs) * jitter, signal);
+        backoff = Math.min(backoff * 2, p.maxBackoffMs);
+      }
+    }
+    if (attempts === 1) throw last;
+    throw new ClientError(
+      'OVERSYNC_CLIENT_RETRY_EXHAUSTED',
+      `${op}: retries exhausted after ${attempts} attempts`,
+      {
+        retryable: true,
+        details: { operation: op, attempts },
+        cause: last,
+      },
+    );
+  }
+}

@@ -1,0 +1,88 @@
+import type Database from 'better-sqlite3';
+
+/**
+ * The structural subset of better-sqlite3's Database the client uses. A coordinator's
+ * `options.database` satisfies it too.
+ */
+export interface SqliteDb {
+  prepare: Database.Database['prepare'];
+  exec(sql: string): unknown;
+  pragma(source: string, options?: { simple?: boolean }): unknown;
+  transaction: Database.Database['transaction'];
+  readonly inTransaction: boolean;
+  readonly open: boolean;
+  readonly name: string;
+  readonly memory?: boolean;
+}
+
+/** The structural subset of an @x/writecoordinator coordinator the client uses. */
+export interface CoordinatorLike {
+  readonly options: { readonly database: unknown };
+  runExclusive<T>(
+    fn: (db: never) => T,
+    opts?: { signal?: AbortSignal; durability?: 'normal' | 'full' },
+  ): Promise<{ value: T }>;
+  submit: (...args: never[]) => Promise<unknown>;
+}
+
+export type SyncWriter = SqliteDb | CoordinatorLike;
+
+export function isCoordinator(w: unknown): w is CoordinatorLike {
+  return (
+    typeof w === 'object' &&
+    w !== null &&
+    typeof (w as { runExclusive?: unknown }).runExclusive === 'function' &&
+    typeof (w as { submit?: unknown }).submit === 'function'
+  );
+}
+
+export function isSqliteDb(w: unknown): w is SqliteDb {
+  return (
+    typeof w === 'object' &&
+    w !== null &&
+    typeof (w as { prepare?: unknown }).prepare === 'function' &&
+    typeof (w as { transaction?: unknown }).transaction === 'function' &&
+    typeof (w as { exec?: unknown }).exec === 'function'
+  );
+}
+
+/**
+ * Runs every local transaction of the client: directly (BEGIN IMMEDIATE) on a better-sqlite3
+ * database, or as an exclusive job of a write coordinator, so the coordinator stays the only
+ * writer of the file. Transactions are synchronous and never span an await.
+ */
+export class TxRunner {
+  readonly #writer: SyncWriter;
+  readonly #db: SqliteDb;
+  readonly #durability: 'normal' | 'full';
+
+  constructor(writer: SyncWriter, durability: 'normal' | 'full') {
+    this.#writer = writer;
+    this.#durability = durability;
+    const db = isCoordinator(writer) ? writer.options.database : writer;
+    if (!isSqliteDb(db)) throw new TypeError('writer has no usable SQLite database');
+    this.#db = db;
+  }
+
+  /** The raw connection, for pragmas that must run outside a transaction. */
+  get db(): SqliteDb {
+    return this.#db;
+  }
+
+  get viaCoordinator(): boolean {
+    return isCoordinator(this.#writer);
+  }
+
+  /** One write transaction; resolves after COMMIT. */
+  async tx<T>(fn: (db: SqliteDb) => T, signal?: AbortSignal): Promise<T> {
+    signal?.throwIfAborted();
+    if (isCoordinator(this.#writer)) {
+      const opts: { signal?: AbortSignal; durability: 'normal' | 'full' } = { durability: this.#durability };
+      if (signal) opts.signal = signal;
+      const r = await this.#writer.runExclusive((db: never) => fn(db as SqliteDb), opts);
+      return r.value;
+    }
+    const db = this.#db;
+    return db.transaction(() => fn(db)).immediate();
+  }
+}

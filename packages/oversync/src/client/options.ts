@@ -1,0 +1,106 @@
+import { z } from 'zod';
+import { ClientError } from './errors.js';
+import type { FetchLike, Logger, TokenSource } from './internal/transport.js';
+import { isCoordinator, isSqliteDb, type SyncWriter } from './internal/writer.js';
+import type { ConflictResolver } from './types.js';
+
+export const DEFAULT_UPLOAD_LIMIT = 1000;
+export const DEFAULT_DOWNLOAD_LIMIT = 1000;
+export const DEFAULT_SNAPSHOT_CHUNK_ROWS = 1000;
+export const DEFAULT_MAX_CONFLICT_RETRIES = 2;
+export const DEFAULT_MAX_UNSTRUCTURED_CONFLICTS = 3;
+export const DEFAULT_BACKOFF_MIN_MS = 1000;
+export const DEFAULT_BACKOFF_MAX_MS = 60_000;
+export const DEFAULT_UPLOAD_INTERVAL_MS = 1000;
+export const DEFAULT_WATCH_MODE = 'off';
+export const DEFAULT_WATCH_FALLBACK_INTERVAL_MS = 60_000;
+export const DEFAULT_DURABILITY = 'normal';
+export const DEFAULT_RETRY = Object.freeze({
+  enabled: true,
+  maxAttempts: 3,
+  initialBackoffMs: 100,
+  maxBackoffMs: 1000,
+  jitter: 0.2,
+});
+
+const fn = z.custom<(...args: never[]) => unknown>((v) => typeof v === 'function', 'expected a function');
+
+export const syncClientOptionsSchema = z.object({
+  writer: z.custom<SyncWriter>(
+    (v) => isCoordinator(v) || isSqliteDb(v),
+    'expected a better-sqlite3 Database or a write coordinator',
+  ),
+  baseUrl: z.string().url(),
+  fetch: fn.optional(),
+  token: z.union([z.string(), fn]).optional(),
+  /** The server schema name carried in every row (e.g. `business`). */
+  schema: z.string().trim().min(1),
+  tables: z
+    .array(
+      z.object({
+        table: z.string().trim().min(1),
+        syncKeyColumns: z.array(z.string().trim().min(1)).min(1).default(['id']),
+      }),
+    )
+    .min(1),
+  /** 'server-wins' (default), 'client-wins', or a function. */
+  resolver: z.union([z.enum(['server-wins', 'client-wins']), fn]).default('server-wins'),
+  logger: z.custom<Logger>((v) => typeof v === 'object' && v !== null).optional(),
+  uploadLimit: z.number().int().positive().max(5000).default(DEFAULT_UPLOAD_LIMIT),
+  downloadLimit: z.number().int().positive().max(5000).default(DEFAULT_DOWNLOAD_LIMIT),
+  snapshotChunkRows: z.number().int().positive().max(5000).default(DEFAULT_SNAPSHOT_CHUNK_ROWS),
+  maxConflictRetries: z.number().int().min(0).default(DEFAULT_MAX_CONFLICT_RETRIES),
+  maxUnstructuredConflicts: z.number().int().min(1).default(DEFAULT_MAX_UNSTRUCTURED_CONFLICTS),
+  retry: z
+    .object({
+      enabled: z.boolean().default(DEFAULT_RETRY.enabled),
+      maxAttempts: z.number().int().positive().default(DEFAULT_RETRY.maxAttempts),
+      initialBackoffMs: z.number().nonnegative().default(DEFAULT_RETRY.initialBackoffMs),
+      maxBackoffMs: z.number().nonnegative().default(DEFAULT_RETRY.maxBackoffMs),
+      jitter: z.number().min(0).max(1).default(DEFAULT_RETRY.jitter),
+    })
+    .default(DEFAULT_RETRY),
+  backoffMinMs: z.number().positive().default(DEFAULT_BACKOFF_MIN_MS),
+  backoffMaxMs: z.number().positive().default(DEFAULT_BACKOFF_MAX_MS),
+  /** How often the background uploader checks for local changes when no change feed is available. */
+  uploadIntervalMs: z.number().positive().default(DEFAULT_UPLOAD_INTERVAL_MS),
+  watch: z
+    .object({
+      mode: z.enum(['off', 'auto']).default(DEFAULT_WATCH_MODE),
+      fallbackIntervalMs: z.number().positive().default(DEFAULT_WATCH_FALLBACK_INTERVAL_MS),
+    })
+    .default({ mode: DEFAULT_WATCH_MODE, fallbackIntervalMs: DEFAULT_WATCH_FALLBACK_INTERVAL_MS }),
+  /** Durability asked of a coordinator for the client's transactions. */
+  durability: z.enum(['normal', 'full']).default(DEFAULT_DURABILITY),
+  onProgress: fn.optional(),
+});
+
+export type SyncClientOptionsInput = z.input<typeof syncClientOptionsSchema> & {
+  writer: SyncWriter;
+  fetch?: FetchLike;
+  token?: TokenSource;
+  resolver?: 'server-wins' | 'client-wins' | ConflictResolver;
+  logger?: Logger;
+  onProgress?: (e: import('./types.js').ProgressEvent) => void;
+};
+
+export type SyncClientOptions = Readonly<z.output<typeof syncClientOptionsSchema>>;
+
+export function parseOptions(input: unknown): SyncClientOptions {
+  const r = syncClientOptionsSchema.safeParse(input);
+  if (!r.success) {
+    throw new ClientError(
+      'OVERSYNC_CLIENT_INVALID_OPTIONS',
+      `invalid sync client options: ${r.error.message}`,
+      {
+        details: { issues: r.error.issues },
+      },
+    );
+  }
+  const o = r.data;
+  Object.freeze(o.retry);
+  Object.freeze(o.watch);
+  for (const t of o.tables) Object.freeze(t);
+  Object.freeze(o.tables);
+  return Object.freeze(o);
+}
