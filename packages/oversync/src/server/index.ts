@@ -1,2 +1,27 @@
-/** @x/oversync/server: not implemented yet. */
-export const VERSION = '0.1.0';
+/**
+ * @x/oversync/server: the go-oversync protocol v1 server on PostgreSQL (through an @x/dbx
+ * cluster) with a fastify plugin.
+ */
+export * from '../shared/index.js';
+export {
+  isSyncServerError,
+  SyncServerError,
+  type SyncServerErrorCode,
+  UnsupportedSchemaError,
+  WIRE_ERROR_STATUS,
+} from './errors.js';
+export {
+  DEFAULT_FASTIFY_BODY_LIMIT,
+  type OversyncFastifyOptions,
+  oversyncFastifyPlugin,
+} from './fastify-plugin.js';
+export type { SyncDatabase, SyncQuerier, SyncTxOptions } from './internal/db.js';
+export * from './options.js';
+export {
+  type Actor,
+  type CloseOptions,
+  createSyncService,
+  type DiscoveredSchema,
+  type PullParams,
+  type SyncService,
+} from './service.js';

@@ -1,0 +1,41 @@
+/**
+ * The structural subset of an @x/dbx `Cluster` the sync service uses. Any object with these
+ * methods works (kysely's "take an interface, not the driver's class").
+ */
+export interface SyncQueryResult<R> {
+  rows: R[];
+  rowCount: number | null;
+}
+export interface SyncQuerier {
+  query<R = Record<string, unknown>>(
+    sql: string,
+    params?: readonly unknown[],
+    opts?: { signal?: AbortSignal },
+  ): Promise<SyncQueryResult<R>>;
+}
+export interface SyncTxOptions {
+  isolation?: 'read committed' | 'repeatable read' | 'serializable';
+  readOnly?: boolean;
+  signal?: AbortSignal;
+  maxAttempts?: number;
+}
+/** A dedicated connection (LISTEN for the watch endpoint). */
+export interface SyncListenClient {
+  query(sql: string, params?: readonly unknown[]): Promise<unknown>;
+  on(event: 'notification', listener: (msg: { channel: string; payload?: string }) => void): unknown;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+  removeListener(event: string, listener: (...args: never[]) => void): unknown;
+  release(err?: Error | boolean): void;
+}
+export interface SyncDatabase extends SyncQuerier {
+  runTx<T>(fn: (tx: SyncQuerier) => Promise<T>, opts?: SyncTxOptions): Promise<T>;
+  connect?(opts?: { signal?: AbortSignal }): Promise<SyncListenClient>;
+}
+
+/** Quotes an SQL identifier (names come from the registered set, never from a request). */
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+export function quoteLiteral(s: string): string {
+  return `'${s.replace(/'/g, "''")}'`;
+}

@@ -1,0 +1,186 @@
+import { canonicalJson, toWellFormed } from '../../shared/canonical-json.js';
+import type { PushRequestRow, SyncKey, WireOp } from '../../shared/wire.js';
+import type { TableInfo, Topology } from './bootstrap.js';
+import { SCOPE_COLUMN } from './bootstrap.js';
+import { KEY_KIND_UUID, OP_DELETE, OP_INSERT, OP_UPDATE } from './schema-sql.js';
+
+/** A push row that failed validation; the caller maps it to the endpoint's `*_invalid` code. */
+export class PushValidationError extends Error {
+  override name = 'PushValidationError';
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const IDENT_RE = /^[a-z0-9_]+$/;
+const BASE64_STD_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+export function opCode(op: WireOp): number {
+  return op === 'INSERT' ? OP_INSERT : op === 'UPDATE' ? OP_UPDATE : OP_DELETE;
+}
+export function opName(code: number): WireOp {
+  if (code === OP_INSERT) return 'INSERT';
+  if (code === OP_UPDATE) return 'UPDATE';
+  if (code === OP_DELETE) return 'DELETE';
+  throw new Error(`unknown op_code ${code}`);
+}
+
+/** key_bytes of a key string: 16 raw bytes for uuid keys, UTF-8 for text keys. */
+export function keyBytesOf(info: TableInfo, key: string): Buffer {
+  if (info.keyKind === KEY_KIND_UUID) {
+    if (!UUID_RE.test(key)) {
+      throw new PushValidationError(
+        `row key ${info.name}.${info.keyColumn} must use canonical dashed lowercase UUID text`,
+      );
+    }
+    return Buffer.from(key.replace(/-/g, ''), 'hex');
+  }
+  return Buffer.from(toWellFormed(key), 'utf8');
+}
+
+/** The key string of key_bytes (uuid: canonical dashed lowercase). */
+export function keyStringOf(info: TableInfo, bytes: Buffer): string {
+  if (info.keyKind === KEY_KIND_UUID) {
+    if (bytes.length !== 16) throw new Error(`uuid key of ${info.name} is ${bytes.length} bytes`);
+    const h = bytes.toString('hex');
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+  return bytes.toString('utf8');
+}
+
+export function wireKey(info: TableInfo, bytes: Buffer): SyncKey {
+  return { [info.keyColumn]: keyStringOf(info, bytes) };
+}
+
+/** A validated push row, ready to be staged. */
+export interface StagedRowInput {
+  readonly info: TableInfo;
+  readonly keyBytes: Buffer;
+  readonly keyString: string;
+  readonly opCode: number;
+  readonly baseRowVersion: number;
+  /** Canonical JSON of the payload with bytea as `\x<hex>` text; null for DELETE. */
+  readonly payloadApply: string | null;
+}
+
+function normalizeName(s: string): string {
+  return s.trim().toLowerCase();
+}
+
+/**
+ * Validates one push row against the registered topology (§11.6) and converts its payload to the
+ * form applied to PostgreSQL. Only registered tables and their catalogued columns are accepted, so
+ * no identifier from a request ever reaches SQL.
+ */
+export function validatePushRow(topology: Topology, row: PushRequestRow): StagedRowInput {
+  const schema = normalizeName(row.schema) || 'public';
+  const table = normalizeName(row.table);
+  if (!IDENT_RE.test(schema) || !IDENT_RE.test(table)) {
+    throw new PushValidationError(`invalid schema or table name ${JSON.stringify(`${schema}.${table}`)}`);
+  }
+  const info = topology.byName.get(`${schema}.${table}`);
+  if (!info) throw new PushValidationError(`table ${schema}.${table} is not registered`);
+  const op = row.op.trim().toUpperCase();
+  if (op !== 'INSERT' && op !== 'UPDATE' && op !== 'DELETE') {
+    throw new PushValidationError(`invalid op ${JSON.stringify(row.op)} for ${info.name}`);
+  }
+  if (row.key === null || typeof row.key !== 'object') {
+    throw new PushValidationError(`row key for ${info.name} is required`);
+  }
+  const keyValue = row.key[info.keyColumn];
+  if (typeof keyValue !== 'string') {
+    throw new PushValidationError(`row key for ${info.name} must contain string field ${info.keyColumn}`);
+  }
+  const keyBytes = keyBytesOf(info, keyValue);
+  const keyString = info.keyKind === KEY_KIND_UUID ? keyValue : toWellFormed(keyValue);
+  if (op === 'DELETE') {
+    if (row.payload !== undefined) {
+      throw new PushValidationError(`DELETE row ${info.name} ${keyString} must not include payload`);
+    }
+    return {
+      info,
+      keyBytes,
+      keyString,
+      opCode: OP_DELETE,
+      baseRowVersion: row.base_row_version,
+      payloadApply: null,
+    };
+  }
+  const payload = row.payload;
+  if (payload === null || payload === undefined || typeof payload !== 'object' || Array.isArray(payload)) {
+    throw new PushValidationError(`${op} row ${info.name} ${keyString} requires a JSON object payload`);
+  }
+  const out: Record<string, unknown> = {};
+  for (const [rawKey, value] of Object.entries(payload as Record<string, unknown>)) {
+    const col = rawKey.toLowerCase();
+    if (col === SCOPE_COLUMN) {
+      throw new PushValidationError(
+        `payload for ${info.name} must not include hidden scope column ${SCOPE_COLUMN}`,
+      );
+    }
+    if (!IDENT_RE.test(col)) {
+      throw new PushValidationError(
+        `payload for ${info.name} has invalid column name ${JSON.stringify(rawKey)}`,
+      );
+    }
+    if (Object.hasOwn(out, col)) {
+      throw new PushValidationError(`payload for ${info.name} repeats column ${col}`);
+    }
+    if (!info.columns.has(col)) {
+      throw new PushValidationError(`payload for ${info.name} has unknown column ${col}`);
+    }
+    if (info.byteaColumns.has(col) && value !== null) {
+      if (typeof value !== 'string' || !BASE64_STD_RE.test(value)) {
+        throw new PushValidationError(
+          `payload column ${info.name}.${col} must be standard base64 with padding`,
+        );
+      }
+      out[col] = `\\x${Buffer.from(value, 'base64').toString('hex')}`;
+    } else {
+      out[col] = value;
+    }
+  }
+  const payloadKey = out[info.keyColumn];
+  if (payloadKey === undefined) out[info.keyColumn] = keyString;
+  else if (payloadKey !== keyValue) {
+    throw new PushValidationError(
+      `payload key ${info.name}.${info.keyColumn} must match request key ${JSON.stringify(keyValue)}`,
+    );
+  }
+  return {
+    info,
+    keyBytes,
+    keyString,
+    opCode: op === 'INSERT' ? OP_INSERT : OP_UPDATE,
+    baseRowVersion: row.base_row_version,
+    payloadApply: canonicalJson(out),
+  };
+}
+
+/** Validates a list of push rows, rejecting duplicate targets within it. */
+export function validatePushRows(topology: Topology, rows: readonly PushRequestRow[]): StagedRowInput[] {
+  const seen = new Set<string>();
+  const out: StagedRowInput[] = [];
+  for (const row of rows) {
+    const v = validatePushRow(topology, row);
+    const id = `${v.info.tableId}:${v.keyBytes.toString('hex')}`;
+    if (seen.has(id)) {
+      throw new PushValidationError(`duplicate target row in push request: ${v.info.name} ${v.keyString}`);
+    }
+    seen.add(id);
+    out.push(v);
+  }
+  return out;
+}
+
+/**
+ * Converts a payload read from PostgreSQL (`to_jsonb(row) - '_sync_scope_id'`, parsed) to its wire
+ * form in place: bytea `\x<hex>` strings become standard base64.
+ */
+export function toWirePayload(info: TableInfo, payload: Record<string, unknown>): Record<string, unknown> {
+  delete payload[SCOPE_COLUMN];
+  for (const col of info.byteaColumns) {
+    const v = payload[col];
+    if (typeof v === 'string' && v.startsWith('\\x'))
+      payload[col] = Buffer.from(v.slice(2), 'hex').toString('base64');
+  }
+  return payload;
+}

@@ -1,0 +1,288 @@
+/** Per-user scope, source and retention state shared by every write path. */
+import { SyncServerError, wireError } from '../errors.js';
+import type { SyncLimits } from '../options.js';
+import type { SyncQuerier } from './db.js';
+import { SCOPE_INITIALIZED, SCOPE_INITIALIZING, SCOPE_UNINITIALIZED } from './schema-sql.js';
+
+export interface Actor {
+  readonly userId: string;
+  readonly sourceId: string;
+}
+
+export interface ScopeState {
+  userPk: string;
+  stateCode: number;
+  initializerSourceId: string | null;
+  initializationId: string | null;
+  leaseExpiresAt: Date | null;
+  /** Lease expiry is in the past (compared by the database clock). */
+  leaseExpired: boolean;
+}
+
+/** Serialises every writer of one user across processes (released at COMMIT / ROLLBACK). */
+export async function lockUser(tx: SyncQuerier, userId: string, lockTimeoutMs: number): Promise<void> {
+  if (lockTimeoutMs > 0) await tx.query(`SET LOCAL lock_timeout = '${Math.ceil(lockTimeoutMs)}ms'`);
+  await tx.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [userId]);
+}
+
+/** Ensures user_state and scope_state rows exist; returns user_pk (as text: bigint). */
+export async function ensureUserScope(tx: SyncQuerier, userId: string): Promise<string> {
+  const r = await tx.query<{ user_pk: string }>(
+    `WITH ins AS (
+       INSERT INTO sync.user_state (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING RETURNING user_pk
+     )
+     SELECT user_pk::text FROM ins UNION ALL SELECT user_pk::text FROM sync.user_state WHERE user_id = $1 LIMIT 1`,
+    [userId],
+  );
+  const userPk = r.rows[0]!.user_pk;
+  await tx.query(
+    'INSERT INTO sync.scope_state (user_pk, state_code) VALUES ($1, 0) ON CONFLICT (user_pk) DO NOTHING',
+    [userPk],
+  );
+  return userPk;
+}
+
+export async function findUserPk(tx: SyncQuerier, userId: string): Promise<string | undefined> {
+  const r = await tx.query<{ user_pk: string }>(
+    'SELECT user_pk::text FROM sync.user_state WHERE user_id = $1',
+    [userId],
+  );
+  return r.rows[0]?.user_pk;
+}
+
+const SCOPE_COLUMNS = `user_pk::text AS user_pk, state_code, initializer_source_id, initialization_id::text AS initialization_id,
+  lease_expires_at, (state_code = 1 AND lease_expires_at <= now()) AS lease_expired`;
+
+function toScope(r: {
+  user_pk: string;
+  state_code: number;
+  initializer_source_id: string | null;
+  initialization_id: string | null;
+  lease_expires_at: Date | null;
+  lease_expired: boolean | null;
+}): ScopeState {
+  return {
+    userPk: r.user_pk,
+    stateCode: r.state_code,
+    initializerSourceId: r.initializer_source_id,
+    initializationId: r.initialization_id,
+    leaseExpiresAt: r.lease_expires_at,
+    leaseExpired: r.lease_expired === true,
+  };
+}
+
+/** Locks the scope row and lazily resets an expired initialization lease to UNINITIALIZED. */
+export async function loadScopeForUpdate(tx: SyncQuerier, userPk: string): Promise<ScopeState> {
+  const r = await tx.query<Parameters<typeof toScope>[0]>(
+    `SELECT ${SCOPE_COLUMNS} FROM sync.scope_state WHERE user_pk = $1 FOR UPDATE`,
+    [userPk],
+  );
+  const s = toScope(r.rows[0]!);
+  if (s.stateCode === SCOPE_INITIALIZING && s.leaseExpired) {
+    await tx.query(
+      `UPDATE sync.scope_state SET state_code = 0, initializer_source_id = NULL, initialization_id = NULL,
+              lease_expires_at = NULL WHERE user_pk = $1`,
+      [userPk],
+    );
+    return {
+      ...s,
+      stateCode: SCOPE_UNINITIALIZED,
+      initializerSourceId: null,
+      initializationId: null,
+      leaseExpiresAt: null,
+    };
+  }
+  return s;
+}
+
+/** Read-only scope check for pull / snapshot / watch: the scope must be INITIALIZED. */
+export async function requireInitializedScopeReadOnly(
+  tx: SyncQuerier,
+  userId: string,
+): Promise<string | undefined> {
+  const r = await tx.query<Parameters<typeof toScope>[0]>(
+    `SELECT ${SCOPE_COLUMNS.replace('user_pk::text AS user_pk', 's.user_pk::text AS user_pk')}
+       FROM sync.scope_state s JOIN sync.user_state u ON u.user_pk = s.user_pk WHERE u.user_id = $1`,
+    [userId],
+  );
+  const row = r.rows[0];
+  if (!row) throw wireError('scope_uninitialized', `scope for user ${userId} is uninitialized`);
+  const s = toScope(row);
+  if (s.stateCode === SCOPE_INITIALIZED) return s.userPk;
+  if (s.stateCode === SCOPE_INITIALIZING && !s.leaseExpired) {
+    throw wireError('scope_initializing', `scope for user ${userId} is initializing`, {
+      details: { leaseExpiresAt: s.leaseExpiresAt?.toISOString() },
+    });
+  }
+  throw wireError('scope_uninitialized', `scope for user ${userId} is uninitialized`);
+}
+
+/**
+ * Checks that `sourceId` holds the active initialization lease `initializationId` and refreshes it.
+ * 409 `initialization_stale` / 410 `initialization_expired` otherwise.
+ */
+export async function requireActiveInitializationLease(
+  tx: SyncQuerier,
+  userPk: string,
+  sourceId: string,
+  initializationId: string,
+  limits: SyncLimits,
+): Promise<void> {
+  const s = await loadScopeForUpdate(tx, userPk);
+  if (s.stateCode !== SCOPE_INITIALIZING) {
+    throw wireError('initialization_stale', 'scope is no longer initializing');
+  }
+  if (s.leaseExpired) throw wireError('initialization_expired', 'initialization lease is no longer active');
+  if (s.initializerSourceId !== sourceId) {
+    throw wireError('initialization_stale', 'source does not own the active initialization lease');
+  }
+  if (s.initializationId !== initializationId.toLowerCase()) {
+    throw wireError(
+      'initialization_stale',
+      'initialization_id does not match the active initialization lease',
+    );
+  }
+  await tx.query(
+    `UPDATE sync.scope_state SET lease_expires_at = now() + make_interval(secs => $2::float8 / 1000)
+      WHERE user_pk = $1`,
+    [userPk, limits.initializationLeaseTtlMs],
+  );
+}
+
+export async function markScopeInitialized(
+  tx: SyncQuerier,
+  userPk: string,
+  bySourceId: string,
+): Promise<void> {
+  await tx.query(
+    `UPDATE sync.scope_state SET state_code = 2, initializer_source_id = NULL, initialization_id = NULL,
+            lease_expires_at = NULL, initialized_at = now(), initialized_by_source_id = $2
+      WHERE user_pk = $1`,
+    [userPk, bySourceId],
+  );
+}
+
+export interface SourceState {
+  state: 'active' | 'reserved' | 'retired' | null;
+  maxCommitted: number;
+  replacedBy: string;
+  expected: number;
+}
+
+export async function loadSourceState(
+  tx: SyncQuerier,
+  userPk: string,
+  sourceId: string,
+  forUpdate: boolean,
+): Promise<SourceState> {
+  const r = await tx.query<{ state: SourceState['state']; max: string; replaced_by_source_id: string }>(
+    `SELECT state, max_committed_source_bundle_id::text AS max, replaced_by_source_id
+       FROM sync.source_state WHERE user_pk = $1 AND source_id = $2${forUpdate ? ' FOR UPDATE' : ''}`,
+    [userPk, sourceId],
+  );
+  const row = r.rows[0];
+  if (!row) return { state: null, maxCommitted: 0, replacedBy: '', expected: 1 };
+  const max = Number(row.max);
+  return {
+    state: row.state,
+    maxCommitted: max,
+    replacedBy: row.replaced_by_source_id,
+    expected: row.state === 'reserved' ? 1 : max + 1,
+  };
+}
+
+export function sourceRetiredError(userId: string, sourceId: string, replacedBy: string) {
+  const body: Record<string, unknown> = { source_id: sourceId };
+  if (replacedBy) body['replaced_by_source_id'] = replacedBy;
+  return wireError(
+    'source_retired',
+    `source ${sourceId} for user ${userId} was retired and replaced by ${replacedBy}`,
+    { body, details: { sourceId, replacedBySourceId: replacedBy } },
+  );
+}
+
+/** Contiguity of `source_bundle_id` for a new bundle (history_pruned / out_of_order / retired). */
+export function checkSourceSequence(actor: Actor, s: SourceState, sourceBundleId: number): void {
+  if (s.state === 'retired') throw sourceRetiredError(actor.userId, actor.sourceId, s.replacedBy);
+  if (sourceBundleId < s.expected) {
+    throw wireError(
+      'history_pruned',
+      `source tuple (${actor.sourceId}, ${sourceBundleId}) for user ${actor.userId} is older than retained duplicate history; max committed source_bundle_id is ${s.maxCommitted}`,
+    );
+  }
+  if (sourceBundleId > s.expected) {
+    throw wireError(
+      'source_sequence_out_of_order',
+      `source ${actor.sourceId} for user ${actor.userId} expected next source_bundle_id ${s.expected}, got ${sourceBundleId}`,
+    );
+  }
+}
+
+export async function activateSourceState(
+  tx: SyncQuerier,
+  userPk: string,
+  sourceId: string,
+  sourceBundleId: number,
+): Promise<void> {
+  await tx.query(
+    `INSERT INTO sync.source_state (user_pk, source_id, state, max_committed_source_bundle_id)
+     VALUES ($1, $2, 'active', $3)
+     ON CONFLICT (user_pk, source_id) DO UPDATE SET state = 'active',
+       max_committed_source_bundle_id = EXCLUDED.max_committed_source_bundle_id,
+       replaced_by_source_id = '', retirement_reason = ''`,
+    [userPk, sourceId, sourceBundleId],
+  );
+}
+
+/** Moves the retained floor forward (at most one prune batch per committed bundle). */
+export async function applyRetention(tx: SyncQuerier, userPk: string, limits: SyncLimits): Promise<void> {
+  const r = await tx.query<{ latest: string; floor: string }>(
+    'SELECT (next_bundle_seq - 1)::text AS latest, retained_bundle_floor::text AS floor FROM sync.user_state WHERE user_pk = $1',
+    [userPk],
+  );
+  const row = r.rows[0];
+  if (!row) return;
+  const latest = Number(row.latest);
+  const floor = Number(row.floor);
+  let target = Math.max(0, latest - limits.retainedBundlesPerUser);
+  if (target <= floor) return;
+  target = Math.min(target, floor + limits.retentionPruneBatchSize);
+  await tx.query('UPDATE sync.user_state SET retained_bundle_floor = $2 WHERE user_pk = $1', [
+    userPk,
+    target,
+  ]);
+  await tx.query('DELETE FROM sync.bundle_log WHERE user_pk = $1 AND bundle_seq <= $2', [userPk, target]);
+}
+
+/** The bundle-context GUCs of §3.1, transaction-local; refuses to mix two contexts in one transaction. */
+export async function setBundleContext(
+  tx: SyncQuerier,
+  ctx: { userId: string; userPk: string; sourceId: string; sourceBundleId: number; initializationId: string },
+): Promise<void> {
+  const names = [
+    'oversync.bundle_user_id',
+    'oversync.bundle_user_pk',
+    'oversync.bundle_source_id',
+    'oversync.bundle_source_bundle_id',
+    'oversync.bundle_initialization_id',
+  ];
+  const values = [ctx.userId, ctx.userPk, ctx.sourceId, String(ctx.sourceBundleId), ctx.initializationId];
+  const cur = await tx.query<{ v: string[] }>(
+    "SELECT array(SELECT coalesce(current_setting(n, true), '') FROM unnest($1::text[]) AS n) AS v",
+    [names],
+  );
+  const existing = cur.rows[0]!.v;
+  for (let i = 0; i < names.length; i++) {
+    const e = existing[i] ?? '';
+    if (e !== '' && e !== values[i]) {
+      throw new SyncServerError(
+        'OVERSYNC_BUNDLE_CONTEXT_CONFLICT',
+        'transaction already carries conflicting sync bundle context',
+      );
+    }
+  }
+  await tx.query('SELECT set_config(n, v, true) FROM unnest($1::text[], $2::text[]) AS t(n, v)', [
+    names,
+    values,
+  ]);
+}

@@ -1,0 +1,271 @@
+import { tracingChannel } from 'node:diagnostics_channel';
+import type {
+  CapabilitiesResponse,
+  CommittedBundleRowsResponse,
+  ConnectRequest,
+  ConnectResponse,
+  Lifecycle,
+  PullResponse,
+  PushSessionChunkRequest,
+  PushSessionChunkResponse,
+  PushSessionCommitResponse,
+  PushSessionCreateRequest,
+  PushSessionCreateResponse,
+  StatusResponse,
+} from '../shared/wire.js';
+import { SyncServerError, wireError } from './errors.js';
+import {
+  assertBootstrapped,
+  bootstrapTopology,
+  type DiscoveredSchema,
+  type Topology,
+} from './internal/bootstrap.js';
+import { connect } from './internal/connect.js';
+import type { OpOptions, ServiceContext } from './internal/context.js';
+import { getCommittedBundleRows, type PullParams, pull } from './internal/pull.js';
+import { commitPushSession, createPushSession, deletePushSession, uploadPushChunk } from './internal/push.js';
+import type { Actor } from './internal/state.js';
+import { capabilities, status } from './internal/status.js';
+import {
+  DEFAULT_BUNDLES_PER_PULL,
+  type ResolvedSyncServiceOptions,
+  resolveSyncServiceOptions,
+  SILENT_LOGGER,
+  type SyncServiceOptions,
+} from './options.js';
+
+export type { DiscoveredSchema } from './internal/bootstrap.js';
+export type { PullParams } from './internal/pull.js';
+export type { Actor } from './internal/state.js';
+
+export interface CloseOptions {
+  /** Abort in-flight operations after this long (default `options.closeTimeoutMs`). */
+  drainTimeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/** The sync service: go-oversync v1 semantics on PostgreSQL through an @x/dbx cluster. */
+export interface SyncService {
+  readonly options: ResolvedSyncServiceOptions;
+  readonly lifecycle: Lifecycle;
+  readonly inflightOperations: number;
+  /** FK-derived table order, cycles and dependencies (after `bootstrap()`). */
+  readonly discoveredSchema: DiscoveredSchema | undefined;
+  /** Creates / validates the `sync` schema, validates registered tables, installs triggers. Memoised. */
+  bootstrap(opts?: OpOptions): Promise<void>;
+  connect(actor: Actor, req: ConnectRequest, opts?: OpOptions): Promise<ConnectResponse>;
+  createPushSession(
+    actor: Actor,
+    req: PushSessionCreateRequest,
+    opts?: OpOptions,
+  ): Promise<PushSessionCreateResponse>;
+  uploadPushChunk(
+    actor: Actor,
+    pushId: string,
+    req: PushSessionChunkRequest,
+    opts?: OpOptions,
+  ): Promise<PushSessionChunkResponse>;
+  commitPushSession(actor: Actor, pushId: string, opts?: OpOptions): Promise<PushSessionCommitResponse>;
+  deletePushSession(actor: Actor, pushId: string, opts?: OpOptions): Promise<void>;
+  pull(actor: Actor, params: Partial<PullParams>, opts?: OpOptions): Promise<PullResponse>;
+  getCommittedBundleRows(
+    actor: Actor,
+    bundleSeq: number,
+    page?: { afterRowOrdinal?: number | undefined; maxRows?: number | undefined },
+    opts?: OpOptions,
+  ): Promise<CommittedBundleRowsResponse>;
+  /** `watchAllowed: false` reports `bundle_change_watch: false` (an actor refused by the watch policy). */
+  capabilities(opts?: { watchAllowed?: boolean }): CapabilitiesResponse;
+  status(opts?: OpOptions): Promise<StatusResponse>;
+  /** Stops intake (503 `service_unavailable`), drains in-flight operations, then aborts stragglers. Idempotent. */
+  close(opts?: CloseOptions): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export class SyncServiceImpl implements SyncService {
+  readonly options: ResolvedSyncServiceOptions;
+  #lifecycle: Lifecycle = 'running';
+  #inflight = 0;
+  #drainWaiters: Array<() => void> = [];
+  #abortAll = new AbortController();
+  #topology: Topology | undefined;
+  #bootstrapping: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
+  readonly logger;
+
+  constructor(options: SyncServiceOptions) {
+    this.options = resolveSyncServiceOptions(options);
+    this.logger = this.options.logger ?? SILENT_LOGGER;
+  }
+
+  get lifecycle(): Lifecycle {
+    return this.#lifecycle;
+  }
+  get inflightOperations(): number {
+    return this.#inflight;
+  }
+  get discoveredSchema(): DiscoveredSchema | undefined {
+    return this.#topology?.discovered;
+  }
+
+  /** @internal */
+  get context(): ServiceContext {
+    const topology = assertBootstrapped(this.#topology);
+    return {
+      db: this.options.db,
+      options: this.options,
+      topology,
+      logger: this.logger,
+      notifyChannel: this.options.bundleChangeWatch.enabled
+        ? this.options.bundleChangeWatch.notifyChannel
+        : undefined,
+    };
+  }
+
+  bootstrap(opts: OpOptions = {}): Promise<void> {
+    if (this.#lifecycle !== 'running')
+      return Promise.reject(wireError('service_unavailable', 'Sync service is shutting down'));
+    this.#bootstrapping ??= bootstrapTopology(
+      this.options.db,
+      this.options.registeredTables,
+      this.options.dependencyOverrides,
+      this.logger,
+      opts.signal,
+    ).then(
+      (t) => {
+        this.#topology = t;
+      },
+      (e: unknown) => {
+        this.#bootstrapping = undefined; // a failed bootstrap can be retried
+        throw e;
+      },
+    );
+    return this.#bootstrapping;
+  }
+
+  /**
+   * Runs one counted operation: refused with 503 once closing started, counted while in flight,
+   * traced on `x:oversync:<name>`, aborted by the caller's signal or by close() after its deadline.
+   */
+  async run<T>(
+    name: string,
+    opts: OpOptions | undefined,
+    fn: (ctx: ServiceContext, signal: AbortSignal) => Promise<T>,
+  ) {
+    opts?.signal?.throwIfAborted();
+    if (this.#lifecycle !== 'running')
+      throw wireError('service_unavailable', 'Sync service is shutting down');
+    const ctx = this.context;
+    this.#inflight++;
+    const signal = opts?.signal
+      ? AbortSignal.any([opts.signal, this.#abortAll.signal])
+      : this.#abortAll.signal;
+    try {
+      return await tracingChannel<string, { operation: string }>(`x:oversync:${name}`).tracePromise(
+        () => fn(ctx, signal),
+        { operation: name },
+      );
+    } finally {
+      this.#inflight--;
+      if (this.#inflight === 0) for (const w of this.#drainWaiters.splice(0)) w();
+    }
+  }
+
+  connect(actor: Actor, req: ConnectRequest, opts?: OpOptions) {
+    return this.run('connect', opts, (ctx, signal) => connect(ctx, checkActor(actor), req, { signal }));
+  }
+  createPushSession(actor: Actor, req: PushSessionCreateRequest, opts?: OpOptions) {
+    return this.run('push.create', opts, (ctx, signal) =>
+      createPushSession(ctx, checkActor(actor), req, { signal }),
+    );
+  }
+  uploadPushChunk(actor: Actor, pushId: string, req: PushSessionChunkRequest, opts?: OpOptions) {
+    return this.run('push.chunk', opts, (ctx, signal) =>
+      uploadPushChunk(ctx, checkActor(actor), pushId, req, { signal }),
+    );
+  }
+  commitPushSession(actor: Actor, pushId: string, opts?: OpOptions) {
+    return this.run('push.commit', opts, (ctx, signal) =>
+      commitPushSession(ctx, checkActor(actor), pushId, { signal }),
+    );
+  }
+  deletePushSession(actor: Actor, pushId: string, opts?: OpOptions) {
+    return this.run('push.delete', opts, (ctx, signal) =>
+      deletePushSession(ctx, checkActor(actor), pushId, { signal }),
+    );
+  }
+  pull(actor: Actor, params: Partial<PullParams>, opts?: OpOptions) {
+    const p: PullParams = {
+      afterBundleSeq: params.afterBundleSeq ?? 0,
+      maxBundles: params.maxBundles ?? DEFAULT_BUNDLES_PER_PULL,
+      targetBundleSeq: params.targetBundleSeq ?? 0,
+    };
+    return this.run('pull', opts, (ctx, signal) => pull(ctx, checkActor(actor), p, { signal }));
+  }
+  getCommittedBundleRows(
+    actor: Actor,
+    bundleSeq: number,
+    page: { afterRowOrdinal?: number | undefined; maxRows?: number | undefined } = {},
+    opts?: OpOptions,
+  ) {
+    const maxRows = page.maxRows ?? this.options.limits.defaultRowsPerCommittedBundleChunk;
+    return this.run('committed-rows', opts, (ctx, signal) =>
+      getCommittedBundleRows(ctx, checkActor(actor), bundleSeq, page.afterRowOrdinal, maxRows, { signal }),
+    );
+  }
+  capabilities(opts: { watchAllowed?: boolean } = {}): CapabilitiesResponse {
+    return capabilities(this.options, opts.watchAllowed ?? true);
+  }
+  status(opts: OpOptions = {}): Promise<StatusResponse> {
+    return status(this.options.db, this.options, this.#lifecycle, this.#inflight, opts.signal);
+  }
+
+  close(opts: CloseOptions = {}): Promise<void> {
+    this.#closing ??= this.#close(opts);
+    return this.#closing;
+  }
+
+  async #close(opts: CloseOptions): Promise<void> {
+    this.#lifecycle = 'shutting_down';
+    this.onClosing();
+    if (this.#inflight > 0) {
+      const drained = new Promise<void>((resolve) => this.#drainWaiters.push(resolve));
+      const timeoutMs = opts.drainTimeoutMs ?? this.options.closeTimeoutMs;
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs);
+        timer.unref();
+        opts.signal?.addEventListener('abort', () => resolve(), { once: true });
+      });
+      await Promise.race([drained, deadline]);
+      clearTimeout(timer);
+      if (this.#inflight > 0) {
+        this.#abortAll.abort(
+          new SyncServerError('OVERSYNC_CLOSED', 'sync service closed before the operation finished'),
+        );
+        await drained;
+      }
+    }
+    this.#lifecycle = 'closed';
+    this.logger.info({}, 'oversync sync service closed');
+  }
+
+  /** Hook for subclasses / part-2 features (watch streams stop here). */
+  protected onClosing(): void {}
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+export function checkActor(actor: Actor): Actor {
+  const userId = actor?.userId?.trim() ?? '';
+  const sourceId = actor?.sourceId?.trim() ?? '';
+  if (!userId || !sourceId)
+    throw wireError('authentication_failed', 'actor user_id and source_id are required');
+  return { userId, sourceId };
+}
+
+export function createSyncService(options: SyncServiceOptions): SyncService {
+  return new SyncServiceImpl(options);
+}
