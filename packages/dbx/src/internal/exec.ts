@@ -1,0 +1,175 @@
+import { channel } from 'node:diagnostics_channel';
+import type pg from 'pg';
+import { DbxError, isConnectionError, isDbxError, isRetryable, pgErrorCode } from '../errors.js';
+import type { Logger } from '../options.js';
+import type { QueryResult } from '../types.js';
+import type { Node } from './node.js';
+import { cancelledError, errorMessage } from './util.js';
+
+/** `x:dbx:query`: one message per statement with node, duration and row count (never parameter values). */
+export const queryChannel = channel('x:dbx:query');
+
+export interface QueryMessage {
+  method: string;
+  node: string;
+  sql: string;
+  durationMs: number;
+  rowCount: number | null;
+  error?: string;
+  sqlState?: string;
+}
+
+/** A client checked out of a node's pool for one operation. */
+export interface Lease {
+  readonly node: Node;
+  readonly client: pg.PoolClient;
+  /** Set when the connection must not go back to the pool (a cancel was sent, or it broke). */
+  discard: boolean;
+}
+
+/** Errors raised before any byte of the statement reached the server: always safe to retry. */
+const notSent = new WeakSet<object>();
+
+export function markNotSent<E>(e: E): E {
+  if (typeof e === 'object' && e !== null) notSent.add(e);
+  return e;
+}
+
+export function wasNotSent(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && notSent.has(e);
+}
+
+const NOT_QUERYABLE = ['is not queryable', 'Client was closed'];
+
+export interface ExecContext {
+  readonly logger: Logger;
+  readonly slowQueryThresholdMs: number | null;
+  readonly cancelTimeoutMs: number;
+  /** Called on a connection error so the node gets re-checked at once. */
+  onConnectionError(node: Node, e: unknown): void;
+}
+
+/** Wraps a driver error in a DbxError, keeping it as `cause` and its SQLSTATE in details. */
+export function wrapError(e: unknown, node: Node, method: string): DbxError {
+  if (isDbxError(e)) return e;
+  const sqlState = pgErrorCode(e);
+  const pgErr = e as Partial<pg.DatabaseError>;
+  const details: Record<string, unknown> = { node: node.name, method };
+  if (sqlState !== undefined) details.sqlState = sqlState;
+  for (const k of ['constraint', 'table', 'column', 'schema', 'severity'] as const) {
+    if (typeof pgErr[k] === 'string') details[k] = pgErr[k];
+  }
+  const connection = isConnectionError(e);
+  const err = new DbxError(
+    connection ? 'DBX_CONNECTION_FAILED' : 'DBX_QUERY_FAILED',
+    connection ? `connection to node ${node.name} failed: ${errorMessage(e)}` : errorMessage(e),
+    { cause: e, details, retryable: isRetryable(e) },
+  );
+  if (wasNotSent(e)) markNotSent(err);
+  return err;
+}
+
+export function toResult<R>(res: pg.QueryResult | pg.QueryResult[]): QueryResult<R> {
+  // A multi-statement simple query answers with one result per statement: report the last one.
+  const last = Array.isArray(res) ? res[res.length - 1] : res;
+  if (!last) return { rows: [], rowCount: 0, fields: [] };
+  return {
+    rows: last.rows as R[],
+    rowCount: last.rowCount ?? 0,
+    fields: last.fields.map((f) => ({ name: f.name, dataTypeID: f.dataTypeID })),
+  };
+}
+
+export function totalRowCount(res: pg.QueryResult | pg.QueryResult[]): number {
+  if (!Array.isArray(res)) return res.rowCount ?? 0;
+  let n = 0;
+  for (const r of res) n += r.rowCount ?? 0;
+  return n;
+}
+
+/**
+ * Runs one statement on a leased client: cancellation through `pg_cancel_backend` on abort, the slow
+ * query log, the `x:dbx:query` channel, and error wrapping.
+ */
+export async function runStatement(
+  ctx: ExecContext,
+  lease: Lease,
+  method: string,
+  sql: string,
+  params: readonly unknown[] | undefined,
+  signal: AbortSignal | undefined,
+): Promise<pg.QueryResult | pg.QueryResult[]> {
+  const { node, client } = lease;
+  if (signal?.aborted) throw cancelledError(signal);
+  const started = performance.now();
+  node.queries++;
+  let cancelling: Promise<void> | undefined;
+  const onAbort = () => {
+    lease.discard = true;
+    const pid = (client as unknown as { processID: number | null }).processID;
+    if (pid !== null) {
+      cancelling = node.cancelBackend(pid, ctx.cancelTimeoutMs).catch((e: unknown) => {
+        ctx.logger.warn({ node: node.name, err: errorMessage(e) }, 'dbx: could not cancel a statement');
+      });
+    }
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  let res: pg.QueryResult | pg.QueryResult[];
+  try {
+    res = (await client.query(
+      params === undefined || params.length === 0 ? sql : { text: sql, values: params as unknown[] },
+    )) as pg.QueryResult | pg.QueryResult[];
+  } catch (e) {
+    node.errors++;
+    const durationMs = performance.now() - started;
+    if (typeof e === 'object' && e !== null) {
+      const msg = (e as { message?: unknown }).message;
+      if (typeof msg === 'string' && NOT_QUERYABLE.some((m) => msg.includes(m))) markNotSent(e);
+    }
+    if (isConnectionError(e)) {
+      lease.discard = true;
+      ctx.onConnectionError(node, e);
+    }
+    if (queryChannel.hasSubscribers) {
+      const m: QueryMessage = {
+        method,
+        node: node.name,
+        sql,
+        durationMs,
+        rowCount: null,
+        error: errorMessage(e),
+      };
+      const state = pgErrorCode(e);
+      if (state !== undefined) m.sqlState = state;
+      queryChannel.publish(m);
+    }
+    if (signal?.aborted) throw cancelledError(signal, wrapError(e, node, method));
+    throw wrapError(e, node, method);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+    if (cancelling) await cancelling;
+  }
+  const durationMs = performance.now() - started;
+  const slow = ctx.slowQueryThresholdMs;
+  if (slow !== null && durationMs >= slow) {
+    ctx.logger.warn(
+      {
+        node: node.name,
+        method,
+        durationMs: Math.round(durationMs),
+        sql: sql.length > 500 ? `${sql.slice(0, 500)}…` : sql,
+      },
+      'dbx: slow query',
+    );
+  }
+  if (queryChannel.hasSubscribers) {
+    queryChannel.publish({
+      method,
+      node: node.name,
+      sql,
+      durationMs,
+      rowCount: totalRowCount(res),
+    } satisfies QueryMessage);
+  }
+  return res;
+}

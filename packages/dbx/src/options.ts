@@ -1,0 +1,145 @@
+import type pg from 'pg';
+import { z } from 'zod';
+import { DbxError } from './errors.js';
+
+/** pino-compatible logger subset. */
+export interface Logger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+/** A node: a connection string, or a pg pool config (optionally named). */
+export type NodeConfig = string | (pg.PoolConfig & { name?: string });
+
+export const DEFAULT_POOL_MAX = 10;
+export const DEFAULT_POOL_IDLE_TIMEOUT_MS = 10_000;
+export const DEFAULT_POOL_CONNECTION_TIMEOUT_MS = 5_000;
+export const DEFAULT_RETRY_MAX_ATTEMPTS = 3;
+export const DEFAULT_RETRY_BASE_DELAY_MS = 20;
+export const DEFAULT_RETRY_MAX_DELAY_MS = 1_000;
+export const DEFAULT_HEALTH_CHECK_INTERVAL_MS = 1_000;
+export const DEFAULT_HEALTH_CHECK_TIMEOUT_MS = 1_000;
+export const DEFAULT_HEALTH_CHECK_FAILURES_BEFORE_DOWN = 2;
+/** After a connection error on a node, re-check it this soon instead of waiting for the interval. */
+export const DEFAULT_HEALTH_CHECK_FAST_RECHECK_MS = 50;
+export const DEFAULT_MAX_REPLICA_LAG_MS = 5_000;
+export const DEFAULT_MAX_REPLICA_LAG_BYTES: number | null = null;
+export const DEFAULT_READ_CONSISTENCY: ReadConsistency = 'session';
+export const DEFAULT_READ_YOUR_WRITES_WAIT_MS = 0;
+export const DEFAULT_SLOW_QUERY_THRESHOLD_MS = 1_000;
+export const DEFAULT_CLOSE_DRAIN_TIMEOUT_MS = 5_000;
+
+export type ReadConsistency = 'session' | 'eventual';
+
+const nodeSchema = z.union([
+  z.string().min(1, 'a connection string must not be empty'),
+  z.custom<Exclude<NodeConfig, string>>(
+    (v) =>
+      typeof v === 'object' &&
+      v !== null &&
+      !Array.isArray(v) &&
+      ((v as { name?: unknown }).name === undefined ||
+        (typeof (v as { name?: unknown }).name === 'string' && (v as { name: string }).name.length > 0)),
+    { message: 'a node is a connection string or a pg PoolConfig object (with an optional non-empty name)' },
+  ),
+]);
+
+const loggerSchema = z.custom<Logger>(
+  (v) =>
+    typeof v === 'object' &&
+    v !== null &&
+    ['debug', 'info', 'warn', 'error'].every((m) => typeof (v as Record<string, unknown>)[m] === 'function'),
+  { message: 'logger must have debug/info/warn/error methods (pino-compatible)' },
+);
+
+const positiveInt = z.number().int().positive();
+const nonNegInt = z.number().int().nonnegative();
+
+export const clusterOptionsSchema = z.object({
+  primary: nodeSchema,
+  replicas: z.array(nodeSchema).default([]),
+  pool: z
+    .object({
+      max: positiveInt.default(DEFAULT_POOL_MAX),
+      idleTimeoutMs: nonNegInt.default(DEFAULT_POOL_IDLE_TIMEOUT_MS),
+      connectionTimeoutMs: nonNegInt.default(DEFAULT_POOL_CONNECTION_TIMEOUT_MS),
+    })
+    .prefault({}),
+  retry: z
+    .object({
+      maxAttempts: positiveInt.default(DEFAULT_RETRY_MAX_ATTEMPTS),
+      baseDelayMs: nonNegInt.default(DEFAULT_RETRY_BASE_DELAY_MS),
+      maxDelayMs: nonNegInt.default(DEFAULT_RETRY_MAX_DELAY_MS),
+    })
+    .prefault({}),
+  healthCheck: z
+    .object({
+      intervalMs: positiveInt.default(DEFAULT_HEALTH_CHECK_INTERVAL_MS),
+      timeoutMs: positiveInt.default(DEFAULT_HEALTH_CHECK_TIMEOUT_MS),
+      failuresBeforeDown: positiveInt.default(DEFAULT_HEALTH_CHECK_FAILURES_BEFORE_DOWN),
+      fastRecheckMs: positiveInt.default(DEFAULT_HEALTH_CHECK_FAST_RECHECK_MS),
+    })
+    .prefault({}),
+  /** Replicas further behind than this (time) are not used; null disables the bound. */
+  maxReplicaLagMs: nonNegInt.nullable().default(DEFAULT_MAX_REPLICA_LAG_MS),
+  /** Replicas further behind than this (bytes of WAL) are not used; null disables the bound. */
+  maxReplicaLagBytes: nonNegInt.nullable().default(DEFAULT_MAX_REPLICA_LAG_BYTES),
+  readConsistency: z.enum(['session', 'eventual']).default(DEFAULT_READ_CONSISTENCY),
+  /** How long a read with a token may wait for a replica to catch up before going to the primary. */
+  readYourWritesWaitMs: nonNegInt.default(DEFAULT_READ_YOUR_WRITES_WAIT_MS),
+  /** Queries slower than this are logged at warn (without parameter values); null disables. */
+  slowQueryThresholdMs: nonNegInt.nullable().default(DEFAULT_SLOW_QUERY_THRESHOLD_MS),
+  closeDrainTimeoutMs: nonNegInt.default(DEFAULT_CLOSE_DRAIN_TIMEOUT_MS),
+  logger: loggerSchema.optional(),
+});
+
+/** Options of `createCluster`; every omitted value takes the matching `DEFAULT_*`. */
+export interface ClusterOptions {
+  primary: NodeConfig;
+  replicas?: NodeConfig[];
+  pool?: { max?: number; idleTimeoutMs?: number; connectionTimeoutMs?: number };
+  retry?: { maxAttempts?: number; baseDelayMs?: number; maxDelayMs?: number };
+  healthCheck?: {
+    intervalMs?: number;
+    timeoutMs?: number;
+    failuresBeforeDown?: number;
+    fastRecheckMs?: number;
+  };
+  maxReplicaLagMs?: number | null;
+  maxReplicaLagBytes?: number | null;
+  readConsistency?: ReadConsistency;
+  readYourWritesWaitMs?: number;
+  slowQueryThresholdMs?: number | null;
+  closeDrainTimeoutMs?: number;
+  logger?: Logger;
+}
+export type ResolvedClusterOptions = z.output<typeof clusterOptionsSchema>;
+
+/** Freezes the resolved options; node configs shallowly (they may hold user objects such as `ssl`). */
+function freezeOptions(o: ResolvedClusterOptions): ResolvedClusterOptions {
+  for (const n of [o.primary, ...o.replicas]) if (typeof n === 'object') Object.freeze(n);
+  Object.freeze(o.replicas);
+  Object.freeze(o.pool);
+  Object.freeze(o.retry);
+  Object.freeze(o.healthCheck);
+  return Object.freeze(o);
+}
+
+export function resolveOptions(options: unknown): ResolvedClusterOptions {
+  const parsed = clusterOptionsSchema.safeParse(options);
+  if (!parsed.success) {
+    throw new DbxError('DBX_INVALID_OPTIONS', `invalid dbx options: ${z.prettifyError(parsed.error)}`, {
+      details: { issues: parsed.error.issues },
+    });
+  }
+  return freezeOptions(parsed.data);
+}
+
+export const silentLogger: Logger = Object.freeze({
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+});

@@ -1,0 +1,138 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { DbxError } from './errors.js';
+import { type ExecContext, type Lease, runStatement, toResult, totalRowCount } from './internal/exec.js';
+import { anySignal } from './internal/util.js';
+import type { Querier, QueryOptions, QueryResult, Tx, TxOptions } from './types.js';
+
+/** The transaction of the enclosing runTx, for `currentQuerier()`. */
+export const txStorage = new AsyncLocalStorage<TxImpl>();
+
+/**
+ * The Tx of the enclosing `runTx` (any cluster), or undefined outside one. Service code writes
+ * `const q = currentQuerier() ?? cluster` and so joins the caller's transaction when there is one.
+ */
+export function currentQuerier(): Querier | undefined {
+  const tx = txStorage.getStore();
+  return tx && !tx.closed ? tx : undefined;
+}
+
+export function beginStatement(opts: TxOptions | undefined): string {
+  let sql = 'begin';
+  if (opts?.isolation) sql += ` isolation level ${opts.isolation}`;
+  if (opts?.readOnly !== undefined) sql += opts.readOnly ? ' read only' : ' read write';
+  if (opts?.deferrable !== undefined) sql += opts.deferrable ? ' deferrable' : ' not deferrable';
+  return sql;
+}
+
+const ISOLATIONS = new Set(['read committed', 'repeatable read', 'serializable']);
+export function validateTxOptions(opts: TxOptions | undefined): void {
+  if (opts?.isolation !== undefined && !ISOLATIONS.has(opts.isolation)) {
+    throw new DbxError('DBX_INVALID_OPTIONS', `unknown isolation level ${JSON.stringify(opts.isolation)}`);
+  }
+  if (opts?.maxAttempts !== undefined && !(Number.isInteger(opts.maxAttempts) && opts.maxAttempts >= 1)) {
+    throw new DbxError('DBX_INVALID_OPTIONS', 'maxAttempts must be a positive integer');
+  }
+}
+
+/** A transaction on one leased primary connection. Internal: users see the `Tx` interface. */
+export class TxImpl implements Tx {
+  readonly owner: object;
+  readonly lease: Lease;
+  readonly #ctx: ExecContext;
+  readonly #signal: AbortSignal | undefined;
+  #closed = false;
+  #savepoints = 0;
+  /** True once a statement ran in it (so a commit may have written). */
+  wrote = false;
+
+  constructor(owner: object, ctx: ExecContext, lease: Lease, signal: AbortSignal | undefined) {
+    this.owner = owner;
+    this.#ctx = ctx;
+    this.lease = lease;
+    this.#signal = signal;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  markClosed(): void {
+    this.#closed = true;
+  }
+
+  #check(): void {
+    if (this.#closed) {
+      throw new DbxError('DBX_TX_CLOSED', 'the transaction is already committed or rolled back');
+    }
+  }
+
+  /** Runs a statement of the transaction itself (begin/commit/savepoint...). */
+  control(sql: string, signal?: AbortSignal): Promise<unknown> {
+    return runStatement(this.#ctx, this.lease, 'tx', sql, undefined, anySignal(signal, this.#signal));
+  }
+
+  async query<R = Record<string, unknown>>(
+    sql: string,
+    params?: readonly unknown[],
+    opts?: QueryOptions,
+  ): Promise<QueryResult<R>> {
+    this.#check();
+    this.wrote = true;
+    return toResult<R>(
+      await runStatement(
+        this.#ctx,
+        this.lease,
+        'tx.query',
+        sql,
+        params,
+        anySignal(opts?.signal, this.#signal),
+      ),
+    );
+  }
+
+  async queryRow<R = Record<string, unknown>>(
+    sql: string,
+    params?: readonly unknown[],
+    opts?: QueryOptions,
+  ): Promise<R | undefined> {
+    return (await this.query<R>(sql, params, opts)).rows[0];
+  }
+
+  async exec(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<{ rowCount: number }> {
+    this.#check();
+    this.wrote = true;
+    const res = await runStatement(
+      this.#ctx,
+      this.lease,
+      'tx.exec',
+      sql,
+      params,
+      anySignal(opts?.signal, this.#signal),
+    );
+    return { rowCount: totalRowCount(res) };
+  }
+
+  /** Nested transaction: a savepoint, released on success, rolled back to on throw. */
+  async runTx<T>(fn: (tx: Tx) => Promise<T>, opts?: TxOptions): Promise<T> {
+    this.#check();
+    const name = `dbx_sp_${++this.#savepoints}`;
+    await this.control(`savepoint ${name}`, opts?.signal);
+    let result: T;
+    try {
+      result = await txStorage.run(this, () => fn(this));
+    } catch (e) {
+      if (!this.#closed) {
+        try {
+          await this.control(`rollback to savepoint ${name}`);
+          await this.control(`release savepoint ${name}`);
+        } catch {
+          // The outer transaction is broken (connection lost, say); the outer runTx rolls it back.
+        }
+      }
+      throw e;
+    }
+    this.#check();
+    await this.control(`release savepoint ${name}`, opts?.signal);
+    return result;
+  }
+}
