@@ -1,8 +1,8 @@
 import { z } from 'zod';
 import { ClientError } from './errors.js';
-import type { FetchLike, Logger, TokenSource } from './internal/transport.js';
+import type { FetchLike, Logger, RetryPolicy, TokenSource } from './internal/transport.js';
 import { isCoordinator, isSqliteDb, type SyncWriter } from './internal/writer.js';
-import type { ConflictResolver } from './types.js';
+import type { ConflictResolver, ProgressEvent } from './types.js';
 
 export const DEFAULT_UPLOAD_LIMIT = 1000;
 export const DEFAULT_DOWNLOAD_LIMIT = 1000;
@@ -75,16 +75,59 @@ export const syncClientOptionsSchema = z.object({
   onProgress: fn.optional(),
 });
 
-export type SyncClientOptionsInput = z.input<typeof syncClientOptionsSchema> & {
+/** What `createSyncClient` accepts; every optional field has an exported default. */
+export interface SyncClientOptionsInput {
+  /** A better-sqlite3 Database or an @x/writecoordinator coordinator: every local transaction runs through it. */
   writer: SyncWriter;
-  fetch?: FetchLike;
-  token?: TokenSource;
-  resolver?: 'server-wins' | 'client-wins' | ConflictResolver;
-  logger?: Logger;
-  onProgress?: (e: import('./types.js').ProgressEvent) => void;
-};
+  baseUrl: string;
+  /** The HTTP edge (default: global fetch). */
+  fetch?: FetchLike | undefined;
+  /** Bearer token, or a function returning one per request. */
+  token?: TokenSource | undefined;
+  /** The server schema name carried in every row (e.g. `business`). */
+  schema: string;
+  tables: ReadonlyArray<{ readonly table: string; readonly syncKeyColumns?: readonly string[] | undefined }>;
+  resolver?: 'server-wins' | 'client-wins' | ConflictResolver | undefined;
+  logger?: Logger | undefined;
+  uploadLimit?: number | undefined;
+  downloadLimit?: number | undefined;
+  snapshotChunkRows?: number | undefined;
+  maxConflictRetries?: number | undefined;
+  maxUnstructuredConflicts?: number | undefined;
+  retry?: Partial<RetryPolicy> | undefined;
+  backoffMinMs?: number | undefined;
+  backoffMaxMs?: number | undefined;
+  uploadIntervalMs?: number | undefined;
+  watch?:
+    | { readonly mode?: 'off' | 'auto' | undefined; readonly fallbackIntervalMs?: number | undefined }
+    | undefined;
+  durability?: 'normal' | 'full' | undefined;
+  onProgress?: ((e: ProgressEvent) => void) | undefined;
+}
 
-export type SyncClientOptions = Readonly<z.output<typeof syncClientOptionsSchema>>;
+/** The validated, frozen options (readable back as `client.options`). */
+export interface SyncClientOptions {
+  readonly writer: SyncWriter;
+  readonly baseUrl: string;
+  readonly fetch?: FetchLike | undefined;
+  readonly token?: TokenSource | undefined;
+  readonly schema: string;
+  readonly tables: ReadonlyArray<{ readonly table: string; readonly syncKeyColumns: readonly string[] }>;
+  readonly resolver: 'server-wins' | 'client-wins' | ConflictResolver;
+  readonly logger?: Logger | undefined;
+  readonly uploadLimit: number;
+  readonly downloadLimit: number;
+  readonly snapshotChunkRows: number;
+  readonly maxConflictRetries: number;
+  readonly maxUnstructuredConflicts: number;
+  readonly retry: Readonly<RetryPolicy>;
+  readonly backoffMinMs: number;
+  readonly backoffMaxMs: number;
+  readonly uploadIntervalMs: number;
+  readonly watch: { readonly mode: 'off' | 'auto'; readonly fallbackIntervalMs: number };
+  readonly durability: 'normal' | 'full';
+  readonly onProgress?: ((e: ProgressEvent) => void) | undefined;
+}
 
 export function parseOptions(input: unknown): SyncClientOptions {
   const r = syncClientOptionsSchema.safeParse(input);
@@ -102,5 +145,5 @@ export function parseOptions(input: unknown): SyncClientOptions {
   Object.freeze(o.watch);
   for (const t of o.tables) Object.freeze(t);
   Object.freeze(o.tables);
-  return Object.freeze(o);
+  return Object.freeze(o) as unknown as SyncClientOptions;
 }

@@ -135,7 +135,8 @@ function wireValueToSqlite(m: TableModel, c: ColumnModel, v: unknown): unknown {
       if (typeof v !== 'string') throw codecError(`${m.table}.${c.key} must be a base64 string`, {});
       return v === '' ? Buffer.alloc(0) : decodeBase64Strict(v);
     case 'json':
-      return typeof v === 'string' ? v : JSON.stringify(v);
+      // The wire carries the JSON value itself; the local column holds its text.
+      return JSON.stringify(v);
     default:
       if (typeof v === 'boolean') return v ? 1 : 0;
       if (typeof v === 'object') return JSON.stringify(v);
