@@ -24,7 +24,8 @@ type WatchdogMessage =
 const WATCHDOG_SOURCE = `
 const fs = require('node:fs');
 const pgs = new Set(), kids = new Set(), dirs = new Set();
-const alive = (p) => { try { process.kill(p, 0); return true; } catch { return false; } };
+const zombie = (p) => { try { return / Z /.test(fs.readFileSync('/proc/' + p + '/stat', 'utf8').replace(/^.*[)]/, '')); } catch { return false; } };
+const alive = (p) => { try { process.kill(p, 0); return !zombie(p); } catch { return false; } };
 process.on('message', (m) => {
   if (m.op === 'pg+') pgs.add(m.pid); else if (m.op === 'pg-') pgs.delete(m.pid);
   else if (m.op === 'child+') kids.add(m.pid); else if (m.op === 'child-') kids.delete(m.pid);

@@ -205,6 +205,8 @@ function embeddedVersion(): string {
 }
 
 let initdbDir: Promise<string> | undefined;
+/** Whether this process built the cache itself (a cache found on disk may have been damaged). */
+let initdbBuiltHere = false;
 
 /**
  * One initdb'd data directory, cached in the temp dir across processes (keyed by the
@@ -249,6 +251,7 @@ function initdbTemplate(runAs: RunAs | null): Promise<string> {
       }
       try {
         await rename(data, cache);
+        initdbBuiltHere = true;
       } catch (e) {
         if (!(await exists(join(cache, 'PG_VERSION')))) throw e;
       }
@@ -307,6 +310,26 @@ async function startEmbedded(
 ): Promise<PgCluster> {
   const runAs = pgRunAs();
   const template = await initdbTemplate(runAs);
+  try {
+    return await startEmbeddedFrom(template, runAs, replicaCount, settings, signal);
+  } catch (e) {
+    // A cache left by an earlier process may have been damaged (e.g. a temp-dir cleaner removed
+    // files from it): rebuild it once and try again.
+    if (initdbBuiltHere || (e as { code?: string }).code !== 'TESTKIT_POSTGRES_START_FAILED') throw e;
+    await rm(template, { recursive: true, force: true });
+    initdbDir = undefined;
+    const rebuilt = await initdbTemplate(runAs);
+    return await startEmbeddedFrom(rebuilt, runAs, replicaCount, settings, signal);
+  }
+}
+
+async function startEmbeddedFrom(
+  template: string,
+  runAs: RunAs | null,
+  replicaCount: number,
+  settings: Readonly<Record<string, string>>,
+  signal: AbortSignal | undefined,
+): Promise<PgCluster> {
   const root = await mkdtemp(join(tmpdir(), 'x-testkit-pg-'));
   trackDir(root);
   const nodes: EmbeddedPgNode[] = [];
