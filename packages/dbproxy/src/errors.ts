@@ -1,0 +1,96 @@
+/**
+ * The codes a failed write carries on the wire (`error.data.code`), exactly as the protocol names them.
+ * Codes are API: never renamed, never reused.
+ */
+export type WireErrorCode =
+  | 'TIMEOUT'
+  | 'UNREACHABLE'
+  | 'METHOD_NOT_FOUND'
+  | 'INVALID_PARAMS'
+  | 'CONFLICT'
+  | 'EXPIRED'
+  | 'WRONG_PRIMARY'
+  | 'SHUTTING_DOWN'
+  | 'INTERNAL';
+
+export const WIRE_ERROR_CODES: readonly WireErrorCode[] = Object.freeze([
+  'TIMEOUT',
+  'UNREACHABLE',
+  'METHOD_NOT_FOUND',
+  'INVALID_PARAMS',
+  'CONFLICT',
+  'EXPIRED',
+  'WRONG_PRIMARY',
+  'SHUTTING_DOWN',
+  'INTERNAL',
+]);
+
+/** Every error code the package produces: the wire codes prefixed, plus local-only ones. */
+export type DbProxyErrorCode =
+  | `DBPROXY_${WireErrorCode}`
+  | 'DBPROXY_INVALID_OPTIONS'
+  | 'DBPROXY_CLOSED'
+  | 'DBPROXY_RUNTIME_DIR'
+  | 'DBPROXY_CHANGES_OVERFLOW';
+
+/** Whether the write took effect: `'unknown'` only when a request may have reached a primary and no answer came. */
+export type Applied = 'no' | 'unknown' | 'yes';
+
+export interface DbProxyErrorInit {
+  retryable?: boolean;
+  applied?: Applied;
+  details?: Record<string, unknown>;
+  cause?: unknown;
+}
+
+/** The one error class of the package. Check errors by `code`, not `instanceof`. */
+export class DbProxyError extends Error {
+  override readonly name = 'DbProxyError';
+  readonly code: DbProxyErrorCode;
+  readonly retryable: boolean;
+  readonly applied: Applied;
+  readonly details?: Record<string, unknown>;
+
+  constructor(code: DbProxyErrorCode, message: string, init: DbProxyErrorInit = {}) {
+    super(message, init.cause === undefined ? undefined : { cause: init.cause });
+    this.code = code;
+    this.retryable = init.retryable ?? false;
+    this.applied = init.applied ?? 'no';
+    if (init.details !== undefined) this.details = init.details;
+  }
+
+  /** The wire code of this error, or `null` for local-only codes. */
+  get wireCode(): WireErrorCode | null {
+    const bare = this.code.slice('DBPROXY_'.length);
+    return (WIRE_ERROR_CODES as readonly string[]).includes(bare) ? (bare as WireErrorCode) : null;
+  }
+}
+
+export function isDbProxyError(e: unknown): e is DbProxyError {
+  return (
+    e instanceof Error &&
+    typeof (e as { code?: unknown }).code === 'string' &&
+    (e as unknown as { code: string }).code.startsWith('DBPROXY_') &&
+    typeof (e as { retryable?: unknown }).retryable === 'boolean'
+  );
+}
+
+/** Default retryability per wire code (TIMEOUT and UNREACHABLE are retryable with the same requestId). */
+export const RETRYABLE_BY_DEFAULT: Readonly<Record<WireErrorCode, boolean>> = Object.freeze({
+  TIMEOUT: true,
+  UNREACHABLE: true,
+  METHOD_NOT_FOUND: false,
+  INVALID_PARAMS: false,
+  CONFLICT: false,
+  EXPIRED: true,
+  WRONG_PRIMARY: true,
+  SHUTTING_DOWN: true,
+  INTERNAL: false,
+});
+
+export function wireError(code: WireErrorCode, message: string, init: DbProxyErrorInit = {}): DbProxyError {
+  return new DbProxyError(`DBPROXY_${code}`, message, {
+    retryable: RETRYABLE_BY_DEFAULT[code],
+    ...init,
+  });
+}

@@ -1,0 +1,133 @@
+/** Small async helpers shared by the proxy's loops. */
+
+/** Throws `signal.reason` if aborted. */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw signal.reason;
+}
+
+/**
+ * Waits `ms` (or until `signal` aborts, rejecting with its reason). Resolves early, with `false`,
+ * when `wake` fires; with `true` when the full time passed.
+ */
+export function sleep(ms: number, signal?: AbortSignal, wake?: Notifier): Promise<boolean> {
+  return new Promise<boolean>((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    let off: (() => void) | undefined;
+    const done = (v: boolean): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      off?.();
+      resolve(v);
+    };
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      off?.();
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => done(true), Math.max(0, ms));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (wake !== undefined) off = wake.once(() => done(false));
+  });
+}
+
+/** A level-free "something changed" signal: waiters registered before `notify()` are woken. */
+export class Notifier {
+  #listeners = new Set<() => void>();
+
+  once(fn: () => void): () => void {
+    const wrapped = (): void => {
+      this.#listeners.delete(wrapped);
+      fn();
+    };
+    this.#listeners.add(wrapped);
+    return () => this.#listeners.delete(wrapped);
+  }
+
+  notify(): void {
+    const ls = [...this.#listeners];
+    this.#listeners.clear();
+    for (const l of ls) l();
+  }
+}
+
+/** A bounded sample of recent values for p50/p99. */
+export class Reservoir {
+  #buf: number[] = [];
+  #next = 0;
+  constructor(readonly size: number) {}
+
+  record(v: number): void {
+    if (this.#buf.length < this.size) this.#buf.push(v);
+    else {
+      this.#buf[this.#next] = v;
+      this.#next = (this.#next + 1) % this.size;
+    }
+  }
+
+  percentile(p: number): number {
+    if (this.#buf.length === 0) return 0;
+    const sorted = [...this.#buf].sort((a, b) => a - b);
+    const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+    return sorted[idx]!;
+  }
+}
+
+/**
+ * Serialises sends on one ZeroMQ socket (zeromq.js allows a single pending send) and coalesces
+ * everything queued while a send was pending into one frame per destination.
+ */
+export class CoalescingSender<T> {
+  #queue: Array<{ to: string; item: T }> = [];
+  #running = false;
+
+  constructor(
+    private readonly sendFrame: (to: string, items: T[]) => Promise<void>,
+    private readonly onError: (e: unknown) => void,
+  ) {}
+
+  push(to: string, item: T): void {
+    this.#queue.push({ to, item });
+    if (!this.#running) void this.#drain();
+  }
+
+  get queued(): number {
+    return this.#queue.length;
+  }
+
+  /** True while frames are queued or a send is pending. */
+  get busy(): boolean {
+    return this.#running || this.#queue.length > 0;
+  }
+
+  clear(): void {
+    this.#queue = [];
+  }
+
+  async #drain(): Promise<void> {
+    this.#running = true;
+    try {
+      while (this.#queue.length > 0) {
+        const batch = this.#queue;
+        this.#queue = [];
+        const byDest = new Map<string, T[]>();
+        for (const { to, item } of batch) {
+          const list = byDest.get(to);
+          if (list === undefined) byDest.set(to, [item]);
+          else list.push(item);
+        }
+        for (const [to, items] of byDest) {
+          try {
+            await this.sendFrame(to, items);
+          } catch (e) {
+            this.onError(e);
+          }
+        }
+      }
+    } finally {
+      this.#running = false;
+    }
+  }
+}

@@ -1,0 +1,156 @@
+import { Publisher, Router } from 'zeromq';
+import { DbProxyError, wireError } from '../errors.js';
+import type { Logger } from '../options.js';
+import {
+  errorResponse,
+  JSONRPC_INVALID_REQUEST,
+  JSONRPC_PARSE_ERROR,
+  type JsonRpcRequest,
+  type JsonRpcResponse,
+  requestSchema,
+} from '../protocol.js';
+import { CoalescingSender } from './async.js';
+
+export type RequestHandler = (method: string, params: unknown) => unknown | Promise<unknown>;
+
+/**
+ * The primary's sockets: a ROUTER answering JSON-RPC requests (one object, or an array of them, per
+ * frame; answers to one peer are coalesced the same way) and a PUB for heartbeats and commits.
+ * Requests are handled concurrently; replies are matched by `id` on the caller's side.
+ */
+export class RpcServer {
+  readonly #router: Router;
+  readonly #pub: Publisher;
+  readonly #replies: CoalescingSender<JsonRpcResponse>;
+  readonly #peers = new Map<string, Buffer>();
+  readonly #handle: RequestHandler;
+  readonly #log: Logger;
+  #pubQueue: Array<[string, string]> = [];
+  #pubRunning = false;
+  #closed = false;
+  #loop: Promise<void> | null = null;
+
+  constructor(handle: RequestHandler, log: Logger) {
+    this.#handle = handle;
+    this.#log = log;
+    // linger 0 on the router: an answer to a dead peer is worthless; the PUB lingers briefly so a
+    // final "bye" leaves before close.
+    this.#router = new Router({
+      linger: 0,
+      mandatory: false,
+      sendHighWaterMark: 100_000,
+      receiveHighWaterMark: 100_000,
+    });
+    this.#pub = new Publisher({ linger: 200, sendHighWaterMark: 100_000 });
+    this.#replies = new CoalescingSender<JsonRpcResponse>(
+      async (to, items) => {
+        const peer = this.#peers.get(to);
+        if (peer === undefined) return;
+        const body = items.length === 1 ? JSON.stringify(items[0]) : JSON.stringify(items);
+        await this.#router.send([peer, body]);
+      },
+      (e) => this.#log.debug({ err: e }, 'dbproxy: reply not sent'),
+    );
+  }
+
+  async bind(rpcEndpoint: string, pubEndpoint: string): Promise<void> {
+    await this.#router.bind(rpcEndpoint);
+    await this.#pub.bind(pubEndpoint);
+    this.#loop = this.#receiveLoop();
+  }
+
+  publish(topic: string, payload: unknown): void {
+    if (this.#closed) return;
+    this.#pubQueue.push([topic, JSON.stringify(payload)]);
+    if (!this.#pubRunning) void this.#drainPub();
+  }
+
+  async #drainPub(): Promise<void> {
+    this.#pubRunning = true;
+    try {
+      while (this.#pubQueue.length > 0 && !this.#pub.closed) {
+        const msg = this.#pubQueue.shift()!;
+        try {
+          await this.#pub.send(msg);
+        } catch (e) {
+          this.#log.debug({ err: e }, 'dbproxy: publish failed');
+        }
+      }
+    } finally {
+      this.#pubRunning = false;
+    }
+  }
+
+  /** Waits (bounded) until queued replies and publications are handed to the sockets. */
+  async flush(timeoutMs: number): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while ((this.#pubQueue.length > 0 || this.#pubRunning || this.#replies.busy) && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+
+  async #receiveLoop(): Promise<void> {
+    try {
+      for await (const frames of this.#router) {
+        const [peer, body] = frames;
+        if (peer === undefined || body === undefined) continue;
+        const key = peer.toString('latin1');
+        if (!this.#peers.has(key)) this.#peers.set(key, Buffer.from(peer));
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(body.toString('utf8'));
+        } catch {
+          this.#replies.push(key, {
+            jsonrpc: '2.0',
+            id: null,
+            error: { code: JSONRPC_PARSE_ERROR, message: 'parse error' },
+          });
+          continue;
+        }
+        const list = Array.isArray(parsed) ? parsed : [parsed];
+        for (const item of list) this.#dispatch(key, item);
+      }
+    } catch (e) {
+      if (!this.#closed) this.#log.error({ err: e }, 'dbproxy: rpc receive loop failed');
+    }
+  }
+
+  #dispatch(peer: string, raw: unknown): void {
+    const req = requestSchema.safeParse(raw);
+    if (!req.success) {
+      const id = (raw as { id?: unknown } | null)?.id;
+      this.#replies.push(peer, {
+        jsonrpc: '2.0',
+        id: typeof id === 'number' || typeof id === 'string' ? id : null,
+        error: { code: JSONRPC_INVALID_REQUEST, message: 'invalid request' },
+      });
+      return;
+    }
+    void this.#answer(peer, req.data);
+  }
+
+  async #answer(peer: string, req: JsonRpcRequest): Promise<void> {
+    let response: JsonRpcResponse;
+    try {
+      const result = await this.#handle(req.method, req.params);
+      response = { jsonrpc: '2.0', id: req.id, result: result === undefined ? null : result };
+    } catch (e) {
+      const err =
+        e instanceof DbProxyError
+          ? e
+          : wireError('INTERNAL', 'internal error', { applied: 'unknown', cause: e });
+      if (!(e instanceof DbProxyError)) this.#log.error({ err: e }, 'dbproxy: handler failed');
+      response = errorResponse(req.id, err);
+    }
+    if (!this.#closed) this.#replies.push(peer, response);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#replies.clear();
+    this.#router.close();
+    this.#pub.close();
+    await this.#loop;
+  }
+}

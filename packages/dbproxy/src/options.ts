@@ -1,0 +1,180 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { SqliteDatabase } from '@x/writecoordinator';
+import { z } from 'zod';
+import { DbProxyError } from './errors.js';
+
+export const DEFAULT_TIMEOUT_MS = 5_000;
+export const DEFAULT_LONG_TIMEOUT_MS = 30_000;
+export const DEFAULT_RETRY_INITIAL_DELAY_MS = 10;
+export const DEFAULT_RETRY_MAX_DELAY_MS = 250;
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 250;
+export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 1_000;
+export const DEFAULT_ELECTION_POLL_MS = 100;
+export const DEFAULT_DURABILITY = 'normal' as const;
+export const DEFAULT_CHANGES_BUFFER_SIZE = 4_096;
+export const DEFAULT_DRAIN_TIMEOUT_MS = 5_000;
+export const DEFAULT_READ_BUSY_TIMEOUT_MS = 5_000;
+export const DEFAULT_MAX_IN_FLIGHT = 4_096;
+
+/** The default runtime directory: `$XDG_RUNTIME_DIR/x-dbproxy`, else `<tmpdir>/x-dbproxy-<uid>`. */
+export function defaultRuntimeDir(): string {
+  const xdg = process.env['XDG_RUNTIME_DIR'];
+  if (xdg !== undefined && xdg !== '') return join(xdg, 'x-dbproxy');
+  const uid = typeof process.getuid === 'function' ? process.getuid() : 'user';
+  return join(tmpdir(), `x-dbproxy-${uid}`);
+}
+
+/** A pino-compatible logger; only these four levels are used. */
+export interface Logger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+const noop = (): void => {};
+export const SILENT_LOGGER: Logger = Object.freeze({ debug: noop, info: noop, warn: noop, error: noop });
+
+/** One named write: its zod params schema and a synchronous handler run by the primary's coordinator. */
+export interface WriteMethod<P = unknown> {
+  params: z.ZodType<P>;
+  handler: (db: SqliteDatabase, params: P) => unknown;
+  /** Uses `timeouts.longMs` instead of `timeouts.defaultMs` (unless `timeouts.perMethod` names it). */
+  long?: boolean;
+}
+
+/** Typed helper so `handler` sees the schema's output type. */
+export function defineWrite<P>(def: WriteMethod<P>): WriteMethod<P> {
+  return def;
+}
+
+const isLogger = (v: unknown): v is Logger =>
+  typeof v === 'object' &&
+  v !== null &&
+  ['debug', 'info', 'warn', 'error'].every((k) => typeof (v as Record<string, unknown>)[k] === 'function');
+
+const isWriteMethod = (v: unknown): v is WriteMethod =>
+  typeof v === 'object' &&
+  v !== null &&
+  typeof (v as { handler?: unknown }).handler === 'function' &&
+  typeof (v as { params?: { safeParse?: unknown } }).params?.safeParse === 'function';
+
+const positiveInt = z.number().int().positive();
+const nonNegativeInt = z.number().int().nonnegative();
+
+export const dbProxyOptionsSchema = z
+  .object({
+    /** The SQLite file every process shares. Its resolved real path keys the election. */
+    databasePath: z.string().min(1),
+    /** A directory private to the user (created 0700) for the `ipc://` endpoints and the primary's info file. */
+    runtimeDir: z.string().min(1).default(defaultRuntimeDir),
+    /** This process's id in request metadata and change events. */
+    instanceId: z
+      .string()
+      .min(1)
+      .max(200)
+      .default(() => `${process.pid}-${Math.random().toString(36).slice(2, 10)}`),
+    /** The named writes; every process passes the same registry. */
+    writes: z.record(
+      z.string().min(1),
+      z.custom<WriteMethod>(isWriteMethod, { message: 'expected { params, handler }' }),
+    ),
+    /** Runs on the primary's read-write connection after it wins the election and before it publishes. */
+    migrate: z.custom<(db: SqliteDatabase) => void>((v) => typeof v === 'function').optional(),
+    /** `synchronous` of the primary's writer: NORMAL or FULL. */
+    durability: z.enum(['normal', 'full']).default(DEFAULT_DURABILITY),
+    timeouts: z
+      .object({
+        defaultMs: positiveInt.default(DEFAULT_TIMEOUT_MS),
+        longMs: positiveInt.default(DEFAULT_LONG_TIMEOUT_MS),
+        perMethod: z.record(z.string(), positiveInt).default({}),
+      })
+      .strict()
+      .prefault({}),
+    /** Backoff between attempts of one write; attempts stop at the write's deadline. */
+    retry: z
+      .object({
+        initialDelayMs: nonNegativeInt.default(DEFAULT_RETRY_INITIAL_DELAY_MS),
+        maxDelayMs: nonNegativeInt.default(DEFAULT_RETRY_MAX_DELAY_MS),
+      })
+      .strict()
+      .prefault({}),
+    heartbeat: z
+      .object({
+        intervalMs: positiveInt.default(DEFAULT_HEARTBEAT_INTERVAL_MS),
+        timeoutMs: positiveInt.default(DEFAULT_HEARTBEAT_TIMEOUT_MS),
+      })
+      .strict()
+      .prefault({}),
+    /** How often a secondary without a live primary retries the election lock and re-reads the info file. */
+    electionPollMs: positiveInt.default(DEFAULT_ELECTION_POLL_MS),
+    /** Writes a secondary may have outstanding at once; beyond, `write` waits for a slot. */
+    maxInFlight: positiveInt.default(DEFAULT_MAX_IN_FLIGHT),
+    /** Commit events the primary keeps for `db.changes` catch-up, and per `changes()` iterator buffer. */
+    changesBufferSize: positiveInt.default(DEFAULT_CHANGES_BUFFER_SIZE),
+    /** How long `close()` lets queued writes finish on a primary. */
+    drainTimeoutMs: nonNegativeInt.default(DEFAULT_DRAIN_TIMEOUT_MS),
+    /** busy_timeout of the read-only connection. */
+    readBusyTimeoutMs: nonNegativeInt.default(DEFAULT_READ_BUSY_TIMEOUT_MS),
+    /** Passed to the primary's @x/writecoordinator. */
+    coordinator: z
+      .object({
+        queueSize: positiveInt.optional(),
+        maxBatchSize: positiveInt.optional(),
+        maxBatchDelayMs: nonNegativeInt.optional(),
+        maxWaiting: nonNegativeInt.optional(),
+        busyTimeoutMs: nonNegativeInt.optional(),
+        idempotency: z
+          .object({ maxAgeMs: positiveInt.optional(), maxEntries: positiveInt.optional() })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .prefault({}),
+    logger: z
+      .custom<Logger>(isLogger, { message: 'expected a pino-compatible logger' })
+      .default(SILENT_LOGGER),
+  })
+  .strict();
+
+export type DbProxyOptions = z.input<typeof dbProxyOptionsSchema>;
+export type ResolvedDbProxyOptions = z.output<typeof dbProxyOptionsSchema>;
+
+function deepFreeze<T>(o: T): T {
+  if (typeof o === 'object' && o !== null && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) {
+      // zod schemas, the logger and handlers are kept by reference and left alone
+      if (typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Object.prototype) deepFreeze(v);
+    }
+  }
+  return o;
+}
+
+export function parseOptions(input: unknown): Readonly<ResolvedDbProxyOptions> {
+  const parsed = dbProxyOptionsSchema.safeParse(input);
+  if (!parsed.success) {
+    throw new DbProxyError('DBPROXY_INVALID_OPTIONS', `invalid dbproxy options: ${parsed.error.message}`, {
+      details: { issues: parsed.error.issues },
+      cause: parsed.error,
+    });
+  }
+  const o = parsed.data;
+  if (o.heartbeat.timeoutMs <= o.heartbeat.intervalMs) {
+    throw new DbProxyError(
+      'DBPROXY_INVALID_OPTIONS',
+      'heartbeat.timeoutMs must exceed heartbeat.intervalMs',
+      {
+        details: { heartbeat: o.heartbeat },
+      },
+    );
+  }
+  for (const m of Object.keys(o.writes)) {
+    if (m.startsWith('db.')) {
+      throw new DbProxyError('DBPROXY_INVALID_OPTIONS', `write method names may not start with "db.": ${m}`, {
+        details: { method: m },
+      });
+    }
+  }
+  return deepFreeze(o);
+}

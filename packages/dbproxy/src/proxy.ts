@@ -1,0 +1,1057 @@
+import { timingSafeEqual } from 'node:crypto';
+import diagnostics_channel from 'node:diagnostics_channel';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  createWriteCoordinator,
+  isWriteCoordinatorError,
+  META_TABLE,
+  type SqliteDatabase,
+  type WriteCoordinator,
+  type WriteCoordinatorMetrics,
+} from '@x/writecoordinator';
+import Database from 'better-sqlite3';
+import { type Applied, DbProxyError, isDbProxyError, type WireErrorCode, wireError } from './errors.js';
+import { Notifier, Reservoir, sleep, throwIfAborted } from './internal/async.js';
+import { type ChangeEvent, ChangeStream } from './internal/change-stream.js';
+import { type ElectionLock, lockPathFor, tryAcquireElectionLock } from './internal/election.js';
+import { Link, LinkDownError } from './internal/link.js';
+import { RpcServer } from './internal/rpc-server.js';
+import {
+  databaseKey,
+  endpointsFor,
+  ensureRuntimeDir,
+  infoPathFor,
+  newToken,
+  type PrimaryInfo,
+  readPrimaryInfo,
+  removeQuietly,
+  resolveDatabasePath,
+  writeFileAtomic,
+} from './internal/runtime-dir.js';
+import { type DbProxyOptions, parseOptions, type ResolvedDbProxyOptions } from './options.js';
+import {
+  type AuthMeta,
+  type CommitPublication,
+  changesParamsSchema,
+  METHOD_DB_CHANGES,
+  METHOD_DB_PING,
+  METHOD_DB_WRITE,
+  pingParamsSchema,
+  TOPIC_BYE,
+  TOPIC_COMMIT,
+  TOPIC_HEARTBEAT,
+  type WriteResultWire,
+  writeParamsSchema,
+} from './protocol.js';
+
+export type Role = 'starting' | 'primary' | 'secondary' | 'closed';
+
+export interface RoleChange {
+  role: Role;
+  previous: Role;
+  /** The epoch of the primary this process now follows or is (0 before any). */
+  epoch: number;
+}
+
+export interface WriteOptions {
+  signal?: AbortSignal;
+  /** Idempotency key of the logical write; reuse it when you retry. Default: a fresh UUID. */
+  requestId?: string;
+  /** Overrides the method's timeout for this call. */
+  timeoutMs?: number;
+  /** `'full'` commits this write's batch under `synchronous = FULL`. */
+  durability?: 'normal' | 'full';
+}
+
+export interface WriteResult<T> {
+  value: T;
+  /** The commit sequence; pass it as `read({ minSeq })` anywhere to see this write. */
+  seq: number;
+  /** True when the write had already been applied under this requestId (its stored result came back). */
+  replayed: boolean;
+}
+
+export interface ReadOptions {
+  signal?: AbortSignal;
+  /** Wait until the local connection sees this commit sequence. Default: this process's last write. */
+  minSeq?: number;
+  /** How long to wait for `minSeq`; default `timeouts.defaultMs`. */
+  timeoutMs?: number;
+}
+
+export interface MethodMetrics {
+  count: number;
+  ok: number;
+  /** Failures by error code. */
+  errors: Record<string, number>;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+export interface DbProxyMetrics {
+  role: Role;
+  epoch: number;
+  instanceId: string;
+  /** Writes of this process not yet settled. */
+  inFlight: number;
+  /** Re-sends and retries after a lost link or a retryable error. */
+  retries: number;
+  /** Times this process moved to a newer primary (by promotion or by following one). */
+  failovers: number;
+  /** Times this process became primary. */
+  promotions: number;
+  /** Highest commit sequence delivered to this process. */
+  seq: number;
+  methods: Record<string, MethodMetrics>;
+  /** On the primary: requests served for other processes. */
+  served: { requests: number; errors: number };
+  /** On the primary: the coordinator's snapshot. */
+  coordinator: WriteCoordinatorMetrics | null;
+}
+
+export interface DbProxy {
+  readonly options: Readonly<ResolvedDbProxyOptions>;
+  readonly role: Role;
+  readonly epoch: number;
+  readonly instanceId: string;
+  /** Highest commit sequence of this process's own writes (the default `minSeq` of `read`). */
+  readonly lastWriteSeq: number;
+  /** Joins the election; memoised. `write`, `read` and `changes` call it for you. */
+  start(opts?: { signal?: AbortSignal }): Promise<void>;
+  write<T = unknown>(method: string, params: unknown, opts?: WriteOptions): Promise<WriteResult<T>>;
+  read<T>(fn: (db: SqliteDatabase) => T, opts?: ReadOptions): Promise<T>;
+  changes(opts?: { signal?: AbortSignal }): AsyncIterable<ChangeEvent>;
+  onRoleChange(listener: (e: RoleChange) => void): () => void;
+  metrics(): DbProxyMetrics;
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** diagnostics_channel names. */
+export const WRITE_CHANNEL = 'x:dbproxy:write';
+export const SERVE_CHANNEL = 'x:dbproxy:serve';
+export const ROLE_CHANNEL = 'x:dbproxy:role';
+const writeTrace = diagnostics_channel.tracingChannel(WRITE_CHANNEL);
+const serveTrace = diagnostics_channel.tracingChannel(SERVE_CHANNEL);
+const roleChannel = diagnostics_channel.channel(ROLE_CHANNEL);
+
+export function createDbProxy(options: DbProxyOptions): DbProxy {
+  return new Proxy_(parseOptions(options));
+}
+
+interface PrimaryState {
+  epoch: number;
+  token: string;
+  db: Database.Database;
+  coordinator: WriteCoordinator;
+  server: RpcServer;
+  heartbeat: NodeJS.Timeout;
+  ring: CommitPublication[];
+  sources: Map<string, string>;
+  unsubscribe: () => void;
+  accepting: boolean;
+}
+
+class MethodStats {
+  count = 0;
+  ok = 0;
+  errors: Record<string, number> = {};
+  latency = new Reservoir(1024);
+}
+
+const DEADLINE = Symbol('deadline');
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** Maps a coordinator error onto the wire codes; `applied` is what the coordinator guarantees. */
+function fromCoordinatorError(e: unknown, method: string): unknown {
+  if (!isWriteCoordinatorError(e)) return e;
+  const details: Record<string, unknown> = { method, coordinatorCode: e.code };
+  const sqliteCode = e.details?.['sqliteCode'];
+  if (typeof sqliteCode === 'string') details['sqliteCode'] = sqliteCode;
+  const make = (code: WireErrorCode, retryable?: boolean, applied: Applied = 'no'): DbProxyError =>
+    wireError(code, e.message, {
+      ...(retryable === undefined ? {} : { retryable }),
+      applied,
+      details,
+      cause: e,
+    });
+  switch (e.code) {
+    case 'WRITECOORDINATOR_METHOD_NOT_FOUND':
+      return make('METHOD_NOT_FOUND');
+    case 'WRITECOORDINATOR_INVALID_PARAMS':
+      if (e.details?.['issues'] !== undefined) details['issues'] = e.details['issues'];
+      return make('INVALID_PARAMS');
+    case 'WRITECOORDINATOR_EXPIRED':
+      return make('EXPIRED');
+    case 'WRITECOORDINATOR_CLOSED':
+    case 'WRITECOORDINATOR_SHUTTING_DOWN':
+      return make('SHUTTING_DOWN');
+    case 'WRITECOORDINATOR_QUEUE_FULL':
+      details['reason'] = 'queue full';
+      return make('INTERNAL', true);
+    case 'WRITECOORDINATOR_ABORTED':
+      return e;
+    case 'WRITECOORDINATOR_SQLITE':
+      if (typeof sqliteCode === 'string' && sqliteCode.startsWith('SQLITE_CONSTRAINT'))
+        return make('CONFLICT');
+      return make('INTERNAL', e.retryable);
+    case 'WRITECOORDINATOR_JOB_FAILED':
+      // A job that ended the transaction itself may have committed; say so.
+      return make('INTERNAL', false, e.details?.['applied'] === true ? 'yes' : 'no');
+    default:
+      return make('INTERNAL', e.retryable);
+  }
+}
+
+class Proxy_ implements DbProxy {
+  readonly options: Readonly<ResolvedDbProxyOptions>;
+  readonly #log: ResolvedDbProxyOptions['logger'];
+  #role: Role = 'starting';
+  #started: Promise<void> | null = null;
+  #closing: Promise<void> | null = null;
+  #closed = false;
+  readonly #stop = new AbortController();
+
+  #dbPath = '';
+  #runtimeDir = '';
+  #key = '';
+  #infoPath = '';
+  #lockPath = '';
+
+  #lock: ElectionLock | null = null;
+  #primary: PrimaryState | null = null;
+  #link: Link | null = null;
+  #epoch = 0;
+  #readDb: Database.Database | null = null;
+  #readSeqStmt: Database.Statement | null = null;
+  #supervisor: Promise<void> | null = null;
+
+  readonly #stateChanged = new Notifier();
+  readonly #seqAdvanced = new Notifier();
+  readonly #roleListeners = new Set<(e: RoleChange) => void>();
+  readonly #streams = new Set<ChangeStream>();
+  #deliveredSeq: number | null = null;
+  #catchingUp: CommitPublication[] | null = null;
+  #ownSeq = 0;
+
+  #inFlight = 0;
+  #retries = 0;
+  #failovers = 0;
+  #promotions = 0;
+  #served = 0;
+  #servedErrors = 0;
+  readonly #methods = new Map<string, MethodStats>();
+
+  constructor(options: Readonly<ResolvedDbProxyOptions>) {
+    this.options = options;
+    this.#log = options.logger;
+  }
+
+  get role(): Role {
+    return this.#role;
+  }
+
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  get instanceId(): string {
+    return this.options.instanceId;
+  }
+
+  get lastWriteSeq(): number {
+    return this.#ownSeq;
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  start(opts: { signal?: AbortSignal } = {}): Promise<void> {
+    throwIfAborted(opts.signal);
+    if (this.#closing !== null) return Promise.reject(this.#closedError());
+    if (this.#started === null) {
+      this.#started = this.#start().catch((e) => {
+        this.#started = null; // a failed start may be retried
+        throw e;
+      });
+    }
+    if (opts.signal === undefined) return this.#started;
+    const signal = opts.signal;
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#started!.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
+  }
+
+  async #start(): Promise<void> {
+    this.#runtimeDir = ensureRuntimeDir(this.options.runtimeDir);
+    this.#dbPath = resolveDatabasePath(this.options.databasePath);
+    this.#key = databaseKey(this.#dbPath);
+    this.#infoPath = infoPathFor(this.#runtimeDir, this.#key);
+    this.#lockPath = lockPathFor(this.#dbPath);
+    const lock = tryAcquireElectionLock(this.#lockPath);
+    if (lock !== null) {
+      await this.#promote(lock);
+      return;
+    }
+    this.#setRole('secondary');
+    this.#supervisor = this.#supervise();
+  }
+
+  close(): Promise<void> {
+    if (this.#closing === null) this.#closing = this.#close();
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #close(): Promise<void> {
+    // 1. stop intake: new writes fail CLOSED, the supervisor stops electing
+    this.#stop.abort(this.#closedError());
+    await this.#started?.catch(() => {});
+    const p = this.#primary;
+    if (p !== null) {
+      // 2. primary: refuse new remote writes (SHUTTING_DOWN), drain the coordinator's queue
+      p.accepting = false;
+      try {
+        await p.coordinator.close({ drainTimeoutMs: this.options.drainTimeoutMs });
+      } catch (e) {
+        this.#log.warn({ err: e }, 'dbproxy: coordinator close failed');
+      }
+      clearInterval(p.heartbeat);
+      p.unsubscribe();
+      // 3. answers and the last commits leave, then "bye" so secondaries elect at once
+      await p.server.flush(500);
+      p.server.publish(TOPIC_BYE, { epoch: p.epoch });
+      await p.server.flush(200);
+      await p.server.close();
+      // 4. nobody else can have written the info file while we hold the lock
+      const info = readPrimaryInfo(this.#infoPath);
+      if (info !== null && info.epoch === p.epoch && info.pid === process.pid) removeQuietly(this.#infoPath);
+      this.#removeEndpointFiles(p.epoch + 1);
+      p.db.close();
+      this.#primary = null;
+    } else {
+      // secondary: let outstanding writes settle (bounded), then drop the link
+      const until = Date.now() + this.options.drainTimeoutMs;
+      while (this.#inFlight > 0 && Date.now() < until) await sleep(5);
+      this.#link?.markDown('closing');
+    }
+    await this.#supervisor?.catch(() => {});
+    // 5. release the election last, so no successor starts while we still write
+    this.#lock?.release();
+    this.#lock = null;
+    this.#readDb?.close();
+    this.#readDb = null;
+    for (const s of [...this.#streams]) s.end();
+    this.#closed = true;
+    this.#stateChanged.notify();
+    this.#setRole('closed');
+  }
+
+  #closedError(): DbProxyError {
+    return new DbProxyError('DBPROXY_CLOSED', 'the proxy is closed');
+  }
+
+  #setRole(role: Role): void {
+    const previous = this.#role;
+    if (previous === role) return;
+    this.#role = role;
+    const e: RoleChange = { role, previous, epoch: this.#epoch };
+    this.#log.info({ ...e, instanceId: this.options.instanceId }, `dbproxy: role ${role}`);
+    if (roleChannel.hasSubscribers) roleChannel.publish({ ...e, instanceId: this.options.instanceId });
+    for (const l of [...this.#roleListeners]) {
+      try {
+        l(e);
+      } catch (err) {
+        this.#log.error({ err }, 'dbproxy: role listener threw');
+      }
+    }
+    this.#stateChanged.notify();
+  }
+
+  onRoleChange(listener: (e: RoleChange) => void): () => void {
+    this.#roleListeners.add(listener);
+    return () => this.#roleListeners.delete(listener);
+  }
+
+  // ---------------------------------------------------------------- election and promotion
+
+  /** The secondary's loop: follow a live primary; whenever it is gone, try the lock, else find the next one. */
+  async #supervise(): Promise<void> {
+    const signal = this.#stop.signal;
+    const poll = this.options.electionPollMs;
+    while (!signal.aborted && this.#role === 'secondary') {
+      let lock: ElectionLock | null = null;
+      try {
+        lock = tryAcquireElectionLock(this.#lockPath);
+      } catch (e) {
+        this.#log.warn({ err: e }, 'dbproxy: election attempt failed');
+      }
+      if (signal.aborted) {
+        lock?.release();
+        return;
+      }
+      if (lock !== null) {
+        try {
+          await this.#promote(lock);
+          return;
+        } catch (e) {
+          this.#log.error({ err: e }, 'dbproxy: promotion failed; releasing the lock');
+          this.#abandonPrimary();
+          lock.release();
+          this.#lock = null;
+          this.#setRole('secondary');
+        }
+      }
+      const info = readPrimaryInfo(this.#infoPath);
+      if (info !== null && info.dbPath === this.#dbPath && info.pid !== process.pid && pidAlive(info.pid)) {
+        const link = await this.#follow(info);
+        if (link !== null) {
+          await new Promise<void>((resolve) => {
+            const check = (): void => {
+              if (link.isDown || signal.aborted) resolve();
+              else this.#stateChanged.once(check);
+            };
+            check();
+          });
+          if (this.#link === link) this.#link = null;
+          continue; // the primary is gone or changed: try the lock at once
+        }
+      }
+      try {
+        await sleep(poll / 2 + Math.random() * poll, signal);
+      } catch {
+        return;
+      }
+    }
+  }
+
+  async #follow(info: PrimaryInfo): Promise<Link | null> {
+    const link = new Link(info, {
+      heartbeatTimeoutMs: this.options.heartbeat.timeoutMs,
+      log: this.#log,
+      events: {
+        onCommit: (pub) => {
+          if (this.#link === link) this.#onCommit(pub);
+        },
+        onHeartbeat: (hb) => {
+          if (this.#link === link) this.#onRemoteSeq(hb.seq);
+        },
+        onDown: (l, reason) => {
+          this.#log.info({ epoch: l.epoch, reason }, 'dbproxy: link to primary down');
+          this.#stateChanged.notify();
+        },
+      },
+    });
+    let ping: { epoch: number; seq: number };
+    try {
+      ping = await link.connect();
+    } catch (e) {
+      this.#log.debug({ err: e, epoch: info.epoch }, 'dbproxy: primary did not answer');
+      link.markDown('unreachable');
+      return null;
+    }
+    if (this.#stop.signal.aborted || this.#role !== 'secondary') {
+      link.markDown('not needed');
+      return null;
+    }
+    if (this.#epoch !== 0 && info.epoch !== this.#epoch) this.#failovers++;
+    this.#epoch = info.epoch;
+    this.#link = link;
+    this.#log.info({ epoch: info.epoch, pid: info.pid }, 'dbproxy: following primary');
+    if (this.#deliveredSeq === null) this.#deliveredSeq = ping.seq;
+    this.#stateChanged.notify();
+    this.#onRemoteSeq(ping.seq);
+    return link;
+  }
+
+  async #promote(lock: ElectionLock): Promise<void> {
+    this.#lock = lock;
+    const epoch = lock.epoch;
+    const o = this.options;
+    const db = new Database(this.#dbPath);
+    let coordinator: WriteCoordinator | null = null;
+    let server: RpcServer | null = null;
+    try {
+      db.pragma('journal_mode = WAL');
+      db.pragma(`busy_timeout = ${o.coordinator.busyTimeoutMs ?? o.readBusyTimeoutMs}`);
+      if (o.migrate !== undefined) o.migrate(db as unknown as SqliteDatabase);
+      const c = o.coordinator;
+      coordinator = createWriteCoordinator({
+        database: db as unknown as SqliteDatabase,
+        durability: o.durability,
+        logger: o.logger,
+        ...(c.queueSize === undefined ? {} : { queueSize: c.queueSize }),
+        ...(c.maxBatchSize === undefined ? {} : { maxBatchSize: c.maxBatchSize }),
+        ...(c.maxBatchDelayMs === undefined ? {} : { maxBatchDelayMs: c.maxBatchDelayMs }),
+        ...(c.maxWaiting === undefined ? {} : { maxWaiting: c.maxWaiting }),
+        ...(c.busyTimeoutMs === undefined ? {} : { busyTimeoutMs: c.busyTimeoutMs }),
+        ...(c.idempotency === undefined
+          ? {}
+          : {
+              idempotency: {
+                ...(c.idempotency.maxAgeMs === undefined ? {} : { maxAgeMs: c.idempotency.maxAgeMs }),
+                ...(c.idempotency.maxEntries === undefined ? {} : { maxEntries: c.idempotency.maxEntries }),
+              },
+            }),
+      });
+      for (const [name, def] of Object.entries(o.writes)) coordinator.register(name, def.params, def.handler);
+      const token = newToken();
+      const endpoints = endpointsFor(this.#runtimeDir, this.#key, epoch);
+      const state: PrimaryState = {
+        epoch,
+        token,
+        db,
+        coordinator,
+        server: null as unknown as RpcServer,
+        heartbeat: null as unknown as NodeJS.Timeout,
+        ring: [],
+        sources: new Map(),
+        unsubscribe: () => {},
+        accepting: true,
+      };
+      server = new RpcServer((method, params) => this.#serve(state, method, params), this.#log);
+      state.server = server;
+      await server.bind(endpoints.rpc, endpoints.pub);
+      const co = coordinator;
+      state.unsubscribe = co.subscribe((e) => {
+        const pub: CommitPublication = {
+          seq: e.seq,
+          epoch,
+          writes: e.jobs.map((j) => ({
+            method: j.method,
+            requestId: j.requestId,
+            sourceInstanceId: j.requestId === null ? null : (state.sources.get(j.requestId) ?? null),
+          })),
+        };
+        state.ring.push(pub);
+        if (state.ring.length > o.changesBufferSize)
+          state.ring.splice(0, state.ring.length - o.changesBufferSize);
+        server!.publish(TOPIC_COMMIT, pub);
+        this.#onCommit(pub);
+      });
+      // Only now, bound and ready, tell the others where we are.
+      const info: PrimaryInfo = {
+        version: 1,
+        dbPath: this.#dbPath,
+        endpoints,
+        epoch,
+        pid: process.pid,
+        token,
+        instanceId: o.instanceId,
+        startedAt: Date.now(),
+      };
+      writeFileAtomic(this.#infoPath, JSON.stringify(info));
+      state.heartbeat = setInterval(() => {
+        server!.publish(TOPIC_HEARTBEAT, { epoch, seq: co.seq, pid: process.pid, instanceId: o.instanceId });
+      }, o.heartbeat.intervalMs);
+      this.#primary = state;
+    } catch (e) {
+      await server?.close().catch(() => {});
+      await coordinator?.close({ drainTimeoutMs: 0 }).catch(() => {});
+      db.close();
+      throw e;
+    }
+    const old = this.#link;
+    this.#link = null;
+    old?.markDown('promoted');
+    if (this.#epoch !== 0) this.#failovers++;
+    this.#epoch = epoch;
+    this.#promotions++;
+    const seq = coordinator.seq;
+    if (this.#deliveredSeq === null) this.#deliveredSeq = seq;
+    else if (seq > this.#deliveredSeq) {
+      // The dead primary's last commits were not all delivered here; the ring died with it.
+      this.#emitGap(this.#deliveredSeq, seq);
+    }
+    this.#removeEndpointFiles(epoch);
+    this.#setRole('primary');
+  }
+
+  /** Undoes a half-made promotion's state (the caller releases the lock). */
+  #abandonPrimary(): void {
+    this.#primary = null;
+  }
+
+  /** Socket files of earlier epochs (dead primaries) are litter; remove them. */
+  #removeEndpointFiles(belowEpoch: number): void {
+    try {
+      for (const f of readdirSync(this.#runtimeDir)) {
+        const m = /^([0-9a-f]{16})-(\d+)\.(rpc|pub)$/.exec(f);
+        if (m !== null && m[1] === this.#key && Number(m[2]) < belowEpoch)
+          removeQuietly(join(this.#runtimeDir, f));
+      }
+    } catch {}
+  }
+
+  // ---------------------------------------------------------------- serving (primary)
+
+  #checkAuth(state: PrimaryState, meta: AuthMeta): void {
+    if (!sameSecret(meta.token, state.token) || meta.dbPath !== this.#dbPath || meta.epoch !== state.epoch) {
+      throw wireError('WRONG_PRIMARY', 'refused: token, database path or epoch do not match this primary', {
+        details: { epoch: state.epoch },
+      });
+    }
+  }
+
+  #serve(state: PrimaryState, method: string, params: unknown): unknown {
+    if (method === METHOD_DB_WRITE) {
+      const ctx = { params };
+      return serveTrace.hasSubscribers
+        ? serveTrace.tracePromise(() => this.#serveWrite(state, params), ctx)
+        : this.#serveWrite(state, params);
+    }
+    if (method === METHOD_DB_PING) {
+      const p = pingParamsSchema.safeParse(params);
+      if (!p.success) throw wireError('INVALID_PARAMS', 'invalid db.ping params');
+      this.#checkAuth(state, p.data.meta);
+      return {
+        epoch: state.epoch,
+        seq: state.coordinator.seq,
+        pid: process.pid,
+        instanceId: this.options.instanceId,
+      };
+    }
+    if (method === METHOD_DB_CHANGES) {
+      const p = changesParamsSchema.safeParse(params);
+      if (!p.success) throw wireError('INVALID_PARAMS', 'invalid db.changes params');
+      this.#checkAuth(state, p.data.meta);
+      const after = p.data.afterSeq;
+      const events = state.ring.filter((e) => e.seq > after);
+      const first = state.ring[0];
+      const complete =
+        after >= state.coordinator.seq ||
+        (first !== undefined && first.seq <= after + 1 && events.length > 0);
+      return { events, complete, seq: state.coordinator.seq };
+    }
+    throw wireError('METHOD_NOT_FOUND', `unknown JSON-RPC method ${JSON.stringify(method).slice(0, 100)}`);
+  }
+
+  async #serveWrite(state: PrimaryState, params: unknown): Promise<WriteResultWire> {
+    this.#served++;
+    try {
+      const p = writeParamsSchema.safeParse(params);
+      if (!p.success) {
+        throw wireError('INVALID_PARAMS', 'invalid db.write params', {
+          details: { issues: p.error.issues.map((i) => ({ path: i.path, message: i.message })) },
+        });
+      }
+      const { meta, method } = p.data;
+      this.#checkAuth(state, meta);
+      if (!state.accepting) throw wireError('SHUTTING_DOWN', 'the primary is shutting down');
+      if (Date.now() >= meta.deadline) {
+        throw wireError('EXPIRED', 'the write reached the primary after its deadline', {
+          details: { method },
+        });
+      }
+      return await this.#submitLocal(
+        state,
+        method,
+        p.data.params,
+        meta.requestId,
+        meta.deadline,
+        meta.sourceInstanceId,
+      );
+    } catch (e) {
+      this.#servedErrors++;
+      throw e;
+    }
+  }
+
+  async #submitLocal(
+    state: PrimaryState,
+    method: string,
+    params: unknown,
+    requestId: string,
+    deadline: number,
+    source: string,
+    signal?: AbortSignal,
+    durability?: 'normal' | 'full',
+  ): Promise<WriteResultWire> {
+    state.sources.set(requestId, source);
+    try {
+      const r = await state.coordinator.submit<unknown>(
+        { method, params },
+        {
+          requestId,
+          deadline,
+          ...(signal === undefined ? {} : { signal }),
+          ...(durability === undefined ? {} : { durability }),
+        },
+      );
+      return { value: r.value, seq: r.seq, replayed: r.replayed };
+    } catch (e) {
+      throw fromCoordinatorError(e, method);
+    } finally {
+      state.sources.delete(requestId);
+    }
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  write<T = unknown>(method: string, params: unknown, opts: WriteOptions = {}): Promise<WriteResult<T>> {
+    if (!writeTrace.hasSubscribers) return this.#write<T>(method, params, opts);
+    return writeTrace.tracePromise(() => this.#write<T>(method, params, opts), {
+      method,
+      requestId: opts.requestId,
+    });
+  }
+
+  async #write<T>(method: string, params: unknown, opts: WriteOptions): Promise<WriteResult<T>> {
+    throwIfAborted(opts.signal);
+    if (this.#closing !== null) throw this.#closedError();
+    await this.start(opts.signal === undefined ? {} : { signal: opts.signal });
+    const stats = this.#statsFor(method);
+    stats.count++;
+    const t0 = performance.now();
+    this.#inFlight++;
+    try {
+      const r = await this.#writeAttempts<T>(method, params, opts);
+      stats.ok++;
+      if (r.seq > this.#ownSeq) this.#ownSeq = r.seq;
+      return r;
+    } catch (e) {
+      const code = isDbProxyError(e) ? e.code : 'ABORTED';
+      stats.errors[code] = (stats.errors[code] ?? 0) + 1;
+      throw e;
+    } finally {
+      this.#inFlight--;
+      stats.latency.record(performance.now() - t0);
+    }
+  }
+
+  #statsFor(method: string): MethodStats {
+    let s = this.#methods.get(method);
+    if (s === undefined) {
+      s = new MethodStats();
+      this.#methods.set(method, s);
+    }
+    return s;
+  }
+
+  async #writeAttempts<T>(method: string, params: unknown, opts: WriteOptions): Promise<WriteResult<T>> {
+    const o = this.options;
+    const def = Object.hasOwn(o.writes, method) ? o.writes[method] : undefined;
+    if (def === undefined) {
+      throw wireError(
+        'METHOD_NOT_FOUND',
+        `no write method ${JSON.stringify(method).slice(0, 100)} is registered`,
+        {
+          details: { method },
+        },
+      );
+    }
+    const check = def.params.safeParse(params);
+    if (!check.success) {
+      throw wireError('INVALID_PARAMS', `invalid params for ${method}`, {
+        details: { method, issues: check.error.issues.map((i) => ({ path: i.path, message: i.message })) },
+      });
+    }
+    const requestId = opts.requestId ?? crypto.randomUUID();
+    const timeoutMs =
+      opts.timeoutMs ?? o.timeouts.perMethod[method] ?? (def.long ? o.timeouts.longMs : o.timeouts.defaultMs);
+    const deadline = Date.now() + timeoutMs;
+
+    // One signal for the whole logical write: the caller's, the deadline, and close().
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(DEADLINE), timeoutMs);
+    const onAbort = (): void => ac.abort(opts.signal?.reason);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    const signal = ac.signal;
+
+    let sent = false;
+    let attempt = 0;
+    const backoff = async (): Promise<void> => {
+      const d = Math.min(o.retry.maxDelayMs, o.retry.initialDelayMs * 2 ** attempt++);
+      await sleep(d * (0.5 + Math.random() / 2), signal, this.#stateChanged);
+    };
+    try {
+      for (;;) {
+        if (signal.aborted) throw signal.reason;
+        const p = this.#primary;
+        if (this.#role === 'primary' && p !== null) {
+          if (!p.accepting)
+            throw wireError('SHUTTING_DOWN', 'the proxy is closing', { applied: sent ? 'unknown' : 'no' });
+          const r = await this.#submitLocal(
+            p,
+            method,
+            params,
+            requestId,
+            deadline,
+            o.instanceId,
+            signal,
+            opts.durability,
+          );
+          return r as WriteResult<T>;
+        }
+        if (this.#closed) throw this.#closedError();
+        const link = this.#link;
+        if (link === null || link.isDown) {
+          // No primary right now (failover or startup): wait for one until the deadline.
+          await sleep(timeoutMs, signal, this.#stateChanged);
+          continue;
+        }
+        try {
+          const r = (await raceSignal(
+            link.call(METHOD_DB_WRITE, {
+              meta: { ...link.auth, requestId, sourceInstanceId: o.instanceId, deadline },
+              method,
+              params,
+            }),
+            signal,
+          )) as WriteResultWire;
+          return r as WriteResult<T>;
+        } catch (e) {
+          if (e instanceof LinkDownError) {
+            sent ||= e.sent;
+            this.#retries++;
+            continue; // re-send, same requestId, to whoever is primary next
+          }
+          if (
+            isDbProxyError(e) &&
+            e.retryable &&
+            e.code !== 'DBPROXY_EXPIRED' &&
+            e.code !== 'DBPROXY_TIMEOUT'
+          ) {
+            if (e.applied !== 'no') sent = true;
+            this.#retries++;
+            if (e.code === 'DBPROXY_WRONG_PRIMARY') link.markDown('refused as wrong primary');
+            await backoff();
+            continue;
+          }
+          throw e;
+        }
+      }
+    } catch (e) {
+      if (e === DEADLINE || (signal.aborted && signal.reason === DEADLINE && !opts.signal?.aborted)) {
+        throw wireError('TIMEOUT', `${method} did not complete within ${timeoutMs} ms`, {
+          applied: sent ? 'unknown' : 'no',
+          details: { method, requestId, timeoutMs },
+        });
+      }
+      if (e === undefined && opts.signal?.aborted) throw opts.signal.reason;
+      if (isWriteCoordinatorError(e) && e.code === 'WRITECOORDINATOR_ABORTED') {
+        throw opts.signal?.aborted ? opts.signal.reason : e;
+      }
+      throw e;
+    } finally {
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  #openReadDb(): Database.Database | null {
+    if (this.#readDb !== null) return this.#readDb;
+    if (!existsSync(this.#dbPath)) return null;
+    const db = new Database(this.#dbPath, {
+      readonly: true,
+      fileMustExist: true,
+      timeout: this.options.readBusyTimeoutMs,
+    });
+    this.#readDb = db;
+    return db;
+  }
+
+  #readCommittedSeq(db: Database.Database): number {
+    if (this.#readSeqStmt === null) {
+      try {
+        this.#readSeqStmt = db.prepare(`SELECT value FROM ${META_TABLE} WHERE key = 'seq'`);
+      } catch {
+        return 0; // no coordinator has run on this file yet
+      }
+    }
+    const row = this.#readSeqStmt.get() as { value: number | bigint } | undefined;
+    return row === undefined ? 0 : Number(row.value);
+  }
+
+  async read<T>(fn: (db: SqliteDatabase) => T, opts: ReadOptions = {}): Promise<T> {
+    throwIfAborted(opts.signal);
+    if (this.#closing !== null) throw this.#closedError();
+    await this.start(opts.signal === undefined ? {} : { signal: opts.signal });
+    const minSeq = opts.minSeq ?? this.#ownSeq;
+    const timeoutMs = opts.timeoutMs ?? this.options.timeouts.defaultMs;
+    const deadline = Date.now() + timeoutMs;
+    let seen = 0;
+    for (;;) {
+      if (this.#closing !== null) throw this.#closedError();
+      const db = this.#openReadDb();
+      if (db !== null) {
+        let miss = false;
+        // One read transaction: the sequence check and fn see the same snapshot.
+        const value = db.transaction(() => {
+          seen = this.#readCommittedSeq(db);
+          if (seen < minSeq) {
+            miss = true;
+            return undefined;
+          }
+          return fn(db as unknown as SqliteDatabase);
+        })();
+        if (!miss) {
+          if (value instanceof Promise) throw new TypeError('read(fn): fn must be synchronous');
+          return value as T;
+        }
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw wireError('TIMEOUT', `the local database did not reach seq ${minSeq} within ${timeoutMs} ms`, {
+          details: { minSeq, seq: seen },
+        });
+      }
+      await sleep(Math.min(left, 5), opts.signal, this.#seqAdvanced);
+    }
+  }
+
+  // ---------------------------------------------------------------- changes
+
+  changes(opts: { signal?: AbortSignal } = {}): AsyncIterable<ChangeEvent> {
+    throwIfAborted(opts.signal);
+    if (this.#closing !== null) throw this.#closedError();
+    const stream: ChangeStream = new ChangeStream(
+      this.options.changesBufferSize,
+      () => this.#streams.delete(stream),
+      opts.signal,
+    );
+    this.#streams.add(stream);
+    this.start().catch((e) => stream.fail(e));
+    return stream;
+  }
+
+  /** A commit reached this process (from the local coordinator or the primary's PUB). */
+  #onCommit(pub: CommitPublication): void {
+    if (this.#catchingUp !== null) {
+      this.#catchingUp.push(pub);
+      return;
+    }
+    const last = this.#deliveredSeq;
+    if (last !== null && pub.seq > last + 1 && this.#link !== null && this.#role === 'secondary') {
+      this.#catchingUp = [pub];
+      void this.#catchUp(this.#link, last);
+      return;
+    }
+    this.#deliver(pub);
+  }
+
+  /** A heartbeat or ping told us the primary's seq; fetch what we missed, if anything. */
+  #onRemoteSeq(seq: number): void {
+    const last = this.#deliveredSeq;
+    if (last === null || seq <= last || this.#catchingUp !== null) return;
+    const link = this.#link;
+    if (link === null) return;
+    this.#catchingUp = [];
+    void this.#catchUp(link, last);
+  }
+
+  async #catchUp(link: Link, afterSeq: number): Promise<void> {
+    try {
+      const r = (await link.call(METHOD_DB_CHANGES, { meta: link.auth, afterSeq })) as {
+        events: CommitPublication[];
+        complete: boolean;
+      };
+      const first = r.events[0];
+      if (!r.complete && first !== undefined && first.seq > afterSeq + 1)
+        this.#emitGap(afterSeq, first.seq - 1);
+      for (const e of r.events) this.#deliver(e);
+    } catch (e) {
+      this.#log.debug({ err: e }, 'dbproxy: change catch-up failed');
+    }
+    const queued = this.#catchingUp ?? [];
+    this.#catchingUp = null;
+    for (const pub of queued) {
+      const last = this.#deliveredSeq;
+      if (last !== null && pub.seq > last + 1) this.#emitGap(last, pub.seq - 1);
+      this.#deliver(pub);
+    }
+  }
+
+  #emitGap(afterSeq: number, toSeq: number): void {
+    if (toSeq <= afterSeq) return;
+    for (const s of this.#streams) s.push({ type: 'gap', afterSeq, toSeq });
+    this.#deliveredSeq = toSeq;
+    this.#seqAdvanced.notify();
+  }
+
+  #deliver(pub: CommitPublication): void {
+    if (this.#deliveredSeq !== null && pub.seq <= this.#deliveredSeq) return;
+    this.#deliveredSeq = pub.seq;
+    for (const s of this.#streams) {
+      for (const w of pub.writes) {
+        s.push({
+          type: 'write',
+          seq: pub.seq,
+          epoch: pub.epoch,
+          method: w.method,
+          requestId: w.requestId,
+          sourceInstanceId: w.sourceInstanceId,
+        });
+      }
+    }
+    this.#seqAdvanced.notify();
+  }
+
+  // ---------------------------------------------------------------- metrics
+
+  metrics(): DbProxyMetrics {
+    const methods: Record<string, MethodMetrics> = {};
+    for (const [name, s] of this.#methods) {
+      methods[name] = {
+        count: s.count,
+        ok: s.ok,
+        errors: { ...s.errors },
+        p50Ms: s.latency.percentile(50),
+        p99Ms: s.latency.percentile(99),
+      };
+    }
+    return {
+      role: this.#role,
+      epoch: this.#epoch,
+      instanceId: this.options.instanceId,
+      inFlight: this.#inFlight,
+      retries: this.#retries,
+      failovers: this.#failovers,
+      promotions: this.#promotions,
+      seq: this.#deliveredSeq ?? 0,
+      methods,
+      served: { requests: this.#served, errors: this.#servedErrors },
+      coordinator: this.#primary?.coordinator.metrics() ?? null,
+    };
+  }
+}
+
+/** Races a promise against a signal, rejecting with the signal's reason. */
+function raceSignal<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
