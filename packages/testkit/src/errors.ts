@@ -8,7 +8,6 @@ export type TestkitErrorCode =
   | 'TESTKIT_NOT_A_REPLICA'
   | 'TESTKIT_TIMEOUT'
   | 'TESTKIT_ABORTED'
-  | 'TESTKIT_CLOSED'
   | 'TESTKIT_CHILD_EXITED';
 
 export interface TestkitErrorOptions {
