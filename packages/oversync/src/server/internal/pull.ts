@@ -162,9 +162,9 @@ async function pullTx(
           hash: string;
         }>(
           `SELECT bundle_seq::text, source_id, source_bundle_id::text, row_count::text, encode(bundle_hash, 'hex') AS hash
-             FROM sync.bundle_log
+             FROM sync.bundle_log b
             WHERE user_pk = $1 AND bundle_seq > $2 AND bundle_seq > $3 AND bundle_seq <= $4
-            ORDER BY bundle_seq LIMIT $5`,
+            ORDER BY b.bundle_seq LIMIT $5`,
           [userPk, p.afterBundleSeq, us.floor, stable, p.maxBundles + 1],
         )
       ).rows,
@@ -178,8 +178,8 @@ async function pullTx(
       if (page.length === 0) return [] as Bundle[];
       const rows = await tx.query<RowRec>(
         `SELECT bundle_seq::text, table_id, key_bytes, op_code, payload_wire::text AS payload
-           FROM sync.bundle_rows WHERE user_pk = $1 AND bundle_seq >= $2 AND bundle_seq <= $3
-          ORDER BY bundle_seq, row_ordinal`,
+           FROM sync.bundle_rows r WHERE user_pk = $1 AND bundle_seq >= $2 AND bundle_seq <= $3
+          ORDER BY r.bundle_seq, r.row_ordinal`,
         [userPk, page[0]!.bundle_seq, page[page.length - 1]!.bundle_seq],
       );
       const bySeq = new Map<string, BundleRow[]>();
@@ -239,8 +239,8 @@ export async function getCommittedBundleRows(
         const afterStorage = afterRowOrdinal === undefined ? 0 : afterRowOrdinal + 1;
         const rows = await tx.query<RowRec & { row_ordinal: string }>(
           `SELECT bundle_seq::text, row_ordinal::text, table_id, key_bytes, op_code, payload_wire::text AS payload
-           FROM sync.bundle_rows WHERE user_pk = $1 AND bundle_seq = $2 AND row_ordinal > $3
-          ORDER BY row_ordinal LIMIT $4`,
+           FROM sync.bundle_rows r WHERE user_pk = $1 AND bundle_seq = $2 AND row_ordinal > $3
+          ORDER BY r.row_ordinal LIMIT $4`,
           [userPk, bundleSeq, afterStorage, eff + 1],
         );
         const hasMore = rows.rows.length > eff;

@@ -315,7 +315,7 @@ export async function commitPushSession(
       const s = await loadSessionForUpdate(tx, actor, pushId);
       const staged = await tx.query<StagedRow>(
         `SELECT row_ordinal::text, table_id, key_bytes, op_code, base_bundle_seq::text AS base, payload_apply::text AS payload
-         FROM sync.push_session_rows WHERE push_id = $1 ORDER BY row_ordinal`,
+         FROM sync.push_session_rows r WHERE push_id = $1 ORDER BY r.row_ordinal`,
         [pushId],
       );
       const planned = Number(s.planned_row_count);

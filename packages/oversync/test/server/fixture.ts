@@ -1,0 +1,191 @@
+/**
+ * Test fixture: a fresh database holding the reference example server's `business` schema (scope-
+ * prefixed composite keys, a self-reference, a two-table FK cycle, bytea and typed columns), an
+ * @x/dbx cluster, a bootstrapped sync service and a fastify app mounting the plugin. The host's
+ * "auth" is a test header `x-test-user` carrying the trusted user id.
+ */
+import { randomUUID } from 'node:crypto';
+import { type Cluster, createCluster } from '@x/dbx';
+import {
+  createSyncService,
+  oversyncFastifyPlugin,
+  type SyncService,
+  type SyncServiceOptions,
+} from '@x/oversync/server';
+import { createTestDatabase, type TestDatabase } from '@x/testkit';
+import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify';
+
+export const BUSINESS_SCHEMA_SQL = `
+CREATE SCHEMA business;
+CREATE TABLE business.users (
+  _sync_scope_id TEXT NOT NULL, id UUID NOT NULL, name TEXT NOT NULL, email TEXT NOT NULL,
+  created_at TIMESTAMPTZ DEFAULT now(), updated_at TIMESTAMPTZ DEFAULT now(),
+  PRIMARY KEY (_sync_scope_id, id));
+CREATE TABLE business.posts (
+  _sync_scope_id TEXT NOT NULL, id UUID NOT NULL, title TEXT NOT NULL, content TEXT NOT NULL, author_id UUID,
+  created_at TIMESTAMPTZ DEFAULT now(), updated_at TIMESTAMPTZ DEFAULT now(),
+  PRIMARY KEY (_sync_scope_id, id),
+  CONSTRAINT posts_author_id_fkey FOREIGN KEY (_sync_scope_id, author_id)
+    REFERENCES business.users (_sync_scope_id, id) DEFERRABLE INITIALLY DEFERRED);
+CREATE TABLE business.categories (
+  _sync_scope_id TEXT NOT NULL, id UUID NOT NULL, name TEXT NOT NULL, parent_id UUID,
+  PRIMARY KEY (_sync_scope_id, id),
+  CONSTRAINT categories_parent_id_fkey FOREIGN KEY (_sync_scope_id, parent_id)
+    REFERENCES business.categories (_sync_scope_id, id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED);
+CREATE TABLE business.teams (
+  _sync_scope_id TEXT NOT NULL, id UUID NOT NULL, name TEXT NOT NULL, captain_member_id UUID,
+  PRIMARY KEY (_sync_scope_id, id));
+CREATE TABLE business.team_members (
+  _sync_scope_id TEXT NOT NULL, id UUID NOT NULL, name TEXT NOT NULL, team_id UUID NOT NULL,
+  PRIMARY KEY (_sync_scope_id, id),
+  CONSTRAINT team_members_team_id_fkey FOREIGN KEY (_sync_scope_id, team_id)
+    REFERENCES business.teams (_sync_scope_id, id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED);
+ALTER TABLE business.teams ADD CONSTRAINT teams_captain_member_id_fkey FOREIGN KEY (_sync_scope_id, captain_member_id)
+  REFERENCES business.team_members (_sync_scope_id, id) DEFERRABLE INITIALLY DEFERRED;
+CREATE TABLE business.files (
+  _sync_scope_id TEXT NOT NULL, id UUID NOT NULL, name TEXT NOT NULL, data BYTEA NOT NULL,
+  PRIMARY KEY (_sync_scope_id, id));
+CREATE TABLE business.file_reviews (
+  _sync_scope_id TEXT NOT NULL, id UUID NOT NULL, review TEXT NOT NULL, file_id UUID NOT NULL,
+  PRIMARY KEY (_sync_scope_id, id),
+  CONSTRAINT file_reviews_file_id_fkey FOREIGN KEY (_sync_scope_id, file_id)
+    REFERENCES business.files (_sync_scope_id, id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED);
+CREATE TABLE business.typed_rows (
+  _sync_scope_id TEXT NOT NULL, id UUID NOT NULL, name TEXT NOT NULL, note TEXT NULL, count_value BIGINT NULL,
+  enabled_flag BIGINT NOT NULL, rating DOUBLE PRECISION NULL, data BYTEA NULL, created_at TIMESTAMPTZ NULL,
+  PRIMARY KEY (_sync_scope_id, id));
+`;
+
+export const BUSINESS_TABLES = [
+  'users',
+  'posts',
+  'categories',
+  'teams',
+  'team_members',
+  'files',
+  'file_reviews',
+  'typed_rows',
+].map((table) => ({ schema: 'business', table, syncKeyColumns: ['id'] }));
+
+export interface Fixture {
+  db: TestDatabase;
+  cluster: Cluster;
+  service: SyncService;
+  app: FastifyInstance;
+  close(): Promise<void>;
+}
+
+export async function createFixture(
+  opts: { service?: Partial<SyncServiceOptions>; schemaSql?: string; bodyLimit?: number } = {},
+): Promise<Fixture> {
+  const db = await createTestDatabase({ prefix: 'oversync' });
+  const cluster = createCluster({ primary: { connectionString: db.url, options: '-c TimeZone=UTC' } });
+  await cluster.exec(opts.schemaSql ?? BUSINESS_SCHEMA_SQL);
+  const service = createSyncService({
+    db: cluster,
+    registeredTables: BUSINESS_TABLES,
+    ...opts.service,
+  });
+  await service.bootstrap();
+  const app = Fastify({ logger: false });
+  await app.register(oversyncFastifyPlugin, {
+    service,
+    userIdFromRequest: (req) => {
+      const h = req.headers['x-test-user'];
+      return typeof h === 'string' ? h : undefined;
+    },
+    ...(opts.bodyLimit ? { bodyLimit: opts.bodyLimit } : {}),
+  });
+  await app.ready();
+  return {
+    db,
+    cluster,
+    service,
+    app,
+    async close() {
+      await app.close();
+      await service.close();
+      await cluster.close();
+      await db.drop();
+    },
+  };
+}
+
+/** A device talking to the fixture's app: one user, one source id. */
+export class Device {
+  sourceBundleId = 0;
+  constructor(
+    readonly app: FastifyInstance,
+    readonly userId: string,
+    readonly sourceId: string = `src-${randomUUID().slice(0, 8)}`,
+  ) {}
+
+  headers(): Record<string, string> {
+    return {
+      'x-test-user': this.userId,
+      'oversync-source-id': this.sourceId,
+      'content-type': 'application/json',
+    };
+  }
+  async req(method: 'GET' | 'POST' | 'DELETE', url: string, body?: unknown): Promise<LightMyRequestResponse> {
+    return this.app.inject({
+      method,
+      url,
+      headers: this.headers(),
+      ...(body === undefined ? {} : { payload: typeof body === 'string' ? body : JSON.stringify(body) }),
+    });
+  }
+  async json<T = Record<string, unknown>>(method: 'GET' | 'POST' | 'DELETE', url: string, body?: unknown) {
+    const res = await this.req(method, url, body);
+    return { status: res.statusCode, body: (res.body ? JSON.parse(res.body) : undefined) as T };
+  }
+  async connect(hasLocalPendingRows = false) {
+    return this.json('POST', '/sync/connect', { has_local_pending_rows: hasLocalPendingRows });
+  }
+  /** create + chunks + commit; returns the commit response (or the first failing response). */
+  async push(rows: unknown[], opts: { chunkSize?: number; initializationId?: string } = {}) {
+    const sbid = this.sourceBundleId + 1;
+    const create = await this.json('POST', '/sync/push-sessions', {
+      source_bundle_id: sbid,
+      planned_row_count: rows.length,
+      ...(opts.initializationId ? { initialization_id: opts.initializationId } : {}),
+    });
+    if (create.status !== 200) return create;
+    if (create.body['status'] === 'already_committed') {
+      this.sourceBundleId = sbid;
+      return create;
+    }
+    const pushId = create.body['push_id'] as string;
+    const size = opts.chunkSize ?? 1000;
+    for (let i = 0; i < rows.length; i += size) {
+      const chunk = await this.json('POST', `/sync/push-sessions/${pushId}/chunks`, {
+        start_row_ordinal: i,
+        rows: rows.slice(i, i + size),
+      });
+      if (chunk.status !== 200) return chunk;
+    }
+    const commit = await this.json('POST', `/sync/push-sessions/${pushId}/commit`);
+    if (commit.status === 200) this.sourceBundleId = sbid;
+    return commit;
+  }
+  async pull(after = 0, extra = '') {
+    return this.json('GET', `/sync/pull?after_bundle_seq=${after}${extra}`);
+  }
+}
+
+export function userRow(id: string, name: string, base = 0, op = 'INSERT') {
+  return {
+    schema: 'business',
+    table: 'users',
+    key: { id },
+    op,
+    base_row_version: base,
+    payload: { id, name, email: `${name}@example.com` },
+  };
+}
+
+export function deleteRow(table: string, id: string, base: number) {
+  return { schema: 'business', table, key: { id }, op: 'DELETE', base_row_version: base };
+}
+
+export { randomUUID };
