@@ -422,7 +422,7 @@ class Proxy_ implements DbProxy {
         }
       }
       const info = readPrimaryInfo(this.#infoPath);
-      if (info !== null && info.dbPath === this.#dbPath && info.pid !== process.pid && pidAlive(info.pid)) {
+      if (info !== null && info.dbPath === this.#dbPath && pidAlive(info.pid)) {
         const link = await this.#follow(info);
         if (link !== null) {
           await new Promise<void>((resolve) => {
