@@ -49,7 +49,8 @@ class Job {
   reject!: (e: unknown) => void;
   onAbort: (() => void) | null = null;
   timer: NodeJS.Timeout | null = null;
-  readonly t0 = performance.now();
+  /** Submit time for the latency reservoir, or -1 when this job is not sampled. */
+  t0 = -1;
   constructor(
     readonly fn: (db: SqliteDatabase) => unknown,
     readonly method: string | null,
@@ -100,6 +101,7 @@ export class Coordinator implements WriteCoordinator {
   #finishClose: (() => void) | null = null;
   #drainTimer: NodeJS.Timeout | null = null;
   #lastPrune = 0;
+  #sampled = 0;
   #recordedSincePrune = 0;
   // metrics
   #accepted = 0;
@@ -249,6 +251,10 @@ export class Coordinator implements WriteCoordinator {
       deadline ?? Number.POSITIVE_INFINITY,
       signal ?? null,
     );
+    // Latency is sampled: every job until the reservoir has filled once, then one job in eight
+    // (reading the clock per job costs a measurable share of the hot path).
+    const n = this.#sampled++;
+    if (n < this.options.latencyReservoirSize || (n & 7) === 0) j.t0 = performance.now();
     const promise = new Promise<WriteResult<unknown>>((resolve, reject) => {
       j.resolve = resolve;
       j.reject = reject;
@@ -633,7 +639,7 @@ export class Coordinator implements WriteCoordinator {
   #failJob(j: Job, e: unknown): void {
     if (j.state === State.Done) return;
     this.#failed++;
-    this.#latency.record(performance.now() - j.t0);
+    if (j.t0 >= 0) this.#latency.record(performance.now() - j.t0);
     this.#settleError(j, toJobError(e, { method: j.method }));
   }
 
@@ -658,7 +664,7 @@ export class Coordinator implements WriteCoordinator {
       this.#completed++;
       if (j.replayed) this.#replayed++;
       else if (events !== null) events.push({ method: j.method, requestId: j.requestId });
-      this.#latency.record(now - j.t0);
+      if (j.t0 >= 0) this.#latency.record(now - j.t0);
       if (j.signal !== null || j.timer !== null) this.#detach(j);
       else j.state = State.Done;
       j.resolve({ value: j.value, seq: j.seq, replayed: j.replayed });

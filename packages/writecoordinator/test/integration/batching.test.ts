@@ -1,0 +1,215 @@
+import type { CommitEvent, SqliteDatabase } from '@x/writecoordinator';
+import { afterEach, describe, expect, it } from 'vitest';
+import { insert, openCoordinator, type TestDb, tempDb, values } from '../helpers/db.js';
+import { rejection } from '../helpers/errors.js';
+
+let t: TestDb;
+afterEach(() => t?.cleanup());
+
+describe('group commit', () => {
+  it('runs jobs in FIFO order, across batches', async () => {
+    t = tempDb();
+    const { db, wc } = openCoordinator(t, { maxBatchSize: 7 });
+    const events: CommitEvent[] = [];
+    wc.subscribe((e) => events.push(e));
+    const n = 50;
+    const results = await Promise.all(Array.from({ length: n }, (_, i) => wc.submit(insert(`v${i}`))));
+    expect(values(db)).toEqual(Array.from({ length: n }, (_, i) => `v${i}`));
+    expect(results.map((r) => r.value)).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+    // 50 jobs queued in one tick with maxBatchSize 7 → ceil(50 / 7) batches, sequences 1..8.
+    expect(events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(events.map((e) => e.jobs.length)).toEqual([7, 7, 7, 7, 7, 7, 7, 1]);
+    expect(results[0]!.seq).toBe(1);
+    expect(results[49]!.seq).toBe(8);
+    expect(wc.seq).toBe(8);
+    await wc.close();
+  });
+
+  it('jobs queued together commit in one transaction and share a sequence', async () => {
+    t = tempDb();
+    const { wc } = openCoordinator(t);
+    const rs = await Promise.all([wc.submit(insert('a')), wc.submit(insert('b')), wc.submit(insert('c'))]);
+    expect(rs.map((r) => r.seq)).toEqual([1, 1, 1]);
+    expect(wc.metrics().batches).toBe(1);
+    await wc.close();
+  });
+
+  it('isolates a failing job: only its caller sees the error, its neighbours commit', async () => {
+    t = tempDb();
+    const { db, wc } = openCoordinator(t);
+    await wc.submit(insert('taken'));
+    const calls = new Map<string, number>();
+    const counted = (v: string) => (d: SqliteDatabase) => {
+      calls.set(v, (calls.get(v) ?? 0) + 1);
+      return insert(v)(d);
+    };
+    const multi = (d: SqliteDatabase) => {
+      insert('half-written')(d);
+      insert('taken')(d); // UNIQUE violation after a successful statement
+    };
+    const ps = [
+      wc.submit(counted('a')),
+      wc.submit(multi),
+      wc.submit(counted('b')),
+      wc.submit(() => {
+        throw new Error('boom');
+      }),
+      wc.submit(counted('c')),
+    ];
+    const [a, m, b, boom, c] = await Promise.allSettled(ps);
+    expect(a!.status).toBe('fulfilled');
+    expect(b!.status).toBe('fulfilled');
+    expect(c!.status).toBe('fulfilled');
+    const unique = await rejection(ps[1]!);
+    expect(m!.status).toBe('rejected');
+    expect(unique.code).toBe('WRITECOORDINATOR_SQLITE');
+    expect(unique.details?.sqliteCode).toBe('SQLITE_CONSTRAINT_UNIQUE');
+    expect(unique.retryable).toBe(false);
+    expect(boom!.status).toBe('rejected');
+    const failed = await rejection(ps[3]!);
+    expect(failed.code).toBe('WRITECOORDINATOR_JOB_FAILED');
+    expect((failed.cause as Error).message).toBe('boom');
+    // Nothing of the failing multi-statement job survives; every other job is applied exactly once.
+    expect(values(db)).toEqual(['taken', 'a', 'b', 'c']);
+    // 'a' ran before the first failure, so it was invoked again in the savepoint re-run; its
+    // effect was committed once. 'c' ran only in the re-run.
+    expect(calls.get('a')).toBe(2);
+    expect(calls.get('c')).toBe(1);
+    const m2 = wc.metrics();
+    expect(m2.isolatedBatches).toBe(1);
+    expect(m2.failed).toBe(2);
+    await wc.close();
+  });
+
+  it('a job that returns a Promise is a typed error and its synchronous writes are rolled back', async () => {
+    t = tempDb();
+    const { db, wc } = openCoordinator(t);
+    const asyncJob = async (d: SqliteDatabase) => {
+      insert('sync-part')(d);
+      throw new Error('async failure, never observed');
+    };
+    const ok = wc.submit(insert('ok'));
+    const e = await rejection(wc.submit(asyncJob));
+    await ok;
+    expect(e.code).toBe('WRITECOORDINATOR_ASYNC_JOB');
+    expect(values(db)).toEqual(['ok']);
+    await wc.close();
+  });
+
+  it('a batch where every job fails commits nothing and does not advance the sequence', async () => {
+    t = tempDb();
+    const { wc } = openCoordinator(t);
+    const events: CommitEvent[] = [];
+    wc.subscribe((e) => events.push(e));
+    const fail = () => {
+      throw new Error('x');
+    };
+    await Promise.allSettled([wc.submit(fail), wc.submit(fail)]);
+    expect(wc.seq).toBe(0);
+    expect(events).toEqual([]);
+    await wc.close();
+  });
+
+  it('durability "full" on one job makes its batch commit under synchronous = FULL, then restores NORMAL', async () => {
+    t = tempDb();
+    const { db, wc } = openCoordinator(t);
+    const seen: unknown[] = [];
+    const probe = (d: SqliteDatabase) => seen.push(d.pragma('synchronous', { simple: true }));
+    await Promise.all([wc.submit(probe), wc.submit(probe, { durability: 'full' })]);
+    await wc.submit(probe);
+    expect(seen).toEqual([2, 2, 1]);
+    expect(db.pragma('synchronous', { simple: true })).toBe(1);
+    await wc.close();
+  });
+
+  it('runExclusive runs alone in its own transaction, in queue order', async () => {
+    t = tempDb();
+    const { db, wc } = openCoordinator(t);
+    const events: CommitEvent[] = [];
+    wc.subscribe((e) => events.push(e));
+    const ps = [
+      wc.submit(insert('a')),
+      wc.submit(insert('b')),
+      wc.runExclusive((d) => {
+        for (let i = 0; i < 100; i++) insert(`x${i}`)(d);
+        return 'done';
+      }),
+      wc.submit(insert('c')),
+    ];
+    const rs = await Promise.all(ps);
+    expect(rs[2]!.value).toBe('done');
+    expect(events.map((e) => e.jobs.length)).toEqual([2, 1, 1]);
+    expect(rs.map((r) => r.seq)).toEqual([1, 1, 2, 3]);
+    const v = values(db);
+    expect(v.slice(0, 2)).toEqual(['a', 'b']);
+    expect(v.at(-1)).toBe('c');
+    expect(v).toHaveLength(103);
+    // A failing exclusive job leaves nothing behind.
+    const e = await rejection(
+      wc.runExclusive((d) => {
+        insert('y')(d);
+        throw new Error('no');
+      }),
+    );
+    expect(e.code).toBe('WRITECOORDINATOR_JOB_FAILED');
+    expect(values(db)).toHaveLength(103);
+    await wc.close();
+  });
+
+  it('a job that ends the transaction itself is rejected; the others are not lost or doubled', async () => {
+    t = tempDb();
+    const { db, wc } = openCoordinator(t);
+    const ps = [
+      wc.submit(insert('a')),
+      wc.submit((d) => {
+        d.exec('ROLLBACK');
+      }),
+      wc.submit(insert('b')),
+    ];
+    const [a, bad, b] = await Promise.allSettled(ps);
+    expect(a!.status).toBe('fulfilled');
+    expect(b!.status).toBe('fulfilled');
+    expect(bad!.status).toBe('rejected');
+    const e = await rejection(ps[1]!);
+    expect(e.details?.transactionEnded).toBe('rolled back');
+    expect(values(db)).toEqual(['a', 'b']);
+
+    const ps2 = [
+      wc.submit(insert('c')),
+      wc.submit((d) => {
+        d.exec('COMMIT');
+      }),
+      wc.submit(insert('d')),
+    ];
+    const [c, bad2, d2] = await Promise.allSettled(ps2);
+    expect(c!.status).toBe('fulfilled');
+    expect(d2!.status).toBe('fulfilled');
+    const e2 = await rejection(ps2[1]!);
+    expect(e2.details?.transactionEnded).toBe('committed');
+    expect(bad2!.status).toBe('rejected');
+    expect(values(db)).toEqual(['a', 'b', 'c', 'd']);
+    expect(db.inTransaction).toBe(false);
+    await wc.close();
+  });
+
+  it('an SQLite error at BEGIN fails the batch with its code, applies nothing, and is not retried', async () => {
+    t = tempDb();
+    const { db, wc } = openCoordinator(t, { busyTimeoutMs: 50 });
+    const other = t.open();
+    other.exec('BEGIN IMMEDIATE');
+    let ran = 0;
+    const e = await rejection(
+      wc.submit(() => {
+        ran++;
+      }),
+    );
+    expect(e.code).toBe('WRITECOORDINATOR_SQLITE');
+    expect(String(e.details?.sqliteCode)).toMatch(/^SQLITE_BUSY/);
+    expect(e.retryable).toBe(true);
+    expect(ran).toBe(0);
+    other.exec('ROLLBACK');
+    await wc.submit(insert('after'));
+    expect(values(db)).toEqual(['after']);
+    await wc.close();
+  });
+});
