@@ -85,6 +85,7 @@ interface OutboxRow {
 }
 
 interface CommittedMeta {
+  needsProof?: boolean;
   bundleSeq: number;
   sourceId: string;
   sourceBundleId: number;
@@ -343,8 +344,8 @@ export class SyncEngine {
           ) {
             throw protocolError('already_committed answer does not match the frozen outbox', { ...meta });
           }
-          await this.#markCommitted(meta, signal);
-          return meta;
+          // Not marked committed yet: the committed rows must first prove they carry our intents.
+          return { ...meta, needsProof: true };
         }
         const pushId = created.push_id;
         if (
@@ -503,13 +504,21 @@ export class SyncEngine {
         local_payload: string | null;
       }>;
       const byKey = new Map(outboxRows.map((r) => [`${r.table_name}\u0000${r.wire_key_json}`, r]));
-      // Prove the committed bundle carries every frozen intent (extra server-side rows allowed).
-      const committedKeys = new Set(rows.map((r) => `${r.table}\u0000${canonicalJson(r.key)}`));
-      for (const k of byKey.keys()) {
-        if (!committedKeys.has(k)) {
-          throw protocolError('committed bundle does not contain every frozen outbox row', {
-            bundleSeq: meta.bundleSeq,
-          });
+      if (meta.needsProof) {
+        // `already_committed`: prove the committed bundle carries every frozen intent (same table,
+        // key and op; extra server-side rows allowed). A different bundle under our source tuple
+        // means this database was restored from an older copy: the source must be replaced.
+        const committed = new Map(rows.map((r) => [`${r.table}\u0000${canonicalJson(r.key)}`, r.op]));
+        for (const [k, r] of byKey) {
+          if (committed.get(k) !== r.op) {
+            throw new ClientError(
+              'OVERSYNC_CLIENT_PROTOCOL',
+              'already committed bundle does not carry the frozen outbox',
+              {
+                details: { bundleSeq: meta.bundleSeq, reason: 'already_committed_mismatch' },
+              },
+            );
+          }
         }
       }
       beginApply(db);
@@ -567,6 +576,10 @@ export class SyncEngine {
       raiseSourceFloor(db, meta.sourceId, meta.sourceBundleId + 1);
       clearOutbox(db);
       stmt(db, `DELETE FROM _sync_push_stage`).run();
+      stmt(
+        db,
+        `UPDATE _sync_attachment_state SET pending_initialization_id = '' WHERE singleton_key = 1`,
+      ).run();
       endApply(db);
     }, signal);
     this.#hooks.applied({
@@ -584,6 +597,10 @@ export class SyncEngine {
     signal?: AbortSignal,
   ): Promise<'conflict_resolved' | 'committed' | 'rethrow'> {
     const cause = e instanceof ClientError && e.code === 'OVERSYNC_CLIENT_RETRY_EXHAUSTED' ? e.cause : e;
+    if (cause instanceof ClientError && cause.details.reason === 'already_committed_mismatch') {
+      await this.enterSourceRecovery('source_sequence_changed', '', signal);
+      throw recoveryError('source_sequence_changed', cause);
+    }
     const code = serverCodeOf(cause);
     if (!code) return 'rethrow';
     const body = ((cause as ClientError).details.body ?? {}) as Record<string, unknown>;
@@ -614,19 +631,19 @@ export class SyncEngine {
           return 'committed';
         }
         await this.enterSourceRecovery('history_pruned', '', signal);
-        return 'rethrow';
+        throw recoveryError('history_pruned', cause);
       }
       case 'source_sequence_out_of_order':
       case 'source_sequence_changed':
         await this.enterSourceRecovery(code, '', signal);
-        return 'rethrow';
+        throw recoveryError(code, cause);
       case 'source_retired':
         await this.enterSourceRecovery(
           'source_retired',
           typeof body.replaced_by_source_id === 'string' ? body.replaced_by_source_id : '',
           signal,
         );
-        return 'rethrow';
+        throw recoveryError('source_retired', cause);
       case 'initialization_expired':
       case 'initialization_stale':
         await this.runner.tx((db) => {
@@ -1175,6 +1192,17 @@ export class SyncEngine {
     this.#hooks.applied({ kind: 'snapshot', tables, rows: rowCount, lastBundleSeqSeen: bundleSeq });
     return rotated;
   }
+}
+
+function recoveryError(reason: string, cause: unknown): ClientError {
+  return new ClientError(
+    'OVERSYNC_CLIENT_SOURCE_RECOVERY_REQUIRED',
+    `source recovery required (${reason}); call rebuild()`,
+    {
+      cause,
+      details: { reason },
+    },
+  );
 }
 
 function statusIsFetch(e: unknown): boolean {

@@ -139,8 +139,6 @@ export class Transport {
     if (spec.body !== undefined) {
       headers['content-type'] = 'application/json';
       init.body = JSON.stringify(spec.body);
-    } else if (spec.method === 'POST') {
-      headers['content-type'] = 'application/json';
     }
     if (spec.signal) init.signal = spec.signal;
     let res: Response;

@@ -1,0 +1,72 @@
+/**
+ * A device process for crash tests: `node --import tsx crash-child.ts <mode> <dbPath> <baseUrl> <user> [n]`.
+ * It reaches a named point of a push, pull or hydrate, prints a line, and then waits forever (its
+ * HTTP request never completes) so the parent can SIGKILL it exactly there.
+ */
+import { randomUUID } from 'node:crypto';
+import Database from 'better-sqlite3';
+import { createSyncClient } from '../../../src/client/index.js';
+import { CLIENT_TABLES, SQLITE_BUSINESS_DDL } from './schema.js';
+
+const [mode = '', dbPath = '', baseUrl = '', user = '', nArg = '10'] = process.argv.slice(2);
+const n = Number(nArg);
+const hang = (line: string) =>
+  new Promise<Response>(() => {
+    process.stdout.write(`${line}\n`);
+  });
+
+let snapshotGets = 0;
+let pullGets = 0;
+const db = new Database(dbPath);
+db.exec(SQLITE_BUSINESS_DDL);
+const client = createSyncClient({
+  writer: db,
+  baseUrl,
+  token: user,
+  schema: 'business',
+  tables: CLIENT_TABLES,
+  snapshotChunkRows: 10,
+  downloadLimit: 1,
+  onProgress: (e) => {
+    if (mode === 'apply-kill' && e.phase === 'hydrate' && e.done === e.total)
+      process.stdout.write('APPLYING\n');
+  },
+  fetch: async (url, init) => {
+    const u = new URL(url);
+    if (mode === 'push-before-commit' && u.pathname.endsWith('/commit')) return hang('AT_COMMIT');
+    if (mode === 'push-after-commit' && u.pathname.startsWith('/sync/committed-bundles/'))
+      return hang('COMMITTED');
+    if (
+      mode === 'hydrate-staging' &&
+      u.pathname.startsWith('/sync/snapshot-sessions/') &&
+      init.method === 'GET'
+    ) {
+      if (++snapshotGets === 3) return hang('STAGING');
+    }
+    if (mode === 'pull-between-bundles' && u.pathname === '/sync/pull') {
+      if (++pullGets === 2) return hang('PULLING');
+    }
+    return fetch(url, init);
+  },
+});
+
+await client.open();
+process.stdout.write('OPENED\n');
+if (mode.startsWith('push-')) {
+  await client.attach(user);
+  db.transaction(() => {
+    for (let i = 0; i < n; i++)
+      db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(randomUUID(), `child ${i}`);
+  })();
+  await client.pushPending();
+} else if (mode === 'hydrate-staging' || mode === 'apply-kill') {
+  await client.attach(user);
+} else if (mode === 'pull-between-bundles') {
+  await client.attach(user);
+  process.stdout.write('ATTACHED\n');
+  await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()));
+  await client.pullToStable();
+}
+process.stdout.write('DONE\n');
+await client.close();
+db.close();

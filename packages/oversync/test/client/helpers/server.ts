@@ -1,0 +1,81 @@
+import { createCluster } from '@x/dbx';
+import { createSyncService, oversyncFastifyPlugin, type SyncService } from '@x/oversync/server';
+import { createTestDatabase, type TestDatabase } from '@x/testkit';
+import Fastify, { type FastifyInstance } from 'fastify';
+import pg from 'pg';
+import { CLIENT_TABLES, PG_BUSINESS_DDL } from './schema.js';
+
+export { CLIENT_TABLES, PG_BUSINESS_DDL, SQLITE_BUSINESS_DDL } from './schema.js';
+
+export interface TestServer {
+  readonly baseUrl: string;
+  readonly dbUrl: string;
+  readonly service: SyncService;
+  query<R = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<R[]>;
+  close(): Promise<void>;
+}
+
+export interface TestServerOptions {
+  retainedBundlesPerUser?: number;
+  watch?: boolean;
+  heartbeatIntervalMs?: number;
+  /** Reuse an existing database (restart the server over the same data). */
+  database?: TestDatabase;
+  port?: number;
+}
+
+/** Our server (fastify + @x/oversync/server) over a fresh database on the shared test cluster. */
+export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
+  const ownDb = !opts.database;
+  const tdb = opts.database ?? (await createTestDatabase({ prefix: 'oversync_client' }));
+  const admin = new pg.Client({ connectionString: tdb.url });
+  await admin.connect();
+  if (ownDb) await admin.query(PG_BUSINESS_DDL);
+  const cluster = createCluster({ primary: tdb.url });
+  const service = createSyncService({
+    db: cluster,
+    registeredTables: CLIENT_TABLES.map((t) => ({
+      schema: 'business',
+      table: t.table,
+      syncKeyColumns: t.syncKeyColumns,
+    })),
+    limits: opts.retainedBundlesPerUser ? { retainedBundlesPerUser: opts.retainedBundlesPerUser } : {},
+    bundleChangeWatch: {
+      enabled: opts.watch ?? false,
+      ...(opts.heartbeatIntervalMs ? { heartbeatIntervalMs: opts.heartbeatIntervalMs } : {}),
+    },
+  });
+  await service.bootstrap();
+  const app: FastifyInstance = Fastify({ logger: false });
+  await app.register(oversyncFastifyPlugin, {
+    service,
+    userIdFromRequest: (req) => {
+      const h = req.headers.authorization ?? '';
+      return h.startsWith('Bearer ') ? h.slice(7) : undefined;
+    },
+  });
+  const listenerStart = (service as unknown as { startBundleChangeListener?: () => unknown })
+    .startBundleChangeListener;
+  if (opts.watch && typeof listenerStart === 'function') listenerStart.call(service);
+  await app.listen({ port: opts.port ?? 0, host: '127.0.0.1' });
+  const addr = app.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : 0;
+  let closed = false;
+  return {
+    baseUrl: `http://127.0.0.1:${port}`,
+    dbUrl: tdb.url,
+    service,
+    async query<R>(sql: string, params: unknown[] = []) {
+      return (await admin.query(sql, params)).rows as R[];
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await app.close();
+      await service.close();
+      await cluster.close();
+      await admin.end();
+      if (ownDb) await tdb.drop();
+    },
+  };
+}

@@ -1,0 +1,154 @@
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { spawnNode, tempDir } from '@x/testkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Device, openDevice, rows, snapshot } from '../helpers/device.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+
+const CHILD = join(import.meta.dirname, '../helpers/crash-child.ts');
+
+let server: TestServer;
+let dir: { path: string; cleanup(): Promise<void> };
+const devices: Device[] = [];
+let n = 0;
+
+beforeAll(async () => {
+  server = await startTestServer();
+  dir = await tempDir('oversync-client-crash');
+});
+afterAll(async () => {
+  for (const d of devices) await d.close().catch(() => undefined);
+  await server?.close();
+  await dir?.cleanup();
+});
+
+function device(user: string, path = join(dir.path, `d${++n}.db`)): Device {
+  const d = openDevice(`d${n}`, path, server.baseUrl, user);
+  devices.push(d);
+  return d;
+}
+
+async function serverRows(user: string): Promise<Array<{ id: string; name: string }>> {
+  return server.query(
+    `SELECT id::text AS id, name FROM business.users WHERE _sync_scope_id = $1 ORDER BY id`,
+    [user],
+  );
+}
+
+async function bundleCount(user: string): Promise<number> {
+  const [r] = await server.query<{ n: string }>(
+    `SELECT COUNT(*)::text AS n FROM sync.bundle_log b JOIN sync.user_state u USING (user_pk) WHERE u.user_id = $1`,
+    [user],
+  );
+  return Number(r?.n);
+}
+
+async function seededUser(count: number): Promise<{ user: string; seed: Device }> {
+  const user = `u-${randomUUID()}`;
+  const seed = device(user);
+  await seed.client.open();
+  await seed.client.attach(user);
+  seed.db.transaction(() => {
+    for (let i = 0; i < count; i++)
+      seed.db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(randomUUID(), `seed ${i}`);
+  })();
+  await seed.client.sync();
+  return { user, seed };
+}
+
+async function killAt(mode: string, path: string, user: string, line: RegExp, extra: string[] = []) {
+  const child = spawnNode(CHILD, [mode, path, server.baseUrl, user, ...extra]);
+  await child.waitForLine(line, 30_000);
+  child.kill('SIGKILL');
+  const exit = await child.wait();
+  expect(exit.signal).toBe('SIGKILL');
+  return child;
+}
+
+describe('a device process killed mid-sync loses and duplicates nothing', () => {
+  it('killed before the push commit: the frozen bundle is uploaded again, once', async () => {
+    const user = `u-${randomUUID()}`;
+    const path = join(dir.path, `crash-${++n}.db`);
+    await killAt('push-before-commit', path, user, /AT_COMMIT/, ['12']);
+    expect(await serverRows(user)).toHaveLength(0);
+    const d = device(user, path);
+    await d.client.open();
+    expect(await d.client.pendingStatus()).toMatchObject({ outboxRows: 12 });
+    expect(await d.client.attach(user)).toMatchObject({ outcome: 'resumed_attached_state' });
+    expect(await d.client.pushPending()).toMatchObject({ outcome: 'committed', rowCount: 12 });
+    expect(await serverRows(user)).toHaveLength(12);
+    expect(await bundleCount(user)).toBe(1);
+    expect(await d.client.pendingStatus()).toMatchObject({ total: 0 });
+  });
+
+  it('killed after the commit, before the replay: the committed bundle is replayed, not re-committed', async () => {
+    const user = `u-${randomUUID()}`;
+    const path = join(dir.path, `crash-${++n}.db`);
+    await killAt('push-after-commit', path, user, /COMMITTED/, ['7']);
+    expect(await serverRows(user)).toHaveLength(7);
+    const d = device(user, path);
+    await d.client.open();
+    await d.client.attach(user);
+    d.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'after restart')`).run(randomUUID());
+    await d.client.sync();
+    await d.client.sync();
+    expect(await bundleCount(user)).toBe(2);
+    const local = rows(d.db, 'users').map((r) => ({ id: r.id, name: r.name }));
+    expect(local).toEqual(await serverRows(user));
+    expect(await d.client.pendingStatus()).toMatchObject({ total: 0 });
+  });
+
+  it('killed while staging a hydrate: the next attach hydrates from scratch', async () => {
+    const { user } = await seededUser(45);
+    const path = join(dir.path, `crash-${++n}.db`);
+    await killAt('hydrate-staging', path, user, /STAGING/);
+    const d = device(user, path);
+    await d.client.open();
+    // a pending remote replace keeps app writes out until it finishes
+    expect(() => d.db.prepare(`INSERT INTO users(id, name) VALUES ('x', 'x')`).run()).toThrow(
+      /SYNC_TRANSITION_PENDING/,
+    );
+    expect(await d.client.attach(user)).toMatchObject({
+      outcome: 'used_remote_state',
+      restore: { rowCount: 45 },
+    });
+    expect(rows(d.db, 'users').map((r) => ({ id: r.id, name: r.name }))).toEqual(await serverRows(user));
+  });
+
+  it('killed during the atomic snapshot apply: all or nothing, then converges', async () => {
+    const { user, seed } = await seededUser(400);
+    const path = join(dir.path, `crash-${++n}.db`);
+    await killAt('apply-kill', path, user, /APPLYING/);
+    const d = device(user, path);
+    await d.client.open();
+    const count = Number(d.db.prepare(`SELECT COUNT(*) FROM users`).pluck().get());
+    expect([0, 400]).toContain(count);
+    await d.client.attach(user);
+    await d.client.sync();
+    expect(snapshot(d.db)).toEqual(snapshot(seed.db));
+  });
+
+  it('killed between two pulled bundles: the checkpoint kept the applied one', async () => {
+    const { user, seed } = await seededUser(1);
+    const path = join(dir.path, `crash-${++n}.db`);
+    const child = spawnNode(CHILD, ['pull-between-bundles', path, server.baseUrl, user]);
+    await child.waitForLine(/ATTACHED/, 30_000);
+    for (let i = 0; i < 3; i++) {
+      seed.db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(randomUUID(), `bundle ${i}`);
+      await seed.client.sync();
+    }
+    child.send('go');
+    await child.waitForLine(/PULLING/, 30_000);
+    child.kill('SIGKILL');
+    await child.wait();
+    const d = device(user, path);
+    await d.client.open();
+    expect(rows(d.db, 'users')).toHaveLength(2);
+    await d.client.attach(user);
+    expect(await d.client.pullToStable()).toMatchObject({
+      outcome: 'applied_incremental',
+      bundlesApplied: 2,
+    });
+    expect(snapshot(d.db)).toEqual(snapshot(seed.db));
+  });
+});

@@ -1,0 +1,322 @@
+import { randomUUID } from 'node:crypto';
+import { copyFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ConflictResolver, ProgressEvent } from '@x/oversync/client';
+import { tempDir } from '@x/testkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Device, type DeviceOptions, openDevice, rows, snapshot } from '../helpers/device.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+
+let server: TestServer;
+let dir: { path: string; cleanup(): Promise<void> };
+const devices: Device[] = [];
+let n = 0;
+
+beforeAll(async () => {
+  server = await startTestServer({ retainedBundlesPerUser: 3 });
+  dir = await tempDir('oversync-client-it');
+});
+afterAll(async () => {
+  for (const d of devices) await d.close().catch(() => undefined);
+  await server?.close();
+  await dir?.cleanup();
+});
+
+function device(user: string, opts: DeviceOptions = {}, path?: string): Device {
+  const d = openDevice(`d${++n}`, path ?? join(dir.path, `d${n}.db`), server.baseUrl, user, opts);
+  devices.push(d);
+  return d;
+}
+
+async function serverUsers(user: string): Promise<Array<{ id: string; name: string }>> {
+  return server.query(
+    `SELECT id::text AS id, name FROM business.users WHERE _sync_scope_id = $1 ORDER BY id`,
+    [user],
+  );
+}
+
+function addUser(d: Device, name: string, id = randomUUID()): string {
+  d.db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(id, name);
+  return id;
+}
+
+async function syncAll(...ds: Device[]): Promise<void> {
+  for (let round = 0; round < 2; round++) for (const d of ds) await d.client.sync();
+}
+
+describe('sync client against our server', () => {
+  it('fresh install hydrates from a snapshot with progress, then pulls incrementally', async () => {
+    const user = `u-${randomUUID()}`;
+    const a = device(user);
+    await a.client.open();
+    expect(await a.client.attach(user)).toMatchObject({ status: 'connected', outcome: 'started_empty' });
+    const ids = Array.from({ length: 30 }, (_, i) => addUser(a, `user ${i}`));
+    a.db.prepare(`INSERT INTO posts(id, title, author_id) VALUES (?, 'hello', ?)`).run(randomUUID(), ids[0]);
+    const push = await a.client.pushPending();
+    expect(push).toMatchObject({ outcome: 'committed', rowCount: 31 });
+    expect(await serverUsers(user)).toHaveLength(30);
+
+    const progress: ProgressEvent[] = [];
+    const b = device(user, { snapshotChunkRows: 7, onProgress: (e) => progress.push(e) });
+    await b.client.open();
+    const attached = await b.client.attach(user);
+    expect(attached).toMatchObject({
+      status: 'connected',
+      outcome: 'used_remote_state',
+      restore: { rowCount: 31 },
+    });
+    expect(snapshot(b.db)).toEqual(snapshot(a.db));
+    const hydrate = progress.filter((p) => p.phase === 'hydrate');
+    expect(hydrate.at(-1)).toEqual({ phase: 'hydrate', done: 31, total: 31 });
+    expect(hydrate.length).toBeGreaterThan(4);
+    // no local intents after a hydrate
+    expect(await b.client.pendingStatus()).toMatchObject({ total: 0 });
+
+    addUser(a, 'late');
+    await a.client.sync();
+    const pulled = await b.client.pullToStable();
+    expect(pulled).toMatchObject({ outcome: 'applied_incremental', bundlesApplied: 1 });
+    expect(snapshot(b.db)).toEqual(snapshot(a.db));
+  });
+
+  it('offline edits stay local, then sync; typed payloads and bytea survive the round trip', async () => {
+    const user = `u-${randomUUID()}`;
+    const a = device(user);
+    await a.client.open();
+    await a.client.attach(user);
+    a.offline = true;
+    const id = randomUUID();
+    a.db
+      .prepare(
+        `INSERT INTO typed_rows(id, name, note, count_value, enabled_flag, rating, data, created_at, doc)
+         VALUES (?, 'typed', NULL, 9007199254740991, 1, 2.5, x'00ff10', '2026-03-24T10:42:11-08:00', '{"k":[1,"<&>"]}')`,
+      )
+      .run(id);
+    const fileId = randomUUID();
+    a.db
+      .prepare(`INSERT INTO files(id, name, data) VALUES (?, 'f.bin', x'deadbeef')`)
+      .run(Buffer.from(fileId.replaceAll('-', ''), 'hex'));
+    await expect(a.client.sync()).rejects.toMatchObject({ code: 'OVERSYNC_CLIENT_RETRY_EXHAUSTED' });
+    expect((await a.client.pendingStatus()).total).toBe(2);
+    a.offline = false;
+    const r = await a.client.sync();
+    expect(r.push.outcome).toBe('committed');
+    expect(r.status.pending.total).toBe(0);
+    const [srv] = await server.query<Record<string, unknown>>(
+      `SELECT count_value::text AS c, enabled_flag, rating, encode(data, 'hex') AS data, created_at, doc
+       FROM business.typed_rows WHERE _sync_scope_id = $1`,
+      [user],
+    );
+    expect(srv).toMatchObject({
+      c: '9007199254740991',
+      enabled_flag: true,
+      rating: 2.5,
+      data: '00ff10',
+      doc: { k: [1, '<&>'] },
+    });
+    expect((srv?.created_at as Date).toISOString()).toBe('2026-03-24T18:42:11.000Z');
+    const [file] = await server.query<{ id: string; data: string }>(
+      `SELECT id::text AS id, encode(data, 'hex') AS data FROM business.files WHERE _sync_scope_id = $1`,
+      [user],
+    );
+    expect(file).toEqual({ id: fileId, data: 'deadbeef' });
+
+    const b = device(user);
+    await b.client.open();
+    await b.client.attach(user);
+    const [t] = rows(b.db, 'typed_rows');
+    expect(t).toMatchObject({
+      id,
+      count_value: 9007199254740991,
+      enabled_flag: 1,
+      rating: 2.5,
+      doc: '{"k":[1,"<&>"]}',
+    });
+    expect(Date.parse(String(t?.created_at))).toBe(Date.parse('2026-03-24T18:42:11Z'));
+    expect((t?.data as Buffer).toString('hex')).toBe('00ff10');
+    expect((rows(b.db, 'files')[0]?.data as Buffer).toString('hex')).toBe('deadbeef');
+  });
+
+  it('two devices of one user converge, including deletes and a later edit made during a push', async () => {
+    const user = `u-${randomUUID()}`;
+    const a = device(user);
+    const b = device(user);
+    await a.client.open();
+    await a.client.attach(user);
+    const shared = addUser(a, 'shared');
+    await a.client.sync();
+    await b.client.open();
+    await b.client.attach(user);
+    addUser(a, 'from a');
+    addUser(b, 'from b');
+    b.db.prepare(`UPDATE users SET name = 'renamed by b' WHERE id = ?`).run(shared);
+    await syncAll(a, b);
+    expect(snapshot(a.db)).toEqual(snapshot(b.db));
+    expect(
+      rows(a.db, 'users')
+        .map((r) => r.name)
+        .sort(),
+    ).toEqual(['from a', 'from b', 'renamed by b']);
+    a.db.prepare(`DELETE FROM users WHERE id = ?`).run(shared);
+    await syncAll(a, b);
+    expect(snapshot(a.db)).toEqual(snapshot(b.db));
+    expect(await serverUsers(user)).toHaveLength(2);
+  });
+
+  it('resolves conflicts: accept-server, keep-local and merged', async () => {
+    for (const kind of ['accept-server', 'keep-local', 'merged'] as const) {
+      const user = `u-${randomUUID()}`;
+      const seen: string[] = [];
+      const resolver: ConflictResolver = (ctx) => {
+        seen.push(`${ctx.localOp}:${ctx.serverRowVersion > ctx.baseRowVersion}`);
+        if (kind === 'merged') {
+          return {
+            kind: 'merged',
+            payload: { ...ctx.serverRowLocal, name: `${ctx.serverRowLocal?.name}+${ctx.localPayload?.name}` },
+          };
+        }
+        return { kind };
+      };
+      const a = device(user);
+      const b = device(user, { resolver });
+      await a.client.open();
+      await a.client.attach(user);
+      const id = addUser(a, 'v0');
+      await a.client.sync();
+      await b.client.open();
+      await b.client.attach(user);
+      a.db.prepare(`UPDATE users SET name = 'A' WHERE id = ?`).run(id);
+      b.db.prepare(`UPDATE users SET name = 'B' WHERE id = ?`).run(id);
+      await a.client.sync();
+      const r = await b.client.sync();
+      expect(seen).toEqual(['UPDATE:true']);
+      const expected = { 'accept-server': 'A', 'keep-local': 'B', merged: 'A+B' }[kind];
+      if (kind === 'accept-server')
+        expect(r.push).toMatchObject({ outcome: 'no_change', conflictsResolved: 1 });
+      else expect(r.push).toMatchObject({ outcome: 'committed', conflictsResolved: 1 });
+      await syncAll(a, b);
+      expect((await serverUsers(user)).map((u) => u.name)).toEqual([expected]);
+      expect(rows(a.db, 'users')[0]?.name).toBe(expected);
+      expect(rows(b.db, 'users')[0]?.name).toBe(expected);
+    }
+  });
+
+  it('an invalid merged resolution restores every intent and reports it', async () => {
+    const user = `u-${randomUUID()}`;
+    const a = device(user);
+    const b = device(user, { resolver: () => ({ kind: 'merged', payload: { nope: 1 } }) });
+    await a.client.open();
+    await a.client.attach(user);
+    const id = addUser(a, 'v0');
+    await a.client.sync();
+    await b.client.open();
+    await b.client.attach(user);
+    a.db.prepare(`UPDATE users SET name = 'A' WHERE id = ?`).run(id);
+    b.db.prepare(`UPDATE users SET name = 'B' WHERE id = ?`).run(id);
+    addUser(b, 'extra');
+    await a.client.sync();
+    await expect(b.client.pushPending()).rejects.toMatchObject({
+      code: 'OVERSYNC_CLIENT_INVALID_CONFLICT_RESOLUTION',
+    });
+    expect(await b.client.pendingStatus()).toMatchObject({ dirtyRows: 2, outboxRows: 0 });
+    expect(
+      rows(b.db, 'users')
+        .map((r) => r.name)
+        .sort(),
+    ).toEqual(['B', 'extra']);
+  });
+
+  it('switches users on one device: the first push and pull of the new user succeed', async () => {
+    const u1 = `u-${randomUUID()}`;
+    const u2 = `u-${randomUUID()}`;
+    const d = device(u1);
+    await d.client.open();
+    await d.client.attach(u1);
+    for (let i = 0; i < 4; i++) {
+      addUser(d, `u1-${i}`);
+      await d.client.sync();
+    }
+    addUser(d, 'unsynced');
+    await expect(d.client.attach(u2)).rejects.toMatchObject({
+      code: 'OVERSYNC_CLIENT_ATTACH_BINDING_CONFLICT',
+    });
+    const out = await d.client.syncThenDetach();
+    expect(out).toMatchObject({ success: true, remainingPendingRowCount: 0 });
+    expect(rows(d.db, 'users')).toEqual([]);
+    d.user = u2;
+    expect(await d.client.attach(u2)).toMatchObject({ status: 'connected', outcome: 'started_empty' });
+    addUser(d, 'u2 row');
+    const r = await d.client.sync();
+    expect(r.push.outcome).toBe('committed');
+    expect(r.pull.outcome).toMatch(/already_at_target|applied_incremental/);
+    expect((await serverUsers(u2)).map((x) => x.name)).toEqual(['u2 row']);
+    expect(await serverUsers(u1)).toHaveLength(5);
+  });
+
+  it('recovers from history_pruned with a snapshot and keeps converging', async () => {
+    const user = `u-${randomUUID()}`;
+    const a = device(user);
+    const b = device(user);
+    await a.client.open();
+    await a.client.attach(user);
+    addUser(a, 'first');
+    await a.client.sync();
+    await b.client.open();
+    await b.client.attach(user);
+    for (let i = 0; i < 6; i++) {
+      addUser(a, `burst ${i}`);
+      await a.client.sync();
+    }
+    const progress: ProgressEvent[] = [];
+    const off = b.client.on('progress', (e) => progress.push(e));
+    const pulled = await b.client.pullToStable();
+    off();
+    expect(pulled.outcome).toBe('applied_snapshot');
+    expect(progress.some((p) => p.phase === 'recover' && p.done === p.total)).toBe(true);
+    expect(snapshot(b.db)).toEqual(snapshot(a.db));
+    addUser(b, 'after recovery');
+    await syncAll(a, b);
+    expect(snapshot(b.db)).toEqual(snapshot(a.db));
+  });
+
+  it('reinstall from an old backup: source recovery rotates the source, nothing is lost', async () => {
+    const user = `u-${randomUUID()}`;
+    const a = device(user);
+    await a.client.open();
+    await a.client.attach(user);
+    addUser(a, 'one');
+    await a.client.sync();
+    await a.client.close();
+    const backup = join(dir.path, `backup-${n}.db`);
+    a.db.exec(`VACUUM INTO '${backup}'`);
+    // the device keeps syncing after the backup was taken
+    const a2 = device(user, {}, a.path);
+    await a2.client.open();
+    await a2.client.attach(user);
+    for (let i = 0; i < 2; i++) {
+      addUser(a2, `after backup ${i}`);
+      await a2.client.sync();
+    }
+    await a2.close();
+    // restore the backup over a fresh install and keep editing
+    const restoredPath = join(dir.path, `restored-${n}.db`);
+    copyFileSync(backup, restoredPath);
+    const r = device(user, {}, restoredPath);
+    await r.client.open();
+    await r.client.attach(user);
+    const oldSource = r.client.sourceId;
+    addUser(r, 'edit on restored device');
+    await expect(r.client.sync()).rejects.toMatchObject({ code: 'OVERSYNC_CLIENT_SOURCE_RECOVERY_REQUIRED' });
+    await expect(r.client.pullToStable()).rejects.toMatchObject({
+      code: 'OVERSYNC_CLIENT_SOURCE_RECOVERY_REQUIRED',
+    });
+    const rebuilt = await r.client.rebuild();
+    expect(rebuilt.rotatedSourceId).toBeDefined();
+    expect(r.client.sourceId).not.toBe(oldSource);
+    await r.client.sync();
+    expect((await serverUsers(user)).map((u) => u.name).sort()).toEqual(
+      ['after backup 0', 'after backup 1', 'edit on restored device', 'one'].sort(),
+    );
+    expect(rows(r.db, 'users')).toHaveLength(4);
+  });
+});
