@@ -59,6 +59,10 @@ interface PrimarySample {
 
 const MAX_PRIMARY_SAMPLES = 512;
 
+/** Pool clients that carry dbx's error listener, and those that reported a connection error. */
+const guarded = new WeakSet<pg.PoolClient>();
+const broken = new WeakSet<pg.PoolClient>();
+
 /**
  * Creates a cluster client: one pg pool per node, routing by method (`query`/`exec`/`runTx`/... go to
  * the writer, `readQuery`/`readQueryRow` to a healthy, caught-up replica), background health checks,
@@ -424,6 +428,15 @@ class ClusterImpl implements Cluster {
   async #acquire(node: Node, signal: AbortSignal | undefined): Promise<Lease> {
     try {
       const client = await raceAbort(node.pool.connect(), signal, (c) => c.release());
+      if (!guarded.has(client)) {
+        // pg-pool listens for errors only while a client is idle; one arriving while it is checked out
+        // and between statements would otherwise be an uncaught exception.
+        guarded.add(client);
+        client.on('error', (e) => {
+          broken.add(client);
+          this.#onConnectionError(node, e);
+        });
+      }
       return { node, client, discard: false };
     } catch (e) {
       if (isDbxError(e) && e.code === 'DBX_QUERY_CANCELLED') throw e;
@@ -440,7 +453,7 @@ class ClusterImpl implements Cluster {
   }
 
   #release(lease: Lease): void {
-    lease.client.release(lease.discard ? true : undefined);
+    lease.client.release(lease.discard || broken.has(lease.client) ? true : undefined);
   }
 
   #noWriter(): DbxError {

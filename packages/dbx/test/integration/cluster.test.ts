@@ -1,0 +1,309 @@
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { createTestDatabase, requireReplicas, type TestDatabase } from '@x/testkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import {
+  type Cluster,
+  collect,
+  collectOne,
+  createCluster,
+  currentQuerier,
+  isConstraintViolation,
+  isDbxError,
+  pgErrorCode,
+  type QueryMessage,
+} from '../../src/index.js';
+
+const skip = requireReplicas(2);
+
+function portOf(url: string): number {
+  return Number(new URL(url).port);
+}
+
+interface Served {
+  port: number;
+  replica: boolean;
+}
+
+const WHO = 'select inet_server_port() as port, pg_is_in_recovery() as replica';
+
+describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
+  let db: TestDatabase;
+  let cluster: Cluster;
+  let primaryPort: number;
+  let replicaPorts: number[];
+  const logs: Array<{ level: string; obj: object; msg: string | undefined }> = [];
+  const logger = {
+    debug: (obj: object, msg?: string) => logs.push({ level: 'debug', obj, msg }),
+    info: (obj: object, msg?: string) => logs.push({ level: 'info', obj, msg }),
+    warn: (obj: object, msg?: string) => logs.push({ level: 'warn', obj, msg }),
+    error: (obj: object, msg?: string) => logs.push({ level: 'error', obj, msg }),
+  };
+
+  beforeAll(async () => {
+    db = await createTestDatabase({ prefix: 'dbx' });
+    primaryPort = portOf(db.url);
+    replicaPorts = db.replicaUrls.map(portOf);
+    cluster = createCluster({
+      primary: db.url,
+      replicas: [...db.replicaUrls],
+      healthCheck: { intervalMs: 200, timeoutMs: 1000 },
+      slowQueryThresholdMs: 150,
+      logger,
+    });
+    await cluster.exec('create table items (id int primary key, label text not null)');
+    await cluster.checkHealth();
+  });
+  afterAll(async () => {
+    await cluster?.close();
+    await db?.drop();
+  });
+
+  it('routes query/exec/runTx to the primary and readQuery round-robin over both replicas', async () => {
+    const w = await cluster.queryRow<Served>(WHO);
+    expect(w).toEqual({ port: primaryPort, replica: false });
+    const tx = await cluster.runTx((t) => t.queryRow<Served>(WHO));
+    expect(tx?.port).toBe(primaryPort);
+    const seen = new Set<number>();
+    for (let i = 0; i < 6; i++) {
+      const r = await cluster.readQueryRow<Served>(WHO);
+      expect(r?.replica).toBe(true);
+      seen.add(r?.port ?? 0);
+    }
+    expect([...seen].sort()).toEqual([...replicaPorts].sort());
+  });
+
+  it('a per-call override picks the node class', async () => {
+    expect((await cluster.readQueryRow<Served>(WHO, [], { node: 'primary' }))?.port).toBe(primaryPort);
+    expect((await cluster.readQueryRow<Served>(WHO, [], { node: 'replica' }))?.replica).toBe(true);
+    const any = new Set<number>();
+    for (let i = 0; i < 9; i++)
+      any.add((await cluster.readQueryRow<Served>(WHO, [], { node: 'any' }))?.port ?? 0);
+    expect(any.size).toBe(3);
+  });
+
+  it('runTx commits on success and rolls back (rethrowing) on throw, never leaking a client', async () => {
+    await cluster.runTx(async (tx) => {
+      await tx.exec('insert into items values ($1, $2)', [1, 'one']);
+    });
+    const boom = new Error('boom');
+    await expect(
+      cluster.runTx(async (tx) => {
+        await tx.exec('insert into items values ($1, $2)', [2, 'two']);
+        throw boom;
+      }),
+    ).rejects.toBe(boom);
+    const rows = await cluster.query<{ id: number }>('select id from items order by id');
+    expect(rows.rows).toEqual([{ id: 1 }]);
+    const primary = cluster.stats().nodes.find((n) => n.writer);
+    expect(primary?.totalCount).toBe(primary?.idleCount);
+  });
+
+  it('nested runTx uses a savepoint', async () => {
+    await cluster.runTx(async (tx) => {
+      await tx.exec("insert into items values (10, 'outer')");
+      await expect(
+        tx.runTx(async (inner) => {
+          await inner.exec("insert into items values (11, 'inner')");
+          throw new Error('inner fails');
+        }),
+      ).rejects.toThrow('inner fails');
+      await tx.runTx(async (inner) => {
+        await inner.exec("insert into items values (12, 'inner ok')");
+      });
+    });
+    const ids = (await cluster.query<{ id: number }>('select id from items where id >= 10 order by id')).rows;
+    expect(ids.map((r) => r.id)).toEqual([10, 12]);
+  });
+
+  it('a COMMIT that silently rolled back (a caught failure inside) is reported, not swallowed', async () => {
+    await expect(
+      cluster.runTx(async (tx) => {
+        await tx.exec("insert into items values (20, 'x')");
+        await tx.exec("insert into items values (20, 'dup')").catch(() => undefined);
+      }),
+    ).rejects.toMatchObject({ code: 'DBX_QUERY_FAILED' });
+    expect(await cluster.queryRow('select 1 from items where id = 20')).toBeUndefined();
+  });
+
+  it('currentQuerier() returns the enclosing transaction; service code joins it', async () => {
+    expect(currentQuerier()).toBeUndefined();
+    const insertViaService = async (id: number) => {
+      const q = currentQuerier() ?? cluster;
+      await q.exec("insert into items values ($1, 'svc')", [id]);
+      return q;
+    };
+    await expect(
+      cluster.runTx(async (tx) => {
+        const used = await insertViaService(30);
+        expect(used).toBe(tx);
+        // readQuery inside the transaction sees its uncommitted write (it joins the transaction).
+        expect(await cluster.readQueryRow('select id from items where id = 30')).toEqual({ id: 30 });
+        // cluster.runTx inside runTx joins as a savepoint.
+        await cluster.runTx(async (inner) => expect(inner).toBe(tx));
+        throw new Error('undo');
+      }),
+    ).rejects.toThrow('undo');
+    expect(await cluster.queryRow('select 1 from items where id = 30')).toBeUndefined();
+    expect(currentQuerier()).toBeUndefined();
+  });
+
+  it('begin() returns a handle with commit and rollback; using it afterwards fails', async () => {
+    const tx = await cluster.begin({ isolation: 'repeatable read' });
+    await tx.exec("insert into items values (40, 'handle')");
+    expect((await tx.queryRow<{ i: string }>('show transaction_isolation'))?.i ?? 'x').toBeDefined();
+    await tx.commit();
+    await expect(tx.exec('select 1')).rejects.toMatchObject({ code: 'DBX_TX_CLOSED' });
+    await expect(tx.commit()).rejects.toMatchObject({ code: 'DBX_TX_CLOSED' });
+    const ro = await cluster.begin({ readOnly: true });
+    await expect(ro.exec("insert into items values (41, 'ro')")).rejects.toSatisfy(
+      (e) => pgErrorCode(e) === '25006',
+    );
+    await ro.rollback();
+  });
+
+  it('keeps the server error as cause with SQLSTATE, and classifies constraint violations', async () => {
+    const err = await cluster.exec("insert into items values (1, 'again')").catch((e: unknown) => e);
+    expect(isDbxError(err)).toBe(true);
+    expect(err).toMatchObject({
+      code: 'DBX_QUERY_FAILED',
+      details: { sqlState: '23505', constraint: 'items_pkey' },
+    });
+    expect(isConstraintViolation(err)).toBe(true);
+    expect((err as Error).cause).toBeInstanceOf(Error);
+    expect(((err as Error).cause as { code: string }).code).toBe('23505');
+  });
+
+  it('read-your-writes: in a session, reads see the session write (token is a serialisable LSN)', async () => {
+    await cluster.session(async () => {
+      expect(cluster.writeToken()).toBeNull();
+      for (let i = 0; i < 20; i++) {
+        await cluster.exec("insert into items values ($1, 'ryw')", [100 + i]);
+        const token = cluster.writeToken();
+        expect(token).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+        const row = await cluster.readQueryRow('select id from items where id = $1', [100 + i]);
+        expect(row).toEqual({ id: 100 + i });
+      }
+    });
+    expect(cluster.writeToken()).toBeNull();
+  });
+
+  it('collect/collectOne validate rows with zod', async () => {
+    const Item = z.object({ id: z.number(), label: z.string() });
+    const items = await cluster.query('select id, label from items where id = 1').then(collect(Item));
+    expect(items).toEqual([{ id: 1, label: 'one' }]);
+    await expect(cluster.query('select 1 as id').then(collectOne(Item))).rejects.toMatchObject({
+      code: 'DBX_ROW_INVALID',
+    });
+    await expect(cluster.query('select 1 where false').then(collectOne(Item))).rejects.toMatchObject({
+      code: 'DBX_NO_ROWS',
+    });
+  });
+
+  it('cancels a long pg_sleep on the server when the signal aborts', async () => {
+    const ac = new AbortController();
+    const started = Date.now();
+    const p = cluster.readQuery('select pg_sleep(30)', [], { signal: ac.signal, node: 'primary' });
+    setTimeout(() => ac.abort(new Error('user gave up')), 200);
+    const err = await p.catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'DBX_QUERY_CANCELLED' });
+    expect(Date.now() - started).toBeLessThan(10_000);
+    // The server no longer runs it.
+    const running = await cluster.queryRow<{ n: number }>(
+      "select count(*)::int as n from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'",
+    );
+    expect(running?.n).toBe(0);
+    // runTx with an aborted statement rolls back.
+    const ac2 = new AbortController();
+    setTimeout(() => ac2.abort(), 200);
+    await expect(
+      cluster.runTx(async (tx) => {
+        await tx.exec("insert into items values (50, 'cancel')");
+        await tx.exec('select pg_sleep(30)', [], { signal: ac2.signal });
+      }),
+    ).rejects.toMatchObject({ code: 'DBX_QUERY_CANCELLED' });
+    expect(await cluster.queryRow('select 1 from items where id = 50')).toBeUndefined();
+    // An already aborted signal rejects before anything runs.
+    await expect(cluster.query('select 1', [], { signal: AbortSignal.abort() })).rejects.toMatchObject({
+      code: 'DBX_QUERY_CANCELLED',
+    });
+  });
+
+  it('publishes x:dbx:query with node, duration and row count, and logs slow queries without params', async () => {
+    const seen: QueryMessage[] = [];
+    const onMessage = (m: unknown) => seen.push(m as QueryMessage);
+    subscribe('x:dbx:query', onMessage);
+    try {
+      await cluster
+        .readQuery('select id from items where id = $1', ['secret-value-1'])
+        .catch(() => undefined);
+      await cluster.query('select pg_sleep(0.2), $1::text as s', ['secret-value-2']);
+    } finally {
+      unsubscribe('x:dbx:query', onMessage);
+    }
+    const read = seen.find((m) => m.method === 'readQuery');
+    expect(read?.node).toMatch(/^replica/);
+    expect(seen.find((m) => m.method === 'query')).toMatchObject({ node: 'primary', rowCount: 1 });
+    const slow = logs.filter((l) => l.msg === 'dbx: slow query');
+    expect(slow.length).toBeGreaterThan(0);
+    expect(JSON.stringify(logs)).not.toContain('secret-value');
+  });
+
+  it('copyFrom / copyTo / stream run on the primary', async () => {
+    async function* lines() {
+      for (let i = 0; i < 500; i++) yield `${1000 + i}\tcopied ${i}\n`;
+    }
+    expect(await cluster.copyFrom('copy items (id, label) from stdin', lines())).toBe(500);
+    const chunks: Buffer[] = [];
+    for await (const c of cluster.copyTo(
+      'copy (select id from items where id >= 1000 order by id) to stdout',
+    )) {
+      chunks.push(c);
+    }
+    expect(Buffer.concat(chunks).toString().trim().split('\n')).toHaveLength(500);
+    let n = 0;
+    for await (const row of cluster.stream<{ id: number }>(
+      'select id from items where id >= $1 order by id',
+      [1000],
+      {
+        batchSize: 64,
+      },
+    )) {
+      expect(row.id).toBe(1000 + n);
+      n++;
+      if (n === 300) break;
+    }
+    expect(n).toBe(300);
+    const primary = cluster.stats().nodes.find((x) => x.writer);
+    expect(primary?.waitingCount).toBe(0);
+  });
+
+  it('stats() reports per node pool totals, role, health and lag', async () => {
+    await cluster.checkHealth();
+    const s = cluster.stats();
+    expect(s.writer).toBe('primary');
+    expect(s.nodes.map((n) => [n.name, n.role, n.healthy])).toEqual([
+      ['primary', 'primary', true],
+      ['replica1', 'replica', true],
+      ['replica2', 'replica', true],
+    ]);
+    for (const n of s.nodes) {
+      expect(n.totalCount).toBeGreaterThanOrEqual(0);
+      expect(n.latencyMs).toBeGreaterThan(0);
+      expect(n.lsn).toMatch(/\//);
+    }
+  });
+
+  it('invalid options throw DBX_INVALID_OPTIONS; calls after close reject with DBX_CLUSTER_CLOSED', async () => {
+    expect(() => createCluster({ primary: '', retry: { maxAttempts: 0 } })).toThrow(
+      expect.objectContaining({ code: 'DBX_INVALID_OPTIONS' }),
+    );
+    const c = createCluster({ primary: db.url });
+    expect(await c.queryRow('select 1 as one')).toEqual({ one: 1 });
+    const closing = c.close();
+    expect(c.close()).toBe(closing);
+    await closing;
+    await expect(c.query('select 1')).rejects.toMatchObject({ code: 'DBX_CLUSTER_CLOSED' });
+    await expect(c.readQuery('select 1')).rejects.toMatchObject({ code: 'DBX_CLUSTER_CLOSED' });
+  });
+});
