@@ -311,7 +311,9 @@ async function startEmbedded(
   const runAs = pgRunAs();
   const template = await initdbTemplate(runAs);
   try {
-    return await startEmbeddedFrom(template, runAs, replicaCount, settings, signal);
+    return await startWithFreshPorts(() =>
+      startEmbeddedFrom(template, runAs, replicaCount, settings, signal),
+    );
   } catch (e) {
     // A cache left by an earlier process may have been damaged (e.g. a temp-dir cleaner removed
     // files from it): rebuild it once and try again.
@@ -319,7 +321,24 @@ async function startEmbedded(
     await rm(template, { recursive: true, force: true });
     initdbDir = undefined;
     const rebuilt = await initdbTemplate(runAs);
-    return await startEmbeddedFrom(rebuilt, runAs, replicaCount, settings, signal);
+    return await startWithFreshPorts(() => startEmbeddedFrom(rebuilt, runAs, replicaCount, settings, signal));
+  }
+}
+
+/**
+ * A port found free can be taken by another process before the server binds it (several test
+ * processes start clusters at once): start over on other ports, a few times.
+ */
+async function startWithFreshPorts(start: () => Promise<PgCluster>): Promise<PgCluster> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start();
+    } catch (e) {
+      const portTaken = /could not bind|Address already in use|could not create any TCP\/IP sockets/i.test(
+        String((e as Error).message),
+      );
+      if (!portTaken || attempt >= 3) throw e;
+    }
   }
 }
 

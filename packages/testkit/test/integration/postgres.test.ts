@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createTestDatabase, requireReplicas, type TestDatabase } from '../../src/index.js';
 
 async function query<R extends pg.QueryResultRow>(
@@ -32,6 +32,15 @@ describe.skipIf(requireReplicas(2))('shared cluster: createTestDatabase', () => 
       const rows = await query<{ current_database: string }>(url, 'SELECT current_database()');
       expect(rows[0]?.current_database).toBe(db.name);
     }
+  });
+
+  it('uses the cluster the global setup provided, not one of its own', () => {
+    const provided = inject('xTestkitPostgres');
+    expect(provided).toBeDefined();
+    expect(new URL(db.url).port).toBe(new URL(provided?.primaryUrl ?? '').port);
+    expect(db.replicaUrls.map((u) => new URL(u).port)).toEqual(
+      provided?.replicaUrls.map((u) => new URL(u).port),
+    );
   });
 
   it('drop() removes the database and is idempotent', async () => {
