@@ -153,7 +153,12 @@ export async function oversyncFastifyPlugin(fastify: FastifyInstance, rawOptions
 
   fastify.setErrorHandler((err: { statusCode?: number; code?: string; message?: string }, req, reply) => {
     const status = err.statusCode ?? 500;
-    if (status === 413) return sendError(reply, 'invalid_request', `request body exceeds ${bodyLimit} bytes`);
+    if (status === 413) {
+      return sendJson(reply, 413, {
+        error: 'invalid_request',
+        message: `request body exceeds ${bodyLimit} bytes`,
+      });
+    }
     if (status >= 400 && status < 500) {
       return sendJson(reply, status, { error: 'invalid_request', message: err.message ?? 'invalid request' });
     }

@@ -19,17 +19,21 @@ export interface SyncTxOptions {
   signal?: AbortSignal;
   maxAttempts?: number;
 }
-/** A dedicated connection (LISTEN for the watch endpoint). */
+/** A dedicated connection (LISTEN for the watch endpoint): the subset of a `pg.PoolClient` used. */
 export interface SyncListenClient {
-  query(sql: string, params?: readonly unknown[]): Promise<unknown>;
-  on(event: 'notification', listener: (msg: { channel: string; payload?: string }) => void): unknown;
-  on(event: 'error', listener: (err: Error) => void): unknown;
-  removeListener(event: string, listener: (...args: never[]) => void): unknown;
+  query(sql: string): Promise<unknown>;
+  on(
+    event: 'notification',
+    listener: (msg: { channel: string; payload?: string | undefined }) => void,
+  ): unknown;
+  on(event: 'error' | 'end', listener: (err?: Error) => void): unknown;
+  removeAllListeners(event?: string): unknown;
   release(err?: Error | boolean): void;
 }
 export interface SyncDatabase extends SyncQuerier {
   runTx<T>(fn: (tx: SyncQuerier) => Promise<T>, opts?: SyncTxOptions): Promise<T>;
-  connect?(opts?: { signal?: AbortSignal }): Promise<SyncListenClient>;
+  /** A dedicated primary connection (an @x/dbx cluster's `connect()`, a pg `PoolClient`). */
+  connect?(opts?: { signal?: AbortSignal }): Promise<unknown>;
 }
 
 /** Quotes an SQL identifier (names come from the registered set, never from a request). */
