@@ -1,8 +1,9 @@
 import { createCluster } from '@x/dbx';
-import { createSyncService, oversyncFastifyPlugin, type SyncService } from '@x/oversync/server';
 import { createTestDatabase, type TestDatabase } from '@x/testkit';
 import Fastify, { type FastifyInstance } from 'fastify';
 import pg from 'pg';
+// Relative import so benchmarks run by tsx use the sources too (vitest aliases resolve either way).
+import { createSyncService, oversyncFastifyPlugin, type SyncService } from '../../../src/server/index.js';
 import { CLIENT_TABLES, PG_BUSINESS_DDL } from './schema.js';
 
 export { CLIENT_TABLES, PG_BUSINESS_DDL, SQLITE_BUSINESS_DDL } from './schema.js';
@@ -19,8 +20,10 @@ export interface TestServerOptions {
   retainedBundlesPerUser?: number;
   watch?: boolean;
   heartbeatIntervalMs?: number;
-  /** Reuse an existing database (restart the server over the same data). */
-  database?: TestDatabase;
+  /** Use this database instead of a fresh one from the shared test cluster. */
+  database?: Pick<TestDatabase, 'url'>;
+  /** Create the business schema in `database` (always done for a fresh one). */
+  createSchema?: boolean;
   port?: number;
 }
 
@@ -30,7 +33,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   const tdb = opts.database ?? (await createTestDatabase({ prefix: 'oversync_client' }));
   const admin = new pg.Client({ connectionString: tdb.url });
   await admin.connect();
-  if (ownDb) await admin.query(PG_BUSINESS_DDL);
+  if (ownDb || opts.createSchema) await admin.query(PG_BUSINESS_DDL);
   const cluster = createCluster({ primary: tdb.url });
   const service = createSyncService({
     db: cluster,
@@ -75,7 +78,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       await service.close();
       await cluster.close();
       await admin.end();
-      if (ownDb) await tdb.drop();
+      if (ownDb) await (tdb as TestDatabase).drop();
     },
   };
 }

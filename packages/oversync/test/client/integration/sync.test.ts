@@ -114,7 +114,7 @@ describe('sync client against our server', () => {
       data: '00ff10',
       doc: { k: [1, '<&>'] },
     });
-    expect((srv?.created_at as Date).toISOString()).toBe('2026-03-24T18:42:11.000Z');
+    expect(new Date(srv?.created_at as Date).toISOString()).toBe('2026-03-24T18:42:11.000Z');
     const [file] = await server.query<{ id: string; data: string }>(
       `SELECT id::text AS id, encode(data, 'hex') AS data FROM business.files WHERE _sync_scope_id = $1`,
       [user],
@@ -133,8 +133,8 @@ describe('sync client against our server', () => {
       doc: '{"k":[1,"<&>"]}',
     });
     expect(Date.parse(String(t?.created_at))).toBe(Date.parse('2026-03-24T18:42:11Z'));
-    expect((t?.data as Buffer).toString('hex')).toBe('00ff10');
-    expect((rows(b.db, 'files')[0]?.data as Buffer).toString('hex')).toBe('deadbeef');
+    expect(Buffer.from(t?.data as Buffer).toString('hex')).toBe('00ff10');
+    expect(Buffer.from(rows(b.db, 'files')[0]?.data as Buffer).toString('hex')).toBe('deadbeef');
   });
 
   it('two devices of one user converge, including deletes and a later edit made during a push', async () => {

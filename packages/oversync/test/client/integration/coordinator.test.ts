@@ -1,0 +1,59 @@
+import { randomUUID } from 'node:crypto';
+import { createSyncClient } from '@x/oversync/client';
+import { type TempSqlite, tempSqlite } from '@x/testkit';
+import { createWriteCoordinator, type WriteCoordinator } from '@x/writecoordinator';
+import Database from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLIENT_TABLES, SQLITE_BUSINESS_DDL } from '../helpers/schema.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+
+let server: TestServer;
+let tmp: TempSqlite;
+let db: Database.Database;
+let coordinator: WriteCoordinator;
+
+beforeAll(async () => {
+  server = await startTestServer();
+  tmp = await tempSqlite('oversync-client-coord');
+  db = new Database(tmp.path);
+  db.exec(SQLITE_BUSINESS_DDL);
+  coordinator = createWriteCoordinator({ database: db });
+});
+afterAll(async () => {
+  await coordinator?.close();
+  db?.close();
+  await tmp?.cleanup();
+  await server?.close();
+});
+
+describe('a write coordinator as the writer', () => {
+  it('runs every client transaction through the coordinator and syncs app writes made through it', async () => {
+    const user = `u-${randomUUID()}`;
+    const client = createSyncClient({
+      writer: coordinator,
+      baseUrl: server.baseUrl,
+      token: user,
+      schema: 'business',
+      tables: CLIENT_TABLES,
+    });
+    const before = coordinator.seq;
+    await client.open();
+    await client.attach(user);
+    expect(coordinator.seq).toBeGreaterThan(before);
+    const id = randomUUID();
+    await coordinator.submit((d) =>
+      d.prepare(`INSERT INTO users(id, name) VALUES (?, 'via coordinator')`).run(id),
+    );
+    expect(await client.pendingStatus()).toMatchObject({ dirtyRows: 1 });
+    const seqBeforePush = coordinator.seq;
+    const r = await client.sync();
+    expect(r.push).toMatchObject({ outcome: 'committed', rowCount: 1 });
+    expect(coordinator.seq).toBeGreaterThan(seqBeforePush);
+    const srv = await server.query<{ name: string }>(
+      `SELECT name FROM business.users WHERE _sync_scope_id = $1`,
+      [user],
+    );
+    expect(srv).toEqual([{ name: 'via coordinator' }]);
+    await client.close();
+  });
+});
