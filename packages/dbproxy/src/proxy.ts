@@ -148,7 +148,8 @@ interface PrimaryState {
   server: RpcServer;
   heartbeat: NodeJS.Timeout;
   ring: CommitPublication[];
-  sources: Map<string, string>;
+  /** requestId → origin, for the change events of writes in flight. */
+  sources: Map<string, { source: string; method: string }>;
   unsubscribe: () => void;
   accepting: boolean;
 }
@@ -161,6 +162,9 @@ class MethodStats {
 }
 
 const DEADLINE = Symbol('deadline');
+
+/** Thrown inside a job that reached the writer after its deadline; rolled back, reported as EXPIRED. */
+class ExpiredAtRun extends Error {}
 
 function pidAlive(pid: number): boolean {
   try {
@@ -513,7 +517,6 @@ class Proxy_ implements DbProxy {
               },
             }),
       });
-      for (const [name, def] of Object.entries(o.writes)) coordinator.register(name, def.params, def.handler);
       const token = newToken();
       const endpoints = endpointsFor(this.#runtimeDir, this.#key, epoch);
       const state: PrimaryState = {
@@ -536,11 +539,14 @@ class Proxy_ implements DbProxy {
         const pub: CommitPublication = {
           seq: e.seq,
           epoch,
-          writes: e.jobs.map((j) => ({
-            method: j.method,
-            requestId: j.requestId,
-            sourceInstanceId: j.requestId === null ? null : (state.sources.get(j.requestId) ?? null),
-          })),
+          writes: e.jobs.map((j) => {
+            const origin = j.requestId === null ? undefined : state.sources.get(j.requestId);
+            return {
+              method: origin?.method ?? j.method,
+              requestId: j.requestId,
+              sourceInstanceId: origin?.source ?? null,
+            };
+          }),
         };
         state.ring.push(pub);
         if (state.ring.length > o.changesBufferSize)
@@ -676,6 +682,11 @@ class Proxy_ implements DbProxy {
     }
   }
 
+  /**
+   * Submits on the primary's coordinator. The job re-checks the deadline when it actually runs: the
+   * coordinator refuses a job still queued at its deadline, but one batched behind a long job would
+   * otherwise start late, after its caller has already been told TIMEOUT.
+   */
   async #submitLocal(
     state: PrimaryState,
     method: string,
@@ -686,10 +697,31 @@ class Proxy_ implements DbProxy {
     signal?: AbortSignal,
     durability?: 'normal' | 'full',
   ): Promise<WriteResultWire> {
-    state.sources.set(requestId, source);
+    const def = Object.hasOwn(this.options.writes, method) ? this.options.writes[method] : undefined;
+    if (def === undefined) {
+      throw wireError(
+        'METHOD_NOT_FOUND',
+        `no write method ${JSON.stringify(method).slice(0, 100)} is registered`,
+        {
+          details: { method },
+        },
+      );
+    }
+    const parsed = def.params.safeParse(params);
+    if (!parsed.success) {
+      throw wireError('INVALID_PARAMS', `invalid params for ${method}`, {
+        details: { method, issues: parsed.error.issues.map((i) => ({ path: i.path, message: i.message })) },
+      });
+    }
+    const value = parsed.data;
+    const handler = def.handler;
+    state.sources.set(requestId, { source, method });
     try {
       const r = await state.coordinator.submit<unknown>(
-        { method, params },
+        (db) => {
+          if (Date.now() >= deadline) throw new ExpiredAtRun();
+          return handler(db, value);
+        },
         {
           requestId,
           deadline,
@@ -699,6 +731,11 @@ class Proxy_ implements DbProxy {
       );
       return { value: r.value, seq: r.seq, replayed: r.replayed };
     } catch (e) {
+      if (isWriteCoordinatorError(e) && e.cause instanceof ExpiredAtRun) {
+        throw wireError('EXPIRED', 'the write reached the head of the queue after its deadline', {
+          details: { method },
+        });
+      }
       throw fromCoordinatorError(e, method);
     } finally {
       state.sources.delete(requestId);

@@ -1,0 +1,208 @@
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { tempDir } from '@x/testkit';
+import Database from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Dealer } from 'zeromq';
+import { createDbProxy, type DbProxy, isDbProxyError } from '../../src/index.js';
+import { migrate, writes } from '../fixtures/writes.js';
+
+interface Info {
+  endpoints: { rpc: string; pub: string };
+  epoch: number;
+  token: string;
+  dbPath: string;
+  pid: number;
+}
+
+/** The wire protocol seen from outside: a raw DEALER talking JSON-RPC 2.0 to a real primary. */
+describe('db.write over the wire', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let dbPath: string;
+  let runtimeDir: string;
+  let primary: DbProxy;
+  let secondary: DbProxy;
+  let info: Info;
+  let dealer: Dealer;
+  let nextId = 1;
+
+  const waiting = new Map<number | null, (r: Record<string, any>) => void>();
+  const readLoop = async (): Promise<void> => {
+    try {
+      for await (const [frame] of dealer) {
+        const r = JSON.parse(frame!.toString());
+        for (const x of Array.isArray(r) ? r : [r]) {
+          const w = waiting.get(x.id);
+          waiting.delete(x.id);
+          w?.(x);
+        }
+      }
+    } catch {}
+  };
+  const call = async (method: string, params: unknown): Promise<Record<string, any>> => {
+    const id = nextId++;
+    const p = new Promise<Record<string, any>>((resolve) => waiting.set(id, resolve));
+    await dealer.send(JSON.stringify({ jsonrpc: '2.0', id, method, params }));
+    const r = await p;
+    expect(r.id).toBe(id);
+    return r;
+  };
+  const meta = (over: Record<string, unknown> = {}) => ({
+    requestId: `r-${nextId}-${Math.random()}`,
+    sourceInstanceId: 'raw',
+    deadline: Date.now() + 5_000,
+    epoch: info.epoch,
+    dbPath: info.dbPath,
+    token: info.token,
+    ...over,
+  });
+  const rowsWithId = (id: string): number => {
+    const db = new Database(dbPath, { readonly: true });
+    try {
+      return (db.prepare('SELECT count(*) AS n FROM notes WHERE id = ?').get(id) as { n: number }).n;
+    } finally {
+      db.close();
+    }
+  };
+
+  beforeAll(async () => {
+    dir = await tempDir('dbproxy-protocol');
+    dbPath = join(dir.path, 'p.db');
+    runtimeDir = join(dir.path, 'run');
+    primary = createDbProxy({ databasePath: dbPath, runtimeDir, instanceId: 'prim', writes, migrate });
+    await primary.start();
+    expect(primary.role).toBe('primary');
+    secondary = createDbProxy({ databasePath: dbPath, runtimeDir, instanceId: 'sec', writes, migrate });
+    await secondary.start();
+    expect(secondary.role).toBe('secondary');
+    const infoFile = readdirSync(runtimeDir).find((f) => f.endsWith('.json'))!;
+    info = JSON.parse(readFileSync(join(runtimeDir, infoFile), 'utf8')) as Info;
+    dealer = new Dealer({ linger: 0 });
+    dealer.connect(info.endpoints.rpc);
+    void readLoop();
+  });
+
+  afterAll(async () => {
+    dealer?.close();
+    await secondary?.close();
+    await primary?.close();
+    await dir?.cleanup();
+  });
+
+  it('publishes its info 0600 in a 0700 runtime dir, with ipc:// endpoints inside it', () => {
+    expect(statSync(runtimeDir).mode & 0o777).toBe(0o700);
+    const infoFile = readdirSync(runtimeDir).find((f) => f.endsWith('.json'))!;
+    expect(statSync(join(runtimeDir, infoFile)).mode & 0o777).toBe(0o600);
+    expect(info.endpoints.rpc.startsWith(`ipc://${runtimeDir}/`)).toBe(true);
+    expect(info.endpoints.pub.startsWith(`ipc://${runtimeDir}/`)).toBe(true);
+    expect(info.pid).toBe(process.pid);
+    expect(info.epoch).toBe(1);
+  });
+
+  it('applies a well-formed write and replays it for the same requestId', async () => {
+    const m = meta({ requestId: 'same-id' });
+    const a = await call('db.write', { meta: m, method: 'insertNote', params: { id: 'w1', writer: 'raw' } });
+    expect(a.result.replayed).toBe(false);
+    const b = await call('db.write', { meta: m, method: 'insertNote', params: { id: 'w1', writer: 'raw' } });
+    expect(b.result).toEqual({ ...a.result, replayed: true });
+    expect(rowsWithId('w1')).toBe(1);
+  });
+
+  it('answers INVALID_PARAMS (-32602) for bad params and writes nothing', async () => {
+    const r = await call('db.write', { meta: meta(), method: 'insertNote', params: { id: 42 } });
+    expect(r.error.code).toBe(-32602);
+    expect(r.error.data).toMatchObject({ code: 'INVALID_PARAMS', retryable: false, applied: 'no' });
+    const bad = await call('db.write', { meta: { nope: 1 }, method: 'insertNote', params: {} });
+    expect(bad.error.data.code).toBe('INVALID_PARAMS');
+    expect(rowsWithId('42')).toBe(0);
+  });
+
+  it('answers METHOD_NOT_FOUND (-32601) for an unknown write method and an unknown RPC method', async () => {
+    const r = await call('db.write', { meta: meta(), method: 'dropEverything', params: {} });
+    expect(r.error.code).toBe(-32601);
+    expect(r.error.data).toMatchObject({ code: 'METHOD_NOT_FOUND', applied: 'no' });
+    const r2 = await call('db.explode', {});
+    expect(r2.error.code).toBe(-32601);
+    expect(r2.error.data.code).toBe('METHOD_NOT_FOUND');
+  });
+
+  it('refuses a forged token, a wrong database path and a stale epoch (WRONG_PRIMARY, not applied)', async () => {
+    for (const over of [
+      { token: 'x'.repeat(43) },
+      {
+        token:
+          `${info.token.slice(0, -1)}A` === info.token
+            ? `${info.token.slice(0, -1)}B`
+            : `${info.token.slice(0, -1)}A`,
+      },
+      { dbPath: '/elsewhere/other.db' },
+      { epoch: info.epoch + 1 },
+    ]) {
+      const id = `forged-${Math.random()}`;
+      const r = await call('db.write', {
+        meta: meta(over),
+        method: 'insertNote',
+        params: { id, writer: 'evil' },
+      });
+      expect(r.error.data).toMatchObject({ code: 'WRONG_PRIMARY', applied: 'no' });
+      expect(rowsWithId(id)).toBe(0);
+    }
+    const ping = await call('db.ping', { meta: { ...meta(), token: 'forged-token-forged-token' } });
+    expect(ping.error.data.code).toBe('WRONG_PRIMARY');
+  });
+
+  it('refuses an expired deadline with EXPIRED and does not apply it', async () => {
+    const r = await call('db.write', {
+      meta: meta({ deadline: Date.now() - 1 }),
+      method: 'insertNote',
+      params: { id: 'late', writer: 'raw' },
+    });
+    expect(r.error.data).toMatchObject({ code: 'EXPIRED', applied: 'no', retryable: true });
+    expect(rowsWithId('late')).toBe(0);
+  });
+
+  it('expires a write whose deadline passes while it waits behind a long job', async () => {
+    const slow = call('db.write', { meta: meta(), method: 'slowInsert', params: { id: 'slow-1', ms: 300 } });
+    const queued = call('db.write', {
+      meta: meta({ deadline: Date.now() + 100 }),
+      method: 'insertNote',
+      params: { id: 'queued-late', writer: 'raw' },
+    });
+    const [a, b] = [await slow, await queued];
+    expect(a.result).toBeDefined();
+    expect(b.error.data).toMatchObject({ code: 'EXPIRED', applied: 'no' });
+    expect(rowsWithId('queued-late')).toBe(0);
+  });
+
+  it('answers a parse error with id null and keeps serving', async () => {
+    const p = new Promise<Record<string, any>>((resolve) => waiting.set(null, resolve));
+    await dealer.send('{not json');
+    const r = await p;
+    expect(r).toMatchObject({ id: null, error: { code: -32700 } });
+    const ok = await call('db.ping', { meta: meta() });
+    expect(ok.result.epoch).toBe(info.epoch);
+  });
+
+  it('rebuilds typed errors on the secondary: CONFLICT, METHOD_NOT_FOUND, INVALID_PARAMS', async () => {
+    await secondary.write('insertUnique', { k: 'u1' });
+    const e1 = await secondary.write('insertUnique', { k: 'u1' }).catch((e) => e);
+    expect(isDbProxyError(e1)).toBe(true);
+    expect(e1).toMatchObject({ code: 'DBPROXY_CONFLICT', applied: 'no', retryable: false });
+    expect(e1.details.sqliteCode).toBe('SQLITE_CONSTRAINT_PRIMARYKEY');
+    const e2 = await secondary.write('nope', {}).catch((e) => e);
+    expect(e2).toMatchObject({ code: 'DBPROXY_METHOD_NOT_FOUND', applied: 'no' });
+    const e3 = await secondary.write('insertNote', { id: 7 }).catch((e) => e);
+    expect(e3).toMatchObject({ code: 'DBPROXY_INVALID_PARAMS', applied: 'no' });
+  });
+
+  it('serves many requests in flight from one secondary, each matched to its caller', async () => {
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        secondary.write<{ rowid: number }>('insertNote', { id: `par-${i}`, writer: 'sec' }),
+      ),
+    );
+    const rowids = new Set(results.map((r) => r.value.rowid));
+    expect(rowids.size).toBe(200);
+    for (let i = 0; i < 200; i += 37) expect(rowsWithId(`par-${i}`)).toBe(1);
+  });
+});
