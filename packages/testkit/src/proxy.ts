@@ -1,4 +1,6 @@
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { z } from 'zod';
+import { parseOptions } from './internal/options.js';
 
 export interface TcpProxy {
   readonly host: string;
@@ -25,6 +27,11 @@ function hardClose(socket: Socket): void {
 
 /** A TCP proxy on 127.0.0.1 (a free port) in front of `target`, for latency, black-hole and cut faults. */
 export async function createTcpProxy(target: { host: string; port: number }): Promise<TcpProxy> {
+  parseOptions(
+    z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535) }),
+    target,
+    'createTcpProxy target',
+  );
   let delayMs = 0;
   let dropping = false;
   const pairs = new Set<[Socket, Socket]>();

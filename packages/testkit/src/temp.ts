@@ -1,8 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TestkitError } from './errors.js';
+import { z } from 'zod';
 import { trackDir, untrackDir } from './internal/exit.js';
+import { parseOptions } from './internal/options.js';
 
 export interface TempDir {
   readonly path: string;
@@ -25,11 +26,7 @@ export const DEFAULT_SQLITE_NAME = 'db.sqlite';
 
 /** A fresh directory under the OS temp dir, removed by cleanup() (or when the process exits). */
 export async function tempDir(prefix: string = DEFAULT_TEMP_PREFIX): Promise<TempDir> {
-  if (!/^[\w.-]{1,40}$/.test(prefix)) {
-    throw new TestkitError('TESTKIT_INVALID_OPTIONS', 'tempDir prefix must be 1..40 of [A-Za-z0-9_.-]', {
-      details: { prefix },
-    });
-  }
+  parseOptions(z.string().regex(/^[\w.-]{1,40}$/, '1..40 of [A-Za-z0-9_.-]'), prefix, 'tempDir prefix');
   const path = await mkdtemp(join(tmpdir(), `x-testkit-${prefix}-`));
   trackDir(path);
   let cleaning: Promise<void> | undefined;
@@ -42,11 +39,7 @@ export async function tempDir(prefix: string = DEFAULT_TEMP_PREFIX): Promise<Tem
 
 /** A database file path in a fresh temp directory; cleanup() removes it with its side files. */
 export async function tempSqlite(name: string = DEFAULT_SQLITE_NAME): Promise<TempSqlite> {
-  if (!/^[\w.-]{1,100}$/.test(name)) {
-    throw new TestkitError('TESTKIT_INVALID_OPTIONS', 'tempSqlite name must be a plain file name', {
-      details: { name },
-    });
-  }
+  parseOptions(z.string().regex(/^[\w.-]{1,100}$/, 'a plain file name'), name, 'tempSqlite name');
   const dir = await tempDir('sqlite');
   return Object.freeze({
     dir: dir.path,

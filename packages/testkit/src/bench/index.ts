@@ -7,7 +7,9 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { z } from 'zod';
 import { TestkitError } from '../errors.js';
+import { parseOptions } from '../internal/options.js';
 
 export interface BenchResult {
   name: string;
@@ -149,6 +151,11 @@ export async function reportBench(packageDir: string, results: BenchResult[]): P
   process.stdout.write(`\n${packageDir}\n${formatBenchTable(records)}\n`);
 }
 
+const throughputOptions = z.strictObject({
+  durationMs: z.number().positive().default(DEFAULT_THROUGHPUT_DURATION_MS),
+  concurrency: z.number().int().min(1).default(DEFAULT_THROUGHPUT_CONCURRENCY),
+});
+
 /**
  * Calls `fn` back to back from `concurrency` loops for `durationMs` and counts completed calls.
  * A call that throws fails the measurement.
@@ -157,17 +164,7 @@ export async function measureThroughput(
   fn: () => Promise<void> | void,
   opts: { durationMs?: number; concurrency?: number } = {},
 ): Promise<{ ops: number; perSecond: number }> {
-  const durationMs = opts.durationMs ?? DEFAULT_THROUGHPUT_DURATION_MS;
-  const concurrency = opts.concurrency ?? DEFAULT_THROUGHPUT_CONCURRENCY;
-  if (!(durationMs > 0) || !Number.isInteger(concurrency) || concurrency < 1) {
-    throw new TestkitError(
-      'TESTKIT_INVALID_OPTIONS',
-      'durationMs must be > 0 and concurrency an integer >= 1',
-      {
-        details: { durationMs, concurrency },
-      },
-    );
-  }
+  const { durationMs, concurrency } = parseOptions(throughputOptions, opts, 'measureThroughput');
   let ops = 0;
   const start = performance.now();
   const deadline = start + durationMs;

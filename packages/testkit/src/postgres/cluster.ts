@@ -4,10 +4,12 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { z } from 'zod';
 import { TestkitError } from '../errors.js';
 import { throwIfAborted } from '../internal/abort.js';
 import { trackDir, untrackDir } from '../internal/exit.js';
 import { chownTree, copyTree, type RunAs } from '../internal/fs.js';
+import { parseOptions } from '../internal/options.js';
 import { freePort } from '../internal/ports.js';
 import { pgBinaries, pgRunAs } from './binaries.js';
 import {
@@ -58,15 +60,12 @@ export function externalReplicaUrls(env: NodeJS.ProcessEnv = process.env): strin
     .filter((s) => s.length > 0);
 }
 
-function validate(opts: StartPostgresOptions): { replicas: number } {
-  const replicas = opts.replicas ?? DEFAULT_REPLICAS;
-  if (!Number.isInteger(replicas) || replicas < 0 || replicas > MAX_REPLICAS) {
-    throw new TestkitError('TESTKIT_INVALID_OPTIONS', `replicas must be an integer 0..${MAX_REPLICAS}`, {
-      details: { replicas },
-    });
-  }
-  return { replicas };
-}
+const startPostgresOptions = z.strictObject({
+  replicas: z.number().int().min(0).max(MAX_REPLICAS).default(DEFAULT_REPLICAS),
+  signal: z.instanceof(AbortSignal).optional(),
+  embedded: z.boolean().default(false),
+  settings: z.record(z.string().regex(/^[a-z_][a-z0-9_.]*$/), z.string()).default({}),
+});
 
 /**
  * Starts a PostgreSQL primary and `replicas` physical streaming replicas, each on a free port in a
@@ -74,10 +73,10 @@ function validate(opts: StartPostgresOptions): { replicas: number } {
  * the replicas listed in DATABASE_REPLICA_URLS.
  */
 export async function startPostgres(opts: StartPostgresOptions = {}): Promise<PgCluster> {
-  const { replicas } = validate(opts);
-  throwIfAborted(opts.signal);
+  const { replicas, embedded, settings, signal } = parseOptions(startPostgresOptions, opts, 'startPostgres');
+  throwIfAborted(signal);
   const databaseUrl = process.env.DATABASE_URL;
-  if (databaseUrl && !opts.embedded) {
+  if (databaseUrl && !embedded) {
     const urls = externalReplicaUrls();
     if (urls.length < replicas) {
       throw new TestkitError(
@@ -93,7 +92,7 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Pg
       undefined,
     );
   }
-  return startEmbedded(replicas, { ...DEFAULT_POSTGRES_SETTINGS, ...opts.settings }, opts.signal);
+  return startEmbedded(replicas, { ...DEFAULT_POSTGRES_SETTINGS, ...settings }, signal);
 }
 
 class Cluster implements PgCluster {

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { TestkitError } from '../errors.js';
+import { z } from 'zod';
+import { parseOptions } from '../internal/options.js';
 import { externalReplicaUrls, type PgCluster, startPostgres, waitForReplay } from './cluster.js';
 import { quoteIdent, urlWithDatabase, withClient } from './sql.js';
 
@@ -139,26 +140,32 @@ export interface CreateTestDatabaseOptions {
   signal?: AbortSignal;
 }
 
+const createTestDatabaseOptions = z.strictObject({
+  // Any text; lower-cased, other characters than letters, digits and _ become _.
+  prefix: z
+    .string()
+    .min(1)
+    .max(40)
+    .transform((p) => p.toLowerCase().replace(/[^a-z0-9_]/g, '_'))
+    .default(DEFAULT_TEST_DATABASE_PREFIX),
+  signal: z.instanceof(AbortSignal).optional(),
+});
+
 /**
  * A fresh database on the shared cluster, cloned from the template; it is on every replica when
  * this resolves. Drop it when the test file is done (`afterAll(() => db.drop())` or `await using`).
  */
 export async function createTestDatabase(opts: CreateTestDatabaseOptions = {}): Promise<TestDatabase> {
-  const prefix = (opts.prefix ?? DEFAULT_TEST_DATABASE_PREFIX).toLowerCase().replace(/[^a-z0-9_]/g, '_');
-  if (prefix.length === 0 || prefix.length > 40) {
-    throw new TestkitError('TESTKIT_INVALID_OPTIONS', 'prefix must be 1..40 characters', {
-      details: { prefix },
-    });
-  }
+  const { prefix, signal } = parseOptions(createTestDatabaseOptions, opts, 'createTestDatabase');
   const ctx = await sharedPostgres();
   const name = `${prefix}_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
   await withClient(
     ctx.primaryUrl,
     (c) => c.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE ${quoteIdent(ctx.template)}`),
-    { signal: opts.signal },
+    { signal },
   );
   const replicas = ctx.replicaUrls.map((url, i) => ({ name: `replica${i + 1}`, url }));
-  await waitForReplay(ctx.primaryUrl, replicas, DEFAULT_REPLICA_WAIT_MS, opts.signal);
+  await waitForReplay(ctx.primaryUrl, replicas, DEFAULT_REPLICA_WAIT_MS, signal);
   let dropping: Promise<void> | undefined;
   const drop = () => {
     dropping ??= withClient(ctx.primaryUrl, async (c) => {

@@ -1,0 +1,28 @@
+import { describe, expect, it } from 'vitest';
+import { measureThroughput } from '../../src/bench/index.js';
+import { createTcpProxy, createTestDatabase, startPostgres, tempDir } from '../../src/index.js';
+
+const invalid = { code: 'TESTKIT_INVALID_OPTIONS' };
+
+describe('options are validated before anything starts', () => {
+  it('startPostgres', async () => {
+    await expect(startPostgres({ replicas: 1.5 })).rejects.toMatchObject(invalid);
+    await expect(startPostgres({ replicas: 9 })).rejects.toMatchObject(invalid);
+    await expect(startPostgres({ settings: { 'bad name': '1' } })).rejects.toMatchObject(invalid);
+    await expect(startPostgres({ nope: true } as never)).rejects.toMatchObject({
+      ...invalid,
+      details: { issues: [expect.objectContaining({ path: '' })] },
+    });
+  });
+
+  it('createTestDatabase', async () => {
+    await expect(createTestDatabase({ prefix: '' })).rejects.toMatchObject(invalid);
+    await expect(createTestDatabase({ prefix: 'x'.repeat(41) })).rejects.toMatchObject(invalid);
+  });
+
+  it('createTcpProxy, tempDir, measureThroughput', async () => {
+    await expect(createTcpProxy({ host: '127.0.0.1', port: 0 })).rejects.toMatchObject(invalid);
+    await expect(tempDir('a/b')).rejects.toMatchObject(invalid);
+    await expect(measureThroughput(() => undefined, { concurrency: 0 })).rejects.toMatchObject(invalid);
+  });
+});
