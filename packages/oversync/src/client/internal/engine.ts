@@ -1108,29 +1108,33 @@ export class SyncEngine {
       stmt(db, `DELETE FROM _sync_dirty_rows`).run();
       stmt(db, `DELETE FROM _sync_push_stage`).run();
       clearOutbox(db);
-      const it = stmt(
-        db,
-        `SELECT table_name, key_json, row_version, payload FROM _sync_snapshot_stage WHERE snapshot_id = ? ORDER BY row_ordinal`,
-      ).iterate(sid) as IterableIterator<{
-        table_name: string;
-        key_json: string;
-        row_version: number;
-        payload: string;
-      }>;
       const insRs = stmt(
         db,
         `INSERT INTO _sync_row_state(schema_name, table_name, key_json, row_version, deleted) VALUES (?, ?, ?, ?, 0)
          ON CONFLICT(schema_name, table_name, key_json) DO UPDATE SET row_version = excluded.row_version, deleted = 0`,
       );
+      // Page through the stage (a statement cannot write while another iterates): bounded memory.
+      const page = stmt(
+        db,
+        `SELECT row_ordinal, table_name, key_json, row_version, payload FROM _sync_snapshot_stage
+         WHERE snapshot_id = ? AND row_ordinal > ? ORDER BY row_ordinal LIMIT 2000`,
+      );
       let n = 0;
-      const staged: Array<{ table: string; keyJson: string; version: number; payload: string }> = [];
-      for (const r of it)
-        staged.push({ table: r.table_name, keyJson: r.key_json, version: r.row_version, payload: r.payload });
-      for (const r of staged) {
-        const ops = this.tableOps(r.table);
-        ops.upsertWire(db, JSON.parse(r.payload) as unknown);
-        insRs.run(schema, r.table, r.keyJson, r.version);
-        n++;
+      for (let after = 0; ; ) {
+        const staged = page.all(sid, after) as Array<{
+          row_ordinal: number;
+          table_name: string;
+          key_json: string;
+          row_version: number;
+          payload: string;
+        }>;
+        if (staged.length === 0) break;
+        for (const r of staged) {
+          this.tableOps(r.table_name).upsertWire(db, JSON.parse(r.payload) as unknown);
+          insRs.run(schema, r.table_name, r.key_json, r.row_version);
+          n++;
+        }
+        after = Number(staged[staged.length - 1]?.row_ordinal);
       }
       if (n !== rowCount)
         throw protocolError('staged snapshot row count does not match', { expected: rowCount, got: n });
