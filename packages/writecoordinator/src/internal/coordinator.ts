@@ -95,7 +95,8 @@ export class Coordinator implements WriteCoordinator {
   #seq: number;
   #depth = 0; // live jobs in #queue
   #waiting = 0; // live jobs in #waiters
-  #scheduled: NodeJS.Immediate | NodeJS.Timeout | null = null;
+  #scheduled: NodeJS.Immediate | null = null;
+  #delayed: NodeJS.Timeout | null = null;
   #closing = false;
   #closed: Promise<void> | null = null;
   #finishClose: (() => void) | null = null;
@@ -383,13 +384,21 @@ export class Coordinator implements WriteCoordinator {
     j.reject(e);
   }
 
-  #schedule(): void {
+  #schedule(now = false): void {
     if (this.#scheduled !== null) return;
     const delay = this.options.maxBatchDelayMs;
-    if (delay === 0 || this.#closing || this.#depth >= this.options.maxBatchSize) {
+    if (now || delay === 0 || this.#closing || this.#depth >= this.options.maxBatchSize) {
+      if (this.#delayed !== null) {
+        clearTimeout(this.#delayed);
+        this.#delayed = null;
+      }
       this.#scheduled = setImmediate(this.#tick);
-    } else {
-      this.#scheduled = setTimeout(this.#tick, delay);
+    } else if (this.#delayed === null) {
+      // Wait up to maxBatchDelayMs for more jobs; a full batch or close() runs it at once.
+      this.#delayed = setTimeout(() => {
+        this.#delayed = null;
+        this.#schedule(true);
+      }, delay);
     }
   }
 
@@ -398,7 +407,8 @@ export class Coordinator implements WriteCoordinator {
     this.#scheduled = null;
     const batch = this.#takeBatch();
     if (batch.length > 0) this.#runBatch(batch);
-    if (this.#depth > 0) this.#schedule();
+    // Jobs left over have waited already: the next batch runs on the next turn.
+    if (this.#depth > 0) this.#schedule(true);
     else this.#checkDrained();
   };
 
@@ -822,9 +832,12 @@ export class Coordinator implements WriteCoordinator {
     if (!this.#closing || this.#depth > 0 || this.#finishClose === null) return;
     if (this.#drainTimer !== null) clearTimeout(this.#drainTimer);
     if (this.#scheduled !== null) {
-      clearImmediate(this.#scheduled as NodeJS.Immediate);
-      clearTimeout(this.#scheduled as NodeJS.Timeout);
+      clearImmediate(this.#scheduled);
       this.#scheduled = null;
+    }
+    if (this.#delayed !== null) {
+      clearTimeout(this.#delayed);
+      this.#delayed = null;
     }
     const finish = this.#finishClose;
     this.#finishClose = null;
