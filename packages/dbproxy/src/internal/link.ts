@@ -15,6 +15,8 @@ import {
 import { CoalescingSender } from './async.js';
 import type { PrimaryInfo } from './runtime-dir.js';
 
+export const BYE_REASON = 'primary shut down';
+
 /** The link to a primary went down with the request outstanding: it may or may not have been applied. */
 export class LinkDownError extends Error {
   override readonly name = 'LinkDownError';
@@ -94,6 +96,11 @@ export class Link {
       },
       (e) => this.markDown(`send failed: ${(e as Error).message}`),
     );
+  }
+
+  /** Why the link went down, or null while it is up. */
+  get downReason(): string | null {
+    return this.#down;
   }
 
   get isDown(): boolean {
@@ -191,7 +198,7 @@ export class Link {
         }
         if (topic === TOPIC_HEARTBEAT) this.#events.onHeartbeat(payload as HeartbeatPublication);
         else if (topic === TOPIC_COMMIT) this.#events.onCommit(payload as CommitPublication);
-        else if (topic === TOPIC_BYE) this.markDown('primary shut down');
+        else if (topic === TOPIC_BYE) this.markDown(BYE_REASON);
       }
     } catch (e) {
       if (this.#down === null) this.#log.debug({ err: e }, 'dbproxy: subscription loop ended');

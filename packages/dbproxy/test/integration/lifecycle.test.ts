@@ -1,0 +1,186 @@
+import { join } from 'node:path';
+import { tempDir } from '@x/testkit';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { type ChangeEvent, createDbProxy, type DbProxy, type RoleChange } from '../../src/index.js';
+import { migrate, writes } from '../fixtures/writes.js';
+
+/** Several proxies in one process still elect through the OS lock and talk over real ipc:// sockets. */
+describe('proxy lifecycle, reads, changes and cancellation', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let proxies: DbProxy[];
+  const make = (id: string, extra: Record<string, unknown> = {}): DbProxy => {
+    const p = createDbProxy({
+      databasePath: join(dir.path, 'l.db'),
+      runtimeDir: join(dir.path, 'run'),
+      instanceId: id,
+      writes,
+      migrate,
+      ...extra,
+    });
+    proxies.push(p);
+    return p;
+  };
+
+  beforeEach(async () => {
+    dir = await tempDir('dbproxy-life');
+    proxies = [];
+  });
+  afterEach(async () => {
+    for (const p of proxies.reverse()) await p.close();
+    await dir.cleanup();
+  });
+
+  it('elects exactly one primary among proxies started at once', async () => {
+    const ps = Array.from({ length: 5 }, (_, i) => make(`p${i}`));
+    await Promise.all(ps.map((p) => p.start()));
+    expect(ps.filter((p) => p.role === 'primary')).toHaveLength(1);
+    expect(ps.filter((p) => p.role === 'secondary')).toHaveLength(4);
+  });
+
+  it('reads its own writes by default, and another process waits for minSeq', async () => {
+    const a = make('a');
+    await a.start();
+    const b = make('b');
+    const c = make('c');
+    await Promise.all([b.start(), c.start()]);
+    const w = await b.write<{ rowid: number }>('insertNote', { id: 'ryw', writer: 'b' });
+    expect(w.seq).toBeGreaterThan(0);
+    expect(b.lastWriteSeq).toBe(w.seq);
+    const n = await b.read((db) => db.prepare("SELECT count(*) AS n FROM notes WHERE id = 'ryw'").get());
+    expect(n).toEqual({ n: 1 });
+    // c never wrote; with the token (seq) from b it sees b's write
+    const seen = await c.read((db) => db.prepare("SELECT writer FROM notes WHERE id = 'ryw'").get(), {
+      minSeq: w.seq,
+    });
+    expect(seen).toEqual({ writer: 'b' });
+    // a minSeq from the future times out with TIMEOUT
+    const e = await c.read(() => 1, { minSeq: w.seq + 1000, timeoutMs: 50 }).catch((x) => x);
+    expect(e).toMatchObject({ code: 'DBPROXY_TIMEOUT' });
+  });
+
+  it('publishes one change per committed write with its source, in seq order, on every process', async () => {
+    const a = make('a');
+    await a.start();
+    const b = make('b');
+    await b.start();
+    await b.write('insertNote', { id: 'warm', writer: 'b' }); // b is linked
+    const ac = new AbortController();
+    const seen: ChangeEvent[] = [];
+    const collect = (async () => {
+      for await (const e of b.changes({ signal: ac.signal })) {
+        seen.push(e);
+        if (seen.length === 4) break;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 100)); // let the SUB join
+    await a.write('insertNote', { id: 'c1', writer: 'a' }, { requestId: 'req-c1' });
+    await b.write('insertNote', { id: 'c2', writer: 'b' }, { requestId: 'req-c2' });
+    await Promise.all([
+      a.write('insertNote', { id: 'c3', writer: 'a' }, { requestId: 'req-c3' }),
+      b.write('insertNote', { id: 'c4', writer: 'b' }, { requestId: 'req-c4' }),
+    ]);
+    await collect;
+    expect(seen.map((e) => e.type)).toEqual(['write', 'write', 'write', 'write']);
+    const writes_ = seen.filter((e) => e.type === 'write');
+    expect(writes_.map((e) => e.requestId).sort()).toEqual(['req-c1', 'req-c2', 'req-c3', 'req-c4']);
+    expect(writes_.find((e) => e.requestId === 'req-c1')).toMatchObject({
+      sourceInstanceId: 'a',
+      method: 'insertNote',
+    });
+    expect(writes_.find((e) => e.requestId === 'req-c2')).toMatchObject({ sourceInstanceId: 'b', epoch: 1 });
+    for (let i = 1; i < writes_.length; i++)
+      expect(writes_[i]!.seq).toBeGreaterThanOrEqual(writes_[i - 1]!.seq);
+  });
+
+  it('turns a consumer that falls behind into a gap event instead of unbounded buffering', async () => {
+    const a = make('a', { changesBufferSize: 2 });
+    await a.start();
+    const it_ = a.changes()[Symbol.asyncIterator]();
+    for (let i = 0; i < 5; i++) await a.write('insertNote', { id: `g${i}`, writer: 'a' });
+    const first = (await it_.next()).value as ChangeEvent;
+    expect(first.type).toBe('gap');
+    if (first.type === 'gap') expect(first.toSeq - first.afterSeq).toBeGreaterThanOrEqual(3);
+    await it_.return?.();
+  });
+
+  it('hands over on close: the primary drains, says bye, a secondary promotes at the next epoch', async () => {
+    const a = make('a');
+    await a.start();
+    const b = make('b');
+    await b.start();
+    const changes: RoleChange[] = [];
+    b.onRoleChange((e) => changes.push(e));
+    await b.write('insertNote', { id: 'before', writer: 'b' });
+    const pending = b.write('insertNote', { id: 'during', writer: 'b' }, { requestId: 'during-1' });
+    await a.close();
+    await pending;
+    const after = await b.write('insertNote', { id: 'after', writer: 'b' });
+    expect(b.role).toBe('primary');
+    expect(b.epoch).toBe(2);
+    expect(changes.map((c) => c.role)).toContain('primary');
+    const rows = await b.read(
+      (db) => db.prepare("SELECT id FROM notes WHERE writer = 'b' ORDER BY rowid").all(),
+      {
+        minSeq: after.seq,
+      },
+    );
+    expect(rows).toEqual([{ id: 'before' }, { id: 'during' }, { id: 'after' }]);
+    expect(b.metrics()).toMatchObject({ role: 'primary', promotions: 1, failovers: 1 });
+  });
+
+  it('close is idempotent and later calls fail with DBPROXY_CLOSED', async () => {
+    const a = make('a');
+    await a.start();
+    await Promise.all([a.close(), a.close()]);
+    expect(a.role).toBe('closed');
+    await expect(a.write('insertNote', { id: 'x', writer: 'a' })).rejects.toMatchObject({
+      code: 'DBPROXY_CLOSED',
+    });
+    await expect(a.read(() => 1)).rejects.toMatchObject({ code: 'DBPROXY_CLOSED' });
+    // the lock is free again
+    const b = make('b');
+    await b.start();
+    expect(b.role).toBe('primary');
+    expect(b.epoch).toBe(2);
+  });
+
+  it('honours an abort signal: before the call, and while waiting for a primary that does not exist', async () => {
+    const a = make('a');
+    await a.start();
+    const reason = new Error('stop');
+    await expect(
+      a.write('insertNote', { id: 'x', writer: 'a' }, { signal: AbortSignal.abort(reason) }),
+    ).rejects.toBe(reason);
+    // A secondary whose primary's info points nowhere waits; the abort ends the wait.
+    const b = make('b');
+    await b.start();
+    await a.close();
+    while (b.role !== 'primary') await new Promise((r) => setTimeout(r, 10));
+    const c = make('c', { runtimeDir: join(dir.path, 'other-run') });
+    await c.start();
+    expect(c.role).toBe('secondary'); // b holds the lock; c looks in another runtime dir and finds nobody
+    const ac = new AbortController();
+    const w = c.write('insertNote', { id: 'y', writer: 'c' }, { signal: ac.signal });
+    setTimeout(() => ac.abort(reason), 50);
+    await expect(w).rejects.toBe(reason);
+    const t = await c.write('insertNote', { id: 'z', writer: 'c' }, { timeoutMs: 100 }).catch((e) => e);
+    expect(t).toMatchObject({ code: 'DBPROXY_TIMEOUT', applied: 'no', retryable: true });
+  });
+
+  it('reports per-method metrics and validates options', async () => {
+    const a = make('a');
+    await a.start();
+    await a.write('insertNote', { id: 'm1', writer: 'a' });
+    await a.write('insertUnique', { k: 'k' });
+    await a.write('insertUnique', { k: 'k' }).catch(() => {});
+    const m = a.metrics();
+    expect(m.methods['insertNote']).toMatchObject({ count: 1, ok: 1 });
+    expect(m.methods['insertUnique']).toMatchObject({ count: 2, ok: 1, errors: { DBPROXY_CONFLICT: 1 } });
+    expect(m.coordinator?.seq).toBeGreaterThan(0);
+    expect(() => createDbProxy({ databasePath: '', writes } as never)).toThrowError(
+      expect.objectContaining({ code: 'DBPROXY_INVALID_OPTIONS' }),
+    );
+    expect(Object.isFrozen(a.options)).toBe(true);
+    expect(a.options.timeouts.defaultMs).toBe(5_000);
+  });
+});
