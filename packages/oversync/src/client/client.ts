@@ -385,8 +385,10 @@ class SyncClientImpl implements SyncClient {
         `${name}: a remote replace is pending; attach() again`,
       );
     }
-    if (att.rebuildRequired && !allowRecovery) {
-      throw new ClientError('OVERSYNC_CLIENT_REBUILD_REQUIRED', `${name}: rebuild required; call rebuild()`);
+    if (att.rebuildRequired && !allowRecovery && !this.#downloadsPaused) {
+      // An earlier rebuild was interrupted: finish it first (the reference client fails with
+      // RebuildRequired until the app calls Rebuild; a frozen outbox could then never drain).
+      await this.#keepSourceRebuild(this.#requireOpen(name), 'recover', signal);
     }
   }
 
@@ -731,10 +733,7 @@ class SyncClientImpl implements SyncClient {
           const engine = await this.#requireConnected('rebuild', signal);
           await this.#gates('rebuild', signal, true);
           if (this.#downloadsPaused) return { outcome: 'skipped_paused' } as const;
-          const { op, outbox } = await this.#runner.tx(
-            (db) => ({ op: readOperation(db), outbox: readOutbox(db) }),
-            signal,
-          );
+          const op = await this.#runner.tx((db) => readOperation(db), signal);
           if (op.kind === 'source_recovery') {
             let next = op.replacementSourceId;
             if (!next) {
@@ -754,19 +753,34 @@ class SyncClientImpl implements SyncClient {
               signal,
             );
           }
-          if (outbox.state !== 'none') {
-            throw new ClientError(
-              'OVERSYNC_CLIENT_PENDING_PUSH_REPLAY',
-              'a frozen push must be replayed first: pushPending()',
-              {
-                details: { outboundCount: outbox.rowCount },
-              },
-            );
-          }
-          return engine.rebuild({ phase: 'hydrate', preserve: 'keep-base' }, signal);
+          return this.#keepSourceRebuild(engine, 'hydrate', signal);
         }),
       signal,
     );
+  }
+
+  /**
+   * Keep-source rebuild that loses nothing: a committed outbox is dropped (the snapshot holds it)
+   * and the source floor moves past it; an uncommitted outbox and dirty rows are carried over.
+   */
+  async #keepSourceRebuild(
+    engine: SyncEngine,
+    phase: 'hydrate' | 'recover',
+    signal?: AbortSignal,
+  ): Promise<RebuildReport> {
+    const outbox = await this.#runner.tx((db) => readOutbox(db), signal);
+    if (outbox.state === 'committed_remote') {
+      return engine.rebuild(
+        {
+          phase,
+          preserve: 'rebase',
+          dropCommittedOutbox: true,
+          advanceSourceFloor: outbox.sourceBundleId + 1,
+        },
+        signal,
+      );
+    }
+    return engine.rebuild({ phase, preserve: 'keep-base' }, signal);
   }
 
   pauseUploads(): void {

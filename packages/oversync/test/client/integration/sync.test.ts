@@ -279,6 +279,50 @@ describe('sync client against our server', () => {
     expect(snapshot(b.db)).toEqual(snapshot(a.db));
   });
 
+  it('a committed push whose replay was pruned is recovered by a snapshot; later local edits survive', async () => {
+    const user = `u-${randomUUID()}`;
+    let failFetch = false;
+    const a = device(user, {
+      fetch: (u: string, i: RequestInit) =>
+        failFetch && u.includes('/sync/committed-bundles/')
+          ? Promise.reject(new TypeError('fetch failed: socket hang up'))
+          : fetch(u, i),
+    });
+    const b = device(user);
+    await a.client.open();
+    await a.client.attach(user);
+    addUser(a, 'base');
+    await a.client.sync();
+    await b.client.open();
+    await b.client.attach(user);
+    addUser(a, 'committed but not replayed');
+    failFetch = true;
+    await expect(a.client.pushPending()).rejects.toMatchObject({ code: 'OVERSYNC_CLIENT_RETRY_EXHAUSTED' });
+    expect(await a.client.pendingStatus()).toMatchObject({ outboxRows: 1 });
+    const later = addUser(a, 'edited after the freeze');
+    for (let i = 0; i < 5; i++) {
+      addUser(b, `b ${i}`);
+      await b.client.sync();
+    }
+    failFetch = false;
+    expect(await a.client.pushPending()).toMatchObject({ outcome: 'committed' });
+    expect(rows(a.db, 'users').some((r) => r.id === later)).toBe(true);
+    await syncAll(a, b);
+    expect(snapshot(a.db)).toEqual(snapshot(b.db));
+    expect((await serverUsers(user)).map((u) => u.name).sort()).toEqual(
+      [
+        'b 0',
+        'b 1',
+        'b 2',
+        'b 3',
+        'b 4',
+        'base',
+        'committed but not replayed',
+        'edited after the freeze',
+      ].sort(),
+    );
+  });
+
   it('reinstall from an old backup: source recovery rotates the source, nothing is lost', async () => {
     const user = `u-${randomUUID()}`;
     const a = device(user);
