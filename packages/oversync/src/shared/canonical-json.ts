@@ -27,6 +27,7 @@ const GO_HTML_ESCAPES: Record<string, string> = {
   '\u2029': '\\u2029',
 };
 const GO_HTML_ESCAPE_RE = /[<>&\u2028\u2029]/g;
+const LONE_SURROGATE_TEST_RE = /[\uD800-\uDFFF]/;
 const LONE_SURROGATE_RE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
 /** Replaces unpaired UTF-16 surrogates with U+FFFD, as Go's JSON decoder does. */
@@ -42,8 +43,12 @@ export function goEscapeJsonText(json: string): string {
   return json.replace(GO_HTML_ESCAPE_RE, (c) => GO_HTML_ESCAPES[c]!);
 }
 
+const NEEDS_GO_WORK_RE = /[<>&\u2028\u2029\uD800-\uDFFF]/;
+
 /** One JSON string literal, escaped as Go's encoder escapes it. */
 export function goJsonString(s: string): string {
+  // Fast path: most strings need nothing beyond JSON.stringify's escapes (identical to Go's).
+  if (!NEEDS_GO_WORK_RE.test(s)) return JSON.stringify(s);
   return goEscapeJsonText(JSON.stringify(toWellFormed(s)));
 }
 
@@ -104,22 +109,25 @@ function encode(value: unknown, out: string[]): void {
     out.push(']');
     return;
   }
-  const obj = value as Record<string, unknown>;
-  // Go decodes duplicate keys last-wins and lone surrogates in keys to U+FFFD; two keys that
-  // differ only by lone surrogates collapse the same way.
-  const entries = new Map<string, unknown>();
-  for (const k of Object.keys(obj)) {
+  let obj = value as Record<string, unknown>;
+  let keys = Object.keys(obj);
+  if (keys.some((k) => LONE_SURROGATE_TEST_RE.test(k))) {
+    // Go decodes lone surrogates in keys to U+FFFD; keys that then coincide collapse, last wins.
+    const wf: Record<string, unknown> = {};
+    for (const k of keys) wf[toWellFormed(k)] = obj[k];
+    obj = wf;
+    keys = Object.keys(obj);
+  }
+  sortKeysByCodePoint(keys);
+  out.push('{');
+  let first = true;
+  for (const k of keys) {
     const v = obj[k];
     if (v === undefined) continue;
-    entries.set(toWellFormed(k), v);
-  }
-  const keys = sortKeysByCodePoint([...entries.keys()]);
-  out.push('{');
-  for (let i = 0; i < keys.length; i++) {
-    if (i > 0) out.push(',');
-    const k = keys[i]!;
+    if (!first) out.push(',');
+    first = false;
     out.push(goJsonString(k), ':');
-    encode(entries.get(k), out);
+    encode(v, out);
   }
   out.push('}');
 }

@@ -116,6 +116,14 @@ export interface SnapshotSessionCreateRequest {
 export function matchGoFieldNames(value: unknown, fields: readonly string[]): unknown {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
   const src = value as Record<string, unknown>;
+  let allExact = true;
+  for (const k in src) {
+    if (!fields.includes(k)) {
+      allExact = false;
+      break;
+    }
+  }
+  if (allExact) return value;
   const out: Record<string, unknown> = {};
   const exact = new Set(fields);
   for (const k of Object.keys(src)) {

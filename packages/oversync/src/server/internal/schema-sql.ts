@@ -87,7 +87,7 @@ CREATE TABLE sync.row_state (
   PRIMARY KEY (user_pk, table_id, key_bytes)
 );
 
-CREATE TABLE sync.bundle_capture_stage (
+CREATE UNLOGGED TABLE sync.bundle_capture_stage (
   capture_ordinal BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   txid BIGINT NOT NULL,
   user_pk BIGINT NOT NULL REFERENCES sync.user_state(user_pk) ON DELETE CASCADE,

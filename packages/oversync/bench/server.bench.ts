@@ -1,0 +1,144 @@
+// @x/oversync/server figures on a private embedded PostgreSQL, through the fastify plugin (inject):
+// - push-10k-rows-vs-plain-insert: rows/s of a 10,000-row push (create + 10 chunks + commit);
+//   baseline = one plain multi-row INSERT of the same rows into the same table (sync triggers off).
+// - pull-10k-rows-per-s: rows/s of GET /sync/pull returning those 10,000 rows; baseline = a plain
+//   SELECT of the same rows encoded to JSON.
+import { randomUUID } from 'node:crypto';
+import { createCluster } from '@x/dbx';
+import { createSyncService, oversyncFastifyPlugin } from '@x/oversync/server';
+import { startPostgres } from '@x/testkit';
+import { reportBench } from '@x/testkit/bench';
+import Fastify from 'fastify';
+import pg from 'pg';
+import { BUSINESS_SCHEMA_SQL, BUSINESS_TABLES } from '../test/server/fixture.js';
+
+const ROWS = Number(process.env.PUSH_ROWS ?? 10_000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const CHUNK = 1000;
+
+const pgCluster = await startPostgres({ replicas: 0 });
+const admin = new pg.Client({ connectionString: pgCluster.primary.url });
+await admin.connect();
+await admin.query('CREATE DATABASE oversync_server_bench');
+await admin.end();
+const url = pgCluster.primary.urlFor('oversync_server_bench');
+const db = createCluster({ primary: url });
+await db.exec(BUSINESS_SCHEMA_SQL);
+const service = createSyncService({
+  db,
+  registeredTables: BUSINESS_TABLES,
+  limits: { retainedBundlesPerUser: 100_000 },
+});
+await service.bootstrap();
+const app = Fastify({ logger: false });
+await app.register(oversyncFastifyPlugin, {
+  service,
+  userIdFromRequest: (req) => req.headers['x-user'] as string | undefined,
+});
+await app.ready();
+
+const rowsFor = (tag: string) =>
+  Array.from({ length: ROWS }, (_, i) => {
+    const id = randomUUID();
+    return { id, name: `${tag} user ${i}`, email: `${tag}.${i}@example.com` };
+  });
+
+async function call(user: string, method: 'GET' | 'POST', path: string, body?: unknown) {
+  const res = await app.inject({
+    method,
+    url: path,
+    headers: { 'x-user': user, 'oversync-source-id': 'bench-device', 'content-type': 'application/json' },
+    ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
+  });
+  if (res.statusCode !== 200) throw new Error(`${method} ${path}: ${res.statusCode} ${res.body}`);
+  return res.json() as Record<string, unknown>;
+}
+
+async function push(user: string, rows: ReturnType<typeof rowsFor>): Promise<number> {
+  const t0 = performance.now();
+  const created = await call(user, 'POST', '/sync/push-sessions', {
+    source_bundle_id: 1,
+    planned_row_count: rows.length,
+  });
+  for (let i = 0; i < rows.length; i += CHUNK) {
+    await call(user, 'POST', `/sync/push-sessions/${created['push_id']}/chunks`, {
+      start_row_ordinal: i,
+      rows: rows.slice(i, i + CHUNK).map((r) => ({
+        schema: 'business',
+        table: 'users',
+        key: { id: r.id },
+        op: 'INSERT',
+        base_row_version: 0,
+        payload: r,
+      })),
+    });
+  }
+  await call(user, 'POST', `/sync/push-sessions/${created['push_id']}/commit`);
+  return performance.now() - t0;
+}
+
+async function plainInsert(scope: string, rows: ReturnType<typeof rowsFor>): Promise<number> {
+  const t0 = performance.now();
+  await db.runTx(async (tx) => {
+    await tx.query('SET LOCAL session_replication_role = replica'); // no sync triggers: the bare insert
+    const values: string[] = [];
+    const params: unknown[] = [];
+    for (const r of rows) {
+      const n = params.length;
+      values.push(`($${n + 1}, $${n + 2}, $${n + 3}, $${n + 4})`);
+      params.push(scope, r.id, r.name, r.email);
+    }
+    await tx.query(
+      `INSERT INTO business.users (_sync_scope_id, id, name, email) VALUES ${values.join(', ')}`,
+      params,
+    );
+  });
+  return performance.now() - t0;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const pushMs: number[] = [];
+const insertMs: number[] = [];
+const pullMs: number[] = [];
+const selectMs: number[] = [];
+for (let round = 0; round < ROUNDS; round++) {
+  const user = `bench-${randomUUID()}`;
+  await call(user, 'POST', '/sync/connect', { has_local_pending_rows: false });
+  insertMs.push(await plainInsert(`plain-${randomUUID()}`, rowsFor('plain')));
+  pushMs.push(await push(user, rowsFor('push')));
+
+  let t0 = performance.now();
+  const pulled = await call(user, 'GET', '/sync/pull?after_bundle_seq=0');
+  pullMs.push(performance.now() - t0);
+  const got = (pulled['bundles'] as Array<{ rows: unknown[] }>)[0]!.rows.length;
+  if (got !== ROWS) throw new Error(`pulled ${got} rows, expected ${ROWS}`);
+
+  t0 = performance.now();
+  const sel = await db.query<Record<string, unknown>>(
+    'SELECT id, name, email, created_at, updated_at FROM business.users WHERE _sync_scope_id = $1',
+    [user],
+  );
+  JSON.stringify(sel.rows);
+  selectMs.push(performance.now() - t0);
+}
+
+const perS = (ms: number) => (ROWS * 1000) / ms;
+await reportBench('oversync', [
+  {
+    name: 'push-10k-rows-vs-plain-insert',
+    value: perS(median(pushMs)),
+    unit: 'rows/s',
+    baseline: { name: 'plain multi-row INSERT', value: perS(median(insertMs)) },
+  },
+  {
+    name: 'pull-10k-rows-per-s',
+    value: perS(median(pullMs)),
+    unit: 'rows/s',
+    baseline: { name: 'plain SELECT encoded to JSON', value: perS(median(selectMs)) },
+  },
+]);
+
+await app.close();
+await service.close();
+await db.close();
+await pgCluster.stop();
