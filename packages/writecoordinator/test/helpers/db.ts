@@ -1,6 +1,4 @@
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { tempSqlite } from '@x/testkit';
 import {
   createWriteCoordinator,
   type WriteCoordinator,
@@ -12,25 +10,24 @@ export interface TestDb {
   readonly dir: string;
   readonly path: string;
   open(): Database.Database;
-  cleanup(): void;
+  cleanup(): Promise<void>;
 }
 
-/** A real SQLite file in a fresh temp directory. */
-export function tempDb(name = 'wc.db'): TestDb {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'x-wc-'));
-  const file = path.join(dir, name);
+/** A real SQLite file in a fresh temp directory (testkit); cleanup closes what was opened. */
+export async function tempDb(name = 'wc.db'): Promise<TestDb> {
+  const tmp = await tempSqlite(name);
   const opened: Database.Database[] = [];
   return {
-    dir,
-    path: file,
+    dir: tmp.dir,
+    path: tmp.path,
     open() {
-      const db = new Database(file);
+      const db = new Database(tmp.path);
       opened.push(db);
       return db;
     },
-    cleanup() {
+    async cleanup() {
       for (const db of opened) if (db.open) db.close();
-      fs.rmSync(dir, { recursive: true, force: true });
+      await tmp.cleanup();
     },
   };
 }

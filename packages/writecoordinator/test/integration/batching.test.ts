@@ -4,11 +4,13 @@ import { insert, openCoordinator, type TestDb, tempDb, values } from '../helpers
 import { rejection } from '../helpers/errors.js';
 
 let t: TestDb;
-afterEach(() => t?.cleanup());
+afterEach(async () => {
+  await t?.cleanup();
+});
 
 describe('group commit', () => {
   it('runs jobs in FIFO order, across batches', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t, { maxBatchSize: 7 });
     const events: CommitEvent[] = [];
     wc.subscribe((e) => events.push(e));
@@ -26,7 +28,7 @@ describe('group commit', () => {
   });
 
   it('jobs queued together commit in one transaction and share a sequence', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { wc } = openCoordinator(t);
     const rs = await Promise.all([wc.submit(insert('a')), wc.submit(insert('b')), wc.submit(insert('c'))]);
     expect(rs.map((r) => r.seq)).toEqual([1, 1, 1]);
@@ -35,7 +37,7 @@ describe('group commit', () => {
   });
 
   it('isolates a failing job: only its caller sees the error, its neighbours commit', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t);
     await wc.submit(insert('taken'));
     const calls = new Map<string, number>();
@@ -82,7 +84,7 @@ describe('group commit', () => {
   });
 
   it('a job that returns a Promise is a typed error and its synchronous writes are rolled back', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t);
     const asyncJob = async (d: SqliteDatabase) => {
       insert('sync-part')(d);
@@ -97,7 +99,7 @@ describe('group commit', () => {
   });
 
   it('a batch where every job fails commits nothing and does not advance the sequence', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { wc } = openCoordinator(t);
     const events: CommitEvent[] = [];
     wc.subscribe((e) => events.push(e));
@@ -111,7 +113,7 @@ describe('group commit', () => {
   });
 
   it('durability "full" on one job makes its batch commit under synchronous = FULL, then restores NORMAL', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t);
     const seen: unknown[] = [];
     const probe = (d: SqliteDatabase) => seen.push(d.pragma('synchronous', { simple: true }));
@@ -123,7 +125,7 @@ describe('group commit', () => {
   });
 
   it('runExclusive runs alone in its own transaction, in queue order', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t);
     const events: CommitEvent[] = [];
     wc.subscribe((e) => events.push(e));
@@ -157,7 +159,7 @@ describe('group commit', () => {
   });
 
   it('a job that ends the transaction itself is rejected; the others are not lost or doubled', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t);
     const ps = [
       wc.submit(insert('a')),
@@ -193,7 +195,7 @@ describe('group commit', () => {
   });
 
   it('an SQLite error at BEGIN fails the batch with its code, applies nothing, and is not retried', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t, { busyTimeoutMs: 50 });
     const other = t.open();
     other.exec('BEGIN IMMEDIATE');

@@ -1,6 +1,5 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
-import readline from 'node:readline';
+import { spawnNode } from '@x/testkit';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type TestDb, tempDb } from '../helpers/db.js';
@@ -14,49 +13,39 @@ interface Ack {
   replayed: boolean;
 }
 
-/** Runs the writer child; `onAck` may kill it. Resolves with every ACK line it printed. */
-function runWriter(
+/** Runs the writer child, SIGKILLs it after `killAt` acks if given, and collects every ACK it printed. */
+async function runWriter(
   dbPath: string,
   from: number,
   to: number,
-  onAck?: (count: number, child: ChildProcess) => void,
+  killAt?: number,
 ): Promise<{ acks: Map<string, Ack>; done: boolean; signal: NodeJS.Signals | null; stderr: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', WRITER, dbPath, String(from), String(to)], {
-    cwd: PACKAGE_DIR,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawnNode(WRITER, [dbPath, String(from), String(to)], { cwd: PACKAGE_DIR });
   const acks = new Map<string, Ack>();
   let done = false;
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const lines = readline.createInterface({ input: child.stdout! });
-  lines.on('line', (line) => {
+  // The iteration ends when stdout closes, so acks written before the kill are all read.
+  for await (const line of child.lines) {
     const [tag, k, rowid, seq, replayed] = line.split(' ');
     if (tag === 'DONE') done = true;
-    if (tag !== 'ACK' || k === undefined) return;
+    if (tag !== 'ACK' || k === undefined) continue;
     if (acks.has(k)) throw new Error(`${k} acknowledged twice`);
     acks.set(k, { rowid: Number(rowid), seq: Number(seq), replayed: replayed === 'true' });
-    onAck?.(acks.size, child);
-  });
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    // 'close' fires after stdout has been read to its end, so acks written before the kill are all in.
-    child.on('close', (_code, signal) => resolve({ acks, done, signal, stderr }));
-  });
+    if (acks.size === killAt) child.kill('SIGKILL');
+  }
+  const { signal } = await child.wait();
+  return { acks, done, signal, stderr: child.stderr };
 }
 
 let t: TestDb;
-afterEach(() => t?.cleanup());
+afterEach(async () => {
+  await t?.cleanup();
+});
 
 describe('crash and replay (real child process, SIGKILL)', () => {
   it('every acknowledged write is present exactly once after a SIGKILL mid-stream and a replay', async () => {
-    t = tempDb('crash.db');
+    t = await tempDb('crash.db');
     const total = 200_000; // far more than the child can write before it is killed
-    const first = await runWriter(t.path, 0, total, (count, child) => {
-      if (count === 2_000) child.kill('SIGKILL');
-    });
+    const first = await runWriter(t.path, 0, total, 2_000);
     expect(first.signal, first.stderr).toBe('SIGKILL');
     expect(first.done).toBe(false);
     expect(first.acks.size).toBeGreaterThanOrEqual(2_000);

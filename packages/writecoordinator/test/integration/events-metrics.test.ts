@@ -4,11 +4,13 @@ import { insert, openCoordinator, type TestDb, tempDb } from '../helpers/db.js';
 import { rejection } from '../helpers/errors.js';
 
 let t: TestDb;
-afterEach(() => t?.cleanup());
+afterEach(async () => {
+  await t?.cleanup();
+});
 
 describe('change events', () => {
   it('one event per commit, to every listener, with the committed jobs only', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { wc } = openCoordinator(t);
     const a: CommitEvent[] = [];
     const b: CommitEvent[] = [];
@@ -40,7 +42,7 @@ describe('change events', () => {
   });
 
   it('changes() is an async iterator that ends on close and rejects on abort', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { wc } = openCoordinator(t);
     const seen: number[] = [];
     const consumer = (async () => {
@@ -61,7 +63,7 @@ describe('change events', () => {
   });
 
   it('a changes() consumer that falls too far behind fails with CHANGES_OVERFLOW', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { wc } = openCoordinator(t, { changesBufferSize: 2 });
     const it = wc.changes()[Symbol.asyncIterator]();
     for (let i = 0; i < 4; i++) await wc.submit(insert(`o${i}`));
@@ -73,7 +75,7 @@ describe('change events', () => {
 
 describe('metrics', () => {
   it('is a snapshot consistent with what happened', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { wc } = openCoordinator(t, { queueSize: 4, maxWaiting: 0, maxBatchDelayMs: 20 });
     const ac = new AbortController();
     const outcomes = await Promise.allSettled([

@@ -4,14 +4,16 @@ import { insert, openCoordinator, type TestDb, tempDb, values } from '../helpers
 import { rejection } from '../helpers/errors.js';
 
 let t: TestDb;
-afterEach(() => t?.cleanup());
+afterEach(async () => {
+  await t?.cleanup();
+});
 
 // A long maxBatchDelayMs holds jobs in the queue so that they can be observed there.
 const HOLD_MS = 300;
 
 describe('backpressure, deadlines, cancellation', () => {
   it('a full queue makes submit wait until its deadline or signal, then QUEUE_FULL; waiters get slots in order', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t, { queueSize: 2, maxWaiting: 3, maxBatchDelayMs: HOLD_MS });
     const queued = [wc.submit(insert('q1')), wc.submit(insert('q2'))];
     const t0 = Date.now();
@@ -41,7 +43,7 @@ describe('backpressure, deadlines, cancellation', () => {
   });
 
   it('a job whose deadline passes while queued is rejected with EXPIRED and never runs', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t, { maxBatchDelayMs: 100 });
     let ran = false;
     const expiring = wc.submit(
@@ -64,7 +66,7 @@ describe('backpressure, deadlines, cancellation', () => {
   });
 
   it('an aborted job still queued is removed and never runs; a pre-aborted signal never queues', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t, { maxBatchDelayMs: 50 });
     const ac = new AbortController();
     let ran = false;
@@ -91,7 +93,7 @@ describe('backpressure, deadlines, cancellation', () => {
   });
 
   it('an abort after the job committed does not change its outcome', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { wc } = openCoordinator(t);
     const ac = new AbortController();
     const r = await wc.submit(insert('x'), { signal: ac.signal });
@@ -103,7 +105,7 @@ describe('backpressure, deadlines, cancellation', () => {
 
 describe('close', () => {
   it('stops intake, drains what is queued, and is idempotent', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t, { maxBatchSize: 3, maxBatchDelayMs: 20 });
     const ps = Array.from({ length: 10 }, (_, i) => wc.submit(insert(`d${i}`)));
     const c1 = wc.close({ drainTimeoutMs: 5_000 });
@@ -118,7 +120,7 @@ describe('close', () => {
   });
 
   it('rejects what is left at the drain deadline with SHUTTING_DOWN (retryable, not applied)', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t, { queueSize: 2, maxBatchSize: 1 });
     const slow = (d: Parameters<ReturnType<typeof insert>>[0]) => {
       const until = Date.now() + 150;
@@ -143,7 +145,7 @@ describe('close', () => {
   });
 
   it('await using closes the coordinator', { timeout: 3000 }, async () => {
-    t = tempDb();
+    t = await tempDb();
     const { wc } = openCoordinator(t);
     {
       await using c = wc;

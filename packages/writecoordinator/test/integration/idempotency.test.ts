@@ -4,11 +4,13 @@ import { insert, openCoordinator, type TestDb, tempDb, values } from '../helpers
 import { rejection } from '../helpers/errors.js';
 
 let t: TestDb;
-afterEach(() => t?.cleanup());
+afterEach(async () => {
+  await t?.cleanup();
+});
 
 describe('idempotency and the commit sequence', () => {
   it('a repeated requestId returns the recorded result without running the job', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t);
     let runs = 0;
     const job = (d: SqliteDatabase) => {
@@ -27,7 +29,7 @@ describe('idempotency and the commit sequence', () => {
   });
 
   it('the same requestId twice in one batch runs once; undefined results replay as undefined', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t);
     let runs = 0;
     const job = (d: SqliteDatabase) => {
@@ -46,7 +48,7 @@ describe('idempotency and the commit sequence', () => {
   });
 
   it('replays after a restart, with the original sequence; the sequence itself survives the restart', async () => {
-    t = tempDb();
+    t = await tempDb();
     const first = openCoordinator(t);
     await first.wc.submit(insert('a'));
     const r = await first.wc.submit(insert('b'), { requestId: 'req-b' });
@@ -66,7 +68,7 @@ describe('idempotency and the commit sequence', () => {
   });
 
   it('a failed job records nothing, so retrying its requestId runs it again', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t);
     let fail = true;
     const job = (d: SqliteDatabase) => {
@@ -82,7 +84,7 @@ describe('idempotency and the commit sequence', () => {
   });
 
   it('a result that cannot be stored as JSON fails the job and applies nothing', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t);
     const e = await rejection(
       wc.submit(
@@ -99,7 +101,7 @@ describe('idempotency and the commit sequence', () => {
   });
 
   it('prunes recorded requests by count and by age', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t, { idempotency: { maxEntries: 10, maxAgeMs: 60_000 } });
     for (let i = 0; i < 30; i++) await wc.submit(() => i, { requestId: `p${i}` });
     const count = () => Number(db.prepare(`SELECT count(*) FROM ${REQUESTS_TABLE}`).pluck().get());
@@ -117,7 +119,7 @@ describe('idempotency and the commit sequence', () => {
   });
 
   it('rejects an unusable requestId before queueing', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { wc } = openCoordinator(t);
     expect((await rejection(wc.submit(() => 1, { requestId: '' }))).code).toBe(
       'WRITECOORDINATOR_INVALID_PARAMS',

@@ -4,11 +4,13 @@ import { openCoordinator, type TestDb, tempDb, values } from '../helpers/db.js';
 import { rejection } from '../helpers/errors.js';
 
 let t: TestDb;
-afterEach(() => t?.cleanup());
+afterEach(async () => {
+  await t?.cleanup();
+});
 
 describe('named writes', () => {
   it('dispatches { method, params } through the registry with parsed params', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t);
     wc.register('addItem', z.object({ v: z.string().trim() }), (d, p) => {
       d.prepare('INSERT INTO items (v) VALUES (?)').run(p.v);
@@ -24,7 +26,7 @@ describe('named writes', () => {
   });
 
   it('unknown method and invalid params are typed errors and nothing is written', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t);
     let ran = 0;
     wc.register('addItem', z.object({ v: z.string() }), () => {

@@ -7,11 +7,13 @@ import { insert, openCoordinator, type TestDb, tempDb, values } from '../helpers
 import { rejection } from '../helpers/errors.js';
 
 let t: TestDb;
-afterEach(() => t?.cleanup());
+afterEach(async () => {
+  await t?.cleanup();
+});
 
 describe('issue 3: ancestor bugs', () => {
   it('after close every submit is rejected with CLOSED and none runs (the ancestor accepted ~50 %)', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t);
     await wc.close();
     let ran = 0;
@@ -30,7 +32,7 @@ describe('issue 3: ancestor bugs', () => {
   });
 
   it('shutdown drains queued writes instead of dropping them, and queue depth does not leak', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t, { maxBatchSize: 4 });
     const ps = Array.from({ length: 20 }, (_, i) => wc.submit(insert(`s${i}`)));
     await wc.close();
@@ -40,7 +42,7 @@ describe('issue 3: ancestor bugs', () => {
   });
 
   it('a caller that gives up while its job is queued is not written later (no zombie write)', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { db, wc } = openCoordinator(t, { maxBatchDelayMs: 50 });
     const ac = new AbortController();
     const p = wc.submit(insert('zombie'), { signal: ac.signal, deadline: Date.now() + 10_000 });
@@ -52,7 +54,7 @@ describe('issue 3: ancestor bugs', () => {
   });
 
   it('a full queue does not block forever: the deadline bounds the wait', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { wc } = openCoordinator(t, { queueSize: 1, maxBatchDelayMs: 1_000 });
     const held = wc.submit(insert('held'));
     const started = Date.now();
@@ -64,7 +66,7 @@ describe('issue 3: ancestor bugs', () => {
   });
 
   it('SQLite errors keep their code (the ancestor matched message substrings)', async () => {
-    t = tempDb();
+    t = await tempDb();
     const { wc } = openCoordinator(t);
     await wc.submit(insert('dup'));
     const e = await rejection(wc.submit(insert('dup')));

@@ -11,7 +11,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { type TestDb, tempDb } from '../helpers/db.js';
 
 let t: TestDb;
-afterEach(() => t?.cleanup());
+afterEach(async () => {
+  await t?.cleanup();
+});
 
 function codeOf(fn: () => unknown): string | undefined {
   try {
@@ -24,7 +26,7 @@ function codeOf(fn: () => unknown): string | undefined {
 
 describe('options and database settings', () => {
   it('applies defaults, freezes the options and exposes them', async () => {
-    t = tempDb();
+    t = await tempDb();
     const db = t.open();
     const wc = createWriteCoordinator({ database: db });
     expect(wc.options.queueSize).toBe(DEFAULT_QUEUE_SIZE);
@@ -36,7 +38,7 @@ describe('options and database settings', () => {
   });
 
   it('sets WAL, synchronous, foreign_keys and busy_timeout, and creates its tables', async () => {
-    t = tempDb();
+    t = await tempDb();
     const db = t.open();
     const wc = createWriteCoordinator({ database: db, busyTimeoutMs: 1234, durability: 'full' });
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
@@ -51,8 +53,8 @@ describe('options and database settings', () => {
     await wc2.close();
   });
 
-  it('rejects bad options with WRITECOORDINATOR_INVALID_OPTIONS', () => {
-    t = tempDb();
+  it('rejects bad options with WRITECOORDINATOR_INVALID_OPTIONS', async () => {
+    t = await tempDb();
     const db = t.open();
     expect(codeOf(() => createWriteCoordinator({ database: db, queueSize: 0 }))).toBe(
       'WRITECOORDINATOR_INVALID_OPTIONS',
@@ -68,8 +70,8 @@ describe('options and database settings', () => {
     );
   });
 
-  it('refuses a read-only, in-memory or closed database with WRITECOORDINATOR_BAD_DATABASE', () => {
-    t = tempDb();
+  it('refuses a read-only, in-memory or closed database with WRITECOORDINATOR_BAD_DATABASE', async () => {
+    t = await tempDb();
     t.open().close(); // creates the file
     const ro = new Database(t.path, { readonly: true });
     expect(codeOf(() => createWriteCoordinator({ database: ro }))).toBe('WRITECOORDINATOR_BAD_DATABASE');
