@@ -62,7 +62,7 @@ export function benchRatio(result: BenchResult): number | null {
   const ratio = result.lowerIsBetter
     ? result.baseline.value / result.value
     : result.value / result.baseline.value;
-  return Number.isFinite(ratio) ? round(ratio) : null;
+  return Number.isFinite(ratio) ? Number(ratio.toFixed(3)) : null;
 }
 
 function round(n: number): number {
