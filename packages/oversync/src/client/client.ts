@@ -48,6 +48,17 @@ import type {
   SyncThenDetachResult,
 } from './types.js';
 
+export interface ClientMetrics {
+  readonly bundlesPushed: number;
+  readonly bundlesPulled: number;
+  readonly snapshotsApplied: number;
+  readonly rowsApplied: number;
+  readonly conflictsResolved: number;
+  readonly operationErrors: number;
+  readonly connected: boolean;
+  readonly backgroundRunning: boolean;
+}
+
 export interface OpOptions {
   signal?: AbortSignal;
 }
@@ -81,6 +92,8 @@ export interface SyncClient {
   pauseDownloads(): void;
   resumeDownloads(): void;
   on<E extends keyof ClientEvents>(event: E, listener: (e: ClientEvents[E]) => void): () => void;
+  /** Counters since creation. */
+  metrics(): ClientMetrics;
   /** Drops the triggers and metadata tables; business data stays. Closes the client. */
   uninstall(opts?: OpOptions): Promise<void>;
   close(): Promise<void>;
@@ -136,6 +149,14 @@ class SyncClientImpl implements SyncClient {
   #downloadsPaused = false;
   #bg: { ac: AbortController; done: Promise<void>; wakeUpload: () => void } | undefined;
   #unsubscribeChanges: (() => void) | undefined;
+  #metrics = {
+    bundlesPushed: 0,
+    bundlesPulled: 0,
+    snapshotsApplied: 0,
+    rowsApplied: 0,
+    conflictsResolved: 0,
+    operationErrors: 0,
+  };
 
   constructor(options: SyncClientOptions) {
     this.options = options;
@@ -197,6 +218,10 @@ class SyncClientImpl implements SyncClient {
     return p;
   }
 
+  metrics(): ClientMetrics {
+    return { ...this.#metrics, connected: this.#connected, backgroundRunning: this.#bg !== undefined };
+  }
+
   async #traced<T>(ch: keyof typeof channels, fn: () => Promise<T>): Promise<T> {
     const c = channels[ch];
     const start = performance.now();
@@ -205,6 +230,7 @@ class SyncClientImpl implements SyncClient {
       if (c.hasSubscribers) c.publish({ operation: ch, durationMs: performance.now() - start, result: r });
       return r;
     } catch (error) {
+      this.#metrics.operationErrors++;
       if (c.hasSubscribers) c.publish({ operation: ch, durationMs: performance.now() - start, error });
       throw error;
     }
@@ -322,8 +348,18 @@ class SyncClientImpl implements SyncClient {
         this.#models,
         {
           progress: (e) => this.#emit('progress', e),
-          applied: (e) => this.#emit('applied', e),
-          conflict: (context, resolution) => this.#emit('conflict', { context, resolution }),
+          applied: (e) => {
+            const m = this.#metrics;
+            if (e.kind === 'pull') m.bundlesPulled++;
+            if (e.kind === 'snapshot') m.snapshotsApplied++;
+            if (e.kind === 'replay') m.bundlesPushed++;
+            m.rowsApplied += e.rows;
+            this.#emit('applied', e);
+          },
+          conflict: (context, resolution) => {
+            this.#metrics.conflictsResolved++;
+            this.#emit('conflict', { context, resolution });
+          },
           sourceChanged: (id) => {
             this.#transport.sourceId = id;
           },

@@ -1,5 +1,5 @@
 /** @x/oversync/client: an offline-first SQLite client for go-oversync protocol v1 servers. */
-export { createSyncClient, type OpOptions, type SyncClient } from './client.js';
+export { type ClientMetrics, createSyncClient, type OpOptions, type SyncClient } from './client.js';
 export {
   CLIENT_ERROR_CODES,
   ClientError,

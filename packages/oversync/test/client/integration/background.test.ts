@@ -1,0 +1,89 @@
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { tempDir } from '@x/testkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Device, type DeviceOptions, openDevice } from '../helpers/device.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+
+let server: TestServer;
+let dir: { path: string; cleanup(): Promise<void> };
+const devices: Device[] = [];
+let n = 0;
+
+beforeAll(async () => {
+  server = await startTestServer({ watch: true, heartbeatIntervalMs: 200 });
+  dir = await tempDir('oversync-client-bg');
+});
+afterAll(async () => {
+  for (const d of devices) await d.close().catch(() => undefined);
+  await server?.close();
+  await dir?.cleanup();
+});
+
+async function attached(user: string, opts: DeviceOptions = {}): Promise<Device> {
+  const d = openDevice(`bg${++n}`, join(dir.path, `bg${n}.db`), server.baseUrl, user, opts);
+  devices.push(d);
+  await d.client.open();
+  await d.client.attach(user);
+  return d;
+}
+
+function visible(d: Device, id: string): boolean {
+  return d.db.prepare(`SELECT 1 FROM users WHERE id = ?`).get(id) !== undefined;
+}
+
+function waitVisible(d: Device, id: string, timeoutMs: number): Promise<number> {
+  const start = performance.now();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`row not visible on ${d.name} after ${timeoutMs} ms`));
+    }, timeoutMs);
+    const off = d.client.on('applied', () => {
+      if (visible(d, id)) {
+        clearTimeout(timer);
+        off();
+        resolve(performance.now() - start);
+      }
+    });
+  });
+}
+
+describe('background sync', () => {
+  it('uploads local writes and pulls remote ones without explicit calls (polling)', async () => {
+    const user = `u-${randomUUID()}`;
+    const a = await attached(user);
+    const b = await attached(user, { uploadIntervalMs: 50, watch: { mode: 'off', fallbackIntervalMs: 100 } });
+    b.client.start();
+    const fromA = randomUUID();
+    a.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'from a')`).run(fromA);
+    const seen = waitVisible(b, fromA, 10_000);
+    await a.client.sync();
+    await seen;
+    const fromB = randomUUID();
+    b.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'from b')`).run(fromB);
+    for (let i = 0; i < 200 && !visible(a, fromB); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      await a.client.pullToStable();
+    }
+    expect(visible(a, fromB)).toBe(true);
+    await b.client.stop();
+  });
+
+  it('wakes on the server watch stream instead of waiting for the fallback poll', async () => {
+    const user = `u-${randomUUID()}`;
+    const a = await attached(user);
+    const b = await attached(user, { watch: { mode: 'auto', fallbackIntervalMs: 60_000 } });
+    b.client.start();
+    // let the watcher connect, then commit on another device several times
+    await new Promise((r) => setTimeout(r, 300));
+    for (let i = 0; i < 3; i++) {
+      const id = randomUUID();
+      a.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'live')`).run(id);
+      const seen = waitVisible(b, id, 10_000);
+      await a.client.pushPending();
+      expect(await seen).toBeLessThan(10_000);
+    }
+    await b.client.stop();
+  });
+});
