@@ -29,6 +29,7 @@ import {
   resolveDatabasePath,
   writeFileAtomic,
 } from './internal/runtime-dir.js';
+import { uuidv7 } from './internal/uuidv7.js';
 import { type DbProxyOptions, parseOptions, type ResolvedDbProxyOptions } from './options.js';
 import {
   type AuthMeta,
@@ -811,7 +812,7 @@ class Proxy_ implements DbProxy {
         details: { method, issues: check.error.issues.map((i) => ({ path: i.path, message: i.message })) },
       });
     }
-    const requestId = opts.requestId ?? crypto.randomUUID();
+    const requestId = opts.requestId ?? uuidv7();
     const timeoutMs =
       opts.timeoutMs ?? o.timeouts.perMethod[method] ?? (def.long ? o.timeouts.longMs : o.timeouts.defaultMs);
     const deadline = Date.now() + timeoutMs;
