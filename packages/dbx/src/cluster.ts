@@ -9,9 +9,10 @@ import {
   type ExecContext,
   type Lease,
   markNotSent,
-  type QueryMessage,
-  queryChannel,
+  type OnceHooks,
+  runOnce,
   runStatement,
+  statementDone,
   toResult,
   totalRowCount,
   wasNotSent,
@@ -425,32 +426,53 @@ class ClusterImpl implements Cluster {
 
   // ---------------------------------------------------------------- leasing and retry
 
-  async #acquire(node: Node, signal: AbortSignal | undefined): Promise<Lease> {
-    try {
-      const client = await raceAbort(node.pool.connect(), signal, (c) => c.release());
-      if (!guarded.has(client)) {
-        // pg-pool listens for errors only while a client is idle; one arriving while it is checked out
-        // and between statements would otherwise be an uncaught exception.
-        guarded.add(client);
-        client.on('error', (e) => {
-          broken.add(client);
-          this.#onConnectionError(node, e);
-        });
-      }
-      return { node, client, discard: false };
-    } catch (e) {
-      if (isDbxError(e) && e.code === 'DBX_QUERY_CANCELLED') throw e;
-      node.errors++;
-      this.#onConnectionError(node, e);
-      throw markNotSent(
-        new DbxError('DBX_CONNECTION_FAILED', `could not connect to node ${node.name}: ${errorMessage(e)}`, {
-          retryable: true,
-          cause: e,
-          details: { node: node.name },
-        }),
-      );
-    }
+  /** Checks a client out of `node`'s pool. Failures here never sent anything: always safe to retry. */
+  #acquire(node: Node, signal: AbortSignal | undefined): Promise<Lease> {
+    const connecting = signal
+      ? raceAbort(node.pool.connect(), signal, (c) => c.release())
+      : node.pool.connect();
+    return connecting.then(
+      (client) => {
+        this.#guard(node, client);
+        return { node, client, discard: false };
+      },
+      (e: unknown) => {
+        if (isDbxError(e) && e.code === 'DBX_QUERY_CANCELLED') throw e;
+        throw this.#connectFailed(node, e);
+      },
+    );
   }
+
+  /**
+   * pg-pool listens for errors only while a client is idle; one arriving while it is checked out and
+   * between statements would otherwise be an uncaught exception. Each client gets one listener.
+   */
+  readonly #guard = (node: Node, client: pg.PoolClient): void => {
+    if (guarded.has(client)) return;
+    guarded.add(client);
+    client.on('error', (e) => {
+      broken.add(client);
+      this.#onConnectionError(node, e);
+    });
+  };
+
+  readonly #connectFailed = (node: Node, e: unknown): DbxError => {
+    node.errors++;
+    this.#onConnectionError(node, e);
+    return markNotSent(
+      new DbxError('DBX_CONNECTION_FAILED', `could not connect to node ${node.name}: ${errorMessage(e)}`, {
+        retryable: true,
+        cause: e,
+        details: { node: node.name },
+      }),
+    );
+  };
+
+  readonly #hooks: OnceHooks = {
+    guard: (node, client) => this.#guard(node, client),
+    connectFailed: (node, e) => this.#connectFailed(node, e),
+    isBroken: (client) => broken.has(client),
+  };
 
   #release(lease: Lease): void {
     lease.client.release(lease.discard || broken.has(lease.client) ? true : undefined);
@@ -482,13 +504,21 @@ class ClusterImpl implements Cluster {
     maxAttempts: number,
     canRetry: (e: unknown) => boolean,
     fn: () => Promise<T>,
+    prior?: { error: unknown },
   ): Promise<T> {
     let last: unknown;
     let attempts = 0;
+    let pending = prior;
     for (;;) {
       if (signal?.aborted) throw cancelledError(signal);
       try {
         attempts++;
+        if (pending) {
+          // The hot path already made the first attempt and failed with this error.
+          const { error } = pending;
+          pending = undefined;
+          throw error;
+        }
         return await fn();
       } catch (e) {
         if (isDbxError(e) && (e.code === 'DBX_QUERY_CANCELLED' || e.code === 'DBX_CLUSTER_CLOSED')) throw e;
@@ -529,6 +559,7 @@ class ClusterImpl implements Cluster {
     signal: AbortSignal | undefined,
     fn: (lease: Lease) => Promise<T>,
     recordWrite: boolean,
+    prior?: { error: unknown },
   ): Promise<T> {
     this.#enter();
     try {
@@ -537,22 +568,29 @@ class ClusterImpl implements Cluster {
         signal,
         this.options.retry.maxAttempts,
         ClusterImpl.#canRetryWrite,
-        async () => {
-          const lease = await this.#leaseWriter(signal);
-          try {
-            const value = await fn(lease);
-            if (recordWrite) await this.#recordWrite(lease);
-            return value;
-          } catch (e) {
-            if (pgErrorCode(e) === '25006') this.#requestCheckAll();
-            throw e;
-          } finally {
-            this.#release(lease);
-          }
-        },
+        () => this.#writeAttempt(signal, fn, recordWrite),
+        prior,
       );
     } finally {
       this.#leave();
+    }
+  }
+
+  async #writeAttempt<T>(
+    signal: AbortSignal | undefined,
+    fn: (lease: Lease) => Promise<T>,
+    recordWrite: boolean,
+  ): Promise<T> {
+    const lease = await this.#leaseWriter(signal);
+    try {
+      const value = await fn(lease);
+      if (recordWrite && this.#sessions.getStore() !== undefined) await this.#recordWrite(lease);
+      return value;
+    } catch (e) {
+      if (pgErrorCode(e) === '25006') this.#requestCheckAll();
+      throw e;
+    } finally {
+      this.#release(lease);
     }
   }
 
@@ -628,6 +666,41 @@ class ClusterImpl implements Cluster {
     }
   }
 
+  /** Healthy replicas within the lag bound that have not failed this read (plus the writer for 'any'). */
+  #readCandidates(klass: NodeClass | undefined, tried: Set<Node>): Node[] {
+    const out: Node[] = [];
+    for (const n of this.#nodes) {
+      if (n.healthy && n.role === 'replica' && !tried.has(n) && this.#lagOk(n)) out.push(n);
+    }
+    const w = this.#writer;
+    if (klass === 'any' && w?.healthy && !tried.has(w)) out.push(w);
+    return out;
+  }
+
+  /**
+   * The node for a read that needs no particular WAL position: the writer for 'primary'; else
+   * round-robin over the candidates; else (default class only) the writer as fallback. Null = none.
+   */
+  #readNode(klass: NodeClass | undefined, tried: Set<Node>, candidates?: Node[]): Node | null {
+    const w = this.#writer;
+    if (klass === 'primary') return w?.healthy ? w : null;
+    const c = candidates ?? this.#readCandidates(klass, tried);
+    if (c.length > 0) return this.#pick(c);
+    if (klass === 'replica' || !w?.healthy) return null;
+    this.#fallbacks++;
+    return w;
+  }
+
+  #noReadNode(klass: NodeClass | undefined): DbxError {
+    if (klass !== 'replica') return this.#noWriter();
+    return markNotSent(
+      new DbxError('DBX_NO_HEALTHY_NODE', 'no healthy replica within the lag bound', {
+        retryable: true,
+        details: { nodes: this.#nodes.map((n) => ({ name: n.name, role: n.role, healthy: n.healthy })) },
+      }),
+    );
+  }
+
   /** Chooses and leases a node for a read. `tried` holds nodes that already failed this read. */
   async #leaseForRead(
     klass: NodeClass | undefined,
@@ -635,17 +708,9 @@ class ClusterImpl implements Cluster {
     tried: Set<Node>,
     signal: AbortSignal | undefined,
   ): Promise<Lease> {
-    if (klass === 'primary') {
-      const w = this.#writer;
-      if (!w?.healthy) throw this.#noWriter();
-      tried.add(w);
-      return this.#acquire(w, signal);
-    }
-    let candidates = this.#nodes.filter(
-      (n) => n.healthy && n.role === 'replica' && !tried.has(n) && this.#lagOk(n),
-    );
-    if (klass === 'any' && this.#writer?.healthy && !tried.has(this.#writer)) candidates.push(this.#writer);
-    if (token !== null && candidates.length > 0) {
+    let candidates: Node[] | undefined;
+    if (token !== null && klass !== 'primary') {
+      candidates = this.#readCandidates(klass, tried);
       const known = candidates.filter((n) => n.role === 'primary' || (n.lsn !== null && n.lsn >= token));
       if (known.length > 0) {
         candidates = known;
@@ -676,28 +741,13 @@ class ClusterImpl implements Cluster {
         candidates = [];
       }
     }
-    if (candidates.length > 0) {
-      const n = this.#pick(candidates);
-      tried.add(n);
-      return this.#acquire(n, signal);
-    }
-    if (klass === 'replica') {
-      throw markNotSent(
-        new DbxError('DBX_NO_HEALTHY_NODE', 'no healthy replica within the lag bound', {
-          retryable: true,
-          details: { nodes: this.#nodes.map((n) => ({ name: n.name, role: n.role, healthy: n.healthy })) },
-        }),
-      );
-    }
-    // Fall back to the primary.
-    const w = this.#writer;
-    if (!w?.healthy) throw this.#noWriter();
-    this.#fallbacks++;
-    tried.add(w);
-    return this.#acquire(w, signal);
+    const node = this.#readNode(klass, tried, candidates);
+    if (node === null) throw this.#noReadNode(klass);
+    tried.add(node);
+    return this.#acquire(node, signal);
   }
 
-  async readQuery<R = Record<string, unknown>>(
+  readQuery<R = Record<string, unknown>>(
     sql: string,
     params?: readonly unknown[],
     opts?: ReadOptions,
@@ -705,6 +755,47 @@ class ClusterImpl implements Cluster {
     // Inside a runTx of this cluster a read joins the transaction: it must see the transaction's writes.
     const tx = txStorage.getStore();
     if (tx && tx.owner === this && !tx.closed) return tx.query<R>(sql, params, opts);
+    // Hot path: no signal, no token to honour: one callback-only attempt, the normal path on failure.
+    const s = this.#sessions.getStore();
+    const needsToken =
+      opts?.token !== undefined ||
+      (s !== undefined && this.options.readConsistency === 'session' && (s.token !== null || s.unknownWrite));
+    if (opts?.signal === undefined && !needsToken && this.#started && !this.#closed) {
+      const klass = opts?.node;
+      const tried = new Set<Node>();
+      const node = this.#readNode(klass, tried);
+      if (node !== null) {
+        this.#inflight++;
+        return runOnce(
+          this.#ctx,
+          node,
+          'readQuery',
+          sql,
+          params,
+          this.#hooks,
+          (res) => {
+            this.#leave();
+            return toResult<R>(res);
+          },
+          (e) => {
+            this.#leave();
+            if (!isRetryable(e) || this.options.retry.maxAttempts <= 1) return Promise.reject(e);
+            tried.add(node);
+            return this.#read<R>(sql, params, opts, tried, { error: e });
+          },
+        );
+      }
+    }
+    return this.#read<R>(sql, params, opts, new Set<Node>());
+  }
+
+  async #read<R>(
+    sql: string,
+    params: readonly unknown[] | undefined,
+    opts: ReadOptions | undefined,
+    tried: Set<Node>,
+    prior?: { error: unknown },
+  ): Promise<QueryResult<R>> {
     this.#enter();
     try {
       const signal = opts?.signal;
@@ -715,7 +806,6 @@ class ClusterImpl implements Cluster {
         token = maxLsn(token, s.token);
         if (s.unknownWrite && klass !== 'replica') klass = 'primary';
       }
-      const tried = new Set<Node>();
       return await this.#retrying(
         'readQuery',
         signal,
@@ -730,6 +820,7 @@ class ClusterImpl implements Cluster {
             this.#release(lease);
           }
         },
+        prior,
       );
     } finally {
       this.#leave();
@@ -746,18 +837,63 @@ class ClusterImpl implements Cluster {
 
   // ---------------------------------------------------------------- writes (the writer)
 
+  /**
+   * `query`/`exec` on the writer. The hot path (no signal, no session whose token must be recorded,
+   * a healthy writer known) makes one callback-only attempt; a failure that is safe to retry
+   * continues on the normal path.
+   */
+  #write<T>(
+    method: string,
+    sql: string,
+    params: readonly unknown[] | undefined,
+    signal: AbortSignal | undefined,
+    map: (res: pg.QueryResult | pg.QueryResult[]) => T,
+  ): Promise<T> {
+    const slow = (prior?: { error: unknown }) =>
+      this.#onWriter(
+        method,
+        signal,
+        (lease) => runStatement(this.#ctx, lease, method, sql, params, signal),
+        true,
+        prior,
+      ).then(map);
+    const w = this.#writer;
+    if (
+      signal !== undefined ||
+      this.#closed ||
+      !this.#started ||
+      w === null ||
+      !w.healthy ||
+      this.#sessions.getStore() !== undefined
+    ) {
+      return slow();
+    }
+    this.#inflight++;
+    return runOnce(
+      this.#ctx,
+      w,
+      method,
+      sql,
+      params,
+      this.#hooks,
+      (res) => {
+        this.#leave();
+        return map(res);
+      },
+      (e) => {
+        this.#leave();
+        if (!ClusterImpl.#canRetryWrite(e) || this.options.retry.maxAttempts <= 1) return Promise.reject(e);
+        return slow({ error: e });
+      },
+    );
+  }
+
   query<R = Record<string, unknown>>(
     sql: string,
     params?: readonly unknown[],
     opts?: QueryOptions,
   ): Promise<QueryResult<R>> {
-    const signal = opts?.signal;
-    return this.#onWriter(
-      'query',
-      signal,
-      async (lease) => toResult<R>(await runStatement(this.#ctx, lease, 'query', sql, params, signal)),
-      true,
-    );
+    return this.#write('query', sql, params, opts?.signal, toResult<R>);
   }
 
   async queryRow<R = Record<string, unknown>>(
@@ -769,15 +905,7 @@ class ClusterImpl implements Cluster {
   }
 
   exec(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<{ rowCount: number }> {
-    const signal = opts?.signal;
-    return this.#onWriter(
-      'exec',
-      signal,
-      async (lease) => ({
-        rowCount: totalRowCount(await runStatement(this.#ctx, lease, 'exec', sql, params, signal)),
-      }),
-      true,
-    );
+    return this.#write('exec', sql, params, opts?.signal, (r) => ({ rowCount: totalRowCount(r) }));
   }
 
   async connect(opts?: { signal?: AbortSignal }): Promise<pg.PoolClient> {
@@ -950,17 +1078,7 @@ class ClusterImpl implements Cluster {
 
   #observe(node: Node, method: string, sql: string, started: number, rowCount: number): void {
     node.queries++;
-    const durationMs = performance.now() - started;
-    const slow = this.options.slowQueryThresholdMs;
-    if (slow !== null && durationMs >= slow) {
-      this.#logger.warn(
-        { node: node.name, method, durationMs: Math.round(durationMs), sql },
-        'dbx: slow query',
-      );
-    }
-    if (queryChannel.hasSubscribers) {
-      queryChannel.publish({ method, node: node.name, sql, durationMs, rowCount } satisfies QueryMessage);
-    }
+    statementDone(this.#ctx, node, method, sql, started, () => rowCount);
   }
 
   async *copyTo(sql: string, opts?: QueryOptions): AsyncIterable<Buffer> {

@@ -87,68 +87,50 @@ export function totalRowCount(res: pg.QueryResult | pg.QueryResult[]): number {
   return n;
 }
 
-/**
- * Runs one statement on a leased client: cancellation through `pg_cancel_backend` on abort, the slow
- * query log, the `x:dbx:query` channel, and error wrapping.
- */
-export async function runStatement(
+/** Bookkeeping of a failed statement (shared by both execution paths); returns the error to throw. */
+function statementFailed(
   ctx: ExecContext,
   lease: Lease,
   method: string,
   sql: string,
-  params: readonly unknown[] | undefined,
-  signal: AbortSignal | undefined,
-): Promise<pg.QueryResult | pg.QueryResult[]> {
-  const { node, client } = lease;
-  if (signal?.aborted) throw cancelledError(signal);
-  const started = performance.now();
-  node.queries++;
-  let cancelling: Promise<void> | undefined;
-  const onAbort = () => {
-    lease.discard = true;
-    const pid = (client as unknown as { processID: number | null }).processID;
-    if (pid !== null) {
-      cancelling = node.cancelBackend(pid, ctx.cancelTimeoutMs).catch((e: unknown) => {
-        ctx.logger.warn({ node: node.name, err: errorMessage(e) }, 'dbx: could not cancel a statement');
-      });
-    }
-  };
-  signal?.addEventListener('abort', onAbort, { once: true });
-  let res: pg.QueryResult | pg.QueryResult[];
-  try {
-    res = (await client.query(
-      params === undefined || params.length === 0 ? sql : { text: sql, values: params as unknown[] },
-    )) as pg.QueryResult | pg.QueryResult[];
-  } catch (e) {
-    node.errors++;
-    const durationMs = performance.now() - started;
-    if (typeof e === 'object' && e !== null) {
-      const msg = (e as { message?: unknown }).message;
-      if (typeof msg === 'string' && NOT_QUERYABLE.some((m) => msg.includes(m))) markNotSent(e);
-    }
-    if (isConnectionError(e)) {
-      lease.discard = true;
-      ctx.onConnectionError(node, e);
-    }
-    if (queryChannel.hasSubscribers) {
-      const m: QueryMessage = {
-        method,
-        node: node.name,
-        sql,
-        durationMs,
-        rowCount: null,
-        error: errorMessage(e),
-      };
-      const state = pgErrorCode(e);
-      if (state !== undefined) m.sqlState = state;
-      queryChannel.publish(m);
-    }
-    if (signal?.aborted) throw cancelledError(signal, wrapError(e, node, method));
-    throw wrapError(e, node, method);
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-    if (cancelling) await cancelling;
+  started: number,
+  e: unknown,
+): DbxError {
+  const { node } = lease;
+  node.errors++;
+  if (typeof e === 'object' && e !== null) {
+    const msg = (e as { message?: unknown }).message;
+    if (typeof msg === 'string' && NOT_QUERYABLE.some((m) => msg.includes(m))) markNotSent(e);
   }
+  if (isConnectionError(e)) {
+    lease.discard = true;
+    ctx.onConnectionError(node, e);
+  }
+  if (queryChannel.hasSubscribers) {
+    const m: QueryMessage = {
+      method,
+      node: node.name,
+      sql,
+      durationMs: performance.now() - started,
+      rowCount: null,
+      error: errorMessage(e),
+    };
+    const state = pgErrorCode(e);
+    if (state !== undefined) m.sqlState = state;
+    queryChannel.publish(m);
+  }
+  return wrapError(e, node, method);
+}
+
+/** Bookkeeping of a successful statement: the slow-query log and `x:dbx:query`. */
+export function statementDone(
+  ctx: ExecContext,
+  node: Node,
+  method: string,
+  sql: string,
+  started: number,
+  rowCount: () => number,
+): void {
   const durationMs = performance.now() - started;
   const slow = ctx.slowQueryThresholdMs;
   if (slow !== null && durationMs >= slow) {
@@ -168,8 +150,108 @@ export async function runStatement(
       node: node.name,
       sql,
       durationMs,
-      rowCount: totalRowCount(res),
+      rowCount: rowCount(),
     } satisfies QueryMessage);
   }
+}
+
+function queryConfig(sql: string, params: readonly unknown[] | undefined): string | pg.QueryConfig {
+  return params === undefined || params.length === 0 ? sql : { text: sql, values: params as unknown[] };
+}
+
+type Results = pg.QueryResult | pg.QueryResult[];
+
+/**
+ * Runs one statement on a leased client: cancellation through `pg_cancel_backend` on abort, the slow
+ * query log, the `x:dbx:query` channel, and error wrapping.
+ */
+export async function runStatement(
+  ctx: ExecContext,
+  lease: Lease,
+  method: string,
+  sql: string,
+  params: readonly unknown[] | undefined,
+  signal: AbortSignal | undefined,
+): Promise<Results> {
+  const { node, client } = lease;
+  if (signal?.aborted) throw cancelledError(signal);
+  const started = performance.now();
+  node.queries++;
+  let cancelling: Promise<void> | undefined;
+  const onAbort = () => {
+    lease.discard = true;
+    const pid = (client as unknown as { processID: number | null }).processID;
+    if (pid !== null) {
+      cancelling = node.cancelBackend(pid, ctx.cancelTimeoutMs).catch((e: unknown) => {
+        ctx.logger.warn({ node: node.name, err: errorMessage(e) }, 'dbx: could not cancel a statement');
+      });
+    }
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  let res: Results;
+  try {
+    res = (await client.query(queryConfig(sql, params))) as Results;
+  } catch (e) {
+    const err = statementFailed(ctx, lease, method, sql, started, e);
+    if (signal?.aborted) throw cancelledError(signal, err);
+    throw err;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+    if (cancelling) await cancelling;
+  }
+  statementDone(ctx, node, method, sql, started, () => totalRowCount(res));
   return res;
+}
+
+export interface OnceHooks {
+  /** Sees every client checked out (the cluster attaches its error listener). */
+  guard(node: Node, client: pg.PoolClient): void;
+  /** Turns a failed checkout into the error to report (never sent: safe to retry). */
+  connectFailed(node: Node, e: unknown): unknown;
+  isBroken(client: pg.PoolClient): boolean;
+}
+
+/**
+ * The hot path: check a client out of `node`'s pool, run one statement without a signal, release.
+ * Callbacks only and a single promise, so a point query costs about what `pool.query` costs. The
+ * result goes through `map`; a failure goes to `onFail`, whose promise (a retry, or a rejection)
+ * settles this one.
+ */
+export function runOnce<T>(
+  ctx: ExecContext,
+  node: Node,
+  method: string,
+  sql: string,
+  params: readonly unknown[] | undefined,
+  hooks: OnceHooks,
+  map: (res: Results) => T,
+  onFail: (e: unknown) => Promise<T>,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    node.pool.connect((err, client, done) => {
+      if (err || !client) {
+        resolve(onFail(hooks.connectFailed(node, err)));
+        return;
+      }
+      hooks.guard(node, client);
+      const lease: Lease = { node, client, discard: false };
+      const started = performance.now();
+      node.queries++;
+      client.query(queryConfig(sql, params), (e: Error | null, res: Results) => {
+        if (e) {
+          const wrapped = statementFailed(ctx, lease, method, sql, started, e);
+          done(lease.discard || hooks.isBroken(client) ? true : undefined);
+          resolve(onFail(wrapped));
+          return;
+        }
+        done(hooks.isBroken(client) ? true : undefined);
+        try {
+          statementDone(ctx, node, method, sql, started, () => totalRowCount(res));
+          resolve(map(res));
+        } catch (x) {
+          reject(x);
+        }
+      });
+    });
+  });
 }
