@@ -1,6 +1,7 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type pg from 'pg';
 import { TestkitError } from '../errors.js';
 import { sleep, throwIfAborted } from '../internal/abort.js';
@@ -48,6 +49,13 @@ export const DEFAULT_POSTGRES_SETTINGS: Readonly<Record<string, string>> = Objec
 export const DEFAULT_START_TIMEOUT_MS = 60_000;
 export const DEFAULT_STOP_TIMEOUT_MS = 30_000;
 export const DEFAULT_PROMOTE_TIMEOUT_MS = 60_000;
+
+function removeSysvShm(id: string): Promise<void> {
+  if (process.platform !== 'linux' && process.platform !== 'darwin') return Promise.resolve();
+  return new Promise((resolve) => {
+    execFile('ipcrm', ['-m', id], () => resolve());
+  });
+}
 
 /** Behaviour shared by embedded and external nodes: everything that is plain SQL. */
 export abstract class SqlPgNode implements PgNode {
@@ -287,8 +295,23 @@ export class EmbeddedPgNode extends SqlPgNode {
   /** SIGKILL to the postmaster's whole process group (postmaster and backends); the data directory stays. */
   async kill(): Promise<void> {
     if (!this.#proc) return;
+    const shmId = await this.#sysvShmId();
     this.#signal('SIGKILL', true);
     await this.#waitExit(30_000);
+    // A killed postmaster cannot release its small System V segment; a restart would reuse it, but a
+    // cluster stopped after a kill would leak one per run. Remove it (best effort; a later start makes a new one).
+    if (shmId !== undefined) await removeSysvShm(shmId);
+  }
+
+  /** The System V shared memory id from postmaster.pid (line 7: key and id), if any. */
+  async #sysvShmId(): Promise<string | undefined> {
+    try {
+      const lines = (await readFile(join(this.dataDir, 'postmaster.pid'), 'utf8')).split('\n');
+      const id = lines[6]?.trim().split(/\s+/)[1];
+      return id && /^\d+$/.test(id) ? id : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Clean (fast) shutdown: SIGINT, SIGKILL if it takes longer than `DEFAULT_STOP_TIMEOUT_MS`. */
