@@ -5,13 +5,15 @@ import {
   connectRequestSchema,
   pushSessionChunkRequestSchema,
   pushSessionCreateRequestSchema,
+  type SnapshotSessionCreateRequest,
   SOURCE_ID_HEADER,
+  snapshotSessionCreateRequestSchema,
   type WireErrorCode,
 } from '../shared/wire.js';
 import { isSyncServerError, SyncServerError, WIRE_ERROR_STATUS, wireError } from './errors.js';
 import type { Actor } from './internal/state.js';
 import { DEFAULT_BODY_LIMIT_BYTES, MAX_BUNDLES_PER_PULL } from './options.js';
-import type { SyncService } from './service.js';
+import type { BundleChangeSubscription, SyncService } from './service.js';
 
 export const DEFAULT_FASTIFY_BODY_LIMIT = DEFAULT_BODY_LIMIT_BYTES;
 
@@ -357,6 +359,76 @@ export async function oversyncFastifyPlugin(fastify: FastifyInstance, rawOptions
       },
     },
     {
+      method: 'POST',
+      url: '/sync/snapshot-sessions',
+      failCode: 'snapshot_session_create_failed',
+      failMessage: 'Failed to create snapshot session',
+      actor: true,
+      handler: (req, _reply, actor, signal) => {
+        const raw = typeof req.body === 'string' ? req.body : '';
+        let body: SnapshotSessionCreateRequest = {};
+        if (raw.trim() !== '') {
+          const parsed = parseBody(
+            req,
+            snapshotSessionCreateRequestSchema,
+            'snapshot_session_invalid',
+            'Failed to parse snapshot session request',
+          );
+          if (parsed.source_replacement) body = { source_replacement: parsed.source_replacement };
+        }
+        return service.createSnapshotSession(actor, body, { signal });
+      },
+    },
+    {
+      method: 'GET',
+      url: '/sync/snapshot-sessions/:snapshot_id',
+      failCode: 'snapshot_chunk_failed',
+      failMessage: 'Failed to load snapshot chunk',
+      actor: true,
+      handler: (req, _reply, actor, signal) => {
+        const code = 'snapshot_chunk_invalid';
+        const after = intParam(req, 'after_row_ordinal', code, { min: 0, def: 0 });
+        const maxRows = intParam(req, 'max_rows', code, { min: 1 });
+        return service.getSnapshotChunk(
+          actor,
+          pathParam(req, 'snapshot_id'),
+          { afterRowOrdinal: after, maxRows },
+          { signal },
+        );
+      },
+    },
+    {
+      method: 'DELETE',
+      url: '/sync/snapshot-sessions/:snapshot_id',
+      failCode: 'snapshot_session_delete_failed',
+      failMessage: 'Failed to delete snapshot session',
+      actor: true,
+      handler: async (req, _reply, actor, signal) => {
+        await service.deleteSnapshotSession(actor, pathParam(req, 'snapshot_id'), { signal });
+        return undefined;
+      },
+    },
+    {
+      method: 'GET',
+      url: '/sync/watch',
+      failCode: 'bundle_change_watch_failed',
+      failMessage: 'Failed to watch bundle changes',
+      actor: true,
+      handler: async (req, reply, actor, signal) => {
+        const enabled = service.options.bundleChangeWatch.enabled;
+        if (enabled && opts.bundleChangeWatchAllowed && !(await opts.bundleChangeWatchAllowed(req, actor))) {
+          throw wireError(
+            'bundle_change_watch_forbidden',
+            'Bundle change watch is not enabled for this client',
+          );
+        }
+        const after = intParam(req, 'after_bundle_seq', 'invalid_request', { min: 0, def: 0 })!;
+        const sub = await service.watchBundleChanges(actor, { afterBundleSeq: after }, { signal });
+        await streamBundleEvents(reply, sub, service.options.bundleChangeWatch.heartbeatIntervalMs);
+        return undefined;
+      },
+    },
+    {
       method: 'GET',
       url: '/sync/capabilities',
       failCode: 'invalid_request',
@@ -417,3 +489,36 @@ export async function oversyncFastifyPlugin(fastify: FastifyInstance, rawOptions
 }
 
 export type { RouteDef };
+
+/** Server-sent events: `event: bundle` frames and `: heartbeat` comments until either side closes. */
+async function streamBundleEvents(
+  reply: FastifyReply,
+  sub: BundleChangeSubscription,
+  heartbeatMs: number,
+): Promise<void> {
+  reply.hijack();
+  const raw = reply.raw;
+  raw.writeHead(200, {
+    'content-type': 'text/event-stream',
+    'cache-control': 'no-cache',
+    'x-accel-buffering': 'no',
+  });
+  raw.flushHeaders();
+  const onClose = () => sub.close();
+  raw.once('close', onClose);
+  const heartbeat = setInterval(() => {
+    if (!raw.writableEnded) raw.write(': heartbeat\n\n');
+  }, heartbeatMs);
+  heartbeat.unref();
+  try {
+    for await (const e of sub) {
+      if (raw.writableEnded || raw.destroyed) break;
+      raw.write(`event: bundle\ndata: ${goEscapeJsonText(JSON.stringify(e))}\n\n`);
+    }
+  } finally {
+    clearInterval(heartbeat);
+    raw.removeListener('close', onClose);
+    sub.close();
+    if (!raw.writableEnded) raw.end();
+  }
+}

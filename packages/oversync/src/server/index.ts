@@ -19,9 +19,14 @@ export type { SyncDatabase, SyncQuerier, SyncTxOptions } from './internal/db.js'
 export * from './options.js';
 export {
   type Actor,
+  type BundleChangeSubscription,
+  type BundleSource,
+  type BundleWriteFn,
   type CloseOptions,
   createSyncService,
   type DiscoveredSchema,
   type PullParams,
+  type ScopeManager,
+  type ScopeWriteResult,
   type SyncService,
 } from './service.js';

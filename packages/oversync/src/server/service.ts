@@ -1,5 +1,6 @@
 import { tracingChannel } from 'node:diagnostics_channel';
 import type {
+  Bundle,
   CapabilitiesResponse,
   CommittedBundleRowsResponse,
   ConnectRequest,
@@ -11,6 +12,9 @@ import type {
   PushSessionCommitResponse,
   PushSessionCreateRequest,
   PushSessionCreateResponse,
+  SnapshotChunkResponse,
+  SnapshotSession,
+  SnapshotSessionCreateRequest,
   StatusResponse,
 } from '../shared/wire.js';
 import { SyncServerError, wireError } from './errors.js';
@@ -24,8 +28,18 @@ import { connect } from './internal/connect.js';
 import type { OpOptions, ServiceContext } from './internal/context.js';
 import { getCommittedBundleRows, type PullParams, pull } from './internal/pull.js';
 import { commitPushSession, createPushSession, deletePushSession, uploadPushChunk } from './internal/push.js';
+import {
+  type BundleSource,
+  type BundleWriteFn,
+  execScopeWrite,
+  type ScopeWriteResult,
+  withinSyncBundle,
+} from './internal/server-writes.js';
+import { createSnapshotSession, deleteSnapshotSession, getSnapshotChunk } from './internal/snapshot.js';
 import type { Actor } from './internal/state.js';
+import { requireInitializedScopeReadOnly } from './internal/state.js';
 import { capabilities, status } from './internal/status.js';
+import { BundleChangeHub, type BundleChangeSubscription } from './internal/watch.js';
 import {
   DEFAULT_BUNDLES_PER_PULL,
   type ResolvedSyncServiceOptions,
@@ -35,6 +49,18 @@ import {
 } from './options.js';
 
 export type { DiscoveredSchema } from './internal/bootstrap.js';
+export type { BundleSource, BundleWriteFn, ScopeWriteResult } from './internal/server-writes.js';
+export type { BundleChangeSubscription } from './internal/watch.js';
+
+/** Writes into a scope from the server side (go-oversync's ScopeManager). */
+export interface ScopeManager {
+  execWrite(
+    scopeId: string,
+    opts: { writerId: string },
+    fn: BundleWriteFn,
+    signal?: OpOptions,
+  ): Promise<ScopeWriteResult>;
+}
 export type { PullParams } from './internal/pull.js';
 export type { Actor } from './internal/state.js';
 
@@ -74,6 +100,39 @@ export interface SyncService {
     page?: { afterRowOrdinal?: number | undefined; maxRows?: number | undefined },
     opts?: OpOptions,
   ): Promise<CommittedBundleRowsResponse>;
+  createSnapshotSession(
+    actor: Actor,
+    req?: SnapshotSessionCreateRequest,
+    opts?: OpOptions,
+  ): Promise<SnapshotSession>;
+  getSnapshotChunk(
+    actor: Actor,
+    snapshotId: string,
+    page?: { afterRowOrdinal?: number | undefined; maxRows?: number | undefined },
+    opts?: OpOptions,
+  ): Promise<SnapshotChunkResponse>;
+  deleteSnapshotSession(actor: Actor, snapshotId: string, opts?: OpOptions): Promise<void>;
+  /**
+   * Runs `fn` as bundle `source` of `actor.userId`'s (INITIALIZED) scope; its writes reach clients
+   * on their next pull. Resolves to the committed bundle, or null when `fn` changed nothing.
+   */
+  withinSyncBundle(
+    actor: { userId: string },
+    source: BundleSource,
+    fn: BundleWriteFn,
+    opts?: OpOptions,
+  ): Promise<Bundle | null>;
+  /** The scope manager: server writes that initialise an UNINITIALIZED scope when needed. */
+  scopeManager(): ScopeManager;
+  /**
+   * Subscribes to committed-bundle events of the actor's scope (`GET /sync/watch`); an event for
+   * the latest bundle is delivered at once when it is newer than `afterBundleSeq`.
+   */
+  watchBundleChanges(
+    actor: Actor,
+    params: { afterBundleSeq: number },
+    opts?: OpOptions,
+  ): Promise<BundleChangeSubscription>;
   /** `watchAllowed: false` reports `bundle_change_watch: false` (an actor refused by the watch policy). */
   capabilities(opts?: { watchAllowed?: boolean }): CapabilitiesResponse;
   status(opts?: OpOptions): Promise<StatusResponse>;
@@ -91,6 +150,7 @@ export class SyncServiceImpl implements SyncService {
   #topology: Topology | undefined;
   #bootstrapping: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
+  #hub: BundleChangeHub | undefined;
   readonly logger;
 
   constructor(options: SyncServiceOptions) {
@@ -213,6 +273,73 @@ export class SyncServiceImpl implements SyncService {
       getCommittedBundleRows(ctx, checkActor(actor), bundleSeq, page.afterRowOrdinal, maxRows, { signal }),
     );
   }
+  createSnapshotSession(actor: Actor, req: SnapshotSessionCreateRequest = {}, opts?: OpOptions) {
+    return this.run('snapshot.create', opts, (ctx, signal) =>
+      createSnapshotSession(ctx, checkActor(actor), req, { signal }),
+    );
+  }
+  getSnapshotChunk(
+    actor: Actor,
+    snapshotId: string,
+    page: { afterRowOrdinal?: number | undefined; maxRows?: number | undefined } = {},
+    opts?: OpOptions,
+  ) {
+    const maxRows = page.maxRows ?? this.options.limits.defaultRowsPerSnapshotChunk;
+    return this.run('snapshot.chunk', opts, (ctx, signal) =>
+      getSnapshotChunk(ctx, checkActor(actor), snapshotId, page.afterRowOrdinal ?? 0, maxRows, { signal }),
+    );
+  }
+  deleteSnapshotSession(actor: Actor, snapshotId: string, opts?: OpOptions) {
+    return this.run('snapshot.delete', opts, (ctx, signal) =>
+      deleteSnapshotSession(ctx, checkActor(actor), snapshotId, { signal }),
+    );
+  }
+  withinSyncBundle(actor: { userId: string }, source: BundleSource, fn: BundleWriteFn, opts?: OpOptions) {
+    return this.run('within-sync-bundle', opts, (ctx, signal) =>
+      withinSyncBundle(ctx, actor, source, fn, { signal }),
+    );
+  }
+  scopeManager(): ScopeManager {
+    return {
+      execWrite: (scopeId, o, fn, opts) =>
+        this.run('scope.exec-write', opts, (ctx, signal) =>
+          execScopeWrite(ctx, scopeId, o?.writerId, fn, { signal }),
+        ),
+    };
+  }
+  async watchBundleChanges(actor: Actor, params: { afterBundleSeq: number }, opts?: OpOptions) {
+    const w = this.options.bundleChangeWatch;
+    if (!w.enabled) throw wireError('bundle_change_watch_disabled', 'Bundle change watch is disabled');
+    return this.run('watch.subscribe', opts, async (ctx, signal) => {
+      const a = checkActor(actor);
+      this.#hub ??= new BundleChangeHub(ctx.db, w.notifyChannel, this.logger);
+      const hub = this.#hub;
+      return ctx.db.runTx(
+        async (tx) => {
+          const userPk = await requireInitializedScopeReadOnly(tx, a.userId);
+          const sub = hub.subscribe(userPk, params.afterBundleSeq);
+          const r = await tx.query<{ seq: string }>(
+            'SELECT (next_bundle_seq - 1)::text AS seq FROM sync.user_state WHERE user_pk = $1',
+            [userPk],
+          );
+          sub.publish({ bundle_seq: Number(r.rows[0]?.seq ?? 0) });
+          return sub;
+        },
+        { isolation: 'read committed', readOnly: true, signal },
+      );
+    });
+  }
+  /** Resolves once the watch listener is LISTENing (starts it if needed). */
+  async bundleChangeListenerReady(timeoutMs?: number): Promise<void> {
+    const w = this.options.bundleChangeWatch;
+    if (!w.enabled) return;
+    this.#hub ??= new BundleChangeHub(this.context.db, w.notifyChannel, this.logger);
+    await this.#hub.ready(timeoutMs);
+  }
+  /** Number of open watch subscriptions (diagnostics). */
+  bundleChangeSubscriberCount(): number {
+    return this.#hub?.subscriberCount() ?? 0;
+  }
   capabilities(opts: { watchAllowed?: boolean } = {}): CapabilitiesResponse {
     return capabilities(this.options, opts.watchAllowed ?? true);
   }
@@ -227,7 +354,7 @@ export class SyncServiceImpl implements SyncService {
 
   async #close(opts: CloseOptions): Promise<void> {
     this.#lifecycle = 'shutting_down';
-    this.onClosing();
+    const hubClosed = this.#hub?.close();
     if (this.#inflight > 0) {
       const drained = new Promise<void>((resolve) => this.#drainWaiters.push(resolve));
       const timeoutMs = opts.drainTimeoutMs ?? this.options.closeTimeoutMs;
@@ -246,12 +373,10 @@ export class SyncServiceImpl implements SyncService {
         await drained;
       }
     }
+    await hubClosed;
     this.#lifecycle = 'closed';
     this.logger.info({}, 'oversync sync service closed');
   }
-
-  /** Hook for subclasses / part-2 features (watch streams stop here). */
-  protected onClosing(): void {}
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();

@@ -96,10 +96,7 @@ export async function loadScopeForUpdate(tx: SyncQuerier, userPk: string): Promi
 }
 
 /** Read-only scope check for pull / snapshot / watch: the scope must be INITIALIZED. */
-export async function requireInitializedScopeReadOnly(
-  tx: SyncQuerier,
-  userId: string,
-): Promise<string | undefined> {
+export async function requireInitializedScopeReadOnly(tx: SyncQuerier, userId: string): Promise<string> {
   const r = await tx.query<Parameters<typeof toScope>[0]>(
     `SELECT ${SCOPE_COLUMNS.replace('user_pk::text AS user_pk', 's.user_pk::text AS user_pk')}
        FROM sync.scope_state s JOIN sync.user_state u ON u.user_pk = s.user_pk WHERE u.user_id = $1`,
