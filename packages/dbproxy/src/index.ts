@@ -14,6 +14,7 @@ export {
 } from './errors.js';
 export type { ChangeEvent, GapChange, WriteChange } from './internal/change-stream.js';
 export {
+  type AnyWriteMethod,
   type DbProxyOptions,
   DEFAULT_CHANGES_BUFFER_SIZE,
   DEFAULT_DRAIN_TIMEOUT_MS,

@@ -40,7 +40,14 @@ export interface WriteMethod<P = unknown> {
   params: z.ZodType<P>;
   handler: (db: SqliteDatabase, params: P) => unknown;
   /** Uses `timeouts.longMs` instead of `timeouts.defaultMs` (unless `timeouts.perMethod` names it). */
-  long?: boolean;
+  long?: boolean | undefined;
+}
+
+/** Any entry of the `writes` registry (what `defineWrite` returns, whatever its params type). */
+export interface AnyWriteMethod {
+  params: z.ZodType<unknown>;
+  handler: (db: SqliteDatabase, params: never) => unknown;
+  long?: boolean | undefined;
 }
 
 /** Typed helper so `handler` sees the schema's output type. */
@@ -53,7 +60,7 @@ const isLogger = (v: unknown): v is Logger =>
   v !== null &&
   ['debug', 'info', 'warn', 'error'].every((k) => typeof (v as Record<string, unknown>)[k] === 'function');
 
-const isWriteMethod = (v: unknown): v is WriteMethod =>
+const isWriteMethod = (v: unknown): v is AnyWriteMethod =>
   typeof v === 'object' &&
   v !== null &&
   typeof (v as { handler?: unknown }).handler === 'function' &&
@@ -77,7 +84,7 @@ export const dbProxyOptionsSchema = z
     /** The named writes; every process passes the same registry. */
     writes: z.record(
       z.string().min(1),
-      z.custom<WriteMethod>(isWriteMethod, { message: 'expected { params, handler }' }),
+      z.custom<AnyWriteMethod>(isWriteMethod, { message: 'expected { params, handler }' }),
     ),
     /** Runs on the primary's read-write connection after it wins the election and before it publishes. */
     migrate: z.custom<(db: SqliteDatabase) => void>((v) => typeof v === 'function').optional(),

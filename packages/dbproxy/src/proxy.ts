@@ -249,6 +249,7 @@ class Proxy_ implements DbProxy {
 
   readonly #stateChanged = new Notifier();
   readonly #seqAdvanced = new Notifier();
+  readonly #slotFreed = new Notifier();
   readonly #roleListeners = new Set<(e: RoleChange) => void>();
   readonly #streams = new Set<ChangeStream>();
   #deliveredSeq: number | null = null;
@@ -730,7 +731,7 @@ class Proxy_ implements DbProxy {
       const r = await state.coordinator.submit<unknown>(
         (db) => {
           if (Date.now() >= deadline) throw new ExpiredAtRun();
-          return handler(db, value);
+          return handler(db, value as never);
         },
         {
           requestId,
@@ -766,6 +767,11 @@ class Proxy_ implements DbProxy {
     throwIfAborted(opts.signal);
     if (this.#closing !== null) throw this.#closedError();
     await this.start(opts.signal === undefined ? {} : { signal: opts.signal });
+    // Bounded in-flight writes per process: beyond maxInFlight a write waits for a slot.
+    while (this.#inFlight >= this.options.maxInFlight) {
+      await sleep(this.options.timeouts.defaultMs, opts.signal, this.#slotFreed);
+      if (this.#closing !== null) throw this.#closedError();
+    }
     const stats = this.#statsFor(method);
     stats.count++;
     const t0 = performance.now();
@@ -781,11 +787,14 @@ class Proxy_ implements DbProxy {
       throw e;
     } finally {
       this.#inFlight--;
+      this.#slotFreed.notify();
       stats.latency.record(performance.now() - t0);
     }
   }
 
-  #statsFor(method: string): MethodStats {
+  #statsFor(name: string): MethodStats {
+    // unknown names share one bucket, so a caller cannot grow the map without bound
+    const method = Object.hasOwn(this.options.writes, name) ? name : '(unknown)';
     let s = this.#methods.get(method);
     if (s === undefined) {
       s = new MethodStats();
