@@ -19,7 +19,7 @@ export interface SqliteDb {
 export interface CoordinatorLike {
   readonly options: { readonly database: unknown };
   runExclusive<T>(
-    fn: (db: never) => T,
+    fn: (db: unknown) => T,
     opts?: { signal?: AbortSignal; durability?: 'normal' | 'full' },
   ): Promise<{ value: T }>;
   submit: (...args: never[]) => Promise<unknown>;
@@ -79,7 +79,7 @@ export class TxRunner {
     if (isCoordinator(this.#writer)) {
       const opts: { signal?: AbortSignal; durability: 'normal' | 'full' } = { durability: this.#durability };
       if (signal) opts.signal = signal;
-      const r = await this.#writer.runExclusive((db: never) => fn(db as SqliteDb), opts);
+      const r = await this.#writer.runExclusive((db: unknown) => fn(db as SqliteDb), opts);
       return r.value;
     }
     const db = this.#db;
