@@ -80,7 +80,7 @@ export interface WriteCoordinatorMetrics {
   expired: number;
   /** Queued jobs removed by their signal (never ran). */
   aborted: number;
-  /** Submits refused at intake: queue full, closed, unknown method, invalid params, async job. */
+  /** Submits refused at intake: queue full, closed, pre-aborted signal, unknown method, invalid params. */
   rejected: number;
   /** Queued jobs rejected with `WRITECOORDINATOR_SHUTTING_DOWN` at close (never ran). */
   dropped: number;

@@ -245,8 +245,7 @@ export class Coordinator implements WriteCoordinator {
       return this.#refuse(this.#queueFull());
     }
     if (signal?.aborted) {
-      this.#aborted++;
-      return Promise.reject(
+      return this.#refuse(
         new WriteCoordinatorError('WRITECOORDINATOR_ABORTED', 'the submit was aborted before it was queued', {
           cause: signal.reason,
         }),
