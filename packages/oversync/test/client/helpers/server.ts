@@ -57,9 +57,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       return h.startsWith('Bearer ') ? h.slice(7) : undefined;
     },
   });
-  const listenerStart = (service as unknown as { startBundleChangeListener?: () => unknown })
-    .startBundleChangeListener;
-  if (opts.watch && typeof listenerStart === 'function') listenerStart.call(service);
+  if (opts.watch) await service.bundleChangeListenerReady(10_000);
   await app.listen({ port: opts.port ?? 0, host: '127.0.0.1' });
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : 0;
