@@ -294,6 +294,43 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
     }
   });
 
+  it('close() waits for in-flight statements, then ends the pools', async () => {
+    const c = createCluster({ primary: db.url, replicas: [...db.replicaUrls] });
+    const running = c.queryRow<{ done: boolean }>('select pg_sleep(0.3) is not null as done');
+    const reading = c.readQueryRow<{ one: number }>('select 1 as one, pg_sleep(0.2)');
+    await new Promise((r) => setTimeout(r, 50));
+    await c.close();
+    expect(await running).toEqual({ done: true });
+    expect((await reading)?.one).toBe(1);
+    expect(c.stats().nodes.every((n) => n.totalCount === 0)).toBe(true);
+  });
+
+  it('stream and copyTo stop and release their connection when the signal aborts', async () => {
+    const ac = new AbortController();
+    let n = 0;
+    const err = await (async () => {
+      for await (const _ of cluster.stream('select g from generate_series(1, 100000) g', [], {
+        signal: ac.signal,
+        batchSize: 100,
+      })) {
+        if (++n === 150) ac.abort();
+      }
+    })().catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'DBX_QUERY_CANCELLED' });
+    const ac2 = new AbortController();
+    const err2 = await (async () => {
+      for await (const _ of cluster.copyTo('copy (select g from generate_series(1, 2000000) g) to stdout', {
+        signal: ac2.signal,
+      })) {
+        ac2.abort();
+      }
+    })().catch((e: unknown) => e);
+    expect(err2).toMatchObject({ code: 'DBX_QUERY_CANCELLED' });
+    const primary = cluster.stats().nodes.find((x) => x.writer);
+    expect(primary?.totalCount).toBe(primary?.idleCount);
+    expect(await cluster.queryRow('select 1 as ok')).toEqual({ ok: 1 });
+  });
+
   it('invalid options throw DBX_INVALID_OPTIONS; calls after close reject with DBX_CLUSTER_CLOSED', async () => {
     expect(() => createCluster({ primary: '', retry: { maxAttempts: 0 } })).toThrow(
       expect.objectContaining({ code: 'DBX_INVALID_OPTIONS' }),

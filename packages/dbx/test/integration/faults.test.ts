@@ -147,6 +147,38 @@ describe('faults: lag, dead replicas, retries, promotion', () => {
     expect(ports.has(port.primary as number)).toBe(false);
   });
 
+  it('a read with a token waits (up to readYourWritesWaitMs) for a replica to replay it', async () => {
+    await using waiting = createCluster({
+      primary: pgc.primary.url,
+      replicas: pgc.replicas.map((r) => r.url),
+      healthCheck: { intervalMs: 100, timeoutMs: 500 },
+      readYourWritesWaitMs: 5_000,
+    });
+    await waiting.checkHealth();
+    for (const r of pgc.replicas) await r.pauseReplay();
+    let resumed = false;
+    try {
+      const token = await waiting.session(async () => {
+        await waiting.exec("insert into items values (4000, 'wait')");
+        return waiting.writeToken();
+      });
+      setTimeout(() => {
+        resumed = true;
+        for (const r of pgc.replicas) r.resumeReplay().catch(() => undefined);
+      }, 300);
+      const row = await waiting.readQueryRow<{ id: number; port: number }>(
+        'select id, inet_server_port() as port from items where id = 4000',
+        [],
+        { token: token as string },
+      );
+      expect(row?.id).toBe(4000);
+      expect(row?.port).not.toBe(port.primary);
+      expect(resumed).toBe(true);
+    } finally {
+      if (!resumed) for (const r of pgc.replicas) await r.resumeReplay();
+    }
+  });
+
   it('drops connections killed while idle, and never re-runs a statement that was in flight', async () => {
     const admin = new pg.Client(pgc.primary.url);
     await admin.connect();
