@@ -5,6 +5,7 @@ import {
   type WriteCoordinatorOptions,
 } from '@x/writecoordinator';
 import Database from 'better-sqlite3';
+import { test as base } from 'vitest';
 
 export interface TestDb {
   readonly dir: string;
@@ -51,3 +52,13 @@ export function insert(v: string) {
 export function values(db: Database.Database): string[] {
   return (db.prepare('SELECT v FROM items ORDER BY id').all() as Array<{ v: string }>).map((r) => r.v);
 }
+
+/** `it` with a `tdb` fixture: a fresh temp SQLite file per test, cleaned up (databases closed) after it. */
+export const it = base.extend<{ tdb: TestDb }>({
+  // biome-ignore lint/correctness/noEmptyPattern: vitest fixtures take a destructured first argument
+  tdb: async ({}, use) => {
+    const t = await tempDb();
+    await use(t);
+    await t.cleanup();
+  },
+});

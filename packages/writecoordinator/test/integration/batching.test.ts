@@ -1,16 +1,10 @@
 import type { CommitEvent, SqliteDatabase } from '@x/writecoordinator';
-import { afterEach, describe, expect, it } from 'vitest';
-import { insert, openCoordinator, type TestDb, tempDb, values } from '../helpers/db.js';
+import { describe, expect } from 'vitest';
+import { insert, it, openCoordinator, values } from '../helpers/db.js';
 import { rejection } from '../helpers/errors.js';
 
-let t: TestDb;
-afterEach(async () => {
-  await t?.cleanup();
-});
-
 describe('group commit', () => {
-  it('runs jobs in FIFO order, across batches', async () => {
-    t = await tempDb();
+  it('runs jobs in FIFO order, across batches', async ({ tdb: t }) => {
     const { db, wc } = openCoordinator(t, { maxBatchSize: 7 });
     const events: CommitEvent[] = [];
     wc.subscribe((e) => events.push(e));
@@ -27,8 +21,7 @@ describe('group commit', () => {
     await wc.close();
   });
 
-  it('jobs queued together commit in one transaction and share a sequence', async () => {
-    t = await tempDb();
+  it('jobs queued together commit in one transaction and share a sequence', async ({ tdb: t }) => {
     const { wc } = openCoordinator(t);
     const rs = await Promise.all([wc.submit(insert('a')), wc.submit(insert('b')), wc.submit(insert('c'))]);
     expect(rs.map((r) => r.seq)).toEqual([1, 1, 1]);
@@ -36,8 +29,7 @@ describe('group commit', () => {
     await wc.close();
   });
 
-  it('isolates a failing job: only its caller sees the error, its neighbours commit', async () => {
-    t = await tempDb();
+  it('isolates a failing job: only its caller sees the error, its neighbours commit', async ({ tdb: t }) => {
     const { db, wc } = openCoordinator(t);
     await wc.submit(insert('taken'));
     const calls = new Map<string, number>();
@@ -83,8 +75,9 @@ describe('group commit', () => {
     await wc.close();
   });
 
-  it('a job that returns a Promise is a typed error and its synchronous writes are rolled back', async () => {
-    t = await tempDb();
+  it('a job that returns a Promise is a typed error and its synchronous writes are rolled back', async ({
+    tdb: t,
+  }) => {
     const { db, wc } = openCoordinator(t);
     const asyncJob = async (d: SqliteDatabase) => {
       insert('sync-part')(d);
@@ -98,8 +91,9 @@ describe('group commit', () => {
     await wc.close();
   });
 
-  it('a batch where every job fails commits nothing and does not advance the sequence', async () => {
-    t = await tempDb();
+  it('a batch where every job fails commits nothing and does not advance the sequence', async ({
+    tdb: t,
+  }) => {
     const { wc } = openCoordinator(t);
     const events: CommitEvent[] = [];
     wc.subscribe((e) => events.push(e));
@@ -112,8 +106,9 @@ describe('group commit', () => {
     await wc.close();
   });
 
-  it('durability "full" on one job makes its batch commit under synchronous = FULL, then restores NORMAL', async () => {
-    t = await tempDb();
+  it('durability "full" on one job makes its batch commit under synchronous = FULL, then restores NORMAL', async ({
+    tdb: t,
+  }) => {
     const { db, wc } = openCoordinator(t);
     const seen: unknown[] = [];
     const probe = (d: SqliteDatabase) => seen.push(d.pragma('synchronous', { simple: true }));
@@ -124,8 +119,7 @@ describe('group commit', () => {
     await wc.close();
   });
 
-  it('runExclusive runs alone in its own transaction, in queue order', async () => {
-    t = await tempDb();
+  it('runExclusive runs alone in its own transaction, in queue order', async ({ tdb: t }) => {
     const { db, wc } = openCoordinator(t);
     const events: CommitEvent[] = [];
     wc.subscribe((e) => events.push(e));
@@ -158,8 +152,9 @@ describe('group commit', () => {
     await wc.close();
   });
 
-  it('a job that ends the transaction itself is rejected; the others are not lost or doubled', async () => {
-    t = await tempDb();
+  it('a job that ends the transaction itself is rejected; the others are not lost or doubled', async ({
+    tdb: t,
+  }) => {
     const { db, wc } = openCoordinator(t);
     const ps = [
       wc.submit(insert('a')),
@@ -194,8 +189,9 @@ describe('group commit', () => {
     await wc.close();
   });
 
-  it('an SQLite error at BEGIN fails the batch with its code, applies nothing, and is not retried', async () => {
-    t = await tempDb();
+  it('an SQLite error at BEGIN fails the batch with its code, applies nothing, and is not retried', async ({
+    tdb: t,
+  }) => {
     const { db, wc } = openCoordinator(t, { busyTimeoutMs: 50 });
     const other = t.open();
     other.exec('BEGIN IMMEDIATE');

@@ -1,16 +1,16 @@
-import type { CommitEvent, WriteCoordinatorMetrics } from '@x/writecoordinator';
-import { afterEach, describe, expect, it } from 'vitest';
-import { insert, openCoordinator, type TestDb, tempDb } from '../helpers/db.js';
+import diagnostics from 'node:diagnostics_channel';
+import {
+  BATCH_CHANNEL,
+  CLOSE_CHANNEL,
+  type CommitEvent,
+  type WriteCoordinatorMetrics,
+} from '@x/writecoordinator';
+import { describe, expect } from 'vitest';
+import { insert, it, openCoordinator } from '../helpers/db.js';
 import { rejection } from '../helpers/errors.js';
 
-let t: TestDb;
-afterEach(async () => {
-  await t?.cleanup();
-});
-
 describe('change events', () => {
-  it('one event per commit, to every listener, with the committed jobs only', async () => {
-    t = await tempDb();
+  it('one event per commit, to every listener, with the committed jobs only', async ({ tdb: t }) => {
     const { wc } = openCoordinator(t);
     const a: CommitEvent[] = [];
     const b: CommitEvent[] = [];
@@ -41,8 +41,7 @@ describe('change events', () => {
     await wc.close();
   });
 
-  it('changes() is an async iterator that ends on close and rejects on abort', async () => {
-    t = await tempDb();
+  it('changes() is an async iterator that ends on close and rejects on abort', async ({ tdb: t }) => {
     const { wc } = openCoordinator(t);
     const seen: number[] = [];
     const consumer = (async () => {
@@ -62,8 +61,7 @@ describe('change events', () => {
     expect(seen).toEqual([1, 2, 3, 4, 5]);
   });
 
-  it('a changes() consumer that falls too far behind fails with CHANGES_OVERFLOW', async () => {
-    t = await tempDb();
+  it('a changes() consumer that falls too far behind fails with CHANGES_OVERFLOW', async ({ tdb: t }) => {
     const { wc } = openCoordinator(t, { changesBufferSize: 2 });
     const it = wc.changes()[Symbol.asyncIterator]();
     for (let i = 0; i < 4; i++) await wc.submit(insert(`o${i}`));
@@ -74,8 +72,7 @@ describe('change events', () => {
 });
 
 describe('metrics', () => {
-  it('is a snapshot consistent with what happened', async () => {
-    t = await tempDb();
+  it('is a snapshot consistent with what happened', async ({ tdb: t }) => {
     const { wc } = openCoordinator(t, { queueSize: 4, maxWaiting: 0, maxBatchDelayMs: 20 });
     const ac = new AbortController();
     const outcomes = await Promise.allSettled([
@@ -120,5 +117,26 @@ describe('metrics', () => {
     expect(m.p50LatencyMs).toBeGreaterThan(0);
     expect(m.p99LatencyMs).toBeGreaterThanOrEqual(m.p50LatencyMs);
     await wc.close();
+  });
+});
+
+describe('tracing', () => {
+  it('publishes every committed batch and the close on diagnostics_channel', async ({ tdb: t }) => {
+    const { wc } = openCoordinator(t);
+    const batches: unknown[] = [];
+    const closes: unknown[] = [];
+    const onBatch = (m: unknown) => batches.push(m);
+    const onClose = (m: unknown) => closes.push(m);
+    diagnostics.subscribe(BATCH_CHANNEL, onBatch);
+    diagnostics.subscribe(CLOSE_CHANNEL, onClose);
+    try {
+      await Promise.all([wc.submit(insert('a')), wc.submit(insert('b'), { durability: 'full' })]);
+      await wc.close();
+    } finally {
+      diagnostics.unsubscribe(BATCH_CHANNEL, onBatch);
+      diagnostics.unsubscribe(CLOSE_CHANNEL, onClose);
+    }
+    expect(batches).toEqual([expect.objectContaining({ seq: 1, size: 2, durability: 'full' })]);
+    expect(closes).toEqual([expect.objectContaining({ seq: 1 })]);
   });
 });

@@ -1,19 +1,15 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, describe, expect, it } from 'vitest';
-import { insert, openCoordinator, type TestDb, tempDb, values } from '../helpers/db.js';
+import { describe, expect } from 'vitest';
+import { insert, it, openCoordinator, values } from '../helpers/db.js';
 import { rejection } from '../helpers/errors.js';
-
-let t: TestDb;
-afterEach(async () => {
-  await t?.cleanup();
-});
 
 // A long maxBatchDelayMs holds jobs in the queue so that they can be observed there.
 const HOLD_MS = 300;
 
 describe('backpressure, deadlines, cancellation', () => {
-  it('a full queue makes submit wait until its deadline or signal, then QUEUE_FULL; waiters get slots in order', async () => {
-    t = await tempDb();
+  it('a full queue makes submit wait until its deadline or signal, then QUEUE_FULL; waiters get slots in order', async ({
+    tdb: t,
+  }) => {
     const { db, wc } = openCoordinator(t, { queueSize: 2, maxWaiting: 3, maxBatchDelayMs: HOLD_MS });
     const queued = [wc.submit(insert('q1')), wc.submit(insert('q2'))];
     const t0 = Date.now();
@@ -42,8 +38,9 @@ describe('backpressure, deadlines, cancellation', () => {
     await wc.close();
   });
 
-  it('a job whose deadline passes while queued is rejected with EXPIRED and never runs', async () => {
-    t = await tempDb();
+  it('a job whose deadline passes while queued is rejected with EXPIRED and never runs', async ({
+    tdb: t,
+  }) => {
     const { db, wc } = openCoordinator(t, { maxBatchDelayMs: 100 });
     let ran = false;
     const expiring = wc.submit(
@@ -65,8 +62,9 @@ describe('backpressure, deadlines, cancellation', () => {
     await wc.close();
   });
 
-  it('an aborted job still queued is removed and never runs; a pre-aborted signal never queues', async () => {
-    t = await tempDb();
+  it('an aborted job still queued is removed and never runs; a pre-aborted signal never queues', async ({
+    tdb: t,
+  }) => {
     const { db, wc } = openCoordinator(t, { maxBatchDelayMs: 50 });
     const ac = new AbortController();
     let ran = false;
@@ -92,8 +90,7 @@ describe('backpressure, deadlines, cancellation', () => {
     await wc.close();
   });
 
-  it('an abort after the job committed does not change its outcome', async () => {
-    t = await tempDb();
+  it('an abort after the job committed does not change its outcome', async ({ tdb: t }) => {
     const { wc } = openCoordinator(t);
     const ac = new AbortController();
     const r = await wc.submit(insert('x'), { signal: ac.signal });
@@ -104,8 +101,7 @@ describe('backpressure, deadlines, cancellation', () => {
 });
 
 describe('close', () => {
-  it('stops intake, drains what is queued, and is idempotent', async () => {
-    t = await tempDb();
+  it('stops intake, drains what is queued, and is idempotent', async ({ tdb: t }) => {
     const { db, wc } = openCoordinator(t, { maxBatchSize: 3, maxBatchDelayMs: 20 });
     const ps = Array.from({ length: 10 }, (_, i) => wc.submit(insert(`d${i}`)));
     const c1 = wc.close({ drainTimeoutMs: 5_000 });
@@ -119,8 +115,9 @@ describe('close', () => {
     await wc[Symbol.asyncDispose]();
   });
 
-  it('rejects what is left at the drain deadline with SHUTTING_DOWN (retryable, not applied)', async () => {
-    t = await tempDb();
+  it('rejects what is left at the drain deadline with SHUTTING_DOWN (retryable, not applied)', async ({
+    tdb: t,
+  }) => {
     const { db, wc } = openCoordinator(t, { queueSize: 2, maxBatchSize: 1 });
     const slow = (d: Parameters<ReturnType<typeof insert>>[0]) => {
       const until = Date.now() + 150;
@@ -144,8 +141,7 @@ describe('close', () => {
     expect(wc.metrics()).toMatchObject({ completed: 1, dropped: 1, rejected: 1, queueDepth: 0 });
   });
 
-  it('await using closes the coordinator', { timeout: 3000 }, async () => {
-    t = await tempDb();
+  it('await using closes the coordinator', { timeout: 3000 }, async ({ tdb: t }) => {
     const { wc } = openCoordinator(t);
     {
       await using c = wc;

@@ -1,16 +1,10 @@
 import { createWriteCoordinator, REQUESTS_TABLE, type SqliteDatabase } from '@x/writecoordinator';
-import { afterEach, describe, expect, it } from 'vitest';
-import { insert, openCoordinator, type TestDb, tempDb, values } from '../helpers/db.js';
+import { describe, expect } from 'vitest';
+import { insert, it, openCoordinator, values } from '../helpers/db.js';
 import { rejection } from '../helpers/errors.js';
 
-let t: TestDb;
-afterEach(async () => {
-  await t?.cleanup();
-});
-
 describe('idempotency and the commit sequence', () => {
-  it('a repeated requestId returns the recorded result without running the job', async () => {
-    t = await tempDb();
+  it('a repeated requestId returns the recorded result without running the job', async ({ tdb: t }) => {
     const { db, wc } = openCoordinator(t);
     let runs = 0;
     const job = (d: SqliteDatabase) => {
@@ -28,8 +22,9 @@ describe('idempotency and the commit sequence', () => {
     await wc.close();
   });
 
-  it('the same requestId twice in one batch runs once; undefined results replay as undefined', async () => {
-    t = await tempDb();
+  it('the same requestId twice in one batch runs once; undefined results replay as undefined', async ({
+    tdb: t,
+  }) => {
     const { db, wc } = openCoordinator(t);
     let runs = 0;
     const job = (d: SqliteDatabase) => {
@@ -47,8 +42,9 @@ describe('idempotency and the commit sequence', () => {
     await wc.close();
   });
 
-  it('replays after a restart, with the original sequence; the sequence itself survives the restart', async () => {
-    t = await tempDb();
+  it('replays after a restart, with the original sequence; the sequence itself survives the restart', async ({
+    tdb: t,
+  }) => {
     const first = openCoordinator(t);
     await first.wc.submit(insert('a'));
     const r = await first.wc.submit(insert('b'), { requestId: 'req-b' });
@@ -67,8 +63,7 @@ describe('idempotency and the commit sequence', () => {
     await wc.close();
   });
 
-  it('a failed job records nothing, so retrying its requestId runs it again', async () => {
-    t = await tempDb();
+  it('a failed job records nothing, so retrying its requestId runs it again', async ({ tdb: t }) => {
     const { db, wc } = openCoordinator(t);
     let fail = true;
     const job = (d: SqliteDatabase) => {
@@ -83,8 +78,7 @@ describe('idempotency and the commit sequence', () => {
     await wc.close();
   });
 
-  it('a result that cannot be stored as JSON fails the job and applies nothing', async () => {
-    t = await tempDb();
+  it('a result that cannot be stored as JSON fails the job and applies nothing', async ({ tdb: t }) => {
     const { db, wc } = openCoordinator(t);
     const e = await rejection(
       wc.submit(
@@ -100,8 +94,7 @@ describe('idempotency and the commit sequence', () => {
     await wc.close();
   });
 
-  it('prunes recorded requests by count and by age', async () => {
-    t = await tempDb();
+  it('prunes recorded requests by count and by age', async ({ tdb: t }) => {
     const { db, wc } = openCoordinator(t, { idempotency: { maxEntries: 10, maxAgeMs: 60_000 } });
     for (let i = 0; i < 30; i++) await wc.submit(() => i, { requestId: `p${i}` });
     const count = () => Number(db.prepare(`SELECT count(*) FROM ${REQUESTS_TABLE}`).pluck().get());
@@ -118,8 +111,7 @@ describe('idempotency and the commit sequence', () => {
     await wc2.close();
   });
 
-  it('rejects an unusable requestId before queueing', async () => {
-    t = await tempDb();
+  it('rejects an unusable requestId before queueing', async ({ tdb: t }) => {
     const { wc } = openCoordinator(t);
     expect((await rejection(wc.submit(() => 1, { requestId: '' }))).code).toBe(
       'WRITECOORDINATOR_INVALID_PARAMS',

@@ -1,16 +1,10 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import { z } from 'zod';
-import { openCoordinator, type TestDb, tempDb, values } from '../helpers/db.js';
+import { it, openCoordinator, values } from '../helpers/db.js';
 import { rejection } from '../helpers/errors.js';
 
-let t: TestDb;
-afterEach(async () => {
-  await t?.cleanup();
-});
-
 describe('named writes', () => {
-  it('dispatches { method, params } through the registry with parsed params', async () => {
-    t = await tempDb();
+  it('dispatches { method, params } through the registry with parsed params', async ({ tdb: t }) => {
     const { db, wc } = openCoordinator(t);
     wc.register('addItem', z.object({ v: z.string().trim() }), (d, p) => {
       d.prepare('INSERT INTO items (v) VALUES (?)').run(p.v);
@@ -25,8 +19,7 @@ describe('named writes', () => {
     await wc.close();
   });
 
-  it('unknown method and invalid params are typed errors and nothing is written', async () => {
-    t = await tempDb();
+  it('unknown method and invalid params are typed errors and nothing is written', async ({ tdb: t }) => {
     const { db, wc } = openCoordinator(t);
     let ran = 0;
     wc.register('addItem', z.object({ v: z.string() }), () => {

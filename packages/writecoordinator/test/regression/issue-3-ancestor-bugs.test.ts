@@ -2,18 +2,14 @@
  * Issue 3: the ancestor (Pando's Go writecoordinator, design note §4 and §9) had these bugs; each
  * test pins the fix.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { insert, openCoordinator, type TestDb, tempDb, values } from '../helpers/db.js';
+import { describe, expect } from 'vitest';
+import { insert, it, openCoordinator, values } from '../helpers/db.js';
 import { rejection } from '../helpers/errors.js';
 
-let t: TestDb;
-afterEach(async () => {
-  await t?.cleanup();
-});
-
 describe('issue 3: ancestor bugs', () => {
-  it('after close every submit is rejected with CLOSED and none runs (the ancestor accepted ~50 %)', async () => {
-    t = await tempDb();
+  it('after close every submit is rejected with CLOSED and none runs (the ancestor accepted ~50 %)', async ({
+    tdb: t,
+  }) => {
     const { db, wc } = openCoordinator(t);
     await wc.close();
     let ran = 0;
@@ -31,8 +27,9 @@ describe('issue 3: ancestor bugs', () => {
     expect(values(db)).toEqual([]);
   });
 
-  it('shutdown drains queued writes instead of dropping them, and queue depth does not leak', async () => {
-    t = await tempDb();
+  it('shutdown drains queued writes instead of dropping them, and queue depth does not leak', async ({
+    tdb: t,
+  }) => {
     const { db, wc } = openCoordinator(t, { maxBatchSize: 4 });
     const ps = Array.from({ length: 20 }, (_, i) => wc.submit(insert(`s${i}`)));
     await wc.close();
@@ -41,8 +38,9 @@ describe('issue 3: ancestor bugs', () => {
     expect(wc.metrics().queueDepth).toBe(0);
   });
 
-  it('a caller that gives up while its job is queued is not written later (no zombie write)', async () => {
-    t = await tempDb();
+  it('a caller that gives up while its job is queued is not written later (no zombie write)', async ({
+    tdb: t,
+  }) => {
     const { db, wc } = openCoordinator(t, { maxBatchDelayMs: 50 });
     const ac = new AbortController();
     const p = wc.submit(insert('zombie'), { signal: ac.signal, deadline: Date.now() + 10_000 });
@@ -53,8 +51,7 @@ describe('issue 3: ancestor bugs', () => {
     await wc.close();
   });
 
-  it('a full queue does not block forever: the deadline bounds the wait', async () => {
-    t = await tempDb();
+  it('a full queue does not block forever: the deadline bounds the wait', async ({ tdb: t }) => {
     const { wc } = openCoordinator(t, { queueSize: 1, maxBatchDelayMs: 1_000 });
     const held = wc.submit(insert('held'));
     const started = Date.now();
@@ -65,8 +62,7 @@ describe('issue 3: ancestor bugs', () => {
     await held;
   });
 
-  it('SQLite errors keep their code (the ancestor matched message substrings)', async () => {
-    t = await tempDb();
+  it('SQLite errors keep their code (the ancestor matched message substrings)', async ({ tdb: t }) => {
     const { wc } = openCoordinator(t);
     await wc.submit(insert('dup'));
     const e = await rejection(wc.submit(insert('dup')));

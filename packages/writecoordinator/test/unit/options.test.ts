@@ -7,13 +7,8 @@ import {
   REQUESTS_TABLE,
 } from '@x/writecoordinator';
 import Database from 'better-sqlite3';
-import { afterEach, describe, expect, it } from 'vitest';
-import { type TestDb, tempDb } from '../helpers/db.js';
-
-let t: TestDb;
-afterEach(async () => {
-  await t?.cleanup();
-});
+import { describe, expect } from 'vitest';
+import { it } from '../helpers/db.js';
 
 function codeOf(fn: () => unknown): string | undefined {
   try {
@@ -25,8 +20,7 @@ function codeOf(fn: () => unknown): string | undefined {
 }
 
 describe('options and database settings', () => {
-  it('applies defaults, freezes the options and exposes them', async () => {
-    t = await tempDb();
+  it('applies defaults, freezes the options and exposes them', async ({ tdb: t }) => {
     const db = t.open();
     const wc = createWriteCoordinator({ database: db });
     expect(wc.options.queueSize).toBe(DEFAULT_QUEUE_SIZE);
@@ -37,8 +31,7 @@ describe('options and database settings', () => {
     await wc.close();
   });
 
-  it('sets WAL, synchronous, foreign_keys and busy_timeout, and creates its tables', async () => {
-    t = await tempDb();
+  it('sets WAL, synchronous, foreign_keys and busy_timeout, and creates its tables', async ({ tdb: t }) => {
     const db = t.open();
     const wc = createWriteCoordinator({ database: db, busyTimeoutMs: 1234, durability: 'full' });
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
@@ -53,8 +46,7 @@ describe('options and database settings', () => {
     await wc2.close();
   });
 
-  it('rejects bad options with WRITECOORDINATOR_INVALID_OPTIONS', async () => {
-    t = await tempDb();
+  it('rejects bad options with WRITECOORDINATOR_INVALID_OPTIONS', async ({ tdb: t }) => {
     const db = t.open();
     expect(codeOf(() => createWriteCoordinator({ database: db, queueSize: 0 }))).toBe(
       'WRITECOORDINATOR_INVALID_OPTIONS',
@@ -70,8 +62,9 @@ describe('options and database settings', () => {
     );
   });
 
-  it('refuses a read-only, in-memory or closed database with WRITECOORDINATOR_BAD_DATABASE', async () => {
-    t = await tempDb();
+  it('refuses a read-only, in-memory or closed database with WRITECOORDINATOR_BAD_DATABASE', async ({
+    tdb: t,
+  }) => {
     t.open().close(); // creates the file
     const ro = new Database(t.path, { readonly: true });
     expect(codeOf(() => createWriteCoordinator({ database: ro }))).toBe('WRITECOORDINATOR_BAD_DATABASE');
