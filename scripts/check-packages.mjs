@@ -12,7 +12,12 @@ import { fileURLToPath } from 'node:url';
 const root = path.resolve(fileURLToPath(new URL('..', import.meta.url)));
 const pnpm = ['--yes', 'pnpm@10.34.8'];
 const run = (cmd, args, cwd, opts = {}) =>
-  execFileSync(cmd, args, { cwd, stdio: opts.capture ? 'pipe' : 'inherit', encoding: 'utf8', env: { ...process.env, ...opts.env } });
+  execFileSync(cmd, args, {
+    cwd,
+    stdio: opts.capture ? 'pipe' : 'inherit',
+    encoding: 'utf8',
+    env: { ...process.env, ...opts.env },
+  });
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'x-pack-check-'));
 const tarballs = path.join(work, 'tarballs');
@@ -23,18 +28,26 @@ let failed = false;
 try {
   const pkgs = fs
     .readdirSync(path.join(root, 'packages'))
-    .map((dir) => ({ dir, json: JSON.parse(fs.readFileSync(path.join(root, 'packages', dir, 'package.json'), 'utf8')) }))
+    .map((dir) => ({
+      dir,
+      json: JSON.parse(fs.readFileSync(path.join(root, 'packages', dir, 'package.json'), 'utf8')),
+    }))
     .filter((p) => !p.json.private);
 
   const entries = [];
   for (const p of pkgs) {
     const cwd = path.join(root, 'packages', p.dir);
     const out = run('npx', [...pnpm, 'pack', '--pack-destination', tarballs], cwd, { capture: true });
-    const file = out.trim().split('\n').filter((l) => l.endsWith('.tgz')).pop();
+    const file = out
+      .trim()
+      .split('\n')
+      .filter((l) => l.endsWith('.tgz'))
+      .pop();
     if (!file) throw new Error(`pnpm pack printed no tarball for ${p.json.name}`);
     const tgz = path.isAbsolute(file) ? file : path.join(tarballs, path.basename(file));
     p.tgz = tgz;
-    for (const sub of Object.keys(p.json.exports)) entries.push(sub === '.' ? p.json.name : `${p.json.name}/${sub.slice(2)}`);
+    for (const sub of Object.keys(p.json.exports))
+      entries.push(sub === '.' ? p.json.name : `${p.json.name}/${sub.slice(2)}`);
     console.log(`\n== publint ${p.json.name}`);
     run('npx', ['publint', 'run', tgz, '--strict'], root);
     console.log(`\n== attw ${p.json.name}`);
@@ -48,11 +61,26 @@ try {
     JSON.stringify({ name: 'x-consumer', version: '0.0.0', private: true, type: 'module' }, null, 2),
   );
   console.log('\n== npm install of the tarballs into an empty project');
-  run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...pkgs.map((p) => p.tgz), 'fastify@5', 'better-sqlite3@12'], consumer);
+  run(
+    'npm',
+    [
+      'install',
+      '--no-audit',
+      '--no-fund',
+      '--loglevel=error',
+      ...pkgs.map((p) => p.tgz),
+      'fastify@5',
+      'better-sqlite3@12',
+    ],
+    consumer,
+  );
 
   const smoke = entries.map((e) => `import * as m${entries.indexOf(e)} from '${e}';`).join('\n');
   const check = entries
-    .map((e, i) => `if (Object.keys(m${i}).length === 0) throw new Error('${e} exports nothing');\nconsole.log('ok ${e}', Object.keys(m${i}).length, 'exports');`)
+    .map(
+      (e, i) =>
+        `if (Object.keys(m${i}).length === 0) throw new Error('${e} exports nothing');\nconsole.log('ok ${e}', Object.keys(m${i}).length, 'exports');`,
+    )
     .join('\n');
   fs.writeFileSync(path.join(consumer, 'smoke.mjs'), `${smoke}\n${check}\n`);
   console.log('\n== smoke import of every public entry point');
