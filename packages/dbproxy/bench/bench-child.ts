@@ -53,6 +53,11 @@ function commands(handle: (c: Record<string, unknown>) => Promise<void>): void {
   rl.on('close', () => process.exit(0));
 }
 
+function cpuMs(since: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(since);
+  return (d.user + d.system) / 1000;
+}
+
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
@@ -86,6 +91,7 @@ if (mode === 'primary' || mode === 'secondary') {
     // Wait until the link to the primary is up.
     await proxy.write('insertRow', { writer: 'warmup', body: BODY });
   }
+  const cpuStart = process.cpuUsage();
   out({ event: 'ready', role: proxy.role });
   commands(async (c) => {
     if (c['cmd'] === 'latency') {
@@ -134,6 +140,7 @@ if (mode === 'primary' || mode === 'secondary') {
       const concurrency = Number(c['concurrency'] ?? 128);
       let ops = 0;
       let errors = 0;
+      const cpu0 = process.cpuUsage();
       const t0 = performance.now();
       const until = t0 + durationMs;
       await Promise.all(
@@ -148,7 +155,9 @@ if (mode === 'primary' || mode === 'secondary') {
           }
         }),
       );
-      out({ event: 'throughput', ops, errors, elapsedMs: performance.now() - t0 });
+      out({ event: 'throughput', ops, errors, elapsedMs: performance.now() - t0, cpuMs: cpuMs(cpu0) });
+    } else if (c['cmd'] === 'cpu') {
+      out({ event: 'cpu', cpuMs: cpuMs(cpuStart) });
     } else if (c['cmd'] === 'exit') {
       out({ event: 'metrics', metrics: proxy.metrics() });
       await proxy.close();
@@ -170,6 +179,7 @@ if (mode === 'primary' || mode === 'secondary') {
       const durationMs = Number(c['durationMs']);
       let ops = 0;
       let busy = 0;
+      const cpu0 = process.cpuUsage();
       const t0 = performance.now();
       const until = t0 + durationMs;
       while (performance.now() < until) {
@@ -184,7 +194,7 @@ if (mode === 'primary' || mode === 'secondary') {
           else throw e;
         }
       }
-      out({ event: 'throughput', ops, busy, elapsedMs: performance.now() - t0 });
+      out({ event: 'throughput', ops, busy, elapsedMs: performance.now() - t0, cpuMs: cpuMs(cpu0) });
     } else if (c['cmd'] === 'exit') {
       db.close();
       process.exit(0);

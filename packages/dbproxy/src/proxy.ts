@@ -833,7 +833,10 @@ class Proxy_ implements DbProxy {
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     const signal = ac.signal;
 
-    let sent = false;
+    // `unknown`: some attempt may have been applied (it reached a primary and no answer came back).
+    // `attempted`: some attempt reached a primary at all; if none did, the outcome is UNREACHABLE.
+    let unknown = false;
+    let attempted = false;
     let attempt = 0;
     const backoff = async (): Promise<void> => {
       const d = Math.min(o.retry.maxDelayMs, o.retry.initialDelayMs * 2 ** attempt++);
@@ -845,7 +848,8 @@ class Proxy_ implements DbProxy {
         const p = this.#primary;
         if (this.#role === 'primary' && p !== null) {
           if (!p.accepting)
-            throw wireError('SHUTTING_DOWN', 'the proxy is closing', { applied: sent ? 'unknown' : 'no' });
+            throw wireError('SHUTTING_DOWN', 'the proxy is closing', { applied: unknown ? 'unknown' : 'no' });
+          attempted = true;
           const r = await this.#submitLocal(
             p,
             method,
@@ -865,6 +869,7 @@ class Proxy_ implements DbProxy {
           await sleep(timeoutMs, signal, this.#stateChanged);
           continue;
         }
+        attempted = true;
         try {
           const r = (await raceSignal(
             link.call(METHOD_DB_WRITE, {
@@ -877,7 +882,7 @@ class Proxy_ implements DbProxy {
           return r as WriteResult<T>;
         } catch (e) {
           if (e instanceof LinkDownError) {
-            sent ||= e.sent;
+            unknown ||= e.sent;
             this.#retries++;
             continue; // re-send, same requestId, to whoever is primary next
           }
@@ -887,19 +892,31 @@ class Proxy_ implements DbProxy {
             e.code !== 'DBPROXY_EXPIRED' &&
             e.code !== 'DBPROXY_TIMEOUT'
           ) {
-            if (e.applied !== 'no') sent = true;
+            if (e.applied !== 'no') unknown = true;
             this.#retries++;
             if (e.code === 'DBPROXY_WRONG_PRIMARY') link.markDown('refused as wrong primary');
             await backoff();
             continue;
           }
+          // Aborted (deadline or caller) while the request was out: it may still be applied.
+          if (signal.aborted && e === signal.reason) unknown = true;
           throw e;
         }
       }
     } catch (e) {
       if (e === DEADLINE || (signal.aborted && signal.reason === DEADLINE && !opts.signal?.aborted)) {
+        if (!attempted) {
+          throw wireError(
+            'UNREACHABLE',
+            `no primary answered within ${timeoutMs} ms; ${method} was not sent`,
+            {
+              applied: 'no',
+              details: { method, requestId, timeoutMs },
+            },
+          );
+        }
         throw wireError('TIMEOUT', `${method} did not complete within ${timeoutMs} ms`, {
-          applied: sent ? 'unknown' : 'no',
+          applied: unknown ? 'unknown' : 'no',
           details: { method, requestId, timeoutMs },
         });
       }

@@ -164,7 +164,7 @@ describe('proxy lifecycle, reads, changes and cancellation', () => {
     setTimeout(() => ac.abort(reason), 50);
     await expect(w).rejects.toBe(reason);
     const t = await c.write('insertNote', { id: 'z', writer: 'c' }, { timeoutMs: 100 }).catch((e) => e);
-    expect(t).toMatchObject({ code: 'DBPROXY_TIMEOUT', applied: 'no', retryable: true });
+    expect(t).toMatchObject({ code: 'DBPROXY_UNREACHABLE', applied: 'no', retryable: true });
   });
 
   it('reports per-method metrics and validates options', async () => {

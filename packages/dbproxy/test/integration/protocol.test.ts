@@ -205,4 +205,35 @@ describe('db.write over the wire', () => {
     expect(rowids.size).toBe(200);
     for (let i = 0; i < 200; i += 37) expect(rowsWithId(`par-${i}`)).toBe(1);
   });
+
+  it('a TIMEOUT with applied unknown is settled by retrying the same requestId: applied once', async () => {
+    const e = await secondary
+      .write('slowInsert', { id: 'slow-2', ms: 400 }, { requestId: 'slow-req', timeoutMs: 150 })
+      .catch((x) => x);
+    expect(e).toMatchObject({ code: 'DBPROXY_TIMEOUT', applied: 'unknown', retryable: true });
+    await new Promise((r) => setTimeout(r, 400));
+    const again = await secondary.write('slowInsert', { id: 'slow-2', ms: 400 }, { requestId: 'slow-req' });
+    expect(again.replayed).toBe(true);
+    expect(rowsWithId('slow-2')).toBe(1);
+  });
+
+  it('serves db.changes: the commits after a seq, in order, for catch-up', async () => {
+    await secondary.write('insertNote', { id: 'ch-1', writer: 'sec' }, { requestId: 'ch-req-1' });
+    const r = await call('db.changes', { meta: meta(), afterSeq: 0 });
+    const events = r.result.events as Array<{
+      seq: number;
+      epoch: number;
+      writes: Array<{ requestId: string }>;
+    }>;
+    expect(r.result.complete).toBe(true);
+    expect(events[0]!.seq).toBe(1);
+    for (let i = 1; i < events.length; i++) expect(events[i]!.seq).toBe(events[i - 1]!.seq + 1);
+    const last = events[events.length - 1]!;
+    expect(last.seq).toBe(r.result.seq);
+    expect(last.writes.map((w) => w.requestId)).toContain('ch-req-1');
+    const none = await call('db.changes', { meta: meta(), afterSeq: r.result.seq });
+    expect(none.result).toMatchObject({ events: [], complete: true });
+    const forged = await call('db.changes', { meta: meta({ token: 'nope-nope-nope-nope' }), afterSeq: 0 });
+    expect(forged.error.data.code).toBe('WRONG_PRIMARY');
+  });
 });

@@ -42,7 +42,7 @@ describe('issue 4: ancestor bugs stay fixed', () => {
     expect(a.role).toBe('primary');
     // and b's write waits rather than writing the file itself; it times out, not applied
     const e = await b.write('insertNote', { id: 'x', writer: 'b' }, { timeoutMs: 200 }).catch((x) => x);
-    expect(e).toMatchObject({ code: 'DBPROXY_TIMEOUT', applied: 'no' });
+    expect(e).toMatchObject({ code: 'DBPROXY_UNREACHABLE', applied: 'no' });
   });
 
   it("the primary's own writes are serialised and published like forwarded ones", async () => {
