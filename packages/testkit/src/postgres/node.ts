@@ -7,6 +7,7 @@ import { TestkitError } from '../errors.js';
 import { sleep, throwIfAborted } from '../internal/abort.js';
 import { trackPostmaster, untrackPostmaster } from '../internal/exit.js';
 import type { RunAs } from '../internal/fs.js';
+import { descendants, waitGone } from '../internal/procs.js';
 import { pgBinaries } from './binaries.js';
 import { pollUntil, urlWithDatabase, withClient } from './sql.js';
 
@@ -295,9 +296,21 @@ export class EmbeddedPgNode extends SqlPgNode {
   /** SIGKILL to the postmaster's whole process group (postmaster and backends); the data directory stays. */
   async kill(): Promise<void> {
     if (!this.#proc) return;
+    const pid = this.#proc.pid as number;
     const shmId = await this.#sysvShmId();
+    // PostgreSQL's children call setsid(), so they are not in the postmaster's process group. Freeze
+    // the postmaster (it can fork no more), find its children, and SIGKILL them all at once: a restart
+    // right after finds no old backend still attached to the shared memory.
+    this.#signal('SIGSTOP', false);
+    const children = await descendants(pid).catch(() => []);
     this.#signal('SIGKILL', true);
+    for (const child of children) {
+      try {
+        process.kill(child, 'SIGKILL');
+      } catch {}
+    }
     await this.#waitExit(30_000);
+    await waitGone(children, 30_000);
     // A killed postmaster cannot release its small System V segment; a restart would reuse it, but a
     // cluster stopped after a kill would leak one per run. Remove it (best effort; a later start makes a new one).
     if (shmId !== undefined) await removeSysvShm(shmId);
