@@ -113,7 +113,7 @@ function encode(value: unknown, out: string[]): void {
   let keys = Object.keys(obj);
   if (keys.some((k) => LONE_SURROGATE_TEST_RE.test(k))) {
     // Go decodes lone surrogates in keys to U+FFFD; keys that then coincide collapse, last wins.
-    const wf: Record<string, unknown> = {};
+    const wf: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
     for (const k of keys) wf[toWellFormed(k)] = obj[k];
     obj = wf;
     keys = Object.keys(obj);

@@ -130,8 +130,15 @@ export function matchGoFieldNames(value: unknown, fields: readonly string[]): un
     if (exact.has(k)) continue;
     const lower = k.toLowerCase();
     const field = fields.find((f) => f.toLowerCase() === lower);
-    if (field !== undefined && !Object.hasOwn(src, field)) out[field] = src[k];
-    else if (field === undefined) out[k] = src[k];
+    const name = field === undefined ? k : Object.hasOwn(src, field) ? undefined : field;
+    // defineProperty: a key like "__proto__" must stay an own (unknown) field, never a prototype.
+    if (name !== undefined)
+      Object.defineProperty(out, name, {
+        value: src[k],
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
   }
   for (const f of fields) if (Object.hasOwn(src, f)) out[f] = src[f];
   return out;

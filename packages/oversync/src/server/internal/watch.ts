@@ -86,7 +86,10 @@ export class BundleChangeHub {
       if (set?.size === 0) this.#subs.delete(userPk);
     });
     let set = this.#subs.get(userPk);
-    if (!set) this.#subs.set(userPk, (set = new Set()));
+    if (!set) {
+      set = new Set();
+      this.#subs.set(userPk, set);
+    }
     set.add(sub);
     return sub;
   }

@@ -1,0 +1,260 @@
+import { isSyncServerError, oversyncFastifyPlugin } from '@x/oversync/server';
+import Fastify from 'fastify';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createFixture, Device, type Fixture, randomUUID, userRow } from '../fixture.js';
+
+let fx: Fixture;
+let baseUrl: string;
+let server: Awaited<ReturnType<typeof Fastify>>;
+beforeAll(async () => {
+  fx = await createFixture({ service: { bundleChangeWatch: { enabled: true, heartbeatIntervalMs: 100 } } });
+  // A real listening server for server-sent events, with a per-actor watch policy.
+  server = Fastify();
+  await server.register(oversyncFastifyPlugin, {
+    service: fx.service,
+    userIdFromRequest: (req) => req.headers['x-test-user'] as string | undefined,
+    bundleChangeWatchAllowed: (_req, actor) => !actor.sourceId.startsWith('no-watch'),
+  });
+  baseUrl = await server.listen({ port: 0, host: '127.0.0.1' });
+});
+afterAll(async () => {
+  await server?.close();
+  await fx?.close();
+});
+
+async function device(source?: string) {
+  const d = new Device(fx.app, `w-${randomUUID()}`, source);
+  await d.connect(false);
+  return d;
+}
+const codeOf = (e: unknown) => (isSyncServerError(e) ? e.code : String(e));
+
+describe('server-originated writes', () => {
+  test('withinSyncBundle: the bundle reaches clients in the next pull; sequencing and empty writes', async () => {
+    const d = await device();
+    const id = randomUUID();
+    const bundle = await fx.service.withinSyncBundle(
+      { userId: d.userId },
+      { sourceId: 'server-job', sourceBundleId: 1 },
+      async (tx) => {
+        await tx.query('INSERT INTO business.users (id, name, email) VALUES ($1, $2, $3)', [
+          id,
+          'from-server',
+          's@example.com',
+        ]);
+      },
+    );
+    expect(bundle).toMatchObject({
+      bundle_seq: 1,
+      source_id: 'server-job',
+      source_bundle_id: 1,
+      row_count: 1,
+    });
+    const pulled = await d.pull(0);
+    expect(pulled.body['bundles']).toMatchObject([
+      {
+        bundle_seq: 1,
+        source_id: 'server-job',
+        rows: [{ op: 'INSERT', key: { id }, payload: { name: 'from-server' } }],
+      },
+    ]);
+    // a reused source_bundle_id is history_pruned (no idempotent replay), a gap is out of order
+    const noop = async () => {};
+    await expect(
+      fx.service.withinSyncBundle({ userId: d.userId }, { sourceId: 'server-job', sourceBundleId: 1 }, noop),
+    ).rejects.toSatisfy((e) => codeOf(e) === 'OVERSYNC_HISTORY_PRUNED');
+    await expect(
+      fx.service.withinSyncBundle({ userId: d.userId }, { sourceId: 'server-job', sourceBundleId: 3 }, noop),
+    ).rejects.toSatisfy((e) => codeOf(e) === 'OVERSYNC_SOURCE_SEQUENCE_OUT_OF_ORDER');
+    // no captured effects: no bundle, nothing consumed
+    expect(
+      await fx.service.withinSyncBundle(
+        { userId: d.userId },
+        { sourceId: 'server-job', sourceBundleId: 2 },
+        noop,
+      ),
+    ).toBeNull();
+    // a callback error rolls everything back
+    await expect(
+      fx.service.withinSyncBundle(
+        { userId: d.userId },
+        { sourceId: 'server-job', sourceBundleId: 2 },
+        async (tx) => {
+          await tx.query('INSERT INTO business.users (id, name, email) VALUES ($1, $2, $3)', [
+            randomUUID(),
+            'x',
+            'x',
+          ]);
+          throw new Error('boom');
+        },
+      ),
+    ).rejects.toThrow('boom');
+    expect(
+      await fx.service.withinSyncBundle(
+        { userId: d.userId },
+        { sourceId: 'server-job', sourceBundleId: 2 },
+        async (tx) => {
+          await tx.query("UPDATE business.users SET name = 'edited' WHERE id = $1 AND _sync_scope_id = $2", [
+            id,
+            d.userId,
+          ]);
+        },
+      ),
+    ).toMatchObject({ bundle_seq: 2, rows: [{ op: 'UPDATE', payload: { name: 'edited' } }] });
+    const uninit = new Device(fx.app, `u-${randomUUID()}`);
+    await expect(
+      fx.service.withinSyncBundle({ userId: uninit.userId }, { sourceId: 's', sourceBundleId: 1 }, noop),
+    ).rejects.toSatisfy((e) => codeOf(e) === 'OVERSYNC_SCOPE_UNINITIALIZED');
+  });
+
+  test('scope manager execWrite initialises a fresh scope, sequences the writer, rolls back empty writes', async () => {
+    const scope = `scope-${randomUUID()}`;
+    const mgr = fx.service.scopeManager();
+    await expect(mgr.execWrite(scope, { writerId: 'importer' }, async () => {})).rejects.toSatisfy(
+      (e) => codeOf(e) === 'OVERSYNC_SCOPE_WRITE_NO_CAPTURED_CHANGES',
+    );
+    // the failed write rolled back its auto-initialisation: a device could still initialise
+    const probe = await fx.cluster.query<{ state_code: number }>(
+      'SELECT s.state_code FROM sync.scope_state s JOIN sync.user_state u USING (user_pk) WHERE u.user_id = $1',
+      [scope],
+    );
+    expect(probe.rows.map((r) => r.state_code)).not.toContain(2);
+    const id = randomUUID();
+    const first = await mgr.execWrite(scope, { writerId: 'importer' }, async (tx) => {
+      await tx.query('INSERT INTO business.users (id, name, email) VALUES ($1, $2, $3)', [
+        id,
+        'imported',
+        'i@example.com',
+      ]);
+    });
+    expect(first).toMatchObject({
+      autoInitialized: true,
+      bundle: { bundle_seq: 1, source_id: 'importer', source_bundle_id: 1 },
+    });
+    const second = await mgr.execWrite(scope, { writerId: 'importer' }, async (tx) => {
+      await tx.query("UPDATE business.users SET name = 'again' WHERE id = $1 AND _sync_scope_id = $2", [
+        id,
+        scope,
+      ]);
+    });
+    expect(second).toMatchObject({ autoInitialized: false, bundle: { bundle_seq: 2, source_bundle_id: 2 } });
+    const d = new Device(fx.app, scope);
+    expect((await d.connect(true)).body).toEqual({ resolution: 'remote_authoritative' });
+    expect(((await d.pull(0)).body['bundles'] as unknown[]).length).toBe(2);
+    await expect(mgr.execWrite('', { writerId: 'w' }, async () => {})).rejects.toSatisfy(
+      (e) => codeOf(e) === 'OVERSYNC_SCOPE_WRITE_INVALID',
+    );
+    await expect(mgr.execWrite(scope, { writerId: ' ' }, async () => {})).rejects.toSatisfy(
+      (e) => codeOf(e) === 'OVERSYNC_SCOPE_WRITE_INVALID',
+    );
+  });
+});
+
+/** Reads SSE frames from a streaming fetch response. */
+function sse(res: Response) {
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let buf = '';
+  return {
+    async next(timeoutMs = 3000): Promise<string> {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const idx = buf.indexOf('\n\n');
+        if (idx >= 0) {
+          const frame = buf.slice(0, idx);
+          buf = buf.slice(idx + 2);
+          return frame;
+        }
+        const left = deadline - Date.now();
+        if (left <= 0) throw new Error('no SSE frame in time');
+        const chunk = await Promise.race([
+          reader.read(),
+          new Promise<never>((_, rej) => setTimeout(() => rej(new Error('SSE timeout')), left)),
+        ]);
+        if (chunk.done) return '<end>';
+        buf += decoder.decode(chunk.value, { stream: true });
+      }
+    },
+    async nextEvent(timeoutMs = 3000) {
+      for (;;) {
+        const f = await this.next(timeoutMs);
+        if (f === '<end>') return f;
+        if (f.startsWith('event: bundle'))
+          return JSON.parse(f.split('\ndata: ')[1]!) as Record<string, unknown>;
+      }
+    },
+    cancel: () => reader.cancel(),
+  };
+}
+function open(d: Device, query = '') {
+  const ac = new AbortController();
+  const res = fetch(`${baseUrl}/sync/watch${query}`, {
+    headers: { 'x-test-user': d.userId, 'oversync-source-id': d.sourceId },
+    signal: ac.signal,
+  });
+  return { res, ac };
+}
+
+describe('watch', () => {
+  test('capabilities advertise it; a commit wakes the stream within 1 s; heartbeats flow; catch-up on subscribe', async () => {
+    const d = await device();
+    const caps = await d.json('GET', '/sync/capabilities');
+    expect((caps.body['features'] as Record<string, boolean>)['bundle_change_watch']).toBe(true);
+    await d.push([userRow(randomUUID(), 'before')]);
+    const { res, ac } = open(d, '?after_bundle_seq=0');
+    const r = await res;
+    expect(r.status).toBe(200);
+    expect(r.headers.get('content-type')).toBe('text/event-stream');
+    expect(r.headers.get('cache-control')).toBe('no-cache');
+    const s = sse(r);
+    expect(await s.nextEvent()).toEqual({ bundle_seq: 1 }); // immediate catch-up, no source fields
+    await (
+      fx.service as unknown as { bundleChangeListenerReady(): Promise<void> }
+    ).bundleChangeListenerReady();
+    const writer = new Device(fx.app, d.userId, 'other-device');
+    const t0 = performance.now();
+    await writer.push([userRow(randomUUID(), 'after')]);
+    const e = await s.nextEvent(1000);
+    const latency = performance.now() - t0;
+    expect(e).toEqual({ bundle_seq: 2, source_id: 'other-device', source_bundle_id: 1 });
+    expect(latency).toBeLessThan(1000);
+    expect(await s.next(1000)).toBe(': heartbeat');
+    ac.abort();
+  });
+
+  test('policy hook 403, bad after 400, uninitialized 409; disabled watch is 503', async () => {
+    const blocked = await device('no-watch-device');
+    expect((await (await open(blocked).res).json()) as unknown).toMatchObject({
+      error: 'bundle_change_watch_forbidden',
+    });
+    const caps = await blocked.json('GET', '/sync/capabilities');
+    expect((caps.body['features'] as Record<string, boolean>)['bundle_change_watch']).toBe(true); // fixture app has no policy
+    const blockedCaps = await fetch(`${baseUrl}/sync/capabilities`, {
+      headers: { 'x-test-user': blocked.userId, 'oversync-source-id': blocked.sourceId },
+    });
+    expect(
+      ((await blockedCaps.json()) as { features: Record<string, boolean> }).features['bundle_change_watch'],
+    ).toBe(false);
+    const d = await device();
+    const bad = await await open(d, '?after_bundle_seq=-1').res;
+    expect(bad.status).toBe(400);
+    const fresh = new Device(fx.app, `f-${randomUUID()}`);
+    expect((await (await open(fresh).res).json()) as unknown).toMatchObject({ error: 'scope_uninitialized' });
+    const off = await createFixture();
+    try {
+      const od = new Device(off.app, `o-${randomUUID()}`);
+      await od.connect(false);
+      expect(await od.json('GET', '/sync/watch')).toMatchObject({
+        status: 503,
+        body: { error: 'bundle_change_watch_disabled' },
+      });
+      expect(
+        ((await od.json('GET', '/sync/capabilities')).body['features'] as Record<string, boolean>)[
+          'bundle_change_watch'
+        ],
+      ).toBe(false);
+    } finally {
+      await off.close();
+    }
+  });
+});

@@ -1,0 +1,263 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createFixture, Device, deleteRow, type Fixture, randomUUID, userRow } from '../fixture.js';
+
+let fx: Fixture;
+beforeAll(async () => {
+  fx = await createFixture({ service: { limits: { maxRowsPerSnapshotSession: 6 } } });
+});
+afterAll(async () => {
+  await fx?.close();
+});
+
+async function device(source?: string) {
+  const d = new Device(fx.app, `s-${randomUUID()}`, source);
+  await d.connect(false);
+  return d;
+}
+type Chunk = {
+  snapshot_id: string;
+  snapshot_bundle_seq: number;
+  rows: Array<{
+    schema: string;
+    table: string;
+    key: { id: string };
+    row_version: number;
+    payload: Record<string, unknown>;
+  }>;
+  next_row_ordinal: number;
+  has_more: boolean;
+};
+const RFC3339_NANO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d*[1-9])?Z$/;
+
+describe('snapshot sessions', () => {
+  test('a frozen, chunked, ordered snapshot that stays consistent while writes continue', async () => {
+    const d = await device();
+    const ids = [randomUUID(), randomUUID(), randomUUID()];
+    const file = randomUUID();
+    const c1 = await d.push([
+      ...ids.map((id, i) => userRow(id, `u${i}`)),
+      {
+        schema: 'business',
+        table: 'files',
+        key: { id: file },
+        op: 'INSERT',
+        base_row_version: 0,
+        payload: { id: file, name: 'f', data: 'AAEC+v8=' },
+      },
+    ]);
+    const v1 = c1.body['bundle_seq'] as number;
+    const c2 = await d.push([userRow(ids[0]!, 'u0-v2', v1, 'UPDATE')]);
+    const v2 = c2.body['bundle_seq'] as number;
+
+    const created = await d.json('POST', '/sync/snapshot-sessions');
+    expect(created.status, JSON.stringify(created.body)).toBe(200);
+    expect(created.body).toEqual({
+      snapshot_id: expect.stringMatching(/^[0-9a-f-]{36}$/),
+      snapshot_bundle_seq: v2,
+      row_count: 4,
+      byte_count: expect.any(Number),
+      expires_at: expect.stringMatching(RFC3339_NANO_UTC),
+    });
+    const sid = created.body['snapshot_id'] as string;
+
+    // writes continue after the snapshot was taken
+    await d.push([deleteRow('users', ids[1]!, v1), userRow(randomUUID(), 'new')]);
+
+    const rows: Chunk['rows'] = [];
+    let after = 0;
+    for (;;) {
+      const page = await d.json<Chunk>(
+        'GET',
+        `/sync/snapshot-sessions/${sid}?after_row_ordinal=${after}&max_rows=3`,
+      );
+      expect(page.status).toBe(200);
+      expect(page.body.snapshot_bundle_seq).toBe(v2);
+      expect(page.body.next_row_ordinal).toBe(after + page.body.rows.length);
+      rows.push(...page.body.rows);
+      after = page.body.next_row_ordinal;
+      if (!page.body.has_more) break;
+    }
+    expect(rows).toHaveLength(4);
+    // alphabetical table order (files before users), key bytes order within a table
+    expect(rows[0]).toEqual({
+      schema: 'business',
+      table: 'files',
+      key: { id: file },
+      row_version: v1,
+      payload: { id: file, name: 'f', data: 'AAEC+v8=' },
+    });
+    const users = rows.slice(1);
+    expect(users.map((r) => r.key.id)).toEqual([...ids].sort());
+    const byId = new Map(users.map((r) => [r.key.id, r]));
+    expect(byId.get(ids[0]!)).toMatchObject({ row_version: v2, payload: { name: 'u0-v2' } });
+    expect(byId.get(ids[1]!)).toMatchObject({ row_version: v1, payload: { name: 'u1' } });
+    for (const r of users) expect(r.payload).not.toHaveProperty('_sync_scope_id');
+
+    const del = await d.req('DELETE', `/sync/snapshot-sessions/${sid}`);
+    expect(del.statusCode).toBe(204);
+    expect((await d.json('GET', `/sync/snapshot-sessions/${sid}`)).body['error']).toBe(
+      'snapshot_session_not_found',
+    );
+  });
+
+  test('an empty scope snapshots at seq 0 without byte_count; limits are a clean 400', async () => {
+    const d = await device();
+    const empty = await d.json('POST', '/sync/snapshot-sessions', '');
+    expect(empty.body).toEqual({
+      snapshot_id: expect.any(String),
+      snapshot_bundle_seq: 0,
+      row_count: 0,
+      expires_at: expect.any(String),
+    });
+    await d.push(Array.from({ length: 7 }, (_, i) => userRow(randomUUID(), `n${i}`)));
+    const tooBig = await d.json('POST', '/sync/snapshot-sessions');
+    expect(tooBig).toMatchObject({
+      status: 400,
+      body: {
+        error: 'snapshot_session_invalid',
+        message: 'snapshot row count exceeds max_rows_per_snapshot_session 6',
+      },
+    });
+  });
+
+  test('errors: validation 400, unknown/non-UUID 404, other user 403, expired 410, scope 409', async () => {
+    const d = await device();
+    const created = await d.json('POST', '/sync/snapshot-sessions', {});
+    const sid = created.body['snapshot_id'] as string;
+    for (const q of ['after_row_ordinal=-1', 'after_row_ordinal=x', 'max_rows=0', 'max_rows=%201']) {
+      expect(await d.json('GET', `/sync/snapshot-sessions/${sid}?${q}`), q).toMatchObject({
+        status: 400,
+        body: { error: 'snapshot_chunk_invalid' },
+      });
+    }
+    expect((await d.json('GET', `/sync/snapshot-sessions/${randomUUID()}`)).status).toBe(404);
+    expect((await d.json('GET', '/sync/snapshot-sessions/not-a-uuid')).status).toBe(404);
+    expect((await d.json('DELETE', '/sync/snapshot-sessions/not-a-uuid')).status).toBe(404);
+    const other = await device();
+    expect((await other.json('GET', `/sync/snapshot-sessions/${sid}`)).body['error']).toBe(
+      'snapshot_session_forbidden',
+    );
+    expect((await other.json('DELETE', `/sync/snapshot-sessions/${sid}`)).status).toBe(403);
+    await fx.cluster.query(
+      "UPDATE sync.snapshot_sessions SET expires_at = now() - interval '1 second' WHERE snapshot_id = $1",
+      [sid],
+    );
+    expect((await d.json('GET', `/sync/snapshot-sessions/${sid}`)).body['error']).toBe(
+      'snapshot_session_expired',
+    );
+    expect((await d.req('DELETE', `/sync/snapshot-sessions/${sid}`)).statusCode).toBe(204); // no expiry check on delete
+    const fresh = new Device(fx.app, `nobody-${randomUUID()}`);
+    expect((await fresh.json('POST', '/sync/snapshot-sessions')).body['error']).toBe('scope_uninitialized');
+    for (const body of [
+      '{',
+      '{"unknown":1}',
+      '{"source_replacement":{"previous_source_id":"a","x":1}}',
+      '[]',
+    ]) {
+      expect(await d.json('POST', '/sync/snapshot-sessions', body), body).toMatchObject({
+        status: 400,
+        body: { error: 'snapshot_session_invalid', message: 'Failed to parse snapshot session request' },
+      });
+    }
+  });
+});
+
+describe('source replacement', () => {
+  test('rotating to a new source retires the old one, whose later calls get source_retired', async () => {
+    const old = await device('old-src');
+    const userId = old.userId;
+    await old.push([userRow(randomUUID(), 'a')]);
+    // a staged session of the old source, committed after the rotation
+    const staged = await old.json('POST', '/sync/push-sessions', {
+      source_bundle_id: 2,
+      planned_row_count: 1,
+    });
+    await old.json('POST', `/sync/push-sessions/${staged.body['push_id']}/chunks`, {
+      start_row_ordinal: 0,
+      rows: [userRow(randomUUID(), 'b')],
+    });
+
+    const bad = async (rep: Record<string, string>, status: number, error: string, message?: string) => {
+      const r = await old.json('POST', '/sync/snapshot-sessions', { source_replacement: rep });
+      expect(r, JSON.stringify(rep)).toMatchObject({ status, body: { error } });
+      if (message) expect(r.body['message']).toBe(message);
+    };
+    await bad(
+      { previous_source_id: 'someone-else', new_source_id: 'n', reason: 'history_pruned' },
+      400,
+      'snapshot_session_invalid',
+      'previous_source_id must match authenticated source_id',
+    );
+    await bad(
+      { previous_source_id: 'old-src', new_source_id: '', reason: 'history_pruned' },
+      400,
+      'snapshot_session_invalid',
+      'new_source_id is required for source replacement',
+    );
+    await bad(
+      { previous_source_id: 'old-src', new_source_id: 'old-src', reason: 'history_pruned' },
+      400,
+      'snapshot_session_invalid',
+    );
+    await bad(
+      { previous_source_id: 'old-src', new_source_id: 'n', reason: 'because' },
+      400,
+      'snapshot_session_invalid',
+      'source replacement reason is unsupported',
+    );
+
+    const rep = {
+      previous_source_id: 'old-src',
+      new_source_id: 'new-src',
+      reason: 'source_sequence_out_of_order',
+    };
+    const rotated = await old.json('POST', '/sync/snapshot-sessions', { source_replacement: rep });
+    expect(rotated.status, JSON.stringify(rotated.body)).toBe(200);
+    expect(rotated.body['row_count']).toBe(1);
+    // an idempotent retry of the same rotation succeeds
+    expect((await old.json('POST', '/sync/snapshot-sessions', { source_replacement: rep })).status).toBe(200);
+
+    const retiredBody = {
+      error: 'source_retired',
+      message: `source old-src for user ${userId} was retired and replaced by new-src`,
+      source_id: 'old-src',
+      replaced_by_source_id: 'new-src',
+    };
+    expect(
+      await old.json('POST', '/sync/push-sessions', { source_bundle_id: 2, planned_row_count: 1 }),
+    ).toEqual({ status: 409, body: retiredBody });
+    expect(await old.json('POST', `/sync/push-sessions/${staged.body['push_id']}/commit`)).toEqual({
+      status: 409,
+      body: retiredBody,
+    });
+    await bad(
+      { previous_source_id: 'old-src', new_source_id: 'third', reason: 'source_retired' },
+      409,
+      'source_retired',
+    );
+    // pulls and keep-source snapshots of the retired source still work
+    expect((await old.pull(0)).status).toBe(200);
+    expect((await old.json('POST', '/sync/snapshot-sessions')).status).toBe(200);
+
+    const fresh = new Device(fx.app, userId, 'new-src');
+    expect((await fresh.connect(false)).body['resolution']).toBe('remote_authoritative');
+    expect((await fresh.push([userRow(randomUUID(), 'c')])).status).toBe(200);
+    // rotating onto a source that is already known is refused
+    const other = new Device(fx.app, userId, 'another');
+    await other.push([userRow(randomUUID(), 'd')]);
+    const r = await other.json('POST', '/sync/snapshot-sessions', {
+      source_replacement: {
+        previous_source_id: 'another',
+        new_source_id: 'new-src',
+        reason: 'history_pruned',
+      },
+    });
+    expect(r).toMatchObject({
+      status: 409,
+      body: {
+        error: 'source_replacement_invalid',
+        message: `replacement source new-src is already known for user ${userId}`,
+      },
+    });
+  });
+});
