@@ -1,0 +1,320 @@
+/**
+ * One process of a device. Every process of a device runs this same code over the device's one
+ * SQLite file: dbproxy elects the primary (it owns the write coordinator and runs the sync
+ * client); the others are secondaries that read their own connection and forward writes. When
+ * the primary dies, a secondary wins the election and starts the sync client where it stopped.
+ *
+ * Control: JSON commands on stdin (`{ id, cmd, ... }`), JSON lines on stdout (`{ ev, ... }`).
+ */
+
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { createDbProxy, type DbProxy } from '@x/dbproxy';
+import {
+  type ConflictContext,
+  type ConflictResolution,
+  createSyncClient,
+  type SyncClient,
+} from '@x/oversync/client';
+import { businessWrites, DEFAULT_SQLITE_DDL, readAll } from './device-schema.js';
+import { signJwt } from './jwt.js';
+import { defaultProfile } from './profiles.js';
+import { createSyncWriterBridge, SYNC_TX_METHOD } from './sync-writer.js';
+
+export interface DeviceWorkerOptions {
+  dir: string;
+  user: string;
+  server: string;
+  secret: string;
+  /** Device name (the JWT `did`). */
+  device: string;
+  /** Process label within the device, e.g. `p`, `s1`, `s2`. */
+  label: string;
+  /** PostgreSQL schema (tenant) of the user's business tables. */
+  tenant: string;
+  /** 'tour': explicit commands only; 'auto': background sync plus a write every `intervalMs`. */
+  mode: 'tour' | 'auto';
+  intervalMs: number;
+}
+
+export const DEVICE_DB_FILE = 'device.db';
+export const OFFLINE_FLAG_FILE = 'offline';
+
+const out = (o: Record<string, unknown>) =>
+  process.stdout.write(`${JSON.stringify({ t: Date.now(), ...o })}\n`);
+
+/** Conflict policy of the demo: a server deletion wins; concurrent edits of an item are merged. */
+export function mergeResolver(ctx: ConflictContext): ConflictResolution {
+  if (ctx.serverRowDeleted || ctx.serverRowLocal === null || ctx.localPayload === null)
+    return { kind: 'accept-server' };
+  if (ctx.table !== 'items') return { kind: 'accept-server' };
+  const s = ctx.serverRowLocal;
+  const l = ctx.localPayload;
+  if (s['title'] === l['title']) return { kind: 'accept-server' };
+  return {
+    kind: 'merged',
+    payload: {
+      ...s,
+      title: `${String(s['title'])} + ${String(l['title'])}`,
+      done: Math.max(Number(s['done'] ?? 0), Number(l['done'] ?? 0)),
+      updated_by: 'merge',
+    },
+  };
+}
+
+export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
+  mkdirSync(o.dir, { recursive: true });
+  const offlinePath = join(o.dir, OFFLINE_FLAG_FILE);
+  const bridge = createSyncWriterBridge();
+  const proxy: DbProxy = createDbProxy({
+    databasePath: join(o.dir, DEVICE_DB_FILE),
+    runtimeDir: join(o.dir, 'run'),
+    instanceId: `${o.device}/${o.label}`,
+    writes: { ...businessWrites(), [SYNC_TX_METHOD]: bridge.write },
+    migrate: (db) => {
+      db.exec(DEFAULT_SQLITE_DDL);
+      bridge.setDatabase(db);
+    },
+  });
+
+  let client: SyncClient | null = null;
+  let clientReady: Promise<SyncClient> | null = null;
+  let conflicts = 0;
+  let tokenCache: { token: string; until: number } | null = null;
+  const token = () => {
+    if (tokenCache === null || tokenCache.until < Date.now()) {
+      tokenCache = {
+        token: signJwt(o.secret, { sub: o.user, did: o.device, ttlSeconds: 3600 }),
+        until: Date.now() + 3_000_000,
+      };
+    }
+    return tokenCache.token;
+  };
+
+  const startSync = async (): Promise<SyncClient> => {
+    const c = createSyncClient({
+      writer: bridge.coordinator(proxy),
+      baseUrl: o.server,
+      token,
+      schema: o.tenant,
+      tables: defaultProfile.tables,
+      resolver: mergeResolver,
+      retry: { initialBackoffMs: 20, maxBackoffMs: 200, maxAttempts: 3 },
+      // Each push_conflict response names one row; allow enough rounds for a device's offline edits.
+      maxConflictRetries: 50,
+      backoffMinMs: 200,
+      backoffMaxMs: 2000,
+      uploadIntervalMs: Math.max(250, o.intervalMs),
+      fetch: (url, init) => {
+        if (existsSync(offlinePath)) return Promise.reject(new TypeError('fetch failed: device is offline'));
+        return fetch(url, init);
+      },
+    });
+    c.on('conflict', (e) => {
+      conflicts++;
+      out({ ev: 'conflict', table: e.context.table, key: e.context.key, resolution: e.resolution.kind });
+    });
+    await c.open();
+    for (;;) {
+      const r = await c.attach(o.user);
+      if (r.status === 'connected') {
+        out({ ev: 'sync-ready', outcome: r.outcome, restore: r.restore ?? null, sourceId: c.sourceId });
+        break;
+      }
+      await new Promise((res) => setTimeout(res, Math.min(2000, (r.retryAfterSeconds ?? 1) * 1000)));
+    }
+    client = c;
+    if (o.mode === 'auto') c.start();
+    return c;
+  };
+  const ensureClient = (): Promise<SyncClient> => {
+    if (proxy.role !== 'primary') return Promise.reject(new Error(`not the primary (role ${proxy.role})`));
+    clientReady ??= startSync().catch((e) => {
+      clientReady = null;
+      throw e;
+    });
+    return clientReady;
+  };
+
+  proxy.onRoleChange((e) => {
+    out({ ev: 'role', role: e.role, previous: e.previous, epoch: e.epoch });
+    if (e.role === 'primary') {
+      ensureClient().catch((err) => out({ ev: 'error', where: 'sync-start', message: String(err) }));
+    }
+  });
+  await proxy.start();
+  out({ ev: 'started', role: proxy.role, epoch: proxy.epoch, pid: process.pid, label: o.label });
+  if (proxy.role === 'primary') {
+    ensureClient().catch((err) => out({ ev: 'error', where: 'sync-start', message: String(err) }));
+  }
+
+  let autoTimer: NodeJS.Timeout | null = null;
+  let listId: string | null = null;
+  if (o.mode === 'auto' && o.intervalMs > 0) {
+    let n = 0;
+    autoTimer = setInterval(() => {
+      void (async () => {
+        if (listId === null) {
+          listId = randomUUID();
+          await proxy.write('list.create', { id: listId, name: `${o.device} ${o.label}` });
+        }
+        const id = randomUUID();
+        await proxy.write('item.put', {
+          id,
+          list_id: listId,
+          title: `item ${++n} from ${o.label}`,
+          updated_by: o.label,
+        });
+        client?.notifyLocalChange();
+        out({ ev: 'wrote', id });
+      })().catch((e) => out({ ev: 'error', where: 'auto-write', message: String(e) }));
+    }, o.intervalMs);
+  }
+
+  // `demo status --dir` reads these: role, dbproxy metrics (the coordinator's on the primary), sync status.
+  const statusTimer =
+    o.mode === 'auto'
+      ? setInterval(() => {
+          void (async () => {
+            const snapshot = {
+              t: Date.now(),
+              label: o.label,
+              pid: process.pid,
+              role: proxy.role,
+              epoch: proxy.epoch,
+              metrics: proxy.metrics(),
+              sync: client === null ? null : await client.status(),
+              conflicts,
+            };
+            writeFileSync(join(o.dir, `status-${o.label}.json`), JSON.stringify(snapshot, null, 2));
+          })().catch(() => {});
+        }, 1000)
+      : null;
+
+  const handle = async (cmd: Record<string, unknown>): Promise<unknown> => {
+    switch (cmd['cmd']) {
+      case 'write': {
+        const r = await proxy.write(String(cmd['method']), cmd['params'], {
+          requestId: typeof cmd['requestId'] === 'string' ? cmd['requestId'] : randomUUID(),
+        });
+        return { seq: r.seq, value: r.value, replayed: r.replayed };
+      }
+      case 'burst': {
+        // `count` item inserts into `list_id`, `concurrency` at a time; reports the acknowledged ids.
+        const count = Number(cmd['count']);
+        const concurrency = Math.max(1, Number(cmd['concurrency'] ?? 4));
+        const listIdArg = String(cmd['list_id']);
+        const by = String(cmd['by'] ?? o.label);
+        const acked: string[] = [];
+        const errors: string[] = [];
+        let next = 0;
+        const t0 = performance.now();
+        const lane = async () => {
+          while (next < count) {
+            const i = next++;
+            const id = randomUUID();
+            try {
+              await proxy.write(
+                'item.put',
+                { id, list_id: listIdArg, title: `${by} #${i}`, updated_by: by },
+                { requestId: id, timeoutMs: 15_000 },
+              );
+              acked.push(id);
+              if (acked.length % 25 === 0) out({ ev: 'burst-progress', acked: acked.length, count });
+            } catch (e) {
+              errors.push(String(e));
+            }
+          }
+        };
+        await Promise.all(Array.from({ length: concurrency }, lane));
+        return { acked, errors, ms: performance.now() - t0 };
+      }
+      case 'sync': {
+        const c = await ensureClient();
+        const rounds = Math.max(1, Number(cmd['rounds'] ?? 1));
+        const before = conflicts;
+        let pushed = 0;
+        let pulled = 0;
+        let bundles = 0;
+        let last: unknown = null;
+        for (let i = 0; i < rounds; i++) {
+          const r = await c.sync();
+          if (r.push.outcome === 'committed') bundles++;
+          pushed += r.push.rowCount ?? 0;
+          pulled += r.pull.rowsApplied;
+          bundles += r.pull.bundlesApplied;
+          last = r.status;
+          if (r.status.pending.total === 0 && r.push.outcome !== 'committed' && r.pull.bundlesApplied === 0)
+            break;
+        }
+        return { pushed, pulled, bundles, conflicts: conflicts - before, status: last };
+      }
+      case 'dump':
+        return proxy.read((db) => readAll(db), { minSeq: 0 });
+      case 'status':
+        return {
+          role: proxy.role,
+          epoch: proxy.epoch,
+          metrics: proxy.metrics(),
+          sync: client === null ? null : await client.status(),
+          conflicts,
+          syncTransactions: bridge.transactions,
+        };
+      case 'offline':
+        writeFileSync(offlinePath, `${Date.now()}\n`);
+        return { offline: true };
+      case 'online':
+        rmSync(offlinePath, { force: true });
+        return { offline: false };
+      case 'exit':
+        setImmediate(() => void shutdown(0));
+        return { bye: true };
+      default:
+        throw new Error(`unknown command ${JSON.stringify(cmd['cmd'])}`);
+    }
+  };
+
+  let shuttingDown = false;
+  const shutdown = async (code: number) => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    if (autoTimer) clearInterval(autoTimer);
+    if (statusTimer) clearInterval(statusTimer);
+    try {
+      await client?.close();
+    } catch {}
+    await proxy.close().catch(() => {});
+    out({ ev: 'exit', code });
+    process.exit(code);
+  };
+  process.once('SIGTERM', () => void shutdown(0));
+  process.once('SIGINT', () => void shutdown(0));
+
+  const rl = createInterface({ input: process.stdin });
+  rl.on('line', (line) => {
+    if (line.trim() === '') return;
+    let cmd: Record<string, unknown>;
+    try {
+      cmd = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      out({ ev: 'reply', id: null, ok: false, error: 'bad JSON' });
+      return;
+    }
+    handle(cmd).then(
+      (result) => out({ ev: 'reply', id: cmd['id'] ?? null, ok: true, result }),
+      (e: unknown) =>
+        out({
+          ev: 'reply',
+          id: cmd['id'] ?? null,
+          ok: false,
+          error: e instanceof Error ? e.message : String(e),
+          code: (e as { code?: unknown })?.code ?? null,
+        }),
+    );
+  });
+  rl.on('close', () => {
+    if (o.mode === 'tour') void shutdown(0);
+  });
+}

@@ -1,0 +1,274 @@
+/**
+ * The demo server: fastify + the @x/oversync server plugin over an @x/dbx cluster (a primary and
+ * its streaming replicas), business tables created per tenant by @x/schemaops, HS256 JWT auth.
+ */
+import { randomUUID } from 'node:crypto';
+import { type Cluster, createCluster } from '@x/dbx';
+import { createSyncService, oversyncFastifyPlugin, type SyncService } from '@x/oversync/server';
+import { type PgCluster, startPostgres } from '@x/testkit';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { DemoError } from './errors.js';
+import { signJwt, verifyJwt } from './jwt.js';
+import type { Profile } from './profiles.js';
+import { provisionTenants, type TenantProvisioning } from './tenants.js';
+
+export const DEFAULT_PORT = 8080;
+export const DEFAULT_HOST = '127.0.0.1';
+/** Response header carrying the dbx read-your-writes token of a request's writes. */
+export const WRITE_TOKEN_HEADER = 'x-demo-write-token';
+/** Lifetime of tokens minted by `/dummy-signin` (the reference example uses 5 minutes). */
+export const SIGNIN_TOKEN_TTL_SECONDS = 300;
+
+export interface DemoServerOptions {
+  databaseUrl?: string | undefined;
+  replicaUrls?: readonly string[] | undefined;
+  port?: number | undefined;
+  host?: string | undefined;
+  profile: Profile;
+  secret: string;
+  log?: ((line: string) => void) | undefined;
+}
+
+export interface DemoServer {
+  readonly url: string;
+  readonly port: number;
+  readonly cluster: Cluster;
+  readonly service: SyncService;
+  readonly profile: Profile;
+  readonly postgres: PgCluster | null;
+  readonly provisioning: TenantProvisioning;
+  readonly app: FastifyInstance;
+  /** Rows of one user's scope in every registered table, read through dbx (replica when caught up). */
+  userRows(userId: string, token?: string | null): Promise<UserRows>;
+  status(): Promise<DemoStatus>;
+  close(): Promise<void>;
+}
+
+export interface UserRows {
+  tables: Record<string, Array<Record<string, unknown>>>;
+  /** Which node class answered: 'replica' when dbx could use one under read-your-writes. */
+  servedBy: 'replica' | 'primary';
+}
+
+export interface DemoStatus {
+  profile: string;
+  tenants: readonly string[];
+  sync: unknown;
+  ledger: { via: string; operations: unknown[] };
+  cluster: unknown;
+  reads: { replica: number; primary: number };
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    demoUserId?: string;
+  }
+}
+
+function bearer(req: FastifyRequest): string | null {
+  const h = req.headers.authorization;
+  if (typeof h !== 'string') return null;
+  const parts = h.split(' ');
+  if (parts.length !== 2 || parts[0] !== 'Bearer' || parts[1] === '') return null;
+  return parts[1] ?? null;
+}
+
+const signinSchema = z.object({
+  user: z.string().optional(),
+  password: z.string().optional(),
+  device: z.string().optional(),
+});
+
+export async function startDemoServer(opts: DemoServerOptions): Promise<DemoServer> {
+  const log = opts.log ?? (() => {});
+  const profile = opts.profile;
+  let postgres: PgCluster | null = null;
+  let primaryUrl = opts.databaseUrl;
+  let replicaUrls = [...(opts.replicaUrls ?? [])];
+  if (!primaryUrl) {
+    log('starting embedded PostgreSQL (a primary and one streaming replica)…');
+    const t0 = Date.now();
+    postgres = await startPostgres({ replicas: 1 });
+    primaryUrl = postgres.primary.url;
+    replicaUrls = postgres.replicas.map((r) => r.url);
+    log(
+      `PostgreSQL ready in ${Date.now() - t0} ms: primary :${postgres.primary.port}, replica ${postgres.replicas
+        .map((r) => `:${r.port}`)
+        .join(', ')}`,
+    );
+  }
+  const cluster = createCluster({ primary: primaryUrl, replicas: replicaUrls });
+  const cleanup: Array<() => Promise<void>> = [
+    () => cluster.close(),
+    async () => {
+      await postgres?.stop();
+    },
+  ];
+  const unwind = async () => {
+    for (const c of cleanup.reverse()) await c().catch(() => {});
+  };
+  try {
+    const provisioning = await provisionTenants(cluster, profile, log);
+    cleanup.push(() => provisioning.close());
+    const service = createSyncService({
+      db: cluster,
+      appName: profile.appName,
+      maxSupportedSchemaVersion: 1,
+      registeredTables: profile.tenants.flatMap((schema) =>
+        profile.tables.map((t) => ({ schema, table: t.table, syncKeyColumns: [...t.syncKeyColumns] })),
+      ),
+      bundleChangeWatch: { enabled: true },
+    });
+    await service.bootstrap();
+    cleanup.push(() => service.close());
+    // The watch listener arrives with oversync part 2; start it when the service has one.
+    const listen = (service as unknown as { startBundleChangeListener?: () => unknown })
+      .startBundleChangeListener;
+    if (typeof listen === 'function') await listen.call(service);
+    log(
+      `sync service bootstrapped: ${profile.tenants.length * profile.tables.length} registered tables in ${profile.tenants.join(', ')}`,
+    );
+
+    const reads = { replica: 0, primary: 0 };
+    /** The newest write token per user: a later read of that user's rows must see them. */
+    const lastToken = new Map<string, string>();
+
+    const app = Fastify({ logger: false });
+    cleanup.push(async () => {
+      await app.close();
+    });
+
+    // Each request runs in a dbx session, so the token of its writes can be handed back.
+    app.addHook('onRequest', (_req, _reply, done) => {
+      void cluster.session(async () => done());
+    });
+    // Bearer auth for /sync/* and /demo/rows: HS256, sub = user id. Plain-text 401 as the reference.
+    app.addHook('onRequest', async (req, reply) => {
+      const path = req.url.split('?')[0] ?? '';
+      if (!path.startsWith('/sync/') && path !== '/demo/rows') return;
+      const token = bearer(req);
+      if (token === null) {
+        return reply.code(401).type('text/plain; charset=utf-8').send('Authorization header required\n');
+      }
+      try {
+        req.demoUserId = verifyJwt(token, opts.secret).sub;
+      } catch {
+        return reply.code(401).type('text/plain; charset=utf-8').send('Invalid token\n');
+      }
+    });
+    app.addHook('onSend', async (req, reply, payload) => {
+      const t = cluster.writeToken();
+      if (t !== null) {
+        reply.header(WRITE_TOKEN_HEADER, t);
+        if (req.demoUserId) lastToken.set(req.demoUserId, t);
+      }
+      return payload;
+    });
+
+    await app.register(async (scope) => {
+      await scope.register(oversyncFastifyPlugin, {
+        service,
+        userIdFromRequest: (req) => req.demoUserId,
+      });
+    });
+
+    const userRows = async (userId: string, token?: string | null): Promise<UserRows> => {
+      const before = replicaQueries(cluster);
+      const t = token ?? lastToken.get(userId) ?? null;
+      const tables: Record<string, Array<Record<string, unknown>>> = {};
+      for (const schema of profile.tenants) {
+        for (const { table } of profile.tables) {
+          const r = await cluster.readQuery<Record<string, unknown>>(
+            `SELECT to_jsonb(t) - '_sync_scope_id' AS row FROM "${schema}"."${table}" t
+              WHERE _sync_scope_id = $1 ORDER BY id`,
+            [userId],
+            t === null ? {} : { token: t },
+          );
+          tables[`${schema}.${table}`] = r.rows.map((x) => x['row'] as Record<string, unknown>);
+        }
+      }
+      const servedBy = replicaQueries(cluster) > before ? 'replica' : 'primary';
+      reads[servedBy]++;
+      return { tables, servedBy };
+    };
+
+    const status = async (): Promise<DemoStatus> => ({
+      profile: profile.name,
+      tenants: profile.tenants,
+      sync: await service.status(),
+      ledger: { via: provisioning.via, operations: await provisioning.ledger() },
+      cluster: cluster.stats(),
+      reads: { ...reads },
+    });
+
+    // Reference example: any password, a 5-minute token with `sub` and `did`.
+    app.post('/dummy-signin', async (req, reply) => {
+      let body: unknown = req.body;
+      if (typeof body === 'string') {
+        try {
+          body = JSON.parse(body);
+        } catch {
+          body = undefined;
+        }
+      }
+      const parsed = signinSchema.safeParse(body);
+      if (!parsed.success) return reply.code(400).send({ error: 'invalid_request', message: 'invalid JSON' });
+      const user = parsed.data.user ?? '';
+      if (user === '') return reply.code(400).send({ error: 'invalid_request', message: 'user required' });
+      const device = parsed.data.device || `device-${Date.now().toString(36)}`;
+      const token = signJwt(opts.secret, {
+        sub: user,
+        did: device,
+        iss: 'go-oversync',
+        ttlSeconds: SIGNIN_TOKEN_TTL_SECONDS,
+      });
+      return reply.send({ token, expires_in: SIGNIN_TOKEN_TTL_SECONDS, user, device });
+    });
+    app.get('/demo/status', async () => status());
+    app.get('/demo/rows', async (req) => {
+      const h = req.headers[WRITE_TOKEN_HEADER];
+      const token = typeof h === 'string' && h !== '' ? h : null;
+      return userRows(req.demoUserId ?? '', token);
+    });
+
+    const host = opts.host ?? DEFAULT_HOST;
+    await app.listen({ port: opts.port ?? DEFAULT_PORT, host });
+    const addr = app.server.address();
+    const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+    const url = `http://${host}:${port}`;
+    log(`oversync server (${profile.name} profile) listening on ${url}`);
+
+    let closing: Promise<void> | null = null;
+    return {
+      url,
+      port,
+      cluster,
+      service,
+      profile,
+      postgres,
+      provisioning,
+      app,
+      userRows,
+      status,
+      close: () => {
+        closing ??= unwind();
+        return closing;
+      },
+    };
+  } catch (e) {
+    await unwind();
+    throw e instanceof DemoError
+      ? e
+      : new DemoError('DEMO_INVALID_OPTIONS', `server start failed: ${String(e)}`, { cause: e });
+  }
+}
+
+function replicaQueries(cluster: Cluster): number {
+  return cluster
+    .stats()
+    .nodes.filter((n) => n.role === 'replica')
+    .reduce((a, n) => a + n.queries, 0);
+}
+
+export const newDeviceName = () => `device-${randomUUID().slice(0, 8)}`;
