@@ -91,8 +91,12 @@ describe('startPostgres: a primary and two streaming replicas', () => {
 
   it('kill() breaks live connections; start() brings the node back with its data', async () => {
     const client = await connect(cluster.primary.url);
+    const backendPid =
+      (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid ?? 0;
     const port = cluster.primary.port;
     await cluster.primary.kill();
+    // The backend serving the live connection died with the postmaster (not later, on its own).
+    expect(() => process.kill(backendPid, 0)).toThrow();
     await expect(client.query('SELECT 1')).rejects.toThrow();
     await expect(query(cluster.primary.url, 'SELECT 1')).rejects.toThrow();
     await cluster.primary.start();
@@ -103,6 +107,14 @@ describe('startPostgres: a primary and two streaming replicas', () => {
     await cluster.waitForReplicas();
     for (const replica of cluster.replicas) {
       expect(await query(replica.url, 'SELECT 1 FROM items WHERE id = 2')).toHaveLength(1);
+    }
+  });
+
+  it('survives kill() and start() back to back', async () => {
+    for (let i = 0; i < 3; i++) {
+      await cluster.primary.kill();
+      await cluster.primary.start();
+      expect(await count(cluster.primary.url)).toBeGreaterThanOrEqual(101);
     }
   });
 
