@@ -882,6 +882,7 @@ class ClusterImpl implements Cluster {
       },
       (e) => {
         this.#leave();
+        if (pgErrorCode(e) === '25006') this.#requestCheckAll(); // a standby answered: re-probe roles
         if (!ClusterImpl.#canRetryWrite(e) || this.options.retry.maxAttempts <= 1) return Promise.reject(e);
         return slow({ error: e });
       },

@@ -294,6 +294,26 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
     }
   });
 
+  it('finds the real primary when the configured one is a standby (25006 re-routes the write)', async () => {
+    const changes: unknown[] = [];
+    await using wrong = createCluster({
+      primary: { name: 'configured', connectionString: db.replicaUrls[0] as string },
+      replicas: [{ name: 'actual', connectionString: db.url }],
+      retry: { maxAttempts: 6, baseDelayMs: 50, maxDelayMs: 200 },
+      healthCheck: { intervalMs: 5_000 },
+    });
+    wrong.on('roleChange', (e) => changes.push(e));
+    await wrong.exec("insert into items values (60, 'rerouted')");
+    expect(wrong.stats().writer).toBe('actual');
+    expect(await cluster.queryRow('select label from items where id = 60')).toEqual({ label: 'rerouted' });
+    expect(changes).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ node: 'configured', from: 'primary', to: 'replica' }),
+        expect.objectContaining({ node: 'actual', from: 'replica', to: 'primary', writer: 'actual' }),
+      ]),
+    );
+  });
+
   it('close() waits for in-flight statements, then ends the pools', async () => {
     const c = createCluster({ primary: db.url, replicas: [...db.replicaUrls] });
     const running = c.queryRow<{ done: boolean }>('select pg_sleep(0.3) is not null as done');
