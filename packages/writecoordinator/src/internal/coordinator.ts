@@ -179,7 +179,9 @@ export class Coordinator implements WriteCoordinator {
   ): Promise<WriteResult<unknown>> {
     if (this.#closing) {
       return this.#refuse(
-        new WriteCoordinatorError('WRITECOORDINATOR_CLOSED', 'the write coordinator is closed'),
+        new WriteCoordinatorError('WRITECOORDINATOR_CLOSED', 'the write coordinator is closed', {
+          details: { applied: false },
+        }),
       );
     }
     let fn: (db: SqliteDatabase) => unknown;
@@ -192,7 +194,7 @@ export class Coordinator implements WriteCoordinator {
       if (reg === undefined) {
         return this.#refuse(
           new WriteCoordinatorError('WRITECOORDINATOR_METHOD_NOT_FOUND', `no handler for method ${method}`, {
-            details: { method },
+            details: { method, applied: false },
           }),
         );
       }
@@ -203,7 +205,7 @@ export class Coordinator implements WriteCoordinator {
             'WRITECOORDINATOR_INVALID_PARAMS',
             `invalid params for method ${method}`,
             {
-              details: { method, issues: parsed.error.issues },
+              details: { method, issues: parsed.error.issues, applied: false },
               cause: parsed.error,
             },
           ),
@@ -231,7 +233,11 @@ export class Coordinator implements WriteCoordinator {
     ) {
       return this.#refuse(
         new WriteCoordinatorError('WRITECOORDINATOR_INVALID_PARAMS', 'invalid submit options', {
-          details: { requestIdLength: typeof requestId === 'string' ? requestId.length : null, durability },
+          details: {
+            requestIdLength: typeof requestId === 'string' ? requestId.length : null,
+            durability,
+            applied: false,
+          },
         }),
       );
     }
@@ -247,6 +253,7 @@ export class Coordinator implements WriteCoordinator {
     if (signal?.aborted) {
       return this.#refuse(
         new WriteCoordinatorError('WRITECOORDINATOR_ABORTED', 'the submit was aborted before it was queued', {
+          details: { applied: false },
           cause: signal.reason,
         }),
       );
@@ -296,7 +303,7 @@ export class Coordinator implements WriteCoordinator {
     try {
       return new WriteCoordinatorError('WRITECOORDINATOR_QUEUE_FULL', 'the write queue is full', {
         retryable: true,
-        details: { queueSize: this.options.queueSize, waiting: this.#waiting },
+        details: { queueSize: this.options.queueSize, waiting: this.#waiting, applied: false },
         cause,
       });
     } finally {
@@ -356,6 +363,7 @@ export class Coordinator implements WriteCoordinator {
           'WRITECOORDINATOR_ABORTED',
           'the job was aborted while queued; it did not run',
           {
+            details: { applied: false },
             cause: reason,
           },
         ),
@@ -375,7 +383,7 @@ export class Coordinator implements WriteCoordinator {
       j,
       new WriteCoordinatorError('WRITECOORDINATOR_EXPIRED', 'the job reached its deadline before it ran', {
         retryable: true,
-        details: { deadline: j.deadline },
+        details: { deadline: j.deadline, applied: false },
       }),
     );
   }
@@ -419,7 +427,17 @@ export class Coordinator implements WriteCoordinator {
   readonly #tick = (): void => {
     this.#scheduled = null;
     const batch = this.#takeBatch();
-    if (batch.length > 0) this.#runBatch(batch);
+    if (batch.length > 0) {
+      try {
+        this.#runBatch(batch);
+      } catch (e) {
+        // The transaction machinery itself failed (a savepoint statement, or reading the sequence
+        // on a broken connection). Whatever was open is rolled back; jobs not settled yet fail.
+        this.#endTransaction();
+        this.#log.error({ err: e }, 'writecoordinator: batch failed unexpectedly; nothing was applied');
+        for (const j of batch) if (j.state === State.Running) this.#failJob(j, e);
+      }
+    }
     // Jobs left over have waited already: the next batch runs on the next turn.
     if (this.#depth > 0) this.#schedule(true);
     else this.#checkDrained();
@@ -477,7 +495,7 @@ export class Coordinator implements WriteCoordinator {
       throw new WriteCoordinatorError(
         'WRITECOORDINATOR_ASYNC_JOB',
         'a write job returned a Promise; jobs must be synchronous functions of the database',
-        { details: { method: j.method } },
+        { details: { method: j.method, applied: false } },
       );
     }
     if (requestId !== null) {
@@ -488,7 +506,7 @@ export class Coordinator implements WriteCoordinator {
         throw new WriteCoordinatorError(
           'WRITECOORDINATOR_RESULT_NOT_SERIALISABLE',
           'the result of a job with a requestId must be JSON-serialisable',
-          { details: { method: j.method }, cause: e },
+          { details: { method: j.method, applied: false }, cause: e },
         );
       }
       this.#st.recordRequest.run(requestId, json ?? null, seq, now);
@@ -663,7 +681,7 @@ export class Coordinator implements WriteCoordinator {
     if (j.state === State.Done) return;
     this.#failed++;
     if (j.t0 >= 0) this.#latency.record(performance.now() - j.t0);
-    this.#settleError(j, toJobError(e, { method: j.method }));
+    this.#settleError(j, toJobError(e, { method: j.method, applied: false }));
   }
 
   /** The batch transaction itself failed (BEGIN or COMMIT): nothing was applied. */

@@ -23,6 +23,7 @@ describe('backpressure, deadlines, cancellation', () => {
     const o = await rejection(overflow);
     expect(o.code).toBe('WRITECOORDINATOR_QUEUE_FULL');
     expect(o.retryable).toBe(true);
+    expect(o.details?.applied).toBe(false);
     ac.abort(new Error('caller gave up'));
     const a = await rejection(aborted);
     expect(a.code).toBe('WRITECOORDINATOR_QUEUE_FULL');
@@ -52,6 +53,7 @@ describe('backpressure, deadlines, cancellation', () => {
     const fine = wc.submit(insert('fine'), { deadline: Date.now() + 10_000 });
     const e = await rejection(expiring);
     expect(e.code).toBe('WRITECOORDINATOR_EXPIRED');
+    expect(e.details?.applied).toBe(false);
     expect(e.retryable).toBe(true);
     await fine;
     expect(ran).toBe(false);

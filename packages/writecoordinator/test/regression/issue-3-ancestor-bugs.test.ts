@@ -67,6 +67,7 @@ describe('issue 3: ancestor bugs', () => {
     await wc.submit(insert('dup'));
     const e = await rejection(wc.submit(insert('dup')));
     expect(e.details?.sqliteCode).toBe('SQLITE_CONSTRAINT_UNIQUE');
+    expect(e.details?.applied).toBe(false);
     expect((e.cause as { code?: string }).code).toBe('SQLITE_CONSTRAINT_UNIQUE');
     await wc.close();
   });
