@@ -30,24 +30,12 @@ export const USAGE = `usage:
                                mint an HS256 JWT for DEMO_JWT_SECRET (default: the dev secret)
 `;
 
-/** Flipped once the tour passes end to end; until then the no-argument run only prints a note. */
-const TOUR_READY = false;
-
 const DEFAULT_SERVER_URL = `http://${DEFAULT_HOST}:${DEFAULT_PORT}`;
 
 async function main(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   switch (sub) {
-    case undefined: {
-      if (!TOUR_READY) {
-        process.stdout.write(
-          'The @x demo tour is still being wired together (run `demo tour` to try it); see `demo help`.\n',
-        );
-        return 0;
-      }
-      const { runTour } = await import('./tour.js');
-      return runTour({});
-    }
+    case undefined:
     case 'tour': {
       const { runTour } = await import('./tour.js');
       return runTour({});

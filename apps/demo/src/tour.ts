@@ -89,7 +89,9 @@ class Device {
       mode: 'tour',
       onEvent: (h, e) => {
         const who = `${this.name}/${h.label}`;
-        if (e.ev === 'role' && e['previous'] !== 'starting')
+        if (e.ev === 'burst-progress' && Number(e['acked']) % 100 === 0)
+          this.log(who, `burst: ${e['acked']}/${e['count']} writes acknowledged`);
+        if (e.ev === 'role' && e['previous'] !== 'starting' && e['role'] !== 'closed')
           this.log(who, `role ${e['previous']} → ${e['role']} (epoch ${e['epoch']})`);
         if (e.ev === 'sync-ready')
           this.log(
