@@ -488,6 +488,12 @@ export class Coordinator implements WriteCoordinator {
         return;
       }
     }
+    // Re-checked at run time: a job batched behind slow jobs may reach its turn after its deadline.
+    // It is then rejected without running; the rest of the batch is not affected.
+    if (j.deadline !== Number.POSITIVE_INFINITY && Date.now() >= j.deadline) {
+      this.#expire(j);
+      return;
+    }
     const value = j.fn(this.#db);
     if (isThenable(value)) {
       // The job's synchronous part has run; the batch logic rolls it back like any failing job.
@@ -584,7 +590,7 @@ export class Coordinator implements WriteCoordinator {
           // Optimistic run failed at `index`: roll everything back, reject that job, re-run the others.
           this.#endTransaction();
           this.#failJob(pending[outcome.index]!, outcome.error);
-          pending = pending.filter((_, i) => i !== outcome.index);
+          pending = pending.filter((j, i) => i !== outcome.index && j.state === State.Running);
           isolate = true;
           this.#isolated++;
           continue;

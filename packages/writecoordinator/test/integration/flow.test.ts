@@ -152,3 +152,58 @@ describe('close', () => {
     expect((await rejection(wc.submit(insert('b')))).code).toBe('WRITECOORDINATOR_CLOSED');
   });
 });
+
+describe('deadline at run time', () => {
+  it('a job batched behind a slow job is rejected with EXPIRED if its deadline passes before its turn', async ({
+    tdb: t,
+  }) => {
+    const { db, wc } = openCoordinator(t);
+    let ran = false;
+    const slow = wc.submit((d) => {
+      const until = Date.now() + 60;
+      while (Date.now() < until) {} // the next job's deadline passes meanwhile
+      return insert('slow')(d);
+    });
+    const late = wc.submit(
+      () => {
+        ran = true;
+      },
+      { deadline: Date.now() + 20 },
+    );
+    const after = wc.submit(insert('after'));
+    const e = await rejection(late);
+    expect(e.code).toBe('WRITECOORDINATOR_EXPIRED');
+    await Promise.all([slow, after]);
+    expect(ran).toBe(false);
+    expect(values(db)).toEqual(['slow', 'after']);
+    const m = wc.metrics();
+    expect(m).toMatchObject({ expired: 1, completed: 2, batches: 1 });
+    expect(m.accepted).toBe(m.completed + m.failed + m.expired + m.aborted + m.dropped + m.queueDepth);
+    await wc.close();
+  });
+
+  it('an expired job stays expired (once) when a failure in its batch forces the savepoint re-run', async ({
+    tdb: t,
+  }) => {
+    const { db, wc } = openCoordinator(t);
+    const slow = wc.submit((d) => {
+      const until = Date.now() + 60;
+      while (Date.now() < until) {}
+      return insert('a')(d);
+    });
+    const late = wc.submit(insert('late'), { deadline: Date.now() + 20 }).then(
+      () => 'ran',
+      (e: { code?: string }) => e.code,
+    );
+    const failing = wc.submit(() => {
+      throw new Error('fails');
+    });
+    const b = wc.submit(insert('b'));
+    expect(await late).toBe('WRITECOORDINATOR_EXPIRED');
+    expect((await rejection(failing)).code).toBe('WRITECOORDINATOR_JOB_FAILED');
+    await Promise.all([slow, b]);
+    expect(values(db)).toEqual(['a', 'b']);
+    expect(wc.metrics()).toMatchObject({ expired: 1, failed: 1, completed: 2, isolatedBatches: 1 });
+    await wc.close();
+  });
+});
