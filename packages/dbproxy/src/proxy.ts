@@ -12,7 +12,15 @@ import {
 } from '@x/writecoordinator';
 import Database from 'better-sqlite3';
 import { type Applied, DbProxyError, isDbProxyError, type WireErrorCode, wireError } from './errors.js';
-import { Notifier, Reservoir, sleep, throwIfAborted } from './internal/async.js';
+import {
+  DeadlineQueue,
+  LightSignal,
+  Notifier,
+  Reservoir,
+  type SignalLike,
+  sleep,
+  throwIfAborted,
+} from './internal/async.js';
 import { type ChangeEvent, ChangeStream } from './internal/change-stream.js';
 import { type ElectionLock, lockPathFor, tryAcquireElectionLock } from './internal/election.js';
 import { BYE_REASON, Link, LinkDownError } from './internal/link.js';
@@ -250,6 +258,7 @@ class Proxy_ implements DbProxy {
   readonly #stateChanged = new Notifier();
   readonly #seqAdvanced = new Notifier();
   readonly #slotFreed = new Notifier();
+  readonly #deadlines = new DeadlineQueue();
   readonly #roleListeners = new Set<(e: RoleChange) => void>();
   readonly #streams = new Set<ChangeStream>();
   #deliveredSeq: number | null = null;
@@ -826,12 +835,11 @@ class Proxy_ implements DbProxy {
       opts.timeoutMs ?? o.timeouts.perMethod[method] ?? (def.long ? o.timeouts.longMs : o.timeouts.defaultMs);
     const deadline = Date.now() + timeoutMs;
 
-    // One signal for the whole logical write: the caller's, the deadline, and close().
-    const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(DEADLINE), timeoutMs);
-    const onAbort = (): void => ac.abort(opts.signal?.reason);
+    // One signal for the whole logical write: the caller's and the deadline.
+    const signal = new LightSignal();
+    const deadlineTimer = this.#deadlines.add(timeoutMs, () => signal.abort(DEADLINE));
+    const onAbort = (): void => signal.abort(opts.signal?.reason);
     opts.signal?.addEventListener('abort', onAbort, { once: true });
-    const signal = ac.signal;
 
     // `unknown`: some attempt may have been applied (it reached a primary and no answer came back).
     // `attempted`: some attempt reached a primary at all; if none did, the outcome is UNREACHABLE.
@@ -857,7 +865,7 @@ class Proxy_ implements DbProxy {
             requestId,
             deadline,
             o.instanceId,
-            signal,
+            signal.toAbortSignal(),
             opts.durability,
           );
           return r as WriteResult<T>;
@@ -871,12 +879,21 @@ class Proxy_ implements DbProxy {
         }
         attempted = true;
         try {
-          const r = (await raceSignal(
-            link.call(METHOD_DB_WRITE, {
-              meta: { ...link.auth, requestId, sourceInstanceId: o.instanceId, deadline },
+          const a = link.auth;
+          const r = (await link.call(
+            METHOD_DB_WRITE,
+            {
+              meta: {
+                epoch: a.epoch,
+                dbPath: a.dbPath,
+                token: a.token,
+                requestId,
+                sourceInstanceId: o.instanceId,
+                deadline,
+              },
               method,
               params,
-            }),
+            },
             signal,
           )) as WriteResultWire;
           return r as WriteResult<T>;
@@ -926,7 +943,7 @@ class Proxy_ implements DbProxy {
       }
       throw e;
     } finally {
-      clearTimeout(timer);
+      deadlineTimer.cancel();
       opts.signal?.removeEventListener('abort', onAbort);
     }
   }
@@ -1108,23 +1125,4 @@ class Proxy_ implements DbProxy {
       coordinator: this.#primary?.coordinator.metrics() ?? null,
     };
   }
-}
-
-/** Races a promise against a signal, rejecting with the signal's reason. */
-function raceSignal<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
 }

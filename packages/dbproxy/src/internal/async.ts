@@ -1,7 +1,112 @@
 /** Small async helpers shared by the proxy's loops. */
 
+/** The part of AbortSignal the helpers below use; `LightSignal` implements it without EventTarget. */
+export interface SignalLike {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: 'abort', listener: () => void): void;
+}
+
+/**
+ * A cheap one-shot cancellation for the write hot path (an AbortController is an EventTarget and
+ * costs several microseconds per write). `toAbortSignal()` makes a real one only when needed.
+ */
+export class LightSignal implements SignalLike {
+  aborted = false;
+  reason: unknown = undefined;
+  #listeners: Array<() => void> = [];
+  #controller: AbortController | null = null;
+
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    const ls = this.#listeners;
+    this.#listeners = [];
+    for (const l of ls) l();
+    this.#controller?.abort(reason);
+  }
+
+  addEventListener(_type: 'abort', listener: () => void): void {
+    this.#listeners.push(listener);
+  }
+
+  removeEventListener(_type: 'abort', listener: () => void): void {
+    const i = this.#listeners.indexOf(listener);
+    if (i >= 0) this.#listeners.splice(i, 1);
+  }
+
+  toAbortSignal(): AbortSignal {
+    if (this.#controller === null) {
+      this.#controller = new AbortController();
+      if (this.aborted) this.#controller.abort(this.reason);
+    }
+    return this.#controller.signal;
+  }
+}
+
+interface DeadlineEntry {
+  at: number;
+  fire: () => void;
+  done: boolean;
+}
+
+/**
+ * Deadlines without a timer per write: entries with the same timeout expire in insertion order, so
+ * each timeout value keeps a FIFO and a single (unref'd) timer for its head. Cancelling marks an
+ * entry done; done entries are dropped when they reach the head.
+ */
+export class DeadlineQueue {
+  #lanes = new Map<number, { items: DeadlineEntry[]; head: number; timer: NodeJS.Timeout | null }>();
+
+  add(timeoutMs: number, fire: () => void): { cancel(): void } {
+    let lane = this.#lanes.get(timeoutMs);
+    if (lane === undefined) {
+      lane = { items: [], head: 0, timer: null };
+      this.#lanes.set(timeoutMs, lane);
+    }
+    const entry: DeadlineEntry = { at: performance.now() + timeoutMs, fire, done: false };
+    lane.items.push(entry);
+    if (lane.timer === null) this.#arm(timeoutMs);
+    return {
+      cancel() {
+        entry.done = true;
+      },
+    };
+  }
+
+  #arm(timeoutMs: number): void {
+    const lane = this.#lanes.get(timeoutMs);
+    if (lane === undefined) return;
+    while (lane.head < lane.items.length && lane.items[lane.head]!.done) lane.head++;
+    if (lane.head >= lane.items.length) {
+      this.#lanes.delete(timeoutMs);
+      return;
+    }
+    if (lane.head > 1024 && lane.head * 2 > lane.items.length) {
+      lane.items = lane.items.slice(lane.head);
+      lane.head = 0;
+    }
+    const wait = Math.max(0, lane.items[lane.head]!.at - performance.now());
+    lane.timer = setTimeout(() => {
+      lane.timer = null;
+      const now = performance.now();
+      while (lane.head < lane.items.length && lane.items[lane.head]!.at <= now) {
+        const e = lane.items[lane.head++]!;
+        if (!e.done) {
+          e.done = true;
+          e.fire();
+        }
+      }
+      this.#arm(timeoutMs);
+    }, wait + 1);
+    lane.timer.unref();
+  }
+}
+
 /** Throws `signal.reason` if aborted. */
-export function throwIfAborted(signal: AbortSignal | undefined): void {
+export function throwIfAborted(signal: SignalLike | undefined): void {
   if (signal?.aborted) throw signal.reason;
 }
 
@@ -9,7 +114,7 @@ export function throwIfAborted(signal: AbortSignal | undefined): void {
  * Waits `ms` (or until `signal` aborts, rejecting with its reason). Resolves early, with `false`,
  * when `wake` fires; with `true` when the full time passed.
  */
-export function sleep(ms: number, signal?: AbortSignal, wake?: Notifier): Promise<boolean> {
+export function sleep(ms: number, signal?: SignalLike, wake?: Notifier): Promise<boolean> {
   return new Promise<boolean>((resolve, reject) => {
     if (signal?.aborted) {
       reject(signal.reason);

@@ -12,7 +12,7 @@ import {
   TOPIC_COMMIT,
   TOPIC_HEARTBEAT,
 } from '../protocol.js';
-import { CoalescingSender } from './async.js';
+import { CoalescingSender, type SignalLike } from './async.js';
 import type { PrimaryInfo } from './runtime-dir.js';
 
 export const BYE_REASON = 'primary shut down';
@@ -143,12 +143,38 @@ export class Link {
     }
   }
 
-  /** Sends one request; rejects with LinkDownError if the link goes down first, or the rebuilt remote error. */
-  call(method: string, params: unknown): Promise<unknown> {
+  /**
+   * Sends one request; rejects with LinkDownError if the link goes down first, with the rebuilt
+   * remote error, or with `signal.reason` if the signal aborts first (the request may still be
+   * applied then; its answer is ignored).
+   */
+  call(method: string, params: unknown, signal?: SignalLike): Promise<unknown> {
     if (this.#down !== null) return Promise.reject(new LinkDownError(this.#down, false));
+    if (signal?.aborted) return Promise.reject(signal.reason);
     const id = this.#nextId++;
     return new Promise<unknown>((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject, sent: false });
+      let onAbort: (() => void) | undefined;
+      const done = (): void => {
+        if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
+      };
+      if (signal !== undefined) {
+        onAbort = () => {
+          this.#pending.delete(id);
+          reject(signal.reason);
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+      }
+      this.#pending.set(id, {
+        resolve: (v) => {
+          done();
+          resolve(v);
+        },
+        reject: (e) => {
+          done();
+          reject(e);
+        },
+        sent: false,
+      });
       this.#sender.push('', { jsonrpc: '2.0', id, method, params });
     });
   }
