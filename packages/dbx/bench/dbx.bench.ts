@@ -1,5 +1,6 @@
 // @x/dbx benchmarks on an embedded primary and two streaming replicas (all on this machine):
-//  - point-select-vs-raw-pool: a point SELECT through cluster.query vs a raw pg.Pool on the same node.
+//  - point-select-vs-raw-pool: a point SELECT through cluster.readQuery({ node: 'primary' }) vs a raw
+//    pg.Pool on the same node, in alternating short rounds.
 //  - read-throughput-2-replicas-vs-primary-only: readQuery spread over two replicas vs a primary-only cluster.
 //  - failed-reads-while-replica-killed: reads that fail for callers when a replica is SIGKILLed under
 //    load, vs the same cluster with retries off; plus the time until the dead replica was excluded,
@@ -11,7 +12,7 @@ import { measureThroughput, reportBench } from '@x/testkit/bench';
 import pg from 'pg';
 import { type Cluster, type ClusterOptions, createCluster } from '../src/index.js';
 
-const DURATION_MS = Number(process.env.DBX_BENCH_DURATION_MS ?? 2_000);
+const DURATION_MS = Number(process.env.DBX_BENCH_DURATION_MS ?? 3_000);
 const CONCURRENCY = 8;
 const ROWS = 1_000;
 const SQL = 'select v from kv where id = $1';
@@ -43,7 +44,7 @@ async function interleaved(
   b: () => Promise<unknown>,
   concurrency: number,
 ): Promise<[number, number]> {
-  const rounds = 8;
+  const rounds = 16;
   const per = Math.max(100, DURATION_MS / rounds);
   const total = [
     { ops: 0, ms: 0 },
@@ -99,7 +100,7 @@ try {
   });
   await primaryOnly.checkHealth();
   const [pointDbx, pointRaw] = await interleaved(
-    () => primaryOnly.query(SQL, [key()]),
+    () => primaryOnly.readQuery(SQL, [key()], { node: 'primary' }),
     () => raw.query(SQL, [key()]),
     CONCURRENCY,
   );
