@@ -11,6 +11,8 @@ export interface SharedPgContext {
   readonly external: boolean;
   /** The database every test database is cloned from. */
   readonly template: string;
+  /** Part of every test database name of this run, so the run can drop what tests left behind. */
+  readonly runId: string;
 }
 
 /** The `provide`/`inject` key of the shared cluster. */
@@ -81,6 +83,7 @@ export async function acquireSharedPostgres(): Promise<SharedPgContext> {
       replicaUrls: Object.freeze(cluster.replicas.map((r) => r.url)),
       external: cluster.external,
       template: TEMPLATE_DATABASE,
+      runId: randomBytes(3).toString('hex'),
     });
     return { cluster, context };
   })();
@@ -100,8 +103,25 @@ export async function releaseSharedPostgres(): Promise<void> {
   if (s.refs > 0 || !s.cluster) return;
   const pending = s.cluster;
   s.cluster = undefined;
-  const { cluster } = await pending;
+  const { cluster, context } = await pending;
+  // An embedded cluster goes away whole; on an external server, drop the databases of this run that
+  // tests did not drop themselves.
+  if (cluster.external) await dropRunDatabases(context).catch(() => undefined);
   await cluster.stop();
+}
+
+async function dropRunDatabases(ctx: SharedPgContext): Promise<void> {
+  await withClient(ctx.primaryUrl, async (c) => {
+    const { rows } = await c.query<{ datname: string }>(
+      "SELECT datname FROM pg_database WHERE datname LIKE '%\\_' || $1 || '\\_%' AND NOT datistemplate",
+      [ctx.runId],
+    );
+    for (const { datname } of rows) {
+      if (new RegExp(`_${ctx.runId}_[0-9a-f]{8}$`).test(datname)) {
+        await c.query(`DROP DATABASE IF EXISTS ${quoteIdent(datname)} WITH (FORCE)`);
+      }
+    }
+  });
 }
 
 /**
@@ -158,7 +178,7 @@ const createTestDatabaseOptions = z.strictObject({
 export async function createTestDatabase(opts: CreateTestDatabaseOptions = {}): Promise<TestDatabase> {
   const { prefix, signal } = parseOptions(createTestDatabaseOptions, opts, 'createTestDatabase');
   const ctx = await sharedPostgres();
-  const name = `${prefix}_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
+  const name = `${prefix}_${ctx.runId}_${randomBytes(4).toString('hex')}`;
   await withClient(
     ctx.primaryUrl,
     (c) => c.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE ${quoteIdent(ctx.template)}`),

@@ -1,9 +1,11 @@
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   createTestDatabase,
   requireEmbedded,
   requireReplicas,
+  spawnNode,
   startPostgres,
   type TestDatabase,
 } from '../../src/index.js';
@@ -59,6 +61,27 @@ describe('DATABASE_URL: an external server instead of embedded ones', () => {
     await using cluster = await startPostgres({ embedded: true });
     expect(cluster.external).toBe(false);
     expect(cluster.primary.url).not.toBe(db.url);
+  });
+
+  it('the end of a run drops the test databases it left on the external server', async () => {
+    const child = spawnNode(fileURLToPath(new URL('../fixtures/external-run.ts', import.meta.url)), [], {
+      env: { DATABASE_URL: db.url, DATABASE_REPLICA_URLS: db.replicaUrls.join(',') },
+    });
+    const line = await child.waitForLine(/^RUN /, 30_000);
+    expect((await child.wait()).code).toBe(0);
+    const run = JSON.parse(line.slice(4)) as { external: boolean; runId: string; kept: string };
+    expect(run.external).toBe(true);
+    expect(run.kept).toContain(`_${run.runId}_`);
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    try {
+      const { rows } = await client.query('SELECT datname FROM pg_database WHERE datname LIKE $1', [
+        `%${run.runId}%`,
+      ]);
+      expect(rows).toEqual([]);
+    } finally {
+      await client.end();
+    }
   });
 
   it('without DATABASE_URL nothing is skipped', () => {
