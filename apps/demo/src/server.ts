@@ -122,10 +122,6 @@ export async function startDemoServer(opts: DemoServerOptions): Promise<DemoServ
     });
     await service.bootstrap();
     cleanup.push(() => service.close());
-    // The watch listener arrives with oversync part 2; start it when the service has one.
-    const listen = (service as unknown as { startBundleChangeListener?: () => unknown })
-      .startBundleChangeListener;
-    if (typeof listen === 'function') await listen.call(service);
     log(
       `sync service bootstrapped: ${profile.tenants.length * profile.tables.length} registered tables in ${profile.tenants.join(', ')}`,
     );

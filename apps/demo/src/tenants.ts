@@ -1,10 +1,12 @@
 /**
- * Creates the business tables in every tenant schema. The fan-out goes through @x/schemaops (a
- * ledger row per operation, a state per tenant, compensation on failure) when that package exposes
- * its runtime; otherwise each tenant's DDL runs in its own transaction and the ledger is reported
- * as unavailable.
+ * Creates the business tables in every tenant schema through @x/schemaops: one ledger row per
+ * operation, one step per tenant (each in its own transaction), compensation on failure, and an
+ * idempotency key so a restarted server finds its first operation instead of redoing it.
+ *
+ * The schemaops runtime is looked up at run time: while that package does not export it yet, the
+ * tenants' DDL runs directly (one transaction each) and the ledger is reported as unavailable.
  */
-import type { Cluster } from '@x/dbx';
+import type { Cluster, Tx } from '@x/dbx';
 import * as schemaops from '@x/schemaops';
 import type { Profile } from './profiles.js';
 
@@ -13,7 +15,6 @@ export interface LedgerEntry {
   operationType: string;
   status: string;
   attempts: number;
-  steps: unknown;
   error: string | null;
   updatedAt: string;
 }
@@ -23,14 +24,42 @@ export interface TenantProvisioning {
   readonly via: 'schemaops' | 'direct';
   readonly operationId: string | null;
   readonly status: string;
-  /** The schemaops ledger for the demo project (newest first), or [] when unavailable. */
+  /** The schemaops ledger of the demo project (newest first), or [] when unavailable. */
   ledger(): Promise<LedgerEntry[]>;
   close(): Promise<void>;
 }
 
-export const DEMO_PROJECT = 'x-demo';
+/** The schemaops project name the demo's operations are recorded under. */
+export const DEMO_PROJECT = 'x_demo';
 
-type AnyFn = (...args: unknown[]) => unknown;
+/** The parts of @x/schemaops the demo uses (its API per issue 6). */
+interface DdlContextLike {
+  readonly tx: Tx;
+  readonly target: { kind: 'base' } | { kind: 'tenant'; tenant: string };
+}
+interface SchemaOpsLike {
+  migrate(opts?: { signal?: AbortSignal }): Promise<void>;
+  run(input: {
+    project: string;
+    type: string;
+    request: unknown;
+    skipBaseDdl?: boolean;
+    idempotencyKey?: string;
+    handler?: {
+      applyDdl(ctx: DdlContextLike): Promise<void>;
+      compensate?(ctx: DdlContextLike): Promise<void>;
+    };
+  }): Promise<{ id: string; status: string; lastError?: string | null }>;
+  list(filter?: { project?: string; limit?: number }): Promise<Array<Record<string, unknown>>>;
+  close(): Promise<void>;
+}
+type CreateSchemaOps = (o: { cluster: Cluster; tenants: unknown }) => SchemaOpsLike;
+type SchemaPerTenant = (o: {
+  cluster: Cluster;
+  listTenants: (project: string) => Promise<readonly string[]>;
+  baseSchema: (project: string) => string | null;
+}) => unknown;
+
 const lib = schemaops as unknown as Record<string, unknown>;
 
 export async function provisionTenants(
@@ -39,8 +68,17 @@ export async function provisionTenants(
   log: (line: string) => void,
 ): Promise<TenantProvisioning> {
   const create = lib['createSchemaOps'];
-  if (typeof create === 'function') return provisionWithSchemaOps(create as AnyFn, cluster, profile, log);
-  log(`schemaops runtime not available yet: creating ${profile.tenants.length} tenant schema(s) directly`);
+  const perTenant = lib['schemaPerTenant'];
+  if (typeof create === 'function' && typeof perTenant === 'function') {
+    return provisionWithSchemaOps(
+      create as CreateSchemaOps,
+      perTenant as SchemaPerTenant,
+      cluster,
+      profile,
+      log,
+    );
+  }
+  log(`@x/schemaops runtime not exported yet: creating ${profile.tenants.length} tenant schema(s) directly`);
   for (const tenant of profile.tenants) {
     await cluster.runTx(async (tx) => {
       await tx.exec(profile.tenantDdl(tenant));
@@ -56,67 +94,61 @@ export async function provisionTenants(
   };
 }
 
-/** Shapes used from @x/schemaops (typed loosely until its API is final). */
-interface SchemaOpsLike {
-  migrate?(opts?: unknown): Promise<void>;
-  run(input: Record<string, unknown>): Promise<Record<string, unknown>>;
-  listOperations?(project: string, opts?: unknown): Promise<Array<Record<string, unknown>>>;
-  listRepairable?(project: string, limit?: number): Promise<Array<Record<string, unknown>>>;
-  close?(): Promise<void>;
-}
-
 async function provisionWithSchemaOps(
-  create: AnyFn,
+  create: CreateSchemaOps,
+  perTenant: SchemaPerTenant,
   cluster: Cluster,
   profile: Profile,
   log: (line: string) => void,
 ): Promise<TenantProvisioning> {
   const ops = create({
-    db: cluster,
-    tenants: { kind: 'schema', list: async () => [...profile.tenants] },
-  }) as SchemaOpsLike;
-  await ops.migrate?.();
-  const op = await ops.run({
-    project: DEMO_PROJECT,
-    operationType: `create_business_tables_${profile.name}`,
-    request: { profile: profile.name, tenants: profile.tenants },
-    idempotencyKey: `${DEMO_PROJECT}:${profile.name}:v1`,
-    skipBaseDdl: true,
-    applyTenantDdl: async (tx: { exec(sql: string): Promise<unknown> }, tenant: string) => {
-      await tx.exec(profile.tenantDdl(tenant));
-      log(`tenant ${tenant}: business tables ready`);
-    },
-    compensateTenant: async (tx: { exec(sql: string): Promise<unknown> }, tenant: string) => {
-      await tx.exec(profile.tenantDropDdl(tenant));
-    },
-    persistSystem: async () => {},
-    refreshCache: async () => {},
+    cluster,
+    tenants: perTenant({ cluster, listTenants: async () => [...profile.tenants], baseSchema: () => null }),
   });
-  const status = String(op['status'] ?? 'unknown');
-  const id = String(op['id'] ?? '');
-  log(`schemaops operation ${id} → ${status}`);
-  return {
-    via: 'schemaops',
-    operationId: id,
-    status,
-    ledger: async () => {
-      const list = (await ops.listOperations?.(DEMO_PROJECT)) ?? [];
-      return list.map(toLedgerEntry);
-    },
-    close: async () => {
-      await ops.close?.();
-    },
-  };
+  try {
+    await ops.migrate();
+    const tenantOf = (ctx: DdlContextLike) => (ctx.target.kind === 'tenant' ? ctx.target.tenant : '');
+    const op = await ops.run({
+      project: DEMO_PROJECT,
+      type: `create_business_tables_${profile.name}`,
+      request: { profile: profile.name, tenants: profile.tenants },
+      idempotencyKey: `${profile.name}:business-tables:v1:${profile.tenants.join(',')}`,
+      skipBaseDdl: true,
+      handler: {
+        applyDdl: async (ctx) => {
+          await ctx.tx.exec(profile.tenantDdl(tenantOf(ctx)));
+          log(`tenant ${tenantOf(ctx)}: business tables ready`);
+        },
+        compensate: async (ctx) => {
+          await ctx.tx.exec(profile.tenantDropDdl(tenantOf(ctx)));
+        },
+      },
+    });
+    log(`schemaops operation ${op.id}: ${op.status}`);
+    if (op.status !== 'committed') {
+      throw new Error(`schemaops operation ${op.id} ended ${op.status}: ${op.lastError ?? ''}`);
+    }
+    return {
+      via: 'schemaops',
+      operationId: op.id,
+      status: op.status,
+      ledger: async () => (await ops.list({ project: DEMO_PROJECT, limit: 20 })).map(toLedgerEntry),
+      close: () => ops.close(),
+    };
+  } catch (e) {
+    await ops.close().catch(() => {});
+    throw e;
+  }
 }
 
 function toLedgerEntry(r: Record<string, unknown>): LedgerEntry {
+  const d = r['updatedAt'];
   return {
     id: String(r['id'] ?? ''),
-    operationType: String(r['operationType'] ?? r['operation_type'] ?? ''),
+    operationType: String(r['type'] ?? ''),
     status: String(r['status'] ?? ''),
-    attempts: Number(r['attemptCount'] ?? r['attempt_count'] ?? 0),
-    steps: r['steps'] ?? r['steps_json'] ?? null,
-    error: (r['error'] as string | null | undefined) ?? null,
-    updatedAt: String(r['updatedAt'] ?? r['updated_at'] ?? ''),
+    attempts: Number(r['attemptCount'] ?? 0),
+    error: (r['lastError'] as string | null | undefined) ?? null,
+    updatedAt: d instanceof Date ? d.toISOString() : String(d ?? ''),
   };
 }
