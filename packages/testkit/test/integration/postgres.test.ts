@@ -43,6 +43,15 @@ describe.skipIf(requireReplicas(2))('shared cluster: createTestDatabase', () => 
     );
   });
 
+  it('many test databases can be created at once from the one template', async () => {
+    const dbs = await Promise.all(
+      Array.from({ length: 6 }, () => createTestDatabase({ prefix: 'concurrent' })),
+    );
+    expect(new Set(dbs.map((d) => d.name)).size).toBe(6);
+    await Promise.all(dbs.map((d) => query(d.url, 'CREATE TABLE t (x int)')));
+    await Promise.all(dbs.map((d) => d.drop()));
+  });
+
   it('drop() removes the database and is idempotent', async () => {
     const other = await createTestDatabase({ prefix: 'dropme' });
     await other.drop();
