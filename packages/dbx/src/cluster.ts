@@ -408,6 +408,7 @@ class ClusterImpl implements Cluster {
     try {
       const deadline = Date.now() + (opts?.timeoutMs ?? 30_000);
       for (;;) {
+        if (opts?.signal?.aborted) throw cancelledError(opts.signal);
         const w = this.#writer;
         if (w?.healthy && w.role === 'primary') return;
         if (Date.now() >= deadline) {

@@ -314,6 +314,61 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
     );
   });
 
+  it('every async operation rejects with DBX_QUERY_CANCELLED on an aborted signal, holding nothing', async () => {
+    const signal = AbortSignal.abort(new Error('gone'));
+    const calls: Array<[string, () => Promise<unknown>]> = [
+      ['query', () => cluster.query('select 1', [], { signal })],
+      ['queryRow', () => cluster.queryRow('select 1', [], { signal })],
+      ['exec', () => cluster.exec('select 1', [], { signal })],
+      ['readQuery', () => cluster.readQuery('select 1', [], { signal })],
+      ['readQueryRow', () => cluster.readQueryRow('select 1', [], { signal, token: '0/0' })],
+      ['runTx', () => cluster.runTx(async () => 1, { signal })],
+      ['begin', () => cluster.begin({ signal })],
+      ['connect', () => cluster.connect({ signal })],
+      ['copyFrom', () => cluster.copyFrom('copy items from stdin', (async function* () {})(), { signal })],
+      ['checkHealth', () => cluster.checkHealth({ signal })],
+      ['waitForPrimary', () => cluster.waitForPrimary({ signal })],
+      [
+        'stream',
+        async () => {
+          for await (const _ of cluster.stream('select 1', [], { signal })) {
+          }
+        },
+      ],
+      [
+        'copyTo',
+        async () => {
+          for await (const _ of cluster.copyTo('copy (select 1) to stdout', { signal })) {
+          }
+        },
+      ],
+    ];
+    for (const [name, call] of calls) {
+      const err = await call().then(
+        () => new Error(`${name} resolved`),
+        (e: unknown) => e,
+      );
+      expect(err, name).toMatchObject({ code: 'DBX_QUERY_CANCELLED' });
+    }
+    for (const n of cluster.stats().nodes) expect(n.totalCount, n.name).toBe(n.idleCount);
+  });
+
+  it('publishes every health check on x:dbx:health', async () => {
+    const seen: Array<{ node: string; ok: boolean; role?: string }> = [];
+    const onMessage = (m: unknown) => seen.push(m as { node: string; ok: boolean });
+    subscribe('x:dbx:health', onMessage);
+    try {
+      await cluster.checkHealth();
+    } finally {
+      unsubscribe('x:dbx:health', onMessage);
+    }
+    expect(seen.map((m) => [m.node, m.ok, m.role]).sort()).toEqual([
+      ['primary', true, 'primary'],
+      ['replica1', true, 'replica'],
+      ['replica2', true, 'replica'],
+    ]);
+  });
+
   it('close() waits for in-flight statements, then ends the pools', async () => {
     const c = createCluster({ primary: db.url, replicas: [...db.replicaUrls] });
     const running = c.queryRow<{ done: boolean }>('select pg_sleep(0.3) is not null as done');

@@ -345,5 +345,16 @@ describe('faults: lag, dead replicas, retries, promotion', () => {
     ).toEqual({
       id: 9000,
     });
+    // The old primary comes back, still a primary on the old timeline (split brain): the newest
+    // promotion keeps the writes, and the situation is logged.
+    await pgc.primary.start();
+    await until(
+      () => cluster.stats().nodes.find((n) => n.name === 'primary')?.healthy === true,
+      15_000,
+      'old up',
+    );
+    await until(() => warnings.some((w) => w.includes('more than one node')), 5_000, 'split-brain warning');
+    expect(cluster.stats().writer).toBe('replica1');
+    expect(await cluster.queryRow<{ port: number }>(WHO)).toEqual({ port: port.replica1 });
   });
 });
