@@ -20,6 +20,7 @@ const WRITERS = 4;
 /** Writes each secondary keeps in flight (the baseline processes write one at a time: they block). */
 const CONCURRENCY = Number(process.env['DBPROXY_BENCH_CONCURRENCY'] ?? 128);
 
+// biome-ignore lint/suspicious/noExplicitAny: JSON lines from the workers
 type Json = Record<string, any>;
 
 async function event(c: ChildHandle, name: string, timeoutMs = 60_000): Promise<Json> {

@@ -12,15 +12,7 @@ import {
 } from '@x/writecoordinator';
 import Database from 'better-sqlite3';
 import { type Applied, DbProxyError, isDbProxyError, type WireErrorCode, wireError } from './errors.js';
-import {
-  DeadlineQueue,
-  LightSignal,
-  Notifier,
-  Reservoir,
-  type SignalLike,
-  sleep,
-  throwIfAborted,
-} from './internal/async.js';
+import { DeadlineQueue, LightSignal, Notifier, Reservoir, sleep, throwIfAborted } from './internal/async.js';
 import { type ChangeEvent, ChangeStream } from './internal/change-stream.js';
 import { type ElectionLock, lockPathFor, tryAcquireElectionLock } from './internal/election.js';
 import { BYE_REASON, Link, LinkDownError } from './internal/link.js';
@@ -171,6 +163,13 @@ class MethodStats {
 }
 
 const DEADLINE = Symbol('deadline');
+
+interface ResolvedWrite {
+  method: string;
+  handler: (db: SqliteDatabase, params: never) => unknown;
+  value: unknown;
+  long: boolean;
+}
 
 /** Thrown inside a job that reached the writer after its deadline; rolled back, reported as EXPIRED. */
 class ExpiredAtRun extends Error {}
@@ -688,14 +687,8 @@ class Proxy_ implements DbProxy {
           details: { method },
         });
       }
-      return await this.#submitLocal(
-        state,
-        method,
-        p.data.params,
-        meta.requestId,
-        meta.deadline,
-        meta.sourceInstanceId,
-      );
+      const write = this.#resolveWrite(method, p.data.params);
+      return await this.#submitLocal(state, write, meta.requestId, meta.deadline, meta.sourceInstanceId);
     } catch (e) {
       this.#servedErrors++;
       throw e;
@@ -707,16 +700,8 @@ class Proxy_ implements DbProxy {
    * coordinator refuses a job still queued at its deadline, but one batched behind a long job would
    * otherwise start late, after its caller has already been told TIMEOUT.
    */
-  async #submitLocal(
-    state: PrimaryState,
-    method: string,
-    params: unknown,
-    requestId: string,
-    deadline: number,
-    source: string,
-    signal?: AbortSignal,
-    durability?: 'normal' | 'full',
-  ): Promise<WriteResultWire> {
+  /** Looks the method up and checks its params: the one validation both sides share. */
+  #resolveWrite(method: string, params: unknown): ResolvedWrite {
     const def = Object.hasOwn(this.options.writes, method) ? this.options.writes[method] : undefined;
     if (def === undefined) {
       throw wireError(
@@ -733,8 +718,19 @@ class Proxy_ implements DbProxy {
         details: { method, issues: parsed.error.issues.map((i) => ({ path: i.path, message: i.message })) },
       });
     }
-    const value = parsed.data;
-    const handler = def.handler;
+    return { method, handler: def.handler, value: parsed.data, long: def.long === true };
+  }
+
+  async #submitLocal(
+    state: PrimaryState,
+    write: ResolvedWrite,
+    requestId: string,
+    deadline: number,
+    source: string,
+    signal?: AbortSignal,
+    durability?: 'normal' | 'full',
+  ): Promise<WriteResultWire> {
+    const { method, handler, value } = write;
     state.sources.set(requestId, { source, method });
     try {
       const r = await state.coordinator.submit<unknown>(
@@ -814,25 +810,12 @@ class Proxy_ implements DbProxy {
 
   async #writeAttempts<T>(method: string, params: unknown, opts: WriteOptions): Promise<WriteResult<T>> {
     const o = this.options;
-    const def = Object.hasOwn(o.writes, method) ? o.writes[method] : undefined;
-    if (def === undefined) {
-      throw wireError(
-        'METHOD_NOT_FOUND',
-        `no write method ${JSON.stringify(method).slice(0, 100)} is registered`,
-        {
-          details: { method },
-        },
-      );
-    }
-    const check = def.params.safeParse(params);
-    if (!check.success) {
-      throw wireError('INVALID_PARAMS', `invalid params for ${method}`, {
-        details: { method, issues: check.error.issues.map((i) => ({ path: i.path, message: i.message })) },
-      });
-    }
+    const write = this.#resolveWrite(method, params);
     const requestId = opts.requestId ?? uuidv7();
     const timeoutMs =
-      opts.timeoutMs ?? o.timeouts.perMethod[method] ?? (def.long ? o.timeouts.longMs : o.timeouts.defaultMs);
+      opts.timeoutMs ??
+      o.timeouts.perMethod[method] ??
+      (write.long ? o.timeouts.longMs : o.timeouts.defaultMs);
     const deadline = Date.now() + timeoutMs;
 
     // One signal for the whole logical write: the caller's and the deadline.
@@ -860,8 +843,7 @@ class Proxy_ implements DbProxy {
           attempted = true;
           const r = await this.#submitLocal(
             p,
-            method,
-            params,
+            write,
             requestId,
             deadline,
             o.instanceId,

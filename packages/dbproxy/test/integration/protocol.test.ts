@@ -7,6 +7,9 @@ import { Dealer } from 'zeromq';
 import { createDbProxy, type DbProxy, isDbProxyError } from '../../src/index.js';
 import { migrate, writes } from '../fixtures/writes.js';
 
+// biome-ignore lint/suspicious/noExplicitAny: raw JSON-RPC replies, inspected field by field
+type Reply = Record<string, any>;
+
 interface Info {
   endpoints: { rpc: string; pub: string };
   epoch: number;
@@ -26,7 +29,7 @@ describe('db.write over the wire', () => {
   let dealer: Dealer;
   let nextId = 1;
 
-  const waiting = new Map<number | null, (r: Record<string, any>) => void>();
+  const waiting = new Map<number | null, (r: Reply) => void>();
   const readLoop = async (): Promise<void> => {
     try {
       for await (const [frame] of dealer) {
@@ -39,9 +42,9 @@ describe('db.write over the wire', () => {
       }
     } catch {}
   };
-  const call = async (method: string, params: unknown): Promise<Record<string, any>> => {
+  const call = async (method: string, params: unknown): Promise<Reply> => {
     const id = nextId++;
-    const p = new Promise<Record<string, any>>((resolve) => waiting.set(id, resolve));
+    const p = new Promise<Reply>((resolve) => waiting.set(id, resolve));
     await dealer.send(JSON.stringify({ jsonrpc: '2.0', id, method, params }));
     const r = await p;
     expect(r.id).toBe(id);
@@ -175,7 +178,7 @@ describe('db.write over the wire', () => {
   });
 
   it('answers a parse error with id null and keeps serving', async () => {
-    const p = new Promise<Record<string, any>>((resolve) => waiting.set(null, resolve));
+    const p = new Promise<Reply>((resolve) => waiting.set(null, resolve));
     await dealer.send('{not json');
     const r = await p;
     expect(r).toMatchObject({ id: null, error: { code: -32700 } });
