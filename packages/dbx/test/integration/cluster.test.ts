@@ -1,5 +1,5 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import { createTestDatabase, requireReplicas, type TestDatabase } from '@x/testkit';
+import { createTcpProxy, createTestDatabase, requireReplicas, type TestDatabase } from '@x/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import {
@@ -367,6 +367,43 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
       ['replica1', true, 'replica'],
       ['replica2', true, 'replica'],
     ]);
+  });
+
+  it('a replica that stops answering (traffic dropped) is excluded by the health check timeout, then readmitted', async () => {
+    const target = new URL(db.replicaUrls[0] as string);
+    await using proxy = await createTcpProxy({ host: target.hostname, port: Number(target.port) });
+    const viaProxy = new URL(target);
+    viaProxy.port = String(proxy.port);
+    await using c = createCluster({
+      primary: db.url,
+      replicas: [viaProxy.toString(), db.replicaUrls[1] as string],
+      healthCheck: { intervalMs: 100, timeoutMs: 300, failuresBeforeDown: 2, fastRecheckMs: 20 },
+      pool: { connectionTimeoutMs: 1_000 },
+    });
+    const events: string[] = [];
+    c.on('nodeDown', (e) => events.push(`down:${e.node}`));
+    c.on('nodeUp', (e) => events.push(`up:${e.node}`));
+    await c.checkHealth();
+    proxy.setDropping(true);
+    const started = Date.now();
+    while (c.stats().nodes.find((n) => n.name === 'replica1')?.healthy !== false) {
+      expect(Date.now() - started).toBeLessThan(5_000);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(c.stats().nodes.find((n) => n.name === 'replica1')?.lastError).toMatch(/timed out|timeout/i);
+    const ports = new Set<number>();
+    for (let i = 0; i < 6; i++) {
+      const r = await c.readQueryRow<Served>(WHO, [], { signal: AbortSignal.timeout(3_000) });
+      ports.add(r?.port ?? 0);
+    }
+    expect(ports).toEqual(new Set([replicaPorts[1]]));
+    proxy.setDropping(false);
+    proxy.cutAll();
+    while (c.stats().nodes.find((n) => n.name === 'replica1')?.healthy !== true) {
+      expect(Date.now() - started).toBeLessThan(15_000);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(events).toEqual(['down:replica1', 'up:replica1']);
   });
 
   it('close() waits for in-flight statements, then ends the pools', async () => {
