@@ -1,0 +1,414 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { Cluster, Querier } from '@x/dbx';
+import { SchemaOpsError } from '../errors.js';
+import type {
+  Direction,
+  Operation,
+  OperationStatus,
+  OperationSummary,
+  StepName,
+  StepRecord,
+  StepState,
+  TenantStepRecord,
+} from '../types.js';
+import { quoteIdent } from './sql.js';
+
+/**
+ * The ledger: one `operations` row per operation and one `steps` row per step (and per tenant for
+ * `tenant_ddl`), in a schema the package migrates itself. Tenant steps are separate rows so that
+ * recording a tenant never contends with the other tenants finishing at the same time.
+ */
+interface Migration {
+  version: number;
+  name: string;
+  sql: (s: string) => string;
+}
+
+const STATUS_LIST = `'applying','committed','compensating','compensated','failed','needs_repair'`;
+
+export const MIGRATIONS: readonly Migration[] = Object.freeze([
+  {
+    version: 1,
+    name: 'operations and steps',
+    sql: (s: string) => `
+      create table ${s}.operations (
+        id uuid primary key,
+        project text not null,
+        operation_type text not null,
+        request jsonb not null,
+        request_hash text not null,
+        idempotency_key text,
+        status text not null check (status in (${STATUS_LIST})),
+        direction text not null default 'forward' check (direction in ('forward', 'backward')),
+        skip_base_ddl boolean not null default false,
+        physical_ddl_required boolean not null default false,
+        attempt_count integer not null default 1,
+        last_error text,
+        last_error_code text,
+        compensation_error text,
+        owner text,
+        created_at timestamptz not null default now(),
+        updated_at timestamptz not null default now(),
+        finished_at timestamptz,
+        next_attempt_at timestamptz,
+        constraint operations_idempotency_key unique (project, idempotency_key)
+      );
+      create index operations_project_status_updated on ${s}.operations (project, status, updated_at);
+      create index operations_open on ${s}.operations (updated_at)
+        where status in ('applying', 'compensating', 'failed', 'needs_repair');
+      create table ${s}.steps (
+        operation_id uuid not null references ${s}.operations (id) on delete cascade,
+        step text not null check (step in ('base_project_ddl', 'tenant_ddl', 'system_schema', 'cache')),
+        tenant text not null default '',
+        ordinal integer not null default 0,
+        state text not null check (state in ('pending', 'succeeded', 'failed', 'compensated')),
+        error text,
+        attempts integer not null default 0,
+        updated_at timestamptz not null default now(),
+        primary key (operation_id, step, tenant)
+      );`,
+  },
+]);
+
+/** A stable JSON encoding (sorted object keys) for request hashing. */
+export function stableJson(v: unknown): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null';
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
+  const obj = v as Record<string, unknown>;
+  const keys = Object.keys(obj)
+    .filter((k) => obj[k] !== undefined)
+    .sort();
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${stableJson(obj[k])}`).join(',')}}`;
+}
+
+export function requestHash(type: string, request: unknown, skipBaseDdl: boolean): string {
+  return createHash('sha256').update(stableJson({ type, request, skipBaseDdl })).digest('hex');
+}
+
+interface OpRow {
+  id: string;
+  project: string;
+  operation_type: string;
+  request: unknown;
+  request_hash: string;
+  idempotency_key: string | null;
+  status: OperationStatus;
+  direction: Direction;
+  skip_base_ddl: boolean;
+  physical_ddl_required: boolean;
+  attempt_count: number;
+  last_error: string | null;
+  last_error_code: string | null;
+  compensation_error: string | null;
+  created_at: Date;
+  updated_at: Date;
+  finished_at: Date | null;
+  next_attempt_at: Date | null;
+}
+
+interface StepRow {
+  step: StepName;
+  tenant: string;
+  state: StepState;
+  error: string | null;
+  attempts: number;
+  updated_at: Date;
+}
+
+const SUMMARY_COLUMNS = `id, project, operation_type, request_hash, idempotency_key, status, direction, skip_base_ddl,
+  physical_ddl_required, attempt_count, last_error, last_error_code, compensation_error, created_at, updated_at,
+  finished_at, next_attempt_at`;
+
+function summaryOf(r: OpRow): OperationSummary & { requestHash: string } {
+  return {
+    id: r.id,
+    project: r.project,
+    type: r.operation_type,
+    requestHash: r.request_hash,
+    status: r.status,
+    direction: r.direction,
+    idempotencyKey: r.idempotency_key,
+    skipBaseDdl: r.skip_base_ddl,
+    physicalDdlRequired: r.physical_ddl_required,
+    attemptCount: r.attempt_count,
+    lastError: r.last_error,
+    lastErrorCode: r.last_error_code,
+    compensationError: r.compensation_error,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    finishedAt: r.finished_at,
+    nextAttemptAt: r.next_attempt_at,
+  };
+}
+
+export interface NewOperation {
+  project: string;
+  type: string;
+  request: unknown;
+  requestHash: string;
+  idempotencyKey: string | null;
+  skipBaseDdl: boolean;
+  physicalDdlRequired: boolean;
+  tenants: readonly string[];
+  owner: string;
+}
+
+export interface StatusUpdate {
+  status: OperationStatus;
+  direction?: Direction;
+  lastError?: string | null;
+  lastErrorCode?: string | null;
+  compensationError?: string | null;
+  /** Sets finished_at (terminal) or clears it. */
+  finished?: boolean;
+  /** Increments attempt_count. */
+  newAttempt?: boolean;
+  owner?: string;
+}
+
+export class Ledger {
+  readonly schema: string;
+  readonly #s: string;
+  readonly #cluster: Cluster;
+  #migrated: Promise<void> | null = null;
+  /** Ledger statements issued (for metrics). */
+  writes = 0;
+
+  constructor(cluster: Cluster, schema: string) {
+    this.#cluster = cluster;
+    this.schema = schema;
+    this.#s = quoteIdent(schema);
+  }
+
+  /** Memoised; reset on failure so a later call retries. */
+  migrate(signal?: AbortSignal): Promise<void> {
+    this.#migrated ??= this.#migrate(signal).catch((e: unknown) => {
+      this.#migrated = null;
+      throw e;
+    });
+    return this.#migrated;
+  }
+
+  async #migrate(signal?: AbortSignal): Promise<void> {
+    const s = this.#s;
+    await this.#cluster.runTx(
+      async (tx) => {
+        // Serialises concurrent starts (every process, every instance) on this ledger schema.
+        await tx.exec('select pg_advisory_xact_lock(hashtext($1))', [`schemaops:migrate:${this.schema}`]);
+        await tx.exec(`create schema if not exists ${s}`);
+        await tx.exec(
+          `create table if not exists ${s}.migrations (
+             version integer primary key, name text not null, applied_at timestamptz not null default now())`,
+        );
+        const done = new Set(
+          (await tx.query<{ version: number }>(`select version from ${s}.migrations`)).rows.map(
+            (r) => r.version,
+          ),
+        );
+        for (const m of MIGRATIONS) {
+          if (done.has(m.version)) continue;
+          await tx.exec(m.sql(s));
+          await tx.exec(`insert into ${s}.migrations (version, name) values ($1, $2)`, [m.version, m.name]);
+        }
+      },
+      signal ? { signal } : {},
+    );
+  }
+
+  /** The migration versions applied, ascending. */
+  async versions(): Promise<number[]> {
+    const r = await this.#cluster.query<{ version: number }>(
+      `select version from ${this.#s}.migrations order by version`,
+    );
+    return r.rows.map((x) => x.version);
+  }
+
+  async findByKey(
+    project: string,
+    key: string,
+  ): Promise<(OperationSummary & { requestHash: string }) | undefined> {
+    const r = await this.#cluster.queryRow<OpRow>(
+      `select ${SUMMARY_COLUMNS} from ${this.#s}.operations where project = $1 and idempotency_key = $2`,
+      [project, key],
+    );
+    return r && summaryOf(r);
+  }
+
+  async summary(
+    id: string,
+    signal?: AbortSignal,
+  ): Promise<(OperationSummary & { requestHash: string }) | undefined> {
+    const r = await this.#cluster.queryRow<OpRow>(
+      `select ${SUMMARY_COLUMNS} from ${this.#s}.operations where id = $1`,
+      [id],
+      signal ? { signal } : {},
+    );
+    return r && summaryOf(r);
+  }
+
+  /** Inserts the operation (status `applying`) and all of its steps, `pending`, in one transaction. */
+  async insert(n: NewOperation): Promise<string> {
+    const id = randomUUID();
+    const s = this.#s;
+    this.writes++;
+    await this.#cluster.runTx(async (tx) => {
+      await tx.exec(
+        `insert into ${s}.operations (id, project, operation_type, request, request_hash, idempotency_key, status,
+           skip_base_ddl, physical_ddl_required, owner)
+         values ($1, $2, $3, $4::jsonb, $5, $6, 'applying', $7, $8, $9)`,
+        [
+          id,
+          n.project,
+          n.type,
+          JSON.stringify(n.request ?? null),
+          n.requestHash,
+          n.idempotencyKey,
+          n.skipBaseDdl,
+          n.physicalDdlRequired,
+          n.owner,
+        ],
+      );
+      await tx.exec(
+        `insert into ${s}.steps (operation_id, step, tenant, ordinal, state)
+         values ($1, 'base_project_ddl', '', 0, $2), ($1, 'system_schema', '', 0, 'pending'),
+                ($1, 'cache', '', 0, 'pending')`,
+        // A skipped base step has nothing to do: it is recorded as succeeded, as the ancestor did.
+        [id, n.skipBaseDdl ? 'succeeded' : 'pending'],
+      );
+      if (n.tenants.length > 0) {
+        await tx.exec(
+          `insert into ${s}.steps (operation_id, step, tenant, ordinal, state)
+           select $1, 'tenant_ddl', t.tenant, t.ordinal::int, 'pending'
+           from unnest($2::text[]) with ordinality as t(tenant, ordinal)`,
+          [id, n.tenants],
+        );
+      }
+    });
+    return id;
+  }
+
+  /** Records a step's state. `q` may be the tenant's own transaction (DDL and ledger commit together). */
+  async markStep(
+    q: Querier,
+    id: string,
+    step: StepName,
+    tenant: string | null,
+    state: StepState,
+    error: string | null,
+    countAttempt: boolean,
+  ): Promise<void> {
+    this.writes++;
+    await q.exec(
+      `update ${this.#s}.steps set state = $4, error = $5, updated_at = now(),
+         attempts = attempts + $6 where operation_id = $1 and step = $2 and tenant = $3`,
+      [id, step, tenant ?? '', state, error, countAttempt ? 1 : 0],
+    );
+  }
+
+  async setStatus(id: string, u: StatusUpdate): Promise<void> {
+    const sets = ['status = $2', 'updated_at = now()'];
+    const params: unknown[] = [id, u.status];
+    const add = (col: string, v: unknown) => {
+      params.push(v);
+      sets.push(`${col} = $${params.length}`);
+    };
+    if (u.direction !== undefined) add('direction', u.direction);
+    if (u.lastError !== undefined) add('last_error', u.lastError);
+    if (u.lastErrorCode !== undefined) add('last_error_code', u.lastErrorCode);
+    if (u.compensationError !== undefined) add('compensation_error', u.compensationError);
+    if (u.owner !== undefined) add('owner', u.owner);
+    if (u.finished !== undefined) sets.push(u.finished ? 'finished_at = now()' : 'finished_at = null');
+    if (u.newAttempt) sets.push('attempt_count = attempt_count + 1');
+    this.writes++;
+    await this.#cluster.exec(`update ${this.#s}.operations set ${sets.join(', ')} where id = $1`, params);
+  }
+
+  async setNextAttempt(id: string, at: Date | null): Promise<void> {
+    this.writes++;
+    await this.#cluster.exec(`update ${this.#s}.operations set next_attempt_at = $2 where id = $1`, [id, at]);
+  }
+
+  async load(id: string, signal?: AbortSignal): Promise<Operation | undefined> {
+    const opts = signal ? { signal } : {};
+    const row = await this.#cluster.queryRow<OpRow>(
+      `select ${SUMMARY_COLUMNS}, request from ${this.#s}.operations where id = $1`,
+      [id],
+      opts,
+    );
+    if (!row) return undefined;
+    const steps = await this.#cluster.query<StepRow>(
+      `select step, tenant, state, error, attempts, updated_at from ${this.#s}.steps
+       where operation_id = $1 order by step, ordinal`,
+      [id],
+      opts,
+    );
+    const single = (name: StepName): StepRecord => {
+      const r = steps.rows.find((x) => x.step === name);
+      if (!r) {
+        throw new SchemaOpsError('SCHEMAOPS_LEDGER_FAILED', `ledger row ${id} has no ${name} step`, {
+          details: { operationId: id },
+        });
+      }
+      return Object.freeze({ state: r.state, error: r.error, attempts: r.attempts, updatedAt: r.updated_at });
+    };
+    const tenants: TenantStepRecord[] = steps.rows
+      .filter((x) => x.step === 'tenant_ddl')
+      .map((r) =>
+        Object.freeze({
+          tenant: r.tenant,
+          state: r.state,
+          error: r.error,
+          attempts: r.attempts,
+          updatedAt: r.updated_at,
+        }),
+      );
+    const { requestHash: _, ...summary } = summaryOf(row);
+    return Object.freeze({
+      ...summary,
+      request: row.request,
+      steps: Object.freeze({
+        base_project_ddl: single('base_project_ddl'),
+        tenant_ddl: Object.freeze(tenants),
+        system_schema: single('system_schema'),
+        cache: single('cache'),
+      }),
+    });
+  }
+
+  async list(
+    filter: { project?: string | null; statuses?: readonly OperationStatus[] | null; limit: number },
+    order: 'recent' | 'oldest',
+    signal?: AbortSignal,
+  ): Promise<OperationSummary[]> {
+    const r = await this.#cluster.query<OpRow>(
+      `select ${SUMMARY_COLUMNS} from ${this.#s}.operations
+       where ($1::text is null or project = $1) and ($2::text[] is null or status = any($2))
+       order by updated_at ${order === 'recent' ? 'desc' : 'asc'}, id limit $3`,
+      [filter.project ?? null, filter.statuses ?? null, filter.limit],
+      signal ? { signal } : {},
+    );
+    return r.rows.map((row) => {
+      const { requestHash: _, ...s } = summaryOf(row);
+      return Object.freeze(s);
+    });
+  }
+
+  /** Operations the background reconciler should look at now. */
+  async due(
+    project: string | null,
+    maxAttempts: number,
+    limit: number,
+    signal?: AbortSignal,
+  ): Promise<Array<{ id: string; project: string; attemptCount: number }>> {
+    const r = await this.#cluster.query<{ id: string; project: string; attempt_count: number }>(
+      `select id, project, attempt_count from ${this.#s}.operations
+       where status in ('applying', 'compensating', 'needs_repair')
+         and ($1::text is null or project = $1) and attempt_count < $2
+         and (next_attempt_at is null or next_attempt_at <= now())
+       order by updated_at, id limit $3`,
+      [project, maxAttempts, limit],
+      signal ? { signal } : {},
+    );
+    return r.rows.map((x) => ({ id: x.id, project: x.project, attemptCount: x.attempt_count }));
+  }
+}

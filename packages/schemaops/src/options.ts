@@ -1,0 +1,137 @@
+import type { Cluster } from '@x/dbx';
+import { z } from 'zod';
+import { SchemaOpsError } from './errors.js';
+import type { TenantSource } from './tenants.js';
+import type { OperationHandler } from './types.js';
+
+/** pino-compatible logger subset. */
+export interface Logger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export const DEFAULT_LEDGER_SCHEMA = 'schemaops';
+export const DEFAULT_CONCURRENCY = 8;
+export const DEFAULT_FAIL_FAST = true;
+export const DEFAULT_LOCK_WAIT_MS = 30_000;
+export const DEFAULT_RECONCILER_INTERVAL_MS = 5_000;
+export const DEFAULT_RECONCILER_MAX_ATTEMPTS = 5;
+export const DEFAULT_RECONCILER_BASE_DELAY_MS = 1_000;
+export const DEFAULT_RECONCILER_MAX_DELAY_MS = 60_000;
+export const DEFAULT_RECONCILER_BATCH_SIZE = 20;
+export const DEFAULT_RECONCILER_LOCK_WAIT_MS = 0;
+export const DEFAULT_LIST_LIMIT = 50;
+
+const positiveInt = z.number().int().positive();
+const nonNegInt = z.number().int().nonnegative();
+
+export const reconcilerOptionsSchema = z
+  .object({
+    /** Time between passes. */
+    intervalMs: positiveInt.default(DEFAULT_RECONCILER_INTERVAL_MS),
+    /** Total attempts of an operation (the first run counts) before the reconciler gives up on it. */
+    maxAttempts: positiveInt.default(DEFAULT_RECONCILER_MAX_ATTEMPTS),
+    /** Backoff after a failed repair: min(maxDelayMs, baseDelayMs * 2^(attempt-1)) with ±50% jitter. */
+    baseDelayMs: nonNegInt.default(DEFAULT_RECONCILER_BASE_DELAY_MS),
+    maxDelayMs: nonNegInt.default(DEFAULT_RECONCILER_MAX_DELAY_MS),
+    /** Operations looked at per pass. */
+    batchSize: positiveInt.default(DEFAULT_RECONCILER_BATCH_SIZE),
+    /** Only this project's operations (null: every project). */
+    project: z.string().min(1).nullable().default(null),
+    /** How long a pass waits for a project lock; 0 = skip projects with an operation in flight. */
+    lockWaitMs: nonNegInt.default(DEFAULT_RECONCILER_LOCK_WAIT_MS),
+  })
+  .strict();
+
+export type ReconcilerOptions = z.input<typeof reconcilerOptionsSchema>;
+export type ResolvedReconcilerOptions = z.output<typeof reconcilerOptionsSchema>;
+
+const loggerSchema = z.custom<Logger>(
+  (v) =>
+    typeof v === 'object' &&
+    v !== null &&
+    ['debug', 'info', 'warn', 'error'].every((m) => typeof (v as Record<string, unknown>)[m] === 'function'),
+  { message: 'logger must have debug/info/warn/error methods (pino-compatible)' },
+);
+
+const handlerSchema = z.custom<OperationHandler<unknown>>(
+  (v) => typeof v === 'object' && v !== null && typeof (v as { applyDdl?: unknown }).applyDdl === 'function',
+  { message: 'an operation handler needs an applyDdl function' },
+);
+
+export const schemaOpsOptionsSchema = z
+  .object({
+    /** The ledger's cluster: ledger tables, project advisory locks and the system step's transaction. */
+    cluster: z.custom<Cluster>(
+      (v) =>
+        typeof v === 'object' &&
+        v !== null &&
+        typeof (v as Cluster).runTx === 'function' &&
+        typeof (v as Cluster).connect === 'function',
+      { message: 'cluster must be an @x/dbx Cluster' },
+    ),
+    tenants: z.custom<TenantSource>(
+      (v) =>
+        typeof v === 'object' &&
+        v !== null &&
+        typeof (v as TenantSource).list === 'function' &&
+        typeof (v as TenantSource).withTarget === 'function',
+      { message: 'tenants must be a TenantSource (schemaPerTenant / databasePerTenant)' },
+    ),
+    /** Schema holding the ledger tables (migrated by the package). */
+    ledgerSchema: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'ledgerSchema must be a lower-case SQL identifier')
+      .default(DEFAULT_LEDGER_SCHEMA),
+    /** Tenants processed at once. */
+    concurrency: positiveInt.max(256).default(DEFAULT_CONCURRENCY),
+    /** Stop starting tenants after the first tenant failure. */
+    failFast: z.boolean().default(DEFAULT_FAIL_FAST),
+    /** How long run / reconcile wait for the project's lock before SCHEMAOPS_LOCKED. */
+    lockWaitMs: nonNegInt.default(DEFAULT_LOCK_WAIT_MS),
+    operations: z.record(z.string().min(1), handlerSchema).default({}),
+    reconciler: reconcilerOptionsSchema.prefault({}),
+    logger: loggerSchema.optional(),
+  })
+  .strict();
+
+export interface SchemaOpsOptions {
+  cluster: Cluster;
+  tenants: TenantSource;
+  ledgerSchema?: string;
+  concurrency?: number;
+  failFast?: boolean;
+  lockWaitMs?: number;
+  // biome-ignore lint/suspicious/noExplicitAny: handlers of any request type
+  operations?: Record<string, OperationHandler<any>>;
+  reconciler?: ReconcilerOptions;
+  logger?: Logger;
+}
+
+export type ResolvedSchemaOpsOptions = z.output<typeof schemaOpsOptionsSchema>;
+
+export function invalidOptions(what: string, error: z.ZodError): SchemaOpsError {
+  return new SchemaOpsError('SCHEMAOPS_INVALID_OPTIONS', `invalid ${what}: ${z.prettifyError(error)}`, {
+    details: { issues: error.issues },
+  });
+}
+
+export function parseSchemaOpsOptions(input: unknown): Readonly<ResolvedSchemaOpsOptions> {
+  const r = schemaOpsOptionsSchema.safeParse(input);
+  if (!r.success) throw invalidOptions('schemaops options', r.error);
+  const o = r.data;
+  Object.freeze(o.reconciler);
+  Object.freeze(o.operations);
+  return Object.freeze(o);
+}
+
+export function parseReconcilerOptions(
+  input: unknown,
+  defaults: ResolvedReconcilerOptions,
+): Readonly<ResolvedReconcilerOptions> {
+  const r = reconcilerOptionsSchema.safeParse({ ...defaults, ...(input as object | undefined) });
+  if (!r.success) throw invalidOptions('reconciler options', r.error);
+  return Object.freeze(r.data);
+}

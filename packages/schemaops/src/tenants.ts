@@ -1,0 +1,252 @@
+import { type Cluster, type ClusterOptions, createCluster, type Tx } from '@x/dbx';
+import { z } from 'zod';
+import { SchemaOpsError } from './errors.js';
+import { quoteIdent } from './internal/sql.js';
+import { invalidOptions } from './options.js';
+import type { DdlTarget } from './types.js';
+
+/**
+ * Where an operation's DDL lands: the base project target and the list of tenants, each reached in a
+ * transaction of its own. Two built-ins: `schemaPerTenant` (one database, a schema per tenant) and
+ * `databasePerTenant` (a database per tenant, each reached by its own dbx cluster). Anything else
+ * (a sharded layout, say) implements this interface.
+ */
+export interface TenantSource {
+  readonly kind: string;
+  /** The tenants of a project, in a stable order. Recorded in the ledger when an operation starts. */
+  list(project: string, opts?: { signal?: AbortSignal }): Promise<readonly string[]>;
+  /** Whether the project has a base target (otherwise operations must set `skipBaseDdl`). */
+  hasBase(project: string): boolean;
+  /** Runs `fn` in a transaction on the target; `schema` is the schema it is scoped to, if any. */
+  withTarget<T>(
+    project: string,
+    target: DdlTarget,
+    fn: (tx: Tx, schema: string | null) => Promise<T>,
+    opts?: { signal?: AbortSignal },
+  ): Promise<T>;
+  /**
+   * True when the target's transactions run on `cluster` (the ledger's): schemaops then records a
+   * tenant's step inside the tenant's own transaction, so DDL and ledger commit together.
+   */
+  sharesCluster(cluster: Cluster, project: string, target: DdlTarget): boolean;
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+type TenantLister = (project: string, opts: { signal?: AbortSignal }) => Promise<readonly string[]>;
+
+export const DEFAULT_TENANT_SCHEMA_PREFIX = (project: string): string => `${project}_tenant_`;
+export const DEFAULT_BASE_SCHEMA = (project: string): string | null => project;
+
+export interface SchemaPerTenantOptions {
+  cluster: Cluster;
+  /** The tenants (schema names) of a project. Default: every schema starting with `tenantSchemaPrefix(project)`. */
+  listTenants?: TenantLister;
+  /** Default `DEFAULT_TENANT_SCHEMA_PREFIX`: `<project>_tenant_`. */
+  tenantSchemaPrefix?: (project: string) => string;
+  /** The base project's schema, or null for none. Default `DEFAULT_BASE_SCHEMA`: the project name. */
+  baseSchema?: (project: string) => string | null;
+}
+
+const fn = <T>(msg: string) => z.custom<T>((v) => typeof v === 'function', { message: msg });
+const clusterSchema = z.custom<Cluster>(
+  (v) =>
+    typeof v === 'object' &&
+    v !== null &&
+    typeof (v as Cluster).runTx === 'function' &&
+    typeof (v as Cluster).query === 'function',
+  { message: 'cluster must be an @x/dbx Cluster' },
+);
+
+function parse<T>(schema: z.ZodType<T>, input: unknown, what: string): T {
+  const r = schema.safeParse(input);
+  if (!r.success) throw invalidOptions(`${what} options`, r.error);
+  return r.data;
+}
+
+const schemaPerTenantSchema = z.object({
+  cluster: clusterSchema,
+  listTenants: fn<TenantLister>('listTenants must be a function').optional(),
+  tenantSchemaPrefix: fn<(p: string) => string>('tenantSchemaPrefix must be a function').optional(),
+  baseSchema: fn<(p: string) => string | null>('baseSchema must be a function').optional(),
+});
+
+/** Schema-per-tenant: one database; tenant = a schema; DDL runs with `search_path` set to it. */
+export function schemaPerTenant(options: SchemaPerTenantOptions): TenantSource {
+  const o = parse(schemaPerTenantSchema, options, 'schemaPerTenant');
+  const prefixOf = o.tenantSchemaPrefix ?? DEFAULT_TENANT_SCHEMA_PREFIX;
+  const baseOf = o.baseSchema ?? DEFAULT_BASE_SCHEMA;
+  const cluster = o.cluster;
+  const list: TenantLister =
+    o.listTenants ??
+    (async (project, { signal }) => {
+      const prefix = prefixOf(project);
+      if (prefix.length === 0) throw new SchemaOpsError('SCHEMAOPS_INVALID_INPUT', 'empty tenant prefix');
+      const r = await cluster.query<{ nspname: string }>(
+        'select nspname from pg_namespace where starts_with(nspname, $1) order by nspname',
+        [prefix],
+        signal ? { signal } : {},
+      );
+      return r.rows.map((row) => row.nspname);
+    });
+  const schemaOf = (project: string, target: DdlTarget): string => {
+    if (target.kind === 'tenant') return target.tenant;
+    const base = baseOf(project);
+    if (base === null) {
+      throw new SchemaOpsError('SCHEMAOPS_INVALID_INPUT', 'this project has no base schema', {
+        details: { project },
+      });
+    }
+    return base;
+  };
+  return Object.freeze({
+    kind: 'schema',
+    list: (project: string, opts: { signal?: AbortSignal } = {}) => list(project, opts),
+    hasBase: (project: string) => baseOf(project) !== null,
+    withTarget<T>(
+      project: string,
+      target: DdlTarget,
+      body: (tx: Tx, schema: string | null) => Promise<T>,
+      opts: { signal?: AbortSignal } = {},
+    ): Promise<T> {
+      const schema = schemaOf(project, target);
+      return cluster.runTx(
+        async (tx) => {
+          await tx.exec(`set local search_path to ${quoteIdent(schema)}`);
+          return body(tx, schema);
+        },
+        opts.signal ? { signal: opts.signal } : {},
+      );
+    },
+    sharesCluster: (c: Cluster) => c === cluster,
+    close: async () => {},
+    [Symbol.asyncDispose]: async () => {},
+  });
+}
+
+export type TenantConnection = string | Cluster;
+
+export const DEFAULT_MAX_OPEN_CLUSTERS = 16;
+export const DEFAULT_TENANT_POOL_MAX = 2;
+export const DEFAULT_TENANT_POOL_IDLE_TIMEOUT_MS = 1_000;
+
+export interface DatabasePerTenantOptions {
+  /** The tenants of a project (any stable ids). */
+  listTenants: TenantLister;
+  /** How to reach a tenant's database: a connection URL (the source opens and owns a cluster) or a Cluster (yours). */
+  connect: (project: string, tenant: string) => TenantConnection;
+  /** How to reach the base project's database, or null / omitted for none. */
+  base?: (project: string) => TenantConnection | null;
+  /** Clusters the source opened from URLs that it keeps open at once (idle ones beyond it are closed). Default 16. */
+  maxOpenClusters?: number;
+  /** Extra dbx options for clusters opened from URLs. Default pool `{ max: 2, idleTimeoutMs: 1000 }`. */
+  clusterOptions?: Omit<ClusterOptions, 'primary'>;
+}
+
+const databasePerTenantSchema = z.object({
+  listTenants: fn<TenantLister>('listTenants must be a function'),
+  connect: fn<(p: string, t: string) => TenantConnection>('connect must be a function'),
+  base: fn<(p: string) => TenantConnection | null>('base must be a function').optional(),
+  maxOpenClusters: z.number().int().positive().default(DEFAULT_MAX_OPEN_CLUSTERS),
+  clusterOptions: z.record(z.string(), z.unknown()).optional(),
+});
+
+interface OwnedCluster {
+  cluster: Cluster;
+  users: number;
+  lastUsed: number;
+}
+
+/** Database-per-tenant: tenant = a database reached by its own dbx cluster. */
+export function databasePerTenant(options: DatabasePerTenantOptions): TenantSource {
+  const o = parse(databasePerTenantSchema, options, 'databasePerTenant');
+  const owned = new Map<string, OwnedCluster>();
+  let closed = false;
+  const extra = (o.clusterOptions ?? {}) as Omit<ClusterOptions, 'primary'>;
+
+  const connectionOf = (project: string, target: DdlTarget): TenantConnection => {
+    if (target.kind === 'tenant') return o.connect(project, target.tenant);
+    const base = o.base?.(project) ?? null;
+    if (base === null) {
+      throw new SchemaOpsError('SCHEMAOPS_INVALID_INPUT', 'this project has no base database', {
+        details: { project },
+      });
+    }
+    return base;
+  };
+
+  const evictIdle = (): void => {
+    if (owned.size <= o.maxOpenClusters) return;
+    const idle = [...owned.entries()]
+      .filter(([, c]) => c.users === 0)
+      .sort((a, b) => a[1].lastUsed - b[1].lastUsed);
+    for (const [url, c] of idle) {
+      if (owned.size <= o.maxOpenClusters) break;
+      owned.delete(url);
+      void c.cluster.close().catch(() => {});
+    }
+  };
+
+  const acquire = (conn: TenantConnection): { cluster: Cluster; release: () => void } => {
+    if (typeof conn !== 'string') return { cluster: conn, release: () => {} };
+    if (closed) throw new SchemaOpsError('SCHEMAOPS_CLOSED', 'the tenant source is closed');
+    let entry = owned.get(conn);
+    if (!entry) {
+      entry = {
+        cluster: createCluster({
+          ...extra,
+          pool: {
+            max: DEFAULT_TENANT_POOL_MAX,
+            idleTimeoutMs: DEFAULT_TENANT_POOL_IDLE_TIMEOUT_MS,
+            ...(extra.pool ?? {}),
+          },
+          primary: conn,
+        }),
+        users: 0,
+        lastUsed: 0,
+      };
+      owned.set(conn, entry);
+    }
+    const e = entry;
+    e.users++;
+    return {
+      cluster: e.cluster,
+      release: () => {
+        e.users--;
+        e.lastUsed = Date.now();
+        evictIdle();
+      },
+    };
+  };
+
+  const close = async (): Promise<void> => {
+    closed = true;
+    const all = [...owned.values()];
+    owned.clear();
+    await Promise.allSettled(all.map((c) => c.cluster.close()));
+  };
+
+  return Object.freeze({
+    kind: 'database',
+    list: (project: string, opts: { signal?: AbortSignal } = {}) => o.listTenants(project, opts),
+    hasBase: (project: string) => (o.base?.(project) ?? null) !== null,
+    async withTarget<T>(
+      project: string,
+      target: DdlTarget,
+      body: (tx: Tx, schema: string | null) => Promise<T>,
+      opts: { signal?: AbortSignal } = {},
+    ): Promise<T> {
+      const { cluster, release } = acquire(connectionOf(project, target));
+      try {
+        return await cluster.runTx((tx) => body(tx, null), opts.signal ? { signal: opts.signal } : {});
+      } finally {
+        release();
+      }
+    },
+    sharesCluster(c: Cluster, project: string, target: DdlTarget): boolean {
+      return connectionOf(project, target) === c;
+    },
+    close,
+    [Symbol.asyncDispose]: close,
+  });
+}
