@@ -11,6 +11,11 @@ import {
 } from '../protocol.js';
 import { CoalescingSender } from './async.js';
 
+interface Peer {
+  key: string;
+  peer: Buffer;
+}
+
 export type RequestHandler = (method: string, params: unknown) => unknown | Promise<unknown>;
 
 /**
@@ -21,8 +26,8 @@ export type RequestHandler = (method: string, params: unknown) => unknown | Prom
 export class RpcServer {
   readonly #router: Router;
   readonly #pub: Publisher;
-  readonly #replies: CoalescingSender<JsonRpcResponse>;
-  readonly #peers = new Map<string, Buffer>();
+  /** Answers keyed by the peer's routing id (latin1); each item carries the id frame itself. */
+  readonly #replies: CoalescingSender<{ peer: Buffer; response: JsonRpcResponse }>;
   readonly #handle: RequestHandler;
   readonly #log: Logger;
   #pubQueue: Array<[string, string]> = [];
@@ -42,12 +47,13 @@ export class RpcServer {
       receiveHighWaterMark: 100_000,
     });
     this.#pub = new Publisher({ linger: 200, sendHighWaterMark: 100_000 });
-    this.#replies = new CoalescingSender<JsonRpcResponse>(
-      async (to, items) => {
-        const peer = this.#peers.get(to);
-        if (peer === undefined) return;
-        const body = items.length === 1 ? JSON.stringify(items[0]) : JSON.stringify(items);
-        await this.#router.send([peer, body]);
+    this.#replies = new CoalescingSender<{ peer: Buffer; response: JsonRpcResponse }>(
+      async (_to, items) => {
+        const body =
+          items.length === 1
+            ? JSON.stringify(items[0]!.response)
+            : JSON.stringify(items.map((i) => i.response));
+        await this.#router.send([items[0]!.peer, body]);
       },
       (e) => this.#log.debug({ err: e }, 'dbproxy: reply not sent'),
     );
@@ -94,13 +100,12 @@ export class RpcServer {
       for await (const frames of this.#router) {
         const [peer, body] = frames;
         if (peer === undefined || body === undefined) continue;
-        const key = peer.toString('latin1');
-        if (!this.#peers.has(key)) this.#peers.set(key, Buffer.from(peer));
+        const from = { key: peer.toString('latin1'), peer };
         let parsed: unknown;
         try {
           parsed = JSON.parse(body.toString('utf8'));
         } catch {
-          this.#replies.push(key, {
+          this.#reply(from, {
             jsonrpc: '2.0',
             id: null,
             error: { code: JSONRPC_PARSE_ERROR, message: 'parse error' },
@@ -108,18 +113,22 @@ export class RpcServer {
           continue;
         }
         const list = Array.isArray(parsed) ? parsed : [parsed];
-        for (const item of list) this.#dispatch(key, item);
+        for (const item of list) this.#dispatch(from, item);
       }
     } catch (e) {
       if (!this.#closed) this.#log.error({ err: e }, 'dbproxy: rpc receive loop failed');
     }
   }
 
-  #dispatch(peer: string, raw: unknown): void {
+  #reply(to: Peer, response: JsonRpcResponse): void {
+    if (!this.#closed) this.#replies.push(to.key, { peer: to.peer, response });
+  }
+
+  #dispatch(peer: Peer, raw: unknown): void {
     const req = requestSchema.safeParse(raw);
     if (!req.success) {
       const id = (raw as { id?: unknown } | null)?.id;
-      this.#replies.push(peer, {
+      this.#reply(peer, {
         jsonrpc: '2.0',
         id: typeof id === 'number' || typeof id === 'string' ? id : null,
         error: { code: JSONRPC_INVALID_REQUEST, message: 'invalid request' },
@@ -129,7 +138,7 @@ export class RpcServer {
     void this.#answer(peer, req.data);
   }
 
-  async #answer(peer: string, req: JsonRpcRequest): Promise<void> {
+  async #answer(peer: Peer, req: JsonRpcRequest): Promise<void> {
     let response: JsonRpcResponse;
     try {
       const result = await this.#handle(req.method, req.params);
@@ -142,7 +151,7 @@ export class RpcServer {
       if (!(e instanceof DbProxyError)) this.#log.error({ err: e }, 'dbproxy: handler failed');
       response = errorResponse(req.id, err);
     }
-    if (!this.#closed) this.#replies.push(peer, response);
+    this.#reply(peer, response);
   }
 
   async close(): Promise<void> {
