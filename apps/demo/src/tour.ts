@@ -175,7 +175,13 @@ function canonicalLists(lists: Array<{ id: string; name: string }>): string {
 
 export async function runTour(opts: TourOptions = {}): Promise<number> {
   const s = await runTourDetailed(opts);
-  return s.ok ? 0 : 1;
+  if (s.ok) return 0;
+  const e = new DemoError(
+    'DEMO_VERIFICATION_FAILED',
+    `${s.failures.length} check(s) failed: ${s.failures.join('; ')}`,
+  );
+  process.stderr.write(`${e.code}: ${e.message}\n`);
+  return 1;
 }
 
 export async function runTourDetailed(opts: TourOptions = {}): Promise<TourSummary> {
