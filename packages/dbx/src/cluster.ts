@@ -20,7 +20,15 @@ import {
 } from './internal/exec.js';
 import { formatLsn, maxLsn, parseLsn } from './internal/lsn.js';
 import { Node } from './internal/node.js';
-import { backoffDelay, cancelledError, Emitter, errorMessage, raceAbort, sleep } from './internal/util.js';
+import {
+  backoffDelay,
+  cancelledError,
+  Emitter,
+  errorMessage,
+  raceAbort,
+  sleep,
+  unrefSleep,
+} from './internal/util.js';
 import {
   type ClusterOptions,
   type Logger,
@@ -157,26 +165,31 @@ class ClusterImpl implements Cluster {
     if (this.#inflight > 0) {
       await Promise.race([
         new Promise<void>((resolve) => this.#drained.push(resolve)),
-        sleep(this.options.closeDrainTimeoutMs),
+        unrefSleep(this.options.closeDrainTimeoutMs),
       ]);
     }
     await Promise.all(this.#nodes.map((n) => n.checking?.catch(() => {})));
     for (const n of this.#nodes) n.dropHealthClient();
     const left = Math.max(0, deadline - Date.now());
     await Promise.all(
-      this.#nodes.map((n) =>
-        Promise.race([
-          n.pool.end().catch((e: unknown) => {
+      this.#nodes.map(async (n) => {
+        let ended = false;
+        const ending = n.pool
+          .end()
+          .catch((e: unknown) => {
             this.#logger.warn({ node: n.name, err: errorMessage(e) }, 'dbx: error ending a pool');
-          }),
-          sleep(left + 100).then(() => {
-            this.#logger.warn(
-              { node: n.name },
-              'dbx: pool did not end in time (a client is still checked out)',
-            );
-          }),
-        ]),
-      ),
+          })
+          .finally(() => {
+            ended = true;
+          });
+        await Promise.race([ending, unrefSleep(left + 100)]);
+        if (!ended) {
+          this.#logger.warn(
+            { node: n.name },
+            'dbx: pool did not end in time (a client is still checked out)',
+          );
+        }
+      }),
     );
     this.#events.clear();
     this.#logger.info({}, 'dbx: cluster closed');
@@ -225,17 +238,16 @@ class ClusterImpl implements Cluster {
   #onConnectionError(node: Node, e: unknown): void {
     if (this.#closed) return;
     node.recordFailure(e);
-    if (node.checking) return;
-    const since = node.lastCheckAt === null ? Number.POSITIVE_INFINITY : Date.now() - node.lastCheckAt;
-    const fast = this.options.healthCheck.fastRecheckMs;
-    this.#scheduleCheck(node, since >= fast ? 0 : fast - since);
+    this.#recheckSoon(node);
   }
 
+  /** Re-probes every node's role soon (a standby answered a write, or no writer is known). */
   #requestCheckAll(): void {
-    for (const n of this.#nodes) if (!n.checking) this.#onConnectionErrorQuiet(n);
+    for (const n of this.#nodes) this.#recheckSoon(n);
   }
 
-  #onConnectionErrorQuiet(node: Node): void {
+  /** Schedules a check of `node` no sooner than `fastRecheckMs` after its last one. */
+  #recheckSoon(node: Node): void {
     if (this.#closed || node.checking) return;
     const since = node.lastCheckAt === null ? Number.POSITIVE_INFINITY : Date.now() - node.lastCheckAt;
     const fast = this.options.healthCheck.fastRecheckMs;

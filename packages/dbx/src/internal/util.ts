@@ -36,6 +36,13 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** A timer that never keeps the process alive (for deadlines raced against real work). */
+export function unrefSleep(ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    setTimeout(resolve, ms).unref();
+  });
+}
+
 /**
  * Waits for `promise`, rejecting early with DBX_QUERY_CANCELLED on abort. `onLateValue` receives the
  * value if it arrives after the abort (to release a pooled client, say).

@@ -1,5 +1,11 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import { createTcpProxy, createTestDatabase, requireReplicas, type TestDatabase } from '@x/testkit';
+import {
+  createTcpProxy,
+  createTestDatabase,
+  requireReplicas,
+  spawnNode,
+  type TestDatabase,
+} from '@x/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import {
@@ -415,6 +421,33 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
     expect(await running).toEqual({ done: true });
     expect((await reading)?.one).toBe(1);
     expect(c.stats().nodes.every((n) => n.totalCount === 0)).toBe(true);
+  });
+
+  it('close() bounds the wait for a client held through connect(), and warns', async () => {
+    const warned: string[] = [];
+    const c = createCluster({
+      primary: db.url,
+      closeDrainTimeoutMs: 200,
+      logger: { debug() {}, info() {}, error() {}, warn: (_o: object, m?: string) => warned.push(m ?? '') },
+    });
+    const held = await c.connect();
+    const started = Date.now();
+    await c.close();
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(warned.some((w) => w.includes('did not end in time'))).toBe(true);
+    held.release();
+  });
+
+  it('a process exits by itself right after close() (no timer or socket left behind)', async () => {
+    const child = spawnNode(new URL('../fixtures/close-exit.ts', import.meta.url).pathname, [
+      db.url,
+      ...db.replicaUrls,
+    ]);
+    await child.waitForLine(/^closed$/, 30_000);
+    const closedAt = Date.now();
+    const exit = await child.wait();
+    expect(exit.code).toBe(0);
+    expect(Date.now() - closedAt).toBeLessThan(1_500);
   });
 
   it('stream and copyTo stop and release their connection when the signal aborts', async () => {
