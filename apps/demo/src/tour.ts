@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { ItemRow, ListRow, readAll } from './device-schema.js';
 import { DemoError } from './errors.js';
 import { jwtSecretFromEnv, signJwt } from './jwt.js';
 import { log as defaultLog } from './log.js';
@@ -43,18 +44,7 @@ export interface TourSummary {
   durationMs: number;
 }
 
-interface ItemRow {
-  id: string;
-  list_id: string;
-  title: string;
-  done: number;
-  note: string;
-  updated_by: string;
-}
-interface Dump {
-  lists: Array<{ id: string; name: string }>;
-  items: ItemRow[];
-}
+type Dump = ReturnType<typeof readAll>;
 interface SyncResult {
   pushed: number;
   pulled: number;
@@ -167,7 +157,7 @@ function canonicalItems(items: ItemRow[]): string {
       .sort((a, b) => a.id.localeCompare(b.id)),
   );
 }
-function canonicalLists(lists: Array<{ id: string; name: string }>): string {
+function canonicalLists(lists: ListRow[]): string {
   return JSON.stringify(
     [...lists].map((l) => ({ id: l.id, name: l.name })).sort((a, b) => a.id.localeCompare(b.id)),
   );

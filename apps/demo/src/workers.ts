@@ -4,6 +4,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import type { DeviceWorkerOptions } from './device-worker.js';
 import { DemoError } from './errors.js';
 
 export type WorkerEvent = Record<string, unknown> & { ev: string; t: number };
@@ -13,15 +14,7 @@ const fromSource = self.endsWith('.ts');
 /** This app's CLI entry (TS source under tests, `dist/cli.js` otherwise). */
 export const CLI_PATH = join(dirname(self), fromSource ? 'cli.ts' : 'cli.js');
 
-export interface WorkerSpawnOptions {
-  dir: string;
-  user: string;
-  server: string;
-  secret: string;
-  device: string;
-  label: string;
-  tenant: string;
-  mode: 'tour' | 'auto';
+export interface WorkerSpawnOptions extends Omit<DeviceWorkerOptions, 'intervalMs'> {
   intervalMs?: number;
   /** Every stdout event of the worker. */
   onEvent?: (w: WorkerHandle, e: WorkerEvent) => void;
