@@ -135,6 +135,16 @@ if (mode === 'primary' || mode === 'secondary') {
         unix: { p50: pct(unix, 50), p99: pct(unix, 99) },
         forwarded: { p50: pct(fwd, 50), p99: pct(fwd, 99) },
       });
+    } else if (c['cmd'] === 'local-latency') {
+      // the same 1-row write submitted by the primary itself: the coordinator and SQLite, no IPC
+      const n = Number(c['n'] ?? 2000);
+      const local: number[] = [];
+      for (let i = 0; i < n + 300; i++) {
+        const t0 = process.hrtime.bigint();
+        await proxy.write('insertRow', { writer: 'local', body: BODY });
+        if (i >= 300) local.push(Number(process.hrtime.bigint() - t0) / 1000);
+      }
+      out({ event: 'local-latency', p50: pct(local, 50), p99: pct(local, 99) });
     } else if (c['cmd'] === 'throughput') {
       const durationMs = Number(c['durationMs']);
       const concurrency = Number(c['concurrency'] ?? 128);

@@ -58,7 +58,13 @@ async function latency(): Promise<BenchResult[]> {
     await event(secondary, 'ready');
     secondary.send(JSON.stringify({ cmd: 'latency', n: 3000 }));
     const r = await event(secondary, 'latency', 120_000);
+    primary.send(JSON.stringify({ cmd: 'local-latency', n: 3000 }));
+    const local = await event(primary, 'local-latency', 120_000);
     await stop([secondary, primary]);
+    console.log(
+      `primary's own write (no IPC) p50 ${local['p50'].toFixed(1)} us, p99 ${local['p99'].toFixed(1)} us: ` +
+        'the part of the forwarded figures that is the coordinator and SQLite, not the transport',
+    );
     console.log(`unix-socket echo p50 ${r['unix'].p50.toFixed(1)} us, p99 ${r['unix'].p99.toFixed(1)} us`);
     return [
       {
@@ -73,6 +79,20 @@ async function latency(): Promise<BenchResult[]> {
         value: r['forwarded'].p99,
         unit: 'us',
         baseline: { name: 'zeromq-echo-p99-us', value: r['zmq'].p99 },
+        lowerIsBetter: true,
+      },
+      {
+        name: 'primary-local-write-p50-us',
+        value: local['p50'],
+        unit: 'us',
+        baseline: { name: 'forwarded-write-p50-us', value: r['forwarded'].p50 },
+        lowerIsBetter: true,
+      },
+      {
+        name: 'primary-local-write-p99-us',
+        value: local['p99'],
+        unit: 'us',
+        baseline: { name: 'forwarded-write-p99-us', value: r['forwarded'].p99 },
         lowerIsBetter: true,
       },
       {
