@@ -107,6 +107,8 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
       backoffMinMs: 200,
       backoffMaxMs: 2000,
       uploadIntervalMs: Math.max(250, o.intervalMs),
+      // In the background mode, downloads follow the server's bundle-change stream (SSE), polling as fallback.
+      watch: { mode: o.mode === 'auto' ? 'auto' : 'off', fallbackIntervalMs: 5_000 },
       fetch: (url, init) => {
         if (existsSync(offlinePath)) return Promise.reject(new TypeError('fetch failed: device is offline'));
         return fetch(url, init);

@@ -347,7 +347,8 @@ export async function runTourDetailed(opts: TourOptions = {}): Promise<TourSumma
     );
     await Promise.race([
       secs[0]!.waitFor(
-        (e) => e.ev === 'burst-progress' && Number(e['acked']) >= Math.min(50, nBurst / 3),
+        (e) =>
+          e.t >= burstStart && e.ev === 'burst-progress' && Number(e['acked']) >= Math.min(50, nBurst / 3),
         30_000,
         'burst progress',
       ),
