@@ -324,6 +324,9 @@ class Proxy_ implements DbProxy {
       await this.#promote(lock);
       return;
     }
+    // Change events start after what the file holds now (0 for a file no primary created yet).
+    const db = this.#openReadDb();
+    this.#deliveredSeq = db === null ? 0 : this.#readCommittedSeqSafe(db);
     this.#setRole('secondary');
     this.#supervisor = this.#supervise();
   }
@@ -942,6 +945,14 @@ class Proxy_ implements DbProxy {
     });
     this.#readDb = db;
     return db;
+  }
+
+  #readCommittedSeqSafe(db: Database.Database): number {
+    try {
+      return db.transaction(() => this.#readCommittedSeq(db))();
+    } catch {
+      return 0;
+    }
   }
 
   #readCommittedSeq(db: Database.Database): number {

@@ -92,6 +92,52 @@ describe('proxy lifecycle, reads, changes and cancellation', () => {
       expect(writes_[i]!.seq).toBeGreaterThanOrEqual(writes_[i - 1]!.seq);
   });
 
+  it('fetches the commits it missed while its link was down (catch-up by seq), without gaps or repeats', async () => {
+    const a = make('a');
+    await a.start();
+    // b's watchdog is far shorter than a's heartbeat interval: its link keeps dropping and coming
+    // back, and every publication sent while it is down must be fetched with db.changes.
+    let linkDowns = 0;
+    const noop = () => {};
+    const logger = {
+      debug: noop,
+      warn: noop,
+      error: noop,
+      info: (_o: object, msg?: string) => {
+        if (msg?.includes('link to primary down')) linkDowns++;
+      },
+    };
+    const b = make('b', { heartbeat: { intervalMs: 10, timeoutMs: 30 }, logger });
+    await b.start();
+    await b.read(() => 0); // opened
+    const ac = new AbortController();
+    const seen: ChangeEvent[] = [];
+    const it_ = b.changes({ signal: ac.signal });
+    const ids = Array.from({ length: 40 }, (_, i) => `cu-${i}`);
+    const collect = (async () => {
+      for await (const e of it_) seen.push(e);
+    })().catch(() => {});
+    let lastSeq = 0;
+    for (const id of ids) {
+      lastSeq = (await a.write('insertNote', { id, writer: 'a' }, { requestId: id })).seq;
+      // quiet spells longer than b's watchdog make its link drop; writes land while it relinks
+      await new Promise((r) => setTimeout(r, ids.indexOf(id) % 5 === 4 ? 60 : 2));
+    }
+    const until = Date.now() + 10_000;
+    while (!seen.some((e) => e.type === 'write' && e.seq >= lastSeq) && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    ac.abort();
+    await collect;
+    expect(seen.filter((e) => e.type === 'gap')).toEqual([]);
+    const got = seen.flatMap((e) =>
+      e.type === 'write' && ids.includes(e.requestId ?? '') ? [e.requestId] : [],
+    );
+    expect(got).toEqual(ids);
+    expect(linkDowns).toBeGreaterThan(0); // the link really did drop in between
+    expect(b.metrics().retries).toBe(0); // b wrote nothing; only its subscription was repaired
+  });
+
   it('turns a consumer that falls behind into a gap event instead of unbounded buffering', async () => {
     const a = make('a', { changesBufferSize: 2 });
     await a.start();
