@@ -238,7 +238,9 @@ class ClusterImpl implements Cluster {
   #onConnectionError(node: Node, e: unknown): void {
     if (this.#closed) return;
     node.recordFailure(e);
-    this.#recheckSoon(node);
+    // The writer failing may mean a failover: look for a promoted node right away, not at the next tick.
+    if (node === this.#writer) this.#requestCheckAll();
+    else this.#recheckSoon(node);
   }
 
   /** Re-probes every node's role soon (a standby answered a write, or no writer is known). */
