@@ -433,7 +433,7 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
     const held = await c.connect();
     const started = Date.now();
     await c.close();
-    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(Date.now() - started).toBeLessThan(4_000); // drain 200 ms + a health check in flight, on a loaded machine
     expect(warned.some((w) => w.includes('did not end in time'))).toBe(true);
     held.release();
   });
@@ -447,7 +447,8 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
     const closedAt = Date.now();
     const exit = await child.wait();
     expect(exit.code).toBe(0);
-    expect(Date.now() - closedAt).toBeLessThan(1_500);
+    // A leftover drain timer would hold it for closeDrainTimeoutMs (5 s).
+    expect(Date.now() - closedAt).toBeLessThan(3_000);
   });
 
   it('stream and copyTo stop and release their connection when the signal aborts', async () => {
