@@ -43,6 +43,7 @@ export {
   schemaPerTenant,
   type TenantConnection,
   type TenantSource,
+  type WithTargetOptions,
 } from './tenants.js';
 export {
   type AfterCommitContext,

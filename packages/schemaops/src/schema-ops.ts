@@ -917,14 +917,15 @@ class SchemaOpsImpl implements SchemaOps {
     const t0 = performance.now();
     let committed = false;
     try {
+      // Recorded first in the target's own transaction: it commits only if the DDL does.
+      const firstStatement = atomic
+        ? this.#ledger.markStepStatement(op.id, step, tenant, okState, null, phase === 'apply')
+        : undefined;
       await this.#tenants.withTarget(
         op.project,
         target,
-        async (tx, schema) => {
-          await callback.call(handler, { ...d.ctx, signal, tx, target, schema });
-          if (atomic) await this.#ledger.markStep(tx, op.id, step, tenant, okState, null, phase === 'apply');
-        },
-        { signal },
+        (tx, schema) => callback.call(handler, { ...d.ctx, signal, tx, target, schema }),
+        firstStatement ? { signal, firstStatement } : { signal },
       );
       committed = true;
       if (phase === 'apply') d.committed.add(key);

@@ -17,12 +17,17 @@ export interface TenantSource {
   list(project: string, opts?: { signal?: AbortSignal }): Promise<readonly string[]>;
   /** Whether the project has a base target (otherwise operations must set `skipBaseDdl`). */
   hasBase(project: string): boolean;
-  /** Runs `fn` in a transaction on the target; `schema` is the schema it is scoped to, if any. */
+  /**
+   * Runs `fn` in a transaction on the target; `schema` is the schema it is scoped to, if any. When
+   * `opts.firstStatement` is given the source must run it in that transaction before `fn` (schemaops
+   * passes its ledger record there, so DDL and record commit together); a source may fold it into its
+   * own setup statement to save a round trip.
+   */
   withTarget<T>(
     project: string,
     target: DdlTarget,
     fn: (tx: Tx, schema: string | null) => Promise<T>,
-    opts?: { signal?: AbortSignal },
+    opts?: WithTargetOptions,
   ): Promise<T>;
   /**
    * True when the target's transactions run on `cluster` (the ledger's): schemaops then records a
@@ -31,6 +36,11 @@ export interface TenantSource {
   sharesCluster(cluster: Cluster, project: string, target: DdlTarget): boolean;
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
+}
+
+export interface WithTargetOptions {
+  signal?: AbortSignal;
+  firstStatement?: { sql: string; params: readonly unknown[] };
 }
 
 type TenantLister = (project: string, opts: { signal?: AbortSignal }) => Promise<readonly string[]>;
@@ -107,12 +117,21 @@ export function schemaPerTenant(options: SchemaPerTenantOptions): TenantSource {
       project: string,
       target: DdlTarget,
       body: (tx: Tx, schema: string | null) => Promise<T>,
-      opts: { signal?: AbortSignal } = {},
+      opts: WithTargetOptions = {},
     ): Promise<T> {
       const schema = schemaOf(project, target);
+      const first = opts.firstStatement;
       return cluster.runTx(
         async (tx) => {
-          await tx.exec(`set local search_path to ${quoteIdent(schema)}`);
+          if (first) {
+            // One round trip for both: a data-modifying CTE always runs to completion.
+            await tx.exec(
+              `with first as (${first.sql}) select set_config('search_path', $${first.params.length + 1}, true)`,
+              [...first.params, quoteIdent(schema)],
+            );
+          } else {
+            await tx.exec(`set local search_path to ${quoteIdent(schema)}`);
+          }
           return body(tx, schema);
         },
         opts.signal ? { signal: opts.signal } : {},
@@ -234,11 +253,18 @@ export function databasePerTenant(options: DatabasePerTenantOptions): TenantSour
       project: string,
       target: DdlTarget,
       body: (tx: Tx, schema: string | null) => Promise<T>,
-      opts: { signal?: AbortSignal } = {},
+      opts: WithTargetOptions = {},
     ): Promise<T> {
       const { cluster, release } = acquire(connectionOf(project, target));
+      const first = opts.firstStatement;
       try {
-        return await cluster.runTx((tx) => body(tx, null), opts.signal ? { signal: opts.signal } : {});
+        return await cluster.runTx(
+          async (tx) => {
+            if (first) await tx.exec(first.sql, first.params);
+            return body(tx, null);
+          },
+          opts.signal ? { signal: opts.signal } : {},
+        );
       } finally {
         release();
       }

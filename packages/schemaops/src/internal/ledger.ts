@@ -287,6 +287,23 @@ export class Ledger {
     return id;
   }
 
+  /** The statement `markStep` runs, for a tenant source to run inside the target's transaction. */
+  markStepStatement(
+    id: string,
+    step: StepName,
+    tenant: string | null,
+    state: StepState,
+    error: string | null,
+    countAttempt: boolean,
+  ): { sql: string; params: unknown[] } {
+    this.writes++;
+    return {
+      sql: `update ${this.#s}.steps set state = $4, error = $5, updated_at = now(),
+         attempts = attempts + $6 where operation_id = $1 and step = $2 and tenant = $3`,
+      params: [id, step, tenant ?? '', state, error, countAttempt ? 1 : 0],
+    };
+  }
+
   /** Records a step's state. `q` may be the tenant's own transaction (DDL and ledger commit together). */
   async markStep(
     q: Querier,
@@ -297,12 +314,8 @@ export class Ledger {
     error: string | null,
     countAttempt: boolean,
   ): Promise<void> {
-    this.writes++;
-    await q.exec(
-      `update ${this.#s}.steps set state = $4, error = $5, updated_at = now(),
-         attempts = attempts + $6 where operation_id = $1 and step = $2 and tenant = $3`,
-      [id, step, tenant ?? '', state, error, countAttempt ? 1 : 0],
-    );
+    const { sql, params } = this.markStepStatement(id, step, tenant, state, error, countAttempt);
+    await q.exec(sql, params);
   }
 
   async setStatus(id: string, u: StatusUpdate): Promise<void> {

@@ -109,7 +109,7 @@ describe('a process SIGKILLed mid fan-out', () => {
     const calls = newCalls();
     // The last tenant now fails: the resumed run must undo everything, including pre-crash work.
     const ops = fixtureOps({ tenants: new Set([pending.at(-1) as string]) }, calls);
-    const events: SchemaOpsEvent[] = [];
+    const events: Array<Extract<SchemaOpsEvent, { type: 'reconcile' }>> = [];
     const settled = new Promise<void>((resolve) => {
       ops.on('reconcile', (e) => {
         events.push(e);

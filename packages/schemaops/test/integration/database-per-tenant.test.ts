@@ -31,9 +31,12 @@ async function columnIn(url: string, column: string): Promise<boolean> {
 }
 
 beforeAll(async () => {
-  [ledgerDb, baseDb, ...tenantDbs] = await Promise.all(
+  const dbs = await Promise.all(
     Array.from({ length: TENANT_DBS + 2 }, () => createTestDatabase({ prefix: 'schemaops_dbt' })),
   );
+  ledgerDb = dbs[0] as TestDatabase;
+  baseDb = dbs[1] as TestDatabase;
+  tenantDbs = dbs.slice(2);
   for (const d of [baseDb, ...tenantDbs]) {
     const c = testCluster(d.url, 1);
     await c.exec('create table items (id int primary key, label text)');

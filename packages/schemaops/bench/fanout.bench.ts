@@ -1,0 +1,133 @@
+// @x/schemaops benchmarks on an embedded PostgreSQL (this machine):
+//  - fanout-500-tenants-vs-sequential: add a column and an index to 500 tenant schemas through
+//    schemaops.run (bounded concurrency, ledger on), vs a sequential loop of the same DDL (same
+//    per-tenant transaction, no ledger). Reported as wall time; ratio = speedup.
+//  - ledger-overhead-pct: the same fan-out with ledger writes (schemaops.run) vs without (the same
+//    fan-out code and per-tenant transactions, no ledger): (with - without) / without * 100.
+//    Its baseline is the no-ledger time in ms, so the ratio column is not meaningful for it.
+// Rounds alternate the three variants so load from other processes hits them alike; each figure is
+// the median over the rounds (the machine is shared, so single rounds are noisy).
+// Run: npx turbo run build --filter=@x/testkit && node scripts/bench.mjs schemaops
+import { createCluster, type Tx } from '@x/dbx';
+import { startPostgres } from '@x/testkit';
+import { percentile, reportBench } from '@x/testkit/bench';
+import { createSchemaOps, schemaPerTenant } from '../src/index.js';
+import { fanOut } from '../src/internal/fanout.js';
+
+const TENANTS = Number(process.env.SCHEMAOPS_BENCH_TENANTS ?? 500);
+const ROUNDS = Number(process.env.SCHEMAOPS_BENCH_ROUNDS ?? 5);
+const CONCURRENCY = Number(process.env.SCHEMAOPS_BENCH_CONCURRENCY ?? 8);
+const ROWS = 50;
+const PROJECT = 'bench';
+
+const pg = await startPostgres({ replicas: 0 });
+const cluster = createCluster({
+  primary: pg.primary.url,
+  pool: { max: CONCURRENCY + 4 },
+  slowQueryThresholdMs: null,
+});
+const q = (s: string) => `"${s.replace(/"/g, '""')}"`;
+
+try {
+  const tenants = Array.from(
+    { length: TENANTS },
+    (_, i) => `${PROJECT}_tenant_${String(i).padStart(4, '0')}`,
+  );
+  for (let i = 0; i < tenants.length; i += 50) {
+    await cluster.exec(
+      tenants
+        .slice(i, i + 50)
+        .map(
+          (s) =>
+            `create schema ${q(s)}; create table ${q(s)}.items (id int primary key, label text);
+             insert into ${q(s)}.items select g, 'x' || g from generate_series(1, ${ROWS}) g;`,
+        )
+        .join('\n'),
+    );
+  }
+  await cluster.exec(`create schema ${q(PROJECT)}`);
+
+  const source = schemaPerTenant({ cluster });
+  const ddl = async (tx: Tx, column: string) => {
+    await tx.exec(`alter table items add column ${q(column)} text`);
+    await tx.exec(`create index ${q(`items_${column}_idx`)} on items (${q(column)})`);
+  };
+  const ops = createSchemaOps({
+    cluster,
+    tenants: source,
+    concurrency: CONCURRENCY,
+    operations: {
+      add_column: { applyDdl: ({ tx, request }) => ddl(tx, (request as { column: string }).column) },
+    },
+  });
+  await ops.migrate();
+
+  const sequential = async (column: string) => {
+    for (const tenant of tenants) {
+      await source.withTarget(PROJECT, { kind: 'tenant', tenant }, (tx) => ddl(tx, column));
+    }
+  };
+  const withLedger = async (column: string) => {
+    const op = await ops.run({
+      project: PROJECT,
+      type: 'add_column',
+      request: { column },
+      skipBaseDdl: true,
+    });
+    if (op.status !== 'committed') throw new Error(`operation ended ${op.status}`);
+  };
+  const withoutLedger = async (column: string) => {
+    const r = await fanOut(
+      tenants,
+      CONCURRENCY,
+      (tenant) => source.withTarget(PROJECT, { kind: 'tenant', tenant }, (tx) => ddl(tx, column)),
+      { stopOnError: true },
+    );
+    if (r.failures.length > 0) throw r.failures[0]?.error;
+  };
+  const timed = async (fn: (c: string) => Promise<void>, column: string) => {
+    const t0 = performance.now();
+    await fn(column);
+    return performance.now() - t0;
+  };
+
+  // Warm-up (connections, plans, catalog caches).
+  await withoutLedger('warm');
+  const times: Record<'seq' | 'fan' | 'raw', number[]> = { seq: [], fan: [], raw: [] };
+  for (let r = 0; r < ROUNDS; r++) {
+    const order: Array<keyof typeof times> = r % 2 === 0 ? ['seq', 'fan', 'raw'] : ['raw', 'fan', 'seq'];
+    for (const k of order) {
+      const fn = k === 'seq' ? sequential : k === 'fan' ? withLedger : withoutLedger;
+      times[k].push(await timed(fn, `${k}_${r}`));
+    }
+  }
+  const seq = percentile(times.seq, 50);
+  const fan = percentile(times.fan, 50);
+  const raw = percentile(times.raw, 50);
+  console.log(
+    JSON.stringify(Object.fromEntries(Object.entries(times).map(([k, v]) => [k, v.map(Math.round)]))),
+  );
+  console.log(
+    `tenants=${TENANTS} concurrency=${CONCURRENCY} rounds=${ROUNDS}: sequential ${seq.toFixed(0)} ms, ` +
+      `fan-out with ledger ${fan.toFixed(0)} ms, without ledger ${raw.toFixed(0)} ms; ledger writes ${ops.metrics().ledgerWrites}`,
+  );
+  await reportBench('schemaops', [
+    {
+      name: `fanout-${TENANTS}-tenants-vs-sequential`,
+      value: fan,
+      unit: 'ms',
+      baseline: { name: `sequential-${TENANTS}-tenants-ms`, value: seq },
+      lowerIsBetter: true,
+    },
+    {
+      name: 'ledger-overhead-pct',
+      value: ((fan - raw) / raw) * 100,
+      unit: '%',
+      baseline: { name: `fanout-${TENANTS}-tenants-no-ledger-ms`, value: raw },
+    },
+  ]);
+  await ops.close();
+} finally {
+  await cluster.close();
+  await pg.stop();
+}
