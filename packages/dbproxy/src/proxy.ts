@@ -321,7 +321,13 @@ class Proxy_ implements DbProxy {
     this.#lockPath = lockPathFor(this.#dbPath);
     const lock = tryAcquireElectionLock(this.#lockPath);
     if (lock !== null) {
-      await this.#promote(lock);
+      try {
+        await this.#promote(lock);
+      } catch (e) {
+        lock.release(); // never keep the election while unable to serve
+        this.#lock = null;
+        throw e;
+      }
       return;
     }
     // Change events start after what the file holds now (0 for a file no primary created yet).
@@ -344,6 +350,14 @@ class Proxy_ implements DbProxy {
     // 1. stop intake: new writes fail CLOSED, the supervisor stops electing
     this.#stop.abort(this.#closedError());
     await this.#started?.catch(() => {});
+    if (this.#primary === null) {
+      // secondary: let outstanding writes settle (bounded), then drop the link
+      const until = Date.now() + this.options.drainTimeoutMs;
+      while (this.#inFlight > 0 && Date.now() < until) await sleep(5);
+      this.#link?.markDown('closing');
+    }
+    // a promotion already under way finishes first, and is then shut down like any primary
+    await this.#supervisor?.catch(() => {});
     const p = this.#primary;
     if (p !== null) {
       // 2. primary: refuse new remote writes (SHUTTING_DOWN), drain the coordinator's queue
@@ -355,7 +369,7 @@ class Proxy_ implements DbProxy {
       }
       clearInterval(p.heartbeat);
       p.unsubscribe();
-      // 3. answers and the last commits leave, then "bye" so secondaries elect at once
+      // 3. the answers and the last commits leave
       await p.server.flush(500);
       // 4. withdraw the info file (nobody else can have written it while we hold the lock), then
       //    say bye, so secondaries go straight to the election instead of waiting for a timeout
@@ -367,13 +381,7 @@ class Proxy_ implements DbProxy {
       this.#removeEndpointFiles(p.epoch + 1);
       p.db.close();
       this.#primary = null;
-    } else {
-      // secondary: let outstanding writes settle (bounded), then drop the link
-      const until = Date.now() + this.options.drainTimeoutMs;
-      while (this.#inFlight > 0 && Date.now() < until) await sleep(5);
-      this.#link?.markDown('closing');
     }
-    await this.#supervisor?.catch(() => {});
     // 5. release the election last, so no successor starts while we still write
     this.#lock?.release();
     this.#lock = null;
@@ -434,7 +442,6 @@ class Proxy_ implements DbProxy {
           return;
         } catch (e) {
           this.#log.error({ err: e }, 'dbproxy: promotion failed; releasing the lock');
-          this.#abandonPrimary();
           lock.release();
           this.#lock = null;
           this.#setRole('secondary');
@@ -612,11 +619,6 @@ class Proxy_ implements DbProxy {
     }
     this.#removeEndpointFiles(epoch);
     this.#setRole('primary');
-  }
-
-  /** Undoes a half-made promotion's state (the caller releases the lock). */
-  #abandonPrimary(): void {
-    this.#primary = null;
   }
 
   /** Socket files of earlier epochs (dead primaries) are litter; remove them. */
