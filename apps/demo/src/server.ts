@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { DemoError } from './errors.js';
 import { signJwt, verifyJwt } from './jwt.js';
 import type { Profile } from './profiles.js';
-import { provisionTenants, type TenantProvisioning } from './tenants.js';
+import { type LedgerEntry, provisionTenants, type TenantProvisioning } from './tenants.js';
 
 export const DEFAULT_PORT = 8080;
 export const DEFAULT_HOST = '127.0.0.1';
@@ -55,7 +55,7 @@ export interface DemoStatus {
   profile: string;
   tenants: readonly string[];
   sync: unknown;
-  ledger: { via: string; operations: unknown[] };
+  ledger: LedgerEntry[];
   cluster: unknown;
   reads: { replica: number; primary: number };
 }
@@ -193,7 +193,7 @@ export async function startDemoServer(opts: DemoServerOptions): Promise<DemoServ
       profile: profile.name,
       tenants: profile.tenants,
       sync: await service.status(),
-      ledger: { via: provisioning.via, operations: await provisioning.ledger() },
+      ledger: await provisioning.ledger(),
       cluster: cluster.stats(),
       reads: { ...reads },
     });

@@ -41,6 +41,8 @@ export interface TourSummary {
   failoverWrites: { acked: number; lost: number; duplicates: number };
   writesPerSecond: number;
   replicaReads: number;
+  /** The schemaops ledger in one line. */
+  ledger: string;
   durationMs: number;
 }
 
@@ -200,6 +202,7 @@ export async function runTourDetailed(opts: TourOptions = {}): Promise<TourSumma
     failoverWrites: { acked: 0, lost: 0, duplicates: 0 },
     writesPerSecond: 0,
     replicaReads: 0,
+    ledger: 'n/a',
     durationMs: 0,
   };
   try {
@@ -213,10 +216,23 @@ export async function runTourDetailed(opts: TourOptions = {}): Promise<TourSumma
       log: (l) => log('server', l),
     });
     const ledger = await server.provisioning.ledger();
-    log(
-      'server',
-      `schemaops (${server.provisioning.via}): ${ledger.length} ledger operation(s)${ledger.map((l) => `, ${l.operationType} ${l.status}`).join('')}`,
+    const tenantSteps = ledger.flatMap((op) =>
+      Object.entries(op.steps).filter(([k]) => k.startsWith('tenant_ddl')),
     );
+    summary.ledger = `${ledger.length} operation(s), ${ledger.filter((o) => o.status === 'committed').length} committed, tenant steps ${tenantSteps.filter(([, v]) => v === 'succeeded').length}/${tenantSteps.length} succeeded`;
+    check(
+      ledger.some((o) => o.status === 'committed') && tenantSteps.length >= defaultProfile.tenants.length,
+      `schemaops ledger shows the tenant tables operation committed (${summary.ledger})`,
+    );
+    for (const op of ledger) {
+      const tenants = Object.entries(op.steps)
+        .filter(([k]) => k.startsWith('tenant_ddl'))
+        .map(([k, v]) => `${k.slice('tenant_ddl '.length)} ${v}`);
+      log(
+        'server',
+        `schemaops ledger: ${op.type} → ${op.status} (attempt ${op.attempts}; tenants: ${tenants.join(', ')})`,
+      );
+    }
 
     log('tour', '━━ 2. Devices: alice/laptop, alice/phone, bob/laptop (each: 1 SQLite file, 3 processes)');
     const mk = (name: string, user: string) => {
@@ -499,6 +515,7 @@ function printSummary(s: TourSummary, log: (who: string, line: string) => void):
       `rows on ${d.name}`,
       `${d.lists} lists, ${d.items} items${d.equalsServer === null ? '' : d.equalsServer ? ' (= server)' : ' (≠ server!)'}`,
     ]),
+    ['schemaops ledger', s.ledger],
     ['bundles committed (server)', String(s.serverBundles)],
     ['pushes with rows (devices)', String(s.bundlesPushed)],
     ['conflicts resolved', String(s.conflicts)],
