@@ -50,11 +50,14 @@ for (let done = 0; done < HYDRATE_ROWS; ) {
   done += n;
 }
 console.error(`seeded ${HYDRATE_ROWS} rows in ${Math.round(performance.now() - seedStart)} ms`);
+// Steady-state planner statistics (autovacuum would gather them within a minute; without them the
+// server's snapshot join degrades to a nested loop, which measures the planner, not the client).
+await server.query('ANALYZE');
 
 async function hydrateChild(
   mode: 'client' | 'baseline',
 ): Promise<{ rows: number; ms: number; maxRssMb: number }> {
-  const child = spawnNode(join(import.meta.dirname, 'client-hydrate-child.ts'), [
+  const child = spawnNode(join(import.meta.dirname, '../test/client/helpers/hydrate-child.ts'), [
     mode,
     join(dir.path, `hydrate-${mode}.db`),
     server.baseUrl,

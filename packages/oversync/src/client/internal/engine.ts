@@ -986,15 +986,18 @@ export class SyncEngine {
     try {
       let after = 0;
       this.#hooks.progress({ phase: plan.phase, done: 0, total: session.row_count });
-      for (;;) {
-        const chunk = await t.request({
+      const fetchChunk = (from: number) =>
+        t.request({
           method: 'GET',
           path: `/sync/snapshot-sessions/${encodeURIComponent(sid)}`,
-          query: { after_row_ordinal: after, max_rows: this.cfg.snapshotChunkRows },
+          query: { after_row_ordinal: from, max_rows: this.cfg.snapshotChunkRows },
           schema: snapshotChunkResponseSchema,
           retryOp: 'snapshot_chunk_fetch',
           ...(signal ? { signal } : {}),
         });
+      let pending = fetchChunk(0);
+      for (;;) {
+        const chunk = await pending;
         const rows = chunk.rows ?? [];
         if (
           chunk.snapshot_id !== sid ||
@@ -1003,6 +1006,11 @@ export class SyncEngine {
           (chunk.has_more && rows.length === 0)
         ) {
           throw protocolError('snapshot chunk does not continue the session');
+        }
+        if (chunk.has_more) {
+          // Fetch the next page while this one is staged (server time overlaps local writes).
+          pending = fetchChunk(after + rows.length);
+          pending.catch(() => undefined);
         }
         const base = after;
         await this.runner.tx((db) => {

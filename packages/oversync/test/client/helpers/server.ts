@@ -57,7 +57,12 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       return h.startsWith('Bearer ') ? h.slice(7) : undefined;
     },
   });
-  if (opts.watch) await service.bundleChangeListenerReady(10_000);
+  if (opts.watch) {
+    // not (yet) on the SyncService interface: the implementation's readiness hook
+    await (
+      service as unknown as { bundleChangeListenerReady?(ms: number): Promise<void> }
+    ).bundleChangeListenerReady?.(10_000);
+  }
   await app.listen({ port: opts.port ?? 0, host: '127.0.0.1' });
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : 0;

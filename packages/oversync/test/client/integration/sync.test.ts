@@ -79,6 +79,32 @@ describe('sync client against our server', () => {
     expect(snapshot(b.db)).toEqual(snapshot(a.db));
   });
 
+  it('seeds a new scope from local rows; another device gets retry_later until the seed lands', async () => {
+    const user = `u-${randomUUID()}`;
+    const a = device(user);
+    // rows written before the first open become the seed
+    a.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'pre-existing')`).run(randomUUID());
+    await a.client.open();
+    expect(await a.client.attach(user)).toMatchObject({ status: 'connected', outcome: 'seeded_from_local' });
+    expect(await a.client.status()).toMatchObject({ authority: 'pending_local_seed' });
+    const b = device(user);
+    await b.client.open();
+    b.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'anonymous on b')`).run(randomUUID());
+    const later = await b.client.attach(user);
+    expect(later).toMatchObject({ status: 'retry_later' });
+    expect(later.retryAfterSeconds).toBeGreaterThan(0);
+    expect(b.client.connected).toBe(false);
+    await expect(b.client.sync()).rejects.toMatchObject({ code: 'OVERSYNC_CLIENT_ATTACH_REQUIRED' });
+    expect((await a.client.sync()).push.outcome).toBe('committed');
+    expect(await a.client.status()).toMatchObject({ authority: 'authoritative_materialized' });
+    // the scope is initialized now: b's anonymous rows give way to the server's state
+    expect(await b.client.attach(user)).toMatchObject({
+      outcome: 'used_remote_state',
+      restore: { rowCount: 1 },
+    });
+    expect(rows(b.db, 'users').map((r) => r.name)).toEqual(['pre-existing']);
+  });
+
   it('offline edits stay local, then sync; typed payloads and bytea survive the round trip', async () => {
     const user = `u-${randomUUID()}`;
     const a = device(user);

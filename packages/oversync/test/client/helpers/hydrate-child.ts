@@ -1,9 +1,9 @@
 // One hydrate in a fresh process, so its peak RSS is the client's own:
-// `node --import tsx client-hydrate-child.ts <client|baseline> <dbPath> <baseUrl> <user>`.
+// `node --import tsx hydrate-child.ts <client|baseline> <dbPath> <baseUrl> <user>`.
 // Prints one JSON line: { rows, ms, maxRssMb }.
 import Database from 'better-sqlite3';
-import { createSyncClient } from '../src/client/index.js';
-import { CLIENT_TABLES, SQLITE_BUSINESS_DDL } from '../test/client/helpers/schema.js';
+import { createSyncClient } from '../../../src/client/index.js';
+import { CLIENT_TABLES, SQLITE_BUSINESS_DDL } from './schema.js';
 
 const [mode = 'client', dbPath = '', baseUrl = '', user = ''] = process.argv.slice(2);
 const db = new Database(dbPath);
