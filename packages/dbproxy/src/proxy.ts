@@ -776,7 +776,7 @@ class Proxy_ implements DbProxy {
   async #write<T>(method: string, params: unknown, opts: WriteOptions): Promise<WriteResult<T>> {
     throwIfAborted(opts.signal);
     if (this.#closing !== null) throw this.#closedError();
-    await this.start(opts.signal === undefined ? {} : { signal: opts.signal });
+    if (this.#role === 'starting') await this.start(opts.signal === undefined ? {} : { signal: opts.signal });
     // Bounded in-flight writes per process: beyond maxInFlight a write waits for a slot.
     while (this.#inFlight >= this.options.maxInFlight) {
       await sleep(this.options.timeouts.defaultMs, opts.signal, this.#slotFreed);

@@ -38,6 +38,8 @@ interface Pending {
   resolve(v: unknown): void;
   reject(e: unknown): void;
   sent: boolean;
+  signal: SignalLike | undefined;
+  onAbort: (() => void) | undefined;
 }
 
 interface OutgoingRequest {
@@ -153,30 +155,21 @@ export class Link {
     if (signal?.aborted) return Promise.reject(signal.reason);
     const id = this.#nextId++;
     return new Promise<unknown>((resolve, reject) => {
-      let onAbort: (() => void) | undefined;
-      const done = (): void => {
-        if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
-      };
+      const pending: Pending = { resolve, reject, sent: false, signal, onAbort: undefined };
       if (signal !== undefined) {
-        onAbort = () => {
+        pending.onAbort = () => {
           this.#pending.delete(id);
           reject(signal.reason);
         };
-        signal.addEventListener('abort', onAbort, { once: true });
+        signal.addEventListener('abort', pending.onAbort, { once: true });
       }
-      this.#pending.set(id, {
-        resolve: (v) => {
-          done();
-          resolve(v);
-        },
-        reject: (e) => {
-          done();
-          reject(e);
-        },
-        sent: false,
-      });
+      this.#pending.set(id, pending);
       this.#sender.push('', { jsonrpc: '2.0', id, method, params });
     });
+  }
+
+  #settle(p: Pending): void {
+    if (p.onAbort !== undefined) p.signal?.removeEventListener('abort', p.onAbort);
   }
 
   async #readReplies(): Promise<void> {
@@ -201,6 +194,7 @@ export class Link {
           const p = this.#pending.get(r.id);
           if (p === undefined) continue;
           this.#pending.delete(r.id);
+          this.#settle(p);
           if ('error' in r) p.reject(errorFromWire(r.error) satisfies DbProxyError);
           else p.resolve(r.result);
         }
@@ -239,7 +233,10 @@ export class Link {
     this.#sender.clear();
     const pending = [...this.#pending.values()];
     this.#pending.clear();
-    for (const p of pending) p.reject(new LinkDownError(reason, p.sent));
+    for (const p of pending) {
+      this.#settle(p);
+      p.reject(new LinkDownError(reason, p.sent));
+    }
     try {
       this.#dealer.close();
     } catch {}
