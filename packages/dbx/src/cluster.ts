@@ -6,6 +6,7 @@ import { from as copyFromQuery, to as copyToQuery } from 'pg-copy-streams';
 import Cursor from 'pg-cursor';
 import { DbxError, isDbxError, isRetryable, isSerializationFailure, pgErrorCode } from './errors.js';
 import {
+  destroyConnection,
   type ExecContext,
   type Lease,
   markNotSent,
@@ -28,6 +29,7 @@ import {
   raceAbort,
   sleep,
   unrefSleep,
+  withTimeout,
 } from './internal/util.js';
 import {
   type ClusterOptions,
@@ -1178,9 +1180,15 @@ class ClusterImpl implements Cluster {
         throw wrapError(e, lease.node, 'stream');
       } finally {
         try {
-          await cursor.close();
+          // Bounded: on a server that stopped answering, closing the cursor would wait forever.
+          await withTimeout(
+            cursor.close(),
+            this.#ctx.cancelTimeoutMs,
+            () => new Error('cursor close timed out'),
+          );
         } catch {
-          if (!inTx) lease.discard = true;
+          lease.discard = true;
+          destroyConnection(lease.client);
         }
         if (!done && signal?.aborted && !inTx) lease.discard = true;
         if (!inTx) this.#release(lease);

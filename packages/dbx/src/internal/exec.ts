@@ -161,6 +161,12 @@ function queryConfig(sql: string, params: readonly unknown[] | undefined): strin
 
 type Results = pg.QueryResult | pg.QueryResult[];
 
+/** Destroys the socket under a pg client: its pending query rejects with a connection error. */
+export function destroyConnection(client: pg.ClientBase): void {
+  const stream = (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream;
+  stream?.destroy();
+}
+
 /**
  * Runs one statement on a leased client: cancellation through `pg_cancel_backend` on abort, the slow
  * query log, the `x:dbx:query` channel, and error wrapping.
@@ -178,6 +184,7 @@ export async function runStatement(
   const started = performance.now();
   node.queries++;
   let cancelling: Promise<void> | undefined;
+  let killTimer: NodeJS.Timeout | undefined;
   const onAbort = () => {
     lease.discard = true;
     const pid = (client as unknown as { processID: number | null }).processID;
@@ -186,6 +193,10 @@ export async function runStatement(
         ctx.logger.warn({ node: node.name, err: errorMessage(e) }, 'dbx: could not cancel a statement');
       });
     }
+    // A server that does not answer (network black hole) never ends the statement: drop the
+    // connection so the caller's promise settles anyway.
+    killTimer = setTimeout(() => destroyConnection(client), ctx.cancelTimeoutMs);
+    killTimer.unref();
   };
   signal?.addEventListener('abort', onAbort, { once: true });
   let res: Results;
@@ -197,6 +208,7 @@ export async function runStatement(
     throw err;
   } finally {
     signal?.removeEventListener('abort', onAbort);
+    if (killTimer) clearTimeout(killTimer);
     if (cancelling) await cancelling;
   }
   statementDone(ctx, node, method, sql, started, () => totalRowCount(res));

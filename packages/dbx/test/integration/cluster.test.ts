@@ -412,6 +412,59 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
     expect(events).toEqual(['down:replica1', 'up:replica1']);
   });
 
+  it('an abort settles promptly even when the server never answers (traffic black-holed)', async () => {
+    const target = new URL(db.replicaUrls[0] as string);
+    await using proxy = await createTcpProxy({ host: target.hostname, port: Number(target.port) });
+    const viaProxy = new URL(target);
+    viaProxy.port = String(proxy.port);
+    await using c = createCluster({
+      primary: db.url,
+      replicas: [viaProxy.toString()],
+      pool: { connectionTimeoutMs: 500 },
+      healthCheck: { intervalMs: 60_000 },
+    });
+    expect((await c.readQueryRow<Served>(WHO, [], { node: 'replica' }))?.replica).toBe(true);
+    proxy.setDropping(true);
+    const started = Date.now();
+    const err = await c
+      .readQuery(WHO, [], { node: 'replica', signal: AbortSignal.timeout(300) })
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'DBX_QUERY_CANCELLED' });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    proxy.setDropping(false);
+    proxy.cutAll();
+  });
+
+  it('an aborted stream settles promptly when the server never answers', async () => {
+    const target = new URL(db.url);
+    await using proxy = await createTcpProxy({ host: target.hostname, port: Number(target.port) });
+    const viaProxy = new URL(target);
+    viaProxy.port = String(proxy.port);
+    await using c = createCluster({
+      primary: viaProxy.toString(),
+      pool: { connectionTimeoutMs: 500 },
+      healthCheck: { intervalMs: 60_000 },
+    });
+    const ac = new AbortController();
+    const started = Date.now();
+    const err = await (async () => {
+      let n = 0;
+      for await (const _ of c.stream('select g from generate_series(1, 1000000) g', [], {
+        signal: ac.signal,
+        batchSize: 10,
+      })) {
+        if (++n === 20) {
+          proxy.setDropping(true);
+          setTimeout(() => ac.abort(), 100);
+        }
+      }
+    })().catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'DBX_QUERY_CANCELLED' });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    proxy.setDropping(false);
+    proxy.cutAll();
+  });
+
   it('close() waits for in-flight statements, then ends the pools', async () => {
     const c = createCluster({ primary: db.url, replicas: [...db.replicaUrls] });
     const running = c.queryRow<{ done: boolean }>('select pg_sleep(0.3) is not null as done');
