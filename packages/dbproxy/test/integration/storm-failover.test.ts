@@ -127,4 +127,36 @@ describe('storm and failover across processes', () => {
       await late.exit();
     }
   });
+
+  it('fails over again: the promoted primary is killed mid-storm too, and every acknowledged write survives once', async () => {
+    const roles = await Promise.all(secondaries.map(async (c) => [c, await c.role()] as const));
+    const current = roles.find(([, r]) => r === 'primary')![0];
+    const others = secondaries.filter((c) => c !== current);
+    const newcomer = new ProxyChild('N', dbPath, runtimeDir);
+    secondaries.push(newcomer);
+    await newcomer.waitFor((e) => e.event === 'started');
+    const writers = [current, ...others, newcomer];
+    const marks = writers.map((c) => c.events.length);
+    const ackedBefore = writers.map((c) => c.acked.length);
+    for (const c of writers) c.send({ cmd: 'storm', count: 300, concurrency: 8, prefix: `c-${c.name}` });
+    await Promise.all(writers.map((c, i) => c.waitFor(() => c.acked.length >= ackedBefore[i]! + 30, 30_000)));
+    current.kill();
+    await current.handle.wait();
+    const survivors = [...others, newcomer];
+    const done = await Promise.all(
+      survivors.map((c) => c.waitFor((e) => e.event === 'storm-done', 60_000, marks[writers.indexOf(c)])),
+    );
+    for (const d of done) expect(d['failed']).toEqual([]);
+    const counts = countsById();
+    for (const c of writers) {
+      const mine = c.acked.filter((id) => id.startsWith(`c-${c.name}-`));
+      if (c !== current) expect(mine).toHaveLength(300);
+      for (const id of mine) expect(counts.get(id), id).toBe(1); // the killed primary's acks too
+    }
+    const live = await Promise.all(survivors.map((c) => c.role()));
+    expect(live.filter((r) => r === 'primary')).toHaveLength(1);
+    const promoted = survivors[live.indexOf('primary')]!;
+    const lastPromotion = promoted.events.filter((e) => e.event === 'role' && e['role'] === 'primary').at(-1);
+    expect(lastPromotion?.['epoch']).toBe(3);
+  });
 });
