@@ -1,7 +1,7 @@
 import diagnostics from 'node:diagnostics_channel';
 import { performance } from 'node:perf_hooks';
 import type { z } from 'zod';
-import { toJobError, WriteCoordinatorError } from '../errors.js';
+import { sqliteCodeOf, toJobError, WriteCoordinatorError } from '../errors.js';
 import type { Logger, ResolvedWriteCoordinatorOptions } from '../options.js';
 import type {
   CommitEvent,
@@ -564,16 +564,23 @@ export class Coordinator implements WriteCoordinator {
           // that rolled the whole transaction back). The job is rejected; the others go on.
           const { index, ended } = outcome;
           const offender = pending[index]!;
+          const details = {
+            method: offender.method,
+            transactionEnded: ended,
+            applied: ended === 'committed',
+          };
           this.#failJob(
             offender,
-            new WriteCoordinatorError(
-              'WRITECOORDINATOR_JOB_FAILED',
-              `the job ${ended} the batch transaction`,
-              {
-                details: { method: offender.method, transactionEnded: ended, applied: ended === 'committed' },
-                cause: outcome.error,
-              },
-            ),
+            sqliteCodeOf(outcome.error) !== undefined
+              ? toJobError(outcome.error, details) // e.g. SQLITE_FULL, which rolls the transaction back
+              : new WriteCoordinatorError(
+                  'WRITECOORDINATOR_JOB_FAILED',
+                  `the job ${ended} the batch transaction`,
+                  {
+                    details,
+                    cause: outcome.error,
+                  },
+                ),
           );
           if (ended === 'committed') {
             // Everything before it is durable at `seq`; the rest is handed back to the queue front.

@@ -210,4 +210,26 @@ describe('group commit', () => {
     expect(values(db)).toEqual(['after']);
     await wc.close();
   });
+
+  it('SQLITE_FULL in one job (whether SQLite rolls back the statement or the whole transaction) fails only that job', async ({
+    tdb: t,
+  }) => {
+    const { db, wc } = openCoordinator(t);
+    await wc.submit(insert('seed'));
+    const pages = Number(db.pragma('page_count', { simple: true }));
+    db.pragma(`max_page_count = ${pages + 8}`);
+    const big = (d: SqliteDatabase) => insert('x'.repeat(200_000))(d); // needs ~50 pages
+    const ps = [wc.submit(insert('a')), wc.submit(big), wc.submit(insert('b'))];
+    const [a, full, b] = await Promise.allSettled(ps);
+    expect(a!.status).toBe('fulfilled');
+    expect(b!.status).toBe('fulfilled');
+    expect(full!.status).toBe('rejected');
+    const e = await rejection(ps[1]!);
+    expect(e.code).toBe('WRITECOORDINATOR_SQLITE');
+    expect(e.details?.sqliteCode).toBe('SQLITE_FULL');
+    expect(e.details?.applied).toBe(false);
+    expect(values(db)).toEqual(['seed', 'a', 'b']);
+    expect(db.inTransaction).toBe(false);
+    await wc.close();
+  });
 });
