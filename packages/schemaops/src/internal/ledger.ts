@@ -180,39 +180,54 @@ export class Ledger {
     this.#s = quoteIdent(schema);
   }
 
-  /** Memoised; reset on failure so a later call retries. */
+  /**
+   * Memoised; reset on failure so a later call retries. One caller's abort stops its own wait, never
+   * the shared migration.
+   */
   migrate(signal?: AbortSignal): Promise<void> {
-    this.#migrated ??= this.#migrate(signal).catch((e: unknown) => {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const shared = (this.#migrated ??= this.#migrate().catch((e: unknown) => {
       this.#migrated = null;
       throw e;
+    }));
+    if (!signal) return shared;
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = () => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      shared.then(
+        () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        (e: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      );
     });
-    return this.#migrated;
   }
 
-  async #migrate(signal?: AbortSignal): Promise<void> {
+  async #migrate(): Promise<void> {
     const s = this.#s;
-    await this.#cluster.runTx(
-      async (tx) => {
-        // Serialises concurrent starts (every process, every instance) on this ledger schema.
-        await tx.exec('select pg_advisory_xact_lock(hashtext($1))', [`schemaops:migrate:${this.schema}`]);
-        await tx.exec(`create schema if not exists ${s}`);
-        await tx.exec(
-          `create table if not exists ${s}.migrations (
+    await this.#cluster.runTx(async (tx) => {
+      // Serialises concurrent starts (every process, every instance) on this ledger schema.
+      await tx.exec('select pg_advisory_xact_lock(hashtext($1))', [`schemaops:migrate:${this.schema}`]);
+      await tx.exec(`create schema if not exists ${s}`);
+      await tx.exec(
+        `create table if not exists ${s}.migrations (
              version integer primary key, name text not null, applied_at timestamptz not null default now())`,
-        );
-        const done = new Set(
-          (await tx.query<{ version: number }>(`select version from ${s}.migrations`)).rows.map(
-            (r) => r.version,
-          ),
-        );
-        for (const m of MIGRATIONS) {
-          if (done.has(m.version)) continue;
-          await tx.exec(m.sql(s));
-          await tx.exec(`insert into ${s}.migrations (version, name) values ($1, $2)`, [m.version, m.name]);
-        }
-      },
-      signal ? { signal } : {},
-    );
+      );
+      const done = new Set(
+        (await tx.query<{ version: number }>(`select version from ${s}.migrations`)).rows.map(
+          (r) => r.version,
+        ),
+      );
+      for (const m of MIGRATIONS) {
+        if (done.has(m.version)) continue;
+        await tx.exec(m.sql(s));
+        await tx.exec(`insert into ${s}.migrations (version, name) values ($1, $2)`, [m.version, m.name]);
+      }
+    });
   }
 
   /** The migration versions applied, ascending. */
