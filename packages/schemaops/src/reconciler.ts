@@ -16,7 +16,7 @@ export interface ReconcilerDeps {
 /** Backoff before attempt `attempt + 1`: min(max, base * 2^(attempt-1)), jittered to [50%, 150%). */
 export function reconcileBackoffMs(attempt: number, baseDelayMs: number, maxDelayMs: number): number {
   const cap = Math.min(maxDelayMs, baseDelayMs * 2 ** Math.max(0, attempt - 1));
-  return Math.round(cap * (0.5 + Math.random()));
+  return Math.floor(cap * (0.5 + Math.random()));
 }
 
 /**
