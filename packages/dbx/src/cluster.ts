@@ -335,7 +335,8 @@ class ClusterImpl implements Cluster {
    * at the standby's receive-replay gap, which reads 0 when the standby stops receiving).
    */
   #updateLag(node: Node, replay: bigint | null): void {
-    node.lsn = maxLsn(node.lsn, replay);
+    // Not max(old, new): after a demotion the old insert position says nothing about replay.
+    node.lsn = replay;
     const latest = this.#samples[this.#samples.length - 1];
     if (replay === null || latest === undefined) {
       node.lagBytes = null;
@@ -974,7 +975,13 @@ class ClusterImpl implements Cluster {
     try {
       const signal = opts?.signal;
       const maxAttempts = opts?.maxAttempts ?? this.options.retry.maxAttempts;
-      const canRetry = (e: unknown) => isSerializationFailure(e) || ClusterImpl.#canRetryWrite(e);
+      const canRetry = (e: unknown) => {
+        if (isSerializationFailure(e) || wasNotSent(e)) return true;
+        // 25006 in a transaction we made read-only is the caller's mistake, not a standby answering.
+        if (pgErrorCode(e) !== '25006' || opts?.readOnly) return false;
+        this.#requestCheckAll();
+        return true;
+      };
       return await this.#retrying('runTx', signal, maxAttempts, canRetry, async () => {
         const lease = await this.#leaseWriter(signal);
         const tx = new TxImpl(this, this.#ctx, lease, signal);

@@ -161,6 +161,19 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
     await tx.commit();
     await expect(tx.exec('select 1')).rejects.toMatchObject({ code: 'DBX_TX_CLOSED' });
     await expect(tx.commit()).rejects.toMatchObject({ code: 'DBX_TX_CLOSED' });
+    // A write in a read-only runTx is the caller's mistake: reported at once, never retried.
+    let roAttempts = 0;
+    const roErr = await cluster
+      .runTx(
+        async (t) => {
+          roAttempts++;
+          await t.exec("insert into items values (42, 'ro')");
+        },
+        { readOnly: true },
+      )
+      .catch((e: unknown) => e);
+    expect(pgErrorCode(roErr)).toBe('25006');
+    expect(roAttempts).toBe(1);
     const ro = await cluster.begin({ readOnly: true });
     await expect(ro.exec("insert into items values (41, 'ro')")).rejects.toSatisfy(
       (e) => pgErrorCode(e) === '25006',
