@@ -296,7 +296,7 @@ class Proxy_ implements DbProxy {
   // ---------------------------------------------------------------- lifecycle
 
   start(opts: { signal?: AbortSignal } = {}): Promise<void> {
-    throwIfAborted(opts.signal);
+    if (opts.signal?.aborted) return Promise.reject(opts.signal.reason);
     if (this.#closing !== null) return Promise.reject(this.#closedError());
     if (this.#started === null) {
       this.#started = this.#start().catch((e) => {
@@ -1009,15 +1009,18 @@ class Proxy_ implements DbProxy {
   // ---------------------------------------------------------------- changes
 
   changes(opts: { signal?: AbortSignal } = {}): AsyncIterable<ChangeEvent> {
-    throwIfAborted(opts.signal);
-    if (this.#closing !== null) throw this.#closedError();
+    // Never throws: an aborted signal or a closed proxy fails the iterator's first next().
     const stream: ChangeStream = new ChangeStream(
       this.options.changesBufferSize,
       () => this.#streams.delete(stream),
       opts.signal,
     );
+    if (this.#closing !== null) {
+      stream.fail(this.#closedError());
+      return stream;
+    }
     this.#streams.add(stream);
-    this.start().catch((e) => stream.fail(e));
+    if (this.#role === 'starting') this.start().catch((e) => stream.fail(e));
     return stream;
   }
 

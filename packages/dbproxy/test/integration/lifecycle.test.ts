@@ -229,4 +229,45 @@ describe('proxy lifecycle, reads, changes and cancellation', () => {
     expect(Object.isFrozen(a.options)).toBe(true);
     expect(a.options.timeouts.defaultMs).toBe(5_000);
   });
+
+  it('aborts a read waiting for a future seq with the signal reason', async () => {
+    const a = make('a');
+    await a.start();
+    const ac = new AbortController();
+    const reason = new Error('enough');
+    const r = a.read(() => 1, { minSeq: 10_000, timeoutMs: 10_000, signal: ac.signal });
+    setTimeout(() => ac.abort(reason), 30);
+    await expect(r).rejects.toBe(reason);
+    await expect(a.start({ signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
+  });
+
+  it('disposes with await using, and traces writes and role changes on diagnostics channels', async () => {
+    const dc = await import('node:diagnostics_channel');
+    const roles: unknown[] = [];
+    const starts: unknown[] = [];
+    const onRole = (m: unknown) => roles.push(m);
+    const handlers = {
+      start: (m: unknown) => starts.push(m),
+      end() {},
+      asyncStart() {},
+      asyncEnd() {},
+      error() {},
+    };
+    dc.subscribe('x:dbproxy:role', onRole);
+    dc.tracingChannel('x:dbproxy:write').subscribe(handlers);
+    try {
+      {
+        await using p = make('disposable');
+        await p.write('insertNote', { id: 'dc', writer: 'd' }, { requestId: 'dc-1' });
+        expect(p.role).toBe('primary');
+      }
+      expect(proxies.find((x) => x.instanceId === 'disposable')?.role).toBe('closed');
+      expect(starts).toContainEqual(expect.objectContaining({ method: 'insertNote', requestId: 'dc-1' }));
+      expect(roles).toContainEqual(expect.objectContaining({ role: 'primary', instanceId: 'disposable' }));
+      expect(roles).toContainEqual(expect.objectContaining({ role: 'closed', instanceId: 'disposable' }));
+    } finally {
+      dc.unsubscribe('x:dbproxy:role', onRole);
+      dc.tracingChannel('x:dbproxy:write').unsubscribe(handlers);
+    }
+  });
 });
