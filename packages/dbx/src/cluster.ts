@@ -1054,7 +1054,8 @@ class ClusterImpl implements Cluster {
           }
           if (!opts?.readOnly) await this.#recordWrite(tx.lease);
         } else {
-          await tx.control('rollback');
+          // Never fails: if the connection is gone, the server has rolled back already.
+          await this.#rollbackQuietly(tx);
         }
       } finally {
         this.#release(tx.lease);
@@ -1068,6 +1069,8 @@ class ClusterImpl implements Cluster {
       runTx: (fn, o) => tx.runTx(fn, o),
       commit: () => finish('commit'),
       rollback: () => finish('rollback'),
+      // `await using tx = await cluster.begin()`: rolled back unless committed.
+      [Symbol.asyncDispose]: () => (finished ? Promise.resolve() : finish('rollback')),
     };
     return handle;
   }

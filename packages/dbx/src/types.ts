@@ -42,7 +42,10 @@ export interface Tx extends Querier {
 
 export interface TxHandle extends Tx {
   commit(): Promise<void>;
+  /** Never fails on a dead connection (the server has rolled back then). */
   rollback(): Promise<void>;
+  /** Rolls back unless committed: `await using tx = await cluster.begin()`. */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 export type NodeClass = 'primary' | 'replica' | 'any';

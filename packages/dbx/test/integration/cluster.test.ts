@@ -179,6 +179,13 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
       (e) => pgErrorCode(e) === '25006',
     );
     await ro.rollback();
+    {
+      await using scoped = await cluster.begin();
+      await scoped.exec("insert into items values (43, 'disposed')");
+    }
+    expect(await cluster.queryRow('select 1 from items where id = 43')).toBeUndefined();
+    const primary = cluster.stats().nodes.find((n) => n.writer);
+    expect(primary?.totalCount).toBe(primary?.idleCount);
   });
 
   it('keeps the server error as cause with SQLSTATE, and classifies constraint violations', async () => {
