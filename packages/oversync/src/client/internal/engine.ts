@@ -834,10 +834,12 @@ export class SyncEngine {
 
   async pullToStable(signal?: AbortSignal): Promise<PullReport> {
     let after = await this.runner.tx((db) => readAttachment(db).lastBundleSeqSeen, signal);
-    const start = after;
     let stable: number | undefined;
     let bundlesApplied = 0;
     let rowsApplied = 0;
+    // Rows done / rows of the pages fetched so far (the server does not announce a pull's total).
+    let rowsSeen = 0;
+    let rowsDone = 0;
     for (;;) {
       let res: ReturnType<typeof pullResponseSchema.parse>;
       try {
@@ -882,12 +884,14 @@ export class SyncEngine {
           }
         }
       }
+      for (const b of bundles) rowsSeen += (b.rows ?? []).length;
       for (const b of bundles) {
         const n = await this.#applyBundle(b.bundle_seq, b.rows ?? [], signal);
         after = b.bundle_seq;
         bundlesApplied++;
         rowsApplied += n;
-        this.#hooks.progress({ phase: 'pull', done: after - start, total: s - start });
+        rowsDone += (b.rows ?? []).length;
+        this.#hooks.progress({ phase: 'pull', done: rowsDone, total: rowsSeen });
       }
       if (after >= s) break;
       if (!res.has_more) throw protocolError('pull ended early', { after, stable: s });

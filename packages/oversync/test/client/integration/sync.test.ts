@@ -252,6 +252,81 @@ describe('sync client against our server', () => {
     ).toEqual(['B', 'extra']);
   });
 
+  it('bounded conflict retries: intents stay queued when conflicts persist', async () => {
+    const user = `u-${randomUUID()}`;
+    const a = device(user);
+    const b = device(user, { resolver: 'client-wins', maxConflictRetries: 0 });
+    await a.client.open();
+    await a.client.attach(user);
+    const id = addUser(a, 'v0');
+    await a.client.sync();
+    await b.client.open();
+    await b.client.attach(user);
+    a.db.prepare(`UPDATE users SET name = 'A' WHERE id = ?`).run(id);
+    b.db.prepare(`UPDATE users SET name = 'B' WHERE id = ?`).run(id);
+    await a.client.sync();
+    await expect(b.client.pushPending()).rejects.toMatchObject({
+      code: 'OVERSYNC_CLIENT_CONFLICT_RETRY_EXHAUSTED',
+      details: { retryCount: 0, remainingDirtyCount: 1 },
+    });
+    // the rebased intent is pushed by the next call
+    expect(await b.client.pushPending()).toMatchObject({ outcome: 'committed' });
+    expect((await serverUsers(user)).map((u) => u.name)).toEqual(['B']);
+  });
+
+  it('fails closed when committed rows do not match the bundle hash, then recovers', async () => {
+    const user = `u-${randomUUID()}`;
+    let tamper = true;
+    const a = device(user, {
+      fetch: async (u: string, i: RequestInit) => {
+        const res = await fetch(u, i);
+        if (!tamper || !u.includes('/sync/committed-bundles/')) return res;
+        const body = (await res.json()) as { rows: Array<{ payload?: { name?: string } }> };
+        for (const r of body.rows) if (r.payload) r.payload.name = 'tampered';
+        return new Response(JSON.stringify(body), { status: res.status, headers: res.headers });
+      },
+    });
+    await a.client.open();
+    await a.client.attach(user);
+    addUser(a, 'genuine');
+    await expect(a.client.pushPending()).rejects.toMatchObject({ code: 'OVERSYNC_CLIENT_HASH_MISMATCH' });
+    expect(rows(a.db, 'users').map((r) => r.name)).toEqual(['genuine']);
+    expect(await a.client.pendingStatus()).toMatchObject({ outboxRows: 1 });
+    expect((await a.client.status()).lastBundleSeqSeen).toBe(0);
+    tamper = false;
+    expect(await a.client.pushPending()).toMatchObject({ outcome: 'committed' });
+    expect(await a.client.status()).toMatchObject({ lastBundleSeqSeen: 1, pending: { total: 0 } });
+  });
+
+  it('reports pull progress in rows', async () => {
+    const user = `u-${randomUUID()}`;
+    const a = device(user);
+    await a.client.open();
+    await a.client.attach(user);
+    addUser(a, 'x');
+    await a.client.sync();
+    const b = device(user, { downloadLimit: 1 });
+    await b.client.open();
+    await b.client.attach(user);
+    for (let i = 0; i < 2; i++) {
+      addUser(a, `r${i}`);
+      addUser(a, `s${i}`);
+      await a.client.sync();
+    }
+    const progress: ProgressEvent[] = [];
+    b.client.on('progress', (e) => progress.push(e));
+    // one bundle per page (downloadLimit 1); this server retains only 3 bundles
+    expect(await b.client.pullToStable()).toMatchObject({
+      outcome: 'applied_incremental',
+      bundlesApplied: 2,
+      rowsApplied: 4,
+    });
+    expect(progress.filter((p) => p.phase === 'pull').map((p) => [p.done, p.total])).toEqual([
+      [2, 2],
+      [4, 4],
+    ]);
+  });
+
   it('switches users on one device: the first push and pull of the new user succeed', async () => {
     const u1 = `u-${randomUUID()}`;
     const u2 = `u-${randomUUID()}`;
