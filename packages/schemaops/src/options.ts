@@ -48,6 +48,15 @@ export const reconcilerOptionsSchema = z
 export type ReconcilerOptions = z.input<typeof reconcilerOptionsSchema>;
 export type ResolvedReconcilerOptions = z.output<typeof reconcilerOptionsSchema>;
 
+/** An @x/dbx Cluster (checked by shape: another copy of @x/dbx may be loaded). */
+export const clusterSchema = z.custom<Cluster>(
+  (v) =>
+    typeof v === 'object' &&
+    v !== null &&
+    ['runTx', 'query', 'connect'].every((m) => typeof (v as Record<string, unknown>)[m] === 'function'),
+  { message: 'cluster must be an @x/dbx Cluster' },
+);
+
 const loggerSchema = z.custom<Logger>(
   (v) =>
     typeof v === 'object' &&
@@ -64,14 +73,7 @@ const handlerSchema = z.custom<OperationHandler<unknown>>(
 export const schemaOpsOptionsSchema = z
   .object({
     /** The ledger's cluster: ledger tables, project advisory locks and the system step's transaction. */
-    cluster: z.custom<Cluster>(
-      (v) =>
-        typeof v === 'object' &&
-        v !== null &&
-        typeof (v as Cluster).runTx === 'function' &&
-        typeof (v as Cluster).connect === 'function',
-      { message: 'cluster must be an @x/dbx Cluster' },
-    ),
+    cluster: clusterSchema,
     tenants: z.custom<TenantSource>(
       (v) =>
         typeof v === 'object' &&

@@ -2,7 +2,7 @@ import { type Cluster, type ClusterOptions, createCluster, type Tx } from '@x/db
 import { z } from 'zod';
 import { SchemaOpsError } from './errors.js';
 import { quoteIdent } from './internal/sql.js';
-import { invalidOptions } from './options.js';
+import { clusterSchema, invalidOptions } from './options.js';
 import type { DdlTarget } from './types.js';
 
 /**
@@ -59,14 +59,6 @@ export interface SchemaPerTenantOptions {
 }
 
 const fn = <T>(msg: string) => z.custom<T>((v) => typeof v === 'function', { message: msg });
-const clusterSchema = z.custom<Cluster>(
-  (v) =>
-    typeof v === 'object' &&
-    v !== null &&
-    typeof (v as Cluster).runTx === 'function' &&
-    typeof (v as Cluster).query === 'function',
-  { message: 'cluster must be an @x/dbx Cluster' },
-);
 
 function parse<T>(schema: z.ZodType<T>, input: unknown, what: string): T {
   const r = schema.safeParse(input);
