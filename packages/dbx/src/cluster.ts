@@ -658,9 +658,13 @@ class ClusterImpl implements Cluster {
     return n;
   }
 
-  /** Checks on `lease` (a replica) that it replayed `token`, waiting up to the configured bound. */
-  async #caughtUp(lease: Lease, token: bigint, signal: AbortSignal | undefined): Promise<boolean> {
-    const deadline = Date.now() + this.options.readYourWritesWaitMs;
+  /** Checks on `lease` (a replica) that it replayed `token`, polling until `deadline` (epoch ms). */
+  async #caughtUp(
+    lease: Lease,
+    token: bigint,
+    deadline: number,
+    signal: AbortSignal | undefined,
+  ): Promise<boolean> {
     for (;;) {
       const r = await runStatement(
         this.#ctx,
@@ -733,7 +737,9 @@ class ClusterImpl implements Cluster {
       if (known.length > 0) {
         candidates = known;
       } else {
-        // Health data is older than the write: ask the replicas themselves (GitLab's "find caught-up replica").
+        // Health data is older than the write: ask the replicas themselves (GitLab's "find caught-up
+        // replica"). The wait bound is for the whole read, not per replica.
+        const deadline = Date.now() + this.options.readYourWritesWaitMs;
         const start = this.#rr++;
         for (let i = 0; i < candidates.length; i++) {
           const n = candidates[(start + i) % candidates.length] as Node;
@@ -747,7 +753,7 @@ class ClusterImpl implements Cluster {
           }
           let ok = false;
           try {
-            ok = await this.#caughtUp(lease, token, signal);
+            ok = await this.#caughtUp(lease, token, deadline, signal);
           } catch (e) {
             this.#release(lease);
             if (isDbxError(e) && e.code === 'DBX_QUERY_CANCELLED') throw e;

@@ -42,8 +42,6 @@ export class TxImpl implements Tx {
   readonly #signal: AbortSignal | undefined;
   #closed = false;
   #savepoints = 0;
-  /** True once a statement ran in it (so a commit may have written). */
-  wrote = false;
 
   constructor(owner: object, ctx: ExecContext, lease: Lease, signal: AbortSignal | undefined) {
     this.owner = owner;
@@ -77,7 +75,6 @@ export class TxImpl implements Tx {
     opts?: QueryOptions,
   ): Promise<QueryResult<R>> {
     this.#check();
-    this.wrote = true;
     return toResult<R>(
       await runStatement(
         this.#ctx,
@@ -100,7 +97,6 @@ export class TxImpl implements Tx {
 
   async exec(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<{ rowCount: number }> {
     this.#check();
-    this.wrote = true;
     const res = await runStatement(
       this.#ctx,
       this.lease,
