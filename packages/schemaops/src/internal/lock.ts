@@ -44,13 +44,16 @@ export async function acquireProjectLock(
       }),
     );
   };
+  const onEnd = () => onError(new Error('the lock connection ended'));
   client.on('error', onError);
+  client.on('end', onEnd);
   const [k1, k2] = lockKeys(ledgerSchema, project);
   let destroyed = false;
   const destroy = (why: unknown) => {
     if (destroyed) return;
     destroyed = true;
-    client.off('error', onError);
+    client.off('end', onEnd);
+    // The 'error' listener stays: a late error from the dying socket must not become an uncaught exception.
     client.release(why instanceof Error ? why : new Error(errorMessage(why)));
   };
   // An abort while waiting ends the session, which ends the wait (pg queries cannot be cancelled otherwise).
@@ -101,6 +104,7 @@ export async function acquireProjectLock(
             await client.query('select pg_advisory_unlock(hashtext($1), hashtext($2))', [k1, k2]);
             destroyed = true;
             client.off('error', onError);
+            client.off('end', onEnd);
             client.release();
             return;
           }

@@ -137,3 +137,37 @@ describe('a process SIGKILLed mid fan-out', () => {
     await ops.close();
   });
 });
+
+describe('losing the lock connection mid-operation', () => {
+  it('stops with SCHEMAOPS_LOCK_LOST, leaves the row for a reconcile, which completes it', async () => {
+    const project = 'lost_c';
+    const tenants = await createProjectSchemas(cluster, project, 50);
+    const calls = newCalls();
+    const ops = fixtureOps({ tenantSleepMs: 20 }, calls);
+    let done = 0;
+    let killed: Promise<unknown> | null = null;
+    ops.on('step', (e) => {
+      if (e.step === 'tenant_ddl' && e.state === 'succeeded' && ++done === 5) {
+        // Terminate the backend holding this project's advisory lock (as a network cut would).
+        killed = cluster.query(
+          `select pg_terminate_backend(pid) from pg_locks
+           where locktype = 'advisory' and granted and objid = hashtext($1)::oid and objsubid = 2`,
+          [project],
+        );
+      }
+    });
+    const e = await ops.run({ project, type: 'add_column', request: { column: 'lc' } }).then(
+      () => null,
+      (x: unknown) => x as { code: string },
+    );
+    expect(killed).not.toBeNull();
+    await killed;
+    expect(e?.code).toBe('SCHEMAOPS_LOCK_LOST');
+    const [row] = await ops.listRepairable(project);
+    expect(row?.status).toBe('applying');
+    const op = await ops.reconcile(row?.id as string);
+    expect(op.status).toBe('committed');
+    expect(await schemasWithColumn(cluster, tenants, 'lc')).toHaveLength(50);
+    await ops.close();
+  });
+});
