@@ -645,8 +645,10 @@ class ClusterImpl implements Cluster {
 
   // ---------------------------------------------------------------- reads
 
-  #lagOk(n: Node): boolean {
-    const { maxReplicaLagMs, maxReplicaLagBytes } = this.options;
+  /** Within the lag bounds: the cluster's, or `maxLagMs` given for this read. */
+  #lagOk(n: Node, maxLagMs: number | null | undefined): boolean {
+    const { maxReplicaLagBytes } = this.options;
+    const maxReplicaLagMs = maxLagMs === undefined ? this.options.maxReplicaLagMs : maxLagMs;
     if (maxReplicaLagMs !== null && n.lagMs !== null && n.lagMs > maxReplicaLagMs) return false;
     if (maxReplicaLagBytes !== null && n.lagBytes !== null && n.lagBytes > maxReplicaLagBytes) return false;
     return true;
@@ -689,10 +691,14 @@ class ClusterImpl implements Cluster {
   }
 
   /** Healthy replicas within the lag bound that have not failed this read (plus the writer for 'any'). */
-  #readCandidates(klass: NodeClass | undefined, tried: Set<Node>): Node[] {
+  #readCandidates(
+    klass: NodeClass | undefined,
+    tried: Set<Node>,
+    maxLagMs: number | null | undefined,
+  ): Node[] {
     const out: Node[] = [];
     for (const n of this.#nodes) {
-      if (n.healthy && n.role === 'replica' && !tried.has(n) && this.#lagOk(n)) out.push(n);
+      if (n.healthy && n.role === 'replica' && !tried.has(n) && this.#lagOk(n, maxLagMs)) out.push(n);
     }
     const w = this.#writer;
     if (klass === 'any' && w?.healthy && !tried.has(w)) out.push(w);
@@ -703,10 +709,15 @@ class ClusterImpl implements Cluster {
    * The node for a read that needs no particular WAL position: the writer for 'primary'; else
    * round-robin over the candidates; else (default class only) the writer as fallback. Null = none.
    */
-  #readNode(klass: NodeClass | undefined, tried: Set<Node>, candidates?: Node[]): Node | null {
+  #readNode(
+    klass: NodeClass | undefined,
+    tried: Set<Node>,
+    maxLagMs: number | null | undefined,
+    candidates?: Node[],
+  ): Node | null {
     const w = this.#writer;
     if (klass === 'primary') return w?.healthy ? w : null;
-    const c = candidates ?? this.#readCandidates(klass, tried);
+    const c = candidates ?? this.#readCandidates(klass, tried, maxLagMs);
     if (c.length > 0) return this.#pick(c);
     if (klass === 'replica' || !w?.healthy) return null;
     this.#fallbacks++;
@@ -728,11 +739,12 @@ class ClusterImpl implements Cluster {
     klass: NodeClass | undefined,
     token: bigint | null,
     tried: Set<Node>,
+    maxLagMs: number | null | undefined,
     signal: AbortSignal | undefined,
   ): Promise<Lease> {
     let candidates: Node[] | undefined;
     if (token !== null && klass !== 'primary') {
-      candidates = this.#readCandidates(klass, tried);
+      candidates = this.#readCandidates(klass, tried, maxLagMs);
       const known = candidates.filter((n) => n.role === 'primary' || (n.lsn !== null && n.lsn >= token));
       if (known.length > 0) {
         candidates = known;
@@ -765,7 +777,7 @@ class ClusterImpl implements Cluster {
         candidates = [];
       }
     }
-    const node = this.#readNode(klass, tried, candidates);
+    const node = this.#readNode(klass, tried, maxLagMs, candidates);
     if (node === null) throw this.#noReadNode(klass);
     tried.add(node);
     return this.#acquire(node, signal);
@@ -787,7 +799,7 @@ class ClusterImpl implements Cluster {
     if (opts?.signal === undefined && !needsToken && this.#started && !this.#closed) {
       const klass = opts?.node;
       const tried = new Set<Node>();
-      const node = this.#readNode(klass, tried);
+      const node = this.#readNode(klass, tried, opts?.maxLagMs);
       if (node !== null) {
         this.#inflight++;
         return runOnce(
@@ -837,7 +849,7 @@ class ClusterImpl implements Cluster {
         isRetryable,
         async () => {
           if (tried.size >= this.#nodes.length) tried.clear();
-          const lease = await this.#leaseForRead(klass, token, tried, signal);
+          const lease = await this.#leaseForRead(klass, token, tried, opts?.maxLagMs, signal);
           try {
             return toResult<R>(await runStatement(this.#ctx, lease, 'readQuery', sql, params, signal));
           } finally {

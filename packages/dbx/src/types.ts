@@ -54,6 +54,8 @@ export interface ReadOptions extends QueryOptions {
   node?: NodeClass;
   /** Read-your-writes token (from `writeToken()`): only nodes that replayed it may serve the read. */
   token?: string;
+  /** Lag bound for this read, over the cluster's `maxReplicaLagMs` (null = any lag). */
+  maxLagMs?: number | null;
 }
 
 export type NodeRole = 'primary' | 'replica' | 'unknown';

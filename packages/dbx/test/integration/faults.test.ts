@@ -79,6 +79,9 @@ describe('faults: lag, dead replicas, retries, promotion', () => {
       const ports = await servedBy(8);
       expect(ports.has(port.replica1 as number)).toBe(false);
       expect(ports.has(port.replica2 as number)).toBe(true);
+      // A per-read bound overrides the cluster's: this read tolerates any lag.
+      const tolerant = await servedBy(8, { maxLagMs: null });
+      expect(tolerant.has(port.replica1 as number)).toBe(true);
     } finally {
       await replica1.resumeReplay();
     }
