@@ -267,11 +267,15 @@ export class SyncEngine {
 
   /**
    * Pushes at most one bundle (the resumed outbox or a new freeze), then replays the committed
-   * result. Structured conflicts are resolved and the push retried up to `maxConflictRetries`.
+   * result. A 409 names one conflicting row at a time: each is resolved and the push retried.
+   * Retries are bounded per row: a row that conflicts again after `maxConflictRetries` automatic
+   * retries ends the call (its intent stays queued). Each retry either resolves a row not seen
+   * before or spends that row's budget, so the loop always ends.
    */
   async pushPending(signal?: AbortSignal): Promise<PushReport> {
     let conflictsResolved = 0;
-    for (let round = 0; ; round++) {
+    const perRow = new Map<string, number>();
+    for (;;) {
       const { outbox } = await this.freeze(signal);
       if (outbox.state === 'none') return { outcome: 'no_change', conflictsResolved };
       try {
@@ -281,18 +285,26 @@ export class SyncEngine {
       } catch (e) {
         const handled = await this.#handlePushError(e, outbox, signal);
         if (handled === 'committed') return { outcome: 'committed', conflictsResolved };
-        if (handled !== 'conflict_resolved') throw e;
+        if (handled === 'rethrow') throw e;
         conflictsResolved++;
+        const seen = (perRow.get(handled.row) ?? 0) + 1;
+        perRow.set(handled.row, seen);
         const remaining = await this.runner.tx(
           (db) => Number(stmt(db, `SELECT COUNT(*) FROM _sync_dirty_rows`).pluck().get()),
           signal,
         );
         if (remaining === 0) return { outcome: 'no_change', conflictsResolved };
-        if (round >= this.cfg.maxConflictRetries) {
+        if (seen > this.cfg.maxConflictRetries) {
           throw new ClientError(
             'OVERSYNC_CLIENT_CONFLICT_RETRY_EXHAUSTED',
-            `push conflicts persisted after ${this.cfg.maxConflictRetries} automatic retries`,
-            { details: { retryCount: this.cfg.maxConflictRetries, remainingDirtyCount: remaining } },
+            `push conflicts on one row persisted after ${this.cfg.maxConflictRetries} automatic retries`,
+            {
+              details: {
+                retryCount: this.cfg.maxConflictRetries,
+                remainingDirtyCount: remaining,
+                row: handled.row,
+              },
+            },
           );
         }
       }
@@ -595,7 +607,7 @@ export class SyncEngine {
     e: unknown,
     outbox: ReturnType<typeof readOutbox>,
     signal?: AbortSignal,
-  ): Promise<'conflict_resolved' | 'committed' | 'rethrow'> {
+  ): Promise<{ row: string } | 'committed' | 'rethrow'> {
     const cause = e instanceof ClientError && e.code === 'OVERSYNC_CLIENT_RETRY_EXHAUSTED' ? e.cause : e;
     if (cause instanceof ClientError && cause.details.reason === 'already_committed_mismatch') {
       await this.enterSourceRecovery('source_sequence_changed', '', signal);
@@ -612,7 +624,7 @@ export class SyncEngine {
           return 'rethrow';
         }
         await this.#resolveConflict(parsed.data, signal);
-        return 'conflict_resolved';
+        return { row: `${parsed.data.table}:${canonicalJson(parsed.data.key)}` };
       }
       case 'history_pruned': {
         const fresh = await this.runner.tx((db) => readOutbox(db), signal);

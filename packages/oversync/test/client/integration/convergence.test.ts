@@ -79,6 +79,7 @@ describe('convergence property', () => {
           const ds = [0, 1, 2].map((i) =>
             openDevice(`p${run}-${i}`, join(dir.path, `p${run}-${i}.db`), server.baseUrl, user, {
               retry: { enabled: false },
+              resolver: resolvers[i],
             }),
           );
           try {
@@ -125,7 +126,7 @@ describe('convergence property', () => {
           }
         },
       ),
-      { numRuns: 6, endOnFailure: true },
+      { numRuns: Number(process.env.OVERSYNC_PROP_RUNS ?? 6), endOnFailure: true },
     );
   });
 });
