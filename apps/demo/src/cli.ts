@@ -12,7 +12,13 @@
  */
 import { parseArgs } from 'node:util';
 import { isDemoError } from './errors.js';
-import { DEFAULT_JWT_SECRET, DEFAULT_TOKEN_TTL_SECONDS, jwtSecretFromEnv, signJwt } from './jwt.js';
+import {
+  DEFAULT_JWT_SECRET,
+  DEFAULT_TOKEN_TTL_SECONDS,
+  jwtSecretFromEnv,
+  REFERENCE_DEFAULT_JWT_SECRET,
+  signJwt,
+} from './jwt.js';
 import { log } from './log.js';
 import { PROFILE_NAMES, profileByName } from './profiles.js';
 import { DEFAULT_HOST, DEFAULT_PORT } from './server.js';
@@ -26,8 +32,8 @@ export const USAGE = `usage:
                                run a device: one SQLite file, a primary and two secondary processes
   demo status [--server URL] [--dir DEVICE_DIR]
                                server status, schemaops ledger, cluster and coordinator metrics
-  demo token --user USER [--device NAME] [--ttl SECONDS]
-                               mint an HS256 JWT for DEMO_JWT_SECRET (default: the dev secret)
+  demo token --user USER [--device NAME] [--ttl SECONDS] [--profile default|reference]
+                               mint an HS256 JWT for DEMO_JWT_SECRET (default: the profile's dev secret)
 `;
 
 const DEFAULT_SERVER_URL = `http://${DEFAULT_HOST}:${DEFAULT_PORT}`;
@@ -76,8 +82,9 @@ async function cmdServer(args: string[]): Promise<number> {
     process.stderr.write(`--profile must be one of ${PROFILE_NAMES.join(', ')}\n`);
     return 2;
   }
-  const secret = jwtSecretFromEnv();
-  if (secret === DEFAULT_JWT_SECRET) log('server', 'DEMO_JWT_SECRET not set: using the development secret');
+  const secret = jwtSecretFromEnv(process.env, values.profile);
+  if (secret === DEFAULT_JWT_SECRET || secret === REFERENCE_DEFAULT_JWT_SECRET)
+    log('server', 'DEMO_JWT_SECRET not set: using the development secret (change it in production)');
   const { startDemoServer } = await import('./server.js');
   const server = await startDemoServer({
     databaseUrl: values['database-url'] ?? process.env['DATABASE_URL'],
@@ -145,13 +152,14 @@ function cmdToken(args: string[]): number {
       user: { type: 'string' },
       device: { type: 'string' },
       ttl: { type: 'string', default: String(DEFAULT_TOKEN_TTL_SECONDS) },
+      profile: { type: 'string', default: 'default' },
     },
   });
   if (!values.user || values.user.trim() === '') {
     process.stderr.write(`demo token needs --user\n${USAGE}`);
     return 2;
   }
-  const token = signJwt(jwtSecretFromEnv(), {
+  const token = signJwt(jwtSecretFromEnv(process.env, values.profile), {
     sub: values.user.trim(),
     ...(values.device ? { did: values.device } : {}),
     ttlSeconds: Number(values.ttl),

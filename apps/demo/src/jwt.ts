@@ -11,9 +11,24 @@ export const DEFAULT_TOKEN_TTL_SECONDS = 24 * 3600;
 /** Clock skew tolerated on `iat` and `nbf`. */
 export const DEFAULT_CLOCK_SKEW_SECONDS = 30;
 
-export function jwtSecretFromEnv(env: NodeJS.ProcessEnv = process.env): string {
+/**
+ * The reference example server's default secret (its device simulator defaults to it too), used
+ * by the reference profile when no secret is configured, so those clients work unchanged.
+ */
+export const REFERENCE_DEFAULT_JWT_SECRET = 'your-secret-key-change-in-production';
+
+/**
+ * `DEMO_JWT_SECRET`, else (reference profile only) the reference's `JWT_SECRET`, else the
+ * profile's development default.
+ */
+export function jwtSecretFromEnv(env: NodeJS.ProcessEnv = process.env, profile = 'default'): string {
   const s = env['DEMO_JWT_SECRET'];
-  return s !== undefined && s !== '' ? s : DEFAULT_JWT_SECRET;
+  if (s !== undefined && s !== '') return s;
+  if (profile === 'reference') {
+    const r = env['JWT_SECRET'];
+    return r !== undefined && r !== '' ? r : REFERENCE_DEFAULT_JWT_SECRET;
+  }
+  return DEFAULT_JWT_SECRET;
 }
 
 export interface JwtClaims {

@@ -17,8 +17,10 @@ export interface Profile {
   tenantDropDdl(schema: string): string;
   /** Tables registered with the sync service, in every tenant schema. */
   readonly tables: readonly { table: string; syncKeyColumns: readonly string[] }[];
-  /** Extra unauthenticated routes of the reference server (`/dummy-signin`). */
+  /** The reference example's `POST /dummy-signin`. */
   readonly signInRoute: boolean;
+  /** The reference example's test-only routes (`POST /test/reset`, `POST /test/retention-floor`). */
+  readonly testRoutes: boolean;
   readonly appName: string;
 }
 
@@ -32,6 +34,7 @@ export const defaultProfile: Profile = {
   tenants: DEFAULT_TENANTS,
   appName: 'x-demo',
   signInRoute: true,
+  testRoutes: false,
   tables: [
     { table: 'lists', syncKeyColumns: ['id'] },
     { table: 'items', syncKeyColumns: ['id'] },
@@ -78,6 +81,7 @@ export const referenceProfile: Profile = {
   tenants: [REFERENCE_SCHEMA],
   appName: 'nethttp-server-example',
   signInRoute: true,
+  testRoutes: true,
   tables: [
     { table: 'users', syncKeyColumns: ['id'] },
     { table: 'posts', syncKeyColumns: ['id'] },

@@ -111,17 +111,33 @@ export async function startDemoServer(opts: DemoServerOptions): Promise<DemoServ
   try {
     const provisioning = await provisionTenants(cluster, profile, log);
     cleanup.push(() => provisioning.close());
-    const service = createSyncService({
-      db: cluster,
-      appName: profile.appName,
-      maxSupportedSchemaVersion: 1,
-      registeredTables: profile.tenants.flatMap((schema) =>
-        profile.tables.map((t) => ({ schema, table: t.table, syncKeyColumns: [...t.syncKeyColumns] })),
-      ),
-      bundleChangeWatch: { enabled: true },
+    const makeService = async (): Promise<SyncService> => {
+      const svc = createSyncService({
+        db: cluster,
+        appName: profile.appName,
+        maxSupportedSchemaVersion: 1,
+        registeredTables: profile.tenants.flatMap((schema) =>
+          profile.tables.map((t) => ({ schema, table: t.table, syncKeyColumns: [...t.syncKeyColumns] })),
+        ),
+        bundleChangeWatch: { enabled: true },
+      });
+      await svc.bootstrap();
+      return svc;
+    };
+    let current = await makeService();
+    cleanup.push(() => current.close());
+    /** What the routes hold: always the current service (`/test/reset` replaces it). */
+    const service = new Proxy({} as SyncService, {
+      get: (_t, key) => {
+        const v: unknown = Reflect.get(current, key);
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(current) : v;
+      },
     });
-    await service.bootstrap();
-    cleanup.push(() => service.close());
+    const replaceService = async () => {
+      const old = current;
+      await old.close();
+      current = await makeService();
+    };
     log(
       `sync service bootstrapped: ${profile.tenants.length * profile.tables.length} registered tables in ${profile.tenants.join(', ')}`,
     );
@@ -199,28 +215,33 @@ export async function startDemoServer(opts: DemoServerOptions): Promise<DemoServ
     });
 
     // Reference example: any password, a 5-minute token with `sub` and `did`.
-    app.post('/dummy-signin', async (req, reply) => {
-      let body: unknown = req.body;
-      if (typeof body === 'string') {
-        try {
-          body = JSON.parse(body);
-        } catch {
-          body = undefined;
+    if (profile.signInRoute) {
+      app.post('/dummy-signin', async (req, reply) => {
+        let body: unknown = req.body;
+        if (typeof body === 'string') {
+          try {
+            body = JSON.parse(body);
+          } catch {
+            body = undefined;
+          }
         }
-      }
-      const parsed = signinSchema.safeParse(body);
-      if (!parsed.success) return reply.code(400).send({ error: 'invalid_request', message: 'invalid JSON' });
-      const user = parsed.data.user ?? '';
-      if (user === '') return reply.code(400).send({ error: 'invalid_request', message: 'user required' });
-      const device = parsed.data.device || `device-${Date.now().toString(36)}`;
-      const token = signJwt(opts.secret, {
-        sub: user,
-        did: device,
-        iss: 'go-oversync',
-        ttlSeconds: SIGNIN_TOKEN_TTL_SECONDS,
+        const parsed = signinSchema.safeParse(body);
+        if (!parsed.success)
+          return reply.code(400).send({ error: 'invalid_request', message: 'invalid JSON' });
+        const user = parsed.data.user ?? '';
+        if (user === '') return reply.code(400).send({ error: 'invalid_request', message: 'user required' });
+        const device = parsed.data.device || `device-${Date.now().toString(36)}`;
+        const token = signJwt(opts.secret, {
+          sub: user,
+          did: device,
+          iss: 'go-oversync',
+          ttlSeconds: SIGNIN_TOKEN_TTL_SECONDS,
+        });
+        return reply.send({ token, expires_in: SIGNIN_TOKEN_TTL_SECONDS, user, device });
       });
-      return reply.send({ token, expires_in: SIGNIN_TOKEN_TTL_SECONDS, user, device });
-    });
+    }
+    if (profile.testRoutes)
+      mountReferenceTestRoutes(app, cluster, replaceService, provisioning, profile, log);
     app.get('/demo/status', async () => status());
     app.get('/demo/rows', async (req) => {
       const h = req.headers[WRITE_TOKEN_HEADER];
@@ -258,6 +279,73 @@ export async function startDemoServer(opts: DemoServerOptions): Promise<DemoServ
       ? e
       : new DemoError('DEMO_INVALID_OPTIONS', `server start failed: ${String(e)}`, { cause: e });
   }
+}
+
+const retentionFloorSchema = z.object({
+  user_id: z.string(),
+  retained_bundle_floor: z.number().int(),
+});
+
+function jsonBody(body: unknown): unknown {
+  if (typeof body !== 'string') return body;
+  try {
+    return JSON.parse(body);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The reference example's test-only routes, which its end-to-end clients call between scenarios:
+ * `POST /test/reset` (drop the sync and business schemas, recreate the tables, bootstrap again) and
+ * `POST /test/retention-floor` (move a user's retained-bundle floor, to provoke `history_pruned`).
+ */
+function mountReferenceTestRoutes(
+  app: FastifyInstance,
+  cluster: Cluster,
+  replaceService: () => Promise<void>,
+  provisioning: TenantProvisioning,
+  profile: Profile,
+  log: (line: string) => void,
+): void {
+  let resets = 0;
+  app.post('/test/reset', async (_req, reply) => {
+    try {
+      await cluster.runTx(async (tx) => {
+        await tx.exec('DROP SCHEMA IF EXISTS sync CASCADE');
+        for (const t of profile.tenants) await tx.exec(profile.tenantDropDdl(t));
+      });
+      await provisioning.reapply(`reset-${Date.now()}-${++resets}`);
+      await replaceService(); // a fresh service bootstraps the dropped sync schema again
+      log('test/reset: sync and business schemas recreated');
+      return reply.send({ status: 'ok', schema: profile.tenants[0] ?? '' });
+    } catch (e) {
+      return reply.code(500).send({ error: 'reset_failed', message: String(e) });
+    }
+  });
+  app.post('/test/retention-floor', async (req, reply) => {
+    const p = retentionFloorSchema.safeParse(jsonBody(req.body));
+    if (!p.success) return reply.code(400).send({ error: 'invalid_request', message: 'invalid JSON' });
+    if (p.data.user_id.trim() === '')
+      return reply.code(400).send({ error: 'invalid_request', message: 'user_id required' });
+    if (p.data.retained_bundle_floor < 0)
+      return reply
+        .code(400)
+        .send({ error: 'invalid_request', message: 'retained_bundle_floor must be non-negative' });
+    const r = await cluster.exec('UPDATE sync.user_state SET retained_bundle_floor = $2 WHERE user_id = $1', [
+      p.data.user_id,
+      p.data.retained_bundle_floor,
+    ]);
+    if (r.rowCount === 0)
+      return reply
+        .code(404)
+        .send({ error: 'user_state_not_found', message: 'no sync user_state row exists for user_id' });
+    return reply.send({
+      status: 'ok',
+      user_id: p.data.user_id,
+      retained_bundle_floor: p.data.retained_bundle_floor,
+    });
+  });
 }
 
 function replicaQueries(cluster: Cluster): number {

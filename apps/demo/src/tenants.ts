@@ -31,6 +31,8 @@ export interface TenantProvisioning {
   readonly status: string;
   /** The schemaops ledger of the demo project, newest first, with each operation's step states. */
   ledger(): Promise<LedgerEntry[]>;
+  /** Runs the operation again as a new ledger row (after the tables were dropped, e.g. `/test/reset`). */
+  reapply(reason: string): Promise<LedgerEntry>;
   close(): Promise<void>;
 }
 
@@ -64,23 +66,27 @@ export async function provisionTenants(
         await ctx.tx.exec(profile.tenantDropDdl(tenantOf(ctx)));
       },
     };
-    const op = await ops.run({
-      project: DEMO_PROJECT,
-      type: `create_business_tables_${profile.name}`,
-      request: { profile: profile.name, tenants: profile.tenants },
-      idempotencyKey: `${profile.name}:business-tables:v1:${profile.tenants.join(',')}`,
-      skipBaseDdl: true,
-      handler,
-    });
-    const entry = toLedgerEntry(op);
-    log(
-      `schemaops operation ${op.id}: ${op.status} (${Object.entries(entry.steps)
-        .map(([k, v]) => `${k} ${v}`)
-        .join(', ')})`,
-    );
-    if (op.status !== 'committed') {
-      throw new Error(`schemaops operation ${op.id} ended ${op.status}: ${op.lastError ?? ''}`);
-    }
+    const apply = async (idempotencyKey: string) => {
+      const op = await ops.run({
+        project: DEMO_PROJECT,
+        type: `create_business_tables_${profile.name}`,
+        request: { profile: profile.name, tenants: profile.tenants },
+        idempotencyKey,
+        skipBaseDdl: true,
+        handler,
+      });
+      const entry = toLedgerEntry(op);
+      log(
+        `schemaops operation ${op.id}: ${op.status} (${Object.entries(entry.steps)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ')})`,
+      );
+      if (op.status !== 'committed') {
+        throw new Error(`schemaops operation ${op.id} ended ${op.status}: ${op.lastError ?? ''}`);
+      }
+      return op;
+    };
+    const op = await apply(`${profile.name}:business-tables:v1:${profile.tenants.join(',')}`);
     return {
       operationId: op.id,
       status: op.status,
@@ -88,6 +94,7 @@ export async function provisionTenants(
         const list = await ops.list({ project: DEMO_PROJECT, limit: LEDGER_LIMIT });
         return Promise.all(list.map(async (s) => toLedgerEntry(await ops.get(s.id))));
       },
+      reapply: async (reason) => toLedgerEntry(await apply(`${profile.name}:business-tables:${reason}`)),
       close: () => ops.close(),
     };
   } catch (e) {

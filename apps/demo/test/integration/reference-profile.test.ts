@@ -295,4 +295,57 @@ describe('reference profile over HTTP', () => {
     const rowsX = await http<{ tables: Record<string, unknown[]> }>('GET', '/demo/rows', { token: tOther });
     expect(Object.values(rowsX.body.tables).flat()).toEqual([]);
   });
+
+  it('serves the reference test routes: retention floor (→ history_pruned) and reset', async () => {
+    const user = `floor-${randomUUID().slice(0, 8)}`;
+    const t = await signIn(user, 'device-f');
+    const src = randomUUID();
+    const c = await http<{ resolution: string }>('POST', '/sync/connect', {
+      token: t,
+      source: src,
+      body: { has_local_pending_rows: false },
+    });
+    expect(c.body.resolution).toBe('initialize_empty');
+    const create = await http<{ push_id: string }>('POST', '/sync/push-sessions', {
+      token: t,
+      source: src,
+      body: { source_bundle_id: 1, planned_row_count: 1 },
+    });
+    const id = randomUUID();
+    await http('POST', `/sync/push-sessions/${create.body.push_id}/chunks`, {
+      token: t,
+      source: src,
+      body: { start_row_ordinal: 0, rows: [row('users', id, { name: 'F', email: 'f@example.com' })] },
+    });
+    expect(
+      (await http('POST', `/sync/push-sessions/${create.body.push_id}/commit`, { token: t, source: src }))
+        .status,
+    ).toBe(200);
+    const floor = await http('POST', '/test/retention-floor', {
+      body: { user_id: user, retained_bundle_floor: 1 },
+    });
+    expect(floor.status, floor.text).toBe(200);
+    const pruned = await http<{ error: string }>('GET', '/sync/committed-bundles/1/rows', {
+      token: t,
+      source: src,
+    });
+    expect(pruned.status).toBe(409);
+    expect(pruned.body.error).toBe('history_pruned');
+    expect(
+      (await http('POST', '/test/retention-floor', { body: { user_id: 'nobody', retained_bundle_floor: 0 } }))
+        .status,
+    ).toBe(404);
+
+    const reset = await http<{ status: string; schema: string }>('POST', '/test/reset');
+    expect(reset.status, reset.text).toBe(200);
+    expect(reset.body).toEqual({ status: 'ok', schema: 'business' });
+    const again = await http<{ resolution: string }>('POST', '/sync/connect', {
+      token: t,
+      source: src,
+      body: { has_local_pending_rows: false },
+    });
+    expect(again.body.resolution, again.text).toBe('initialize_empty');
+    const st = await http<{ ledger: Array<{ status: string }> }>('GET', '/demo/status');
+    expect(st.body.ledger.filter((o) => o.status === 'committed').length).toBeGreaterThanOrEqual(2);
+  });
 });
