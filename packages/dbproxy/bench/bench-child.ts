@@ -97,38 +97,33 @@ if (mode === 'primary' || mode === 'secondary') {
     if (c['cmd'] === 'latency') {
       const n = Number(c['n'] ?? 2000);
       const warm = 300;
-      // 1. bare ZeroMQ echo, same two processes
+      // Interleaved, one of each per round, so load from elsewhere hits all three alike:
+      // a bare ZeroMQ echo, a bare Unix-socket echo (same two processes), a forwarded 1-row INSERT.
       const dealer = new Dealer({ linger: 0 });
       dealer.connect(zmqEcho);
-      const zmq: number[] = [];
-      for (let i = 0; i < n + warm; i++) {
-        const t0 = process.hrtime.bigint();
-        await dealer.send('ping');
-        await dealer.receive();
-        if (i >= warm) zmq.push(Number(process.hrtime.bigint() - t0) / 1000);
-      }
-      dealer.close();
-      // 2. bare Unix-socket echo
       const sock = createConnection(unixEcho);
       await new Promise<void>((r) => sock.once('connect', () => r()));
       sock.setNoDelay(true);
+      const zmq: number[] = [];
       const unix: number[] = [];
+      const fwd: number[] = [];
       for (let i = 0; i < n + warm; i++) {
-        const t0 = process.hrtime.bigint();
+        let t0 = process.hrtime.bigint();
+        await dealer.send('ping');
+        await dealer.receive();
+        if (i >= warm) zmq.push(Number(process.hrtime.bigint() - t0) / 1000);
+        t0 = process.hrtime.bigint();
         await new Promise<void>((r) => {
           sock.once('data', () => r());
           sock.write('ping\n');
         });
         if (i >= warm) unix.push(Number(process.hrtime.bigint() - t0) / 1000);
-      }
-      sock.destroy();
-      // 3. forwarded 1-row INSERT, one at a time
-      const fwd: number[] = [];
-      for (let i = 0; i < n + warm; i++) {
-        const t0 = process.hrtime.bigint();
+        t0 = process.hrtime.bigint();
         await proxy.write('insertRow', { writer: 'lat', body: BODY });
         if (i >= warm) fwd.push(Number(process.hrtime.bigint() - t0) / 1000);
       }
+      dealer.close();
+      sock.destroy();
       out({
         event: 'latency',
         zmq: { p50: pct(zmq, 50), p99: pct(zmq, 99) },
