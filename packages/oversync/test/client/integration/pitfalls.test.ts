@@ -1,0 +1,128 @@
+// The reference client's §11 pitfalls this client fixes, each shown against our server.
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { tempDir } from '@x/testkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Device, type DeviceOptions, openDevice, rows } from '../helpers/device.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+
+let server: TestServer;
+let dir: { path: string; cleanup(): Promise<void> };
+const devices: Device[] = [];
+let n = 0;
+
+beforeAll(async () => {
+  server = await startTestServer();
+  dir = await tempDir('oversync-client-pitfalls');
+});
+afterAll(async () => {
+  for (const d of devices) await d.close().catch(() => undefined);
+  await server?.close();
+  await dir?.cleanup();
+});
+
+async function attached(user: string, opts: DeviceOptions = {}): Promise<Device> {
+  const d = openDevice(`p${++n}`, join(dir.path, `p${n}.db`), server.baseUrl, user, opts);
+  devices.push(d);
+  await d.client.open();
+  await d.client.attach(user);
+  return d;
+}
+
+async function serverName(user: string, id: string): Promise<string | undefined> {
+  const r = await server.query<{ name: string }>(
+    `SELECT name FROM business.users WHERE _sync_scope_id = $1 AND id = $2`,
+    [user, id],
+  );
+  return r[0]?.name;
+}
+
+/** Two devices of a fresh user sharing one row `id` at version 1. */
+async function sharedRow(optsB: DeviceOptions = {}) {
+  const user = `u-${randomUUID()}`;
+  const a = await attached(user);
+  const id = randomUUID();
+  a.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'v0')`).run(id);
+  await a.client.sync();
+  const b = await attached(user, optsB);
+  return { user, a, b, id };
+}
+
+describe('reference-client pitfalls, fixed', () => {
+  it('an edit made while a push is in flight survives an accept-server conflict (pitfall 8)', async () => {
+    let bdb: Device | undefined;
+    let editDuringPush: string | undefined;
+    const { user, a, b, id } = await sharedRow({
+      resolver: 'server-wins',
+      fetch: (u: string, i: RequestInit) => {
+        if (editDuringPush && u.endsWith('/commit') && bdb) {
+          bdb.db.prepare(`UPDATE users SET name = ? WHERE id = ?`).run(editDuringPush, id);
+          editDuringPush = undefined;
+        }
+        return fetch(u, i);
+      },
+    });
+    bdb = b;
+    a.db.prepare(`UPDATE users SET name = 'A' WHERE id = ?`).run(id);
+    await a.client.sync();
+    b.db.prepare(`UPDATE users SET name = 'B frozen' WHERE id = ?`).run(id);
+    editDuringPush = 'B edited after the freeze';
+    await b.client.sync();
+    await b.client.sync();
+    expect(await serverName(user, id)).toBe('B edited after the freeze');
+    await a.client.sync();
+    expect(rows(a.db, 'users')[0]?.name).toBe('B edited after the freeze');
+  });
+
+  it('pulls apply around local intents; the push then meets the conflict and the resolver decides', async () => {
+    const { user, a, b, id } = await sharedRow();
+    a.db.prepare(`UPDATE users SET name = 'A' WHERE id = ?`).run(id);
+    await a.client.sync();
+    b.db.prepare(`UPDATE users SET name = 'B' WHERE id = ?`).run(id);
+    const other = randomUUID();
+    a.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'other')`).run(other);
+    await a.client.sync();
+    expect(await b.client.pullToStable()).toMatchObject({ outcome: 'applied_incremental' });
+    expect(rows(b.db, 'users').find((r) => r.id === id)?.name).toBe('B');
+    expect(rows(b.db, 'users').some((r) => r.id === other)).toBe(true);
+    expect(await b.client.pushPending()).toMatchObject({ outcome: 'no_change', conflictsResolved: 1 });
+    expect(rows(b.db, 'users').find((r) => r.id === id)?.name).toBe('A');
+    expect(await serverName(user, id)).toBe('A');
+  });
+
+  it('a 409 push_conflict without details is retried a bounded number of times, then rebased (pitfall 12)', async () => {
+    const { user, a, b, id } = await sharedRow({
+      maxUnstructuredConflicts: 2,
+      fetch: async (u: string, i: RequestInit) => {
+        const res = await fetch(u, i);
+        if (res.status !== 409) return res;
+        const body = (await res.json()) as Record<string, unknown>;
+        delete body.conflict;
+        return new Response(JSON.stringify(body), { status: 409, headers: res.headers });
+      },
+    });
+    a.db.prepare(`UPDATE users SET name = 'A' WHERE id = ?`).run(id);
+    await a.client.sync();
+    b.db.prepare(`UPDATE users SET name = 'B' WHERE id = ?`).run(id);
+    await expect(b.client.pushPending()).rejects.toMatchObject({
+      code: 'OVERSYNC_CLIENT_PUSH_CONFLICT',
+      details: { attempts: 1 },
+    });
+    await expect(b.client.pushPending()).rejects.toMatchObject({
+      code: 'OVERSYNC_CLIENT_PUSH_CONFLICT',
+      details: { attempts: 2, rebased: true },
+    });
+    expect(await b.client.pushPending()).toMatchObject({ outcome: 'committed' });
+    expect(await serverName(user, id)).toBe('B');
+  });
+
+  it('anonymous offline rows block detach unless forced (pitfall 11)', async () => {
+    const user = `u-${randomUUID()}`;
+    const d = openDevice(`p${++n}`, join(dir.path, `p${n}.db`), server.baseUrl, user);
+    devices.push(d);
+    await d.client.open();
+    d.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'anonymous')`).run(randomUUID());
+    expect(await d.client.detach()).toEqual({ outcome: 'blocked_unsynced_data', pendingRowCount: 1 });
+    expect(rows(d.db, 'users')).toHaveLength(1);
+  });
+});
