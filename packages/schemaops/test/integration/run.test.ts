@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createSchemaOps,
   isSchemaOpsError,
+  MIGRATIONS,
   type Operation,
   physicalDdlRequired,
   type SchemaOps,
@@ -91,6 +92,32 @@ async function opOf(f: Fixture, e: { details: Record<string, unknown> }): Promis
 }
 
 describe('ledger migration', () => {
+  it('upgrades a ledger left at an older version', async () => {
+    const v1 = MIGRATIONS[0];
+    if (!v1) throw new Error('no migrations');
+    await cluster.exec(
+      `create schema ledger_old;
+       create table ledger_old.migrations (version integer primary key, name text not null, applied_at timestamptz not null default now());
+       ${v1.sql('ledger_old')};
+       insert into ledger_old.migrations (version, name) values (1, 'v1');`,
+    );
+    const ops = createSchemaOps({
+      cluster,
+      tenants: schemaPerTenant({ cluster }),
+      ledgerSchema: 'ledger_old',
+    });
+    await ops.migrate();
+    const versions = await cluster.query<{ version: number }>(
+      'select version from ledger_old.migrations order by 1',
+    );
+    expect(versions.rows.map((r) => r.version)).toEqual(MIGRATIONS.map((m) => m.version));
+    const ff = await cluster.queryRow<{ opts: string[] | null }>(
+      `select reloptions as opts from pg_class where oid = 'ledger_old.steps'::regclass`,
+    );
+    expect(ff?.opts).toContain('fillfactor=70');
+    await ops.close();
+  });
+
   it('is idempotent and safe when many instances start at once', async () => {
     const instances = Array.from({ length: 4 }, () =>
       createSchemaOps({ cluster, tenants: schemaPerTenant({ cluster }), ledgerSchema: 'ledger_race' }),
@@ -98,7 +125,8 @@ describe('ledger migration', () => {
     await Promise.all(instances.map((i) => i.migrate()));
     await Promise.all(instances.map((i) => i.migrate()));
     const versions = await cluster.query<{ version: number }>('select version from ledger_race.migrations');
-    expect(versions.rows.map((r) => r.version)).toEqual([1]);
+    expect(versions.rows.map((r) => r.version).sort()).toEqual(MIGRATIONS.map((m) => m.version));
+    expect(MIGRATIONS.length).toBeGreaterThan(1);
     const cols = await cluster.query<{ column_name: string }>(
       `select column_name from information_schema.columns where table_schema = 'ledger_race' and table_name = 'operations'`,
     );
