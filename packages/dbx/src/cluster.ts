@@ -5,6 +5,7 @@ import type pg from 'pg';
 import { from as copyFromQuery, to as copyToQuery } from 'pg-copy-streams';
 import Cursor from 'pg-cursor';
 import { DbxError, isDbxError, isRetryable, isSerializationFailure, pgErrorCode } from './errors.js';
+import { RetryBudget } from './internal/budget.js';
 import {
   destroyConnection,
   type ExecContext,
@@ -101,6 +102,7 @@ class ClusterImpl implements Cluster {
   #fallbacks = 0;
   #samples: PrimarySample[] = [];
   #splitBrainWarned = false;
+  readonly #budget: RetryBudget | null;
 
   constructor(options: ResolvedClusterOptions) {
     this.options = options;
@@ -119,6 +121,8 @@ class ClusterImpl implements Cluster {
       throw new DbxError('DBX_INVALID_OPTIONS', 'node names must be unique');
     }
     this.#writer = primary;
+    const b = options.retry.budget;
+    this.#budget = b ? new RetryBudget(b.ratio, b.minPerSecond) : null;
     this.#ctx = {
       logger: this.#logger,
       slowQueryThresholdMs: options.slowQueryThresholdMs,
@@ -133,6 +137,7 @@ class ClusterImpl implements Cluster {
     if (this.#closed) throw new DbxError('DBX_CLUSTER_CLOSED', 'the cluster is closed');
     if (!this.#started) this.#start();
     this.#inflight++;
+    this.#budget?.deposit();
   }
 
   #leave(): void {
@@ -526,6 +531,7 @@ class ClusterImpl implements Cluster {
   ): Promise<T> {
     let last: unknown;
     let attempts = 0;
+    let budgetExhausted = false;
     let pending = prior;
     for (;;) {
       if (signal?.aborted) throw cancelledError(signal);
@@ -543,6 +549,10 @@ class ClusterImpl implements Cluster {
         if (!canRetry(e)) throw e;
         last = e;
         if (attempts >= maxAttempts) break;
+        if (this.#budget && !this.#budget.tryWithdraw()) {
+          budgetExhausted = true;
+          break;
+        }
         this.#retries++;
         const { baseDelayMs, maxDelayMs } = this.options.retry;
         const delayMs = backoffDelay(attempts - 1, baseDelayMs, maxDelayMs);
@@ -551,14 +561,17 @@ class ClusterImpl implements Cluster {
         if (this.#closed) throw new DbxError('DBX_CLUSTER_CLOSED', 'the cluster is closed');
       }
     }
-    if (attempts <= 1) throw last;
+    if (attempts <= 1 && !budgetExhausted) throw last;
     const details: Record<string, unknown> = { op, attempts };
+    if (budgetExhausted) details.budgetExhausted = true;
     const state = pgErrorCode(last);
     if (state !== undefined) details.sqlState = state;
     if (isDbxError(last)) details.lastCode = last.code;
     throw new DbxError(
       'DBX_RETRY_EXHAUSTED',
-      `${op} failed after ${attempts} attempts: ${errorMessage(last)}`,
+      budgetExhausted
+        ? `${op} failed after ${attempts} attempt(s), retry budget exhausted: ${errorMessage(last)}`
+        : `${op} failed after ${attempts} attempts: ${errorMessage(last)}`,
       {
         cause: last,
         details,
@@ -802,6 +815,7 @@ class ClusterImpl implements Cluster {
       const node = this.#readNode(klass, tried, opts?.maxLagMs);
       if (node !== null) {
         this.#inflight++;
+        this.#budget?.deposit();
         return runOnce(
           this.#ctx,
           node,
@@ -905,6 +919,7 @@ class ClusterImpl implements Cluster {
       return slow();
     }
     this.#inflight++;
+    this.#budget?.deposit();
     return runOnce(
       this.#ctx,
       w,

@@ -19,6 +19,10 @@ export const DEFAULT_POOL_CONNECTION_TIMEOUT_MS = 5_000;
 export const DEFAULT_RETRY_MAX_ATTEMPTS = 3;
 export const DEFAULT_RETRY_BASE_DELAY_MS = 20;
 export const DEFAULT_RETRY_MAX_DELAY_MS = 1_000;
+/** Retries may be at most this share of requests (over 10 s)... */
+export const DEFAULT_RETRY_BUDGET_RATIO = 0.2;
+/** ...plus this many per second, whatever the traffic. */
+export const DEFAULT_RETRY_BUDGET_MIN_PER_SECOND = 10;
 export const DEFAULT_HEALTH_CHECK_INTERVAL_MS = 1_000;
 export const DEFAULT_HEALTH_CHECK_TIMEOUT_MS = 1_000;
 export const DEFAULT_HEALTH_CHECK_FAILURES_BEFORE_DOWN = 2;
@@ -72,6 +76,14 @@ export const clusterOptionsSchema = z.object({
       maxAttempts: positiveInt.default(DEFAULT_RETRY_MAX_ATTEMPTS),
       baseDelayMs: nonNegInt.default(DEFAULT_RETRY_BASE_DELAY_MS),
       maxDelayMs: nonNegInt.default(DEFAULT_RETRY_MAX_DELAY_MS),
+      /** Bounds retries during an outage; null = no budget (every retryable failure may retry). */
+      budget: z
+        .object({
+          ratio: z.number().nonnegative().default(DEFAULT_RETRY_BUDGET_RATIO),
+          minPerSecond: z.number().nonnegative().default(DEFAULT_RETRY_BUDGET_MIN_PER_SECOND),
+        })
+        .nullable()
+        .prefault({}),
     })
     .prefault({}),
   healthCheck: z
@@ -100,7 +112,12 @@ export interface ClusterOptions {
   primary: NodeConfig;
   replicas?: NodeConfig[];
   pool?: { max?: number; idleTimeoutMs?: number; connectionTimeoutMs?: number };
-  retry?: { maxAttempts?: number; baseDelayMs?: number; maxDelayMs?: number };
+  retry?: {
+    maxAttempts?: number;
+    baseDelayMs?: number;
+    maxDelayMs?: number;
+    budget?: { ratio?: number; minPerSecond?: number } | null;
+  };
   healthCheck?: {
     intervalMs?: number;
     timeoutMs?: number;
@@ -122,6 +139,7 @@ function freezeOptions(o: ResolvedClusterOptions): ResolvedClusterOptions {
   for (const n of [o.primary, ...o.replicas]) if (typeof n === 'object') Object.freeze(n);
   Object.freeze(o.replicas);
   Object.freeze(o.pool);
+  if (o.retry.budget) Object.freeze(o.retry.budget);
   Object.freeze(o.retry);
   Object.freeze(o.healthCheck);
   return Object.freeze(o);
