@@ -42,7 +42,9 @@ export interface DemoServer {
   /** Rows of one user's scope in every registered table, read through dbx (replica when caught up). */
   userRows(userId: string, token?: string | null): Promise<UserRows>;
   status(): Promise<DemoStatus>;
+  /** Stops intake (fastify), then the sync service, schemaops, the dbx cluster and embedded PostgreSQL. Idempotent. */
   close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 export interface UserRows {
@@ -80,7 +82,24 @@ const signinSchema = z.object({
   device: z.string().optional(),
 });
 
-export async function startDemoServer(opts: DemoServerOptions): Promise<DemoServer> {
+const serverOptionsSchema = z.object({
+  databaseUrl: z.string().min(1).optional(),
+  replicaUrls: z.array(z.string().min(1)).optional(),
+  port: z.number().int().min(0).max(65535).optional(),
+  host: z.string().min(1).optional(),
+  profile: z.custom<Profile>((v) => typeof v === 'object' && v !== null && 'tenantDdl' in v, 'a profile'),
+  secret: z.string().min(1, 'the JWT secret must not be empty'),
+  log: z.custom<(line: string) => void>((v) => typeof v === 'function').optional(),
+});
+
+export async function startDemoServer(options: DemoServerOptions): Promise<DemoServer> {
+  const parsed = serverOptionsSchema.safeParse(options);
+  if (!parsed.success) {
+    throw new DemoError('DEMO_INVALID_OPTIONS', `invalid server options: ${z.prettifyError(parsed.error)}`, {
+      details: { issues: parsed.error.issues },
+    });
+  }
+  const opts = options;
   const log = opts.log ?? (() => {});
   const profile = opts.profile;
   let postgres: PgCluster | null = null;
@@ -99,11 +118,12 @@ export async function startDemoServer(opts: DemoServerOptions): Promise<DemoServ
     );
   }
   const cluster = createCluster({ primary: primaryUrl, replicas: replicaUrls });
+  // Undone last-in first-out: fastify, the sync service, schemaops, the cluster, then PostgreSQL.
   const cleanup: Array<() => Promise<void>> = [
-    () => cluster.close(),
     async () => {
       await postgres?.stop();
     },
+    () => cluster.close(),
   ];
   const unwind = async () => {
     for (const c of cleanup.reverse()) await c().catch(() => {});
@@ -257,6 +277,10 @@ export async function startDemoServer(opts: DemoServerOptions): Promise<DemoServ
     log(`oversync server (${profile.name} profile) listening on ${url}`);
 
     let closing: Promise<void> | null = null;
+    const close = () => {
+      closing ??= unwind();
+      return closing;
+    };
     return {
       url,
       port,
@@ -268,10 +292,8 @@ export async function startDemoServer(opts: DemoServerOptions): Promise<DemoServ
       app,
       userRows,
       status,
-      close: () => {
-        closing ??= unwind();
-        return closing;
-      },
+      close,
+      [Symbol.asyncDispose]: close,
     };
   } catch (e) {
     await unwind();
