@@ -317,7 +317,7 @@ class Proxy_ implements DbProxy {
     this.#runtimeDir = ensureRuntimeDir(this.options.runtimeDir);
     this.#dbPath = resolveDatabasePath(this.options.databasePath);
     this.#key = databaseKey(this.#dbPath);
-    this.#infoPath = infoPathFor(this.#runtimeDir, this.#key);
+    this.#infoPath = infoPathFor(this.#dbPath);
     this.#lockPath = lockPathFor(this.#dbPath);
     const lock = tryAcquireElectionLock(this.#lockPath);
     if (lock !== null) {

@@ -77,8 +77,13 @@ export const primaryInfoSchema = z.object({
 });
 export type PrimaryInfo = z.infer<typeof primaryInfoSchema>;
 
-export function infoPathFor(runtimeDir: string, key: string): string {
-  return join(runtimeDir, `${key}.json`);
+/**
+ * `<database>-dbproxy.json`, beside the database and the election lock: keyed by the database's
+ * real path like the lock, so every process finds it whatever runtime directory it was given.
+ * It is 0600, so only the same user can read the token it holds.
+ */
+export function infoPathFor(resolvedDbPath: string): string {
+  return `${resolvedDbPath}-dbproxy.json`;
 }
 
 export function endpointsFor(runtimeDir: string, key: string, epoch: number): PrimaryInfo['endpoints'] {

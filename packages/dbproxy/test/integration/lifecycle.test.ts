@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { tempDir } from '@x/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type ChangeEvent, createDbProxy, type DbProxy, type RoleChange } from '../../src/index.js';
+import { lockPathFor, tryAcquireElectionLock } from '../../src/internal/election.js';
 import { migrate, writes } from '../fixtures/writes.js';
 
 /** Several proxies in one process still elect through the OS lock and talk over real ipc:// sockets. */
@@ -197,20 +198,24 @@ describe('proxy lifecycle, reads, changes and cancellation', () => {
     await expect(
       a.write('insertNote', { id: 'x', writer: 'a' }, { signal: AbortSignal.abort(reason) }),
     ).rejects.toBe(reason);
-    // A secondary whose primary's info points nowhere waits; the abort ends the wait.
-    const b = make('b');
-    await b.start();
     await a.close();
-    while (b.role !== 'primary') await new Promise((r) => setTimeout(r, 10));
-    const c = make('c', { runtimeDir: join(dir.path, 'other-run') });
-    await c.start();
-    expect(c.role).toBe('secondary'); // b holds the lock; c looks in another runtime dir and finds nobody
-    const ac = new AbortController();
-    const w = c.write('insertNote', { id: 'y', writer: 'c' }, { signal: ac.signal });
-    setTimeout(() => ac.abort(reason), 50);
-    await expect(w).rejects.toBe(reason);
-    const t = await c.write('insertNote', { id: 'z', writer: 'c' }, { timeoutMs: 100 }).catch((e) => e);
-    expect(t).toMatchObject({ code: 'DBPROXY_UNREACHABLE', applied: 'no', retryable: true });
+    // Someone holds the election but never announces itself (a primary stuck before binding): a
+    // secondary's write waits for it; the abort ends the wait.
+    const held = tryAcquireElectionLock(lockPathFor(join(dir.path, 'l.db')));
+    expect(held).not.toBeNull();
+    const c = make('c');
+    try {
+      await c.start();
+      expect(c.role).toBe('secondary');
+      const ac = new AbortController();
+      const w = c.write('insertNote', { id: 'y', writer: 'c' }, { signal: ac.signal });
+      setTimeout(() => ac.abort(reason), 50);
+      await expect(w).rejects.toBe(reason);
+      const t = await c.write('insertNote', { id: 'z', writer: 'c' }, { timeoutMs: 100 }).catch((e) => e);
+      expect(t).toMatchObject({ code: 'DBPROXY_UNREACHABLE', applied: 'no', retryable: true });
+    } finally {
+      held?.release();
+    }
   });
 
   it('reports per-method metrics and validates options', async () => {

@@ -78,8 +78,7 @@ describe('db.write over the wire', () => {
     secondary = createDbProxy({ databasePath: dbPath, runtimeDir, instanceId: 'sec', writes, migrate });
     await secondary.start();
     expect(secondary.role).toBe('secondary');
-    const infoFile = readdirSync(runtimeDir).find((f) => f.endsWith('.json'))!;
-    info = JSON.parse(readFileSync(join(runtimeDir, infoFile), 'utf8')) as Info;
+    info = JSON.parse(readFileSync(`${dbPath}-dbproxy.json`, 'utf8')) as Info;
     dealer = new Dealer({ linger: 0 });
     dealer.connect(info.endpoints.rpc);
     void readLoop();
@@ -94,8 +93,8 @@ describe('db.write over the wire', () => {
 
   it('publishes its info 0600 in a 0700 runtime dir, with ipc:// endpoints inside it', () => {
     expect(statSync(runtimeDir).mode & 0o777).toBe(0o700);
-    const infoFile = readdirSync(runtimeDir).find((f) => f.endsWith('.json'))!;
-    expect(statSync(join(runtimeDir, infoFile)).mode & 0o777).toBe(0o600);
+    expect(statSync(`${dbPath}-dbproxy.json`).mode & 0o777).toBe(0o600);
+    expect(readdirSync(runtimeDir).filter((f) => !f.endsWith('.rpc') && !f.endsWith('.pub'))).toEqual([]);
     expect(info.endpoints.rpc.startsWith(`ipc://${runtimeDir}/`)).toBe(true);
     expect(info.endpoints.pub.startsWith(`ipc://${runtimeDir}/`)).toBe(true);
     expect(info.pid).toBe(process.pid);

@@ -1,4 +1,4 @@
-import { readdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '@x/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -32,9 +32,7 @@ describe('issue 4: ancestor bugs stay fixed', () => {
   it('an unreadable info file never makes a second primary (the ancestor continued as primary)', async () => {
     const a = make('a');
     await a.start();
-    const run = join(dir.path, 'run');
-    const info = readdirSync(run).find((f) => f.endsWith('.json'))!;
-    writeFileSync(join(run, info), '{ truncated');
+    writeFileSync(join(dir.path, 'r.db-dbproxy.json'), '{ truncated');
     const b = make('b');
     await b.start();
     await new Promise((r) => setTimeout(r, 300));
@@ -78,5 +76,15 @@ describe('issue 4: ancestor bugs stay fixed', () => {
     await a.close();
     const results = await Promise.allSettled(pending);
     expect(results.every((r) => r.status === 'fulfilled')).toBe(true);
+  });
+
+  it('processes given different runtime dirs still find one primary (the info file sits beside the database)', async () => {
+    const a = make('a', { runtimeDir: join(dir.path, 'run-a') });
+    await a.start();
+    const b = make('b', { runtimeDir: join(dir.path, 'run-b') });
+    await b.start();
+    expect(b.role).toBe('secondary');
+    const r = await b.write('insertNote', { id: 'cross', writer: 'b' });
+    expect(r.replayed).toBe(false);
   });
 });
