@@ -630,6 +630,20 @@ class SchemaOpsImpl implements SchemaOps {
     else if (outcome.status === 'compensated') m.compensated++;
     else if (outcome.status === 'failed') m.failed++;
     else if (outcome.status === 'needs_repair') m.needsRepair++;
+    const fields = {
+      operationId: d.op.id,
+      project: d.op.project,
+      type: d.op.type,
+      attempt: d.op.attemptCount,
+    };
+    if (outcome.status === 'committed')
+      this.#log?.info({ ...fields, status: outcome.status }, 'schemaops operation committed');
+    else {
+      this.#log?.warn(
+        { ...fields, status: outcome.status, err: errorMessage(outcome.error) },
+        `schemaops operation ended ${outcome.status}`,
+      );
+    }
     this.#report({
       type: 'operation',
       operationId: d.op.id,
@@ -735,7 +749,8 @@ class SchemaOpsImpl implements SchemaOps {
       this.#checkLock(d);
       const t0 = performance.now();
       try {
-        await d.handler.refreshCache?.(d.ctx);
+        // Past the point of no return the user's signal is no longer looked at.
+        await d.handler.refreshCache?.({ ...d.ctx, signal: d.lock.signal });
         await this.#ledger.markStep(this.#cluster, op.id, 'cache', null, 'succeeded', null, true);
         this.#stepEvent(d, 'cache', null, 'succeeded', 'apply', t0, null);
       } catch (e) {
@@ -789,7 +804,7 @@ class SchemaOpsImpl implements SchemaOps {
     const flag = d.op.physicalDdlRequired;
     try {
       await withPhysicalDdlRequired(flag, () =>
-        hook.call(d.handler, { ...d.ctx, physicalDdlRequired: flag }),
+        hook.call(d.handler, { ...d.ctx, signal: d.lock.signal, physicalDdlRequired: flag }),
       );
     } catch (e) {
       this.#log?.warn({ err: errorMessage(e), operationId: d.op.id }, 'schemaops afterCommit failed');

@@ -589,6 +589,34 @@ describe('lifecycle and inputs', () => {
     });
   });
 
+  it('logs through a pino-compatible logger, without request values', async () => {
+    const project = `log${++seq}`;
+    const tenants = await createProjectSchemas(cluster, project, 3);
+    const logs: Array<{ level: string; obj: object; msg: string | undefined }> = [];
+    const logger = {
+      debug: (obj: object, msg?: string) => logs.push({ level: 'debug', obj, msg }),
+      info: (obj: object, msg?: string) => logs.push({ level: 'info', obj, msg }),
+      warn: (obj: object, msg?: string) => logs.push({ level: 'warn', obj, msg }),
+      error: (obj: object, msg?: string) => logs.push({ level: 'error', obj, msg }),
+    };
+    const faults: Faults = {};
+    const ops = createSchemaOps({
+      cluster,
+      tenants: schemaPerTenant({ cluster }),
+      logger,
+      operations: { add_column: addColumnHandler(faults, newCalls(), physicalDdlRequired) },
+    });
+    await ops.run({ project, type: 'add_column', request: { column: 'secret_a' } });
+    faults.tenants = new Set([tenants[1] as string]);
+    await ops.run({ project, type: 'add_column', request: { column: 'secret_b' } }).catch(() => {});
+    expect(logs.map((l) => [l.level, l.msg])).toEqual([
+      ['info', 'schemaops operation committed'],
+      ['warn', 'schemaops operation ended compensated'],
+    ]);
+    expect(JSON.stringify(logs)).not.toContain('secret_');
+    await ops.close();
+  });
+
   it('close waits for an operation in flight', async () => {
     const f = await fixture(50);
     f.faults.tenantSleepMs = 5;
