@@ -105,6 +105,28 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
     expect(primary?.totalCount).toBe(primary?.idleCount);
   });
 
+  it('runTx applies isolation, read only and deferrable', async () => {
+    const settings = await cluster.runTx(
+      async (tx) => ({
+        iso: (await tx.queryRow<{ v: string }>("select current_setting('transaction_isolation') as v"))?.v,
+        ro: (await tx.queryRow<{ v: string }>("select current_setting('transaction_read_only') as v"))?.v,
+        def: (await tx.queryRow<{ v: string }>("select current_setting('transaction_deferrable') as v"))?.v,
+      }),
+      { isolation: 'serializable', readOnly: true, deferrable: true },
+    );
+    expect(settings).toEqual({ iso: 'serializable', ro: 'on', def: 'on' });
+    const rr = await cluster.runTx(
+      (tx) => tx.queryRow<{ v: string }>("select current_setting('transaction_isolation') as v"),
+      {
+        isolation: 'repeatable read',
+      },
+    );
+    expect(rr?.v).toBe('repeatable read');
+    await expect(cluster.runTx(async () => 1, { isolation: 'chaos' as never })).rejects.toMatchObject({
+      code: 'DBX_INVALID_OPTIONS',
+    });
+  });
+
   it('nested runTx uses a savepoint', async () => {
     await cluster.runTx(async (tx) => {
       await tx.exec("insert into items values (10, 'outer')");
@@ -157,7 +179,9 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
   it('begin() returns a handle with commit and rollback; using it afterwards fails', async () => {
     const tx = await cluster.begin({ isolation: 'repeatable read' });
     await tx.exec("insert into items values (40, 'handle')");
-    expect((await tx.queryRow<{ i: string }>('show transaction_isolation'))?.i ?? 'x').toBeDefined();
+    expect(
+      (await tx.queryRow<{ i: string }>("select current_setting('transaction_isolation') as v"))?.i ?? 'x',
+    ).toBeDefined();
     await tx.commit();
     await expect(tx.exec('select 1')).rejects.toMatchObject({ code: 'DBX_TX_CLOSED' });
     await expect(tx.commit()).rejects.toMatchObject({ code: 'DBX_TX_CLOSED' });
