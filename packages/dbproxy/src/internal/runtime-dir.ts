@@ -41,9 +41,21 @@ export function databaseKey(resolvedDbPath: string): string {
   return createHash('sha256').update(resolvedDbPath).digest('hex').slice(0, 16);
 }
 
+/** Longest runtime directory path that still leaves room for the socket file names. */
+export const MAX_RUNTIME_DIR_BYTES = 70;
+
 /** Creates the runtime directory 0700, or checks an existing one is ours and private (fixing its mode). */
 export function ensureRuntimeDir(dir: string): string {
   const abs = resolve(dir);
+  // Unix socket paths are limited (108 bytes on Linux, 104 on macOS); leave room for
+  // `/<16 hex>-<epoch>.rpc`.
+  if (Buffer.byteLength(abs) > MAX_RUNTIME_DIR_BYTES) {
+    throw new DbProxyError(
+      'DBPROXY_RUNTIME_DIR',
+      `runtime directory path is too long for ipc:// endpoints (${Buffer.byteLength(abs)} > ${MAX_RUNTIME_DIR_BYTES} bytes)`,
+      { details: { runtimeDir: abs } },
+    );
+  }
   try {
     mkdirSync(abs, { recursive: true, mode: 0o700 });
     const st = lstatSync(abs);

@@ -28,6 +28,12 @@ describe('runtime directory, info file, database key', () => {
     expect(statSync(loose).mode & 0o777).toBe(0o700);
   });
 
+  it('refuses a runtime dir too long for ipc:// socket paths', () => {
+    expect(() => ensureRuntimeDir(join(dir.path, 'x'.repeat(80)))).toThrowError(
+      expect.objectContaining({ code: 'DBPROXY_RUNTIME_DIR' }),
+    );
+  });
+
   it('writes files atomically with mode 0600 and treats unreadable info as absent', () => {
     const p = join(dir.path, 'info.json');
     writeFileAtomic(p, '{"a":1}');
