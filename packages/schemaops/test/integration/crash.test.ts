@@ -171,3 +171,70 @@ describe('losing the lock connection mid-operation', () => {
     await ops.close();
   });
 });
+
+describe('a process killed at each step boundary', () => {
+  const boundaries = ['base', 'tenant:', 'system', 'cache', 'afterCommit'] as const;
+  it('reconcile finishes the same row, running only what had not succeeded', async () => {
+    const cases = await Promise.all(
+      boundaries.map(async (where, i) => {
+        const project = `boundary_${i}`;
+        const tenants = await createProjectSchemas(cluster, project, 50);
+        const crashAt = where === 'tenant:' ? `tenant:${tenants[30]}` : where;
+        const child = spawnNode(CHILD, [], {
+          env: {
+            DATABASE_URL: db.url,
+            PROJECT: project,
+            COLUMN: 'bc',
+            TENANT_SLEEP_MS: '0',
+            CRASH_AT: crashAt,
+          },
+        });
+        const exit = await child.wait();
+        return { where, project, tenants, exit, stdout: await collect(child.lines), stderr: child.stderr };
+      }),
+    );
+    const calls = newCalls();
+    const ops = fixtureOps({}, calls);
+    for (const c of cases) {
+      expect(c.exit.signal, `${c.where}: ${c.stderr}`).toBe('SIGKILL');
+      expect(c.stdout).toContain(`dying at ${c.where === 'tenant:' ? `tenant:${c.tenants[30]}` : c.where}`);
+      const [summary] = await ops.list({ project: c.project });
+      if (!summary) throw new Error(`${c.where}: no ledger row`);
+      const crashed = await ops.get(summary.id);
+      if (c.where === 'afterCommit') {
+        // Committed before the hook ran: nothing to repair (afterCommit is at most once).
+        expect(crashed.status).toBe('committed');
+        expect(await ops.listRepairable(c.project)).toEqual([]);
+        continue;
+      }
+      expect(crashed.status).toBe('applying');
+      const succeededBefore = new Set(
+        crashed.steps.tenant_ddl.filter((t) => t.state === 'succeeded').map((t) => t.tenant),
+      );
+      calls.apply.length = 0;
+      calls.system = 0;
+      calls.cache = 0;
+      const op = await ops.reconcile(crashed.id);
+      expect(op.id).toBe(crashed.id);
+      expect(op.status, c.where).toBe('committed');
+      expect(op.attemptCount).toBe(2);
+      expect(calls.apply.filter((t) => succeededBefore.has(t))).toEqual([]);
+      expect(calls.apply.includes('base')).toBe(c.where === 'base');
+      expect(calls.system).toBe(c.where === 'cache' ? 0 : 1);
+      expect(calls.cache).toBe(1);
+      if (c.where === 'system' || c.where === 'cache') expect(calls.apply).toEqual([]);
+      expect(await schemasWithColumn(cluster, [c.project, ...c.tenants], 'bc')).toHaveLength(51);
+    }
+    const open = await cluster.query(
+      `select 1 from schemaops.operations where status in ('applying', 'compensating')`,
+    );
+    expect(open.rowCount).toBe(0);
+    await ops.close();
+  });
+});
+
+async function collect(lines: AsyncIterable<string>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const l of lines) out.push(l);
+  return out;
+}
