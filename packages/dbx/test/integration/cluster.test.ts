@@ -179,9 +179,8 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
   it('begin() returns a handle with commit and rollback; using it afterwards fails', async () => {
     const tx = await cluster.begin({ isolation: 'repeatable read' });
     await tx.exec("insert into items values (40, 'handle')");
-    expect(
-      (await tx.queryRow<{ i: string }>("select current_setting('transaction_isolation') as v"))?.i ?? 'x',
-    ).toBeDefined();
+    const iso = await tx.queryRow<{ v: string }>("select current_setting('transaction_isolation') as v");
+    expect(iso?.v).toBe('repeatable read');
     await tx.commit();
     await expect(tx.exec('select 1')).rejects.toMatchObject({ code: 'DBX_TX_CLOSED' });
     await expect(tx.commit()).rejects.toMatchObject({ code: 'DBX_TX_CLOSED' });
