@@ -145,7 +145,7 @@ class Device {
   }
 }
 
-function canonicalItems(items: ItemRow[]): string {
+function canonicalItems(items: readonly ItemRow[]): string {
   return JSON.stringify(
     [...items]
       .map((i) => ({
@@ -159,9 +159,23 @@ function canonicalItems(items: ItemRow[]): string {
       .sort((a, b) => a.id.localeCompare(b.id)),
   );
 }
-function canonicalLists(lists: ListRow[]): string {
+function canonicalLists(lists: readonly ListRow[]): string {
   return JSON.stringify(
     [...lists].map((l) => ({ id: l.id, name: l.name })).sort((a, b) => a.id.localeCompare(b.id)),
+  );
+}
+
+/**
+ * True when a device holds exactly the server's rows: same keys, same values (SQLite INTEGER and
+ * PostgreSQL bigint compared as numbers), in any order.
+ */
+export function sameRows(
+  device: { lists: readonly ListRow[]; items: readonly ItemRow[] },
+  server: { lists: readonly ListRow[]; items: readonly ItemRow[] },
+): boolean {
+  return (
+    canonicalItems(device.items) === canonicalItems(server.items) &&
+    canonicalLists(device.lists) === canonicalLists(server.lists)
   );
 }
 
@@ -426,12 +440,9 @@ export async function runTourDetailed(opts: TourOptions = {}): Promise<TourSumma
       id: string;
       name: string;
     }>;
-    const eqLaptop =
-      canonicalItems(dl.items) === canonicalItems(srvItems) &&
-      canonicalLists(dl.lists) === canonicalLists(srvLists);
-    const eqPhone =
-      canonicalItems(dp.items) === canonicalItems(srvItems) &&
-      canonicalLists(dp.lists) === canonicalLists(srvLists);
+    const srv = { lists: srvLists, items: srvItems };
+    const eqLaptop = sameRows(dl, srv);
+    const eqPhone = sameRows(dp, srv);
     check(
       eqLaptop,
       `alice-laptop equals the server (${dl.items.length} items, server ${srvItems.length}; read from the ${aliceServer.servedBy})`,
