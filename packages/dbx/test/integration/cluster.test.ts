@@ -337,7 +337,9 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
       ['replica2', 'replica', true],
     ]);
     for (const n of s.nodes) {
-      expect(n.totalCount).toBeGreaterThanOrEqual(0);
+      expect(n.idleCount, n.name).toBeLessThanOrEqual(n.totalCount);
+      expect(n.waitingCount).toBe(0);
+      expect(n.queries, n.name).toBeGreaterThan(0); // every node served queries above
       expect(n.latencyMs).toBeGreaterThan(0);
       expect(n.lsn).toMatch(/\//);
     }
