@@ -328,6 +328,7 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
   });
 
   it('stats() reports per node pool totals, role, health and lag', async () => {
+    for (let i = 0; i < 3; i++) await cluster.readQuery('select 1', [], { node: 'any' });
     await cluster.checkHealth();
     const s = cluster.stats();
     expect(s.writer).toBe('primary');
