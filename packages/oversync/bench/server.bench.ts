@@ -3,18 +3,24 @@
 //   baseline = one plain multi-row INSERT of the same rows into the same table (sync triggers off).
 // - pull-10k-rows-per-s: rows/s of GET /sync/pull returning those 10,000 rows; baseline = a plain
 //   SELECT of the same rows encoded to JSON.
+// - snapshot-100k-rows-vs-select-json: rows/s of a 100,000-row snapshot session (create + every
+//   chunk of 5,000); baseline = a plain SELECT of the same rows encoded to JSON.
+// - watch-commit-to-event-p50-ms / -p99-ms: from the start of a one-row server-side bundle write
+//   to its SSE `bundle` event on an open GET /sync/watch stream (real socket); baseline = the
+//   write's own duration (until its COMMIT returned).
 import { randomUUID } from 'node:crypto';
 import { createCluster } from '@x/dbx';
 import { createSyncService, oversyncFastifyPlugin } from '@x/oversync/server';
 import { startPostgres } from '@x/testkit';
-import { reportBench } from '@x/testkit/bench';
+import { percentile, reportBench } from '@x/testkit/bench';
 import Fastify from 'fastify';
 import pg from 'pg';
 import { BUSINESS_SCHEMA_SQL, BUSINESS_TABLES } from '../test/server/fixture.js';
 
 const ROWS = Number(process.env.PUSH_ROWS ?? 10_000);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const CHUNK = 1000;
+const log = (msg: string) => process.stderr.write(`[server.bench] ${new Date().toISOString()} ${msg}\n`);
 
 const pgCluster = await startPostgres({ replicas: 0 });
 const admin = new pg.Client({ connectionString: pgCluster.primary.url });
@@ -24,10 +30,13 @@ await admin.end();
 const url = pgCluster.primary.urlFor('oversync_server_bench');
 const db = createCluster({ primary: url });
 await db.exec(BUSINESS_SCHEMA_SQL);
+const SNAPSHOT_ROWS = Number(process.env.SNAPSHOT_ROWS ?? 100_000);
+const WATCH_ROUNDS = Number(process.env.WATCH_ROUNDS ?? 100);
 const service = createSyncService({
   db,
   registeredTables: BUSINESS_TABLES,
   limits: { retainedBundlesPerUser: 100_000 },
+  bundleChangeWatch: { enabled: true },
 });
 await service.bootstrap();
 const app = Fastify({ logger: false });
@@ -122,6 +131,93 @@ for (let round = 0; round < ROUNDS; round++) {
   selectMs.push(performance.now() - t0);
 }
 
+log('push/pull done');
+// ---- snapshot --------------------------------------------------------------------------------
+const snapUser = `snap-${randomUUID()}`;
+await service.scopeManager().execWrite(snapUser, { writerId: 'seeder' }, async (tx) => {
+  await tx.query(
+    `INSERT INTO business.users (id, name, email)
+     SELECT gen_random_uuid(), 'user ' || i, 'user' || i || '@example.com' FROM generate_series(1, $1) AS i`,
+    [SNAPSHOT_ROWS],
+  );
+});
+log('snapshot seeded');
+const snapMs: number[] = [];
+const snapSelectMs: number[] = [];
+for (let round = 0; round < 2; round++) {
+  let t0 = performance.now();
+  const snap = await call(snapUser, 'POST', '/sync/snapshot-sessions');
+  let got = 0;
+  for (let after = 0; ; ) {
+    const page = await call(
+      snapUser,
+      'GET',
+      `/sync/snapshot-sessions/${snap['snapshot_id']}?after_row_ordinal=${after}&max_rows=5000`,
+    );
+    got += (page['rows'] as unknown[]).length;
+    after = page['next_row_ordinal'] as number;
+    if (!page['has_more']) break;
+  }
+  snapMs.push(performance.now() - t0);
+  if (got !== SNAPSHOT_ROWS) throw new Error(`snapshot returned ${got} rows`);
+  t0 = performance.now();
+  const sel = await db.query<Record<string, unknown>>(
+    'SELECT id, name, email, created_at, updated_at FROM business.users WHERE _sync_scope_id = $1',
+    [snapUser],
+  );
+  JSON.stringify(sel.rows);
+  snapSelectMs.push(performance.now() - t0);
+}
+
+log('snapshot done');
+// ---- watch -------------------------------------------------------------------------------------
+const watchUser = `watch-${randomUUID()}`;
+await call(watchUser, 'POST', '/sync/connect', { has_local_pending_rows: false });
+const base = await app.listen({ port: 0, host: '127.0.0.1' });
+const ac = new AbortController();
+const res = await fetch(`${base}/sync/watch?after_bundle_seq=0`, {
+  headers: { 'x-user': watchUser, 'oversync-source-id': 'watcher' },
+  signal: ac.signal,
+});
+const reader = res.body!.getReader();
+const decoder = new TextDecoder();
+let buf = '';
+async function nextEvent(): Promise<number> {
+  for (;;) {
+    const m = /event: bundle\ndata: (\{[^\n]*\})\n\n/.exec(buf);
+    if (m) {
+      buf = buf.slice(m.index + m[0].length);
+      return (JSON.parse(m[1]!) as { bundle_seq: number }).bundle_seq;
+    }
+    const chunk = await reader.read();
+    if (chunk.done) throw new Error('watch stream ended');
+    buf += decoder.decode(chunk.value, { stream: true });
+  }
+}
+await (service as unknown as { bundleChangeListenerReady(): Promise<void> }).bundleChangeListenerReady();
+const eventMs: number[] = [];
+const commitMs: number[] = [];
+for (let i = 1; i <= WATCH_ROUNDS; i++) {
+  const t0 = performance.now();
+  const event = nextEvent();
+  await service.withinSyncBundle(
+    { userId: watchUser },
+    { sourceId: 'writer', sourceBundleId: i },
+    async (tx) => {
+      await tx.query('INSERT INTO business.users (id, name, email) VALUES (gen_random_uuid(), $1, $2)', [
+        `w${i}`,
+        'w@example.com',
+      ]);
+    },
+  );
+  commitMs.push(performance.now() - t0);
+  const seq = await event;
+  eventMs.push(performance.now() - t0);
+  if (seq !== i) throw new Error(`watch event for bundle ${seq}, expected ${i}`);
+}
+ac.abort();
+log('watch done');
+
 const perS = (ms: number) => (ROWS * 1000) / ms;
 await reportBench('oversync', [
   {
@@ -135,6 +231,26 @@ await reportBench('oversync', [
     value: perS(median(pullMs)),
     unit: 'rows/s',
     baseline: { name: 'plain SELECT encoded to JSON', value: perS(median(selectMs)) },
+  },
+  {
+    name: 'snapshot-100k-rows-vs-select-json',
+    value: (SNAPSHOT_ROWS * 1000) / median(snapMs),
+    unit: 'rows/s',
+    baseline: { name: 'plain SELECT encoded to JSON', value: (SNAPSHOT_ROWS * 1000) / median(snapSelectMs) },
+  },
+  {
+    name: 'watch-commit-to-event-p50-ms',
+    value: percentile(eventMs, 50),
+    unit: 'ms',
+    baseline: { name: 'one-row bundle commit p50', value: percentile(commitMs, 50) },
+    lowerIsBetter: true,
+  },
+  {
+    name: 'watch-commit-to-event-p99-ms',
+    value: percentile(eventMs, 99),
+    unit: 'ms',
+    baseline: { name: 'one-row bundle commit p99', value: percentile(commitMs, 99) },
+    lowerIsBetter: true,
   },
 ]);
 

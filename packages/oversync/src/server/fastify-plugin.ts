@@ -11,6 +11,7 @@ import {
   type WireErrorCode,
 } from '../shared/wire.js';
 import { isSyncServerError, SyncServerError, WIRE_ERROR_STATUS, wireError } from './errors.js';
+import { wireJson } from './internal/raw-json.js';
 import type { Actor } from './internal/state.js';
 import { DEFAULT_BODY_LIMIT_BYTES, MAX_BUNDLES_PER_PULL } from './options.js';
 import type { BundleChangeSubscription, SyncService } from './service.js';
@@ -66,10 +67,7 @@ function firstQuery(req: FastifyRequest, name: string): string | undefined {
 
 /** JSON as Go's `json.Encoder` writes it: HTML-safe escapes and a trailing newline. */
 function sendJson(reply: FastifyReply, status: number, body: unknown): FastifyReply {
-  return reply
-    .code(status)
-    .header('content-type', 'application/json')
-    .send(`${goEscapeJsonText(JSON.stringify(body))}\n`);
+  return reply.code(status).header('content-type', 'application/json').send(wireJson(body));
 }
 
 function sendError(
@@ -335,7 +333,12 @@ export async function oversyncFastifyPlugin(fastify: FastifyInstance, rawOptions
         if (seq <= 0) throw wireError(code, 'bundle_seq must be > 0');
         const after = intParam(req, 'after_row_ordinal', code, { min: 0 });
         const maxRows = intParam(req, 'max_rows', code, { min: 1 });
-        return service.getCommittedBundleRows(actor, seq, { afterRowOrdinal: after, maxRows }, { signal });
+        return service.getCommittedBundleRows(
+          actor,
+          seq,
+          { afterRowOrdinal: after, maxRows },
+          { signal, rawPayloads: true },
+        );
       },
     },
     {
@@ -354,7 +357,7 @@ export async function oversyncFastifyPlugin(fastify: FastifyInstance, rawOptions
         return service.pull(
           actor,
           { afterBundleSeq: after, maxBundles, targetBundleSeq: target },
-          { signal },
+          { signal, rawPayloads: true },
         );
       },
     },
@@ -393,7 +396,7 @@ export async function oversyncFastifyPlugin(fastify: FastifyInstance, rawOptions
           actor,
           pathParam(req, 'snapshot_id'),
           { afterRowOrdinal: after, maxRows },
-          { signal },
+          { signal, rawPayloads: true },
         );
       },
     },

@@ -25,9 +25,10 @@ import {
   type Topology,
 } from './internal/bootstrap.js';
 import { connect } from './internal/connect.js';
-import type { OpOptions, ServiceContext } from './internal/context.js';
+import type { OpOptions as BaseOpOptions, ServiceContext } from './internal/context.js';
 import { getCommittedBundleRows, type PullParams, pull } from './internal/pull.js';
 import { commitPushSession, createPushSession, deletePushSession, uploadPushChunk } from './internal/push.js';
+import { parsePayloads } from './internal/raw-json.js';
 import {
   type BundleSource,
   type BundleWriteFn,
@@ -63,6 +64,14 @@ export interface ScopeManager {
 }
 export type { PullParams } from './internal/pull.js';
 export type { Actor } from './internal/state.js';
+
+export interface OpOptions extends BaseOpOptions {
+  /**
+   * Row payloads stay `RawJson` (their JSON text, embedded verbatim by the HTTP layer) instead of
+   * being parsed. Only pull, committed-bundle rows and snapshot chunks honour it.
+   */
+  rawPayloads?: boolean;
+}
 
 export interface CloseOptions {
   /** Abort in-flight operations after this long (default `options.closeTimeoutMs`). */
@@ -260,7 +269,11 @@ export class SyncServiceImpl implements SyncService {
       maxBundles: params.maxBundles ?? DEFAULT_BUNDLES_PER_PULL,
       targetBundleSeq: params.targetBundleSeq ?? 0,
     };
-    return this.run('pull', opts, (ctx, signal) => pull(ctx, checkActor(actor), p, { signal }));
+    return this.run('pull', opts, async (ctx, signal) => {
+      const res = await pull(ctx, checkActor(actor), p, { signal });
+      if (!opts?.rawPayloads) for (const b of res.bundles) parsePayloads(b.rows);
+      return res;
+    });
   }
   getCommittedBundleRows(
     actor: Actor,
@@ -269,9 +282,20 @@ export class SyncServiceImpl implements SyncService {
     opts?: OpOptions,
   ) {
     const maxRows = page.maxRows ?? this.options.limits.defaultRowsPerCommittedBundleChunk;
-    return this.run('committed-rows', opts, (ctx, signal) =>
-      getCommittedBundleRows(ctx, checkActor(actor), bundleSeq, page.afterRowOrdinal, maxRows, { signal }),
-    );
+    return this.run('committed-rows', opts, async (ctx, signal) => {
+      const res = await getCommittedBundleRows(
+        ctx,
+        checkActor(actor),
+        bundleSeq,
+        page.afterRowOrdinal,
+        maxRows,
+        {
+          signal,
+        },
+      );
+      if (!opts?.rawPayloads) parsePayloads(res.rows);
+      return res;
+    });
   }
   createSnapshotSession(actor: Actor, req: SnapshotSessionCreateRequest = {}, opts?: OpOptions) {
     return this.run('snapshot.create', opts, (ctx, signal) =>
@@ -285,9 +309,20 @@ export class SyncServiceImpl implements SyncService {
     opts?: OpOptions,
   ) {
     const maxRows = page.maxRows ?? this.options.limits.defaultRowsPerSnapshotChunk;
-    return this.run('snapshot.chunk', opts, (ctx, signal) =>
-      getSnapshotChunk(ctx, checkActor(actor), snapshotId, page.afterRowOrdinal ?? 0, maxRows, { signal }),
-    );
+    return this.run('snapshot.chunk', opts, async (ctx, signal) => {
+      const res = await getSnapshotChunk(
+        ctx,
+        checkActor(actor),
+        snapshotId,
+        page.afterRowOrdinal ?? 0,
+        maxRows,
+        {
+          signal,
+        },
+      );
+      if (!opts?.rawPayloads) parsePayloads(res.rows);
+      return res;
+    });
   }
   deleteSnapshotSession(actor: Actor, snapshotId: string, opts?: OpOptions) {
     return this.run('snapshot.delete', opts, (ctx, signal) =>

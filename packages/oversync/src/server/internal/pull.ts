@@ -5,6 +5,7 @@ import type { StageTiming } from '../options.js';
 import type { Topology } from './bootstrap.js';
 import { type OpOptions, type ServiceContext, txOpts } from './context.js';
 import type { SyncQuerier } from './db.js';
+import { RawJson } from './raw-json.js';
 import { opName, wireKey } from './rows.js';
 import { type Actor, findUserPk, requireInitializedScopeReadOnly } from './state.js';
 
@@ -31,7 +32,7 @@ function toBundleRow(topology: Topology, r: RowRec): BundleRow {
     op: opName(r.op_code),
     row_version: Number(r.bundle_seq),
   };
-  if (r.payload !== null) row.payload = JSON.parse(r.payload);
+  if (r.payload !== null) row.payload = new RawJson(r.payload);
   return row;
 }
 

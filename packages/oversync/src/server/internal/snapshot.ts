@@ -11,6 +11,7 @@ import { SCOPE_COLUMN } from './bootstrap.js';
 import { RFC3339_SQL } from './connect.js';
 import { type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
 import { quoteIdent, type SyncQuerier } from './db.js';
+import { RawJson } from './raw-json.js';
 import { wireKey } from './rows.js';
 import { KEY_KIND_UUID } from './schema-sql.js';
 import { type Actor, requireInitializedScopeReadOnly, sourceRetiredError } from './state.js';
@@ -98,6 +99,9 @@ export async function createSnapshotSession(
   return ctx.db.runTx(
     async (tx) => {
       await tx.query('DELETE FROM sync.snapshot_sessions WHERE expires_at <= now()');
+      // Row-count estimates of freshly written row_state are often tiny, which makes the planner pick
+      // a nested loop that compares every business row with every row_state entry; hash it instead.
+      await tx.query('SET LOCAL enable_nestloop = off');
       const userPk = await requireInitializedScopeReadOnly(tx, actor.userId);
       if (req.source_replacement) await applySourceReplacement(tx, actor, userPk, req.source_replacement);
       const us = await tx.query<{ seq: string }>(
@@ -112,6 +116,7 @@ export async function createSnapshotSession(
         [snapshotId, userPk, snapshotSeq, limits.snapshotSessionTtlMs],
       );
       let offset = 0;
+      let bytes = 0;
       for (const info of ctx.topology.tables) {
         const keyCol = `src.${quoteIdent(info.keyColumn)}`;
         const keyBytes =
@@ -121,17 +126,21 @@ export async function createSnapshotSession(
           const c = `src.${quoteIdent(col)}`;
           payload = `(${payload}) || jsonb_build_object('${col}', translate(encode(${c}, 'base64'), E'\\n', ''))`;
         }
-        const ins = await tx.query(
-          `INSERT INTO sync.snapshot_session_rows (snapshot_id, row_ordinal, table_id, key_bytes, bundle_seq, payload_wire)
-         SELECT $1, $2 + row_number() OVER (ORDER BY k), $3, k, v, p::json
-           FROM (SELECT ${keyBytes} AS k, rs.bundle_seq AS v, ${payload} AS p
-                   FROM ${info.qualified} src
-                   JOIN sync.row_state rs ON rs.user_pk = $4 AND rs.table_id = $3 AND rs.key_bytes = ${keyBytes}
-                                         AND NOT rs.deleted
-                  WHERE src._sync_scope_id = $5) AS t`,
+        const ins = await tx.query<{ n: string; bytes: string | null }>(
+          `WITH ins AS (
+           INSERT INTO sync.snapshot_session_rows (snapshot_id, row_ordinal, table_id, key_bytes, bundle_seq, payload_wire)
+           SELECT $1, $2 + row_number() OVER (ORDER BY k), $3, k, v, p::json
+             FROM (SELECT ${keyBytes} AS k, rs.bundle_seq AS v, ${payload} AS p
+                     FROM ${info.qualified} src
+                     JOIN sync.row_state rs ON rs.user_pk = $4 AND rs.table_id = $3 AND rs.key_bytes = ${keyBytes}
+                                           AND NOT rs.deleted
+                    WHERE src._sync_scope_id = $5) AS t
+           RETURNING octet_length(payload_wire::text) AS len)
+         SELECT count(*)::text AS n, sum(len)::text AS bytes FROM ins`,
           [snapshotId, offset, info.tableId, userPk, actor.userId],
         );
-        const inserted = ins.rowCount ?? 0;
+        bytes += Number(ins.rows[0]!.bytes ?? 0);
+        const inserted = Number(ins.rows[0]!.n);
         const check = await tx.query<{ live: string; rows: string }>(
           `SELECT (SELECT count(*) FROM sync.row_state WHERE user_pk = $1 AND table_id = $2 AND NOT deleted)::text AS live,
                 (SELECT count(*) FROM ${info.qualified} WHERE _sync_scope_id = $3)::text AS rows`,
@@ -154,16 +163,11 @@ export async function createSnapshotSession(
           );
         }
       }
-      const totals = await tx.query<{ bytes: string | null; expires: string }>(
-        `UPDATE sync.snapshot_sessions s
-          SET row_count = $2,
-              byte_count = coalesce((SELECT sum(octet_length(payload_wire::text)) FROM sync.snapshot_session_rows
-                                      WHERE snapshot_id = $1), 0)
-        WHERE snapshot_id = $1
-        RETURNING byte_count::text AS bytes, ${RFC3339_SQL('s.expires_at')} AS expires`,
-        [snapshotId, offset],
+      const totals = await tx.query<{ expires: string }>(
+        `UPDATE sync.snapshot_sessions s SET row_count = $2, byte_count = $3 WHERE snapshot_id = $1
+        RETURNING ${RFC3339_SQL('s.expires_at')} AS expires`,
+        [snapshotId, offset, bytes],
       );
-      const bytes = Number(totals.rows[0]!.bytes ?? 0);
       if (limits.maxBytesPerSnapshotSession > 0 && bytes > limits.maxBytesPerSnapshotSession) {
         throw wireError(
           'snapshot_session_invalid',
@@ -243,7 +247,7 @@ export async function getSnapshotChunk(
           table: info.table,
           key: wireKey(info, x.key_bytes),
           row_version: Number(x.v),
-          payload: JSON.parse(x.p),
+          payload: new RawJson(x.p),
         };
       });
       return {
