@@ -603,8 +603,14 @@ export class Coordinator implements WriteCoordinator {
           continue;
         }
         // All jobs are done or isolated; commit if anything was written.
-        committed = pending.filter((j) => j.state === State.Running);
-        const wrote = committed.some((j) => !j.replayed);
+        let wrote = false;
+        let settled = false;
+        for (let i = 0; i < pending.length; i++) {
+          const j = pending[i]!;
+          if (j.state !== State.Running) settled = true;
+          else if (!j.replayed) wrote = true;
+        }
+        committed = settled ? pending.filter((j) => j.state === State.Running) : pending;
         try {
           if (wrote) st.commit.run();
           else st.rollback.run();
