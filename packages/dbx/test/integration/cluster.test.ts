@@ -4,6 +4,7 @@ import {
   createTestDatabase,
   requireReplicas,
   spawnNode,
+  type TcpProxy,
   type TestDatabase,
 } from '@x/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +22,14 @@ import {
 } from '../../src/index.js';
 
 const skip = requireReplicas(2);
+
+/** A TCP proxy in front of the server of `url`, with `url` rewritten to go through it. */
+async function proxyTo(url: string): Promise<TcpProxy & { url: string }> {
+  const target = new URL(url);
+  const proxy = await createTcpProxy({ host: target.hostname, port: Number(target.port) });
+  target.port = String(proxy.port);
+  return Object.assign(proxy, { url: target.toString() });
+}
 
 function portOf(url: string): number {
   return Number(new URL(url).port);
@@ -422,13 +431,10 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
   });
 
   it('a replica that stops answering (traffic dropped) is excluded by the health check timeout, then readmitted', async () => {
-    const target = new URL(db.replicaUrls[0] as string);
-    await using proxy = await createTcpProxy({ host: target.hostname, port: Number(target.port) });
-    const viaProxy = new URL(target);
-    viaProxy.port = String(proxy.port);
+    await using proxy = await proxyTo(db.replicaUrls[0] as string);
     await using c = createCluster({
       primary: db.url,
-      replicas: [viaProxy.toString(), db.replicaUrls[1] as string],
+      replicas: [proxy.url, db.replicaUrls[1] as string],
       healthCheck: { intervalMs: 100, timeoutMs: 300, failuresBeforeDown: 2, fastRecheckMs: 20 },
       pool: { connectionTimeoutMs: 1_000 },
     });
@@ -459,13 +465,10 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
   });
 
   it('an abort settles promptly even when the server never answers (traffic black-holed)', async () => {
-    const target = new URL(db.replicaUrls[0] as string);
-    await using proxy = await createTcpProxy({ host: target.hostname, port: Number(target.port) });
-    const viaProxy = new URL(target);
-    viaProxy.port = String(proxy.port);
+    await using proxy = await proxyTo(db.replicaUrls[0] as string);
     await using c = createCluster({
       primary: db.url,
-      replicas: [viaProxy.toString()],
+      replicas: [proxy.url],
       pool: { connectionTimeoutMs: 500 },
       healthCheck: { intervalMs: 60_000 },
     });
@@ -482,12 +485,9 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
   });
 
   it('an aborted stream settles promptly when the server never answers', async () => {
-    const target = new URL(db.url);
-    await using proxy = await createTcpProxy({ host: target.hostname, port: Number(target.port) });
-    const viaProxy = new URL(target);
-    viaProxy.port = String(proxy.port);
+    await using proxy = await proxyTo(db.url);
     await using c = createCluster({
-      primary: viaProxy.toString(),
+      primary: proxy.url,
       pool: { connectionTimeoutMs: 500 },
       healthCheck: { intervalMs: 60_000 },
     });
