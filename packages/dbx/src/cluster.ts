@@ -111,15 +111,17 @@ class ClusterImpl implements Cluster {
       this.#logger.debug({ node: node.name, err: e.message }, 'dbx: idle connection error');
       this.#onConnectionError(node, e);
     };
-    const primary = new Node(options.primary, 'primary', 'primary', options, onPoolError);
-    const replicas = options.replicas.map(
-      (r, i) => new Node(r, 'replica', `replica${i + 1}`, options, onPoolError),
+    const configs = [options.primary, ...options.replicas];
+    const names = configs.map((c, i) =>
+      typeof c === 'object' && c.name !== undefined ? c.name : i === 0 ? 'primary' : `replica${i}`,
     );
-    this.#nodes = [primary, ...replicas];
-    const names = new Set(this.#nodes.map((n) => n.name));
-    if (names.size !== this.#nodes.length) {
-      throw new DbxError('DBX_INVALID_OPTIONS', 'node names must be unique');
+    if (new Set(names).size !== names.length) {
+      throw new DbxError('DBX_INVALID_OPTIONS', 'node names must be unique', { details: { names } });
     }
+    this.#nodes = configs.map(
+      (c, i) => new Node(c, i === 0 ? 'primary' : 'replica', names[i] as string, options, onPoolError),
+    );
+    const primary = this.#nodes[0] as Node;
     this.#writer = primary;
     const b = options.retry.budget;
     this.#budget = b ? new RetryBudget(b.ratio, b.minPerSecond) : null;
