@@ -31,6 +31,7 @@ afterAll(async () => {
 
 interface Res<T = Record<string, unknown>> {
   status: number;
+  headers: Headers;
   body: T;
   text: string;
 }
@@ -53,7 +54,7 @@ async function http<T = Record<string, unknown>>(
   try {
     body = JSON.parse(text);
   } catch {}
-  return { status: r.status, body: body as T, text };
+  return { status: r.status, headers: r.headers, body: body as T, text };
 }
 
 async function signIn(user: string, device: string): Promise<string> {
@@ -201,6 +202,14 @@ describe('reference profile over HTTP', () => {
     expect(commit.body.source_id).toBe(src1);
     expect(commit.body.row_count).toBe(ROWS.length);
     expect(commit.body.bundle_hash).toMatch(/^[0-9a-f]{64}$/);
+    // The dbx read-your-writes token of the commit: a read carrying it sees the rows (replica or primary).
+    const writeToken = commit.headers.get('x-demo-write-token') ?? '';
+    expect(writeToken).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+    const mine = await fetch(`${server.url}/demo/rows`, {
+      headers: { authorization: `Bearer ${t1}`, 'x-demo-write-token': writeToken },
+    }).then((r) => r.json() as Promise<{ tables: Record<string, Array<{ id: string }>>; servedBy: string }>);
+    expect(mine.tables['business.teams']?.map((r) => r.id)).toEqual([ids.team]);
+    expect(['replica', 'primary']).toContain(mine.servedBy);
 
     // Device 2 of the same user pulls the bundle.
     const t2 = await signIn(user, 'device-2');
