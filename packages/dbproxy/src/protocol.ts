@@ -54,6 +54,8 @@ export const writeParamsSchema = z.object({
   meta: writeMetaSchema,
   method: z.string().min(1),
   params: z.unknown(),
+  /** `'full'` commits this write's batch under `synchronous = FULL`. */
+  durability: z.enum(['normal', 'full']).optional(),
 });
 export type WriteParams = z.infer<typeof writeParamsSchema>;
 

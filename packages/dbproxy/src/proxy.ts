@@ -693,7 +693,15 @@ class Proxy_ implements DbProxy {
         });
       }
       const write = this.#resolveWrite(method, p.data.params);
-      return await this.#submitLocal(state, write, meta.requestId, meta.deadline, meta.sourceInstanceId);
+      return await this.#submitLocal(
+        state,
+        write,
+        meta.requestId,
+        meta.deadline,
+        meta.sourceInstanceId,
+        undefined,
+        p.data.durability,
+      );
     } catch (e) {
       this.#servedErrors++;
       throw e;
@@ -880,6 +888,7 @@ class Proxy_ implements DbProxy {
               },
               method,
               params,
+              ...(opts.durability === undefined ? {} : { durability: opts.durability }),
             },
             signal,
           )) as WriteResultWire;

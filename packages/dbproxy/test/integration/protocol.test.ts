@@ -110,6 +110,31 @@ describe('db.write over the wire', () => {
     expect(rowsWithId('w1')).toBe(1);
   });
 
+  it('carries a per-write durability to the primary', async () => {
+    const ok = await call('db.write', {
+      meta: meta(),
+      method: 'insertNote',
+      params: { id: 'dur-1', writer: 'raw' },
+      durability: 'full',
+    });
+    expect(ok.result.replayed).toBe(false);
+    const bad = await call('db.write', {
+      meta: meta(),
+      method: 'insertNote',
+      params: { id: 'dur-2', writer: 'raw' },
+      durability: 'sometimes',
+    });
+    expect(bad.error.data.code).toBe('INVALID_PARAMS');
+    expect(rowsWithId('dur-2')).toBe(0);
+    const viaProxy = await secondary.write(
+      'insertNote',
+      { id: 'dur-3', writer: 'sec' },
+      { durability: 'full' },
+    );
+    expect(viaProxy.replayed).toBe(false);
+    expect(rowsWithId('dur-3')).toBe(1);
+  });
+
   it('answers INVALID_PARAMS (-32602) for bad params and writes nothing', async () => {
     const r = await call('db.write', { meta: meta(), method: 'insertNote', params: { id: 42 } });
     expect(r.error.code).toBe(-32602);
