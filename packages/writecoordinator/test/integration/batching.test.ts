@@ -232,4 +232,20 @@ describe('group commit', () => {
     expect(db.inTransaction).toBe(false);
     await wc.close();
   });
+
+  it('maxBatchDelayMs gathers jobs that arrive within the delay into one batch; a full batch runs at once', async ({
+    tdb: t,
+  }) => {
+    const { wc } = openCoordinator(t, { maxBatchDelayMs: 1_000, maxBatchSize: 3 });
+    const first = wc.submit(insert('a'));
+    await new Promise((r) => setTimeout(r, 20));
+    const second = wc.submit(insert('b'));
+    expect((await first).seq).toBe(1);
+    expect((await second).seq).toBe(1);
+    const started = Date.now();
+    const full = await Promise.all([wc.submit(insert('c')), wc.submit(insert('d')), wc.submit(insert('e'))]);
+    expect(full.map((r) => r.seq)).toEqual([2, 2, 2]);
+    expect(Date.now() - started).toBeLessThan(900); // did not wait for the 1 s delay
+    await wc.close();
+  });
 });

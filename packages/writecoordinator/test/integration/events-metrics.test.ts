@@ -61,6 +61,16 @@ describe('change events', () => {
     expect(seen).toEqual([1, 2, 3, 4, 5]);
   });
 
+  it('after close, changes() ends at once and subscribe is a no-op', async ({ tdb: t }) => {
+    const { wc } = openCoordinator(t);
+    await wc.close();
+    const seen: unknown[] = [];
+    for await (const e of wc.changes()) seen.push(e);
+    const unsubscribe = wc.subscribe((e) => seen.push(e));
+    unsubscribe();
+    expect(seen).toEqual([]);
+  });
+
   it('a changes() consumer that falls too far behind fails with CHANGES_OVERFLOW', async ({ tdb: t }) => {
     const { wc } = openCoordinator(t, { changesBufferSize: 2 });
     const it = wc.changes()[Symbol.asyncIterator]();
