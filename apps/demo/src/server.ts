@@ -2,7 +2,6 @@
  * The demo server: fastify + the @x/oversync server plugin over an @x/dbx cluster (a primary and
  * its streaming replicas), business tables created per tenant by @x/schemaops, HS256 JWT auth.
  */
-import { randomUUID } from 'node:crypto';
 import { type Cluster, createCluster } from '@x/dbx';
 import { createSyncService, oversyncFastifyPlugin, type SyncService } from '@x/oversync/server';
 import { type PgCluster, startPostgres } from '@x/testkit';
@@ -376,5 +375,3 @@ function replicaQueries(cluster: Cluster): number {
     .nodes.filter((n) => n.role === 'replica')
     .reduce((a, n) => a + n.queries, 0);
 }
-
-export const newDeviceName = () => `device-${randomUUID().slice(0, 8)}`;
