@@ -644,9 +644,9 @@ class Proxy_ implements DbProxy {
 
   #serve(state: PrimaryState, method: string, params: unknown): unknown {
     if (method === METHOD_DB_WRITE) {
-      const ctx = { params };
+      // no parameter values in tracing contexts
       return serveTrace.hasSubscribers
-        ? serveTrace.tracePromise(() => this.#serveWrite(state, params), ctx)
+        ? serveTrace.tracePromise(() => this.#serveWrite(state, params), { rpcMethod: method })
         : this.#serveWrite(state, params);
     }
     if (method === METHOD_DB_PING) {
@@ -708,11 +708,6 @@ class Proxy_ implements DbProxy {
     }
   }
 
-  /**
-   * Submits on the primary's coordinator. The job re-checks the deadline when it actually runs: the
-   * coordinator refuses a job still queued at its deadline, but one batched behind a long job would
-   * otherwise start late, after its caller has already been told TIMEOUT.
-   */
   /** Looks the method up and checks its params: the one validation both sides share. */
   #resolveWrite(method: string, params: unknown): ResolvedWrite {
     const def = Object.hasOwn(this.options.writes, method) ? this.options.writes[method] : undefined;
@@ -734,6 +729,11 @@ class Proxy_ implements DbProxy {
     return { method, handler: def.handler, value: parsed.data, long: def.long === true };
   }
 
+  /**
+   * Submits on the primary's coordinator. The job re-checks the deadline when it actually runs: the
+   * coordinator refuses a job still queued at its deadline, but one batched behind a long job would
+   * otherwise start late, after its caller has already been told TIMEOUT.
+   */
   async #submitLocal(
     state: PrimaryState,
     write: ResolvedWrite,
@@ -1063,10 +1063,11 @@ class Proxy_ implements DbProxy {
       const r = (await link.call(METHOD_DB_CHANGES, { meta: link.auth, afterSeq })) as {
         events: CommitPublication[];
         complete: boolean;
+        seq: number;
       };
       const first = r.events[0];
-      if (!r.complete && first !== undefined && first.seq > afterSeq + 1)
-        this.#emitGap(afterSeq, first.seq - 1);
+      // What the primary no longer has (or never had: it was promoted after those commits) is a gap.
+      if (!r.complete) this.#emitGap(afterSeq, first !== undefined ? first.seq - 1 : r.seq);
       for (const e of r.events) this.#deliver(e);
     } catch (e) {
       this.#log.debug({ err: e }, 'dbproxy: change catch-up failed');

@@ -139,6 +139,36 @@ describe('proxy lifecycle, reads, changes and cancellation', () => {
     expect(b.metrics().retries).toBe(0); // b wrote nothing; only its subscription was repaired
   });
 
+  it('reports what the primary no longer has as a gap: every commit is delivered or covered by a gap exactly once', async () => {
+    const a = make('a', { changesBufferSize: 2 });
+    await a.start();
+    const b = make('b', { heartbeat: { intervalMs: 10, timeoutMs: 30 } });
+    await b.start();
+    const ac = new AbortController();
+    const seen: ChangeEvent[] = [];
+    const collect = (async () => {
+      for await (const e of b.changes({ signal: ac.signal })) seen.push(e);
+    })().catch(() => {});
+    let lastSeq = 0;
+    for (let burst = 0; burst < 6; burst++) {
+      for (let i = 0; i < 6; i++)
+        lastSeq = (await a.write('insertNote', { id: `gp-${burst}-${i}`, writer: 'a' })).seq;
+      await new Promise((r) => setTimeout(r, 60)); // b's link drops; the next burst lands while it relinks
+    }
+    const until = Date.now() + 10_000;
+    const reached = () => seen.some((e) => (e.type === 'write' ? e.seq : e.toSeq) >= lastSeq);
+    while (!reached() && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    ac.abort();
+    await collect;
+    const covered = new Map<number, number>();
+    for (const e of seen) {
+      if (e.type === 'write') covered.set(e.seq, (covered.get(e.seq) ?? 0) + 1);
+      else for (let q = e.afterSeq + 1; q <= e.toSeq; q++) covered.set(q, (covered.get(q) ?? 0) + 1);
+    }
+    for (let q = 1; q <= lastSeq; q++) expect(covered.get(q), `seq ${q}`).toBe(1);
+    expect(seen.some((e) => e.type === 'gap')).toBe(true);
+  });
+
   it('turns a consumer that falls behind into a gap event instead of unbounded buffering', async () => {
     const a = make('a', { changesBufferSize: 2 });
     await a.start();
