@@ -51,6 +51,7 @@ export {
   type DdlContext,
   type DdlTarget,
   type Direction,
+  type ListedOperation,
   OPERATION_STATUSES,
   type Operation,
   type OperationHandler,

@@ -21,6 +21,7 @@ import type { TenantSource } from './tenants.js';
 import {
   type BackgroundReconciler,
   type DdlTarget,
+  type ListedOperation,
   OPERATION_STATUSES,
   type Operation,
   type OperationHandler,
@@ -309,7 +310,7 @@ class SchemaOpsImpl implements SchemaOps {
       limit?: number;
       signal?: AbortSignal;
     } = {},
-  ): Promise<OperationSummary[]> {
+  ): Promise<ListedOperation[]> {
     this.#checkOpen();
     const limit = filter.limit ?? DEFAULT_LIST_LIMIT;
     if (!Number.isInteger(limit) || limit < 1) {
@@ -330,7 +331,7 @@ class SchemaOpsImpl implements SchemaOps {
     project: string | null,
     limit: number = DEFAULT_LIST_LIMIT,
     opts: { signal?: AbortSignal } = {},
-  ): Promise<OperationSummary[]> {
+  ): Promise<ListedOperation[]> {
     this.#checkOpen();
     if (!Number.isInteger(limit) || limit < 1) {
       throw new SchemaOpsError('SCHEMAOPS_INVALID_INPUT', 'limit must be a positive integer');

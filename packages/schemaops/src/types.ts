@@ -74,8 +74,17 @@ export interface Operation {
   readonly nextAttemptAt: Date | null;
 }
 
-/** Summary row (no steps) as returned by list / listRepairable. */
+/** Summary row (no steps). */
 export type OperationSummary = Omit<Operation, 'steps' | 'request'>;
+
+/** A row of list / listRepairable. */
+export interface ListedOperation extends OperationSummary {
+  /**
+   * An operation of this project is in flight right now (some process holds the project's lock): an
+   * `applying` row of the project is then most likely running, not abandoned.
+   */
+  readonly projectLocked: boolean;
+}
 
 export type DdlTarget = { readonly kind: 'base' } | { readonly kind: 'tenant'; readonly tenant: string };
 
@@ -245,13 +254,13 @@ export interface SchemaOps {
     statuses?: readonly OperationStatus[];
     limit?: number;
     signal?: AbortSignal;
-  }): Promise<OperationSummary[]>;
+  }): Promise<ListedOperation[]>;
   /** Operations in `applying`, `compensating`, `failed` or `needs_repair`, oldest update first. */
   listRepairable(
     project: string | null,
     limit?: number,
     opts?: { signal?: AbortSignal },
-  ): Promise<OperationSummary[]>;
+  ): Promise<ListedOperation[]>;
   startReconciler(opts?: import('./options.js').ReconcilerOptions): BackgroundReconciler;
   on<E extends SchemaOpsEventType>(
     event: E,

@@ -3,6 +3,7 @@ import type { Cluster, Querier } from '@x/dbx';
 import { SchemaOpsError } from '../errors.js';
 import type {
   Direction,
+  ListedOperation,
   Operation,
   OperationStatus,
   OperationSummary,
@@ -11,6 +12,7 @@ import type {
   StepState,
   TenantStepRecord,
 } from '../types.js';
+import { lockKeys } from './lock.js';
 import { quoteIdent } from './sql.js';
 
 /**
@@ -414,17 +416,25 @@ export class Ledger {
     filter: { project?: string | null; statuses?: readonly OperationStatus[] | null; limit: number },
     order: 'recent' | 'oldest',
     signal?: AbortSignal,
-  ): Promise<OperationSummary[]> {
-    const r = await this.#cluster.query<OpRow>(
-      `select ${SUMMARY_COLUMNS} from ${this.#s}.operations
+  ): Promise<ListedOperation[]> {
+    // project_locked: some process holds the project's advisory lock, i.e. an operation of the
+    // project is in flight (what the ancestor could not tell apart from an abandoned `applying` row).
+    const r = await this.#cluster.query<OpRow & { project_locked: boolean }>(
+      `select ${SUMMARY_COLUMNS}, exists (
+         select 1 from pg_locks l
+         where l.locktype = 'advisory' and l.granted and l.objsubid = 2
+           and l.database = (select oid from pg_database where datname = current_database())
+           and l.classid = hashtext($4)::oid and l.objid = hashtext(project)::oid
+       ) as project_locked
+       from ${this.#s}.operations
        where ($1::text is null or project = $1) and ($2::text[] is null or status = any($2))
        order by updated_at ${order === 'recent' ? 'desc' : 'asc'}, id limit $3`,
-      [filter.project ?? null, filter.statuses ?? null, filter.limit],
+      [filter.project ?? null, filter.statuses ?? null, filter.limit, lockKeys(this.schema, '')[0]],
       signal ? { signal } : {},
     );
     return r.rows.map((row) => {
       const { requestHash: _, ...s } = summaryOf(row);
-      return Object.freeze(s);
+      return Object.freeze({ ...s, projectLocked: row.project_locked });
     });
   }
 

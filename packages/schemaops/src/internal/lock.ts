@@ -16,7 +16,8 @@ export interface ProjectLock {
   release(): Promise<void>;
 }
 
-function lockKeys(ledgerSchema: string, project: string): [string, string] {
+/** The two advisory-lock key texts of a project (hashed with `hashtext` on the server). */
+export function lockKeys(ledgerSchema: string, project: string): [string, string] {
   return [`schemaops:${ledgerSchema}`, project];
 }
 

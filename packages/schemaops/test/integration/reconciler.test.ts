@@ -120,6 +120,8 @@ describe('background reconciler', () => {
       tenants: schemaPerTenant({ cluster }),
       operations: { add_column: addColumnHandler({}, newCalls(), physicalDdlRequired) },
     });
+    const listed = await other.listRepairable(project);
+    expect(listed.map((o) => [o.status, o.projectLocked])).toEqual([['applying', true]]);
     const r = other.startReconciler({ intervalMs: 60_000, project });
     const events = await r.tick();
     expect(events.map((e) => e.outcome)).toEqual(['locked']);

@@ -295,7 +295,9 @@ describe('run', () => {
     expect(statesOf(op)).toEqual({ succeeded: 51 });
     expect(f.calls.compensate).toEqual([]);
     expect(await schemasWithColumn(cluster, f.tenants, 'c5')).toHaveLength(51);
-    expect((await f.ops.listRepairable(f.project)).map((o) => o.id)).toEqual([id]);
+    expect((await f.ops.listRepairable(f.project)).map((o) => [o.id, o.projectLocked])).toEqual([
+      [id, false],
+    ]);
 
     f.faults.cache = false;
     const applyCalls = f.calls.apply.length;
