@@ -29,7 +29,12 @@ export class WorkerHandle {
   readonly events: WorkerEvent[] = [];
   #nextId = 1;
   #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  #waiters = new Set<{ pred: (e: WorkerEvent) => boolean; resolve: (e: WorkerEvent) => void }>();
+  #waiters = new Set<{
+    pred: (e: WorkerEvent) => boolean;
+    resolve: (e: WorkerEvent) => void;
+    reject: (e: Error) => void;
+  }>();
+  #closed = false;
   #stderr = '';
   readonly exited: Promise<number | null>;
 
@@ -105,6 +110,18 @@ export class WorkerHandle {
         this.#pending.clear();
         resolve(code);
       });
+      // After its output is fully read: nothing a waiter waits for can arrive any more.
+      this.child.once('close', (code, signal) => {
+        this.#closed = true;
+        for (const w of this.#waiters)
+          w.reject(
+            new DemoError(
+              'DEMO_DEVICE_FAILED',
+              `${this.device}/${this.label} exited (${code ?? signal})\n${this.#stderr}`,
+            ),
+          );
+        this.#waiters.clear();
+      });
     });
   }
 
@@ -145,12 +162,21 @@ export class WorkerHandle {
   waitFor(pred: (e: WorkerEvent) => boolean, timeoutMs = 30_000, what = 'event'): Promise<WorkerEvent> {
     const seen = this.events.find(pred);
     if (seen) return Promise.resolve(seen);
+    if (this.#closed) {
+      return Promise.reject(
+        new DemoError('DEMO_DEVICE_FAILED', `${this.device}/${this.label} has exited\n${this.#stderr}`),
+      );
+    }
     return new Promise((resolve, reject) => {
       const w = {
         pred,
         resolve: (e: WorkerEvent) => {
           clearTimeout(timer);
           resolve(e);
+        },
+        reject: (e: Error) => {
+          clearTimeout(timer);
+          reject(e);
         },
       };
       const timer = setTimeout(() => {
