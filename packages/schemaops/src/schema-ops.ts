@@ -170,10 +170,9 @@ class SchemaOpsImpl implements SchemaOps {
   }
 
   run<Req>(input: RunInput<Req>): Promise<Operation> {
-    return this.#track(() => {
-      this.#checkOpen();
-      return this.#run(input as RunInput<unknown>);
-    });
+    // Checked now, so a call made before close() is accepted and waited for by it.
+    if (this.#closing) return Promise.reject(closedError());
+    return this.#track(() => this.#run(input as RunInput<unknown>));
   }
 
   async #run(input: RunInput<unknown>): Promise<Operation> {
@@ -202,60 +201,57 @@ class SchemaOpsImpl implements SchemaOps {
     signal?.throwIfAborted();
     await this.#ledger.migrate(signal);
     const concurrency = inp.concurrency ?? this.options.concurrency;
-    {
-      const lock = await this.#lock(inp.project, this.options.lockWaitMs, signal);
-      try {
-        const hash = requestHash(inp.type, request, skipBaseDdl);
-        if (inp.idempotencyKey !== undefined) {
-          const existing = await this.#ledger.findByKey(inp.project, inp.idempotencyKey);
-          if (existing) {
-            if (existing.requestHash !== hash || existing.type !== inp.type) {
-              throw new SchemaOpsError(
-                'SCHEMAOPS_IDEMPOTENCY_CONFLICT',
-                'the idempotency key was used for a different request',
-                { details: { operationId: existing.id, project: inp.project } },
-              );
-            }
-            this.#m.operations.deduplicated++;
-            if (existing.status === 'committed') return await this.#load(existing.id);
-            if (existing.status === 'applying' || existing.status === 'compensating') {
-              // We hold the project lock, so its owner is gone: finish it rather than start a twin.
-              const outcome = await this.#resume(existing.id, handler, lock, signal, concurrency);
-              if (outcome.status !== 'committed') throw outcome.error;
-              return await this.#load(existing.id);
-            }
-            throw replayError(existing);
+    const lock = await this.#lock(inp.project, this.options.lockWaitMs, signal);
+    try {
+      const hash = requestHash(inp.type, request, skipBaseDdl);
+      if (inp.idempotencyKey !== undefined) {
+        const existing = await this.#ledger.findByKey(inp.project, inp.idempotencyKey);
+        if (existing) {
+          if (existing.requestHash !== hash || existing.type !== inp.type) {
+            throw new SchemaOpsError(
+              'SCHEMAOPS_IDEMPOTENCY_CONFLICT',
+              'the idempotency key was used for a different request',
+              { details: { operationId: existing.id, project: inp.project } },
+            );
           }
+          this.#m.operations.deduplicated++;
+          if (existing.status === 'committed') return await this.#load(existing.id);
+          if (existing.status === 'applying' || existing.status === 'compensating') {
+            // We hold the project lock, so its owner is gone: finish it rather than start a twin.
+            const outcome = await this.#resume(existing.id, handler, lock, signal, concurrency);
+            if (outcome.status !== 'committed') throw outcome.error;
+            return await this.#load(existing.id);
+          }
+          throw replayError(existing);
         }
-        const tenants = await this.#tenants.list(inp.project, signal ? { signal } : {});
-        checkTenants(tenants);
-        const id = await this.#ledger.insert({
-          project: inp.project,
-          type: inp.type,
-          request,
-          requestHash: hash,
-          idempotencyKey: inp.idempotencyKey ?? null,
-          skipBaseDdl,
-          physicalDdlRequired: inp.physicalDdlRequired ?? physicalDdlRequired(),
-          tenants,
-          owner: OWNER,
-        });
-        this.#m.operations.started++;
-        const op = await this.#load(id);
-        const outcome = await this.#drive(op, handler, lock, signal, concurrency);
-        if (outcome.status !== 'committed') throw outcome.error;
-        return await this.#load(id);
-      } finally {
-        await lock.release();
       }
+      const tenants = await this.#tenants.list(inp.project, signal ? { signal } : {});
+      checkTenants(tenants);
+      const id = await this.#ledger.insert({
+        project: inp.project,
+        type: inp.type,
+        request,
+        requestHash: hash,
+        idempotencyKey: inp.idempotencyKey ?? null,
+        skipBaseDdl,
+        physicalDdlRequired: inp.physicalDdlRequired ?? physicalDdlRequired(),
+        tenants,
+        owner: OWNER,
+      });
+      this.#m.operations.started++;
+      const op = await this.#load(id);
+      const outcome = await this.#drive(op, handler, lock, signal, concurrency);
+      if (outcome.status !== 'committed') throw outcome.error;
+      return await this.#load(id);
+    } finally {
+      await lock.release();
     }
   }
 
   reconcile(operationId: string, opts: ReconcileOptions = {}): Promise<Operation> {
-    return this.#track(() => {
-      this.#checkOpen();
-      return this.#reconcile(operationId, opts);
-    });
+    // Checked now, so a call made before close() is accepted and waited for by it.
+    if (this.#closing) return Promise.reject(closedError());
+    return this.#track(() => this.#reconcile(operationId, opts));
   }
 
   async #reconcile(operationId: string, opts: ReconcileOptions): Promise<Operation> {
@@ -268,29 +264,27 @@ class SchemaOpsImpl implements SchemaOps {
     await this.#ledger.migrate(signal);
     const summary = await this.#ledger.summary(operationId, signal);
     if (!summary) throw notFound(operationId);
-    {
-      const lock = await this.#lock(summary.project, o.lockWaitMs ?? this.options.lockWaitMs, signal);
-      try {
-        const op = await this.#load(operationId);
-        if (op.status === 'committed' || op.status === 'compensated') return op;
-        const handler = this.#handlerFor(op.type, o.handler);
-        this.#m.reconcile.attempts++;
-        const outcome = await this.#resume(
-          operationId,
-          handler,
-          lock,
-          signal,
-          o.concurrency ?? this.options.concurrency,
-        );
-        if (outcome.status === 'committed') this.#m.reconcile.repaired++;
-        else if (outcome.status === 'compensated') this.#m.reconcile.compensated++;
-        else this.#m.reconcile.failed++;
-        // committed, compensated and failed are settled states the ledger now tells truthfully.
-        if (outcome.status === 'needs_repair') throw outcome.error;
-        return await this.#load(operationId);
-      } finally {
-        await lock.release();
-      }
+    const lock = await this.#lock(summary.project, o.lockWaitMs ?? this.options.lockWaitMs, signal);
+    try {
+      const op = await this.#load(operationId);
+      if (op.status === 'committed' || op.status === 'compensated') return op;
+      const handler = this.#handlerFor(op.type, o.handler);
+      this.#m.reconcile.attempts++;
+      const outcome = await this.#resume(
+        operationId,
+        handler,
+        lock,
+        signal,
+        o.concurrency ?? this.options.concurrency,
+      );
+      if (outcome.status === 'committed') this.#m.reconcile.repaired++;
+      else if (outcome.status === 'compensated') this.#m.reconcile.compensated++;
+      else this.#m.reconcile.failed++;
+      // committed, compensated and failed are settled states the ledger now tells truthfully.
+      if (outcome.status === 'needs_repair') throw outcome.error;
+      return await this.#load(operationId);
+    } finally {
+      await lock.release();
     }
   }
 
@@ -415,7 +409,7 @@ class SchemaOpsImpl implements SchemaOps {
   // ---- internals ----------------------------------------------------------------------------------
 
   #checkOpen(): void {
-    if (this.#closing) throw new SchemaOpsError('SCHEMAOPS_CLOSED', 'schemaops is closed');
+    if (this.#closing) throw closedError();
   }
 
   #checkId(id: string): void {
@@ -1018,6 +1012,10 @@ function replayError(s: OperationSummary): SchemaOpsError {
       },
     },
   );
+}
+
+function closedError(): SchemaOpsError {
+  return new SchemaOpsError('SCHEMAOPS_CLOSED', 'schemaops is closed');
 }
 
 function notFound(id: string): SchemaOpsError {
