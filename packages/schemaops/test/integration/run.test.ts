@@ -622,8 +622,8 @@ describe('lifecycle and inputs', () => {
   it('close waits for an operation in flight', async () => {
     const f = await fixture(50);
     f.faults.tenantSleepMs = 5;
+    // close() right after run(), before run has done any I/O: the run is accepted and waited for.
     const p = f.ops.run({ project: f.project, type: 'add_column', request: { column: 'w1' } });
-    await new Promise((r) => setTimeout(r, 50));
     await f.ops.close();
     expect(f.ops.metrics().running).toBe(0);
     expect((await p).status).toBe('committed');
