@@ -869,7 +869,10 @@ class SyncClientImpl implements SyncClient {
     const writer = this.options.writer;
     if (isCoordinator(writer) && typeof (writer as { subscribe?: unknown }).subscribe === 'function') {
       this.#unsubscribeChanges = (writer as unknown as { subscribe(l: () => void): () => void }).subscribe(
-        () => wakeUpload(),
+        () => {
+          // Commits of the client's own transactions are not app changes (and would wake it forever).
+          if (!this.#runner.busy) wakeUpload();
+        },
       );
     }
     const done = Promise.all([this.#uploadLoop(ac.signal, waitUpload), this.#downloadLoop(ac.signal)]).then(

@@ -55,6 +55,7 @@ export class TxRunner {
   readonly #writer: SyncWriter;
   readonly #db: SqliteDb;
   readonly #durability: 'normal' | 'full';
+  #inFlight = 0;
 
   constructor(writer: SyncWriter, durability: 'normal' | 'full') {
     this.#writer = writer;
@@ -69,6 +70,11 @@ export class TxRunner {
     return this.#db;
   }
 
+  /** True while one of the client's own transactions is queued or running. */
+  get busy(): boolean {
+    return this.#inFlight > 0;
+  }
+
   get viaCoordinator(): boolean {
     return isCoordinator(this.#writer);
   }
@@ -79,8 +85,13 @@ export class TxRunner {
     if (isCoordinator(this.#writer)) {
       const opts: { signal?: AbortSignal; durability: 'normal' | 'full' } = { durability: this.#durability };
       if (signal) opts.signal = signal;
-      const r = await this.#writer.runExclusive((db: unknown) => fn(db as SqliteDb), opts);
-      return r.value;
+      this.#inFlight++;
+      try {
+        const r = await this.#writer.runExclusive((db: unknown) => fn(db as SqliteDb), opts);
+        return r.value;
+      } finally {
+        this.#inFlight--;
+      }
     }
     const db = this.#db;
     return db.transaction(() => fn(db)).immediate();

@@ -3,7 +3,7 @@ import { createSyncClient } from '@x/oversync/client';
 import { type TempSqlite, tempSqlite } from '@x/testkit';
 import { createWriteCoordinator, type WriteCoordinator } from '@x/writecoordinator';
 import Database from 'better-sqlite3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CLIENT_TABLES, SQLITE_BUSINESS_DDL } from '../helpers/schema.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
@@ -14,15 +14,19 @@ let coordinator: WriteCoordinator;
 
 beforeAll(async () => {
   server = await startTestServer();
+});
+beforeEach(async () => {
   tmp = await tempSqlite('oversync-client-coord');
   db = new Database(tmp.path);
   db.exec(SQLITE_BUSINESS_DDL);
   coordinator = createWriteCoordinator({ database: db });
 });
-afterAll(async () => {
+afterEach(async () => {
   await coordinator?.close();
   db?.close();
   await tmp?.cleanup();
+});
+afterAll(async () => {
   await server?.close();
 });
 
@@ -54,6 +58,43 @@ describe('a write coordinator as the writer', () => {
       [user],
     );
     expect(srv).toEqual([{ name: 'via coordinator' }]);
+    await client.close();
+  });
+
+  it('background sync wakes on app commits, not on its own, and pushes them', async () => {
+    const user = `u-${randomUUID()}`;
+    const client = createSyncClient({
+      writer: coordinator,
+      baseUrl: server.baseUrl,
+      token: user,
+      schema: 'business',
+      tables: CLIENT_TABLES,
+      uploadIntervalMs: 60_000,
+    });
+    await client.open();
+    await client.attach(user);
+    client.start();
+    const idleFrom = coordinator.seq;
+    await new Promise((r) => setTimeout(r, 500));
+    // idle: no self-wake loop (a handful of transactions: the first pending check and the first pull; a self-wake loop makes hundreds)
+    expect(coordinator.seq - idleFrom).toBeLessThan(30);
+    const pushed = new Promise<void>((resolve) => {
+      const off = client.on('applied', (e) => {
+        if (e.kind === 'replay') {
+          off();
+          resolve();
+        }
+      });
+    });
+    await coordinator.submit((d) =>
+      d.prepare(`INSERT INTO users(id, name) VALUES (?, 'woken')`).run(randomUUID()),
+    );
+    await pushed;
+    const srv = await server.query<{ name: string }>(
+      `SELECT name FROM business.users WHERE _sync_scope_id = $1`,
+      [user],
+    );
+    expect(srv).toEqual([{ name: 'woken' }]);
     await client.close();
   });
 });
