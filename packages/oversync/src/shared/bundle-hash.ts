@@ -25,23 +25,51 @@ export interface BundleHash {
  * The hash input of a committed bundle: canonical JSON (Go `json.Marshal` rules) of
  * `[{row_ordinal: i, schema, table, key, op, row_version, payload | null}]` in committed order,
  * with 0-based ordinals and `payload: null` for DELETE rows.
+ *
+ * `canonicalPayloads[i]`, when given, is the already canonical JSON text of row i's payload (the
+ * server has it at hand); it must equal `canonicalJson(rows[i].payload)`.
  */
-export function bundleHashInput(rows: readonly HashableBundleRow[]): string {
-  const logical = rows.map((row, i) => ({
-    row_ordinal: i,
-    schema: row.schema,
-    table: row.table,
-    key: row.key,
-    op: row.op,
-    row_version: row.row_version,
-    payload: row.op === 'DELETE' || row.payload === undefined ? null : row.payload,
-  }));
-  return canonicalJson(logical);
+export function bundleHashInput(
+  rows: readonly HashableBundleRow[],
+  canonicalPayloads?: readonly (string | null)[],
+): string {
+  const out: string[] = ['['];
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i]!;
+    const payload =
+      row.op === 'DELETE' || row.payload === undefined || row.payload === null
+        ? 'null'
+        : (canonicalPayloads?.[i] ?? canonicalJson(row.payload));
+    // Keys in code point order: key, op, payload, row_ordinal, row_version, schema, table.
+    if (i > 0) out.push(',');
+    out.push(
+      '{"key":',
+      canonicalJson(row.key),
+      ',"op":',
+      canonicalJson(row.op),
+      ',"payload":',
+      payload,
+      ',"row_ordinal":',
+      String(i),
+      ',"row_version":',
+      canonicalJson(row.row_version),
+      ',"schema":',
+      canonicalJson(row.schema),
+      ',"table":',
+      canonicalJson(row.table),
+      '}',
+    );
+  }
+  out.push(']');
+  return out.join('');
 }
 
 /** `bundle_hash` = lowercase hex SHA-256 of {@link bundleHashInput}; `byteCount` = its UTF-8 length. */
-export function computeBundleHash(rows: readonly HashableBundleRow[]): BundleHash {
-  const canonical = bundleHashInput(rows);
+export function computeBundleHash(
+  rows: readonly HashableBundleRow[],
+  canonicalPayloads?: readonly (string | null)[],
+): BundleHash {
+  const canonical = bundleHashInput(rows, canonicalPayloads);
   const bytes = Buffer.from(canonical, 'utf8');
   return {
     hex: createHash('sha256').update(bytes).digest('hex'),

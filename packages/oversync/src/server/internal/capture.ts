@@ -32,6 +32,11 @@ export interface FinalizedBundle extends Bundle {
   readonly payloadTexts: readonly (string | null)[];
 }
 
+/** `[t0,t1,…]` from JSON texts (null ⇒ `null`). */
+export function jsonArrayOf(texts: readonly (string | null)[]): string {
+  return `[${texts.map((t) => t ?? 'null').join(',')}]`;
+}
+
 /**
  * Finalises the bundle captured in the current transaction for `userPk`. Returns null when no
  * business-table effect remains (nothing is written and no bundle_seq is consumed).
@@ -116,7 +121,7 @@ export async function finalizeCapturedBundle(
     }
     rows.push(row);
   }
-  const hash = computeBundleHash(rows);
+  const hash = computeBundleHash(rows, payloadTexts);
 
   await tx.query(
     `INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id, row_count, byte_count, bundle_hash)
@@ -139,9 +144,11 @@ export async function finalizeCapturedBundle(
   const ops = normalized.map((n) => n.op);
   await tx.query(
     `INSERT INTO sync.bundle_rows (user_pk, bundle_seq, row_ordinal, table_id, key_bytes, op_code, payload_wire)
-     SELECT $1, $2, r.ord, r.table_id, r.key_bytes, r.op_code, r.payload::json
-       FROM unnest($3::int4[], $4::bytea[], $5::int2[], $6::text[]) WITH ORDINALITY AS r(table_id, key_bytes, op_code, payload, ord)`,
-    [userPk, bundleSeq, tableIds, keys, ops, payloadTexts],
+     SELECT $1, $2, r.ord, r.table_id, r.key_bytes, r.op_code, CASE WHEN r.op_code = 3 THEN NULL ELSE r.payload END
+       FROM ROWS FROM (unnest($3::int4[]), unnest($4::bytea[]), unnest($5::int2[]), json_array_elements($6::json))
+            WITH ORDINALITY AS r(table_id, key_bytes, op_code, payload, ord)`,
+    // Payloads travel as one JSON array (json keeps each element's text verbatim), not a text[] literal.
+    [userPk, bundleSeq, tableIds, keys, ops, jsonArrayOf(payloadTexts)],
   );
   await tx.query(
     `INSERT INTO sync.row_state (user_pk, table_id, key_bytes, bundle_seq, deleted)

@@ -10,7 +10,7 @@ import type {
 } from '../../shared/wire.js';
 import { wireError } from '../errors.js';
 import type { TableInfo } from './bootstrap.js';
-import { finalizeCapturedBundle } from './capture.js';
+import { finalizeCapturedBundle, jsonArrayOf } from './capture.js';
 import { type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
 import { quoteIdent, type SyncQuerier } from './db.js';
 import {
@@ -195,8 +195,10 @@ export async function uploadPushChunk(
         throw wireError('push_chunk_invalid', 'chunk exceeds planned_row_count');
       await tx.query(
         `INSERT INTO sync.push_session_rows (push_id, row_ordinal, table_id, key_bytes, op_code, base_bundle_seq, payload_apply)
-       SELECT $1, $2 + r.ord - 1, r.table_id, r.key_bytes, r.op_code, r.base, r.payload::json
-         FROM unnest($3::int4[], $4::bytea[], $5::int2[], $6::int8[], $7::text[])
+       SELECT $1, $2 + r.ord - 1, r.table_id, r.key_bytes, r.op_code, r.base,
+              CASE WHEN r.op_code = 3 THEN NULL ELSE r.payload END
+         FROM ROWS FROM (unnest($3::int4[]), unnest($4::bytea[]), unnest($5::int2[]), unnest($6::int8[]),
+                         json_array_elements($7::json))
               WITH ORDINALITY AS r(table_id, key_bytes, op_code, base, payload, ord)`,
         [
           pushId,
@@ -205,7 +207,7 @@ export async function uploadPushChunk(
           staged.map((r) => r.keyBytes),
           staged.map((r) => r.opCode),
           staged.map((r) => r.baseRowVersion),
-          staged.map((r) => r.payloadApply),
+          jsonArrayOf(staged.map((r) => r.payloadApply)),
         ],
       );
       await tx.query(
@@ -225,7 +227,8 @@ interface StagedRow {
   key_bytes: Buffer;
   op_code: number;
   base: string;
-  payload: string | null;
+  /** Sorted payload column names, comma-separated (null for DELETE). */
+  cols: string | null;
 }
 
 async function serverRowOf(
@@ -248,36 +251,48 @@ interface ApplyRow {
   info: TableInfo;
   op: number;
   keyString: string;
-  payload: Record<string, unknown> | null;
+  /** Staged row_ordinal (the payload stays in sync.push_session_rows and is applied from there). */
+  ordinal: number;
+  /** Sorted payload columns (validated against the table's catalogued columns). */
   cols: string[];
+  sig: string;
 }
 
-/** Applies staged rows in staged order; consecutive INSERTs of one table and column set go in one statement. */
-async function applyRows(tx: SyncQuerier, userId: string, rows: readonly ApplyRow[]): Promise<void> {
+/**
+ * Applies staged rows in staged order straight from sync.push_session_rows (payloads never travel
+ * back to the server process); consecutive INSERTs of one table and column set go in one statement
+ * whose ORDER BY keeps the captured order equal to the uploaded order.
+ */
+async function applyRows(
+  tx: SyncQuerier,
+  userId: string,
+  pushId: string,
+  rows: readonly ApplyRow[],
+): Promise<void> {
+  const staged = (cols: string[]) => cols.map(quoteIdent);
   let i = 0;
   while (i < rows.length) {
     const r = rows[i]!;
     const keyCast = r.info.keyKind === 1 ? 'uuid' : 'text';
     const keyCol = quoteIdent(r.info.keyColumn);
+    const populate = `jsonb_populate_record(NULL::${r.info.qualified}, sr.payload_apply::jsonb)`;
     if (r.op === OP_INSERT) {
-      const sig = r.cols.join(',');
       let j = i + 1;
       while (
         j < rows.length &&
         rows[j]!.op === OP_INSERT &&
         rows[j]!.info === r.info &&
-        rows[j]!.cols.join(',') === sig
-      ) {
+        rows[j]!.sig === r.sig
+      )
         j++;
-      }
-      const batch = rows.slice(i, j).map((x) => x.payload);
-      const colList = r.cols.map(quoteIdent);
+      const colList = staged(r.cols);
       await tx.query(
         `INSERT INTO ${r.info.qualified} (_sync_scope_id, ${colList.join(', ')})
          SELECT $1, ${colList.map((c) => `p.${c}`).join(', ')}
-           FROM jsonb_populate_recordset(NULL::${r.info.qualified}, $2::jsonb) WITH ORDINALITY AS p
-          ORDER BY p.ordinality`,
-        [userId, JSON.stringify(batch)],
+           FROM sync.push_session_rows sr CROSS JOIN LATERAL ${populate} AS p
+          WHERE sr.push_id = $2 AND sr.row_ordinal >= $3 AND sr.row_ordinal < $4
+          ORDER BY sr.row_ordinal`,
+        [userId, pushId, r.ordinal, rows[j - 1]!.ordinal + 1],
       );
       i = j;
       continue;
@@ -292,9 +307,9 @@ async function applyRows(tx: SyncQuerier, userId: string, rows: readonly ApplyRo
       if (setCols.length === 0) setCols.push(r.info.keyColumn);
       await tx.query(
         `UPDATE ${r.info.qualified} AS t SET ${setCols.map((c) => `${quoteIdent(c)} = p.${quoteIdent(c)}`).join(', ')}
-           FROM jsonb_populate_record(NULL::${r.info.qualified}, $1::jsonb) AS p
-          WHERE t.${keyCol} = $2::${keyCast} AND t._sync_scope_id = $3`,
-        [JSON.stringify(r.payload), r.keyString, userId],
+           FROM sync.push_session_rows sr CROSS JOIN LATERAL ${populate} AS p
+          WHERE sr.push_id = $1 AND sr.row_ordinal = $2 AND t.${keyCol} = $3::${keyCast} AND t._sync_scope_id = $4`,
+        [pushId, r.ordinal, r.keyString, userId],
       );
     }
     i++;
@@ -314,7 +329,9 @@ export async function commitPushSession(
       await lockUser(tx, actor.userId, limits.uploadLockTimeoutMs);
       const s = await loadSessionForUpdate(tx, actor, pushId);
       const staged = await tx.query<StagedRow>(
-        `SELECT row_ordinal::text, table_id, key_bytes, op_code, base_bundle_seq::text AS base, payload_apply::text AS payload
+        `SELECT row_ordinal::text, table_id, key_bytes, op_code, base_bundle_seq::text AS base,
+                CASE WHEN payload_apply IS NULL THEN NULL
+                     ELSE (SELECT string_agg(k, ',' ORDER BY k COLLATE "C") FROM json_object_keys(payload_apply) AS k) END AS cols
          FROM sync.push_session_rows r WHERE push_id = $1 ORDER BY r.row_ordinal`,
         [pushId],
       );
@@ -342,14 +359,12 @@ export async function commitPushSession(
           );
         }
         seen.add(id);
-        const payload = r.payload === null ? null : (JSON.parse(r.payload) as Record<string, unknown>);
-        apply.push({
-          info,
-          op: r.op_code,
-          keyString,
-          payload,
-          cols: payload ? Object.keys(payload).sort() : [],
-        });
+        const cols = r.cols === null ? [] : r.cols.split(',');
+        for (const c of cols) {
+          if (!info.columns.has(c))
+            throw wireError('push_commit_invalid', `staged payload has unknown column ${c}`);
+        }
+        apply.push({ info, op: r.op_code, keyString, ordinal: i, cols, sig: r.cols ?? '' });
       }
       await tx.query('SET CONSTRAINTS ALL DEFERRED');
       const initializationId = s.initialization_id ?? '';
@@ -415,7 +430,7 @@ export async function commitPushSession(
         }
       }
 
-      await applyRows(tx, actor.userId, apply);
+      await applyRows(tx, actor.userId, pushId, apply);
       const bundle = await finalizeCapturedBundle(
         tx,
         topology,

@@ -1,4 +1,11 @@
-/** DDL of the `sync` metadata schema, layout `server_postgres_sync_v1` (protocol doc §2). */
+/**
+ * DDL of the `sync` metadata schema, layout `server_postgres_sync_v1` (protocol doc §2), with one
+ * deliberate difference: the per-row tables (row_state, bundle_capture_stage, bundle_rows,
+ * push_session_rows, snapshot_session_rows) carry no foreign key to sync.table_catalog (their
+ * table_id only ever comes from the validated catalog), bundle_rows reaches user_state through its
+ * bundle_log FK, the transient capture stage has no FK at all, and the reference's duplicate unique
+ * index on snapshot rows is not created. Each avoided check is one trigger query per written row.
+ */
 
 export const SYNC_LAYOUT_NAME = 'server_postgres_sync_v1';
 /** `pg_advisory_xact_lock` key of bootstrap: "oversync" as a big-endian int64. */
@@ -80,7 +87,7 @@ CREATE TABLE sync.source_state (
 
 CREATE TABLE sync.row_state (
   user_pk BIGINT NOT NULL REFERENCES sync.user_state(user_pk) ON DELETE CASCADE,
-  table_id INTEGER NOT NULL REFERENCES sync.table_catalog(table_id),
+  table_id INTEGER NOT NULL,
   key_bytes BYTEA NOT NULL,
   bundle_seq BIGINT NOT NULL,
   deleted BOOLEAN NOT NULL DEFAULT FALSE,
@@ -90,8 +97,8 @@ CREATE TABLE sync.row_state (
 CREATE UNLOGGED TABLE sync.bundle_capture_stage (
   capture_ordinal BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   txid BIGINT NOT NULL,
-  user_pk BIGINT NOT NULL REFERENCES sync.user_state(user_pk) ON DELETE CASCADE,
-  table_id INTEGER NOT NULL REFERENCES sync.table_catalog(table_id),
+  user_pk BIGINT NOT NULL,
+  table_id INTEGER NOT NULL,
   op_code SMALLINT NOT NULL,
   key_bytes BYTEA NOT NULL,
   payload_db JSONB,
@@ -113,10 +120,10 @@ CREATE TABLE sync.bundle_log (
 );
 
 CREATE TABLE sync.bundle_rows (
-  user_pk BIGINT NOT NULL REFERENCES sync.user_state(user_pk) ON DELETE CASCADE,
+  user_pk BIGINT NOT NULL,
   bundle_seq BIGINT NOT NULL,
   row_ordinal BIGINT NOT NULL,
-  table_id INTEGER NOT NULL REFERENCES sync.table_catalog(table_id),
+  table_id INTEGER NOT NULL,
   key_bytes BYTEA NOT NULL,
   op_code SMALLINT NOT NULL,
   payload_wire JSON,
@@ -144,7 +151,7 @@ CREATE TABLE sync.push_sessions (
 CREATE TABLE sync.push_session_rows (
   push_id UUID NOT NULL REFERENCES sync.push_sessions(push_id) ON DELETE CASCADE,
   row_ordinal BIGINT NOT NULL,
-  table_id INTEGER NOT NULL REFERENCES sync.table_catalog(table_id),
+  table_id INTEGER NOT NULL,
   key_bytes BYTEA NOT NULL,
   op_code SMALLINT NOT NULL,
   base_bundle_seq BIGINT NOT NULL,
@@ -166,7 +173,7 @@ CREATE TABLE sync.snapshot_sessions (
 CREATE TABLE sync.snapshot_session_rows (
   snapshot_id UUID NOT NULL REFERENCES sync.snapshot_sessions(snapshot_id) ON DELETE CASCADE,
   row_ordinal BIGINT NOT NULL,
-  table_id INTEGER NOT NULL REFERENCES sync.table_catalog(table_id),
+  table_id INTEGER NOT NULL,
   key_bytes BYTEA NOT NULL,
   bundle_seq BIGINT NOT NULL,
   payload_wire JSON NOT NULL,
@@ -182,7 +189,7 @@ CREATE INDEX bcs_tx_user_ordinal_idx ON sync.bundle_capture_stage (txid, user_pk
 CREATE INDEX rs_user_live_snapshot_idx ON sync.row_state (user_pk, table_id, key_bytes) WHERE deleted = FALSE;
 CREATE INDEX ps_expires_at_idx ON sync.push_sessions (expires_at);
 CREATE INDEX ss_expires_at_idx ON sync.snapshot_sessions (expires_at);
-CREATE UNIQUE INDEX ssr_snapshot_table_key_idx ON sync.snapshot_session_rows (snapshot_id, table_id, key_bytes);
+-- ssr_snapshot_table_key_idx of the reference duplicates snapshot_session_rows_logical_row_key; not created.
 
 INSERT INTO sync.meta (singleton_key, protocol_label, layout_name) VALUES (TRUE, 'v1', '${SYNC_LAYOUT_NAME}');
 `;
