@@ -258,3 +258,67 @@ describe('watch', () => {
     }
   });
 });
+
+describe('cancellation and shutdown of long operations', () => {
+  test('an abort mid-flight cancels the database work and rolls the bundle back', async () => {
+    const d = await device();
+    const ac = new AbortController();
+    const t0 = performance.now();
+    const p = fx.service.withinSyncBundle(
+      { userId: d.userId },
+      { sourceId: 'slow-job', sourceBundleId: 1 },
+      async (tx) => {
+        await tx.query('INSERT INTO business.users (id, name, email) VALUES ($1, $2, $3)', [
+          randomUUID(),
+          'x',
+          'x',
+        ]);
+        await tx.query('SELECT pg_sleep(10)');
+      },
+      { signal: ac.signal },
+    );
+    setTimeout(() => ac.abort(new Error('caller gave up')), 200);
+    await expect(p).rejects.toBeDefined();
+    expect(performance.now() - t0).toBeLessThan(5000);
+    const rows = await fx.cluster.query<{ n: string }>(
+      'SELECT count(*)::text AS n FROM business.users WHERE _sync_scope_id = $1',
+      [d.userId],
+    );
+    expect(rows.rows[0]!.n).toBe('0');
+    // the source sequence was not consumed
+    expect(
+      await fx.service.withinSyncBundle(
+        { userId: d.userId },
+        { sourceId: 'slow-job', sourceBundleId: 1 },
+        async () => {},
+      ),
+    ).toBeNull();
+  });
+
+  test('close() ends open watch streams', async () => {
+    const local = await createFixture({
+      service: { bundleChangeWatch: { enabled: true, heartbeatIntervalMs: 5000 } },
+    });
+    const app = Fastify();
+    try {
+      await app.register(oversyncFastifyPlugin, {
+        service: local.service,
+        userIdFromRequest: (req) => req.headers['x-test-user'] as string | undefined,
+      });
+      const url = await app.listen({ port: 0, host: '127.0.0.1' });
+      const d = new Device(local.app, `c-${randomUUID()}`);
+      await d.connect(false);
+      const res = await fetch(`${url}/sync/watch`, {
+        headers: { 'x-test-user': d.userId, 'oversync-source-id': d.sourceId },
+      });
+      expect(res.status).toBe(200);
+      const s = sse(res);
+      await local.service.close();
+      expect(await s.next(3000)).toBe('<end>');
+      expect(local.service.lifecycle).toBe('closed');
+    } finally {
+      await app.close();
+      await local.close();
+    }
+  });
+});
