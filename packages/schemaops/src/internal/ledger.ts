@@ -195,10 +195,11 @@ export class Ledger {
    */
   migrate(signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) return Promise.reject(signal.reason);
-    const shared = (this.#migrated ??= this.#migrate().catch((e: unknown) => {
+    this.#migrated ??= this.#migrate().catch((e: unknown) => {
       this.#migrated = null;
       throw e;
-    }));
+    });
+    const shared = this.#migrated;
     if (!signal) return shared;
     return new Promise<void>((resolve, reject) => {
       const onAbort = () => reject(signal.reason);
