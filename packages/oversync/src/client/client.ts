@@ -1047,7 +1047,11 @@ class SyncClientImpl implements SyncClient {
     this.#closed = true;
     this.#connected = false;
     if (this.#ownerKey && owners.get(this.#ownerKey) === this) owners.delete(this.#ownerKey);
-    memoryOwners.delete(this.#runner.db);
+    try {
+      memoryOwners.delete(this.#runner.db);
+    } catch {
+      // the writer's database is not reachable (e.g. a coordinator proxy): nothing was registered
+    }
   }
 
   close(): Promise<void> {

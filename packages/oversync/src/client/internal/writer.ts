@@ -1,4 +1,9 @@
 import type Database from 'better-sqlite3';
+import { ClientError } from '../errors.js';
+
+function aborted(signal: AbortSignal, cause: unknown = signal.reason): ClientError {
+  return new ClientError('OVERSYNC_CLIENT_ABORTED', 'operation aborted', { cause });
+}
 
 /**
  * The structural subset of better-sqlite3's Database the client uses. A coordinator's
@@ -53,21 +58,24 @@ export function isSqliteDb(w: unknown): w is SqliteDb {
  */
 export class TxRunner {
   readonly #writer: SyncWriter;
-  readonly #db: SqliteDb;
   readonly #durability: 'normal' | 'full';
   #inFlight = 0;
 
   constructor(writer: SyncWriter, durability: 'normal' | 'full') {
     this.#writer = writer;
     this.#durability = durability;
-    const db = isCoordinator(writer) ? writer.options.database : writer;
-    if (!isSqliteDb(db)) throw new TypeError('writer has no usable SQLite database');
-    this.#db = db;
   }
 
-  /** The raw connection, for pragmas that must run outside a transaction. */
+  /**
+   * The raw connection, for pragmas that must run outside a transaction and for ownership. Read
+   * lazily: a coordinator's `options.database` may only become available later (e.g. a dbproxy
+   * process that is not yet the primary).
+   */
   get db(): SqliteDb {
-    return this.#db;
+    const w = this.#writer;
+    const db = isCoordinator(w) ? w.options.database : w;
+    if (!isSqliteDb(db)) throw new TypeError('writer has no usable SQLite database');
+    return db;
   }
 
   /** True while one of the client's own transactions is queued or running. */
@@ -81,7 +89,7 @@ export class TxRunner {
 
   /** One write transaction; resolves after COMMIT. */
   async tx<T>(fn: (db: SqliteDb) => T, signal?: AbortSignal): Promise<T> {
-    signal?.throwIfAborted();
+    if (signal?.aborted) throw aborted(signal);
     if (isCoordinator(this.#writer)) {
       const opts: { signal?: AbortSignal; durability: 'normal' | 'full' } = { durability: this.#durability };
       if (signal) opts.signal = signal;
@@ -89,11 +97,15 @@ export class TxRunner {
       try {
         const r = await this.#writer.runExclusive((db: unknown) => fn(db as SqliteDb), opts);
         return r.value;
+      } catch (e) {
+        // A job dropped from the coordinator's queue by our signal ran nothing.
+        if (signal?.aborted) throw aborted(signal, e);
+        throw e;
       } finally {
         this.#inFlight--;
       }
     }
-    const db = this.#db;
+    const db = this.db;
     return db.transaction(() => fn(db)).immediate();
   }
 }
