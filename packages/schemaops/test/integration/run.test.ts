@@ -557,6 +557,39 @@ describe('serialisation per project', () => {
   });
 });
 
+describe('waiting for the project lock', () => {
+  it('an abort while waiting ends the wait at once and leaves no ledger row', async () => {
+    const f = await fixture(50);
+    f.faults.tenantSleepMs = 40;
+    let started!: () => void;
+    const isRunning = new Promise<void>((r) => {
+      started = r;
+    });
+    f.ops.on('step', () => started());
+    let slowDone = false;
+    const slow = f.ops.run({ project: f.project, type: 'add_column', request: { column: 'aw1' } });
+    void slow.then(() => {
+      slowDone = true;
+    });
+    await isRunning;
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(new Error('gave up waiting')), 30);
+    await expect(
+      f.ops.run({ project: f.project, type: 'add_column', request: { column: 'aw2' }, signal: ac.signal }),
+    ).rejects.toThrow('gave up waiting');
+    // It gave up while the lock holder was still running (not when the lock came free).
+    expect(slowDone).toBe(false);
+    expect((await slow).status).toBe('committed');
+    expect((await f.ops.list({ project: f.project })).map((o) => o.status)).toEqual(['committed']);
+    // The lock is free again: the next run goes through.
+    f.faults.tenantSleepMs = 0;
+    expect(
+      (await f.ops.run({ project: f.project, type: 'add_column', request: { column: 'aw3' } })).status,
+    ).toBe('committed');
+    await f.ops.close();
+  });
+});
+
 describe('lifecycle and inputs', () => {
   it('rejects bad input, unknown operations, and calls after close', async () => {
     const f = await fixture(1);
