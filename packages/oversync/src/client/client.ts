@@ -35,6 +35,7 @@ import { isCoordinator, type SqliteDb, TxRunner } from './internal/writer.js';
 import { parseOptions, type SyncClientOptions, type SyncClientOptionsInput } from './options.js';
 import { clientWinsResolver, serverWinsResolver } from './resolvers.js';
 import type {
+  AppliedEvent,
   AttachResult,
   ClientEvents,
   ConflictResolver,
@@ -94,6 +95,12 @@ export interface SyncClient {
   on<E extends keyof ClientEvents>(event: E, listener: (e: ClientEvents[E]) => void): () => void;
   /** Counters since creation. */
   metrics(): ClientMetrics;
+  /**
+   * Every `applied` event (server data written locally) as an async iterable, e.g. to refresh a
+   * UI; ends when the signal aborts or the client closes. Slow consumers get the newest events
+   * (the buffer keeps the last `bufferSize`, default 256).
+   */
+  changes(opts?: { signal?: AbortSignal; bufferSize?: number }): AsyncIterable<AppliedEvent>;
   /** Drops the triggers and metadata tables; business data stays. Closes the client. */
   uninstall(opts?: OpOptions): Promise<void>;
   close(): Promise<void>;
@@ -216,6 +223,55 @@ class SyncClientImpl implements SyncClient {
     const p = this.#queue.then(run, run);
     this.#queue = p.catch(() => undefined);
     return p;
+  }
+
+  changes(opts: { signal?: AbortSignal; bufferSize?: number } = {}): AsyncIterable<AppliedEvent> {
+    const self = this;
+    const size = Math.max(1, opts.bufferSize ?? 256);
+    return {
+      async *[Symbol.asyncIterator]() {
+        const buffer: AppliedEvent[] = [];
+        let wake: (() => void) | undefined;
+        let done = self.#closed;
+        const notify = () => {
+          const w = wake;
+          wake = undefined;
+          w?.();
+        };
+        const offApplied = self.on('applied', (e) => {
+          buffer.push(e);
+          if (buffer.length > size) buffer.shift();
+          notify();
+        });
+        const offClosed = self.on('closed', () => {
+          done = true;
+          notify();
+        });
+        const onAbort = () => {
+          done = true;
+          notify();
+        };
+        opts.signal?.addEventListener('abort', onAbort, { once: true });
+        if (opts.signal?.aborted) done = true;
+        try {
+          for (;;) {
+            const next = buffer.shift();
+            if (next) {
+              yield next;
+              continue;
+            }
+            if (done) return;
+            await new Promise<void>((resolve) => {
+              wake = resolve;
+            });
+          }
+        } finally {
+          offApplied();
+          offClosed();
+          opts.signal?.removeEventListener('abort', onAbort);
+        }
+      },
+    };
   }
 
   metrics(): ClientMetrics {

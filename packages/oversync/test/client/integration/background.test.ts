@@ -86,4 +86,23 @@ describe('background sync', () => {
     }
     await b.client.stop();
   });
+
+  it('changes() yields applied events until aborted', async () => {
+    const user = `u-${randomUUID()}`;
+    const a = await attached(user);
+    const b = await attached(user);
+    const ac = new AbortController();
+    const seen: string[] = [];
+    const consumer = (async () => {
+      for await (const e of b.client.changes({ signal: ac.signal })) {
+        seen.push(`${e.kind}:${e.tables.join(',')}`);
+        if (e.kind === 'pull') ac.abort();
+      }
+    })();
+    a.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'x')`).run(randomUUID());
+    await a.client.sync();
+    await b.client.pullToStable();
+    await consumer;
+    expect(seen).toEqual(['pull:users']);
+  });
 });
