@@ -327,6 +327,38 @@ describe('sync client against our server', () => {
     ]);
   });
 
+  it('an explicit rebuild swaps in the server state and keeps local intents; same-user reattach after detach', async () => {
+    const user = `u-${randomUUID()}`;
+    const a = device(user);
+    const b = device(user);
+    await a.client.open();
+    await a.client.attach(user);
+    const kept = addUser(a, 'kept');
+    const edited = addUser(a, 'edited');
+    await a.client.sync();
+    await b.client.open();
+    await b.client.attach(user);
+    b.db.prepare(`UPDATE users SET name = 'changed on b' WHERE id = ?`).run(kept);
+    await b.client.sync();
+    a.db.prepare(`UPDATE users SET name = 'local edit' WHERE id = ?`).run(edited);
+    const fresh = addUser(a, 'local insert');
+    const r = await a.client.rebuild();
+    expect(r).toMatchObject({ outcome: 'applied_snapshot', restore: { rowCount: 2 } });
+    const names = Object.fromEntries(rows(a.db, 'users').map((x) => [x.id, x.name]));
+    expect(names).toEqual({ [kept]: 'changed on b', [edited]: 'local edit', [fresh]: 'local insert' });
+    expect(await a.client.pendingStatus()).toMatchObject({ dirtyRows: 2 });
+    await syncAll(a, b);
+    expect(snapshot(a.db)).toEqual(snapshot(b.db));
+    expect(await a.client.detach()).toMatchObject({ outcome: 'detached' });
+    expect(await a.client.attach(user)).toMatchObject({
+      outcome: 'used_remote_state',
+      restore: { rowCount: 3 },
+    });
+    addUser(a, 'after reattach');
+    await syncAll(a, b);
+    expect(snapshot(a.db)).toEqual(snapshot(b.db));
+  });
+
   it('switches users on one device: the first push and pull of the new user succeed', async () => {
     const u1 = `u-${randomUUID()}`;
     const u2 = `u-${randomUUID()}`;
