@@ -28,7 +28,7 @@ import { connect } from './internal/connect.js';
 import type { OpOptions as BaseOpOptions, ServiceContext } from './internal/context.js';
 import { getCommittedBundleRows, type PullParams, pull } from './internal/pull.js';
 import { commitPushSession, createPushSession, deletePushSession, uploadPushChunk } from './internal/push.js';
-import { parsePayloads } from './internal/raw-json.js';
+import { parsePayloads, RawJson } from './internal/raw-json.js';
 import {
   type BundleSource,
   type BundleWriteFn,
@@ -320,7 +320,8 @@ export class SyncServiceImpl implements SyncService {
           signal,
         },
       );
-      if (!opts?.rawPayloads) parsePayloads(res.rows);
+      if (!opts?.rawPayloads && res.rows instanceof RawJson)
+        res.rows = JSON.parse(res.rows.text) as typeof res.rows;
       return res;
     });
   }

@@ -99,6 +99,7 @@ export async function createSnapshotSession(
   return ctx.db.runTx(
     async (tx) => {
       await tx.query('DELETE FROM sync.snapshot_sessions WHERE expires_at <= now()');
+      await tx.query(`SET LOCAL work_mem = '64MB'`); // the key sort stays in memory
       // Row-count estimates of freshly written row_state are often tiny, which makes the planner pick
       // a nested loop that compares every business row with every row_state entry; hash it instead.
       await tx.query('SET LOCAL enable_nestloop = off');
@@ -232,30 +233,31 @@ export async function getSnapshotChunk(
       const h = await loadHeader(tx, actor, snapshotId, false);
       if (h.expired)
         throw wireError('snapshot_session_expired', `snapshot session ${snapshotId} has expired`);
-      const r = await tx.query<{ table_id: number; key_bytes: Buffer; v: string; p: string }>(
-        `SELECT table_id, key_bytes, bundle_seq::text AS v, payload_wire::text AS p
-         FROM sync.snapshot_session_rows r WHERE snapshot_id = $1 AND row_ordinal > $2
-        ORDER BY r.row_ordinal LIMIT $3`,
-        [snapshotId, afterRowOrdinal, eff + 1],
+      // The page's JSON is built by PostgreSQL (payload_wire embedded verbatim); the HTTP layer
+      // sends it as is, programmatic callers get it parsed.
+      const r = await tx.query<{ n: number; rows: string | null }>(
+        `SELECT count(*)::int AS n,
+                string_agg(json_build_object(
+                  'schema', c.schema_name, 'table', c.table_name,
+                  'key', json_build_object(c.sync_key_column,
+                    CASE c.sync_key_kind WHEN 1 THEN encode(p.key_bytes, 'hex')::uuid::text
+                                         ELSE convert_from(p.key_bytes, 'UTF8') END),
+                  'row_version', p.bundle_seq, 'payload', p.payload_wire)::text, ',' ORDER BY p.row_ordinal)
+                  FILTER (WHERE p.rn <= $3) AS rows
+           FROM (SELECT r.*, row_number() OVER (ORDER BY r.row_ordinal) AS rn
+                   FROM (SELECT * FROM sync.snapshot_session_rows
+                          WHERE snapshot_id = $1 AND row_ordinal > $2 ORDER BY row_ordinal LIMIT $3 + 1) AS r) AS p
+           JOIN sync.table_catalog c ON c.table_id = p.table_id`,
+        [snapshotId, afterRowOrdinal, eff],
       );
-      const hasMore = r.rows.length > eff;
-      const page = hasMore ? r.rows.slice(0, eff) : r.rows;
-      const rows: SnapshotRow[] = page.map((x) => {
-        const info = ctx.topology.byId.get(x.table_id)!;
-        return {
-          schema: info.schema,
-          table: info.table,
-          key: wireKey(info, x.key_bytes),
-          row_version: Number(x.v),
-          payload: new RawJson(x.p),
-        };
-      });
+      const fetched = r.rows[0]?.n ?? 0;
+      const count = Math.min(fetched, eff);
       return {
         snapshot_id: snapshotId,
         snapshot_bundle_seq: Number(h.snapshot_bundle_seq),
-        rows,
-        next_row_ordinal: afterRowOrdinal + rows.length,
-        has_more: hasMore,
+        rows: new RawJson(`[${r.rows[0]?.rows ?? ''}]`) as unknown as SnapshotRow[],
+        next_row_ordinal: afterRowOrdinal + count,
+        has_more: fetched > eff,
       };
     },
     txOpts(opts.signal, { isolation: 'repeatable read', readOnly: true }),
