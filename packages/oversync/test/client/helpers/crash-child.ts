@@ -51,6 +51,23 @@ const client = createSyncClient({
 });
 
 await client.open();
+if (mode === 'apply-stall' || mode === 'pull-stall') {
+  // Freeze the process inside the client's apply transaction, after `n` rows were written:
+  // a temp trigger calls a function that reports and then spins until the parent's SIGKILL.
+  let applied = 0;
+  db.function('x_stall', () => {
+    applied++;
+    if (applied === n) {
+      process.stdout.write('MID_APPLY\n'); // pipes are synchronous on Linux
+      for (;;) {
+        // spin inside the open transaction
+      }
+    }
+    return 0;
+  });
+  db.exec(`CREATE TEMP TRIGGER x_stall_users AFTER INSERT ON main.users
+    WHEN (SELECT apply_mode FROM _sync_apply_state) = 1 BEGIN SELECT x_stall(); END`);
+}
 process.stdout.write('OPENED\n');
 if (mode.startsWith('push-')) {
   await client.attach(user);
@@ -59,8 +76,13 @@ if (mode.startsWith('push-')) {
       db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(randomUUID(), `child ${i}`);
   })();
   await client.pushPending();
-} else if (mode === 'hydrate-staging' || mode === 'apply-kill') {
+} else if (mode === 'hydrate-staging' || mode === 'apply-stall') {
   await client.attach(user);
+} else if (mode === 'pull-stall') {
+  await client.attach(user);
+  process.stdout.write('ATTACHED\n');
+  await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()));
+  await client.pullToStable();
 } else if (mode === 'pull-between-bundles') {
   await client.attach(user);
   process.stdout.write('ATTACHED\n');

@@ -115,16 +115,42 @@ describe('a device process killed mid-sync loses and duplicates nothing', () => 
     expect(rows(d.db, 'users').map((r) => ({ id: r.id, name: r.name }))).toEqual(await serverRows(user));
   });
 
-  it('killed during the atomic snapshot apply: all or nothing, then converges', async () => {
-    const { user, seed } = await seededUser(400);
+  it('killed inside the snapshot apply transaction: nothing applied, the next attach hydrates', async () => {
+    const { user, seed } = await seededUser(300);
     const path = join(dir.path, `crash-${++n}.db`);
-    await killAt('apply-kill', path, user, /APPLYING/);
+    await killAt('apply-stall', path, user, /MID_APPLY/, ['150']);
     const d = device(user, path);
     await d.client.open();
-    const count = Number(d.db.prepare(`SELECT COUNT(*) FROM users`).pluck().get());
-    expect([0, 400]).toContain(count);
+    expect(d.db.prepare(`SELECT COUNT(*) FROM users`).pluck().get()).toBe(0);
+    expect(d.db.prepare(`SELECT COUNT(*) FROM _sync_row_state`).pluck().get()).toBe(0);
+    expect(await d.client.attach(user)).toMatchObject({
+      outcome: 'used_remote_state',
+      restore: { rowCount: 300 },
+    });
+    expect(snapshot(d.db)).toEqual(snapshot(seed.db));
+  });
+
+  it('killed inside a pulled bundle apply: the bundle and its checkpoint roll back together', async () => {
+    const { user, seed } = await seededUser(1);
+    const path = join(dir.path, `crash-${++n}.db`);
+    const child = spawnNode(CHILD, ['pull-stall', path, server.baseUrl, user, '5']);
+    await child.waitForLine(/ATTACHED/, 30_000);
+    seed.db.transaction(() => {
+      for (let i = 0; i < 10; i++) {
+        seed.db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(randomUUID(), `big bundle ${i}`);
+      }
+    })();
+    await seed.client.sync();
+    child.send('go');
+    await child.waitForLine(/MID_APPLY/, 30_000);
+    child.kill('SIGKILL');
+    await child.wait();
+    const d = device(user, path);
+    await d.client.open();
+    expect(rows(d.db, 'users')).toHaveLength(1);
+    expect((await d.client.status()).lastBundleSeqSeen).toBe(1);
     await d.client.attach(user);
-    await d.client.sync();
+    expect(await d.client.pullToStable()).toMatchObject({ outcome: 'applied_incremental', rowsApplied: 10 });
     expect(snapshot(d.db)).toEqual(snapshot(seed.db));
   });
 
