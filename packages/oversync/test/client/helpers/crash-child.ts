@@ -27,10 +27,6 @@ const client = createSyncClient({
   tables: CLIENT_TABLES,
   snapshotChunkRows: 10,
   downloadLimit: 1,
-  onProgress: (e) => {
-    if (mode === 'apply-kill' && e.phase === 'hydrate' && e.done === e.total)
-      process.stdout.write('APPLYING\n');
-  },
   fetch: async (url, init) => {
     const u = new URL(url);
     if (mode === 'push-before-commit' && u.pathname.endsWith('/commit')) return hang('AT_COMMIT');
