@@ -15,6 +15,8 @@ export const DEFAULT_UPLOAD_INTERVAL_MS = 1000;
 export const DEFAULT_WATCH_MODE = 'off';
 export const DEFAULT_WATCH_FALLBACK_INTERVAL_MS = 60_000;
 export const DEFAULT_DURABILITY = 'normal';
+export const DEFAULT_RESOLVER = 'server-wins';
+export const DEFAULT_SYNC_KEY_COLUMNS: readonly string[] = Object.freeze(['id']);
 export const DEFAULT_RETRY = Object.freeze({
   enabled: true,
   maxAttempts: 3,
@@ -39,12 +41,15 @@ export const syncClientOptionsSchema = z.object({
     .array(
       z.object({
         table: z.string().trim().min(1),
-        syncKeyColumns: z.array(z.string().trim().min(1)).min(1).default(['id']),
+        syncKeyColumns: z
+          .array(z.string().trim().min(1))
+          .min(1)
+          .default([...DEFAULT_SYNC_KEY_COLUMNS]),
       }),
     )
     .min(1),
   /** 'server-wins' (default), 'client-wins', or a function. */
-  resolver: z.union([z.enum(['server-wins', 'client-wins']), fn]).default('server-wins'),
+  resolver: z.union([z.enum(['server-wins', 'client-wins']), fn]).default(DEFAULT_RESOLVER),
   logger: z.custom<Logger>((v) => typeof v === 'object' && v !== null).optional(),
   uploadLimit: z.number().int().positive().max(5000).default(DEFAULT_UPLOAD_LIMIT),
   downloadLimit: z.number().int().positive().max(5000).default(DEFAULT_DOWNLOAD_LIMIT),
