@@ -192,5 +192,11 @@ describe('local capture', () => {
       .get();
     expect([triggers, meta]).toEqual([0, 0]);
     expect(db.prepare(`SELECT name FROM users`).pluck().all()).toEqual(['Keep']);
+    // a new client starts fresh: new source id, the existing rows become local intents
+    const again = createSyncClient({ ...client.options, writer: db });
+    await again.open();
+    expect(again.sourceId).not.toBe(client.sourceId);
+    expect(dirty().map((r) => r.key_json)).toEqual(['{"id":"k"}']);
+    await again.close();
   });
 });
