@@ -322,3 +322,87 @@ describe('cancellation and shutdown of long operations', () => {
     }
   });
 });
+
+describe('capture normalisation (committed bundles reflect database effects)', () => {
+  test('insert+delete vanish, delete+insert is an UPDATE, key changes are DELETE+INSERT, repeated updates collapse', async () => {
+    const d = await device();
+    const src = { sourceId: 'norm', sourceBundleId: 1 };
+    const a = randomUUID();
+    const gone = randomUUID();
+    // insert + delete of the same key inside one bundle: nothing, and no bundle at all
+    expect(
+      await fx.service.withinSyncBundle({ userId: d.userId }, src, async (tx) => {
+        await tx.query('INSERT INTO business.users (id, name, email) VALUES ($1, $2, $3)', [gone, 'g', 'g']);
+        await tx.query('DELETE FROM business.users WHERE id = $1 AND _sync_scope_id = $2', [gone, d.userId]);
+      }),
+    ).toBeNull();
+    const b1 = await fx.service.withinSyncBundle({ userId: d.userId }, src, async (tx) => {
+      await tx.query('INSERT INTO business.users (id, name, email) VALUES ($1, $2, $3)', [a, 'a1', 'a']);
+      await tx.query("UPDATE business.users SET name = 'a2' WHERE id = $1 AND _sync_scope_id = $2", [
+        a,
+        d.userId,
+      ]);
+      await tx.query("UPDATE business.users SET name = 'a3' WHERE id = $1 AND _sync_scope_id = $2", [
+        a,
+        d.userId,
+      ]);
+    });
+    expect(b1?.rows).toMatchObject([{ op: 'INSERT', key: { id: a }, payload: { name: 'a3' } }]);
+    const b2 = await fx.service.withinSyncBundle(
+      { userId: d.userId },
+      { ...src, sourceBundleId: 2 },
+      async (tx) => {
+        await tx.query('DELETE FROM business.users WHERE id = $1 AND _sync_scope_id = $2', [a, d.userId]);
+        await tx.query('INSERT INTO business.users (id, name, email) VALUES ($1, $2, $3)', [a, 'again', 'a']);
+        await tx.query('UPDATE business.users SET name = name WHERE id = $1 AND _sync_scope_id = $2', [
+          a,
+          d.userId,
+        ]);
+      },
+    );
+    expect(b2?.rows).toMatchObject([{ op: 'UPDATE', key: { id: a }, payload: { name: 'again' } }]);
+    const moved = randomUUID();
+    const b3 = await fx.service.withinSyncBundle(
+      { userId: d.userId },
+      { ...src, sourceBundleId: 3 },
+      async (tx) => {
+        await tx.query('UPDATE business.users SET id = $1 WHERE id = $2 AND _sync_scope_id = $3', [
+          moved,
+          a,
+          d.userId,
+        ]);
+      },
+    );
+    expect(b3?.rows.map((r) => [r.op, (r.key as { id: string }).id])).toEqual([
+      ['DELETE', a],
+      ['INSERT', moved],
+    ]);
+    // deletes of a push commit in uploaded order
+    const ids = Array.from({ length: 5 }, () => randomUUID());
+    const pushed = await d.push(ids.map((id) => userRow(id, 'x')));
+    const seq = pushed.body['bundle_seq'] as number;
+    const order = [ids[3]!, ids[0]!, ids[4]!, ids[1]!, ids[2]!];
+    const del = await d.push(
+      order.map((id) => ({
+        schema: 'business',
+        table: 'users',
+        key: { id },
+        op: 'DELETE',
+        base_row_version: seq,
+      })),
+    );
+    const rows = await d.json('GET', `/sync/committed-bundles/${del.body['bundle_seq']}/rows`);
+    expect((rows.body['rows'] as Array<{ key: { id: string }; op: string }>).map((r) => r.key.id)).toEqual(
+      order,
+    );
+    // a writer cannot touch another scope's row: the owner guard fails the whole bundle
+    const other = await device();
+    const theirs = randomUUID();
+    await other.push([userRow(theirs, 'theirs')]);
+    await expect(
+      fx.service.withinSyncBundle({ userId: d.userId }, { ...src, sourceBundleId: 4 }, async (tx) => {
+        await tx.query("UPDATE business.users SET name = 'stolen' WHERE id = $1", [theirs]);
+      }),
+    ).rejects.toThrow(/scope mismatch/);
+  });
+});
