@@ -406,3 +406,24 @@ describe('capture normalisation (committed bundles reflect database effects)', (
     ).rejects.toThrow(/scope mismatch/);
   });
 });
+
+describe('watch listener resilience', () => {
+  test('a dropped LISTEN connection reconnects and catches subscribers up', async () => {
+    const d = await device();
+    const { res, ac } = open(d, '?after_bundle_seq=0');
+    const s = sse(await res);
+    await (
+      fx.service as unknown as { bundleChangeListenerReady(): Promise<void> }
+    ).bundleChangeListenerReady();
+    const killed = await fx.cluster.query<{ n: string }>(
+      `SELECT count(pg_terminate_backend(pid))::text AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND query ILIKE 'LISTEN%'`,
+    );
+    expect(Number(killed.rows[0]!.n)).toBeGreaterThanOrEqual(1);
+    const writer = new Device(fx.app, d.userId, 'writer-after-drop');
+    await writer.push([userRow(randomUUID(), 'after-drop')]);
+    const e = await s.nextEvent(5000);
+    expect(e['bundle_seq']).toBe(1);
+    ac.abort();
+  });
+});
