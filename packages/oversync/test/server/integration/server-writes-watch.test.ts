@@ -1,11 +1,11 @@
 import { isSyncServerError, oversyncFastifyPlugin } from '@x/oversync/server';
-import Fastify from 'fastify';
+import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createFixture, Device, type Fixture, randomUUID, userRow } from '../fixture.js';
 
 let fx: Fixture;
 let baseUrl: string;
-let server: Awaited<ReturnType<typeof Fastify>>;
+let server: FastifyInstance;
 beforeAll(async () => {
   fx = await createFixture({ service: { bundleChangeWatch: { enabled: true, heartbeatIntervalMs: 100 } } });
   // A real listening server for server-sent events, with a per-actor watch policy.
@@ -423,7 +423,7 @@ describe('watch listener resilience', () => {
     const writer = new Device(fx.app, d.userId, 'writer-after-drop');
     await writer.push([userRow(randomUUID(), 'after-drop')]);
     const e = await s.nextEvent(5000);
-    expect(e['bundle_seq']).toBe(1);
+    expect(e).toMatchObject({ bundle_seq: 1 });
     ac.abort();
   });
 });
