@@ -12,7 +12,6 @@ import { RFC3339_SQL } from './connect.js';
 import { type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
 import { quoteIdent, type SyncQuerier } from './db.js';
 import { RawJson } from './raw-json.js';
-import { wireKey } from './rows.js';
 import { KEY_KIND_UUID } from './schema-sql.js';
 import { type Actor, requireInitializedScopeReadOnly, sourceRetiredError } from './state.js';
 
