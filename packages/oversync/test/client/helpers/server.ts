@@ -13,6 +13,9 @@ export interface TestServer {
   readonly dbUrl: string;
   readonly service: SyncService;
   query<R = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<R[]>;
+  /** Stops the HTTP server and the sync service; the database stays (for a restart over it). */
+  stop(): Promise<void>;
+  /** Stops and drops the database it created. */
   close(): Promise<void>;
 }
 
@@ -66,7 +69,16 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   await app.listen({ port: opts.port ?? 0, host: '127.0.0.1' });
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : 0;
+  let stopped = false;
   let closed = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    // The service first: it ends open watch streams, which the HTTP server would wait for.
+    await service.close();
+    await app.close();
+    await cluster.close();
+  };
   return {
     baseUrl: `http://127.0.0.1:${port}`,
     dbUrl: tdb.url,
@@ -74,12 +86,11 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     async query<R>(sql: string, params: unknown[] = []) {
       return (await admin.query(sql, params)).rows as R[];
     },
+    stop,
     async close() {
       if (closed) return;
       closed = true;
-      await app.close();
-      await service.close();
-      await cluster.close();
+      await stop();
       await admin.end();
       if (ownDb) await (tdb as TestDatabase).drop();
     },

@@ -105,4 +105,44 @@ describe('background sync', () => {
     await consumer;
     expect(seen).toEqual(['pull:users']);
   });
+
+  it('keeps waking after the server restarts (the watch stream reconnects)', async () => {
+    const s1 = await startTestServer({ watch: true, heartbeatIntervalMs: 200 });
+    const port = Number(new URL(s1.baseUrl).port);
+    let s2: TestServer | undefined;
+    try {
+      const user = `u-${randomUUID()}`;
+      const open = async (opts: DeviceOptions) => {
+        const d = openDevice(`bg${++n}`, join(dir.path, `bg${n}.db`), s1.baseUrl, user, opts);
+        devices.push(d);
+        await d.client.open();
+        await d.client.attach(user);
+        return d;
+      };
+      const a = await open({});
+      const b = await open({
+        backoffMinMs: 50,
+        backoffMaxMs: 200,
+        watch: { mode: 'auto', fallbackIntervalMs: 60_000 },
+      });
+      b.client.start();
+      await new Promise((r) => setTimeout(r, 300));
+      await s1.stop();
+      s2 = await startTestServer({
+        database: { url: s1.dbUrl },
+        port,
+        watch: true,
+        heartbeatIntervalMs: 200,
+      });
+      const id = randomUUID();
+      a.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'after restart')`).run(id);
+      const seen = waitVisible(b, id, 15_000);
+      await a.client.pushPending();
+      expect(await seen).toBeLessThan(15_000);
+      await b.client.stop();
+    } finally {
+      await s2?.close();
+      await s1.close();
+    }
+  });
 });
