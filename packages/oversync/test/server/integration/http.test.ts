@@ -318,3 +318,56 @@ describe('cancellation and lifecycle', () => {
     ).rejects.toThrow('gone');
   });
 });
+
+describe('database failures', () => {
+  test('each endpoint answers its own 500 code with a generic message, never database details', async () => {
+    const local = await createFixture({ service: { bundleChangeWatch: { enabled: true } } });
+    try {
+      const d = new Device(local.app, `dbfail-${randomUUID()}`);
+      await d.connect(false);
+      const created = await d.json('POST', '/sync/push-sessions', {
+        source_bundle_id: 1,
+        planned_row_count: 1,
+      });
+      const snap = await d.json('POST', '/sync/snapshot-sessions');
+      await local.cluster.close(); // every query fails from here on
+      const pushId = created.body['push_id'] as string;
+      const snapId = snap.body['snapshot_id'] as string;
+      const cases: Array<[string, 'GET' | 'POST' | 'DELETE', string, unknown?]> = [
+        ['connect_failed', 'POST', '/sync/connect', { has_local_pending_rows: false }],
+        [
+          'push_session_create_failed',
+          'POST',
+          '/sync/push-sessions',
+          { source_bundle_id: 2, planned_row_count: 1 },
+        ],
+        [
+          'push_chunk_failed',
+          'POST',
+          `/sync/push-sessions/${pushId}/chunks`,
+          { start_row_ordinal: 0, rows: [userRow(randomUUID(), 'x')] },
+        ],
+        ['push_session_commit_failed', 'POST', `/sync/push-sessions/${pushId}/commit`],
+        ['push_session_delete_failed', 'DELETE', `/sync/push-sessions/${pushId}`],
+        ['committed_bundle_rows_failed', 'GET', '/sync/committed-bundles/1/rows'],
+        ['pull_failed', 'GET', '/sync/pull'],
+        ['bundle_change_watch_failed', 'GET', '/sync/watch'],
+        ['snapshot_session_create_failed', 'POST', '/sync/snapshot-sessions'],
+        ['snapshot_chunk_failed', 'GET', `/sync/snapshot-sessions/${snapId}`],
+        ['snapshot_session_delete_failed', 'DELETE', `/sync/snapshot-sessions/${snapId}`],
+      ];
+      for (const [code, method, url, body] of cases) {
+        const r = await d.json(method, url, body);
+        expect(r, code).toMatchObject({ status: 500, body: { error: code } });
+        expect(JSON.stringify(r.body)).not.toMatch(/DBX_|pool|closed|sql/i);
+      }
+      const status = await local.app.inject({ method: 'GET', url: '/syncx/status' });
+      expect(status.statusCode).toBe(500);
+      expect(status.json()).toMatchObject({ error: 'status_failed' });
+      const health = await local.app.inject({ method: 'GET', url: '/syncx/health' });
+      expect(health.json()).toMatchObject({ error: 'health_failed' });
+    } finally {
+      await local.close();
+    }
+  });
+});
