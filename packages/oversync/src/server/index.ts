@@ -16,6 +16,7 @@ export {
   oversyncFastifyPlugin,
 } from './fastify-plugin.js';
 export type { SyncDatabase, SyncQuerier, SyncTxOptions } from './internal/db.js';
+export { RawJson, wireJson } from './internal/raw-json.js';
 export * from './options.js';
 export {
   type Actor,
@@ -25,6 +26,7 @@ export {
   type CloseOptions,
   createSyncService,
   type DiscoveredSchema,
+  type OpOptions,
   type PullParams,
   type ScopeManager,
   type ScopeWriteResult,

@@ -142,6 +142,10 @@ export interface SyncService {
     params: { afterBundleSeq: number },
     opts?: OpOptions,
   ): Promise<BundleChangeSubscription>;
+  /** Starts the watch LISTEN connection if needed and resolves once it listens (no-op when watch is off). */
+  bundleChangeListenerReady(timeoutMs?: number): Promise<void>;
+  /** Open watch subscriptions in this process (diagnostics). */
+  bundleChangeSubscriberCount(): number;
   /** `watchAllowed: false` reports `bundle_change_watch: false` (an actor refused by the watch policy). */
   capabilities(opts?: { watchAllowed?: boolean }): CapabilitiesResponse;
   status(opts?: OpOptions): Promise<StatusResponse>;
