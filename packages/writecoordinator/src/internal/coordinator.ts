@@ -32,6 +32,8 @@ const batchChannel = diagnostics.channel(BATCH_CHANNEL);
 const closeChannel = diagnostics.channel(CLOSE_CHANNEL);
 
 const MAX_REQUEST_ID_LENGTH = 512;
+/** How long one turn of the writer loop may keep committing batches before it yields. */
+const TICK_BUDGET_MS = 2;
 
 enum State {
   Waiting = 0, // waiting for queue space
@@ -423,11 +425,17 @@ export class Coordinator implements WriteCoordinator {
     }
   }
 
-  /** One turn of the writer loop: one batch, then yield to the event loop. */
+  /**
+   * One turn of the writer loop: batches back to back while jobs are queued, for up to
+   * TICK_BUDGET_MS, then yield to the event loop (I/O and timers get their turn; callers'
+   * continuations run as soon as the turn ends).
+   */
   readonly #tick = (): void => {
     this.#scheduled = null;
-    const batch = this.#takeBatch();
-    if (batch.length > 0) {
+    const start = performance.now();
+    do {
+      const batch = this.#takeBatch();
+      if (batch.length === 0) break;
       try {
         this.#runBatch(batch);
       } catch (e) {
@@ -437,7 +445,7 @@ export class Coordinator implements WriteCoordinator {
         this.#log.error({ err: e }, 'writecoordinator: batch failed unexpectedly; nothing was applied');
         for (const j of batch) if (j.state === State.Running) this.#failJob(j, e);
       }
-    }
+    } while (this.#depth > 0 && performance.now() - start < TICK_BUDGET_MS);
     // Jobs left over have waited already: the next batch runs on the next turn.
     if (this.#depth > 0) this.#schedule(true);
     else this.#checkDrained();
