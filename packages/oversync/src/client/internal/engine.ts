@@ -48,7 +48,7 @@ import {
   stmt,
   TableOps,
 } from './db-ops.js';
-import { quoteIdent } from './local-schema.js';
+import { quoteIdent, sqlString } from './local-schema.js';
 import { keyJsonFromParams, type TableModel } from './table-model.js';
 import { type Logger, serverCodeOf, type Transport } from './transport.js';
 import type { SqliteDb, TxRunner } from './writer.js';
@@ -1137,13 +1137,19 @@ export class SyncEngine {
         `INSERT INTO _sync_row_state(schema_name, table_name, key_json, row_version, deleted) VALUES (?, ?, ?, ?, 0)
          ON CONFLICT(schema_name, table_name, key_json) DO UPDATE SET row_version = excluded.row_version, deleted = 0`,
       );
-      // Page through the stage (a statement cannot write while another iterates): bounded memory.
+      let n = 0;
+      // Tables whose columns all convert inside SQLite are applied set-based (one INSERT … SELECT);
+      // the others row by row, paging through the stage (a statement cannot write while another
+      // iterates; paging keeps memory bounded).
+      const setBased = [...this.ops.values()].filter((o) => o.setBased);
+      for (const o of setBased) n += o.applyStagedSet(db, sid);
+      const skip = setBased.map((o) => sqlString(o.m.table)).join(', ');
       const page = stmt(
         db,
         `SELECT row_ordinal, table_name, key_json, row_version, payload FROM _sync_snapshot_stage
-         WHERE snapshot_id = ? AND row_ordinal > ? ORDER BY row_ordinal LIMIT 2000`,
+         WHERE snapshot_id = ? AND row_ordinal > ?${skip ? ` AND table_name NOT IN (${skip})` : ''}
+         ORDER BY row_ordinal LIMIT 2000`,
       );
-      let n = 0;
       for (let after = 0; ; ) {
         const staged = page.all(sid, after) as Array<{
           row_ordinal: number;

@@ -1,0 +1,76 @@
+import Database from 'better-sqlite3';
+import { describe, expect, it } from 'vitest';
+import { TableOps } from '../../../src/client/internal/db-ops.js';
+import { METADATA_DDL } from '../../../src/client/internal/local-schema.js';
+import { keyJsonFromParams, loadTableModels } from '../../../src/client/internal/table-model.js';
+
+function setup() {
+  const db = new Database(':memory:');
+  db.pragma('foreign_keys = OFF'); // the parent rows are not part of this test
+  db.exec(METADATA_DDL);
+  db.exec(`CREATE TABLE parents (id BLOB PRIMARY KEY NOT NULL, name TEXT);
+    CREATE TABLE kids (id BLOB PRIMARY KEY NOT NULL, parent_id BLOB REFERENCES parents(id), flag BOOLEAN, n INTEGER, r REAL, note TEXT)`);
+  const models = loadTableModels(db, [
+    { table: 'parents', syncKeyColumns: ['id'] },
+    { table: 'kids', syncKeyColumns: ['id'] },
+  ]);
+  const kids = models.find((m) => m.table === 'kids');
+  if (!kids) throw new Error('no model');
+  const ops = new TableOps(kids, 'business');
+  const stage = (ordinal: number, id: string, payload: unknown) =>
+    db
+      .prepare(
+        `INSERT INTO _sync_snapshot_stage(snapshot_id, row_ordinal, schema_name, table_name, key_json, row_version, payload)
+         VALUES ('s', ?, 'business', 'kids', ${keyJsonFromParams(kids)}, 7, ?)`,
+      )
+      .run(ordinal, id.replaceAll('-', ''), JSON.stringify(payload));
+  return { db, ops, stage };
+}
+
+const ID = '0b0e4a5c-1c2d-4e5f-8a9b-0c1d2e3f4a5b';
+const PID = '1b0e4a5c-1c2d-4e5f-8a9b-0c1d2e3f4a5b';
+
+describe('set-based snapshot apply', () => {
+  it('converts UUIDs, booleans and plain values inside SQLite, with row state', () => {
+    const { db, ops, stage } = setup();
+    expect(ops.setBased).toBe(true);
+    stage(1, ID, { id: ID, parent_id: PID, flag: true, n: 42, r: 2.5, note: 'a<b>' });
+    stage(2, PID, { id: PID, parent_id: null, flag: false, n: null, r: null, note: null });
+    expect(ops.applyStagedSet(db, 's')).toBe(2);
+    const rows = db
+      .prepare(`SELECT hex(id) id, hex(parent_id) p, flag, n, r, note FROM kids ORDER BY n DESC`)
+      .all();
+    expect(rows).toEqual([
+      {
+        id: ID.replaceAll('-', '').toUpperCase(),
+        p: PID.replaceAll('-', '').toUpperCase(),
+        flag: 1,
+        n: 42,
+        r: 2.5,
+        note: 'a<b>',
+      },
+      { id: PID.replaceAll('-', '').toUpperCase(), p: '', flag: 0, n: null, r: null, note: null },
+    ]);
+    expect(
+      db.prepare(`SELECT key_json, row_version, deleted FROM _sync_row_state ORDER BY key_json`).all(),
+    ).toEqual([
+      { key_json: `{"id":"${ID.replaceAll('-', '')}"}`, row_version: 7, deleted: 0 },
+      { key_json: `{"id":"${PID.replaceAll('-', '')}"}`, row_version: 7, deleted: 0 },
+    ]);
+  });
+
+  it('fails closed on a missing column or a non-canonical UUID, applying nothing', () => {
+    for (const payload of [
+      { id: ID, parent_id: null, flag: true, n: 1, r: 1 },
+      { id: ID, parent_id: PID.toUpperCase(), flag: true, n: 1, r: 1, note: '' },
+      { id: ID, parent_id: 'not-a-uuid-at-all-but-36-chars-long!', flag: true, n: 1, r: 1, note: '' },
+    ]) {
+      const { db, ops, stage } = setup();
+      stage(1, ID, payload);
+      expect(() => ops.applyStagedSet(db, 's')).toThrow(
+        expect.objectContaining({ code: 'OVERSYNC_CLIENT_CODEC' }),
+      );
+      expect(db.prepare(`SELECT COUNT(*) FROM kids`).pluck().get()).toBe(0);
+    }
+  });
+});
