@@ -30,6 +30,7 @@ export type DbProxyErrorCode =
   | `DBPROXY_${WireErrorCode}`
   | 'DBPROXY_INVALID_OPTIONS'
   | 'DBPROXY_CLOSED'
+  | 'DBPROXY_NOT_PRIMARY'
   | 'DBPROXY_RUNTIME_DIR'
   | 'DBPROXY_CHANGES_OVERFLOW';
 

@@ -73,6 +73,19 @@ export interface WriteResult<T> {
   replayed: boolean;
 }
 
+export interface ExclusiveOptions {
+  signal?: AbortSignal;
+  /**
+   * Idempotency key: a transaction already committed under it is not run again, its stored result comes
+   * back with `replayed: true` (the result must then be JSON-serialisable). Default: none.
+   */
+  requestId?: string;
+  /** How long the transaction may wait in the queue before it must have started; default `timeouts.longMs`. */
+  timeoutMs?: number;
+  /** `'full'` commits this transaction under `synchronous = FULL`. */
+  durability?: 'normal' | 'full';
+}
+
 export interface ReadOptions {
   signal?: AbortSignal;
   /** Wait until the local connection sees this commit sequence. Default: this process's last write. */
@@ -121,6 +134,13 @@ export interface DbProxy {
   /** Joins the election; memoised. `write`, `read` and `changes` call it for you. */
   start(opts?: { signal?: AbortSignal }): Promise<void>;
   write<T = unknown>(method: string, params: unknown, opts?: WriteOptions): Promise<WriteResult<T>>;
+  /**
+   * Primary only: runs the synchronous `fn` on the primary's writer connection in a transaction of its
+   * own (BEGIN IMMEDIATE..COMMIT, never batched with other writes), in queue order with every local and
+   * forwarded write; its commit gets a sequence and is published like any other. Rejects with
+   * `DBPROXY_NOT_PRIMARY` elsewhere. If `fn` throws, the transaction is rolled back and that error comes back.
+   */
+  runExclusive<T>(fn: (db: SqliteDatabase) => T, opts?: ExclusiveOptions): Promise<WriteResult<T>>;
   read<T>(fn: (db: SqliteDatabase) => T, opts?: ReadOptions): Promise<T>;
   changes(opts?: { signal?: AbortSignal }): AsyncIterable<ChangeEvent>;
   onRoleChange(listener: (e: RoleChange) => void): () => void;
@@ -133,7 +153,11 @@ export interface DbProxy {
 export const WRITE_CHANNEL = 'x:dbproxy:write';
 export const SERVE_CHANNEL = 'x:dbproxy:serve';
 export const ROLE_CHANNEL = 'x:dbproxy:role';
+export const EXCLUSIVE_CHANNEL = 'x:dbproxy:exclusive';
+/** The `metrics().methods` bucket of `runExclusive` transactions. */
+export const EXCLUSIVE_METRICS_KEY = '(exclusive)';
 const writeTrace = diagnostics_channel.tracingChannel(WRITE_CHANNEL);
+const exclusiveTrace = diagnostics_channel.tracingChannel(EXCLUSIVE_CHANNEL);
 const serveTrace = diagnostics_channel.tracingChannel(SERVE_CHANNEL);
 const roleChannel = diagnostics_channel.channel(ROLE_CHANNEL);
 
@@ -149,8 +173,8 @@ interface PrimaryState {
   server: RpcServer;
   heartbeat: NodeJS.Timeout;
   ring: CommitPublication[];
-  /** requestId → origin, for the change events of writes in flight. */
-  sources: Map<string, { source: string; method: string }>;
+  /** requestId → origin, for the change events of writes in flight (`method` null: an exclusive transaction). */
+  sources: Map<string, { source: string; method: string | null }>;
   unsubscribe: () => void;
   accepting: boolean;
 }
@@ -571,9 +595,10 @@ class Proxy_ implements DbProxy {
           writes: e.jobs.map((j) => {
             const origin = j.requestId === null ? undefined : state.sources.get(j.requestId);
             return {
-              method: origin?.method ?? j.method,
+              method: origin === undefined ? j.method : origin.method,
               requestId: j.requestId,
-              sourceInstanceId: origin?.source ?? null,
+              // every write job carries a requestId; a job without one is this process's runExclusive
+              sourceInstanceId: origin?.source ?? (j.requestId === null ? o.instanceId : null),
             };
           }),
         };
@@ -812,7 +837,8 @@ class Proxy_ implements DbProxy {
 
   #statsFor(name: string): MethodStats {
     // unknown names share one bucket, so a caller cannot grow the map without bound
-    const method = Object.hasOwn(this.options.writes, name) ? name : '(unknown)';
+    const method =
+      name === EXCLUSIVE_METRICS_KEY || Object.hasOwn(this.options.writes, name) ? name : '(unknown)';
     let s = this.#methods.get(method);
     if (s === undefined) {
       s = new MethodStats();
@@ -941,6 +967,69 @@ class Proxy_ implements DbProxy {
     } finally {
       deadlineTimer.cancel();
       opts.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  // ---------------------------------------------------------------- exclusive transactions (primary)
+
+  runExclusive<T>(fn: (db: SqliteDatabase) => T, opts: ExclusiveOptions = {}): Promise<WriteResult<T>> {
+    if (!exclusiveTrace.hasSubscribers) return this.#runExclusive(fn, opts);
+    return exclusiveTrace.tracePromise(() => this.#runExclusive(fn, opts), { requestId: opts.requestId });
+  }
+
+  async #runExclusive<T>(fn: (db: SqliteDatabase) => T, opts: ExclusiveOptions): Promise<WriteResult<T>> {
+    throwIfAborted(opts.signal);
+    if (this.#closing !== null) throw this.#closedError();
+    if (this.#role === 'starting') await this.start(opts.signal === undefined ? {} : { signal: opts.signal });
+    const p = this.#primary;
+    if (this.#role !== 'primary' || p === null) {
+      if (this.#closing !== null) throw this.#closedError();
+      throw new DbProxyError('DBPROXY_NOT_PRIMARY', 'runExclusive runs only on the primary', {
+        details: { role: this.#role, epoch: this.#epoch },
+      });
+    }
+    if (!p.accepting) throw wireError('SHUTTING_DOWN', 'the proxy is closing');
+    const { requestId, signal, durability } = opts;
+    const deadline = Date.now() + (opts.timeoutMs ?? this.options.timeouts.longMs);
+    const stats = this.#statsFor(EXCLUSIVE_METRICS_KEY);
+    stats.count++;
+    const t0 = performance.now();
+    // fn's own error comes back as it was thrown, not wrapped in the coordinator's JOB_FAILED
+    let thrown: { error: unknown } | null = null;
+    if (requestId !== undefined) p.sources.set(requestId, { source: this.options.instanceId, method: null });
+    try {
+      const r = await p.coordinator.runExclusive<T>(
+        (db) => {
+          try {
+            return fn(db);
+          } catch (e) {
+            thrown = { error: e };
+            throw e;
+          }
+        },
+        {
+          deadline,
+          ...(requestId === undefined ? {} : { requestId }),
+          ...(signal === undefined ? {} : { signal }),
+          ...(durability === undefined ? {} : { durability }),
+        },
+      );
+      stats.ok++;
+      if (r.seq > this.#ownSeq) this.#ownSeq = r.seq;
+      return { value: r.value, seq: r.seq, replayed: r.replayed };
+    } catch (e) {
+      const own = thrown as { error: unknown } | null;
+      let err: unknown;
+      if (own !== null && isWriteCoordinatorError(e) && e.cause === own.error) err = own.error;
+      else if (isWriteCoordinatorError(e) && e.code === 'WRITECOORDINATOR_ABORTED')
+        err = signal?.aborted ? signal.reason : e;
+      else err = fromCoordinatorError(e, EXCLUSIVE_METRICS_KEY);
+      const code = isDbProxyError(err) ? err.code : own !== null && err === own.error ? 'THROWN' : 'ABORTED';
+      stats.errors[code] = (stats.errors[code] ?? 0) + 1;
+      throw err;
+    } finally {
+      if (requestId !== undefined) p.sources.delete(requestId);
+      stats.latency.record(performance.now() - t0);
     }
   }
 
