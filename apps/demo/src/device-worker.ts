@@ -11,17 +11,18 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { createDbProxy, type DbProxy } from '@x/dbproxy';
+import { createDbProxy, type DbProxy, EXCLUSIVE_METRICS_KEY } from '@x/dbproxy';
 import {
   type ConflictContext,
   type ConflictResolution,
   createSyncClient,
   type SyncClient,
 } from '@x/oversync/client';
+import type { SqliteDatabase } from '@x/writecoordinator';
 import { businessWrites, DEFAULT_SQLITE_DDL, readAll } from './device-schema.js';
 import { signJwt } from './jwt.js';
 import { defaultProfile } from './profiles.js';
-import { createSyncWriterBridge, SYNC_TX_METHOD } from './sync-writer.js';
+import { syncWriter } from './sync-writer.js';
 
 export interface DeviceWorkerOptions {
   dir: string;
@@ -67,15 +68,16 @@ export function mergeResolver(ctx: ConflictContext): ConflictResolution {
 export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
   mkdirSync(o.dir, { recursive: true });
   const offlinePath = join(o.dir, OFFLINE_FLAG_FILE);
-  const bridge = createSyncWriterBridge();
+  // The primary's writer connection, handed to `migrate` when this process is promoted.
+  let writerDb: SqliteDatabase | null = null;
   const proxy: DbProxy = createDbProxy({
     databasePath: join(o.dir, DEVICE_DB_FILE),
     runtimeDir: join(o.dir, 'run'),
     instanceId: `${o.device}/${o.label}`,
-    writes: { ...businessWrites(), [SYNC_TX_METHOD]: bridge.write },
+    writes: businessWrites(),
     migrate: (db) => {
       db.exec(DEFAULT_SQLITE_DDL);
-      bridge.setDatabase(db);
+      writerDb = db;
     },
   });
 
@@ -95,7 +97,7 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
 
   const startSync = async (): Promise<SyncClient> => {
     const c = createSyncClient({
-      writer: bridge.coordinator(proxy),
+      writer: syncWriter(proxy, () => writerDb),
       baseUrl: o.server,
       token,
       schema: o.tenant,
@@ -262,7 +264,7 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
           metrics: proxy.metrics(),
           sync: client === null ? null : await client.status(),
           conflicts,
-          syncTransactions: bridge.transactions,
+          syncTransactions: proxy.metrics().methods[EXCLUSIVE_METRICS_KEY]?.ok ?? 0,
         };
       case 'offline':
         writeFileSync(offlinePath, `${Date.now()}\n`);
