@@ -3,6 +3,7 @@ import { SyncServerError, UnsupportedSchemaError } from '../errors.js';
 import type { SyncLogger } from '../options.js';
 import { quoteIdent, quoteLiteral, type SyncDatabase, type SyncQuerier } from './db.js';
 import {
+  CAPTURE_INSERT_TRIGGER,
   CAPTURE_TRIGGER,
   CREATE_SYNC_SCHEMA_SQL,
   KEY_KIND_TEXT,
@@ -411,16 +412,21 @@ async function installTriggers(q: SyncQuerier, tables: readonly TableInfo[]): Pr
   await q.query(TRIGGER_FUNCTIONS_SQL);
   for (const t of tables) {
     await q.query(`DROP TRIGGER IF EXISTS ${CAPTURE_TRIGGER} ON ${t.qualified}`);
+    await q.query(`DROP TRIGGER IF EXISTS ${CAPTURE_INSERT_TRIGGER} ON ${t.qualified}`);
     await q.query(`DROP TRIGGER IF EXISTS ${OWNER_GUARD_TRIGGER} ON ${t.qualified}`);
     await q.query(
       `CREATE TRIGGER ${OWNER_GUARD_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE ON ${t.qualified}
        FOR EACH ROW EXECUTE FUNCTION sync.enforce_registered_row_owner()`,
     );
+    const args = [t.keyColumn, String(t.keyKind), String(t.tableId)].map(quoteLiteral).join(', ');
     await q.query(
-      `CREATE TRIGGER ${CAPTURE_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON ${t.qualified}
-       FOR EACH ROW EXECUTE FUNCTION sync.capture_registered_row_change(${quoteLiteral(t.keyColumn)}, ${quoteLiteral(
-         String(t.keyKind),
-       )}, ${quoteLiteral(String(t.tableId))})`,
+      `CREATE TRIGGER ${CAPTURE_TRIGGER} AFTER UPDATE OR DELETE ON ${t.qualified}
+       FOR EACH ROW EXECUTE FUNCTION sync.capture_registered_row_change(${args})`,
+    );
+    await q.query(
+      `CREATE TRIGGER ${CAPTURE_INSERT_TRIGGER} AFTER INSERT ON ${t.qualified}
+       REFERENCING NEW TABLE AS oversync_new_rows
+       FOR EACH STATEMENT EXECUTE FUNCTION sync.capture_registered_insert(${args})`,
     );
   }
 }

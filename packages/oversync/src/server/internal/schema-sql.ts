@@ -11,7 +11,13 @@ export const SYNC_LAYOUT_NAME = 'server_postgres_sync_v1';
 /** `pg_advisory_xact_lock` key of bootstrap: "oversync" as a big-endian int64. */
 export const SYNC_BOOTSTRAP_LOCK_KEY = '8031170061538733667'; // 0x6f76657273796e63
 export const OWNER_GUARD_TRIGGER = 'oversync_bundle_owner_guard';
+/** Row-level capture of UPDATE and DELETE (an UPDATE that changes the key becomes DELETE + INSERT). */
 export const CAPTURE_TRIGGER = 'oversync_bundle_capture_row';
+/**
+ * Statement-level capture of INSERT through a transition table: one set-based insert into the
+ * capture stage per statement instead of one per row (rows keep the statement's insertion order).
+ */
+export const CAPTURE_INSERT_TRIGGER = 'oversync_bundle_capture_insert';
 
 export const OP_INSERT = 1;
 export const OP_UPDATE = 2;
@@ -289,6 +295,40 @@ BEGIN
     INSERT INTO sync.bundle_capture_stage (txid, user_pk, table_id, op_code, key_bytes, payload_db)
     VALUES (tx, bundle_pk, tbl_id, CASE WHEN TG_OP = 'INSERT' THEN 1 ELSE 2 END, new_key, new_doc);
   END IF;
+  RETURN NULL;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION sync.capture_registered_insert() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  bundle_user TEXT := current_setting('oversync.bundle_user_id', true);
+  bundle_pk_text TEXT := current_setting('oversync.bundle_user_pk', true);
+  key_column TEXT := TG_ARGV[0];
+  key_kind INTEGER := TG_ARGV[1]::INTEGER;
+  tbl_id INTEGER := TG_ARGV[2]::INTEGER;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM oversync_new_rows) THEN
+    RETURN NULL;
+  END IF;
+  IF bundle_user IS NULL OR bundle_user = '' THEN
+    PERFORM nextval('sync.rejected_registered_write_seq');
+    RAISE EXCEPTION 'write to registered table %.% requires oversync sync bundle context',
+      quote_ident(TG_TABLE_SCHEMA), quote_ident(TG_TABLE_NAME) USING ERRCODE = 'P0001';
+  END IF;
+  IF bundle_pk_text IS NULL OR bundle_pk_text = '' THEN
+    RAISE EXCEPTION 'oversync sync bundle context is missing user_pk' USING ERRCODE = 'P0001';
+  END IF;
+  IF EXISTS (SELECT 1 FROM oversync_new_rows n WHERE n._sync_scope_id IS DISTINCT FROM bundle_user) THEN
+    RAISE EXCEPTION 'scope mismatch on registered table %.%', quote_ident(TG_TABLE_SCHEMA), quote_ident(TG_TABLE_NAME)
+      USING ERRCODE = 'P0001';
+  END IF;
+  INSERT INTO sync.bundle_capture_stage (txid, user_pk, table_id, op_code, key_bytes, payload_db)
+  SELECT txid_current(), bundle_pk_text::BIGINT, tbl_id, 1,
+         CASE WHEN key_kind = 1 THEN uuid_send((d.doc->>key_column)::uuid)
+              ELSE convert_to(d.doc->>key_column, 'UTF8') END,
+         d.doc - '_sync_scope_id'
+    FROM (SELECT to_jsonb(n) AS doc FROM oversync_new_rows n) AS d;
   RETURN NULL;
 END
 $fn$;

@@ -233,7 +233,9 @@ export async function getSnapshotChunk(
       if (h.expired)
         throw wireError('snapshot_session_expired', `snapshot session ${snapshotId} has expired`);
       // The page's JSON is built by PostgreSQL (payload_wire embedded verbatim); the HTTP layer
-      // sends it as is, programmatic callers get it parsed.
+      // sends it as is, programmatic callers get it parsed. Row ordinals are contiguous from 1, so
+      // the page is a bounded ordinal range: with the stale statistics of freshly materialised rows
+      // an open range made the planner bitmap-scan and sort every remaining row for each page.
       const r = await tx.query<{ n: number; rows: string | null }>(
         `SELECT count(*)::int AS n,
                 string_agg(json_build_object(
@@ -245,7 +247,8 @@ export async function getSnapshotChunk(
                   FILTER (WHERE p.rn <= $3) AS rows
            FROM (SELECT r.*, row_number() OVER (ORDER BY r.row_ordinal) AS rn
                    FROM (SELECT * FROM sync.snapshot_session_rows
-                          WHERE snapshot_id = $1 AND row_ordinal > $2 ORDER BY row_ordinal LIMIT $3 + 1) AS r) AS p
+                          WHERE snapshot_id = $1 AND row_ordinal > $2 AND row_ordinal <= $2 + $3 + 1
+                          ORDER BY row_ordinal LIMIT $3 + 1) AS r) AS p
            JOIN sync.table_catalog c ON c.table_id = p.table_id`,
         [snapshotId, afterRowOrdinal, eff],
       );

@@ -205,9 +205,10 @@ describe('a successful bootstrap', () => {
       { table_id: 4, schema_name: s, table_name: 'z', sync_key_kind: 1 },
     ]);
     const triggers = await cluster.query<{ n: string }>(
-      `SELECT count(*)::text AS n FROM pg_trigger WHERE tgname IN ('oversync_bundle_owner_guard', 'oversync_bundle_capture_row')`,
+      `SELECT count(*)::text AS n FROM pg_trigger
+        WHERE tgname IN ('oversync_bundle_owner_guard', 'oversync_bundle_capture_row', 'oversync_bundle_capture_insert')`,
     );
-    expect(triggers.rows[0]!.n).toBe('8');
+    expect(triggers.rows[0]!.n).toBe('12');
     const meta = await cluster.query('SELECT singleton_key, protocol_label, layout_name FROM sync.meta');
     expect(meta.rows).toEqual([
       { singleton_key: true, protocol_label: 'v1', layout_name: 'server_postgres_sync_v1' },
