@@ -74,6 +74,15 @@ type Ended = 'committed' | 'rolled back';
 
 const EMPTY_OPTS: SubmitOptions = Object.freeze({});
 
+// One executor for every job's promise (no closure per submit): it hands the resolving functions
+// over through these two slots, which are read right after `new Promise` returns.
+let capturedResolve: ((r: WriteResult<unknown>) => void) | null = null;
+let capturedReject: ((e: unknown) => void) | null = null;
+function capture(resolve: (r: WriteResult<unknown>) => void, reject: (e: unknown) => void): void {
+  capturedResolve = resolve;
+  capturedReject = reject;
+}
+
 function isThenable(v: unknown): boolean {
   return (
     v !== null &&
@@ -98,6 +107,10 @@ export class Coordinator implements WriteCoordinator {
   #depth = 0; // live jobs in #queue
   #waiting = 0; // live jobs in #waiters
   #scheduled: NodeJS.Immediate | null = null;
+  /** A run of the loop is queued as a microtask of the current turn (see #schedule). */
+  #microScheduled = false;
+  /** When the current turn's budget ends (performance.now() time); 0 outside a turn's budget. */
+  #turnEnd = 0;
   #delayed: NodeJS.Timeout | null = null;
   #closing = false;
   #closed: Promise<void> | null = null;
@@ -273,10 +286,9 @@ export class Coordinator implements WriteCoordinator {
     // (reading the clock per job costs a measurable share of the hot path).
     const n = this.#sampled++;
     if (n < this.options.latencyReservoirSize || (n & 7) === 0) j.t0 = performance.now();
-    const promise = new Promise<WriteResult<unknown>>((resolve, reject) => {
-      j.resolve = resolve;
-      j.reject = reject;
-    });
+    const promise = new Promise<WriteResult<unknown>>(capture);
+    j.resolve = capturedResolve!;
+    j.reject = capturedReject!;
     if (deadline !== undefined && deadline <= Date.now()) {
       this.#accepted++;
       this.#expire(j);
@@ -408,12 +420,20 @@ export class Coordinator implements WriteCoordinator {
   }
 
   #schedule(now = false): void {
-    if (this.#scheduled !== null) return;
+    if (this.#scheduled !== null || this.#microScheduled) return;
     const delay = this.options.maxBatchDelayMs;
     if (now || delay === 0 || this.#closing || this.#depth >= this.options.maxBatchSize) {
       if (this.#delayed !== null) {
         clearTimeout(this.#delayed);
         this.#delayed = null;
+      }
+      // Within the budget of a turn that just ran batches, the next batch (callers resubmitting in
+      // their continuations) runs in a microtask queued behind those continuations, instead of
+      // leaving the writer idle for a whole event-loop turn. Past the budget: the next turn.
+      if (!now && this.#turnEnd !== 0 && performance.now() < this.#turnEnd) {
+        this.#microScheduled = true;
+        queueMicrotask(this.#microTick);
+        return;
       }
       this.#scheduled = setImmediate(this.#tick);
     } else if (this.#delayed === null) {
@@ -432,7 +452,18 @@ export class Coordinator implements WriteCoordinator {
    */
   readonly #tick = (): void => {
     this.#scheduled = null;
-    const start = performance.now();
+    this.#turnEnd = performance.now() + TICK_BUDGET_MS;
+    this.#run();
+  };
+
+  /** A run queued as a microtask by #schedule, in the budget of the current turn. */
+  readonly #microTick = (): void => {
+    if (!this.#microScheduled) return; // cancelled by #checkDrained
+    this.#microScheduled = false;
+    this.#run();
+  };
+
+  #run(): void {
     do {
       const batch = this.#takeBatch();
       if (batch.length === 0) break;
@@ -445,11 +476,13 @@ export class Coordinator implements WriteCoordinator {
         this.#log.error({ err: e }, 'writecoordinator: batch failed unexpectedly; nothing was applied');
         for (const j of batch) if (j.state === State.Running) this.#failJob(j, e);
       }
-    } while (this.#depth > 0 && performance.now() - start < TICK_BUDGET_MS);
-    // Jobs left over have waited already: the next batch runs on the next turn.
-    if (this.#depth > 0) this.#schedule(true);
-    else this.#checkDrained();
-  };
+    } while (this.#depth > 0 && performance.now() < this.#turnEnd);
+    if (this.#depth > 0) {
+      // The turn's budget is spent and jobs are left: the next batch runs on the next turn.
+      this.#turnEnd = 0;
+      this.#schedule(true);
+    } else this.#checkDrained();
+  }
 
   /** Takes up to maxBatchSize live jobs in FIFO order; an exclusive job is always a batch of its own. */
   #takeBatch(): Job[] {
@@ -893,6 +926,7 @@ export class Coordinator implements WriteCoordinator {
       clearImmediate(this.#scheduled);
       this.#scheduled = null;
     }
+    this.#microScheduled = false;
     if (this.#delayed !== null) {
       clearTimeout(this.#delayed);
       this.#delayed = null;
