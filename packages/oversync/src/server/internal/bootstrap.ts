@@ -8,6 +8,7 @@ import {
   CREATE_SYNC_SCHEMA_SQL,
   KEY_KIND_TEXT,
   KEY_KIND_UUID,
+  OWNER_GUARD_INSERT_TRIGGER,
   OWNER_GUARD_TRIGGER,
   SYNC_BOOTSTRAP_LOCK_KEY,
   SYNC_LAYOUT_NAME,
@@ -414,9 +415,16 @@ async function installTriggers(q: SyncQuerier, tables: readonly TableInfo[]): Pr
     await q.query(`DROP TRIGGER IF EXISTS ${CAPTURE_TRIGGER} ON ${t.qualified}`);
     await q.query(`DROP TRIGGER IF EXISTS ${CAPTURE_INSERT_TRIGGER} ON ${t.qualified}`);
     await q.query(`DROP TRIGGER IF EXISTS ${OWNER_GUARD_TRIGGER} ON ${t.qualified}`);
+    await q.query(`DROP TRIGGER IF EXISTS ${OWNER_GUARD_INSERT_TRIGGER} ON ${t.qualified}`);
     await q.query(
-      `CREATE TRIGGER ${OWNER_GUARD_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE ON ${t.qualified}
+      `CREATE TRIGGER ${OWNER_GUARD_TRIGGER} BEFORE UPDATE OR DELETE ON ${t.qualified}
        FOR EACH ROW EXECUTE FUNCTION sync.enforce_registered_row_owner()`,
+    );
+    await q.query(
+      `CREATE TRIGGER ${OWNER_GUARD_INSERT_TRIGGER} BEFORE INSERT ON ${t.qualified} FOR EACH ROW
+       WHEN (coalesce(NEW.${SCOPE_COLUMN}, '') = ''
+             OR NEW.${SCOPE_COLUMN} IS DISTINCT FROM current_setting('oversync.bundle_user_id', true))
+       EXECUTE FUNCTION sync.enforce_registered_row_owner()`,
     );
     const args = [t.keyColumn, String(t.keyKind), String(t.tableId)].map(quoteLiteral).join(', ');
     await q.query(

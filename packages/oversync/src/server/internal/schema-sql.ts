@@ -10,7 +10,14 @@
 export const SYNC_LAYOUT_NAME = 'server_postgres_sync_v1';
 /** `pg_advisory_xact_lock` key of bootstrap: "oversync" as a big-endian int64. */
 export const SYNC_BOOTSTRAP_LOCK_KEY = '8031170061538733667'; // 0x6f76657273796e63
+/** Row-level owner guard of UPDATE and DELETE. */
 export const OWNER_GUARD_TRIGGER = 'oversync_bundle_owner_guard';
+/**
+ * Row-level owner guard of INSERT, fired (through its WHEN condition, evaluated without calling
+ * PL/pgSQL) only for rows whose scope column is empty or differs from the bundle's user: those it
+ * fills in or rejects; a row already carrying the bundle user's scope needs no call.
+ */
+export const OWNER_GUARD_INSERT_TRIGGER = 'oversync_bundle_owner_guard_insert';
 /** Row-level capture of UPDATE and DELETE (an UPDATE that changes the key becomes DELETE + INSERT). */
 export const CAPTURE_TRIGGER = 'oversync_bundle_capture_row';
 /**

@@ -234,8 +234,9 @@ export async function getSnapshotChunk(
         throw wireError('snapshot_session_expired', `snapshot session ${snapshotId} has expired`);
       // The page's JSON is built by PostgreSQL (payload_wire embedded verbatim); the HTTP layer
       // sends it as is, programmatic callers get it parsed. Row ordinals are contiguous from 1, so
-      // the page is a bounded ordinal range: with the stale statistics of freshly materialised rows
-      // an open range made the planner bitmap-scan and sort every remaining row for each page.
+      // the page is a bounded ordinal range (plus one row telling has_more): with the stale
+      // statistics of freshly materialised rows an open range with LIMIT made the planner
+      // bitmap-scan and sort every remaining row for each page.
       const r = await tx.query<{ n: number; rows: string | null }>(
         `SELECT count(*)::int AS n,
                 string_agg(json_build_object(
@@ -244,12 +245,9 @@ export async function getSnapshotChunk(
                     CASE c.sync_key_kind WHEN 1 THEN encode(p.key_bytes, 'hex')::uuid::text
                                          ELSE convert_from(p.key_bytes, 'UTF8') END),
                   'row_version', p.bundle_seq, 'payload', p.payload_wire)::text, ',' ORDER BY p.row_ordinal)
-                  FILTER (WHERE p.rn <= $3) AS rows
-           FROM (SELECT r.*, row_number() OVER (ORDER BY r.row_ordinal) AS rn
-                   FROM (SELECT * FROM sync.snapshot_session_rows
-                          WHERE snapshot_id = $1 AND row_ordinal > $2 AND row_ordinal <= $2 + $3 + 1
-                          ORDER BY row_ordinal LIMIT $3 + 1) AS r) AS p
-           JOIN sync.table_catalog c ON c.table_id = p.table_id`,
+                  FILTER (WHERE p.row_ordinal <= $2::int8 + $3::int8) AS rows
+           FROM sync.snapshot_session_rows p JOIN sync.table_catalog c ON c.table_id = p.table_id
+          WHERE p.snapshot_id = $1 AND p.row_ordinal > $2::int8 AND p.row_ordinal <= $2::int8 + $3::int8 + 1`,
         [snapshotId, afterRowOrdinal, eff],
       );
       const fetched = r.rows[0]?.n ?? 0;

@@ -206,9 +206,10 @@ describe('a successful bootstrap', () => {
     ]);
     const triggers = await cluster.query<{ n: string }>(
       `SELECT count(*)::text AS n FROM pg_trigger
-        WHERE tgname IN ('oversync_bundle_owner_guard', 'oversync_bundle_capture_row', 'oversync_bundle_capture_insert')`,
+        WHERE tgname IN ('oversync_bundle_owner_guard', 'oversync_bundle_owner_guard_insert',
+                         'oversync_bundle_capture_row', 'oversync_bundle_capture_insert')`,
     );
-    expect(triggers.rows[0]!.n).toBe('12');
+    expect(triggers.rows[0]!.n).toBe('16');
     const meta = await cluster.query('SELECT singleton_key, protocol_label, layout_name FROM sync.meta');
     expect(meta.rows).toEqual([
       { singleton_key: true, protocol_label: 'v1', layout_name: 'server_postgres_sync_v1' },
