@@ -5,6 +5,15 @@
  * table_id only ever comes from the validated catalog), bundle_rows reaches user_state through its
  * bundle_log FK, the transient capture stage has no FK at all, and the reference's duplicate unique
  * index on snapshot rows is not created. Each avoided check is one trigger query per written row.
+ * push_session_rows and snapshot_session_rows have no FK to their session header either: a
+ * statement-level AFTER DELETE trigger on the header deletes them instead (same cascade, no
+ * per-row check on the 10k-100k rows a session stages). The transient session tables (push_sessions, push_session_rows, snapshot_sessions,
+ * snapshot_session_rows) are UNLOGGED: sessions are short-lived, TTL-bound working copies, and
+ * skipping the WAL roughly halves the cost of staging and materialising them. A PostgreSQL crash
+ * (or a promoted standby) empties header and rows together, so an open session then answers
+ * `404 *_session_not_found` and the client starts a new one, as after a TTL expiry; nothing
+ * committed (bundle_log, bundle_rows, row_state, business tables) lives in them. Installs made
+ * before this keep their logged tables, which behave the same.
  */
 
 export const SYNC_LAYOUT_NAME = 'server_postgres_sync_v1';
@@ -147,7 +156,7 @@ CREATE TABLE sync.bundle_rows (
   CONSTRAINT bundle_rows_payload_chk CHECK ((op_code = 3) = (payload_wire IS NULL))
 );
 
-CREATE TABLE sync.push_sessions (
+CREATE UNLOGGED TABLE sync.push_sessions (
   push_id UUID PRIMARY KEY,
   user_pk BIGINT NOT NULL REFERENCES sync.user_state(user_pk) ON DELETE CASCADE,
   source_id TEXT NOT NULL,
@@ -161,8 +170,8 @@ CREATE TABLE sync.push_sessions (
     AND next_expected_row_ordinal <= planned_row_count)
 );
 
-CREATE TABLE sync.push_session_rows (
-  push_id UUID NOT NULL REFERENCES sync.push_sessions(push_id) ON DELETE CASCADE,
+CREATE UNLOGGED TABLE sync.push_session_rows (
+  push_id UUID NOT NULL,
   row_ordinal BIGINT NOT NULL,
   table_id INTEGER NOT NULL,
   key_bytes BYTEA NOT NULL,
@@ -174,7 +183,7 @@ CREATE TABLE sync.push_session_rows (
   CONSTRAINT push_session_rows_payload_chk CHECK ((op_code = 3) = (payload_apply IS NULL))
 );
 
-CREATE TABLE sync.snapshot_sessions (
+CREATE UNLOGGED TABLE sync.snapshot_sessions (
   snapshot_id UUID PRIMARY KEY,
   user_pk BIGINT NOT NULL REFERENCES sync.user_state(user_pk) ON DELETE CASCADE,
   snapshot_bundle_seq BIGINT NOT NULL,
@@ -183,8 +192,8 @@ CREATE TABLE sync.snapshot_sessions (
   expires_at TIMESTAMPTZ NOT NULL
 );
 
-CREATE TABLE sync.snapshot_session_rows (
-  snapshot_id UUID NOT NULL REFERENCES sync.snapshot_sessions(snapshot_id) ON DELETE CASCADE,
+CREATE UNLOGGED TABLE sync.snapshot_session_rows (
+  snapshot_id UUID NOT NULL,
   row_ordinal BIGINT NOT NULL,
   table_id INTEGER NOT NULL,
   key_bytes BYTEA NOT NULL,
@@ -203,6 +212,26 @@ CREATE INDEX rs_user_live_snapshot_idx ON sync.row_state (user_pk, table_id, key
 CREATE INDEX ps_expires_at_idx ON sync.push_sessions (expires_at);
 CREATE INDEX ss_expires_at_idx ON sync.snapshot_sessions (expires_at);
 -- ssr_snapshot_table_key_idx of the reference duplicates snapshot_session_rows_logical_row_key; not created.
+
+-- Session rows have no FK to their header (a per-row RI check costs as much as the row's own
+-- insert); deleting headers, directly or by the user_state cascade, deletes their rows through
+-- these statement-level triggers. Rows are only ever inserted next to their header, in its transaction.
+CREATE FUNCTION sync.delete_push_session_rows() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  DELETE FROM sync.push_session_rows r USING oversync_old_sessions o WHERE r.push_id = o.push_id;
+  RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER oversync_push_session_rows_cascade AFTER DELETE ON sync.push_sessions
+  REFERENCING OLD TABLE AS oversync_old_sessions FOR EACH STATEMENT EXECUTE FUNCTION sync.delete_push_session_rows();
+CREATE FUNCTION sync.delete_snapshot_session_rows() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  DELETE FROM sync.snapshot_session_rows r USING oversync_old_sessions o WHERE r.snapshot_id = o.snapshot_id;
+  RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER oversync_snapshot_session_rows_cascade AFTER DELETE ON sync.snapshot_sessions
+  REFERENCING OLD TABLE AS oversync_old_sessions FOR EACH STATEMENT EXECUTE FUNCTION sync.delete_snapshot_session_rows();
 
 INSERT INTO sync.meta (singleton_key, protocol_label, layout_name) VALUES (TRUE, 'v1', '${SYNC_LAYOUT_NAME}');
 `;

@@ -120,6 +120,52 @@ describe('snapshot sessions', () => {
     });
   });
 
+  test('session rows go with their header: on DELETE, on the expiry sweep and with the user', async () => {
+    const d = await device();
+    expect((await d.push([userRow(randomUUID(), 'a'), userRow(randomUUID(), 'b')])).status).toBe(200);
+    const rowsOf = async (table: string, col: string, id: string) =>
+      Number(
+        (
+          await fx.cluster.query<{ n: string }>(
+            `SELECT count(*)::text AS n FROM sync.${table} WHERE ${col} = $1`,
+            [id],
+          )
+        ).rows[0]!.n,
+      );
+    const snapshot = async () =>
+      (await d.json('POST', '/sync/snapshot-sessions')).body['snapshot_id'] as string;
+    const s1 = await snapshot();
+    expect(await rowsOf('snapshot_session_rows', 'snapshot_id', s1)).toBe(2);
+    expect((await d.req('DELETE', `/sync/snapshot-sessions/${s1}`)).statusCode).toBe(204);
+    expect(await rowsOf('snapshot_session_rows', 'snapshot_id', s1)).toBe(0);
+
+    const s2 = await snapshot();
+    await fx.cluster.query(
+      "UPDATE sync.snapshot_sessions SET expires_at = now() - interval '1 second' WHERE snapshot_id = $1",
+      [s2],
+    );
+    const s3 = await snapshot(); // the create sweeps expired sessions
+    expect(await rowsOf('snapshot_session_rows', 'snapshot_id', s2)).toBe(0);
+    expect(await rowsOf('snapshot_session_rows', 'snapshot_id', s3)).toBe(2);
+
+    const push = await d.json('POST', '/sync/push-sessions', {
+      source_bundle_id: d.sourceBundleId + 1,
+      planned_row_count: 2,
+    });
+    const pushId = push.body['push_id'] as string;
+    const chunk = await d.json('POST', `/sync/push-sessions/${pushId}/chunks`, {
+      start_row_ordinal: 0,
+      rows: [userRow(randomUUID(), 'c')],
+    });
+    expect(chunk.status, JSON.stringify(chunk.body)).toBe(200);
+    expect(await rowsOf('push_session_rows', 'push_id', pushId)).toBe(1);
+    await fx.cluster.runTx(async (tx) => {
+      await tx.query('DELETE FROM sync.user_state WHERE user_id = $1', [d.userId]);
+    });
+    expect(await rowsOf('snapshot_session_rows', 'snapshot_id', s3)).toBe(0);
+    expect(await rowsOf('push_session_rows', 'push_id', pushId)).toBe(0);
+  });
+
   test('errors: validation 400, unknown/non-UUID 404, other user 403, expired 410, scope 409', async () => {
     const d = await device();
     const created = await d.json('POST', '/sync/snapshot-sessions', {});
