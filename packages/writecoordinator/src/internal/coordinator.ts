@@ -73,6 +73,7 @@ interface Registered {
 type Ended = 'committed' | 'rolled back';
 
 const EMPTY_OPTS: SubmitOptions = Object.freeze({});
+const SETTLED = Promise.resolve();
 
 // One executor for every job's promise (no closure per submit): it hands the resolving functions
 // over through these two slots, which are read right after `new Promise` returns.
@@ -432,7 +433,8 @@ export class Coordinator implements WriteCoordinator {
       // leaving the writer idle for a whole event-loop turn. Past the budget: the next turn.
       if (!now && this.#turnEnd !== 0 && performance.now() < this.#turnEnd) {
         this.#microScheduled = true;
-        queueMicrotask(this.#microTick);
+        // A reaction on a settled promise: queued like queueMicrotask, without its per-call AsyncResource.
+        void SETTLED.then(this.#microTick);
         return;
       }
       this.#scheduled = setImmediate(this.#tick);
