@@ -1,5 +1,6 @@
 /** Snapshot sessions (§6) and source replacement (§8.3). */
 import { randomUUID } from 'node:crypto';
+import { goJsonString } from '../../shared/canonical-json.js';
 import type {
   SnapshotChunkResponse,
   SnapshotRow,
@@ -7,10 +8,10 @@ import type {
   SnapshotSessionCreateRequest,
 } from '../../shared/wire.js';
 import { SyncServerError, wireError } from '../errors.js';
-import { SCOPE_COLUMN } from './bootstrap.js';
+import { SCOPE_COLUMN, type TableInfo } from './bootstrap.js';
 import { RFC3339_SQL } from './connect.js';
 import { type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
-import { quoteIdent, type SyncQuerier } from './db.js';
+import { quoteIdent, quoteLiteral, type SyncQuerier } from './db.js';
 import { RawJson } from './raw-json.js';
 import { KEY_KIND_UUID } from './schema-sql.js';
 import { type Actor, requireInitializedScopeReadOnly, sourceRetiredError } from './state.js';
@@ -218,6 +219,30 @@ async function loadHeader(
   return h;
 }
 
+const pageRowSqlCache = new WeakMap<readonly TableInfo[], string>();
+
+/**
+ * SQL text of one snapshot page row (`p` = sync.snapshot_session_rows) as compact JSON, by string
+ * concatenation: a per-table constant prefix (schema, table, key column, encoded here once), the key,
+ * row_version and payload_wire verbatim. Builds the same object as json_build_object did, at less
+ * than half its cost per row. NULL for a table_id outside the topology (the caller checks).
+ */
+function pageRowSql(tables: readonly TableInfo[]): string {
+  let sql = pageRowSqlCache.get(tables);
+  if (sql !== undefined) return sql;
+  const branches = tables.map((t) => {
+    const prefix = `{"schema":${goJsonString(t.schema)},"table":${goJsonString(t.table)},"key":{${goJsonString(t.keyColumn)}:`;
+    const key =
+      t.keyKind === KEY_KIND_UUID
+        ? `'"' || encode(p.key_bytes, 'hex')::uuid::text || '"'`
+        : `to_json(convert_from(p.key_bytes, 'UTF8'))::text`;
+    return `WHEN ${t.tableId} THEN ${quoteLiteral(prefix)} || ${key}`;
+  });
+  sql = `(CASE p.table_id ${branches.join(' ')} END) || '},"row_version":' || p.bundle_seq::text || ',"payload":' || p.payload_wire::text || '}'`;
+  pageRowSqlCache.set(tables, sql);
+  return sql;
+}
+
 export async function getSnapshotChunk(
   ctx: ServiceContext,
   actor: Actor,
@@ -232,24 +257,25 @@ export async function getSnapshotChunk(
       const h = await loadHeader(tx, actor, snapshotId, false);
       if (h.expired)
         throw wireError('snapshot_session_expired', `snapshot session ${snapshotId} has expired`);
-      // The page's JSON is built by PostgreSQL (payload_wire embedded verbatim); the HTTP layer
-      // sends it as is, programmatic callers get it parsed. Row ordinals are contiguous from 1, so
+      // The page's JSON is built by PostgreSQL (payload_wire embedded verbatim, see pageRowSql);
+      // the HTTP layer sends it as is, programmatic callers get it parsed. Row ordinals are contiguous from 1, so
       // the page is a bounded ordinal range (plus one row telling has_more): with the stale
       // statistics of freshly materialised rows an open range with LIMIT made the planner
       // bitmap-scan and sort every remaining row for each page.
-      const r = await tx.query<{ n: number; rows: string | null }>(
-        `SELECT count(*)::int AS n,
-                string_agg(json_build_object(
-                  'schema', c.schema_name, 'table', c.table_name,
-                  'key', json_build_object(c.sync_key_column,
-                    CASE c.sync_key_kind WHEN 1 THEN encode(p.key_bytes, 'hex')::uuid::text
-                                         ELSE convert_from(p.key_bytes, 'UTF8') END),
-                  'row_version', p.bundle_seq, 'payload', p.payload_wire)::text, ',' ORDER BY p.row_ordinal)
+      const r = await tx.query<{ n: number; unknown: number; rows: string | null }>(
+        `SELECT count(*)::int AS n, count(*) FILTER (WHERE p.table_id <> ALL($4::int4[]))::int AS unknown,
+                string_agg(${pageRowSql(ctx.topology.tables)}, ',' ORDER BY p.row_ordinal)
                   FILTER (WHERE p.row_ordinal <= $2::int8 + $3::int8) AS rows
-           FROM sync.snapshot_session_rows p JOIN sync.table_catalog c ON c.table_id = p.table_id
+           FROM sync.snapshot_session_rows p
           WHERE p.snapshot_id = $1 AND p.row_ordinal > $2::int8 AND p.row_ordinal <= $2::int8 + $3::int8 + 1`,
-        [snapshotId, afterRowOrdinal, eff],
+        [snapshotId, afterRowOrdinal, eff, ctx.topology.tables.map((t) => t.tableId)],
       );
+      if ((r.rows[0]?.unknown ?? 0) > 0) {
+        throw new SyncServerError(
+          'OVERSYNC_INTERNAL',
+          `snapshot session ${snapshotId} holds rows of an unregistered table`,
+        );
+      }
       const fetched = r.rows[0]?.n ?? 0;
       const count = Math.min(fetched, eff);
       return {

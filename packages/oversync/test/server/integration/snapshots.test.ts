@@ -307,3 +307,73 @@ describe('source replacement', () => {
     });
   });
 });
+
+describe('snapshot pages', () => {
+  test('text keys needing JSON escapes and uuid keys come back exactly, across tables and pages', async () => {
+    const tfx = await createFixture({
+      schemaSql: `CREATE SCHEMA business;
+        CREATE TABLE business.users (_sync_scope_id TEXT NOT NULL, id UUID NOT NULL, name TEXT NOT NULL,
+          email TEXT NOT NULL, PRIMARY KEY (_sync_scope_id, id));
+        CREATE TABLE business.tags (_sync_scope_id TEXT NOT NULL, id TEXT NOT NULL, label TEXT,
+          PRIMARY KEY (_sync_scope_id, id));`,
+      service: {
+        registeredTables: ['users', 'tags'].map((table) => ({
+          schema: 'business',
+          table,
+          syncKeyColumns: ['id'],
+        })),
+      },
+    });
+    try {
+      const d = new Device(tfx.app, `p-${randomUUID()}`);
+      await d.connect(false);
+      const user = randomUUID();
+      const tagKeys = ['a "quoted" \\ key', 'ü <&> \u2028 tab\t', 'plain'];
+      const pushed = await d.push([
+        userRow(user, 'u'),
+        ...tagKeys.map((id, i) => ({
+          schema: 'business',
+          table: 'tags',
+          key: { id },
+          op: 'INSERT' as const,
+          base_row_version: 0,
+          payload: { id, label: i === 1 ? null : `l${i}` },
+        })),
+      ]);
+      expect(pushed.status, JSON.stringify(pushed.body)).toBe(200);
+      const seq = pushed.body['bundle_seq'] as number;
+      const sid = (await d.json('POST', '/sync/snapshot-sessions')).body['snapshot_id'] as string;
+      const rows: Chunk['rows'] = [];
+      for (let after = 0; ; ) {
+        const page = await d.json<Chunk>(
+          'GET',
+          `/sync/snapshot-sessions/${sid}?after_row_ordinal=${after}&max_rows=3`,
+        );
+        expect(page.status).toBe(200);
+        rows.push(...page.body.rows);
+        after = page.body.next_row_ordinal;
+        if (!page.body.has_more) break;
+      }
+      const byKey = new Map(rows.map((r) => [`${r.table}:${r.key.id}`, r]));
+      expect(rows).toHaveLength(4);
+      expect(byKey.get(`users:${user}`)).toEqual({
+        schema: 'business',
+        table: 'users',
+        key: { id: user },
+        row_version: seq,
+        payload: { id: user, name: 'u', email: 'u@example.com' },
+      });
+      tagKeys.forEach((id, i) => {
+        expect(byKey.get(`tags:${id}`)).toEqual({
+          schema: 'business',
+          table: 'tags',
+          key: { id },
+          row_version: seq,
+          payload: { id, label: i === 1 ? null : `l${i}` },
+        });
+      });
+    } finally {
+      await tfx.close();
+    }
+  });
+});
