@@ -146,6 +146,13 @@ export async function oversyncFastifyPlugin(fastify: FastifyInstance, rawOptions
   const service = opts.service;
   const bodyLimit = opts.bodyLimit ?? DEFAULT_FASTIFY_BODY_LIMIT;
 
+  // Open watch streams never end on their own, so `app.close()` would wait for them forever:
+  // end them before fastify stops accepting and waits for in-flight requests.
+  const openWatches = new Set<BundleChangeSubscription>();
+  fastify.addHook('preClose', async () => {
+    for (const sub of openWatches) sub.close();
+  });
+
   // Bodies are read as text whatever the content type and parsed per endpoint (Go ignores
   // Content-Type too), so every malformed body gets the endpoint's own 400 code.
   fastify.removeAllContentTypeParsers();
@@ -427,7 +434,12 @@ export async function oversyncFastifyPlugin(fastify: FastifyInstance, rawOptions
         }
         const after = intParam(req, 'after_bundle_seq', 'invalid_request', { min: 0, def: 0 })!;
         const sub = await service.watchBundleChanges(actor, { afterBundleSeq: after }, { signal });
-        await streamBundleEvents(reply, sub, service.options.bundleChangeWatch.heartbeatIntervalMs);
+        openWatches.add(sub);
+        try {
+          await streamBundleEvents(reply, sub, service.options.bundleChangeWatch.heartbeatIntervalMs);
+        } finally {
+          openWatches.delete(sub);
+        }
         return undefined;
       },
     },

@@ -323,6 +323,36 @@ describe('cancellation and shutdown of long operations', () => {
   });
 });
 
+describe('fastify lifecycle', () => {
+  test('app.close() alone ends open watch streams instead of hanging on them', async () => {
+    const local = await createFixture({
+      service: { bundleChangeWatch: { enabled: true, heartbeatIntervalMs: 5000 } },
+    });
+    const app = Fastify();
+    try {
+      await app.register(oversyncFastifyPlugin, {
+        service: local.service,
+        userIdFromRequest: (req) => req.headers['x-test-user'] as string | undefined,
+      });
+      const url = await app.listen({ port: 0, host: '127.0.0.1' });
+      const d = new Device(local.app, `fc-${randomUUID()}`);
+      await d.connect(false);
+      const res = await fetch(`${url}/sync/watch`, {
+        headers: { 'x-test-user': d.userId, 'oversync-source-id': d.sourceId },
+      });
+      expect(res.status).toBe(200);
+      const s = sse(res);
+      const closed = app.close().then(() => 'closed');
+      const timeout = new Promise((r) => setTimeout(() => r('timed out'), 5000).unref());
+      expect(await Promise.race([closed, timeout])).toBe('closed');
+      expect(await s.next(3000)).toBe('<end>');
+    } finally {
+      await app.close();
+      await local.close();
+    }
+  });
+});
+
 describe('capture normalisation (committed bundles reflect database effects)', () => {
   test('insert+delete vanish, delete+insert is an UPDATE, key changes are DELETE+INSERT, repeated updates collapse', async () => {
     const d = await device();
