@@ -296,62 +296,51 @@ describe('cancellation and shutdown of long operations', () => {
   });
 
   test('close() ends open watch streams', async () => {
-    const local = await createFixture({
-      service: { bundleChangeWatch: { enabled: true, heartbeatIntervalMs: 5000 } },
-    });
-    const app = Fastify();
-    try {
-      await app.register(oversyncFastifyPlugin, {
-        service: local.service,
-        userIdFromRequest: (req) => req.headers['x-test-user'] as string | undefined,
-      });
-      const url = await app.listen({ port: 0, host: '127.0.0.1' });
-      const d = new Device(local.app, `c-${randomUUID()}`);
-      await d.connect(false);
-      const res = await fetch(`${url}/sync/watch`, {
-        headers: { 'x-test-user': d.userId, 'oversync-source-id': d.sourceId },
-      });
-      expect(res.status).toBe(200);
-      const s = sse(res);
+    await withOpenWatch(async ({ local, stream }) => {
       await local.service.close();
-      expect(await s.next(3000)).toBe('<end>');
+      expect(await stream.next(3000)).toBe('<end>');
       expect(local.service.lifecycle).toBe('closed');
-    } finally {
-      await app.close();
-      await local.close();
-    }
+    });
   });
 });
 
 describe('fastify lifecycle', () => {
   test('app.close() alone ends open watch streams instead of hanging on them', async () => {
-    const local = await createFixture({
-      service: { bundleChangeWatch: { enabled: true, heartbeatIntervalMs: 5000 } },
-    });
-    const app = Fastify();
-    try {
-      await app.register(oversyncFastifyPlugin, {
-        service: local.service,
-        userIdFromRequest: (req) => req.headers['x-test-user'] as string | undefined,
-      });
-      const url = await app.listen({ port: 0, host: '127.0.0.1' });
-      const d = new Device(local.app, `fc-${randomUUID()}`);
-      await d.connect(false);
-      const res = await fetch(`${url}/sync/watch`, {
-        headers: { 'x-test-user': d.userId, 'oversync-source-id': d.sourceId },
-      });
-      expect(res.status).toBe(200);
-      const s = sse(res);
+    await withOpenWatch(async ({ app, stream }) => {
       const closed = app.close().then(() => 'closed');
       const timeout = new Promise((r) => setTimeout(() => r('timed out'), 5000).unref());
       expect(await Promise.race([closed, timeout])).toBe('closed');
-      expect(await s.next(3000)).toBe('<end>');
-    } finally {
-      await app.close();
-      await local.close();
-    }
+      expect(await stream.next(3000)).toBe('<end>');
+    });
   });
 });
+
+/** A listening app on a service of its own, with one device's watch stream open. */
+async function withOpenWatch(
+  fn: (ctx: { local: Fixture; app: FastifyInstance; stream: ReturnType<typeof sse> }) => Promise<void>,
+) {
+  const local = await createFixture({
+    service: { bundleChangeWatch: { enabled: true, heartbeatIntervalMs: 5000 } },
+  });
+  const app = Fastify();
+  try {
+    await app.register(oversyncFastifyPlugin, {
+      service: local.service,
+      userIdFromRequest: (req) => req.headers['x-test-user'] as string | undefined,
+    });
+    const url = await app.listen({ port: 0, host: '127.0.0.1' });
+    const d = new Device(local.app, `c-${randomUUID()}`);
+    await d.connect(false);
+    const res = await fetch(`${url}/sync/watch`, {
+      headers: { 'x-test-user': d.userId, 'oversync-source-id': d.sourceId },
+    });
+    expect(res.status).toBe(200);
+    await fn({ local, app, stream: sse(res) });
+  } finally {
+    await app.close();
+    await local.close();
+  }
+}
 
 describe('capture normalisation (committed bundles reflect database effects)', () => {
   test('insert+delete vanish, delete+insert is an UPDATE, key changes are DELETE+INSERT, repeated updates collapse', async () => {
