@@ -1,6 +1,13 @@
 import { type Cluster, createCluster, type Querier } from '@x/dbx';
 import { z } from 'zod';
-import type { OperationHandler } from '../src/index.js';
+import {
+  createSchemaOps,
+  type OperationHandler,
+  physicalDdlRequired,
+  type SchemaOps,
+  type SchemaOpsOptions,
+  schemaPerTenant,
+} from '../src/index.js';
 
 /** Quotes an identifier for test SQL. */
 export const q = (name: string): string => `"${name.replace(/"/g, '""')}"`;
@@ -127,4 +134,34 @@ export function addColumnHandler(
       calls.afterCommit.push({ physical, flagFromAls: physicalDdlRequired() });
     },
   };
+}
+
+export interface ProjectFixture {
+  project: string;
+  tenants: string[];
+  ops: SchemaOps;
+  faults: Faults;
+  calls: Calls;
+}
+
+/**
+ * A fresh project (base schema + `n` tenant schemas) and a schemaops instance on it whose
+ * `add_column` operation takes its faults and records its calls through the returned objects.
+ */
+export async function projectFixture(
+  cluster: Cluster,
+  project: string,
+  n: number,
+  options: Partial<Omit<SchemaOpsOptions, 'cluster' | 'tenants' | 'operations'>> = {},
+): Promise<ProjectFixture> {
+  const tenants = await createProjectSchemas(cluster, project, n);
+  const faults: Faults = {};
+  const calls = newCalls();
+  const ops = createSchemaOps({
+    cluster,
+    tenants: schemaPerTenant({ cluster }),
+    ...options,
+    operations: { add_column: addColumnHandler(faults, calls, physicalDdlRequired) },
+  });
+  return { project, tenants, ops, faults, calls };
 }

@@ -10,11 +10,10 @@ import {
 } from '../../src/index.js';
 import {
   addColumnHandler,
-  type Calls,
-  createProjectSchemas,
-  type Faults,
   MODEL_FIELDS_DDL,
   newCalls,
+  type ProjectFixture,
+  projectFixture,
   testCluster,
 } from '../helpers.js';
 
@@ -32,18 +31,7 @@ afterAll(async () => {
 });
 
 let seq = 0;
-async function setup(n = 50): Promise<{ project: string; ops: SchemaOps; faults: Faults; calls: Calls }> {
-  const project = `r${++seq}`;
-  await createProjectSchemas(cluster, project, n);
-  const faults: Faults = {};
-  const calls = newCalls();
-  const ops = createSchemaOps({
-    cluster,
-    tenants: schemaPerTenant({ cluster }),
-    operations: { add_column: addColumnHandler(faults, calls, physicalDdlRequired) },
-  });
-  return { project, ops, faults, calls };
-}
+const setup = (n = 50): Promise<ProjectFixture> => projectFixture(cluster, `r${++seq}`, n);
 
 async function needsRepair(ops: SchemaOps, project: string, column: string): Promise<string> {
   try {

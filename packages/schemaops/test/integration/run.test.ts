@@ -15,12 +15,13 @@ import {
 } from '../../src/index.js';
 import {
   addColumnHandler,
-  type Calls,
   createProjectSchemas,
   type Faults,
   indexesNamed,
   MODEL_FIELDS_DDL,
   newCalls,
+  type ProjectFixture,
+  projectFixture,
   schemasWithColumn,
   testCluster,
 } from '../helpers.js';
@@ -41,33 +42,22 @@ afterAll(async () => {
 });
 
 let seq = 0;
-interface Fixture {
-  project: string;
-  tenants: string[];
-  ops: SchemaOps;
-  faults: Faults;
-  calls: Calls;
+interface Fixture extends ProjectFixture {
   events: SchemaOpsEvent[];
 }
 
 /** A fresh project (base schema + tenant schemas) and a schemaops instance on it. */
 async function fixture(n = TENANTS, extra: { failFast?: boolean } = {}): Promise<Fixture> {
   const project = `p${++seq}_${Math.random().toString(36).slice(2, 6)}`;
-  const tenants = await createProjectSchemas(cluster, project, n);
-  const faults: Faults = {};
-  const calls = newCalls();
-  const ops = createSchemaOps({
-    cluster,
-    tenants: schemaPerTenant({ cluster }),
+  const { ops, ...rest } = await projectFixture(cluster, project, n, {
     concurrency: 6,
     lockWaitMs: 10_000,
     ...extra,
-    operations: { add_column: addColumnHandler(faults, calls, physicalDdlRequired) },
   });
   const events: SchemaOpsEvent[] = [];
   ops.on('step', (e) => events.push(e));
   ops.on('operation', (e) => events.push(e));
-  return { project, tenants, ops, faults, calls, events };
+  return { ...rest, ops, events };
 }
 
 async function expectRejects(
