@@ -14,6 +14,8 @@ export const DEFAULT_IDEMPOTENCY_MAX_ENTRIES = 100_000;
 export const DEFAULT_IDEMPOTENCY_PRUNE_INTERVAL_MS = 60_000;
 export const DEFAULT_CHANGES_BUFFER_SIZE = 1_024;
 export const DEFAULT_LATENCY_RESERVOIR_SIZE = 4_096;
+export const DEFAULT_CHECKPOINT_INTERVAL_MS = 10;
+export const DEFAULT_CHECKPOINT_WRITER_FALLBACK_PAGES = 10_000;
 
 /** A pino-compatible logger; only these four levels are used. */
 export interface Logger {
@@ -69,6 +71,18 @@ export const writeCoordinatorOptionsSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * WAL checkpoints in a background thread (see README): `intervalMs` between passive checkpoints
+     * (0: none; SQLite checkpoints inside the writer's COMMIT as usual), `writerFallbackPages` the
+     * writer's raised `wal_autocheckpoint` while the background thread runs.
+     */
+    checkpoint: z
+      .object({
+        intervalMs: nonNegativeInt.default(DEFAULT_CHECKPOINT_INTERVAL_MS),
+        writerFallbackPages: positiveInt.default(DEFAULT_CHECKPOINT_WRITER_FALLBACK_PAGES),
+      })
+      .strict()
+      .prefault({}),
     /** Events buffered per `changes()` iterator before it fails with CHANGES_OVERFLOW. */
     changesBufferSize: positiveInt.default(DEFAULT_CHANGES_BUFFER_SIZE),
     /** Latest job latencies kept for p50/p99. */
@@ -95,5 +109,6 @@ export function parseOptions(input: unknown): Readonly<ResolvedWriteCoordinatorO
   }
   const o = parsed.data;
   Object.freeze(o.idempotency);
+  Object.freeze(o.checkpoint);
   return Object.freeze(o);
 }

@@ -14,6 +14,7 @@ import type {
   WriteResult,
 } from '../types.js';
 import { ChangeStream } from './changes.js';
+import { BackgroundCheckpointer } from './checkpointer.js';
 import { Deque } from './deque.js';
 import { LatencyReservoir } from './reservoir.js';
 import {
@@ -118,6 +119,8 @@ export class Coordinator implements WriteCoordinator {
   #finishClose: (() => void) | null = null;
   #drainTimer: NodeJS.Timeout | null = null;
   #lastPrune = 0;
+  /** Started with the first batch; null when there is none (disabled, not better-sqlite3, closed). */
+  #checkpointer: BackgroundCheckpointer | null | undefined = undefined;
   #sampled = 0;
   #recordedSincePrune = 0;
   // metrics
@@ -578,6 +581,9 @@ export class Coordinator implements WriteCoordinator {
     const db = this.#db;
     const st = this.#st;
     const t0 = performance.now();
+    if (this.#checkpointer === undefined) {
+      this.#checkpointer = BackgroundCheckpointer.start(db, this.options.checkpoint, this.#log);
+    }
     let full = false;
     for (let i = 0; i < batch.length; i++) if (batch[i]!.full) full = true;
     const switchSync = full && this.#baseSync !== 2;
@@ -938,9 +944,16 @@ export class Coordinator implements WriteCoordinator {
     for (const s of [...this.#streams]) s.end();
     this.#streams.clear();
     this.#listeners.clear();
-    if (closeChannel.hasSubscribers) closeChannel.publish({ seq: this.#seq, metrics: this.metrics() });
-    this.#log.info({ seq: this.#seq }, 'writecoordinator: closed');
-    finish();
+    const checkpointer = this.#checkpointer;
+    this.#checkpointer = null;
+    const done = (): void => {
+      if (closeChannel.hasSubscribers) closeChannel.publish({ seq: this.#seq, metrics: this.metrics() });
+      this.#log.info({ seq: this.#seq }, 'writecoordinator: closed');
+      finish();
+    };
+    // Its connection is closed before close() resolves, so the caller's db.close() is the last one.
+    if (checkpointer === null || checkpointer === undefined) done();
+    else void checkpointer.stop().then(done);
   }
 
   [Symbol.asyncDispose](): Promise<void> {
