@@ -14,6 +14,7 @@ import {
   SYNC_LAYOUT_NAME,
   TRIGGER_FUNCTIONS_SQL,
 } from './schema-sql.js';
+import { SNAPSHOT_STORAGE_SQL } from './snapshot-sql.js';
 
 export const SCOPE_COLUMN = '_sync_scope_id';
 
@@ -464,6 +465,7 @@ export async function bootstrapTopology(
         applyDependencyOverrides(deps, overrides);
         const discovered = orderTables(deps);
         await initOrValidateSyncSchema(tx, tables);
+        await tx.query(SNAPSHOT_STORAGE_SQL);
         await installTriggers(tx, tables);
         return { tables, byName, byId: new Map(tables.map((t) => [t.tableId, t])), discovered };
       },

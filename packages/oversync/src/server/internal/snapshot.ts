@@ -14,6 +14,7 @@ import { type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.
 import { quoteIdent, quoteLiteral, type SyncQuerier } from './db.js';
 import { RawJson } from './raw-json.js';
 import { KEY_KIND_UUID } from './schema-sql.js';
+import { SNAPSHOT_BLOCK_ROWS, SNAPSHOT_MISMATCH_SQLSTATE } from './snapshot-sql.js';
 import { type Actor, requireInitializedScopeReadOnly, sourceRetiredError } from './state.js';
 
 const REPLACEMENT_REASONS = new Set([
@@ -119,41 +120,42 @@ export async function createSnapshotSession(
       let offset = 0;
       let bytes = 0;
       for (const info of ctx.topology.tables) {
+        // One pass per table: live row_state entries FULL JOIN the scope's business rows. Both sides
+        // must match one to one; a row on one side only is a capture inconsistency, and the row
+        // expression then calls sync.snapshot_row_mismatch(), which raises SNAPSHOT_MISMATCH_SQLSTATE
+        // (the whole create rolls back). No separate count queries: on freshly written rows their
+        // index-only scans fetch every heap tuple and cost a third of the materialisation.
         const keyCol = `src.${quoteIdent(info.keyColumn)}`;
-        const keyBytes =
-          info.keyKind === KEY_KIND_UUID ? `uuid_send(${keyCol})` : `convert_to(${keyCol}, 'UTF8')`;
-        let payload = `to_jsonb(src) - '${SCOPE_COLUMN}'`;
-        for (const col of info.byteaColumns) {
-          const c = `src.${quoteIdent(col)}`;
-          payload = `(${payload}) || jsonb_build_object('${col}', translate(encode(${c}, 'base64'), E'\\n', ''))`;
-        }
-        const ins = await tx.query<{ n: string; bytes: string | null }>(
+        const ins = await tx.query<{ n: string | null; bytes: string | null }>(
           `WITH ins AS (
-           INSERT INTO sync.snapshot_session_rows (snapshot_id, row_ordinal, table_id, key_bytes, bundle_seq, payload_wire)
-           SELECT $1, $2 + row_number() OVER (ORDER BY k), $3, k, v, p::json
-             FROM (SELECT ${keyBytes} AS k, rs.bundle_seq AS v, ${payload} AS p
-                     FROM ${info.qualified} src
-                     JOIN sync.row_state rs ON rs.user_pk = $4 AND rs.table_id = $3 AND rs.key_bytes = ${keyBytes}
-                                           AND NOT rs.deleted
-                    WHERE src._sync_scope_id = $5) AS t
-           RETURNING octet_length(payload_wire::text) AS len)
-         SELECT count(*)::text AS n, sum(len)::text AS bytes FROM ins`,
-          [snapshotId, offset, info.tableId, userPk, actor.userId],
-        );
-        bytes += Number(ins.rows[0]!.bytes ?? 0);
-        const inserted = Number(ins.rows[0]!.n);
-        const check = await tx.query<{ live: string; rows: string }>(
-          `SELECT (SELECT count(*) FROM sync.row_state WHERE user_pk = $1 AND table_id = $2 AND NOT deleted)::text AS live,
-                (SELECT count(*) FROM ${info.qualified} WHERE _sync_scope_id = $3)::text AS rows`,
-          [userPk, info.tableId, actor.userId],
-        );
-        const c = check.rows[0]!;
-        if (Number(c.live) !== inserted || Number(c.rows) !== inserted) {
+           INSERT INTO sync.snapshot_session_blocks (snapshot_id, first_ordinal, row_count, payload_bytes, rows)
+           SELECT $1, $2 + min(o), count(*), sum(octet_length(p)),
+                  array_agg(CASE WHEN matched THEN ${rowWireSql(info)}
+                                 ELSE sync.snapshot_row_mismatch($6, k, present) END ORDER BY o)
+             FROM (SELECT row_number() OVER (ORDER BY k) AS o, k, v, p, kt, matched, present
+                     FROM (SELECT coalesce(${keyBytesSql(info)}, rs.key_bytes) AS k, rs.bundle_seq AS v,
+                                  ${payloadSql(info)} AS p, ${keyJsonSql(info)} AS kt,
+                                  (${keyCol} IS NOT NULL AND rs.key_bytes IS NOT NULL) AS matched,
+                                  CASE WHEN ${keyCol} IS NULL THEN 'row_state' ELSE 'business' END AS present
+                             FROM (SELECT * FROM ${info.qualified} WHERE ${SCOPE_COLUMN} = $5) AS src
+                             FULL JOIN (SELECT key_bytes, bundle_seq FROM sync.row_state
+                                         WHERE user_pk = $4 AND table_id = $3 AND NOT deleted) AS rs
+                               ON rs.key_bytes = ${keyBytesSql(info)}) AS t) AS u
+            GROUP BY (o - 1) / ${SNAPSHOT_BLOCK_ROWS}
+           RETURNING row_count, payload_bytes)
+         SELECT sum(row_count)::text AS n, sum(payload_bytes)::text AS bytes FROM ins`,
+          [snapshotId, offset, info.tableId, userPk, actor.userId, info.name],
+        ).catch((err: unknown) => {
+          const mismatch = findSqlState(err, SNAPSHOT_MISMATCH_SQLSTATE);
+          if (!mismatch) throw err;
           throw new SyncServerError(
             'OVERSYNC_INTERNAL',
-            `snapshot of ${info.name} is inconsistent: ${c.rows} business rows, ${c.live} live row_state entries, ${inserted} matched`,
+            `snapshot of ${info.name} is inconsistent: ${mismatch.message}`,
+            { cause: err },
           );
-        }
+        });
+        bytes += Number(ins.rows[0]!.bytes ?? 0);
+        const inserted = Number(ins.rows[0]!.n ?? 0);
         offset += inserted;
         if (limits.maxRowsPerSnapshotSession > 0 && offset > limits.maxRowsPerSnapshotSession) {
           // Fix of the reference (§15.5): a clean 4xx instead of a 500.
@@ -192,6 +194,7 @@ export async function createSnapshotSession(
 interface HeaderRow {
   user_id: string;
   snapshot_bundle_seq: string;
+  row_count: string;
   expired: boolean;
 }
 
@@ -206,7 +209,7 @@ async function loadHeader(
     throw wireError('snapshot_session_not_found', `snapshot session ${snapshotId} not found`);
   }
   const r = await tx.query<HeaderRow>(
-    `SELECT u.user_id, s.snapshot_bundle_seq::text, (s.expires_at < now()) AS expired
+    `SELECT u.user_id, s.snapshot_bundle_seq::text, s.row_count::text, (s.expires_at < now()) AS expired
        FROM sync.snapshot_sessions s JOIN sync.user_state u ON u.user_pk = s.user_pk
       WHERE s.snapshot_id = $1${lock ? ' FOR UPDATE OF s' : ''}`,
     [snapshotId],
@@ -219,28 +222,45 @@ async function loadHeader(
   return h;
 }
 
-const pageRowSqlCache = new WeakMap<readonly TableInfo[], string>();
+/** The server error with SQLSTATE `code` on `err` or in its `cause` chain (drivers and pools wrap it). */
+function findSqlState(err: unknown, code: string): Error | undefined {
+  let cur: unknown = err;
+  for (let i = 0; i < 8 && typeof cur === 'object' && cur !== null; i++) {
+    if ((cur as { code?: unknown }).code === code) return cur as Error;
+    cur = (cur as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+/** Key bytes of a source row (`src`): the order of rows within a table and the row_state join key. */
+function keyBytesSql(info: TableInfo): string {
+  const col = `src.${quoteIdent(info.keyColumn)}`;
+  return info.keyKind === KEY_KIND_UUID ? `uuid_send(${col})` : `convert_to(${col}, 'UTF8')`;
+}
+
+/** The key value of a source row as JSON text (a UUID in its canonical lower-case text form). */
+function keyJsonSql(info: TableInfo): string {
+  const col = `src.${quoteIdent(info.keyColumn)}`;
+  return info.keyKind === KEY_KIND_UUID ? `'"' || ${col}::text || '"'` : `to_json(${col})::text`;
+}
+
+/** The wire payload of a source row as JSON text: `to_jsonb(row)` minus the scope column, bytea as standard base64. */
+function payloadSql(info: TableInfo): string {
+  let payload = `to_jsonb(src) - '${SCOPE_COLUMN}'`;
+  for (const col of info.byteaColumns) {
+    const c = `src.${quoteIdent(col)}`;
+    payload = `(${payload}) || jsonb_build_object(${quoteLiteral(col)}, translate(encode(${c}, 'base64'), E'\\n', ''))`;
+  }
+  return `(${payload})::text`;
+}
 
 /**
- * SQL text of one snapshot page row (`p` = sync.snapshot_session_rows) as compact JSON, by string
- * concatenation: a per-table constant prefix (schema, table, key column, encoded here once), the key,
- * row_version and payload_wire verbatim. Builds the same object as json_build_object did, at less
- * than half its cost per row. NULL for a table_id outside the topology (the caller checks).
+ * One finished wire row (a `SnapshotRow` as compact JSON) from the key JSON `kt`, row version `v`
+ * and payload text `p`: the per-table constant prefix (schema, table, key column) is encoded here once.
  */
-function pageRowSql(tables: readonly TableInfo[]): string {
-  let sql = pageRowSqlCache.get(tables);
-  if (sql !== undefined) return sql;
-  const branches = tables.map((t) => {
-    const prefix = `{"schema":${goJsonString(t.schema)},"table":${goJsonString(t.table)},"key":{${goJsonString(t.keyColumn)}:`;
-    const key =
-      t.keyKind === KEY_KIND_UUID
-        ? `'"' || encode(p.key_bytes, 'hex')::uuid::text || '"'`
-        : `to_json(convert_from(p.key_bytes, 'UTF8'))::text`;
-    return `WHEN ${t.tableId} THEN ${quoteLiteral(prefix)} || ${key}`;
-  });
-  sql = `(CASE p.table_id ${branches.join(' ')} END) || '},"row_version":' || p.bundle_seq::text || ',"payload":' || p.payload_wire::text || '}'`;
-  pageRowSqlCache.set(tables, sql);
-  return sql;
+function rowWireSql(info: TableInfo): string {
+  const prefix = `{"schema":${goJsonString(info.schema)},"table":${goJsonString(info.table)},"key":{${goJsonString(info.keyColumn)}:`;
+  return `${quoteLiteral(prefix)} || kt || '},"row_version":' || v::text || ',"payload":' || p || '}'`;
 }
 
 export async function getSnapshotChunk(
@@ -257,33 +277,44 @@ export async function getSnapshotChunk(
       const h = await loadHeader(tx, actor, snapshotId, false);
       if (h.expired)
         throw wireError('snapshot_session_expired', `snapshot session ${snapshotId} has expired`);
-      // The page's JSON is built by PostgreSQL (payload_wire embedded verbatim, see pageRowSql);
-      // the HTTP layer sends it as is, programmatic callers get it parsed. Row ordinals are contiguous from 1, so
-      // the page is a bounded ordinal range (plus one row telling has_more): with the stale
-      // statistics of freshly materialised rows an open range with LIMIT made the planner
-      // bitmap-scan and sort every remaining row for each page.
-      const r = await tx.query<{ n: number; unknown: number; rows: string | null }>(
-        `SELECT count(*)::int AS n, count(*) FILTER (WHERE p.table_id <> ALL($4::int4[]))::int AS unknown,
-                string_agg(${pageRowSql(ctx.topology.tables)}, ',' ORDER BY p.row_ordinal)
-                  FILTER (WHERE p.row_ordinal <= $2::int8 + $3::int8) AS rows
-           FROM sync.snapshot_session_rows p
-          WHERE p.snapshot_id = $1 AND p.row_ordinal > $2::int8 AND p.row_ordinal <= $2::int8 + $3::int8 + 1`,
-        [snapshotId, afterRowOrdinal, eff, ctx.topology.tables.map((t) => t.tableId)],
-      );
-      if ((r.rows[0]?.unknown ?? 0) > 0) {
-        throw new SyncServerError(
-          'OVERSYNC_INTERNAL',
-          `snapshot session ${snapshotId} holds rows of an unregistered table`,
+      // A page is a slice of the stored blocks (see snapshot-sql.ts), joined by PostgreSQL; the HTTP
+      // layer sends it as is, programmatic callers get it parsed. Ordinals are contiguous from 1 and
+      // a block holds at most SNAPSHOT_BLOCK_ROWS rows, so the blocks overlapping (after, after + eff]
+      // are an index range on (snapshot_id, first_ordinal).
+      const total = Number(h.row_count);
+      const count = Math.max(0, Math.min(eff, total - afterRowOrdinal));
+      let rows = '';
+      if (count > 0) {
+        const r = await tx.query<{ n: number | null; rows: string | null }>(
+          `SELECT sum(hi - lo + 1)::int AS n,
+                  string_agg(array_to_string(b.rows[lo:hi], ','), ',' ORDER BY b.first_ordinal) AS rows
+             FROM sync.snapshot_session_blocks b,
+                  LATERAL (SELECT greatest(1, $2::int8 - b.first_ordinal + 2)::int AS lo,
+                                  least(b.row_count, $3::int8 - b.first_ordinal + 1)::int AS hi) AS s
+            WHERE b.snapshot_id = $1 AND b.first_ordinal <= $3::int8
+              AND b.first_ordinal > $2::int8 - ${SNAPSHOT_BLOCK_ROWS} AND b.first_ordinal + b.row_count > $2::int8 + 1`,
+          [snapshotId, afterRowOrdinal, afterRowOrdinal + count],
         );
+        const n = r.rows[0]?.n ?? 0;
+        if (n === 0) {
+          // A session materialised by a server version before the block layout (its rows live in
+          // the old table), or emptied by a PostgreSQL crash: the client starts a new snapshot.
+          throw wireError('snapshot_session_not_found', `snapshot session ${snapshotId} not found`);
+        }
+        if (n !== count) {
+          throw new SyncServerError(
+            'OVERSYNC_INTERNAL',
+            `snapshot session ${snapshotId} returned ${n} rows for a page of ${count}`,
+          );
+        }
+        rows = r.rows[0]?.rows ?? '';
       }
-      const fetched = r.rows[0]?.n ?? 0;
-      const count = Math.min(fetched, eff);
       return {
         snapshot_id: snapshotId,
         snapshot_bundle_seq: Number(h.snapshot_bundle_seq),
-        rows: new RawJson(`[${r.rows[0]?.rows ?? ''}]`) as unknown as SnapshotRow[],
+        rows: new RawJson(`[${rows}]`) as unknown as SnapshotRow[],
         next_row_ordinal: afterRowOrdinal + count,
-        has_more: fetched > eff,
+        has_more: afterRowOrdinal + count < total,
       };
     },
     txOpts(opts.signal, { isolation: 'repeatable read', readOnly: true }),

@@ -132,12 +132,21 @@ describe('snapshot sessions', () => {
           )
         ).rows[0]!.n,
       );
+    const snapshotRows = async (id: string) =>
+      Number(
+        (
+          await fx.cluster.query<{ n: string }>(
+            'SELECT coalesce(sum(row_count), 0)::text AS n FROM sync.snapshot_session_blocks WHERE snapshot_id = $1',
+            [id],
+          )
+        ).rows[0]!.n,
+      );
     const snapshot = async () =>
       (await d.json('POST', '/sync/snapshot-sessions')).body['snapshot_id'] as string;
     const s1 = await snapshot();
-    expect(await rowsOf('snapshot_session_rows', 'snapshot_id', s1)).toBe(2);
+    expect(await snapshotRows(s1)).toBe(2);
     expect((await d.req('DELETE', `/sync/snapshot-sessions/${s1}`)).statusCode).toBe(204);
-    expect(await rowsOf('snapshot_session_rows', 'snapshot_id', s1)).toBe(0);
+    expect(await snapshotRows(s1)).toBe(0);
 
     const s2 = await snapshot();
     await fx.cluster.query(
@@ -145,8 +154,8 @@ describe('snapshot sessions', () => {
       [s2],
     );
     const s3 = await snapshot(); // the create sweeps expired sessions
-    expect(await rowsOf('snapshot_session_rows', 'snapshot_id', s2)).toBe(0);
-    expect(await rowsOf('snapshot_session_rows', 'snapshot_id', s3)).toBe(2);
+    expect(await snapshotRows(s2)).toBe(0);
+    expect(await snapshotRows(s3)).toBe(2);
 
     const push = await d.json('POST', '/sync/push-sessions', {
       source_bundle_id: d.sourceBundleId + 1,
@@ -158,12 +167,54 @@ describe('snapshot sessions', () => {
       rows: [userRow(randomUUID(), 'c')],
     });
     expect(chunk.status, JSON.stringify(chunk.body)).toBe(200);
-    expect(await rowsOf('push_session_rows', 'push_id', pushId)).toBe(1);
+    expect(await rowsOf('push_session_chunks', 'push_id', pushId)).toBe(1);
     await fx.cluster.runTx(async (tx) => {
       await tx.query('DELETE FROM sync.user_state WHERE user_id = $1', [d.userId]);
     });
-    expect(await rowsOf('snapshot_session_rows', 'snapshot_id', s3)).toBe(0);
-    expect(await rowsOf('push_session_rows', 'push_id', pushId)).toBe(0);
+    expect(await snapshotRows(s3)).toBe(0);
+    expect(await rowsOf('push_session_chunks', 'push_id', pushId)).toBe(0);
+  });
+
+  test('a business row without live row_state, or the reverse, fails the create and stores nothing', async () => {
+    const d = await device();
+    const kept = randomUUID();
+    expect((await d.push([userRow(kept, 'kept')])).status).toBe(200);
+    const actor = { userId: d.userId, sourceId: d.sourceId };
+    const blocks = async () =>
+      Number(
+        (await fx.cluster.query<{ n: string }>('SELECT count(*)::text AS n FROM sync.snapshot_session_blocks'))
+          .rows[0]!.n,
+      );
+    const before = await blocks();
+    // a write that bypassed capture: a business row with no row_state entry
+    const stray = randomUUID();
+    await fx.cluster.runTx(async (tx) => {
+      await tx.query('SET LOCAL session_replication_role = replica');
+      await tx.query(
+        `INSERT INTO business.users (_sync_scope_id, id, name, email) VALUES ($1, $2, 'stray', 's@example.com')`,
+        [d.userId, stray],
+      );
+    });
+    const hex = (id: string) => id.replaceAll('-', '');
+    await expect(fx.service.createSnapshotSession(actor)).rejects.toMatchObject({
+      code: 'OVERSYNC_INTERNAL',
+      message: expect.stringContaining(`row ${hex(stray)} of business.users exists only in the business table`),
+    });
+    // and a live row_state entry whose business row was deleted behind capture's back
+    await fx.cluster.runTx(async (tx) => {
+      await tx.query('SET LOCAL session_replication_role = replica');
+      await tx.query('DELETE FROM business.users WHERE _sync_scope_id = $1', [d.userId]);
+    });
+    await expect(fx.service.createSnapshotSession(actor)).rejects.toMatchObject({
+      code: 'OVERSYNC_INTERNAL',
+      message: expect.stringContaining(`row ${hex(kept)} of business.users exists only in row_state (live)`),
+    });
+    expect(await blocks()).toBe(before);
+    const sessions = await fx.cluster.query<{ n: string }>(
+      'SELECT count(*)::text AS n FROM sync.snapshot_sessions s JOIN sync.user_state u USING (user_pk) WHERE u.user_id = $1',
+      [d.userId],
+    );
+    expect(sessions.rows[0]!.n).toBe('0');
   });
 
   test('errors: validation 400, unknown/non-UUID 404, other user 403, expired 410, scope 409', async () => {
@@ -372,6 +423,76 @@ describe('snapshot pages', () => {
           payload: { id, label: i === 1 ? null : `l${i}` },
         });
       });
+    } finally {
+      await tfx.close();
+    }
+  });
+
+  test('pages of any size across blocks and a table boundary return every row once, in key order', async () => {
+    // 600 users and 300 tags: three blocks of up to 256 rows per table, so pages start and end
+    // inside blocks, on block edges and across the users→tags boundary.
+    const tfx = await createFixture({
+      schemaSql: `CREATE SCHEMA business;
+        CREATE TABLE business.users (_sync_scope_id TEXT NOT NULL, id UUID NOT NULL, name TEXT NOT NULL,
+          email TEXT NOT NULL, PRIMARY KEY (_sync_scope_id, id));
+        CREATE TABLE business.tags (_sync_scope_id TEXT NOT NULL, id TEXT NOT NULL, label TEXT,
+          PRIMARY KEY (_sync_scope_id, id));`,
+      service: {
+        registeredTables: ['users', 'tags'].map((table) => ({
+          schema: 'business',
+          table,
+          syncKeyColumns: ['id'],
+        })),
+      },
+    });
+    try {
+      const userId = `p-${randomUUID()}`;
+      const d = new Device(tfx.app, userId);
+      await d.connect(false);
+      await tfx.service.scopeManager().execWrite(userId, { writerId: 'seeder' }, async (tx) => {
+        await tx.query(
+          `INSERT INTO business.users (id, name, email)
+           SELECT gen_random_uuid(), 'u' || i, 'u' || i || '@example.com' FROM generate_series(1, 600) AS i`,
+        );
+        await tx.query(
+          `INSERT INTO business.tags (id, label) SELECT 'tag-' || lpad(i::text, 4, '0'), 'l' || i FROM generate_series(1, 300) AS i`,
+        );
+      });
+      const expected = (
+        await tfx.cluster.query<{ t: string; id: string }>(
+          `SELECT 'users' AS t, id::text AS id FROM business.users WHERE _sync_scope_id = $1
+           UNION ALL SELECT 'tags', id FROM business.tags WHERE _sync_scope_id = $1`,
+          [userId],
+        )
+      ).rows;
+      const users = expected.filter((r) => r.t === 'users').map((r) => r.id);
+      const tags = expected.filter((r) => r.t === 'tags').map((r) => r.id);
+      // tables in table_id order; uuid keys order by their bytes, i.e. by their lower-case hex text
+      const order = (
+        await tfx.cluster.query<{ table_name: string }>('SELECT table_name FROM sync.table_catalog ORDER BY table_id')
+      ).rows.map((r) => r.table_name);
+      const keys: Record<string, string[]> = { users: users.sort(), tags: tags.sort() };
+      const want = order.flatMap((t) => keys[t]!.map((id) => `${t}:${id}`));
+      for (const size of [1, 97, 256, 257, 1000]) {
+        const sid = (await d.json('POST', '/sync/snapshot-sessions')).body['snapshot_id'] as string;
+        const got: string[] = [];
+        for (let after = 0; ; ) {
+          const page = await d.json<Chunk>(
+            'GET',
+            `/sync/snapshot-sessions/${sid}?after_row_ordinal=${after}&max_rows=${size}`,
+          );
+          expect(page.status).toBe(200);
+          expect(page.body.rows.length).toBe(Math.min(size, 900 - after));
+          expect(page.body.next_row_ordinal).toBe(after + page.body.rows.length);
+          for (const r of page.body.rows) got.push(`${r.table}:${r.key.id}`);
+          after = page.body.next_row_ordinal;
+          if (!page.body.has_more) break;
+        }
+        expect(got, `max_rows=${size}`).toEqual(want);
+        // a page past the end is empty and final
+        const past = await d.json<Chunk>('GET', `/sync/snapshot-sessions/${sid}?after_row_ordinal=900&max_rows=5`);
+        expect(past.body).toMatchObject({ rows: [], next_row_ordinal: 900, has_more: false });
+      }
     } finally {
       await tfx.close();
     }
