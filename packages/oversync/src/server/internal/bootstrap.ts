@@ -2,6 +2,7 @@ import { sortKeysByCodePoint } from '../../shared/canonical-json.js';
 import { SyncServerError, UnsupportedSchemaError } from '../errors.js';
 import type { SyncLogger } from '../options.js';
 import { quoteIdent, quoteLiteral, type SyncDatabase, type SyncQuerier } from './db.js';
+import { PUSH_STORAGE_SQL } from './push-sql.js';
 import {
   CAPTURE_INSERT_TRIGGER,
   CAPTURE_TRIGGER,
@@ -466,6 +467,7 @@ export async function bootstrapTopology(
         const discovered = orderTables(deps);
         await initOrValidateSyncSchema(tx, tables);
         await tx.query(SNAPSHOT_STORAGE_SQL);
+        await tx.query(PUSH_STORAGE_SQL);
         await installTriggers(tx, tables);
         return { tables, byName, byId: new Map(tables.map((t) => [t.tableId, t])), discovered };
       },

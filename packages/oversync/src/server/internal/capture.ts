@@ -1,11 +1,15 @@
 /** Bundle finalisation (§3.4): captured events → normalised rows → bundle_seq, hash, log, rows, row_state. */
 
-import { computeBundleHash } from '../../shared/bundle-hash.js';
+import { computeBundleHash, type HashableBundleRow } from '../../shared/bundle-hash.js';
 import { canonicalJson } from '../../shared/canonical-json.js';
-import type { Bundle, BundleRow } from '../../shared/wire.js';
-import type { Topology } from './bootstrap.js';
+import type { Bundle, BundleRow, SyncKey } from '../../shared/wire.js';
+import type { TableInfo, Topology } from './bootstrap.js';
 import type { SyncQuerier } from './db.js';
-import { opName, toWirePayload, wireKey } from './rows.js';
+import { keyBytesOf, keyStringOf, opName, toWirePayload } from './rows.js';
+
+/** Stands for a present payload in hash rows whose canonical payload text is passed alongside. */
+const PAYLOAD_PRESENT = true;
+
 import { OP_DELETE, OP_INSERT, OP_UPDATE } from './schema-sql.js';
 
 interface StageRow {
@@ -16,20 +20,34 @@ interface StageRow {
   payload: string | null;
 }
 
+/**
+ * An INSERT a push commit captured itself, from its statement's `RETURNING`, instead of through
+ * the capture stage (see `DIRECT_INSERT_TABLES_GUC`).
+ */
+export interface DirectInsertEvent {
+  /** Drawn from the stage's capture_ordinal sequence while the row was inserted. */
+  readonly ord: number;
+  readonly info: TableInfo;
+  readonly keyString: string;
+  /** `canonical`: the wire payload's canonical JSON; otherwise `to_jsonb(row) - scope` text. */
+  readonly payload: string;
+  readonly canonical: boolean;
+}
+
 interface Acc {
-  firstOrd: bigint;
+  firstOrd: number;
   firstOp: number;
   lastOp: number;
   lastPayload: string | null;
-  tableId: number;
-  keyBytes: Buffer;
+  lastCanonical: boolean;
+  info: TableInfo;
+  keyString: string;
+  keyBytes: Buffer | undefined;
 }
 
 export interface FinalizedBundle extends Bundle {
   row_count: number;
   bundle_hash: string;
-  /** Canonical wire payload text per row (null for DELETE), aligned with `rows`. */
-  readonly payloadTexts: readonly (string | null)[];
 }
 
 /** `[t0,t1,…]` from JSON texts (null ⇒ `null`). */
@@ -37,9 +55,23 @@ export function jsonArrayOf(texts: readonly (string | null)[]): string {
   return `[${texts.map((t) => t ?? 'null').join(',')}]`;
 }
 
+function ordinalOf(text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n)) throw new Error(`capture ordinal ${text} is beyond 2^53`);
+  return n;
+}
+
+/** Canonical wire payload text of a captured `to_jsonb(row) - scope` text (§11.6), and its value. */
+function wirePayloadOf(info: TableInfo, dbText: string): { text: string; value: Record<string, unknown> } {
+  const value = toWirePayload(info, JSON.parse(dbText) as Record<string, unknown>);
+  return { text: canonicalJson(value), value };
+}
+
 /**
- * Finalises the bundle captured in the current transaction for `userPk`. Returns null when no
- * business-table effect remains (nothing is written and no bundle_seq is consumed).
+ * Finalises the bundle captured in the current transaction for `userPk`: the stage's events plus
+ * `direct` ones, normalised per row and ordered by capture ordinal. Returns null when no
+ * business-table effect remains (nothing is written and no bundle_seq is consumed). `rows` of the
+ * result (with parsed payloads) are built only when `withRows` is set.
  */
 export async function finalizeCapturedBundle(
   tx: SyncQuerier,
@@ -47,32 +79,62 @@ export async function finalizeCapturedBundle(
   userPk: string,
   source: { sourceId: string; sourceBundleId: number },
   notifyChannel: string | undefined,
+  opts: { direct?: readonly DirectInsertEvent[]; withRows?: boolean } = {},
 ): Promise<FinalizedBundle | null> {
   const stage = await tx.query<StageRow>(
     `SELECT capture_ordinal::text AS ord, table_id, op_code, key_bytes, payload_db::text AS payload
        FROM sync.bundle_capture_stage WHERE txid = txid_current() AND user_pk = $1 ORDER BY capture_ordinal`,
     [userPk],
   );
-  if (stage.rows.length === 0) return null;
+  const direct = opts.direct ?? [];
+  if (stage.rows.length === 0 && direct.length === 0) return null;
 
   const accs = new Map<string, Acc>();
-  for (const e of stage.rows) {
-    const id = `${e.table_id}:${e.key_bytes.toString('hex')}`;
+  const add = (
+    ord: number,
+    info: TableInfo,
+    op: number,
+    keyString: string,
+    keyBytes: Buffer | undefined,
+    payload: string | null,
+    canonical: boolean,
+  ) => {
+    const id = `${info.tableId}:${keyString}`;
     let acc = accs.get(id);
     if (!acc) {
       acc = {
-        firstOrd: BigInt(e.ord),
-        firstOp: e.op_code,
-        lastOp: e.op_code,
+        firstOrd: ord,
+        firstOp: op,
+        lastOp: op,
         lastPayload: null,
-        tableId: e.table_id,
-        keyBytes: e.key_bytes,
+        lastCanonical: false,
+        info,
+        keyString,
+        keyBytes,
       };
       accs.set(id, acc);
     }
-    acc.lastOp = e.op_code;
-    acc.lastPayload = e.payload;
+    acc.lastOp = op;
+    acc.lastPayload = payload;
+    acc.lastCanonical = canonical;
+  };
+  // Both lists are in capture order; merge them so every key's first and last event are right.
+  let d = 0;
+  for (const e of stage.rows) {
+    const ord = ordinalOf(e.ord);
+    for (; d < direct.length && direct[d]!.ord < ord; d++) {
+      const x = direct[d]!;
+      add(x.ord, x.info, OP_INSERT, x.keyString, undefined, x.payload, x.canonical);
+    }
+    const info = topology.byId.get(e.table_id);
+    if (!info) throw new Error(`captured row for unknown table_id ${e.table_id}`);
+    add(ord, info, e.op_code, keyStringOf(info, e.key_bytes), e.key_bytes, e.payload, false);
   }
+  for (; d < direct.length; d++) {
+    const x = direct[d]!;
+    add(x.ord, x.info, OP_INSERT, x.keyString, undefined, x.payload, x.canonical);
+  }
+
   const normalized: Array<{ acc: Acc; op: number }> = [];
   for (const acc of accs.values()) {
     if (acc.lastOp === OP_DELETE) {
@@ -88,11 +150,7 @@ export async function finalizeCapturedBundle(
     ]);
     return null;
   }
-  normalized.sort((a, b) => {
-    if (a.acc.firstOrd !== b.acc.firstOrd) return a.acc.firstOrd < b.acc.firstOrd ? -1 : 1;
-    if (a.acc.tableId !== b.acc.tableId) return a.acc.tableId - b.acc.tableId;
-    return Buffer.compare(a.acc.keyBytes, b.acc.keyBytes);
-  });
+  // Map iteration is first-insertion order, i.e. first capture ordinal: already sorted.
 
   const seqRes = await tx.query<{ seq: string }>(
     'UPDATE sync.user_state SET next_bundle_seq = next_bundle_seq + 1 WHERE user_pk = $1 RETURNING (next_bundle_seq - 1)::text AS seq',
@@ -100,33 +158,59 @@ export async function finalizeCapturedBundle(
   );
   const bundleSeq = Number(seqRes.rows[0]!.seq);
 
+  const hashRows: HashableBundleRow[] = [];
   const rows: BundleRow[] = [];
   const payloadTexts: (string | null)[] = [];
+  const tableIds: number[] = [];
+  const keys: Buffer[] = [];
+  const ops: number[] = [];
+  const withRows = opts.withRows === true;
   for (const { acc, op } of normalized) {
-    const info = topology.byId.get(acc.tableId);
-    if (!info) throw new Error(`captured row for unknown table_id ${acc.tableId}`);
-    const row: BundleRow = {
+    const info = acc.info;
+    const key: SyncKey = { [info.keyColumn]: acc.keyString };
+    const opText = opName(op);
+    let value: Record<string, unknown> | undefined;
+    let text: string | null = null;
+    if (op !== OP_DELETE) {
+      if (acc.lastCanonical) {
+        text = acc.lastPayload!;
+        if (withRows) value = JSON.parse(text) as Record<string, unknown>;
+      } else {
+        const w = wirePayloadOf(info, acc.lastPayload!);
+        text = w.text;
+        value = w.value;
+      }
+    }
+    payloadTexts.push(text);
+    hashRows.push({
       schema: info.schema,
       table: info.table,
-      key: wireKey(info, acc.keyBytes),
-      op: opName(op),
+      key,
+      op: opText,
       row_version: bundleSeq,
-    };
-    if (op !== OP_DELETE) {
-      const payload = toWirePayload(info, JSON.parse(acc.lastPayload!) as Record<string, unknown>);
-      row.payload = payload;
-      payloadTexts.push(canonicalJson(payload));
-    } else {
-      payloadTexts.push(null);
+      payload: text === null ? null : PAYLOAD_PRESENT,
+    });
+    if (withRows) {
+      const row: BundleRow = {
+        schema: info.schema,
+        table: info.table,
+        key,
+        op: opText,
+        row_version: bundleSeq,
+      };
+      if (value !== undefined) row.payload = value;
+      rows.push(row);
     }
-    rows.push(row);
+    tableIds.push(info.tableId);
+    keys.push(acc.keyBytes ?? keyBytesOf(info, acc.keyString));
+    ops.push(op);
   }
-  const hash = computeBundleHash(rows, payloadTexts);
+  const hash = computeBundleHash(hashRows, payloadTexts);
 
   await tx.query(
     `INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id, row_count, byte_count, bundle_hash)
      VALUES ($1, $2, $3, $4, $5, $6, decode($7, 'hex'))`,
-    [userPk, bundleSeq, source.sourceId, source.sourceBundleId, rows.length, hash.byteCount, hash.hex],
+    [userPk, bundleSeq, source.sourceId, source.sourceBundleId, normalized.length, hash.byteCount, hash.hex],
   );
   if (notifyChannel !== undefined) {
     await tx.query('SELECT pg_notify($1, $2)', [
@@ -139,9 +223,6 @@ export async function finalizeCapturedBundle(
       }),
     ]);
   }
-  const tableIds = normalized.map((n) => n.acc.tableId);
-  const keys = normalized.map((n) => n.acc.keyBytes);
-  const ops = normalized.map((n) => n.op);
   await tx.query(
     `INSERT INTO sync.bundle_rows (user_pk, bundle_seq, row_ordinal, table_id, key_bytes, op_code, payload_wire)
      SELECT $1, $2, r.ord, r.table_id, r.key_bytes, r.op_code, CASE WHEN r.op_code = 3 THEN NULL ELSE r.payload END
@@ -157,16 +238,17 @@ export async function finalizeCapturedBundle(
      ON CONFLICT (user_pk, table_id, key_bytes) DO UPDATE SET bundle_seq = EXCLUDED.bundle_seq, deleted = EXCLUDED.deleted`,
     [userPk, bundleSeq, tableIds, keys, ops],
   );
-  await tx.query('DELETE FROM sync.bundle_capture_stage WHERE txid = txid_current() AND user_pk = $1', [
-    userPk,
-  ]);
+  if (stage.rows.length > 0) {
+    await tx.query('DELETE FROM sync.bundle_capture_stage WHERE txid = txid_current() AND user_pk = $1', [
+      userPk,
+    ]);
+  }
   return {
     bundle_seq: bundleSeq,
     source_id: source.sourceId,
     source_bundle_id: source.sourceBundleId,
-    row_count: rows.length,
+    row_count: normalized.length,
     bundle_hash: hash.hex,
     rows,
-    payloadTexts,
   };
 }

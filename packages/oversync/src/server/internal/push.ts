@@ -1,5 +1,6 @@
 /** Push sessions (§4): create, chunk, commit, delete. */
 import { randomUUID } from 'node:crypto';
+import { goEscapeJsonText } from '../../shared/canonical-json.js';
 import type {
   PushConflictDetails,
   PushSessionChunkRequest,
@@ -9,11 +10,12 @@ import type {
   PushSessionCreateResponse,
 } from '../../shared/wire.js';
 import { wireError } from '../errors.js';
-import type { TableInfo } from './bootstrap.js';
-import { finalizeCapturedBundle, jsonArrayOf } from './capture.js';
+import { SCOPE_COLUMN, type TableInfo, type Topology } from './bootstrap.js';
+import { type DirectInsertEvent, finalizeCapturedBundle } from './capture.js';
 import { type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
-import { quoteIdent, type SyncQuerier } from './db.js';
+import { quoteIdent, quoteLiteral, type SyncQuerier } from './db.js';
 import {
+  keyBytesOf,
   keyStringOf,
   opName,
   PushValidationError,
@@ -21,7 +23,16 @@ import {
   toWirePayload,
   validatePushRows,
 } from './rows.js';
-import { OP_DELETE, OP_INSERT, SCOPE_INITIALIZING, SCOPE_UNINITIALIZED } from './schema-sql.js';
+import {
+  CAPTURE_INSERT_TRIGGER,
+  CAPTURE_TRIGGER,
+  OP_DELETE,
+  OP_INSERT,
+  OWNER_GUARD_INSERT_TRIGGER,
+  OWNER_GUARD_TRIGGER,
+  SCOPE_INITIALIZING,
+  SCOPE_UNINITIALIZED,
+} from './schema-sql.js';
 import {
   type Actor,
   activateSourceState,
@@ -194,26 +205,20 @@ export async function uploadPushChunk(
       if (end > Number(s.planned_row_count))
         throw wireError('push_chunk_invalid', 'chunk exceeds planned_row_count');
       await tx.query(
-        `INSERT INTO sync.push_session_rows (push_id, row_ordinal, table_id, key_bytes, op_code, base_bundle_seq, payload_apply)
-       SELECT $1, $2 + r.ord - 1, r.table_id, r.key_bytes, r.op_code, r.base,
-              CASE WHEN r.op_code = 3 THEN NULL ELSE r.payload END
-         FROM ROWS FROM (unnest($3::int4[]), unnest($4::bytea[]), unnest($5::int2[]), unnest($6::int8[]),
-                         json_array_elements($7::json))
-              WITH ORDINALITY AS r(table_id, key_bytes, op_code, base, payload, ord)`,
+        `WITH chunk AS (
+           INSERT INTO sync.push_session_chunks (push_id, start_row_ordinal, row_count, meta, payloads)
+           VALUES ($1, $2, $3, $4, $5))
+         UPDATE sync.push_sessions SET next_expected_row_ordinal = $6,
+                expires_at = now() + make_interval(secs => $7::float8 / 1000) WHERE push_id = $1`,
         [
           pushId,
           req.start_row_ordinal,
-          staged.map((r) => r.info.tableId),
-          staged.map((r) => r.keyBytes),
-          staged.map((r) => r.opCode),
-          staged.map((r) => r.baseRowVersion),
-          jsonArrayOf(staged.map((r) => r.payloadApply)),
+          staged.length,
+          chunkMetaOf(staged),
+          staged.map((r) => r.payloadApply ?? '').join('\n'),
+          end,
+          limits.pushSessionTtlMs,
         ],
-      );
-      await tx.query(
-        `UPDATE sync.push_sessions SET next_expected_row_ordinal = $2,
-              expires_at = now() + make_interval(secs => $3::float8 / 1000) WHERE push_id = $1`,
-        [pushId, end, limits.pushSessionTtlMs],
       );
       return { push_id: pushId, next_expected_row_ordinal: end };
     },
@@ -221,14 +226,54 @@ export async function uploadPushChunk(
   );
 }
 
-interface StagedRow {
-  row_ordinal: string;
-  table_id: number;
-  key_bytes: Buffer;
-  op_code: number;
-  base: string;
-  /** Sorted payload column names, comma-separated (null for DELETE). */
-  cols: string | null;
+/** The `meta` text of a staged chunk (see push-sql.ts): parallel arrays, column lists deduplicated. */
+interface ChunkMeta {
+  /** table_id per row */
+  t: number[];
+  /** key string per row */
+  k: string[];
+  /** op_code per row */
+  o: number[];
+  /** base_row_version per row */
+  b: number[];
+  /** index into `c` per row */
+  s: number[];
+  /** distinct sorted payload column lists ('' for DELETE) */
+  c: string[];
+}
+
+function chunkMetaOf(rows: readonly StagedRowInput[]): string {
+  const meta: ChunkMeta = { t: [], k: [], o: [], b: [], s: [], c: [] };
+  const colIdx = new Map<string, number>();
+  for (const r of rows) {
+    let i = colIdx.get(r.cols);
+    if (i === undefined) {
+      i = meta.c.length;
+      colIdx.set(r.cols, i);
+      meta.c.push(r.cols);
+    }
+    meta.t.push(r.info.tableId);
+    meta.k.push(r.keyString);
+    meta.o.push(r.opCode);
+    meta.b.push(r.baseRowVersion);
+    meta.s.push(i);
+  }
+  return JSON.stringify(meta);
+}
+
+/** One staged row at commit. */
+interface ApplyRow {
+  info: TableInfo;
+  op: number;
+  keyString: string;
+  keyBytes: Buffer;
+  base: number;
+  /** Sorted payload columns (validated against the table's catalogued columns). */
+  cols: readonly string[];
+  /** `cols` as staged (comma-separated): rows with equal table, op and sig share a statement. */
+  sig: string;
+  /** Apply payload text (canonical JSON, bytea as `\x<hex>`); '' for DELETE. */
+  payload: string;
 }
 
 async function serverRowOf(
@@ -247,53 +292,145 @@ async function serverRowOf(
   return doc === undefined ? null : toWirePayload(info, JSON.parse(doc) as Record<string, unknown>);
 }
 
-interface ApplyRow {
-  info: TableInfo;
-  op: number;
-  keyString: string;
-  /** Staged row_ordinal (the payload stays in sync.push_session_rows and is applied from there). */
-  ordinal: number;
-  /** Sorted payload columns (validated against the table's catalogued columns). */
-  cols: string[];
-  sig: string;
+/**
+ * How a push commit captures its own INSERTs into one registered table. Eligible are plain tables
+ * whose only triggers are the sync ones (FK checks are internal and write nothing) and that have no
+ * rules: an INSERT statement into them has no effect besides its own rows, so `RETURNING` sees
+ * exactly what the capture trigger would stage, and nothing else is captured while it runs.
+ */
+interface DirectInsertTable {
+  /** `RETURNING` list: capture ordinal, key text, payload text. */
+  readonly returning: string;
+  /** The payload text is the canonical wire payload (up to Go's HTML escapes). */
+  readonly canonical: boolean;
+}
+interface DirectInsertPlan {
+  readonly tables: ReadonlyMap<number, DirectInsertTable>;
+  readonly tableIds: readonly number[];
 }
 
 /**
- * Applies staged rows in staged order straight from sync.push_session_rows (payloads never travel
- * back to the server process); consecutive INSERTs of one table and column set go in one statement
- * whose ORDER BY keeps the captured order equal to the uploaded order.
+ * Column types whose `to_json` text is already Go's canonical encoding of the `JSON.parse`d value
+ * (strings escaped like JSON.stringify, no number that float64 would change), so a row built from
+ * them by `row_to_json` with columns in code point order needs no re-encoding (only `<>&` U+2028
+ * U+2029 escapes, applied in JS when present). Numbers beyond int4, numeric, floats, json, bytea
+ * and anything else go through the canonical encoder.
+ */
+const CANONICAL_AS_IS_TYPES = new Set([
+  'text',
+  'varchar',
+  'bpchar',
+  'uuid',
+  'bool',
+  'int2',
+  'int4',
+  'date',
+  'time',
+  'timestamp',
+  'timestamptz',
+]);
+const DIRECT_ALIAS = 'oversync_t';
+const NEEDS_HTML_ESCAPE_RE = /[<>&\u2028\u2029]/;
+
+const directPlans = new WeakMap<Topology, Promise<DirectInsertPlan>>();
+
+/** Decided once per topology (like the rest of bootstrap, restart-only), on first use. */
+function directInsertPlan(tx: SyncQuerier, topology: Topology): Promise<DirectInsertPlan> {
+  let plan = directPlans.get(topology);
+  if (!plan) {
+    plan = loadDirectInsertPlan(tx, topology);
+    directPlans.set(topology, plan);
+    plan.catch(() => directPlans.delete(topology));
+  }
+  return plan;
+}
+
+async function loadDirectInsertPlan(tx: SyncQuerier, topology: Topology): Promise<DirectInsertPlan> {
+  const r = await tx.query<{ table_id: number; eligible: boolean; seq: string }>(
+    `SELECT t.table_id,
+            c.relkind = 'r'
+            AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal
+                             AND g.tgname <> ALL ($3::text[]))
+            AND NOT EXISTS (SELECT 1 FROM pg_rewrite w WHERE w.ev_class = c.oid AND w.rulename <> '_RETURN')
+            AS eligible,
+            pg_get_serial_sequence('sync.bundle_capture_stage', 'capture_ordinal') AS seq
+       FROM unnest($1::int4[], $2::text[]) AS t(table_id, qualified)
+       JOIN pg_class c ON c.oid = to_regclass(t.qualified)`,
+    [
+      topology.tables.map((t) => t.tableId),
+      topology.tables.map((t) => t.qualified),
+      [OWNER_GUARD_TRIGGER, OWNER_GUARD_INSERT_TRIGGER, CAPTURE_TRIGGER, CAPTURE_INSERT_TRIGGER],
+    ],
+  );
+  const tables = new Map<number, DirectInsertTable>();
+  for (const row of r.rows) {
+    const info = topology.byId.get(row.table_id);
+    if (!row.eligible || !info) continue;
+    const cols = [...info.columns.keys()].sort();
+    const canonical = cols.every((c) => CANONICAL_AS_IS_TYPES.has(info.columns.get(c)!));
+    const payload = canonical
+      ? `(SELECT row_to_json(x)::text FROM (SELECT ${cols.map((c) => `${DIRECT_ALIAS}.${quoteIdent(c)}`).join(', ')}) AS x)`
+      : `(to_jsonb(${DIRECT_ALIAS}) - '${SCOPE_COLUMN}')::text`;
+    tables.set(info.tableId, {
+      returning: `nextval(${quoteLiteral(row.seq)}::regclass)::text AS ord,
+        ${DIRECT_ALIAS}.${quoteIdent(info.keyColumn)}::text AS key, ${payload} AS doc`,
+      canonical,
+    });
+  }
+  return { tables, tableIds: [...tables.keys()] };
+}
+
+/** Rows per INSERT statement at most (bounds the size of one statement's JSON parameter). */
+const MAX_INSERT_BATCH = 10_000;
+
+/**
+ * Applies staged rows in staged order. Consecutive INSERTs of one table and column set go in one
+ * statement, fed by a JSON array parameter; into eligible tables it returns each row's capture
+ * ordinal, key and payload, collected into `direct` (the capture trigger skips those statements).
  */
 async function applyRows(
   tx: SyncQuerier,
   userId: string,
-  pushId: string,
   rows: readonly ApplyRow[],
+  plan: DirectInsertPlan,
+  direct: DirectInsertEvent[],
 ): Promise<void> {
-  const staged = (cols: string[]) => cols.map(quoteIdent);
   let i = 0;
   while (i < rows.length) {
     const r = rows[i]!;
     const keyCast = r.info.keyKind === 1 ? 'uuid' : 'text';
     const keyCol = quoteIdent(r.info.keyColumn);
-    const populate = `jsonb_populate_record(NULL::${r.info.qualified}, sr.payload_apply::jsonb)`;
     if (r.op === OP_INSERT) {
       let j = i + 1;
       while (
         j < rows.length &&
+        j - i < MAX_INSERT_BATCH &&
         rows[j]!.op === OP_INSERT &&
         rows[j]!.info === r.info &&
         rows[j]!.sig === r.sig
       )
         j++;
-      const colList = staged(r.cols);
-      await tx.query(
-        `INSERT INTO ${r.info.qualified} (_sync_scope_id, ${colList.join(', ')})
+      const colList = r.cols.map(quoteIdent);
+      const payloads: string[] = [];
+      for (let k = i; k < j; k++) payloads.push(rows[k]!.payload);
+      const d = plan.tables.get(r.info.tableId);
+      const res = await tx.query<{ ord: string; key: string; doc: string }>(
+        `INSERT INTO ${r.info.qualified} AS ${DIRECT_ALIAS} (_sync_scope_id, ${colList.join(', ')})
          SELECT $1, ${colList.map((c) => `p.${c}`).join(', ')}
-           FROM sync.push_session_rows sr CROSS JOIN LATERAL ${populate} AS p
-          WHERE sr.push_id = $2 AND sr.row_ordinal >= $3 AND sr.row_ordinal < $4
-          ORDER BY sr.row_ordinal`,
-        [userId, pushId, r.ordinal, rows[j - 1]!.ordinal + 1],
+           FROM jsonb_populate_recordset(NULL::${r.info.qualified}, $2::jsonb) AS p
+         ${d ? `RETURNING ${d.returning}` : ''}`,
+        [userId, `[${payloads.join(',')}]`],
       );
+      if (d) {
+        if (res.rows.length !== j - i) throw new Error(`INSERT returned ${res.rows.length} of ${j - i} rows`);
+        for (const x of res.rows) {
+          const ord = Number(x.ord);
+          if (!Number.isSafeInteger(ord)) throw new Error(`capture ordinal ${x.ord} is beyond 2^53`);
+          let doc = x.doc;
+          if (d.canonical && NEEDS_HTML_ESCAPE_RE.test(doc)) doc = goEscapeJsonText(doc);
+          direct.push({ ord, info: r.info, keyString: x.key, payload: doc, canonical: d.canonical });
+        }
+      }
       i = j;
       continue;
     }
@@ -307,13 +444,86 @@ async function applyRows(
       if (setCols.length === 0) setCols.push(r.info.keyColumn);
       await tx.query(
         `UPDATE ${r.info.qualified} AS t SET ${setCols.map((c) => `${quoteIdent(c)} = p.${quoteIdent(c)}`).join(', ')}
-           FROM sync.push_session_rows sr CROSS JOIN LATERAL ${populate} AS p
-          WHERE sr.push_id = $1 AND sr.row_ordinal = $2 AND t.${keyCol} = $3::${keyCast} AND t._sync_scope_id = $4`,
-        [pushId, r.ordinal, r.keyString, userId],
+           FROM jsonb_populate_record(NULL::${r.info.qualified}, $1::jsonb) AS p
+          WHERE t.${keyCol} = $2::${keyCast} AND t._sync_scope_id = $3`,
+        [r.payload, r.keyString, userId],
       );
     }
     i++;
   }
+}
+
+/** Reads a session's staged chunks back in row order and checks they form rows 0..planned-1. */
+async function loadStagedRows(
+  tx: SyncQuerier,
+  topology: Topology,
+  pushId: string,
+  s: SessionRow,
+): Promise<ApplyRow[]> {
+  const chunks = await tx.query<{ start: string; row_count: number; meta: string; payloads: string }>(
+    `SELECT start_row_ordinal::text AS start, row_count, meta, payloads
+       FROM sync.push_session_chunks WHERE push_id = $1 ORDER BY start_row_ordinal`,
+    [pushId],
+  );
+  const planned = Number(s.planned_row_count);
+  let staged = 0;
+  for (const c of chunks.rows) staged += c.row_count;
+  if (Number(s.next_expected_row_ordinal) !== planned || staged !== planned) {
+    throw wireError(
+      'push_commit_invalid',
+      `staged row count ${staged} does not match planned_row_count ${planned}`,
+    );
+  }
+  const seen = new Set<string>();
+  const rows: ApplyRow[] = [];
+  for (const c of chunks.rows) {
+    if (Number(c.start) !== rows.length) {
+      throw wireError('push_commit_invalid', `staged rows are not contiguous at row_ordinal ${rows.length}`);
+    }
+    const meta = JSON.parse(c.meta) as ChunkMeta;
+    const payloads = c.payloads.split('\n');
+    if (meta.t.length !== c.row_count || payloads.length !== c.row_count) {
+      throw new Error(`staged chunk at ${c.start} of push session ${pushId} is damaged`);
+    }
+    const colLists = meta.c.map((sig) => (sig === '' ? [] : sig.split(',')));
+    for (let i = 0; i < c.row_count; i++) {
+      const info = topology.byId.get(meta.t[i]!);
+      if (!info) throw new Error(`staged row for unknown table_id ${meta.t[i]}`);
+      const keyString = meta.k[i]!;
+      const id = `${info.tableId}:${keyString}`;
+      if (seen.has(id)) {
+        throw wireError(
+          'push_commit_invalid',
+          `duplicate target row in staged push session: ${info.name} ${keyString}`,
+        );
+      }
+      seen.add(id);
+      const sigIdx = meta.s[i]!;
+      rows.push({
+        info,
+        op: meta.o[i]!,
+        keyString,
+        keyBytes: keyBytesOf(info, keyString),
+        base: meta.b[i]!,
+        cols: colLists[sigIdx]!,
+        sig: meta.c[sigIdx]!,
+        payload: payloads[i]!,
+      });
+    }
+  }
+  // Columns were checked at upload; the catalogue is fixed since bootstrap, so this only guards
+  // against a session staged under another registration.
+  const checked = new Set<string>();
+  for (const r of rows) {
+    const id = `${r.info.tableId}:${r.sig}`;
+    if (checked.has(id)) continue;
+    checked.add(id);
+    for (const c of r.cols) {
+      if (!r.info.columns.has(c))
+        throw wireError('push_commit_invalid', `staged payload has unknown column ${c}`);
+    }
+  }
+  return rows;
 }
 
 export async function commitPushSession(
@@ -328,44 +538,7 @@ export async function commitPushSession(
     async (tx) => {
       await lockUser(tx, actor.userId, limits.uploadLockTimeoutMs);
       const s = await loadSessionForUpdate(tx, actor, pushId);
-      const staged = await tx.query<StagedRow>(
-        `SELECT row_ordinal::text, table_id, key_bytes, op_code, base_bundle_seq::text AS base,
-                CASE WHEN payload_apply IS NULL THEN NULL
-                     ELSE (SELECT string_agg(k, ',' ORDER BY k COLLATE "C") FROM json_object_keys(payload_apply) AS k) END AS cols
-         FROM sync.push_session_rows r WHERE push_id = $1 ORDER BY r.row_ordinal`,
-        [pushId],
-      );
-      const planned = Number(s.planned_row_count);
-      if (Number(s.next_expected_row_ordinal) !== planned || staged.rows.length !== planned) {
-        throw wireError(
-          'push_commit_invalid',
-          `staged row count ${staged.rows.length} does not match planned_row_count ${planned}`,
-        );
-      }
-      const seen = new Set<string>();
-      const apply: ApplyRow[] = [];
-      for (let i = 0; i < staged.rows.length; i++) {
-        const r = staged.rows[i]!;
-        if (Number(r.row_ordinal) !== i) {
-          throw wireError('push_commit_invalid', `staged rows are not contiguous at row_ordinal ${i}`);
-        }
-        const info = topology.byId.get(r.table_id)!;
-        const keyString = keyStringOf(info, r.key_bytes);
-        const id = `${r.table_id}:${r.key_bytes.toString('hex')}`;
-        if (seen.has(id)) {
-          throw wireError(
-            'push_commit_invalid',
-            `duplicate target row in staged push session: ${info.name} ${keyString}`,
-          );
-        }
-        seen.add(id);
-        const cols = r.cols === null ? [] : r.cols.split(',');
-        for (const c of cols) {
-          if (!info.columns.has(c))
-            throw wireError('push_commit_invalid', `staged payload has unknown column ${c}`);
-        }
-        apply.push({ info, op: r.op_code, keyString, ordinal: i, cols, sig: r.cols ?? '' });
-      }
+      const apply = await loadStagedRows(tx, topology, pushId, s);
       await tx.query('SET CONSTRAINTS ALL DEFERRED');
       const initializationId = s.initialization_id ?? '';
       if (initializationId) {
@@ -381,12 +554,14 @@ export async function commitPushSession(
           `source ${s.source_id} for user ${actor.userId} changed expected next source_bundle_id from staged ${sourceBundleId} to ${src.expected} before commit`,
         );
       }
+      const plan = await directInsertPlan(tx, topology);
       await setBundleContext(tx, {
         userId: actor.userId,
         userPk: s.user_pk,
         sourceId: s.source_id,
         sourceBundleId,
         initializationId,
+        directInsertTableIds: plan.tableIds,
       });
 
       // Conflict detection on base_row_version, in staged order; the first conflict wins.
@@ -399,21 +574,19 @@ export async function commitPushSession(
         `SELECT s.table_id, s.key_bytes, s.bundle_seq::text, s.deleted
          FROM unnest($2::int4[], $3::bytea[]) AS r(table_id, key_bytes)
          JOIN sync.row_state s ON s.user_pk = $1 AND s.table_id = r.table_id AND s.key_bytes = r.key_bytes`,
-        [s.user_pk, staged.rows.map((r) => r.table_id), staged.rows.map((r) => r.key_bytes)],
+        [s.user_pk, apply.map((r) => r.info.tableId), apply.map((r) => r.keyBytes)],
       );
       const stateOf = new Map<string, { version: number; deleted: boolean }>();
       for (const st of states.rows) {
-        stateOf.set(`${st.table_id}:${st.key_bytes.toString('hex')}`, {
+        const info = topology.byId.get(st.table_id)!;
+        stateOf.set(`${st.table_id}:${keyStringOf(info, st.key_bytes)}`, {
           version: Number(st.bundle_seq),
           deleted: st.deleted,
         });
       }
-      for (let i = 0; i < staged.rows.length; i++) {
-        const r = staged.rows[i]!;
-        const a = apply[i]!;
-        const st = stateOf.get(`${r.table_id}:${r.key_bytes.toString('hex')}`);
-        const base = Number(r.base);
-        const msg = conflictMessage(a, st, base);
+      for (const a of apply) {
+        const st = stateOf.get(`${a.info.tableId}:${a.keyString}`);
+        const msg = conflictMessage(a, st, a.base);
         if (msg !== undefined) {
           const live = st !== undefined && !st.deleted;
           const conflict: PushConflictDetails = {
@@ -421,7 +594,7 @@ export async function commitPushSession(
             table: a.info.table,
             key: { [a.info.keyColumn]: a.keyString },
             op: opName(a.op),
-            base_row_version: base,
+            base_row_version: a.base,
             server_row_version: st?.version ?? 0,
             server_row_deleted: st?.deleted ?? false,
             server_row: live ? await serverRowOf(tx, a.info, actor.userId, a.keyString) : null,
@@ -430,13 +603,15 @@ export async function commitPushSession(
         }
       }
 
-      await applyRows(tx, actor.userId, pushId, apply);
+      const direct: DirectInsertEvent[] = [];
+      await applyRows(tx, actor.userId, apply, plan, direct);
       const bundle = await finalizeCapturedBundle(
         tx,
         topology,
         s.user_pk,
         { sourceId: s.source_id, sourceBundleId },
         ctx.notifyChannel,
+        { direct },
       );
       if (!bundle)
         throw wireError('push_commit_invalid', 'push session produced no captured business-table effects');

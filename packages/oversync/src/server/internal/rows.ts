@@ -59,6 +59,8 @@ export interface StagedRowInput {
   readonly baseRowVersion: number;
   /** Canonical JSON of the payload with bytea as `\x<hex>` text; null for DELETE. */
   readonly payloadApply: string | null;
+  /** The payload's column names, sorted and comma-separated ('' for DELETE). */
+  readonly cols: string;
 }
 
 function normalizeName(s: string): string {
@@ -102,6 +104,7 @@ export function validatePushRow(topology: Topology, row: PushRequestRow): Staged
       opCode: OP_DELETE,
       baseRowVersion: row.base_row_version,
       payloadApply: null,
+      cols: '',
     };
   }
   const payload = row.payload;
@@ -152,6 +155,8 @@ export function validatePushRow(topology: Topology, row: PushRequestRow): Staged
     opCode: op === 'INSERT' ? OP_INSERT : OP_UPDATE,
     baseRowVersion: row.base_row_version,
     payloadApply: canonicalJson(out),
+    // Column names are [a-z0-9_] (checked above), so the default sort is code point order.
+    cols: Object.keys(out).sort().join(','),
   };
 }
 

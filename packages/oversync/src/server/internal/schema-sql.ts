@@ -2,8 +2,9 @@
  * DDL of the `sync` metadata schema, layout `server_postgres_sync_v1` (protocol doc §2), with one
  * deliberate difference: the per-row tables (row_state, bundle_capture_stage, bundle_rows,
  * push_session_rows, snapshot_session_rows) carry no foreign key to sync.table_catalog (their
- * table_id only ever comes from the validated catalog), bundle_rows reaches user_state through its
- * bundle_log FK, the transient capture stage has no FK at all, and the reference's duplicate unique
+ * table_id only ever comes from the validated catalog), row_state and bundle_rows have no FK to
+ * user_state / bundle_log either (statement-level AFTER DELETE triggers on those take their rows
+ * along), the transient capture stage has no FK at all, and the reference's duplicate unique
  * index on snapshot rows is not created. Each avoided check is one trigger query per written row.
  * push_session_rows and snapshot_session_rows have no FK to their session header either: a
  * statement-level AFTER DELETE trigger on the header deletes them instead (same cascade, no
@@ -34,6 +35,12 @@ export const CAPTURE_TRIGGER = 'oversync_bundle_capture_row';
  * capture stage per statement instead of one per row (rows keep the statement's insertion order).
  */
 export const CAPTURE_INSERT_TRIGGER = 'oversync_bundle_capture_insert';
+
+/**
+ * Transaction-local GUC set by a push commit: `,<table_id>,<table_id>,` of the tables whose INSERT
+ * statements the commit captures itself through `RETURNING` (see capture_registered_insert).
+ */
+export const DIRECT_INSERT_TABLES_GUC = 'oversync.bundle_direct_insert_tables';
 
 export const OP_INSERT = 1;
 export const OP_UPDATE = 2;
@@ -108,7 +115,7 @@ CREATE TABLE sync.source_state (
 );
 
 CREATE TABLE sync.row_state (
-  user_pk BIGINT NOT NULL REFERENCES sync.user_state(user_pk) ON DELETE CASCADE,
+  user_pk BIGINT NOT NULL,
   table_id INTEGER NOT NULL,
   key_bytes BYTEA NOT NULL,
   bundle_seq BIGINT NOT NULL,
@@ -150,8 +157,6 @@ CREATE TABLE sync.bundle_rows (
   op_code SMALLINT NOT NULL,
   payload_wire JSON,
   PRIMARY KEY (user_pk, bundle_seq, row_ordinal),
-  CONSTRAINT bundle_rows_bundle_fk FOREIGN KEY (user_pk, bundle_seq)
-    REFERENCES sync.bundle_log(user_pk, bundle_seq) ON DELETE CASCADE,
   CONSTRAINT bundle_rows_op_chk CHECK (op_code IN (1, 2, 3)),
   CONSTRAINT bundle_rows_payload_chk CHECK ((op_code = 3) = (payload_wire IS NULL))
 );
@@ -232,6 +237,28 @@ END
 $fn$;
 CREATE TRIGGER oversync_snapshot_session_rows_cascade AFTER DELETE ON sync.snapshot_sessions
   REFERENCING OLD TABLE AS oversync_old_sessions FOR EACH STATEMENT EXECUTE FUNCTION sync.delete_snapshot_session_rows();
+
+-- row_state and bundle_rows have no FK either (to user_state / bundle_log): their rows are only
+-- written by bundle finalisation, in the transaction that holds the user's row lock and has just
+-- inserted the bundle_log row, so the per-row RI check (a third of each insert's cost) proves
+-- nothing. Deleting a user or pruning bundles still takes the rows along, through these triggers.
+CREATE FUNCTION sync.delete_bundle_rows_of_bundles() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  DELETE FROM sync.bundle_rows r USING oversync_old_bundles o
+   WHERE r.user_pk = o.user_pk AND r.bundle_seq = o.bundle_seq;
+  RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER oversync_bundle_rows_cascade AFTER DELETE ON sync.bundle_log
+  REFERENCING OLD TABLE AS oversync_old_bundles FOR EACH STATEMENT EXECUTE FUNCTION sync.delete_bundle_rows_of_bundles();
+CREATE FUNCTION sync.delete_row_state_of_users() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  DELETE FROM sync.row_state r USING oversync_old_users o WHERE r.user_pk = o.user_pk;
+  RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER oversync_row_state_cascade AFTER DELETE ON sync.user_state
+  REFERENCING OLD TABLE AS oversync_old_users FOR EACH STATEMENT EXECUTE FUNCTION sync.delete_row_state_of_users();
 
 INSERT INTO sync.meta (singleton_key, protocol_label, layout_name) VALUES (TRUE, 'v1', '${SYNC_LAYOUT_NAME}');
 `;
@@ -344,6 +371,13 @@ DECLARE
   key_kind INTEGER := TG_ARGV[1]::INTEGER;
   tbl_id INTEGER := TG_ARGV[2]::INTEGER;
 BEGIN
+  -- A push commit's own INSERT into a table listed here records its rows itself (RETURNING), so
+  -- the statement fired directly by it (depth 1) is not staged a second time. Nested statements
+  -- (depth > 1) and every other transaction are captured as always.
+  IF pg_trigger_depth() = 1 AND position(',' || tbl_id || ',' IN
+       coalesce(current_setting('${DIRECT_INSERT_TABLES_GUC}', true), '')) > 0 THEN
+    RETURN NULL;
+  END IF;
   IF NOT EXISTS (SELECT 1 FROM oversync_new_rows) THEN
     RETURN NULL;
   END IF;

@@ -56,7 +56,9 @@ async function bundleCore(
     initializationId: '',
   });
   await fn(tx);
-  const bundle = await finalizeCapturedBundle(tx, ctx.topology, userPk, source, ctx.notifyChannel);
+  const bundle = await finalizeCapturedBundle(tx, ctx.topology, userPk, source, ctx.notifyChannel, {
+    withRows: true,
+  });
   if (bundle) {
     await activateSourceState(tx, userPk, source.sourceId, source.sourceBundleId);
     await applyRetention(tx, userPk, ctx.options.limits);

@@ -2,7 +2,12 @@
 import { SyncServerError, wireError } from '../errors.js';
 import type { SyncLimits } from '../options.js';
 import type { SyncQuerier } from './db.js';
-import { SCOPE_INITIALIZED, SCOPE_INITIALIZING, SCOPE_UNINITIALIZED } from './schema-sql.js';
+import {
+  DIRECT_INSERT_TABLES_GUC,
+  SCOPE_INITIALIZED,
+  SCOPE_INITIALIZING,
+  SCOPE_UNINITIALIZED,
+} from './schema-sql.js';
 
 export interface Actor {
   readonly userId: string;
@@ -254,7 +259,15 @@ export async function applyRetention(tx: SyncQuerier, userPk: string, limits: Sy
 /** The bundle-context GUCs of §3.1, transaction-local; refuses to mix two contexts in one transaction. */
 export async function setBundleContext(
   tx: SyncQuerier,
-  ctx: { userId: string; userPk: string; sourceId: string; sourceBundleId: number; initializationId: string },
+  ctx: {
+    userId: string;
+    userPk: string;
+    sourceId: string;
+    sourceBundleId: number;
+    initializationId: string;
+    /** Push commit only: table ids whose INSERTs it captures itself (`DIRECT_INSERT_TABLES_GUC`). */
+    directInsertTableIds?: readonly number[];
+  },
 ): Promise<void> {
   const names = [
     'oversync.bundle_user_id',
@@ -264,6 +277,10 @@ export async function setBundleContext(
     'oversync.bundle_initialization_id',
   ];
   const values = [ctx.userId, ctx.userPk, ctx.sourceId, String(ctx.sourceBundleId), ctx.initializationId];
+  if (ctx.directInsertTableIds && ctx.directInsertTableIds.length > 0) {
+    names.push(DIRECT_INSERT_TABLES_GUC);
+    values.push(`,${ctx.directInsertTableIds.join(',')},`);
+  }
   const cur = await tx.query<{ v: string[] }>(
     "SELECT array(SELECT coalesce(current_setting(n, true), '') FROM unnest($1::text[]) AS n) AS v",
     [names],

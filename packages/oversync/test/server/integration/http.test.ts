@@ -219,7 +219,7 @@ describe('malformed and oversized input', () => {
       (
         await fx.cluster.query<{ n: string }>(
           `SELECT ((SELECT count(*) FROM sync.bundle_log) + (SELECT count(*) FROM sync.bundle_rows)
-                 + (SELECT count(*) FROM sync.push_session_rows) + (SELECT count(*) FROM business.users))::text AS n`,
+                 + (SELECT count(*) FROM sync.push_session_chunks) + (SELECT count(*) FROM business.users))::text AS n`,
         )
       ).rows[0]!.n;
     const before = await counts();

@@ -178,7 +178,10 @@ describe('chunks', () => {
     });
     expect(notUuid.status).toBe(404);
     expect(
-      await count('SELECT count(*) AS n FROM sync.push_session_rows WHERE push_id = $1', [body['push_id']]),
+      await count(
+        'SELECT coalesce(sum(row_count), 0) AS n FROM sync.push_session_chunks WHERE push_id = $1',
+        [body['push_id']],
+      ),
     ).toBe(2);
   });
 
