@@ -12,6 +12,7 @@ import { SCOPE_COLUMN, type TableInfo } from './bootstrap.js';
 import { RFC3339_SQL } from './connect.js';
 import { type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
 import { quoteIdent, quoteLiteral, type SyncQuerier } from './db.js';
+import { type CatalogColumn, CURRENT_COLUMNS_SQL, payloadTextSql } from './payload-sql.js';
 import { RawJson } from './raw-json.js';
 import { KEY_KIND_UUID } from './schema-sql.js';
 import { SNAPSHOT_BLOCK_ROWS, SNAPSHOT_MISMATCH_SQLSTATE } from './snapshot-sql.js';
@@ -117,24 +118,36 @@ export async function createSnapshotSession(
        VALUES ($1, $2, $3, now() + make_interval(secs => $4::float8 / 1000))`,
         [snapshotId, userPk, snapshotSeq, limits.snapshotSessionTtlMs],
       );
+      // Payloads are rendered column by column from the live catalog (payload-sql.ts); the lock keeps
+      // an ALTER TABLE from changing the columns between reading them and reading the rows.
+      const tables = ctx.topology.tables;
+      const columns: CatalogColumn[][] = tables.map(() => []);
+      if (tables.length > 0) {
+        await tx.query(`LOCK TABLE ${tables.map((t) => t.qualified).join(', ')} IN ACCESS SHARE MODE`);
+        const cols = await tx.query<{ ord: number; name: string; type: string }>(CURRENT_COLUMNS_SQL, [
+          tables.map((t) => t.qualified),
+        ]);
+        for (const c of cols.rows) columns[c.ord - 1]!.push({ name: c.name, type: c.type });
+      }
       let offset = 0;
       let bytes = 0;
-      for (const info of ctx.topology.tables) {
+      for (const [i, info] of tables.entries()) {
         // One pass per table: live row_state entries FULL JOIN the scope's business rows. Both sides
         // must match one to one; a row on one side only is a capture inconsistency, and the row
         // expression then calls sync.snapshot_row_mismatch(), which raises SNAPSHOT_MISMATCH_SQLSTATE
         // (the whole create rolls back). No separate count queries: on freshly written rows their
         // index-only scans fetch every heap tuple and cost a third of the materialisation.
         const keyCol = `src.${quoteIdent(info.keyColumn)}`;
-        const ins = await tx.query<{ n: string | null; bytes: string | null }>(
-          `WITH ins AS (
+        const ins = await tx
+          .query<{ n: string | null; bytes: string | null }>(
+            `WITH ins AS (
            INSERT INTO sync.snapshot_session_blocks (snapshot_id, first_ordinal, row_count, payload_bytes, rows)
            SELECT $1, $2 + min(o), count(*), sum(octet_length(p)),
                   array_agg(CASE WHEN matched THEN ${rowWireSql(info)}
                                  ELSE sync.snapshot_row_mismatch($6, k, present) END ORDER BY o)
              FROM (SELECT row_number() OVER (ORDER BY k) AS o, k, v, p, kt, matched, present
                      FROM (SELECT coalesce(${keyBytesSql(info)}, rs.key_bytes) AS k, rs.bundle_seq AS v,
-                                  ${payloadSql(info)} AS p, ${keyJsonSql(info)} AS kt,
+                                  ${payloadTextSql(columns[i]!, SCOPE_COLUMN, info.byteaColumns)} AS p, ${keyJsonSql(info)} AS kt,
                                   (${keyCol} IS NOT NULL AND rs.key_bytes IS NOT NULL) AS matched,
                                   CASE WHEN ${keyCol} IS NULL THEN 'row_state' ELSE 'business' END AS present
                              FROM (SELECT * FROM ${info.qualified} WHERE ${SCOPE_COLUMN} = $5) AS src
@@ -144,16 +157,17 @@ export async function createSnapshotSession(
             GROUP BY (o - 1) / ${SNAPSHOT_BLOCK_ROWS}
            RETURNING row_count, payload_bytes)
          SELECT sum(row_count)::text AS n, sum(payload_bytes)::text AS bytes FROM ins`,
-          [snapshotId, offset, info.tableId, userPk, actor.userId, info.name],
-        ).catch((err: unknown) => {
-          const mismatch = findSqlState(err, SNAPSHOT_MISMATCH_SQLSTATE);
-          if (!mismatch) throw err;
-          throw new SyncServerError(
-            'OVERSYNC_INTERNAL',
-            `snapshot of ${info.name} is inconsistent: ${mismatch.message}`,
-            { cause: err },
-          );
-        });
+            [snapshotId, offset, info.tableId, userPk, actor.userId, info.name],
+          )
+          .catch((err: unknown) => {
+            const mismatch = findSqlState(err, SNAPSHOT_MISMATCH_SQLSTATE);
+            if (!mismatch) throw err;
+            throw new SyncServerError(
+              'OVERSYNC_INTERNAL',
+              `snapshot of ${info.name} is inconsistent: ${mismatch.message}`,
+              { cause: err },
+            );
+          });
         bytes += Number(ins.rows[0]!.bytes ?? 0);
         const inserted = Number(ins.rows[0]!.n ?? 0);
         offset += inserted;
@@ -242,16 +256,6 @@ function keyBytesSql(info: TableInfo): string {
 function keyJsonSql(info: TableInfo): string {
   const col = `src.${quoteIdent(info.keyColumn)}`;
   return info.keyKind === KEY_KIND_UUID ? `'"' || ${col}::text || '"'` : `to_json(${col})::text`;
-}
-
-/** The wire payload of a source row as JSON text: `to_jsonb(row)` minus the scope column, bytea as standard base64. */
-function payloadSql(info: TableInfo): string {
-  let payload = `to_jsonb(src) - '${SCOPE_COLUMN}'`;
-  for (const col of info.byteaColumns) {
-    const c = `src.${quoteIdent(col)}`;
-    payload = `(${payload}) || jsonb_build_object(${quoteLiteral(col)}, translate(encode(${c}, 'base64'), E'\\n', ''))`;
-  }
-  return `(${payload})::text`;
 }
 
 /**

@@ -182,8 +182,11 @@ describe('snapshot sessions', () => {
     const actor = { userId: d.userId, sourceId: d.sourceId };
     const blocks = async () =>
       Number(
-        (await fx.cluster.query<{ n: string }>('SELECT count(*)::text AS n FROM sync.snapshot_session_blocks'))
-          .rows[0]!.n,
+        (
+          await fx.cluster.query<{ n: string }>(
+            'SELECT count(*)::text AS n FROM sync.snapshot_session_blocks',
+          )
+        ).rows[0]!.n,
       );
     const before = await blocks();
     // a write that bypassed capture: a business row with no row_state entry
@@ -198,7 +201,9 @@ describe('snapshot sessions', () => {
     const hex = (id: string) => id.replaceAll('-', '');
     await expect(fx.service.createSnapshotSession(actor)).rejects.toMatchObject({
       code: 'OVERSYNC_INTERNAL',
-      message: expect.stringContaining(`row ${hex(stray)} of business.users exists only in the business table`),
+      message: expect.stringContaining(
+        `row ${hex(stray)} of business.users exists only in the business table`,
+      ),
     });
     // and a live row_state entry whose business row was deleted behind capture's back
     await fx.cluster.runTx(async (tx) => {
@@ -469,7 +474,9 @@ describe('snapshot pages', () => {
       const tags = expected.filter((r) => r.t === 'tags').map((r) => r.id);
       // tables in table_id order; uuid keys order by their bytes, i.e. by their lower-case hex text
       const order = (
-        await tfx.cluster.query<{ table_name: string }>('SELECT table_name FROM sync.table_catalog ORDER BY table_id')
+        await tfx.cluster.query<{ table_name: string }>(
+          'SELECT table_name FROM sync.table_catalog ORDER BY table_id',
+        )
       ).rows.map((r) => r.table_name);
       const keys: Record<string, string[]> = { users: users.sort(), tags: tags.sort() };
       const want = order.flatMap((t) => keys[t]!.map((id) => `${t}:${id}`));
@@ -490,7 +497,10 @@ describe('snapshot pages', () => {
         }
         expect(got, `max_rows=${size}`).toEqual(want);
         // a page past the end is empty and final
-        const past = await d.json<Chunk>('GET', `/sync/snapshot-sessions/${sid}?after_row_ordinal=900&max_rows=5`);
+        const past = await d.json<Chunk>(
+          'GET',
+          `/sync/snapshot-sessions/${sid}?after_row_ordinal=900&max_rows=5`,
+        );
         expect(past.body).toMatchObject({ rows: [], next_row_ordinal: 900, has_more: false });
       }
     } finally {
