@@ -74,6 +74,8 @@ interface Registered {
 type Ended = 'committed' | 'rolled back';
 
 const EMPTY_OPTS: SubmitOptions = Object.freeze({});
+/** The outcome of a batch run where no job ended the transaction (shared: no allocation per batch). */
+const OK: { kind: 'ok' } = Object.freeze({ kind: 'ok' });
 const SETTLED = Promise.resolve();
 
 // One executor for every job's promise (no closure per submit): it hands the resolving functions
@@ -243,12 +245,13 @@ export class Coordinator implements WriteCoordinator {
     }
     const { signal, deadline, requestId, durability } = opts;
     if (
-      (requestId !== undefined &&
+      opts !== EMPTY_OPTS &&
+      ((requestId !== undefined &&
         (typeof requestId !== 'string' ||
           requestId.length === 0 ||
           requestId.length > MAX_REQUEST_ID_LENGTH)) ||
-      (deadline !== undefined && (typeof deadline !== 'number' || Number.isNaN(deadline))) ||
-      (durability !== undefined && durability !== 'normal' && durability !== 'full')
+        (deadline !== undefined && (typeof deadline !== 'number' || Number.isNaN(deadline))) ||
+        (durability !== undefined && durability !== 'normal' && durability !== 'full'))
     ) {
       return this.#refuse(
         new WriteCoordinatorError('WRITECOORDINATOR_INVALID_PARAMS', 'invalid submit options', {
@@ -334,7 +337,7 @@ export class Coordinator implements WriteCoordinator {
     this.#queue.push(j);
     this.#depth++;
     if (this.#depth > this.#maxDepth) this.#maxDepth = this.#depth;
-    this.#schedule();
+    if (this.#scheduled === null && !this.#microScheduled) this.#schedule();
   }
 
   #wait(j: Job): void {
@@ -580,7 +583,8 @@ export class Coordinator implements WriteCoordinator {
   #runBatch(batch: Job[]): void {
     const db = this.#db;
     const st = this.#st;
-    const t0 = performance.now();
+    // Read only for the tracing channel: no clock read per batch when nobody listens.
+    const t0 = batchChannel.hasSubscribers ? performance.now() : 0;
     if (this.#checkpointer === undefined) {
       this.#checkpointer = BackgroundCheckpointer.start(db, this.options.checkpoint, this.#log);
     }
@@ -698,7 +702,7 @@ export class Coordinator implements WriteCoordinator {
       }
       if (!db.inTransaction) return this.#ended(i, seq, undefined);
     }
-    return { kind: 'ok' };
+    return OK;
   }
 
   #runIsolated(jobs: Job[], seq: number, now: number): { kind: 'ok' } | EndedOutcome {
@@ -719,7 +723,7 @@ export class Coordinator implements WriteCoordinator {
       if (!db.inTransaction) return this.#ended(i, seq, undefined);
       st.releaseSavepoint.run();
     }
-    return { kind: 'ok' };
+    return OK;
   }
 
   #ended(index: number, seq: number, error: unknown): EndedOutcome {
@@ -783,7 +787,7 @@ export class Coordinator implements WriteCoordinator {
       batchChannel.publish({
         seq,
         size: committed.length,
-        durationMs: now - t0,
+        durationMs: t0 === 0 ? 0 : now - t0, // 0: the channel got its subscriber mid-batch
         durability: full ? 'full' : 'normal',
       });
     }
