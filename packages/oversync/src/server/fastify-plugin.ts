@@ -3,6 +3,8 @@ import { z } from 'zod';
 import { goEscapeJsonText } from '../shared/canonical-json.js';
 import {
   connectRequestSchema,
+  type PushRequestRow,
+  type PushSessionChunkRequest,
   pushSessionChunkRequestSchema,
   pushSessionCreateRequestSchema,
   type SnapshotSessionCreateRequest,
@@ -109,6 +111,57 @@ function parseBody<T>(req: FastifyRequest, schema: z.ZodType<T>, code: WireError
   const r = schema.safeParse(parsed);
   if (!r.success) throw wireError(code, message, { details: { issues: r.error.issues } });
   return r.data;
+}
+
+const CHUNK_FIELDS: ReadonlySet<string> = new Set(['start_row_ordinal', 'rows']);
+const CHUNK_ROW_FIELDS: ReadonlySet<string> = new Set([
+  'schema',
+  'table',
+  'key',
+  'op',
+  'base_row_version',
+  'payload',
+]);
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+function hasOnlyFields(v: Record<string, unknown>, fields: ReadonlySet<string>): boolean {
+  for (const k in v) if (!fields.has(k)) return false;
+  return true;
+}
+
+/**
+ * A chunk body in its plain form — exact field names, every required field present with its JSON
+ * type — checked without zod (whose per-row preprocessing is a fifth of a chunk's CPU time).
+ * Whatever this accepts, `pushSessionChunkRequestSchema` accepts with the same values: zod only
+ * renames case-insensitive field names and fills Go zero values for missing or null fields, and
+ * neither applies here. Anything else (`undefined`) takes the zod path and its errors.
+ */
+function plainChunkBody(raw: unknown): PushSessionChunkRequest | undefined {
+  if (typeof raw !== 'string') return undefined;
+  let v: unknown;
+  try {
+    v = JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+  if (!isPlainObject(v) || !hasOnlyFields(v, CHUNK_FIELDS)) return undefined;
+  const start = v['start_row_ordinal'];
+  const rows = v['rows'];
+  if (!Number.isSafeInteger(start) || !Array.isArray(rows)) return undefined;
+  for (const r of rows as unknown[]) {
+    if (!isPlainObject(r) || !hasOnlyFields(r, CHUNK_ROW_FIELDS)) return undefined;
+    if (
+      typeof r['schema'] !== 'string' ||
+      typeof r['table'] !== 'string' ||
+      typeof r['op'] !== 'string' ||
+      !isPlainObject(r['key']) ||
+      !Number.isSafeInteger(r['base_row_version'])
+    )
+      return undefined;
+  }
+  return { start_row_ordinal: start as number, rows: rows as PushRequestRow[] };
 }
 
 function intParam(
@@ -273,6 +326,8 @@ export async function oversyncFastifyPlugin(fastify: FastifyInstance, rawOptions
       failMessage: 'Failed to upload push chunk',
       actor: true,
       handler: (req, _reply, actor, signal) => {
+        const plain = plainChunkBody(req.body);
+        if (plain) return service.uploadPushChunk(actor, pathParam(req, 'push_id'), plain, { signal });
         const body = parseBody(
           req,
           pushSessionChunkRequestSchema,

@@ -5,7 +5,7 @@ import { canonicalJson } from '../../shared/canonical-json.js';
 import type { Bundle, BundleRow, SyncKey } from '../../shared/wire.js';
 import type { TableInfo, Topology } from './bootstrap.js';
 import type { SyncQuerier } from './db.js';
-import { keyBytesOf, keyStringOf, opName, toWirePayload } from './rows.js';
+import { keyHexOf, keyStringOf, opName, toWirePayload } from './rows.js';
 
 /** Stands for a present payload in hash rows whose canonical payload text is passed alongside. */
 const PAYLOAD_PRESENT = true;
@@ -29,6 +29,10 @@ export interface DirectInsertEvent {
   readonly ord: number;
   readonly info: TableInfo;
   readonly keyString: string;
+  /** key_bytes as hex */
+  readonly keyHex: string;
+  /** The key had no row_state entry before this bundle (checked under the user's lock). */
+  readonly fresh: boolean;
   /** `canonical`: the wire payload's canonical JSON; otherwise `to_jsonb(row) - scope` text. */
   readonly payload: string;
   readonly canonical: boolean;
@@ -42,7 +46,9 @@ interface Acc {
   lastCanonical: boolean;
   info: TableInfo;
   keyString: string;
-  keyBytes: Buffer | undefined;
+  keyHex: string | undefined;
+  /** First event is a direct INSERT of a key without row_state. */
+  fresh: boolean;
 }
 
 export interface FinalizedBundle extends Bundle {
@@ -95,9 +101,10 @@ export async function finalizeCapturedBundle(
     info: TableInfo,
     op: number,
     keyString: string,
-    keyBytes: Buffer | undefined,
+    keyHex: string | undefined,
     payload: string | null,
     canonical: boolean,
+    fresh: boolean,
   ) => {
     const id = `${info.tableId}:${keyString}`;
     let acc = accs.get(id);
@@ -110,7 +117,8 @@ export async function finalizeCapturedBundle(
         lastCanonical: false,
         info,
         keyString,
-        keyBytes,
+        keyHex,
+        fresh,
       };
       accs.set(id, acc);
     }
@@ -118,22 +126,19 @@ export async function finalizeCapturedBundle(
     acc.lastPayload = payload;
     acc.lastCanonical = canonical;
   };
+  const addDirect = (x: DirectInsertEvent) =>
+    add(x.ord, x.info, OP_INSERT, x.keyString, x.keyHex, x.payload, x.canonical, x.fresh);
   // Both lists are in capture order; merge them so every key's first and last event are right.
   let d = 0;
   for (const e of stage.rows) {
     const ord = ordinalOf(e.ord);
-    for (; d < direct.length && direct[d]!.ord < ord; d++) {
-      const x = direct[d]!;
-      add(x.ord, x.info, OP_INSERT, x.keyString, undefined, x.payload, x.canonical);
-    }
+    for (; d < direct.length && direct[d]!.ord < ord; d++) addDirect(direct[d]!);
     const info = topology.byId.get(e.table_id);
     if (!info) throw new Error(`captured row for unknown table_id ${e.table_id}`);
-    add(ord, info, e.op_code, keyStringOf(info, e.key_bytes), e.key_bytes, e.payload, false);
+    const keyString = keyStringOf(info, e.key_bytes);
+    add(ord, info, e.op_code, keyString, e.key_bytes.toString('hex'), e.payload, false, false);
   }
-  for (; d < direct.length; d++) {
-    const x = direct[d]!;
-    add(x.ord, x.info, OP_INSERT, x.keyString, undefined, x.payload, x.canonical);
-  }
+  for (; d < direct.length; d++) addDirect(direct[d]!);
 
   const normalized: Array<{ acc: Acc; op: number }> = [];
   for (const acc of accs.values()) {
@@ -162,8 +167,14 @@ export async function finalizeCapturedBundle(
   const rows: BundleRow[] = [];
   const payloadTexts: (string | null)[] = [];
   const tableIds: number[] = [];
-  const keys: Buffer[] = [];
+  const keys: string[] = [];
   const ops: number[] = [];
+  // row_state: keys known to have no entry yet are plainly inserted, the others upserted.
+  const freshTables: number[] = [];
+  const freshKeys: string[] = [];
+  const otherTables: number[] = [];
+  const otherKeys: string[] = [];
+  const otherOps: number[] = [];
   const withRows = opts.withRows === true;
   for (const { acc, op } of normalized) {
     const info = acc.info;
@@ -202,8 +213,17 @@ export async function finalizeCapturedBundle(
       rows.push(row);
     }
     tableIds.push(info.tableId);
-    keys.push(acc.keyBytes ?? keyBytesOf(info, acc.keyString));
+    const keyHex = acc.keyHex ?? keyHexOf(info, acc.keyString);
+    keys.push(keyHex);
     ops.push(op);
+    if (op === OP_INSERT && acc.fresh) {
+      freshTables.push(info.tableId);
+      freshKeys.push(keyHex);
+    } else {
+      otherTables.push(info.tableId);
+      otherKeys.push(keyHex);
+      otherOps.push(op);
+    }
   }
   const hash = computeBundleHash(hashRows, payloadTexts);
 
@@ -223,20 +243,37 @@ export async function finalizeCapturedBundle(
       }),
     ]);
   }
+  // One statement writes the bundle's rows and their row_state.
   await tx.query(
-    `INSERT INTO sync.bundle_rows (user_pk, bundle_seq, row_ordinal, table_id, key_bytes, op_code, payload_wire)
-     SELECT $1, $2, r.ord, r.table_id, r.key_bytes, r.op_code, CASE WHEN r.op_code = 3 THEN NULL ELSE r.payload END
-       FROM ROWS FROM (unnest($3::int4[]), unnest($4::bytea[]), unnest($5::int2[]), json_array_elements($6::json))
-            WITH ORDINALITY AS r(table_id, key_bytes, op_code, payload, ord)`,
+    `WITH fresh_state AS (
+       INSERT INTO sync.row_state (user_pk, table_id, key_bytes, bundle_seq, deleted)
+       SELECT $1, f.table_id, decode(f.key_hex, 'hex'), $2, FALSE
+         FROM unnest($7::int4[], $8::text[]) AS f(table_id, key_hex)),
+     other_state AS (
+       INSERT INTO sync.row_state (user_pk, table_id, key_bytes, bundle_seq, deleted)
+       SELECT $1, o.table_id, decode(o.key_hex, 'hex'), $2, o.op_code = 3
+         FROM unnest($9::int4[], $10::text[], $11::int2[]) AS o(table_id, key_hex, op_code)
+       ON CONFLICT (user_pk, table_id, key_bytes)
+       DO UPDATE SET bundle_seq = EXCLUDED.bundle_seq, deleted = EXCLUDED.deleted)
+     INSERT INTO sync.bundle_rows (user_pk, bundle_seq, row_ordinal, table_id, key_bytes, op_code, payload_wire)
+     SELECT $1, $2, r.ord, r.table_id, decode(r.key_hex, 'hex'), r.op_code,
+            CASE WHEN r.op_code = 3 THEN NULL ELSE r.payload END
+       FROM ROWS FROM (unnest($3::int4[]), unnest($4::text[]), unnest($5::int2[]), json_array_elements($6::json))
+            WITH ORDINALITY AS r(table_id, key_hex, op_code, payload, ord)`,
     // Payloads travel as one JSON array (json keeps each element's text verbatim), not a text[] literal.
-    [userPk, bundleSeq, tableIds, keys, ops, jsonArrayOf(payloadTexts)],
-  );
-  await tx.query(
-    `INSERT INTO sync.row_state (user_pk, table_id, key_bytes, bundle_seq, deleted)
-     SELECT $1, r.table_id, r.key_bytes, $2, r.op_code = 3
-       FROM unnest($3::int4[], $4::bytea[], $5::int2[]) AS r(table_id, key_bytes, op_code)
-     ON CONFLICT (user_pk, table_id, key_bytes) DO UPDATE SET bundle_seq = EXCLUDED.bundle_seq, deleted = EXCLUDED.deleted`,
-    [userPk, bundleSeq, tableIds, keys, ops],
+    [
+      userPk,
+      bundleSeq,
+      tableIds,
+      keys,
+      ops,
+      jsonArrayOf(payloadTexts),
+      freshTables,
+      freshKeys,
+      otherTables,
+      otherKeys,
+      otherOps,
+    ],
   );
   if (stage.rows.length > 0) {
     await tx.query('DELETE FROM sync.bundle_capture_stage WHERE txid = txid_current() AND user_pk = $1', [

@@ -15,7 +15,7 @@ import { type DirectInsertEvent, finalizeCapturedBundle } from './capture.js';
 import { type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
 import { quoteIdent, quoteLiteral, type SyncQuerier } from './db.js';
 import {
-  keyBytesOf,
+  keyHexOf,
   keyStringOf,
   opName,
   PushValidationError,
@@ -266,8 +266,11 @@ interface ApplyRow {
   info: TableInfo;
   op: number;
   keyString: string;
-  keyBytes: Buffer;
+  /** key_bytes as hex */
+  keyHex: string;
   base: number;
+  /** No row_state entry existed at conflict detection (so finalisation can insert, not upsert). */
+  fresh: boolean;
   /** Sorted payload columns (validated against the table's catalogued columns). */
   cols: readonly string[];
   /** `cols` as staged (comma-separated): rows with equal table, op and sig share a statement. */
@@ -283,7 +286,7 @@ async function serverRowOf(
   keyString: string,
 ): Promise<unknown> {
   const r = await tx.query<{ doc: string }>(
-    `SELECT to_jsonb(src)::text AS doc FROM ${info.qualified} src
+    `SELECT to_jsonb(src.*)::text AS doc FROM ${info.qualified} src
       WHERE src.${quoteIdent(info.keyColumn)} = $1::${info.keyKind === 1 ? 'uuid' : 'text'}
         AND src._sync_scope_id = $2`,
     [keyString, userId],
@@ -370,7 +373,7 @@ async function loadDirectInsertPlan(tx: SyncQuerier, topology: Topology): Promis
     const canonical = cols.every((c) => CANONICAL_AS_IS_TYPES.has(info.columns.get(c)!));
     const payload = canonical
       ? `(SELECT row_to_json(x)::text FROM (SELECT ${cols.map((c) => `${DIRECT_ALIAS}.${quoteIdent(c)}`).join(', ')}) AS x)`
-      : `(to_jsonb(${DIRECT_ALIAS}) - '${SCOPE_COLUMN}')::text`;
+      : `(to_jsonb(${DIRECT_ALIAS}.*) - '${SCOPE_COLUMN}')::text`;
     tables.set(info.tableId, {
       returning: `nextval(${quoteLiteral(row.seq)}::regclass)::text AS ord,
         ${DIRECT_ALIAS}.${quoteIdent(info.keyColumn)}::text AS key, ${payload} AS doc`,
@@ -423,12 +426,25 @@ async function applyRows(
       );
       if (d) {
         if (res.rows.length !== j - i) throw new Error(`INSERT returned ${res.rows.length} of ${j - i} rows`);
-        for (const x of res.rows) {
+        for (let n = 0; n < res.rows.length; n++) {
+          const x = res.rows[n]!;
           const ord = Number(x.ord);
           if (!Number.isSafeInteger(ord)) throw new Error(`capture ordinal ${x.ord} is beyond 2^53`);
           let doc = x.doc;
           if (d.canonical && NEEDS_HTML_ESCAPE_RE.test(doc)) doc = goEscapeJsonText(doc);
-          direct.push({ ord, info: r.info, keyString: x.key, payload: doc, canonical: d.canonical });
+          // Rows come back in insertion order, i.e. in the order sent; the key check keeps that an
+          // optimisation (reusing the staged row's key bytes) rather than an assumption.
+          const a = rows[i + n]!;
+          const same = a.keyString === x.key;
+          direct.push({
+            ord,
+            info: r.info,
+            keyString: x.key,
+            keyHex: same ? a.keyHex : keyHexOf(r.info, x.key),
+            fresh: same && a.fresh,
+            payload: doc,
+            canonical: d.canonical,
+          });
         }
       }
       i = j;
@@ -503,8 +519,9 @@ async function loadStagedRows(
         info,
         op: meta.o[i]!,
         keyString,
-        keyBytes: keyBytesOf(info, keyString),
+        keyHex: keyHexOf(info, keyString),
         base: meta.b[i]!,
+        fresh: false,
         cols: colLists[sigIdx]!,
         sig: meta.c[sigIdx]!,
         payload: payloads[i]!,
@@ -572,9 +589,9 @@ export async function commitPushSession(
         deleted: boolean;
       }>(
         `SELECT s.table_id, s.key_bytes, s.bundle_seq::text, s.deleted
-         FROM unnest($2::int4[], $3::bytea[]) AS r(table_id, key_bytes)
-         JOIN sync.row_state s ON s.user_pk = $1 AND s.table_id = r.table_id AND s.key_bytes = r.key_bytes`,
-        [s.user_pk, apply.map((r) => r.info.tableId), apply.map((r) => r.keyBytes)],
+         FROM unnest($2::int4[], $3::text[]) AS r(table_id, key_hex)
+         JOIN sync.row_state s ON s.user_pk = $1 AND s.table_id = r.table_id AND s.key_bytes = decode(r.key_hex, 'hex')`,
+        [s.user_pk, apply.map((r) => r.info.tableId), apply.map((r) => r.keyHex)],
       );
       const stateOf = new Map<string, { version: number; deleted: boolean }>();
       for (const st of states.rows) {
@@ -586,6 +603,7 @@ export async function commitPushSession(
       }
       for (const a of apply) {
         const st = stateOf.get(`${a.info.tableId}:${a.keyString}`);
+        a.fresh = st === undefined;
         const msg = conflictMessage(a, st, a.base);
         if (msg !== undefined) {
           const live = st !== undefined && !st.deleted;

@@ -23,17 +23,36 @@ export function opName(code: number): WireOp {
   throw new Error(`unknown op_code ${code}`);
 }
 
-/** key_bytes of a key string: 16 raw bytes for uuid keys, UTF-8 for text keys. */
-export function keyBytesOf(info: TableInfo, key: string): Buffer {
+/**
+ * The key string a wire key stands for: uuid keys must be canonical dashed lowercase; text keys
+ * get Go's U+FFFD for lone surrogates. Equal key strings of one table are equal key_bytes.
+ */
+export function keyStringFor(info: TableInfo, key: string): string {
   if (info.keyKind === KEY_KIND_UUID) {
     if (!UUID_RE.test(key)) {
       throw new PushValidationError(
         `row key ${info.name}.${info.keyColumn} must use canonical dashed lowercase UUID text`,
       );
     }
-    return Buffer.from(key.replace(/-/g, ''), 'hex');
+    return key;
   }
-  return Buffer.from(toWellFormed(key), 'utf8');
+  return toWellFormed(key);
+}
+
+/** key_bytes of a key string: 16 raw bytes for uuid keys, UTF-8 for text keys. */
+export function keyBytesOf(info: TableInfo, key: string): Buffer {
+  const k = keyStringFor(info, key);
+  return info.keyKind === KEY_KIND_UUID ? Buffer.from(k.replace(/-/g, ''), 'hex') : Buffer.from(k, 'utf8');
+}
+
+/**
+ * key_bytes as hex, of a key string already in canonical form (from keyStringFor or read back from
+ * the database): SQL params carry keys as hex text, which costs less than a Buffer per key.
+ */
+export function keyHexOf(info: TableInfo, keyString: string): string {
+  return info.keyKind === KEY_KIND_UUID
+    ? keyString.replace(/-/g, '')
+    : Buffer.from(keyString, 'utf8').toString('hex');
 }
 
 /** The key string of key_bytes (uuid: canonical dashed lowercase). */
@@ -53,7 +72,7 @@ export function wireKey(info: TableInfo, bytes: Buffer): SyncKey {
 /** A validated push row, ready to be staged. */
 export interface StagedRowInput {
   readonly info: TableInfo;
-  readonly keyBytes: Buffer;
+  /** Canonical key string (see keyStringFor): equal strings are equal key_bytes. */
   readonly keyString: string;
   readonly opCode: number;
   readonly baseRowVersion: number;
@@ -91,15 +110,13 @@ export function validatePushRow(topology: Topology, row: PushRequestRow): Staged
   if (typeof keyValue !== 'string') {
     throw new PushValidationError(`row key for ${info.name} must contain string field ${info.keyColumn}`);
   }
-  const keyBytes = keyBytesOf(info, keyValue);
-  const keyString = info.keyKind === KEY_KIND_UUID ? keyValue : toWellFormed(keyValue);
+  const keyString = keyStringFor(info, keyValue);
   if (op === 'DELETE') {
     if (row.payload !== undefined) {
       throw new PushValidationError(`DELETE row ${info.name} ${keyString} must not include payload`);
     }
     return {
       info,
-      keyBytes,
       keyString,
       opCode: OP_DELETE,
       baseRowVersion: row.base_row_version,
@@ -150,7 +167,6 @@ export function validatePushRow(topology: Topology, row: PushRequestRow): Staged
   }
   return {
     info,
-    keyBytes,
     keyString,
     opCode: op === 'INSERT' ? OP_INSERT : OP_UPDATE,
     baseRowVersion: row.base_row_version,
@@ -166,7 +182,7 @@ export function validatePushRows(topology: Topology, rows: readonly PushRequestR
   const out: StagedRowInput[] = [];
   for (const row of rows) {
     const v = validatePushRow(topology, row);
-    const id = `${v.info.tableId}:${v.keyBytes.toString('hex')}`;
+    const id = `${v.info.tableId}:${v.keyString}`;
     if (seen.has(id)) {
       throw new PushValidationError(`duplicate target row in push request: ${v.info.name} ${v.keyString}`);
     }

@@ -398,7 +398,7 @@ BEGIN
          CASE WHEN key_kind = 1 THEN uuid_send((d.doc->>key_column)::uuid)
               ELSE convert_to(d.doc->>key_column, 'UTF8') END,
          d.doc - '_sync_scope_id'
-    FROM (SELECT to_jsonb(n) AS doc FROM oversync_new_rows n) AS d;
+    FROM (SELECT to_jsonb(n.*) AS doc FROM oversync_new_rows n) AS d; -- n.*: a column may be named n
   RETURN NULL;
 END
 $fn$;
