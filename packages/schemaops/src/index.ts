@@ -63,6 +63,7 @@ export {
   type SchemaOpsEvent,
   type SchemaOpsEventType,
   type SchemaOpsMetrics,
+  type SqlDdlContext,
   STEP_NAMES,
   type StepContext,
   type StepMetrics,

@@ -65,10 +65,31 @@ const loggerSchema = z.custom<Logger>(
   { message: 'logger must have debug/info/warn/error methods (pino-compatible)' },
 );
 
-const handlerSchema = z.custom<OperationHandler<unknown>>(
-  (v) => typeof v === 'object' && v !== null && typeof (v as { applyDdl?: unknown }).applyDdl === 'function',
-  { message: 'an operation handler needs an applyDdl function' },
-);
+/**
+ * What is wrong with an operation handler, or null: it needs the DDL as a callback (`applyDdl`) or as
+ * SQL text (`applySql`), exactly one of them, and at most one way to compensate.
+ */
+export function handlerProblem(v: unknown): string | null {
+  if (typeof v !== 'object' || v === null) return 'an operation handler must be an object';
+  const h = v as Record<string, unknown>;
+  const fnOrAbsent = (k: string) => h[k] === undefined || typeof h[k] === 'function';
+  if (!['applyDdl', 'applySql', 'compensate', 'compensateSql'].every(fnOrAbsent)) {
+    return 'applyDdl, applySql, compensate and compensateSql must be functions';
+  }
+  if ((h.applyDdl === undefined) === (h.applySql === undefined)) {
+    return 'an operation handler needs an applyDdl or an applySql function (one of them)';
+  }
+  if (h.compensate !== undefined && h.compensateSql !== undefined) {
+    return 'an operation handler has compensate or compensateSql, not both';
+  }
+  return null;
+}
+
+/** An operation handler, checked by `handlerProblem`. */
+export const handlerSchema = z.custom<OperationHandler<unknown>>().superRefine((v, ctx) => {
+  const problem = handlerProblem(v);
+  if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+});
 
 export const schemaOpsOptionsSchema = z
   .object({

@@ -9,6 +9,8 @@ import { Ledger, requestHash } from './internal/ledger.js';
 import { acquireProjectLock, type ProjectLock } from './internal/lock.js';
 import {
   DEFAULT_LIST_LIMIT,
+  handlerProblem,
+  handlerSchema,
   type Logger,
   parseReconcilerOptions,
   parseSchemaOpsOptions,
@@ -50,10 +52,6 @@ export const CHANNELS = Object.freeze({
 
 const OWNER = `${hostname()}:${process.pid}`;
 
-const handlerShape = z.custom<OperationHandler<unknown>>(
-  (v) => typeof v === 'object' && v !== null && typeof (v as { applyDdl?: unknown }).applyDdl === 'function',
-  { message: 'an operation handler needs an applyDdl function' },
-);
 const signalShape = z.custom<AbortSignal>((v) => v instanceof AbortSignal, {
   message: 'signal must be an AbortSignal',
 });
@@ -65,13 +63,13 @@ const runInputSchema = z.object({
   skipBaseDdl: z.boolean().optional(),
   idempotencyKey: z.string().min(1).max(255).optional(),
   physicalDdlRequired: z.boolean().optional(),
-  handler: handlerShape.optional(),
+  handler: handlerSchema.optional(),
   concurrency: z.number().int().positive().max(256).optional(),
   signal: signalShape.optional(),
 });
 
 const reconcileOptionsSchema = z.object({
-  handler: handlerShape.optional(),
+  handler: handlerSchema.optional(),
   concurrency: z.number().int().positive().max(256).optional(),
   lockWaitMs: z.number().int().nonnegative().optional(),
   signal: signalShape.optional(),
@@ -161,10 +159,9 @@ class SchemaOpsImpl implements SchemaOps {
     if (typeof type !== 'string' || type.length === 0) {
       throw new SchemaOpsError('SCHEMAOPS_INVALID_INPUT', 'an operation type must be a non-empty string');
     }
-    if (!handlerShape.safeParse(handler).success) {
-      throw new SchemaOpsError('SCHEMAOPS_INVALID_INPUT', 'an operation handler needs an applyDdl function', {
-        details: { type },
-      });
+    const problem = handlerProblem(handler);
+    if (problem !== null) {
+      throw new SchemaOpsError('SCHEMAOPS_INVALID_INPUT', problem, { details: { type } });
     }
     this.#handlers.set(type, handler as OperationHandler<unknown>);
   }
@@ -540,6 +537,15 @@ class SchemaOpsImpl implements SchemaOps {
     }
   }
 
+  /** Folds the tenant journal into `steps`; a failure only leaves it for later (reads see both). */
+  async #foldQuietly(id: string): Promise<void> {
+    try {
+      await this.#ledger.foldTenantEvents(id);
+    } catch (e) {
+      this.#log?.warn({ err: errorMessage(e), operationId: id }, 'schemaops could not fold tenant states');
+    }
+  }
+
   /** Puts an unfinished operation back in motion (new attempt) and drives it from its first unfinished step. */
   async #resume(
     id: string,
@@ -699,6 +705,7 @@ class SchemaOpsImpl implements SchemaOps {
             signal: d.stop,
           },
         );
+        await this.#foldQuietly(op.id);
         this.#checkLock(d);
         const first = r.failures[0];
         if (d.user?.aborted) {
@@ -829,7 +836,7 @@ class SchemaOpsImpl implements SchemaOps {
     // Re-read: the forward run changed tenant states.
     const op = await this.#load(id);
     const problems: string[] = [];
-    const canUndo = d.handler.compensate !== undefined;
+    const canUndo = d.handler.compensate !== undefined || d.handler.compensateSql !== undefined;
 
     const base = op.steps.base_project_ddl;
     if (base.state === 'succeeded' || d.committed.has(BASE_KEY)) {
@@ -863,6 +870,7 @@ class SchemaOpsImpl implements SchemaOps {
             signal: d.lock.signal,
           },
         );
+        await this.#foldQuietly(id);
         this.#checkLock(d);
         for (const f of r.failures) problems.push(`tenant ${f.item}: ${errorMessage(f.error)}`);
       }
@@ -920,7 +928,7 @@ class SchemaOpsImpl implements SchemaOps {
     const key = tenant ?? BASE_KEY;
     const okState: StepState = phase === 'apply' ? 'succeeded' : 'compensated';
     const callback = phase === 'apply' ? handler.applyDdl : handler.compensate;
-    if (!callback) throw new SchemaOpsError('SCHEMAOPS_INVALID_INPUT', 'no compensate callback');
+    const sqlOf = phase === 'apply' ? handler.applySql : handler.compensateSql;
     // The forward run stops on the user's signal; compensation only on losing the lock.
     const signal = phase === 'apply' ? d.stop : d.lock.signal;
     const atomic = this.#tenants.sharesCluster(this.#cluster, op.project, target);
@@ -931,12 +939,34 @@ class SchemaOpsImpl implements SchemaOps {
       const firstStatement = atomic
         ? this.#ledger.markStepStatement(op.id, step, tenant, okState, null, phase === 'apply')
         : undefined;
-      await this.#tenants.withTarget(
-        op.project,
-        target,
-        (tx, schema) => callback.call(handler, { ...d.ctx, signal, tx, target, schema }),
-        firstStatement ? { signal, firstStatement } : { signal },
-      );
+      const opts = firstStatement ? { signal, firstStatement } : { signal };
+      if (sqlOf) {
+        // SQL text: setup, ledger record and DDL go as one multi-statement query (one round trip).
+        const text = (schema: string | null): string => {
+          const sql = sqlOf.call(handler, { ...d.ctx, signal, target, schema });
+          if (typeof sql !== 'string') {
+            throw new SchemaOpsError(
+              'SCHEMAOPS_INVALID_INPUT',
+              `${sqlOf.name || 'applySql'} must return a string`,
+              {
+                details: { operationId: op.id, step, tenant },
+              },
+            );
+          }
+          return sql;
+        };
+        if (this.#tenants.execSql) await this.#tenants.execSql(op.project, target, text, opts);
+        else await this.#tenants.withTarget(op.project, target, (tx, schema) => tx.exec(text(schema)), opts);
+      } else if (callback) {
+        await this.#tenants.withTarget(
+          op.project,
+          target,
+          (tx, schema) => callback.call(handler, { ...d.ctx, signal, tx, target, schema }),
+          opts,
+        );
+      } else {
+        throw new SchemaOpsError('SCHEMAOPS_INVALID_INPUT', 'no compensate callback');
+      }
       committed = true;
       if (phase === 'apply') d.committed.add(key);
       else d.committed.delete(key);

@@ -30,6 +30,18 @@ export interface TenantSource {
     opts?: WithTargetOptions,
   ): Promise<T>;
   /**
+   * Optional: runs plain SQL text (no parameters) on the target as one transaction, in as few round
+   * trips as the source can — the built-in sources send `opts.firstStatement`, their own setup and
+   * `sql(schema)` as one multi-statement query, which PostgreSQL runs as one implicit transaction.
+   * `firstStatement` then has no parameters. Without it, schemaops runs the text through `withTarget`.
+   */
+  execSql?(
+    project: string,
+    target: DdlTarget,
+    sql: (schema: string | null) => string,
+    opts?: WithTargetOptions,
+  ): Promise<void>;
+  /**
    * True when the target's transactions run on `cluster` (the ledger's): schemaops then records a
    * tenant's step inside the tenant's own transaction, so DDL and ledger commit together.
    */
@@ -73,6 +85,16 @@ const schemaPerTenantSchema = z.object({
   baseSchema: fn<(p: string) => string | null>('baseSchema must be a function').optional(),
 });
 
+/** `set local search_path` to the target schema, then the parameterless first statement, if any. */
+function setupSql(schema: string, first: WithTargetOptions['firstStatement']): string {
+  const set = `set local search_path to ${quoteIdent(schema)}`;
+  return first ? `${set};\n${first.sql}` : set;
+}
+
+function signalOpt(opts: WithTargetOptions): { signal?: AbortSignal } {
+  return opts.signal ? { signal: opts.signal } : {};
+}
+
 /** Schema-per-tenant: one database; tenant = a schema; DDL runs with `search_path` set to it. */
 export function schemaPerTenant(options: SchemaPerTenantOptions): TenantSource {
   const o = parse(schemaPerTenantSchema, options, 'schemaPerTenant');
@@ -101,33 +123,47 @@ export function schemaPerTenant(options: SchemaPerTenantOptions): TenantSource {
     }
     return base;
   };
+  const withTarget = <T>(
+    project: string,
+    target: DdlTarget,
+    body: (tx: Tx, schema: string | null) => Promise<T>,
+    opts: WithTargetOptions = {},
+  ): Promise<T> => {
+    const schema = schemaOf(project, target);
+    const first = opts.firstStatement;
+    return cluster.runTx(async (tx) => {
+      if (first && first.params.length > 0) {
+        // One round trip for both: a data-modifying CTE always runs to completion.
+        await tx.exec(
+          `with first as (${first.sql}) select set_config('search_path', $${first.params.length + 1}, true)`,
+          [...first.params, quoteIdent(schema)],
+        );
+      } else {
+        // Without parameters both go as one simple query (no parse/bind/describe, no CTE to plan).
+        await tx.exec(setupSql(schema, first));
+      }
+      return body(tx, schema);
+    }, signalOpt(opts));
+  };
   return Object.freeze({
     kind: 'schema',
     list: (project: string, opts: { signal?: AbortSignal } = {}) => list(project, opts),
     hasBase: (project: string) => baseOf(project) !== null,
-    withTarget<T>(
+    withTarget,
+    async execSql(
       project: string,
       target: DdlTarget,
-      body: (tx: Tx, schema: string | null) => Promise<T>,
+      sql: (schema: string | null) => string,
       opts: WithTargetOptions = {},
-    ): Promise<T> {
+    ): Promise<void> {
       const schema = schemaOf(project, target);
       const first = opts.firstStatement;
-      return cluster.runTx(
-        async (tx) => {
-          if (first) {
-            // One round trip for both: a data-modifying CTE always runs to completion.
-            await tx.exec(
-              `with first as (${first.sql}) select set_config('search_path', $${first.params.length + 1}, true)`,
-              [...first.params, quoteIdent(schema)],
-            );
-          } else {
-            await tx.exec(`set local search_path to ${quoteIdent(schema)}`);
-          }
-          return body(tx, schema);
-        },
-        opts.signal ? { signal: opts.signal } : {},
-      );
+      if (first && first.params.length > 0) {
+        await withTarget(project, target, (tx) => tx.exec(sql(schema)), opts);
+        return;
+      }
+      // One round trip: a multi-statement query is one implicit transaction (SET LOCAL holds to its end).
+      await cluster.exec(`${setupSql(schema, first)};\n${sql(schema)}`, undefined, signalOpt(opts));
     },
     sharesCluster: (c: Cluster) => c === cluster,
     close: async () => {},
@@ -237,26 +273,44 @@ export function databasePerTenant(options: DatabasePerTenantOptions): TenantSour
     await Promise.allSettled(all.map((c) => c.cluster.close()));
   };
 
+  const withTarget = async <T>(
+    project: string,
+    target: DdlTarget,
+    body: (tx: Tx, schema: string | null) => Promise<T>,
+    opts: WithTargetOptions = {},
+  ): Promise<T> => {
+    const { cluster, release } = acquire(connectionOf(project, target));
+    const first = opts.firstStatement;
+    try {
+      return await cluster.runTx(async (tx) => {
+        if (first) await tx.exec(first.sql, first.params);
+        return body(tx, null);
+      }, signalOpt(opts));
+    } finally {
+      release();
+    }
+  };
+
   return Object.freeze({
     kind: 'database',
     list: (project: string, opts: { signal?: AbortSignal } = {}) => o.listTenants(project, opts),
     hasBase: (project: string) => (o.base?.(project) ?? null) !== null,
-    async withTarget<T>(
+    withTarget,
+    async execSql(
       project: string,
       target: DdlTarget,
-      body: (tx: Tx, schema: string | null) => Promise<T>,
+      sql: (schema: string | null) => string,
       opts: WithTargetOptions = {},
-    ): Promise<T> {
-      const { cluster, release } = acquire(connectionOf(project, target));
+    ): Promise<void> {
       const first = opts.firstStatement;
+      if (first && first.params.length > 0) {
+        await withTarget(project, target, (tx) => tx.exec(sql(null)), opts);
+        return;
+      }
+      const { cluster, release } = acquire(connectionOf(project, target));
       try {
-        return await cluster.runTx(
-          async (tx) => {
-            if (first) await tx.exec(first.sql, first.params);
-            return body(tx, null);
-          },
-          opts.signal ? { signal: opts.signal } : {},
-        );
+        // One round trip: a multi-statement query is one implicit transaction.
+        await cluster.exec(first ? `${first.sql};\n${sql(null)}` : sql(null), undefined, signalOpt(opts));
       } finally {
         release();
       }

@@ -98,12 +98,15 @@ export interface StepContext<Req = unknown> {
   readonly signal: AbortSignal;
 }
 
-export interface DdlContext<Req = unknown> extends StepContext<Req> {
-  /** The transaction on the target (base or tenant); for schema-per-tenant the search_path is the target schema. */
-  readonly tx: Tx;
+export interface SqlDdlContext<Req = unknown> extends StepContext<Req> {
   readonly target: DdlTarget;
   /** The target's schema (schema-per-tenant) or null (database-per-tenant: the database's default schema). */
   readonly schema: string | null;
+}
+
+export interface DdlContext<Req = unknown> extends SqlDdlContext<Req> {
+  /** The transaction on the target (base or tenant); for schema-per-tenant the search_path is the target schema. */
+  readonly tx: Tx;
 }
 
 export interface SystemContext<Req = unknown> extends StepContext<Req> {
@@ -123,10 +126,22 @@ export interface AfterCommitContext<Req = unknown> extends StepContext<Req> {
 export interface OperationHandler<Req = unknown> {
   /** Validates the request on `run` and decodes it from the ledger on `reconcile`. */
   readonly request?: z.ZodType<Req>;
-  /** The DDL, run in its own transaction on the base target and on every tenant. */
-  applyDdl(ctx: DdlContext<Req>): Promise<void>;
-  /** Undoes `applyDdl` on one target (must tolerate objects that are already gone). */
+  /**
+   * The DDL, run in its own transaction on the base target and on every tenant. A handler has this or
+   * `applySql`.
+   */
+  applyDdl?(ctx: DdlContext<Req>): Promise<void>;
+  /**
+   * The DDL as plain SQL text (one or more statements, no parameters, no transaction control), instead
+   * of `applyDdl`. schemaops sends it together with the transaction's setup (`search_path`) and the
+   * tenant's ledger record as one multi-statement query per target: one round trip instead of one per
+   * statement plus BEGIN and COMMIT. The statements run as one implicit transaction.
+   */
+  applySql?(ctx: SqlDdlContext<Req>): string;
+  /** Undoes the DDL on one target (must tolerate objects that are already gone). */
   compensate?(ctx: DdlContext<Req>): Promise<void>;
+  /** `compensate` as plain SQL text, sent like `applySql`. A handler has at most one of the two. */
+  compensateSql?(ctx: SqlDdlContext<Req>): string;
   /** Persists system metadata, in a transaction on the ledger cluster. */
   persistSystem?(ctx: SystemContext<Req>): Promise<void>;
   /** Refreshes derived state (caches). A failure leaves the operation `needs_repair`, nothing is undone. */
