@@ -145,8 +145,8 @@ export async function createSnapshotSession(
            SELECT $1, $2 + min(o), count(*), sum(octet_length(p)),
                   array_agg(CASE WHEN matched THEN ${rowWireSql(info)}
                                  ELSE sync.snapshot_row_mismatch($6, k, present) END ORDER BY o)
-             FROM (SELECT row_number() OVER (ORDER BY k) AS o, k, v, p, kt, matched, present
-                     FROM (SELECT coalesce(${keyBytesSql(info)}, rs.key_bytes) AS k, rs.bundle_seq AS v,
+             FROM (SELECT row_number() OVER (ORDER BY ${keyOrderSql(info)}) AS o, k, v, p, kt, matched, present
+                     FROM (SELECT coalesce(${keyBytesSql(info)}, rs.key_bytes) AS k, ${keyCol} AS kv, rs.bundle_seq AS v,
                                   ${payloadTextSql(columns[i]!, SCOPE_COLUMN, info.byteaColumns)} AS p, ${keyJsonSql(info)} AS kt,
                                   (${keyCol} IS NOT NULL AND rs.key_bytes IS NOT NULL) AS matched,
                                   CASE WHEN ${keyCol} IS NULL THEN 'row_state' ELSE 'business' END AS present
@@ -250,6 +250,14 @@ function findSqlState(err: unknown, code: string): Error | undefined {
 function keyBytesSql(info: TableInfo): string {
   const col = `src.${quoteIdent(info.keyColumn)}`;
   return info.keyKind === KEY_KIND_UUID ? `uuid_send(${col})` : `convert_to(${col}, 'UTF8')`;
+}
+
+/**
+ * Sort key of the snapshot order (key bytes) over the joined rows `t`: a uuid sorts like its bytes
+ * and compares faster as a uuid; rows without a business row raise before their position matters.
+ */
+function keyOrderSql(info: TableInfo): string {
+  return info.keyKind === KEY_KIND_UUID ? 'kv' : 'k';
 }
 
 /** The key value of a source row as JSON text (a UUID in its canonical lower-case text form). */
