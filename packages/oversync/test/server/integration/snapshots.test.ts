@@ -364,22 +364,27 @@ describe('source replacement', () => {
   });
 });
 
+/** A fixture whose registered tables are users (uuid keys) and tags (text keys). */
+function usersAndTagsFixture() {
+  return createFixture({
+    schemaSql: `CREATE SCHEMA business;
+      CREATE TABLE business.users (_sync_scope_id TEXT NOT NULL, id UUID NOT NULL, name TEXT NOT NULL,
+        email TEXT NOT NULL, PRIMARY KEY (_sync_scope_id, id));
+      CREATE TABLE business.tags (_sync_scope_id TEXT NOT NULL, id TEXT NOT NULL, label TEXT,
+        PRIMARY KEY (_sync_scope_id, id));`,
+    service: {
+      registeredTables: ['users', 'tags'].map((table) => ({
+        schema: 'business',
+        table,
+        syncKeyColumns: ['id'],
+      })),
+    },
+  });
+}
+
 describe('snapshot pages', () => {
   test('text keys needing JSON escapes and uuid keys come back exactly, across tables and pages', async () => {
-    const tfx = await createFixture({
-      schemaSql: `CREATE SCHEMA business;
-        CREATE TABLE business.users (_sync_scope_id TEXT NOT NULL, id UUID NOT NULL, name TEXT NOT NULL,
-          email TEXT NOT NULL, PRIMARY KEY (_sync_scope_id, id));
-        CREATE TABLE business.tags (_sync_scope_id TEXT NOT NULL, id TEXT NOT NULL, label TEXT,
-          PRIMARY KEY (_sync_scope_id, id));`,
-      service: {
-        registeredTables: ['users', 'tags'].map((table) => ({
-          schema: 'business',
-          table,
-          syncKeyColumns: ['id'],
-        })),
-      },
-    });
+    const tfx = await usersAndTagsFixture();
     try {
       const d = new Device(tfx.app, `p-${randomUUID()}`);
       await d.connect(false);
@@ -436,20 +441,7 @@ describe('snapshot pages', () => {
   test('pages of any size across blocks and a table boundary return every row once, in key order', async () => {
     // 600 users and 300 tags: three blocks of up to 256 rows per table, so pages start and end
     // inside blocks, on block edges and across the users→tags boundary.
-    const tfx = await createFixture({
-      schemaSql: `CREATE SCHEMA business;
-        CREATE TABLE business.users (_sync_scope_id TEXT NOT NULL, id UUID NOT NULL, name TEXT NOT NULL,
-          email TEXT NOT NULL, PRIMARY KEY (_sync_scope_id, id));
-        CREATE TABLE business.tags (_sync_scope_id TEXT NOT NULL, id TEXT NOT NULL, label TEXT,
-          PRIMARY KEY (_sync_scope_id, id));`,
-      service: {
-        registeredTables: ['users', 'tags'].map((table) => ({
-          schema: 'business',
-          table,
-          syncKeyColumns: ['id'],
-        })),
-      },
-    });
+    const tfx = await usersAndTagsFixture();
     try {
       const userId = `p-${randomUUID()}`;
       const d = new Device(tfx.app, userId);
