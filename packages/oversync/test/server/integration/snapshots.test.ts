@@ -1,3 +1,4 @@
+import { createSyncService } from '@x/oversync/server';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createFixture, Device, deleteRow, type Fixture, randomUUID, userRow } from '../fixture.js';
 
@@ -495,6 +496,47 @@ describe('snapshot pages', () => {
         );
         expect(past.body).toMatchObject({ rows: [], next_row_ordinal: 900, has_more: false });
       }
+    } finally {
+      await tfx.close();
+    }
+  });
+
+  test('an install from before the block layout gets it at bootstrap; its old sessions answer 404', async () => {
+    const tfx = await usersAndTagsFixture();
+    try {
+      const d = new Device(tfx.app, `o-${randomUUID()}`);
+      await d.connect(false);
+      expect((await d.push([userRow(randomUUID(), 'a')])).status).toBe(200);
+      // the layout as an older server left it: no block table, one session materialised into the old rows table
+      await tfx.cluster.exec('DROP TABLE sync.snapshot_session_blocks');
+      const old = randomUUID();
+      await tfx.cluster.query(
+        `INSERT INTO sync.snapshot_sessions (snapshot_id, user_pk, snapshot_bundle_seq, row_count, expires_at)
+         SELECT $1, user_pk, 1, 1, now() + interval '1 hour' FROM sync.user_state WHERE user_id = $2`,
+        [old, d.userId],
+      );
+      const again = createSyncService({
+        db: tfx.cluster,
+        registeredTables: ['users', 'tags'].map((table) => ({
+          schema: 'business',
+          table,
+          syncKeyColumns: ['id'],
+        })),
+      });
+      await again.bootstrap();
+      await again.close();
+      expect(
+        (await tfx.cluster.query(`SELECT to_regclass('sync.snapshot_session_blocks')::text AS t`)).rows[0],
+      ).toEqual({ t: 'sync.snapshot_session_blocks' });
+      const stale = await d.json('GET', `/sync/snapshot-sessions/${old}?after_row_ordinal=0&max_rows=10`);
+      expect(stale).toMatchObject({ status: 404, body: { error: 'snapshot_session_not_found' } });
+      const sid = (await d.json('POST', '/sync/snapshot-sessions')).body['snapshot_id'] as string;
+      const page = await d.json<Chunk>(
+        'GET',
+        `/sync/snapshot-sessions/${sid}?after_row_ordinal=0&max_rows=10`,
+      );
+      expect(page.status).toBe(200);
+      expect(page.body.rows.map((r) => r.payload['name'])).toEqual(['a']);
     } finally {
       await tfx.close();
     }
