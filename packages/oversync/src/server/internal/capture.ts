@@ -8,7 +8,7 @@ import type { SyncQuerier } from './db.js';
 import { keyHexOf, keyStringOf, opName, toWirePayload } from './rows.js';
 
 /** Stands for a present payload in hash rows whose canonical payload text is passed alongside. */
-const PAYLOAD_PRESENT = true;
+export const PAYLOAD_PRESENT = true;
 
 import { OP_DELETE, OP_INSERT, OP_UPDATE } from './schema-sql.js';
 
@@ -71,6 +71,35 @@ function ordinalOf(text: string): number {
 function wirePayloadOf(info: TableInfo, dbText: string): { text: string; value: Record<string, unknown> } {
   const value = toWirePayload(info, JSON.parse(dbText) as Record<string, unknown>);
   return { text: canonicalJson(value), value };
+}
+
+/** Allocates the user's next bundle_seq (the user_state row lock makes it gapless per user). */
+export async function allocateBundleSeq(tx: SyncQuerier, userPk: string): Promise<number> {
+  const r = await tx.query<{ seq: string }>(
+    'UPDATE sync.user_state SET next_bundle_seq = next_bundle_seq + 1 WHERE user_pk = $1 RETURNING (next_bundle_seq - 1)::text AS seq',
+    [userPk],
+  );
+  return Number(r.rows[0]!.seq);
+}
+
+/** The bundle-change NOTIFY of a bundle committed with the transaction (watch enabled only). */
+export async function notifyBundle(
+  tx: SyncQuerier,
+  notifyChannel: string | undefined,
+  userPk: string,
+  bundleSeq: number,
+  source: { sourceId: string; sourceBundleId: number },
+): Promise<void> {
+  if (notifyChannel === undefined) return;
+  await tx.query('SELECT pg_notify($1, $2)', [
+    notifyChannel,
+    JSON.stringify({
+      user_pk: Number(userPk),
+      bundle_seq: bundleSeq,
+      source_id: source.sourceId,
+      source_bundle_id: source.sourceBundleId,
+    }),
+  ]);
 }
 
 /**
@@ -157,11 +186,7 @@ export async function finalizeCapturedBundle(
   }
   // Map iteration is first-insertion order, i.e. first capture ordinal: already sorted.
 
-  const seqRes = await tx.query<{ seq: string }>(
-    'UPDATE sync.user_state SET next_bundle_seq = next_bundle_seq + 1 WHERE user_pk = $1 RETURNING (next_bundle_seq - 1)::text AS seq',
-    [userPk],
-  );
-  const bundleSeq = Number(seqRes.rows[0]!.seq);
+  const bundleSeq = await allocateBundleSeq(tx, userPk);
 
   const hashRows: HashableBundleRow[] = [];
   const rows: BundleRow[] = [];
@@ -232,17 +257,7 @@ export async function finalizeCapturedBundle(
      VALUES ($1, $2, $3, $4, $5, $6, decode($7, 'hex'))`,
     [userPk, bundleSeq, source.sourceId, source.sourceBundleId, normalized.length, hash.byteCount, hash.hex],
   );
-  if (notifyChannel !== undefined) {
-    await tx.query('SELECT pg_notify($1, $2)', [
-      notifyChannel,
-      JSON.stringify({
-        user_pk: Number(userPk),
-        bundle_seq: bundleSeq,
-        source_id: source.sourceId,
-        source_bundle_id: source.sourceBundleId,
-      }),
-    ]);
-  }
+  await notifyBundle(tx, notifyChannel, userPk, bundleSeq, source);
   // One statement writes the bundle's rows and their row_state.
   await tx.query(
     `WITH fresh_state AS (

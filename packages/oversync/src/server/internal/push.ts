@@ -1,5 +1,6 @@
 /** Push sessions (§4): create, chunk, commit, delete. */
 import { randomUUID } from 'node:crypto';
+import { computeBundleHash, type HashableBundleRow } from '../../shared/bundle-hash.js';
 import { goEscapeJsonText } from '../../shared/canonical-json.js';
 import type {
   PushConflictDetails,
@@ -11,7 +12,13 @@ import type {
 } from '../../shared/wire.js';
 import { wireError } from '../errors.js';
 import { SCOPE_COLUMN, type TableInfo, type Topology } from './bootstrap.js';
-import { type DirectInsertEvent, finalizeCapturedBundle } from './capture.js';
+import {
+  allocateBundleSeq,
+  type DirectInsertEvent,
+  finalizeCapturedBundle,
+  notifyBundle,
+  PAYLOAD_PRESENT,
+} from './capture.js';
 import { type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
 import { quoteIdent, quoteLiteral, type SyncQuerier } from './db.js';
 import {
@@ -26,6 +33,7 @@ import {
 import {
   CAPTURE_INSERT_TRIGGER,
   CAPTURE_TRIGGER,
+  KEY_KIND_UUID,
   OP_DELETE,
   OP_INSERT,
   OWNER_GUARD_INSERT_TRIGGER,
@@ -306,6 +314,8 @@ interface DirectInsertTable {
   readonly returning: string;
   /** The payload text is the canonical wire payload (up to Go's HTML escapes). */
   readonly canonical: boolean;
+  /** canonical only: `RETURNING` list of a direct bundle: key text, final wire payload, key_bytes. */
+  readonly bundleReturning: string | undefined;
 }
 interface DirectInsertPlan {
   readonly tables: ReadonlyMap<number, DirectInsertTable>;
@@ -374,13 +384,31 @@ async function loadDirectInsertPlan(tx: SyncQuerier, topology: Topology): Promis
     const payload = canonical
       ? `(SELECT row_to_json(x)::text FROM (SELECT ${cols.map((c) => `${DIRECT_ALIAS}.${quoteIdent(c)}`).join(', ')}) AS x)`
       : `(to_jsonb(${DIRECT_ALIAS}.*) - '${SCOPE_COLUMN}')::text`;
+    const key = `${DIRECT_ALIAS}.${quoteIdent(info.keyColumn)}`;
+    const keyBytes = info.keyKind === KEY_KIND_UUID ? `uuid_send(${key})` : `convert_to(${key}, 'UTF8')`;
     tables.set(info.tableId, {
-      returning: `nextval(${quoteLiteral(row.seq)}::regclass)::text AS ord,
-        ${DIRECT_ALIAS}.${quoteIdent(info.keyColumn)}::text AS key, ${payload} AS doc`,
+      returning: `nextval(${quoteLiteral(row.seq)}::regclass)::text AS ord, ${key}::text AS key, ${payload} AS doc`,
       canonical,
+      bundleReturning: canonical
+        ? `${key}::text AS key, ${goHtmlEscapeSql(payload)} AS doc, ${keyBytes} AS key_bytes`
+        : undefined,
     });
   }
   return { tables, tableIds: [...tables.keys()] };
+}
+
+/** Go's HTML-safe escapes (`<>&` U+2028 U+2029, which occur only inside JSON strings) in SQL. */
+function goHtmlEscapeSql(json: string): string {
+  let out = json;
+  for (const [c, esc] of [
+    ["'<'", "'\\u003c'"],
+    ["'>'", "'\\u003e'"],
+    ["'&'", "'\\u0026'"],
+    ["U&'\\2028'", "'\\u2028'"],
+    ["U&'\\2029'", "'\\u2029'"],
+  ])
+    out = `replace(${out}, ${c}, ${esc})`;
+  return out;
 }
 
 /** Rows per INSERT statement at most (bounds the size of one statement's JSON parameter). */
@@ -467,6 +495,92 @@ async function applyRows(
     }
     i++;
   }
+}
+
+/**
+ * The whole push is fresh INSERTs into tables whose RETURNING payload is already canonical: then
+ * each INSERT statement also writes the bundle's rows and row_state from its own RETURNING, and
+ * nothing is read back, normalised or sent again (keys are unique and nothing else is captured,
+ * so the committed rows are exactly the inserted rows in insertion order).
+ */
+function directBundleEligible(rows: readonly ApplyRow[], plan: DirectInsertPlan): boolean {
+  for (const r of rows) {
+    if (r.op !== OP_INSERT || !r.fresh || plan.tables.get(r.info.tableId)?.bundleReturning === undefined)
+      return false;
+  }
+  return true;
+}
+
+async function commitDirectBundle(
+  tx: SyncQuerier,
+  ctx: ServiceContext,
+  userId: string,
+  userPk: string,
+  source: { sourceId: string; sourceBundleId: number },
+  rows: readonly ApplyRow[],
+  plan: DirectInsertPlan,
+): Promise<{ bundleSeq: number; rowCount: number; hash: string }> {
+  const bundleSeq = await allocateBundleSeq(tx, userPk);
+  // The log row first (hash filled in below): installs made before bundle_rows lost its FK to
+  // bundle_log still check it per row.
+  await tx.query(
+    `INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id, row_count, byte_count, bundle_hash)
+     VALUES ($1, $2, $3, $4, 0, 0, '\\x')`,
+    [userPk, bundleSeq, source.sourceId, source.sourceBundleId],
+  );
+  const hashRows: HashableBundleRow[] = [];
+  const texts: string[] = [];
+  let i = 0;
+  while (i < rows.length) {
+    const r = rows[i]!;
+    let j = i + 1;
+    while (j < rows.length && j - i < MAX_INSERT_BATCH && rows[j]!.info === r.info && rows[j]!.sig === r.sig)
+      j++;
+    const colList = r.cols.map(quoteIdent);
+    const payloads: string[] = [];
+    for (let k = i; k < j; k++) payloads.push(rows[k]!.payload);
+    const res = await tx.query<{ key: string; doc: string }>(
+      `WITH ins AS (
+         INSERT INTO ${r.info.qualified} AS ${DIRECT_ALIAS} (_sync_scope_id, ${colList.join(', ')})
+         SELECT $1, ${colList.map((c) => `p.${c}`).join(', ')}
+           FROM jsonb_populate_recordset(NULL::${r.info.qualified}, $2::jsonb) AS p
+         RETURNING ${plan.tables.get(r.info.tableId)!.bundleReturning}),
+       r AS (SELECT row_number() OVER () AS n, key, doc, key_bytes FROM ins),
+       written_rows AS (
+         INSERT INTO sync.bundle_rows (user_pk, bundle_seq, row_ordinal, table_id, key_bytes, op_code, payload_wire)
+         SELECT $3, $4, $5 + r.n, $6, r.key_bytes, ${OP_INSERT}, r.doc::json FROM r),
+       written_state AS (
+         INSERT INTO sync.row_state (user_pk, table_id, key_bytes, bundle_seq, deleted)
+         SELECT $3, $6, r.key_bytes, $4, FALSE FROM r)
+       SELECT key, doc FROM r ORDER BY n`,
+      [userId, `[${payloads.join(',')}]`, userPk, bundleSeq, texts.length, r.info.tableId],
+    );
+    if (res.rows.length !== j - i) throw new Error(`INSERT returned ${res.rows.length} of ${j - i} rows`);
+    const { schema, table, keyColumn } = r.info;
+    for (const x of res.rows) {
+      texts.push(x.doc);
+      hashRows.push({
+        schema,
+        table,
+        key: { [keyColumn]: x.key },
+        op: 'INSERT',
+        row_version: bundleSeq,
+        payload: PAYLOAD_PRESENT,
+      });
+    }
+    i = j;
+  }
+  const hash = computeBundleHash(hashRows, texts);
+  const done = await tx.query<{ staged: boolean }>(
+    `UPDATE sync.bundle_log SET row_count = $3, byte_count = $4, bundle_hash = decode($5, 'hex')
+      WHERE user_pk = $1 AND bundle_seq = $2
+     RETURNING EXISTS (SELECT 1 FROM sync.bundle_capture_stage WHERE txid = txid_current() AND user_pk = $1) AS staged`,
+    [userPk, bundleSeq, texts.length, hash.byteCount, hash.hex],
+  );
+  // Guaranteed by directBundleEligible; checked because a miss would silently drop captured rows.
+  if (done.rows[0]?.staged !== false) throw new Error('a direct push bundle captured rows through the stage');
+  await notifyBundle(tx, ctx.notifyChannel, userPk, bundleSeq, source);
+  return { bundleSeq, rowCount: texts.length, hash: hash.hex };
 }
 
 /** Reads a session's staged chunks back in row order and checks they form rows 0..planned-1. */
@@ -621,28 +735,30 @@ export async function commitPushSession(
         }
       }
 
-      const direct: DirectInsertEvent[] = [];
-      await applyRows(tx, actor.userId, apply, plan, direct);
-      const bundle = await finalizeCapturedBundle(
-        tx,
-        topology,
-        s.user_pk,
-        { sourceId: s.source_id, sourceBundleId },
-        ctx.notifyChannel,
-        { direct },
-      );
-      if (!bundle)
-        throw wireError('push_commit_invalid', 'push session produced no captured business-table effects');
+      const source = { sourceId: s.source_id, sourceBundleId };
+      let bundle: { bundleSeq: number; rowCount: number; hash: string };
+      if (directBundleEligible(apply, plan)) {
+        bundle = await commitDirectBundle(tx, ctx, actor.userId, s.user_pk, source, apply, plan);
+      } else {
+        const direct: DirectInsertEvent[] = [];
+        await applyRows(tx, actor.userId, apply, plan, direct);
+        const b = await finalizeCapturedBundle(tx, topology, s.user_pk, source, ctx.notifyChannel, {
+          direct,
+        });
+        if (!b)
+          throw wireError('push_commit_invalid', 'push session produced no captured business-table effects');
+        bundle = { bundleSeq: b.bundle_seq, rowCount: b.row_count, hash: b.bundle_hash };
+      }
       await activateSourceState(tx, s.user_pk, sessionActor.sourceId, sourceBundleId);
       await applyRetention(tx, s.user_pk, limits);
       await tx.query('DELETE FROM sync.push_sessions WHERE push_id = $1', [pushId]);
       if (initializationId) await markScopeInitialized(tx, s.user_pk, s.source_id);
       return {
-        bundle_seq: bundle.bundle_seq,
-        source_id: bundle.source_id,
-        source_bundle_id: bundle.source_bundle_id,
-        row_count: bundle.row_count,
-        bundle_hash: bundle.bundle_hash,
+        bundle_seq: bundle.bundleSeq,
+        source_id: s.source_id,
+        source_bundle_id: sourceBundleId,
+        row_count: bundle.rowCount,
+        bundle_hash: bundle.hash,
       };
     },
     txOpts(opts.signal, PUSH_TX),
