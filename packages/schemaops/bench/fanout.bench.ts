@@ -21,6 +21,7 @@ import { fanOut } from '../src/internal/fanout.js';
 
 const TENANTS = Number(process.env.SCHEMAOPS_BENCH_TENANTS ?? 500);
 const ROUNDS = Number(process.env.SCHEMAOPS_BENCH_ROUNDS ?? 5);
+const WARMUP = Number(process.env.SCHEMAOPS_BENCH_WARMUP ?? 3);
 const CONCURRENCY = Number(process.env.SCHEMAOPS_BENCH_CONCURRENCY ?? DEFAULT_CONCURRENCY);
 const ROWS = 50;
 const PROJECT = 'bench';
@@ -107,9 +108,12 @@ try {
     return performance.now() - t0;
   };
 
-  // Warm-up (connections, JIT, catalog caches): every variant once.
+  // Warm-up (connections, catalog caches, and the JIT: a run's code path takes several runs to reach
+  // steady speed, the state of a long-lived server): every variant WARMUP times.
   const variants = { seq: sequential, fan: withLedger, raw: withoutLedger, seq1: sequentialOneQuery };
-  for (const [k, fn] of Object.entries(variants)) await fn(`warm_${k}`);
+  for (let w = 0; w < WARMUP; w++) {
+    for (const [k, fn] of Object.entries(variants)) await fn(`warm${w}_${k}`);
+  }
   const times: Record<keyof typeof variants, number[]> = { seq: [], fan: [], raw: [], seq1: [] };
   for (let r = 0; r < ROUNDS; r++) {
     const order: Array<keyof typeof times> =

@@ -109,6 +109,8 @@ interface Drive {
   ctx: StepContext<unknown>;
   /** Targets whose DDL transaction committed in this drive ('' = base). */
   committed: Set<string>;
+  /** Journal folds started in this drive (run alongside the next steps; awaited before it ends). */
+  folds: Array<Promise<void>>;
 }
 
 const BASE_KEY = '\u0000base';
@@ -224,7 +226,7 @@ class SchemaOpsImpl implements SchemaOps {
       }
       const tenants = await this.#tenants.list(inp.project, signal ? { signal } : {});
       checkTenants(tenants);
-      const id = await this.#ledger.insert({
+      const op = await this.#ledger.insert({
         project: inp.project,
         type: inp.type,
         request,
@@ -236,10 +238,9 @@ class SchemaOpsImpl implements SchemaOps {
         owner: OWNER,
       });
       this.#m.operations.started++;
-      const op = await this.#load(id);
       const outcome = await this.#drive(op, handler, lock, signal, concurrency);
       if (outcome.status !== 'committed') throw outcome.error;
-      return await this.#load(id);
+      return await this.#load(op.id);
     } finally {
       await lock.release();
     }
@@ -604,12 +605,15 @@ class SchemaOpsImpl implements SchemaOps {
         signal: stop,
       }),
       committed: new Set(),
+      folds: [],
     };
     try {
       const outcome = op.direction === 'forward' ? await this.#forward(d) : await this.#compensate(d, null);
+      await Promise.all(d.folds);
       this.#operationEvent(d, outcome, started);
       return outcome;
     } catch (e) {
+      await Promise.all(d.folds);
       if (lock.signal.aborted) throw lock.signal.reason;
       if (isSchemaOpsError(e)) throw e;
       // A ledger write failed: the row is left as it was (applying / compensating) for a reconcile.
@@ -705,7 +709,7 @@ class SchemaOpsImpl implements SchemaOps {
             signal: d.stop,
           },
         );
-        await this.#foldQuietly(op.id);
+        d.folds.push(this.#foldQuietly(op.id));
         this.#checkLock(d);
         const first = r.failures[0];
         if (d.user?.aborted) {
@@ -870,7 +874,7 @@ class SchemaOpsImpl implements SchemaOps {
             signal: d.lock.signal,
           },
         );
-        await this.#foldQuietly(id);
+        d.folds.push(this.#foldQuietly(id));
         this.#checkLock(d);
         for (const f of r.failures) problems.push(`tenant ${f.item}: ${errorMessage(f.error)}`);
       }

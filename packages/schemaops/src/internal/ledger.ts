@@ -172,6 +172,41 @@ function summaryOf(r: OpRow): OperationSummary & { requestHash: string } {
   };
 }
 
+/** An operation from its row and its step rows (tenant rows in ordinal order). */
+function assemble(row: OpRow, steps: readonly StepRow[]): Operation {
+  const single = (name: StepName): StepRecord => {
+    const r = steps.find((x) => x.step === name);
+    if (!r) {
+      throw new SchemaOpsError('SCHEMAOPS_LEDGER_FAILED', `ledger row ${row.id} has no ${name} step`, {
+        details: { operationId: row.id },
+      });
+    }
+    return Object.freeze({ state: r.state, error: r.error, attempts: r.attempts, updatedAt: r.updated_at });
+  };
+  const tenants: TenantStepRecord[] = steps
+    .filter((x) => x.step === 'tenant_ddl')
+    .map((r) =>
+      Object.freeze({
+        tenant: r.tenant,
+        state: r.state,
+        error: r.error,
+        attempts: r.attempts,
+        updatedAt: r.updated_at,
+      }),
+    );
+  const { requestHash: _, ...summary } = summaryOf(row);
+  return Object.freeze({
+    ...summary,
+    request: row.request,
+    steps: Object.freeze({
+      base_project_ddl: single('base_project_ddl'),
+      tenant_ddl: Object.freeze(tenants),
+      system_schema: single('system_schema'),
+      cache: single('cache'),
+    }),
+  });
+}
+
 export interface NewOperation {
   project: string;
   type: string;
@@ -293,45 +328,61 @@ export class Ledger {
     return r && summaryOf(r);
   }
 
-  /** Inserts the operation (status `applying`) and all of its steps, `pending`, in one transaction. */
-  async insert(n: NewOperation): Promise<string> {
+  /**
+   * Inserts the operation (status `applying`) and all of its steps, `pending`, in one statement (one
+   * round trip, atomic), and returns it as `load` would read it.
+   */
+  async insert(n: NewOperation): Promise<Operation> {
     const id = randomUUID();
     const s = this.#s;
     this.writes++;
-    await this.#cluster.runTx(async (tx) => {
-      await tx.exec(
-        `insert into ${s}.operations (id, project, operation_type, request, request_hash, idempotency_key, status,
+    // A skipped base step has nothing to do: it is recorded as succeeded, as the ancestor did.
+    const baseState: StepState = n.skipBaseDdl ? 'succeeded' : 'pending';
+    const row = await this.#cluster.queryRow<OpRow>(
+      `with op as (
+         insert into ${s}.operations (id, project, operation_type, request, request_hash, idempotency_key, status,
            skip_base_ddl, physical_ddl_required, owner)
-         values ($1, $2, $3, $4::jsonb, $5, $6, 'applying', $7, $8, $9)`,
-        [
-          id,
-          n.project,
-          n.type,
-          JSON.stringify(n.request ?? null),
-          n.requestHash,
-          n.idempotencyKey,
-          n.skipBaseDdl,
-          n.physicalDdlRequired,
-          n.owner,
-        ],
-      );
-      await tx.exec(
-        `insert into ${s}.steps (operation_id, step, tenant, ordinal, state)
-         values ($1, 'base_project_ddl', '', 0, $2), ($1, 'system_schema', '', 0, 'pending'),
-                ($1, 'cache', '', 0, 'pending')`,
-        // A skipped base step has nothing to do: it is recorded as succeeded, as the ancestor did.
-        [id, n.skipBaseDdl ? 'succeeded' : 'pending'],
-      );
-      if (n.tenants.length > 0) {
-        await tx.exec(
-          `insert into ${s}.steps (operation_id, step, tenant, ordinal, state)
-           select $1, 'tenant_ddl', t.tenant, t.ordinal::int, 'pending'
-           from unnest($2::text[]) with ordinality as t(tenant, ordinal)`,
-          [id, n.tenants],
-        );
-      }
+         values ($1, $2, $3, $4::jsonb, $5, $6, 'applying', $7, $8, $9)
+         returning ${SUMMARY_COLUMNS}, request
+       ), steps as (
+         insert into ${s}.steps (operation_id, step, tenant, ordinal, state)
+         select $1, 'base_project_ddl', '', 0, $10
+         union all select $1, 'system_schema', '', 0, 'pending'
+         union all select $1, 'cache', '', 0, 'pending'
+         union all select $1, 'tenant_ddl', t.tenant, t.ordinal::int, 'pending'
+           from unnest($11::text[]) with ordinality as t(tenant, ordinal)
+       )
+       select * from op`,
+      [
+        id,
+        n.project,
+        n.type,
+        JSON.stringify(n.request ?? null),
+        n.requestHash,
+        n.idempotencyKey,
+        n.skipBaseDdl,
+        n.physicalDdlRequired,
+        n.owner,
+        baseState,
+        n.tenants,
+      ],
+    );
+    if (!row) throw new SchemaOpsError('SCHEMAOPS_LEDGER_FAILED', 'the operation insert returned no row');
+    const at = row.created_at;
+    const step = (name: StepName, tenant: string, state: StepState): StepRow => ({
+      step: name,
+      tenant,
+      state,
+      error: null,
+      attempts: 0,
+      updated_at: at,
     });
-    return id;
+    return assemble(row, [
+      step('base_project_ddl', '', baseState),
+      step('system_schema', '', 'pending'),
+      step('cache', '', 'pending'),
+      ...n.tenants.map((t) => step('tenant_ddl', t, 'pending')),
+    ]);
   }
 
   /**
@@ -449,37 +500,7 @@ export class Ledger {
       [id],
       opts,
     );
-    const single = (name: StepName): StepRecord => {
-      const r = steps.rows.find((x) => x.step === name);
-      if (!r) {
-        throw new SchemaOpsError('SCHEMAOPS_LEDGER_FAILED', `ledger row ${id} has no ${name} step`, {
-          details: { operationId: id },
-        });
-      }
-      return Object.freeze({ state: r.state, error: r.error, attempts: r.attempts, updatedAt: r.updated_at });
-    };
-    const tenants: TenantStepRecord[] = steps.rows
-      .filter((x) => x.step === 'tenant_ddl')
-      .map((r) =>
-        Object.freeze({
-          tenant: r.tenant,
-          state: r.state,
-          error: r.error,
-          attempts: r.attempts,
-          updatedAt: r.updated_at,
-        }),
-      );
-    const { requestHash: _, ...summary } = summaryOf(row);
-    return Object.freeze({
-      ...summary,
-      request: row.request,
-      steps: Object.freeze({
-        base_project_ddl: single('base_project_ddl'),
-        tenant_ddl: Object.freeze(tenants),
-        system_schema: single('system_schema'),
-        cache: single('cache'),
-      }),
-    });
+    return assemble(row, steps.rows);
   }
 
   async list(
