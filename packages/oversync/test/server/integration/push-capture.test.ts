@@ -119,6 +119,12 @@ describe('push capture', () => {
     const b = randomUUID();
     const r = await d.push([insert('notes', a, { body: 'x' }), insert('notes_staged', b, { body: 'x' })]);
     expect(r.status, JSON.stringify(r.body)).toBe(200);
+    const only = await d.push([insert('notes', randomUUID(), { body: 'y' })]);
+    expect(only.status).toBe(200);
+    // a push of fresh INSERTs into such tables only writes bundle rows from the INSERT itself
+    expect(statements.filter((s) => /^WITH ins AS \(\s*INSERT INTO "business"."notes"/.test(s))).toHaveLength(
+      1,
+    );
     const inserts = statements.filter((s) => s.startsWith('INSERT INTO "business"'));
     expect(inserts).toHaveLength(2);
     expect(inserts.find((s) => s.includes('"notes" AS'))).toContain('RETURNING');
@@ -148,7 +154,7 @@ describe('push capture', () => {
         at: fc.constantFrom('2026-03-24T10:42:11-08:00', '2026-03-24T10:42:11.123456Z', null),
         local_at: fc.constantFrom('2026-03-24T10:42:11.5', null),
       },
-      { requiredKeys: ['body'] },
+      { requiredKeys: ['body', 'at'] }, // `at` given: its default now() differs between pushes
     );
     const mixed = fc.record(
       {
@@ -177,27 +183,34 @@ describe('push capture', () => {
         fc.array(note, { minLength: 1, maxLength: 5 }),
         fc.array(mixed, { minLength: 1, maxLength: 5 }),
         async (notes, mixes) => {
-          const rows: unknown[] = [];
-          const ids: Array<[string, string]> = [];
-          for (const [table, payloads] of [
-            ['notes', notes],
-            ['mixed', mixes],
-          ] as const) {
-            for (const p of payloads) {
-              const id = randomUUID();
-              rows.push(insert(table, id, p), insert(`${table}_staged`, id, p));
-              ids.push([table, id]);
-            }
-          }
-          const r = await d.push(rows, { chunkSize: 3 });
-          expect(r.status, JSON.stringify(r.body)).toBe(200);
-          const seq = r.body['bundle_seq'] as number;
-          await committed(d, seq);
-          const stored = await storedPayloads(d.userId, seq);
-          expect(stored.size).toBe(rows.length);
-          for (const [table, id] of ids) {
-            expect(stored.get(`${table}:${hex(id)}`)).toBe(stored.get(`${table}_staged:${hex(id)}`));
-          }
+          // each bundle is read right after its push: only 2 bundles per user are retained here
+          const pushed = async (rows: unknown[]) => {
+            const p = await d.push(rows, { chunkSize: 3 });
+            expect(p.status, JSON.stringify(p.body)).toBe(200);
+            const seq = p.body['bundle_seq'] as number;
+            await committed(d, seq);
+            return storedPayloads(d.userId, seq);
+          };
+          // 1: notes only, all fresh INSERTs into a trigger-free table: the direct-bundle path
+          const a = notes.map(() => randomUUID());
+          const s1 = await pushed(a.map((id, i) => insert('notes', id, notes[i]!)));
+          // 2: the same rows into the twin with a user trigger: the capture stage
+          const s2 = await pushed(a.map((id, i) => insert('notes_staged', id, notes[i]!)));
+          // 3: a mix: direct events (notes, mixed) merged with staged ones (mixed_staged)
+          const b = notes.map(() => randomUUID());
+          const c = mixes.map(() => randomUUID());
+          const rows = [
+            ...b.map((id, i) => insert('notes', id, notes[i]!)),
+            ...c.flatMap((id, i) => [insert('mixed', id, mixes[i]!), insert('mixed_staged', id, mixes[i]!)]),
+          ];
+          const s3 = await pushed(rows);
+          expect([s1.size, s2.size, s3.size]).toEqual([a.length, a.length, rows.length]);
+          a.forEach((id, i) => {
+            const direct = s1.get(`notes:${hex(id)}`);
+            expect(direct).toBe(s2.get(`notes_staged:${hex(id)}`));
+            expect(s3.get(`notes:${hex(b[i]!)}`)).toBe(direct!.replace(id, b[i]!));
+          });
+          for (const id of c) expect(s3.get(`mixed:${hex(id)}`)).toBe(s3.get(`mixed_staged:${hex(id)}`));
         },
       ),
       { numRuns: 12 },
