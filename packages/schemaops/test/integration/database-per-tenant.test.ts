@@ -107,4 +107,33 @@ describe('database-per-tenant', () => {
     for (const d of tenantDbs) expect(await columnIn(d.url, 'd3')).toBe(true);
     await ops.close();
   });
+
+  it('DDL as SQL text: one query per database, recorded after each commit, compensated with compensateSql', async () => {
+    const ops = createSchemaOps({
+      cluster: ledger,
+      tenants: source,
+      concurrency: 2,
+      operations: {
+        add_column: {
+          applySql: ({ target, schema }) => {
+            expect(schema).toBeNull();
+            const bad = target.kind === 'tenant' && target.tenant === 't3' && failing;
+            return `alter table items add column if not exists d4 text; select ${bad ? '1/0' : '1'}`;
+          },
+          compensateSql: () => 'alter table items drop column if exists d4',
+        },
+      },
+    });
+    let failing = true;
+    await expect(ops.run({ project: 'acme', type: 'add_column', request: {} })).rejects.toMatchObject({
+      code: 'SCHEMAOPS_STEP_FAILED',
+      details: { tenant: 't3', status: 'compensated' },
+    });
+    for (const d of [baseDb, ...tenantDbs]) expect(await columnIn(d.url, 'd4')).toBe(false);
+    failing = false;
+    const op = await ops.run({ project: 'acme', type: 'add_column', request: {} });
+    expect(op.steps.tenant_ddl.every((t) => t.state === 'succeeded' && t.attempts === 1)).toBe(true);
+    for (const d of [baseDb, ...tenantDbs]) expect(await columnIn(d.url, 'd4')).toBe(true);
+    await ops.close();
+  });
 });
