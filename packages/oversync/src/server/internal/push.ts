@@ -539,7 +539,7 @@ async function commitDirectBundle(
     const colList = r.cols.map(quoteIdent);
     const payloads: string[] = [];
     for (let k = i; k < j; k++) payloads.push(rows[k]!.payload);
-    const res = await tx.query<{ key: string; doc: string }>(
+    const res = await tx.query<{ n: string; key: string; doc: string }>(
       `WITH ins AS (
          INSERT INTO ${r.info.qualified} AS ${DIRECT_ALIAS} (_sync_scope_id, ${colList.join(', ')})
          SELECT $1, ${colList.map((c) => `p.${c}`).join(', ')}
@@ -552,12 +552,15 @@ async function commitDirectBundle(
        written_state AS (
          INSERT INTO sync.row_state (user_pk, table_id, key_bytes, bundle_seq, deleted)
          SELECT $3, $6, r.key_bytes, $4, FALSE FROM r)
-       SELECT key, doc FROM r ORDER BY n`,
+       SELECT n, key, doc FROM r`,
       [userId, `[${payloads.join(',')}]`, userPk, bundleSeq, texts.length, r.info.tableId],
     );
     if (res.rows.length !== j - i) throw new Error(`INSERT returned ${res.rows.length} of ${j - i} rows`);
+    // A CTE scan returns rows in the CTE's order; the ordinals make that checked, not assumed.
+    let got = res.rows;
+    if (got.some((x, k) => Number(x.n) !== k + 1)) got = [...got].sort((x, y) => Number(x.n) - Number(y.n));
     const { schema, table, keyColumn } = r.info;
-    for (const x of res.rows) {
+    for (const x of got) {
       texts.push(x.doc);
       hashRows.push({
         schema,
@@ -703,9 +706,10 @@ export async function commitPushSession(
         deleted: boolean;
       }>(
         `SELECT s.table_id, s.key_bytes, s.bundle_seq::text, s.deleted
-         FROM unnest($2::int4[], $3::text[]) AS r(table_id, key_hex)
+         FROM unnest(string_to_array($2, ',')::int4[], string_to_array($3, ',')) AS r(table_id, key_hex)
          JOIN sync.row_state s ON s.user_pk = $1 AND s.table_id = r.table_id AND s.key_bytes = decode(r.key_hex, 'hex')`,
-        [s.user_pk, apply.map((r) => r.info.tableId), apply.map((r) => r.keyHex)],
+        // comma-joined (hex and ids never contain one): much cheaper to send than array literals
+        [s.user_pk, apply.map((r) => r.info.tableId).join(','), apply.map((r) => r.keyHex).join(',')],
       );
       const stateOf = new Map<string, { version: number; deleted: boolean }>();
       for (const st of states.rows) {

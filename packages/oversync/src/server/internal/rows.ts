@@ -82,8 +82,9 @@ export interface StagedRowInput {
   readonly cols: string;
 }
 
+/** Trimmed and lowercased; names that already are plain identifiers are returned as they are. */
 function normalizeName(s: string): string {
-  return s.trim().toLowerCase();
+  return IDENT_RE.test(s) ? s : s.trim().toLowerCase();
 }
 
 /**
@@ -99,7 +100,7 @@ export function validatePushRow(topology: Topology, row: PushRequestRow): Staged
   }
   const info = topology.byName.get(`${schema}.${table}`);
   if (!info) throw new PushValidationError(`table ${schema}.${table} is not registered`);
-  const op = row.op.trim().toUpperCase();
+  const op = row.op === 'INSERT' || row.op === 'UPDATE' ? row.op : row.op.trim().toUpperCase();
   if (op !== 'INSERT' && op !== 'UPDATE' && op !== 'DELETE') {
     throw new PushValidationError(`invalid op ${JSON.stringify(row.op)} for ${info.name}`);
   }
@@ -129,14 +130,16 @@ export function validatePushRow(topology: Topology, row: PushRequestRow): Staged
     throw new PushValidationError(`${op} row ${info.name} ${keyString} requires a JSON object payload`);
   }
   const out: Record<string, unknown> = {};
-  for (const [rawKey, value] of Object.entries(payload as Record<string, unknown>)) {
-    const col = rawKey.toLowerCase();
+  const fields = payload as Record<string, unknown>;
+  for (const rawKey of Object.keys(fields)) {
+    const value = fields[rawKey];
+    const col = IDENT_RE.test(rawKey) ? rawKey : rawKey.toLowerCase();
     if (col === SCOPE_COLUMN) {
       throw new PushValidationError(
         `payload for ${info.name} must not include hidden scope column ${SCOPE_COLUMN}`,
       );
     }
-    if (!IDENT_RE.test(col)) {
+    if (col !== rawKey && !IDENT_RE.test(col)) {
       throw new PushValidationError(
         `payload for ${info.name} has invalid column name ${JSON.stringify(rawKey)}`,
       );
