@@ -6,8 +6,8 @@
  * to find its column set. Here a chunk is validated once, at upload, and stored as two texts: `meta`,
  * a JSON object of parallel arrays (table ids, key strings, op codes, base versions, and per row the
  * index of its sorted payload column list in `cols`), and `payloads`, the rows' apply payloads
- * (canonical JSON, bytea as `\x<hex>`; empty for DELETE) joined by newlines — canonical JSON never
- * contains a raw newline. Both are stored out of line without compression (`STORAGE EXTERNAL`):
+ * (JSON, bytea as `\x<hex>`; empty for DELETE) joined by newlines — JSON text from JSON.stringify
+ * or the canonical encoder never contains a raw newline. Both are stored out of line without compression (`STORAGE EXTERNAL`):
  * pglz costs more CPU than it saves on data that lives for minutes.
  *
  * Like the other session tables the chunk table is UNLOGGED and has no FK to its header: a

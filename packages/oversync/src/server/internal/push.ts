@@ -283,7 +283,7 @@ interface ApplyRow {
   cols: readonly string[];
   /** `cols` as staged (comma-separated): rows with equal table, op and sig share a statement. */
   sig: string;
-  /** Apply payload text (canonical JSON, bytea as `\x<hex>`); '' for DELETE. */
+  /** Apply payload text (JSON, bytea as `\x<hex>`); '' for DELETE. */
   payload: string;
 }
 

@@ -11,6 +11,7 @@ export class PushValidationError extends Error {
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const IDENT_RE = /^[a-z0-9_]+$/;
+const SURROGATE_RE = /[\uD800-\uDFFF]/;
 const BASE64_STD_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 export function opCode(op: WireOp): number {
@@ -76,7 +77,7 @@ export interface StagedRowInput {
   readonly keyString: string;
   readonly opCode: number;
   readonly baseRowVersion: number;
-  /** Canonical JSON of the payload with bytea as `\x<hex>` text; null for DELETE. */
+  /** JSON of the payload for PostgreSQL (bytea as `\x<hex>` text); null for DELETE. */
   readonly payloadApply: string | null;
   /** The payload's column names, sorted and comma-separated ('' for DELETE). */
   readonly cols: string;
@@ -130,6 +131,8 @@ export function validatePushRow(topology: Topology, row: PushRequestRow): Staged
     throw new PushValidationError(`${op} row ${info.name} ${keyString} requires a JSON object payload`);
   }
   const out: Record<string, unknown> = {};
+  // Flat payloads without surrogates can skip the canonical encoder (see payloadApply below).
+  let plain = true;
   const fields = payload as Record<string, unknown>;
   for (const rawKey of Object.keys(fields)) {
     const value = fields[rawKey];
@@ -159,6 +162,8 @@ export function validatePushRow(topology: Topology, row: PushRequestRow): Staged
       out[col] = `\\x${Buffer.from(value, 'base64').toString('hex')}`;
     } else {
       out[col] = value;
+      if (typeof value === 'string' ? SURROGATE_RE.test(value) : typeof value === 'object' && value !== null)
+        plain = false;
     }
   }
   const payloadKey = out[info.keyColumn];
@@ -173,7 +178,12 @@ export function validatePushRow(topology: Topology, row: PushRequestRow): Staged
     keyString,
     opCode: op === 'INSERT' ? OP_INSERT : OP_UPDATE,
     baseRowVersion: row.base_row_version,
-    payloadApply: canonicalJson(out),
+    // Only PostgreSQL reads this text (jsonb_populate_record*), so key order and escapes do not
+    // matter; what must match the reference is the values: numbers as float64 (JSON.parse did that;
+    // -0 and 0 are the same jsonb numeric) and lone surrogates as U+FFFD, which JSON.stringify
+    // would keep as \udxxx escapes that PostgreSQL rejects: such payloads, and nested values,
+    // take the canonical encoder.
+    payloadApply: plain ? JSON.stringify(out) : canonicalJson(out),
     // Column names are [a-z0-9_] (checked above), so the default sort is code point order.
     cols: Object.keys(out).sort().join(','),
   };
