@@ -347,14 +347,25 @@ const NEEDS_HTML_ESCAPE_RE = /[<>&\u2028\u2029]/;
 
 const directPlans = new WeakMap<Topology, Promise<DirectInsertPlan>>();
 
-/** Decided once per topology (like the rest of bootstrap, restart-only), on first use. */
-function directInsertPlan(tx: SyncQuerier, topology: Topology): Promise<DirectInsertPlan> {
-  let plan = directPlans.get(topology);
-  if (!plan) {
-    plan = loadDirectInsertPlan(tx, topology);
-    directPlans.set(topology, plan);
-    plan.catch(() => directPlans.delete(topology));
+/**
+ * Decided once per topology (like the rest of bootstrap, restart-only), on first use. A failed load
+ * (say, its transaction was cancelled) is forgotten, and a caller that waited for it loads again
+ * with its own transaction.
+ */
+async function directInsertPlan(tx: SyncQuerier, topology: Topology): Promise<DirectInsertPlan> {
+  const cached = directPlans.get(topology);
+  if (cached) {
+    try {
+      return await cached;
+    } catch {
+      // loaded again below
+    }
   }
+  const plan = loadDirectInsertPlan(tx, topology);
+  directPlans.set(topology, plan);
+  plan.catch(() => {
+    if (directPlans.get(topology) === plan) directPlans.delete(topology);
+  });
   return plan;
 }
 
