@@ -101,6 +101,12 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
   },
 ]);
 
+/** Each tenant's last journal event, with the attempts its events count, from `source` (a FROM clause). */
+const LATEST_EVENT_PER_TENANT = (source: string): string =>
+  `select distinct on (tenant) tenant, state, error, at,
+     (count(*) filter (where counts_attempt) over (partition by tenant))::int as attempts
+   from ${source} order by tenant, seq desc`;
+
 /** A stable JSON encoding (sorted object keys) for request hashing. */
 export function stableJson(v: unknown): string {
   if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null';
@@ -441,11 +447,7 @@ export class Ledger {
       `with ev as (
          delete from ${s}.tenant_events where operation_id = $1
          returning tenant, seq, state, error, counts_attempt, at
-       ), latest as (
-         select distinct on (tenant) tenant, state, error, at,
-           (count(*) filter (where counts_attempt) over (partition by tenant))::int as attempts
-         from ev order by tenant, seq desc
-       )
+       ), latest as (${LATEST_EVENT_PER_TENANT('ev')})
        update ${s}.steps st set state = l.state, error = l.error, updated_at = l.at,
          attempts = st.attempts + l.attempts
        from latest l
@@ -492,9 +494,7 @@ export class Ledger {
          st.attempts + coalesce(e.attempts, 0) as attempts, coalesce(e.at, st.updated_at) as updated_at
        from ${this.#s}.steps st
        left join (
-         select distinct on (tenant) tenant, state, error, at,
-           (count(*) filter (where counts_attempt) over (partition by tenant))::int as attempts
-         from ${this.#s}.tenant_events where operation_id = $1 order by tenant, seq desc
+         ${LATEST_EVENT_PER_TENANT(`${this.#s}.tenant_events where operation_id = $1`)}
        ) e on st.step = 'tenant_ddl' and e.tenant = st.tenant
        where st.operation_id = $1 order by st.step, st.ordinal`,
       [id],
