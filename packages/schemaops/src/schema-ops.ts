@@ -7,6 +7,7 @@ import { errorCode, errorMessage, isSchemaOpsError, SchemaOpsError } from './err
 import { fanOut } from './internal/fanout.js';
 import { Ledger, requestHash } from './internal/ledger.js';
 import { acquireProjectLock, type ProjectLock } from './internal/lock.js';
+import { findTransactionControl } from './internal/sql.js';
 import {
   DEFAULT_LIST_LIMIT,
   handlerProblem,
@@ -960,6 +961,16 @@ class SchemaOpsImpl implements SchemaOps {
               {
                 details: { operationId: op.id, step, tenant },
               },
+            );
+          }
+          const control = findTransactionControl(sql);
+          if (control) {
+            // It would commit the ledger record with half the DDL, or leave a transaction open
+            // on a pooled connection: the target's SQL runs as one transaction that schemaops owns.
+            throw new SchemaOpsError(
+              'SCHEMAOPS_INVALID_INPUT',
+              `${sqlOf.name || 'applySql'} must not contain transaction control (${control.keyword} in statement ${control.index + 1})`,
+              { details: { operationId: op.id, step, tenant } },
             );
           }
           return sql;

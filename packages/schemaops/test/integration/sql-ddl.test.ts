@@ -117,6 +117,31 @@ describe('DDL as SQL text (applySql / compensateSql)', () => {
     await ops.close();
   });
 
+  it('refuses SQL text with transaction control before running any of it, and compensates', async () => {
+    const f = await fixture(3);
+    f.ops.define('sneaky_commit', {
+      request: addColumnRequest,
+      applySql: ({ request, target }) =>
+        target.kind === 'tenant'
+          ? `alter table items add column if not exists ${q(request.column)} text; commit;
+             create index if not exists ${q(`items_${request.column}_idx`)} on items (${q(request.column)})`
+          : `alter table items add column if not exists ${q(request.column)} text`,
+      compensateSql: ({ request }) => `alter table items drop column if exists ${q(request.column)}`,
+    });
+    const err = await f.ops
+      .run({ project: f.project, type: 'sneaky_commit', request: { column: 'c9' } })
+      .catch((e: unknown) => e);
+    expect(isSchemaOpsError(err, 'SCHEMAOPS_STEP_FAILED')).toBe(true);
+    const op = await f.ops.get((err as { details: { operationId: string } }).details.operationId);
+    expect(op.status).toBe('compensated');
+    expect(op.steps.tenant_ddl.every((t) => t.state === 'failed')).toBe(true);
+    expect(op.steps.tenant_ddl[0]?.error).toMatch(
+      /must not contain transaction control \(COMMIT in statement 2\)/,
+    );
+    expect(await schemasWithColumn(cluster, [f.project, ...f.tenants], 'c9')).toEqual([]);
+    await f.ops.close();
+  });
+
   it('reads a tenant state still in the journal (not folded, e.g. after a crash) over its steps row', async () => {
     const f = await fixture(3);
     const op = await f.ops.run({ project: f.project, type: 'add_column', request: { column: 'c3' } });
