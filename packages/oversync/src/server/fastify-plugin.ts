@@ -568,11 +568,18 @@ async function streamBundleEvents(
 ): Promise<void> {
   reply.hijack();
   const raw = reply.raw;
-  raw.writeHead(200, {
+  const headers: Record<string, string> = {
     'content-type': 'text/event-stream',
     'cache-control': 'no-cache',
     'x-accel-buffering': 'no',
-  });
+  };
+  // A stream ends when either side closes, and its HTTP/1.1 connection is not reused afterwards:
+  // the server closes it at once. Otherwise `app.close()` waited until the client closed its side
+  // (undici: 4 s after a client dropped the stream) or fastify's keepAliveTimeout (72 s) ran out.
+  const http1 = reply.request.raw.httpVersionMajor < 2;
+  const socket = http1 ? reply.request.raw.socket : undefined;
+  if (http1) headers['connection'] = 'close';
+  raw.writeHead(200, headers);
   raw.flushHeaders();
   const onClose = () => sub.close();
   raw.once('close', onClose);
@@ -589,6 +596,7 @@ async function streamBundleEvents(
     clearInterval(heartbeat);
     raw.removeListener('close', onClose);
     sub.close();
-    if (!raw.writableEnded) raw.end();
+    if (!raw.writableEnded && !raw.destroyed) raw.end(() => socket?.destroy());
+    else socket?.destroy();
   }
 }

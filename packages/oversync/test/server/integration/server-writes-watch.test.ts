@@ -315,6 +315,28 @@ describe('fastify lifecycle', () => {
   });
 });
 
+describe('fastify lifecycle after clients go away', () => {
+  test('app.close() returns promptly after the watching client dropped its stream, and after it did not', async () => {
+    for (const drop of [false, true]) {
+      await withOpenWatch(async ({ app, stream }) => {
+        if (drop) {
+          await stream.cancel();
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        const t0 = performance.now();
+        await app.close();
+        // Neither waits out fastify's 72 s keep-alive on the stream's connection (the server closes
+        // it). A client that dropped its stream may leave a fresh idle connection of its own (undici
+        // opens one when a body is cancelled and closes it after its 4 s keep-alive), which an app
+        // with the default forceCloseConnections: 'idle' still waits for.
+        expect(performance.now() - t0, drop ? 'client dropped' : 'client still reading').toBeLessThan(
+          drop ? 8000 : 1000,
+        );
+      });
+    }
+  });
+});
+
 /** A listening app on a service of its own, with one device's watch stream open. */
 async function withOpenWatch(
   fn: (ctx: { local: Fixture; app: FastifyInstance; stream: ReturnType<typeof sse> }) => Promise<void>,
