@@ -1,6 +1,7 @@
 // @x/oversync/server figures on a private embedded PostgreSQL, through the fastify plugin (inject):
 // - push-10k-rows-vs-plain-insert: rows/s of a 10,000-row push (create + 10 chunks + commit);
 //   baseline = one plain multi-row INSERT of the same rows into the same table (sync triggers off).
+//   Push, pull and their baselines: median of BENCH_ROUNDS (3) rounds after one untimed warm-up round.
 // - pull-10k-rows-per-s: rows/s of GET /sync/pull returning those 10,000 rows; baseline = a plain
 //   SELECT of the same rows encoded to JSON.
 // - snapshot-100k-rows-vs-select-json: rows/s of a 100,000-row snapshot session (create + every
@@ -19,7 +20,7 @@ import pg from 'pg';
 import { BUSINESS_SCHEMA_SQL, BUSINESS_TABLES } from '../test/server/fixture.js';
 
 const ROWS = Number(process.env.PUSH_ROWS ?? 10_000);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const CHUNK = 1000;
 const log = (msg: string) => process.stderr.write(`[server.bench] ${new Date().toISOString()} ${msg}\n`);
 
@@ -112,15 +113,19 @@ const pushMs: number[] = [];
 const insertMs: number[] = [];
 const pullMs: number[] = [];
 const selectMs: number[] = [];
-for (let round = 0; round < ROUNDS; round++) {
+// Round 0 warms up both sides untimed (JIT of the push path's JS, plan caches, fresh pages); the
+// figures are medians of the ROUNDS (3) timed rounds after it.
+for (let round = 0; round <= ROUNDS; round++) {
   const user = `bench-${randomUUID()}`;
   await call(user, 'POST', '/sync/connect', { has_local_pending_rows: false });
-  insertMs.push(await plainInsert(`plain-${randomUUID()}`, rowsFor('plain')));
-  pushMs.push(await push(user, rowsFor('push')));
+  const insertTook = await plainInsert(`plain-${randomUUID()}`, rowsFor('plain'));
+  const pushTook = await push(user, rowsFor('push'));
+  if (round > 0) insertMs.push(insertTook);
+  if (round > 0) pushMs.push(pushTook);
 
   let t0 = performance.now();
   const pulled = await call(user, 'GET', '/sync/pull?after_bundle_seq=0');
-  pullMs.push(performance.now() - t0);
+  if (round > 0) pullMs.push(performance.now() - t0);
   const got = (pulled['bundles'] as Array<{ rows: unknown[] }>)[0]!.rows.length;
   if (got !== ROWS) throw new Error(`pulled ${got} rows, expected ${ROWS}`);
 
@@ -130,7 +135,7 @@ for (let round = 0; round < ROUNDS; round++) {
     [user],
   );
   JSON.stringify(sel.rows);
-  selectMs.push(performance.now() - t0);
+  if (round > 0) selectMs.push(performance.now() - t0);
 }
 
 log('push/pull done');

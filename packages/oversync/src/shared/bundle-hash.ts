@@ -1,5 +1,8 @@
 import { createHash } from 'node:crypto';
-import { canonicalJson } from './canonical-json.js';
+import { canonicalJson, goJsonString } from './canonical-json.js';
+
+const LONE_SURROGATE_TEST_RE = /[\uD800-\uDFFF]/;
+
 import type { SyncKey, WireOp } from './wire.js';
 
 /** One committed row as the hash sees it. `payload` is the parsed wire payload (ignored for DELETE). */
@@ -33,35 +36,58 @@ export function bundleHashInput(
   rows: readonly HashableBundleRow[],
   canonicalPayloads?: readonly (string | null)[],
 ): string {
-  const out: string[] = ['['];
+  // Keys in code point order: key, op, payload, row_ordinal, row_version, schema, table. The parts
+  // that repeat from row to row (op, schema and table) are encoded once per distinct value.
+  const tails = new Map<string, Map<string, string>>();
+  let out = '[';
   for (let i = 0; i < rows.length; i++) {
     const row = rows[i]!;
     const payload =
       row.op === 'DELETE' || row.payload === undefined || row.payload === null
         ? 'null'
         : (canonicalPayloads?.[i] ?? canonicalJson(row.payload));
-    // Keys in code point order: key, op, payload, row_ordinal, row_version, schema, table.
-    if (i > 0) out.push(',');
-    out.push(
-      '{"key":',
-      canonicalJson(row.key),
-      ',"op":',
-      canonicalJson(row.op),
-      ',"payload":',
-      payload,
-      ',"row_ordinal":',
-      String(i),
-      ',"row_version":',
-      canonicalJson(row.row_version),
-      ',"schema":',
-      canonicalJson(row.schema),
-      ',"table":',
-      canonicalJson(row.table),
-      '}',
-    );
+    let bySchema = tails.get(row.schema);
+    if (bySchema === undefined) {
+      bySchema = new Map();
+      tails.set(row.schema, bySchema);
+    }
+    let tail = bySchema.get(row.table);
+    if (tail === undefined) {
+      tail = `,"schema":${canonicalJson(row.schema)},"table":${canonicalJson(row.table)}}`;
+      bySchema.set(row.table, tail);
+    }
+    out +=
+      (i > 0 ? ',{"key":' : '{"key":') +
+      keyJson(row.key) +
+      ',"op":' +
+      (OP_JSON[row.op] ?? canonicalJson(row.op)) +
+      ',"payload":' +
+      payload +
+      ',"row_ordinal":' +
+      i +
+      ',"row_version":' +
+      canonicalJson(row.row_version) +
+      tail;
   }
-  out.push(']');
-  return out.join('');
+  return `${out}]`;
+}
+
+const OP_JSON: Readonly<Record<string, string>> = {
+  INSERT: '"INSERT"',
+  UPDATE: '"UPDATE"',
+  DELETE: '"DELETE"',
+};
+
+/** canonicalJson of a sync key: a one-column key with a string value (every key today) directly. */
+function keyJson(key: SyncKey): string {
+  const names = Object.keys(key);
+  if (names.length === 1) {
+    const name = names[0]!;
+    const value = (key as Record<string, unknown>)[name];
+    if (typeof value === 'string' && !LONE_SURROGATE_TEST_RE.test(name))
+      return `{${goJsonString(name)}:${goJsonString(value)}}`;
+  }
+  return canonicalJson(key);
 }
 
 /** `bundle_hash` = lowercase hex SHA-256 of {@link bundleHashInput}; `byteCount` = its UTF-8 length. */

@@ -161,4 +161,34 @@ describe('bundle_hash vectors', () => {
   test('the empty bundle hashes "[]"', () => {
     expect(computeBundleHash([]).hex).toBe(sha256('[]'));
   });
+
+  test('property: the hash input is canonicalJson of the row objects it describes', () => {
+    const name = fc.oneof(fc.constantFrom('business', 'users', 'tags'), fc.string({ unit: 'binary' }));
+    const row = fc.record({
+      schema: name,
+      table: name,
+      key: fc.oneof(
+        fc.record({ id: fc.string({ unit: 'binary' }) }),
+        fc.dictionary(fc.string({ unit: 'binary' }), fc.oneof(fc.string(), fc.integer()), { maxKeys: 3 }),
+      ),
+      op: fc.constantFrom('INSERT' as const, 'UPDATE' as const, 'DELETE' as const),
+      row_version: fc.integer({ min: 0, max: 2 ** 40 }),
+      payload: fc.option(fc.jsonValue(), { nil: undefined }),
+    });
+    fc.assert(
+      fc.property(fc.array(row, { maxLength: 12 }), (rows) => {
+        const spec = rows.map((r, i) => ({
+          row_ordinal: i,
+          schema: r.schema,
+          table: r.table,
+          key: r.key,
+          op: r.op,
+          row_version: r.row_version,
+          payload: r.op === 'DELETE' || r.payload === undefined ? null : r.payload,
+        }));
+        expect(bundleHashInput(rows as Parameters<typeof bundleHashInput>[0])).toBe(canonicalJson(spec));
+      }),
+      { numRuns: 300 },
+    );
+  });
 });
