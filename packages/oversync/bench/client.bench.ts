@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { spawnNode, startPostgres, tempDir } from '@x/testkit';
-import { percentile, reportBench } from '@x/testkit/bench';
+import { latencyPercentiles, reportBench } from '@x/testkit/bench';
 import pg from 'pg';
 import { type Device, openDevice } from '../test/client/helpers/device.js';
 import { startTestServer } from '../test/client/helpers/server.js';
@@ -139,20 +139,10 @@ await reportBench('oversync', [
     lowerIsBetter: true,
     baseline: { name: 'snapshot-paged-bulk-insert-no-sync-state', value: baseline.maxRssMb },
   },
-  {
-    name: 'server-commit-to-client-visible-p50-ms',
-    value: percentile(watchMs, 50),
-    unit: 'ms',
-    lowerIsBetter: true,
-    baseline: { name: 'explicit-pull-after-commit-p50-ms', value: percentile(pullMs, 50) },
-  },
-  {
-    name: 'server-commit-to-client-visible-p99-ms',
-    value: percentile(watchMs, 99),
-    unit: 'ms',
-    lowerIsBetter: true,
-    baseline: { name: 'explicit-pull-after-commit-p99-ms', value: percentile(pullMs, 99) },
-  },
+  ...latencyPercentiles('server-commit-to-client-visible', watchMs, {
+    name: (p) => `explicit-pull-after-commit-p${p}-ms`,
+    samples: pullMs,
+  }),
 ]);
 
 for (const d of [seed, writer, watcher, puller]) await d?.close();

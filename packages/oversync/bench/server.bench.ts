@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { createCluster } from '@x/dbx';
 import { createSyncService, oversyncFastifyPlugin } from '@x/oversync/server';
 import { startPostgres } from '@x/testkit';
-import { percentile, reportBench } from '@x/testkit/bench';
+import { latencyPercentiles, reportBench } from '@x/testkit/bench';
 import Fastify from 'fastify';
 import pg from 'pg';
 import { BUSINESS_SCHEMA_SQL, BUSINESS_TABLES } from '../test/server/fixture.js';
@@ -247,20 +247,10 @@ await reportBench('oversync', [
     unit: 'rows/s',
     baseline: { name: 'plain SELECT encoded to JSON', value: (SNAPSHOT_ROWS * 1000) / median(snapSelectMs) },
   },
-  {
-    name: 'watch-commit-to-event-p50-ms',
-    value: percentile(eventMs, 50),
-    unit: 'ms',
-    baseline: { name: 'one-row bundle commit p50', value: percentile(commitMs, 50) },
-    lowerIsBetter: true,
-  },
-  {
-    name: 'watch-commit-to-event-p99-ms',
-    value: percentile(eventMs, 99),
-    unit: 'ms',
-    baseline: { name: 'one-row bundle commit p99', value: percentile(commitMs, 99) },
-    lowerIsBetter: true,
-  },
+  ...latencyPercentiles('watch-commit-to-event', eventMs, {
+    name: (p) => `one-row bundle commit p${p}`,
+    samples: commitMs,
+  }),
 ]);
 
 await app.close();

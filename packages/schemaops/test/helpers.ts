@@ -1,4 +1,5 @@
 import { type Cluster, createCluster, type Querier } from '@x/dbx';
+import { createTestDatabase, type TestDatabase } from '@x/testkit';
 import { z } from 'zod';
 import {
   createSchemaOps,
@@ -164,4 +165,24 @@ export async function projectFixture(
     operations: { add_column: addColumnHandler(faults, calls, physicalDdlRequired) },
   });
   return { project, tenants, ops, faults, calls };
+}
+
+/** A fresh database on the shared test cluster and a dbx cluster on it; `modelFields` creates the model tables. */
+export async function openTestDatabase(
+  prefix: string,
+  opts: { modelFields?: boolean } = {},
+): Promise<{ db: TestDatabase; cluster: Cluster }> {
+  const db = await createTestDatabase({ prefix });
+  const cluster = testCluster(db.url);
+  if (opts.modelFields) await cluster.exec(MODEL_FIELDS_DDL);
+  return { db, cluster };
+}
+
+/** Closes what openTestDatabase opened (either may be missing when beforeAll failed). */
+export async function closeTestDatabase(
+  db: TestDatabase | undefined,
+  cluster: Cluster | undefined,
+): Promise<void> {
+  await cluster?.close();
+  await db?.drop();
 }

@@ -3,7 +3,7 @@
 // own write round trip; and how long a cluster takes to start, against a lone primary.
 
 import { startPostgres } from '@x/testkit';
-import { percentile, reportBench } from '@x/testkit/bench';
+import { latencyPercentiles, reportBench } from '@x/testkit/bench';
 import pg from 'pg';
 
 const ROUNDS = 300;
@@ -48,20 +48,10 @@ await replica.end();
 await cluster.stop();
 
 await reportBench('testkit', [
-  {
-    name: 'replica-catchup-p50-ms',
-    value: percentile(catchupMs, 50),
-    unit: 'ms',
-    baseline: { name: 'primary-write-p50-ms', value: percentile(writeMs, 50) },
-    lowerIsBetter: true,
-  },
-  {
-    name: 'replica-catchup-p99-ms',
-    value: percentile(catchupMs, 99),
-    unit: 'ms',
-    baseline: { name: 'primary-write-p99-ms', value: percentile(writeMs, 99) },
-    lowerIsBetter: true,
-  },
+  ...latencyPercentiles('replica-catchup', catchupMs, {
+    name: (p) => `primary-write-p${p}-ms`,
+    samples: writeMs,
+  }),
   {
     name: 'cluster-start-2-replicas-ms',
     value: clusterStartMs,

@@ -32,6 +32,8 @@ interface Migration {
 }
 
 const STATUS_LIST = `'applying','committed','compensating','compensated','failed','needs_repair'`;
+/** Step states, in `steps` and in the `tenant_events` journal alike. */
+const STEP_STATE_CHECK = `state text not null check (state in ('pending', 'succeeded', 'failed', 'compensated'))`;
 
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
   {
@@ -68,7 +70,7 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
         step text not null check (step in ('base_project_ddl', 'tenant_ddl', 'system_schema', 'cache')),
         tenant text not null default '',
         ordinal integer not null default 0,
-        state text not null check (state in ('pending', 'succeeded', 'failed', 'compensated')),
+        ${STEP_STATE_CHECK},
         error text,
         attempts integer not null default 0,
         updated_at timestamptz not null default now(),
@@ -92,7 +94,7 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
         operation_id uuid not null,
         tenant text not null,
         seq bigint generated always as identity,
-        state text not null check (state in ('pending', 'succeeded', 'failed', 'compensated')),
+        ${STEP_STATE_CHECK},
         error text,
         counts_attempt boolean not null,
         at timestamptz not null default now(),

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import type { Cluster } from '@x/dbx';
-import { createTestDatabase, spawnNode, type TestDatabase } from '@x/testkit';
+import { spawnNode, type TestDatabase } from '@x/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createSchemaOps,
@@ -13,12 +13,12 @@ import {
 import {
   addColumnHandler,
   type Calls,
+  closeTestDatabase,
   createProjectSchemas,
   type Faults,
-  MODEL_FIELDS_DDL,
   newCalls,
+  openTestDatabase,
   schemasWithColumn,
-  testCluster,
 } from '../helpers.js';
 
 const CHILD = fileURLToPath(new URL('../fixtures/crash-child.ts', import.meta.url));
@@ -28,14 +28,9 @@ let db: TestDatabase;
 let cluster: Cluster;
 
 beforeAll(async () => {
-  db = await createTestDatabase({ prefix: 'schemaops_crash' });
-  cluster = testCluster(db.url);
-  await cluster.exec(MODEL_FIELDS_DDL);
+  ({ db, cluster } = await openTestDatabase('schemaops_crash', { modelFields: true }));
 });
-afterAll(async () => {
-  await cluster?.close();
-  await db?.drop();
-});
+afterAll(() => closeTestDatabase(db, cluster));
 
 /** Starts the child on a fresh project, SIGKILLs it after `killAfter` tenants, returns the ledger row. */
 async function crashMidFanOut(

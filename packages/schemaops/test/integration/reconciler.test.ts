@@ -1,5 +1,5 @@
 import type { Cluster } from '@x/dbx';
-import { createTestDatabase, type TestDatabase } from '@x/testkit';
+import type { TestDatabase } from '@x/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createSchemaOps,
@@ -10,25 +10,20 @@ import {
 } from '../../src/index.js';
 import {
   addColumnHandler,
-  MODEL_FIELDS_DDL,
+  closeTestDatabase,
   newCalls,
+  openTestDatabase,
   type ProjectFixture,
   projectFixture,
-  testCluster,
 } from '../helpers.js';
 
 let db: TestDatabase;
 let cluster: Cluster;
 
 beforeAll(async () => {
-  db = await createTestDatabase({ prefix: 'schemaops_rec' });
-  cluster = testCluster(db.url);
-  await cluster.exec(MODEL_FIELDS_DDL);
+  ({ db, cluster } = await openTestDatabase('schemaops_rec', { modelFields: true }));
 });
-afterAll(async () => {
-  await cluster?.close();
-  await db?.drop();
-});
+afterAll(() => closeTestDatabase(db, cluster));
 
 let seq = 0;
 const setup = (n = 50): Promise<ProjectFixture> => projectFixture(cluster, `r${++seq}`, n);

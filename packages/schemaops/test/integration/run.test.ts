@@ -1,6 +1,6 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import type { Cluster } from '@x/dbx';
-import { createTestDatabase, type TestDatabase } from '@x/testkit';
+import type { TestDatabase } from '@x/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createSchemaOps,
@@ -15,15 +15,15 @@ import {
 } from '../../src/index.js';
 import {
   addColumnHandler,
+  closeTestDatabase,
   createProjectSchemas,
   type Faults,
   indexesNamed,
-  MODEL_FIELDS_DDL,
   newCalls,
+  openTestDatabase,
   type ProjectFixture,
   projectFixture,
   schemasWithColumn,
-  testCluster,
 } from '../helpers.js';
 
 const TENANTS = 60;
@@ -32,14 +32,9 @@ let db: TestDatabase;
 let cluster: Cluster;
 
 beforeAll(async () => {
-  db = await createTestDatabase({ prefix: 'schemaops_run' });
-  cluster = testCluster(db.url);
-  await cluster.exec(MODEL_FIELDS_DDL);
+  ({ db, cluster } = await openTestDatabase('schemaops_run', { modelFields: true }));
 });
-afterAll(async () => {
-  await cluster?.close();
-  await db?.drop();
-});
+afterAll(() => closeTestDatabase(db, cluster));
 
 let seq = 0;
 interface Fixture extends ProjectFixture {

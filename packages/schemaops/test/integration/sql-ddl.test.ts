@@ -1,5 +1,5 @@
 import type { Cluster } from '@x/dbx';
-import { createTestDatabase, type TestDatabase } from '@x/testkit';
+import type { TestDatabase } from '@x/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createSchemaOps,
@@ -12,24 +12,21 @@ import { quoteLiteral } from '../../src/internal/sql.js';
 import {
   type AddColumnRequest,
   addColumnRequest,
+  closeTestDatabase,
   createProjectSchemas,
   indexesNamed,
+  openTestDatabase,
   q,
   schemasWithColumn,
-  testCluster,
 } from '../helpers.js';
 
 let db: TestDatabase;
 let cluster: Cluster;
 
 beforeAll(async () => {
-  db = await createTestDatabase({ prefix: 'schemaops_sql' });
-  cluster = testCluster(db.url);
+  ({ db, cluster } = await openTestDatabase('schemaops_sql'));
 });
-afterAll(async () => {
-  await cluster?.close();
-  await db?.drop();
-});
+afterAll(() => closeTestDatabase(db, cluster));
 
 /** add_column as SQL text; `failOn` tenants get SQL that fails (a column that does not exist). */
 function sqlHandler(failOn: ReadonlySet<string>, applied: string[]): OperationHandler<AddColumnRequest> {

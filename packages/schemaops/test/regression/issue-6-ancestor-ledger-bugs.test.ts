@@ -5,17 +5,17 @@
 //  4. the background reconciler only logged;
 //  5. nothing enforced idempotency.
 import type { Cluster } from '@x/dbx';
-import { createTestDatabase, type TestDatabase } from '@x/testkit';
+import type { TestDatabase } from '@x/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSchemaOps, physicalDdlRequired, type SchemaOps, schemaPerTenant } from '../../src/index.js';
 import {
   addColumnHandler,
   type Calls,
+  closeTestDatabase,
   createProjectSchemas,
   type Faults,
-  MODEL_FIELDS_DDL,
   newCalls,
-  testCluster,
+  openTestDatabase,
 } from '../helpers.js';
 
 let db: TestDatabase;
@@ -27,9 +27,7 @@ let tenants: string[];
 const project = 'reg';
 
 beforeAll(async () => {
-  db = await createTestDatabase({ prefix: 'schemaops_reg' });
-  cluster = testCluster(db.url);
-  await cluster.exec(MODEL_FIELDS_DDL);
+  ({ db, cluster } = await openTestDatabase('schemaops_reg', { modelFields: true }));
   tenants = await createProjectSchemas(cluster, project, 8);
   ops = createSchemaOps({
     cluster,
@@ -39,8 +37,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await ops?.close();
-  await cluster?.close();
-  await db?.drop();
+  await closeTestDatabase(db, cluster);
 });
 
 const rows = async () => (await cluster.query('select id, status from schemaops.operations')).rows;

@@ -200,3 +200,23 @@ export function percentile(sortedOrUnsorted: number[], p: number): number {
   const b = xs[hi] as number;
   return a + (b - a) * (rank - lo);
 }
+
+/**
+ * Lower-is-better latency results, one per percentile in `ps` (default p50 and p99), each named
+ * `${name}-p<p>-${unit}` and set against the same percentile of the baseline's samples.
+ */
+export function latencyPercentiles(
+  name: string,
+  samples: number[],
+  baseline: { name: (p: number) => string; samples: number[] },
+  opts: { unit?: string; ps?: readonly number[] } = {},
+): BenchResult[] {
+  const unit = opts.unit ?? 'ms';
+  return (opts.ps ?? [50, 99]).map((p) => ({
+    name: `${name}-p${p}-${unit}`,
+    value: percentile(samples, p),
+    unit,
+    baseline: { name: baseline.name(p), value: percentile(baseline.samples, p) },
+    lowerIsBetter: true,
+  }));
+}

@@ -14,6 +14,8 @@
  * statement-level trigger on `sync.push_sessions` deletes a session's chunks (session DELETE, the
  * expiry sweep, commit, user deletion). `sync.push_session_rows` stays in the layout, unused.
  */
+import { cascadeSql } from './cascade-sql.js';
+
 export const PUSH_STORAGE_SQL = `
 DO $do$
 BEGIN
@@ -31,13 +33,13 @@ BEGIN
   END IF;
 END
 $do$;
-CREATE OR REPLACE FUNCTION sync.delete_push_session_chunks() RETURNS trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-  DELETE FROM sync.push_session_chunks c USING oversync_old_sessions o WHERE c.push_id = o.push_id;
-  RETURN NULL;
-END
-$fn$;
-DROP TRIGGER IF EXISTS oversync_push_session_chunks_cascade ON sync.push_sessions;
-CREATE TRIGGER oversync_push_session_chunks_cascade AFTER DELETE ON sync.push_sessions
-  REFERENCING OLD TABLE AS oversync_old_sessions FOR EACH STATEMENT EXECUTE FUNCTION sync.delete_push_session_chunks();
-`;
+${cascadeSql(
+  {
+    fn: 'delete_push_session_chunks',
+    trigger: 'oversync_push_session_chunks_cascade',
+    parent: 'sync.push_sessions',
+    oldRows: 'oversync_old_sessions',
+    children: [{ table: 'sync.push_session_chunks', key: ['push_id'] }],
+  },
+  true,
+)}`;

@@ -17,6 +17,17 @@
  * before this keep their logged tables, which behave the same.
  */
 
+import { type Cascade, cascadeSql } from './cascade-sql.js';
+
+/** The snapshot session cascade as fresh installs create it; snapshot-sql.ts adds the block table. */
+export const SNAPSHOT_ROWS_CASCADE: Cascade = {
+  fn: 'delete_snapshot_session_rows',
+  trigger: 'oversync_snapshot_session_rows_cascade',
+  parent: 'sync.snapshot_sessions',
+  oldRows: 'oversync_old_sessions',
+  children: [{ table: 'sync.snapshot_session_rows', key: ['snapshot_id'] }],
+};
+
 export const SYNC_LAYOUT_NAME = 'server_postgres_sync_v1';
 /** `pg_advisory_xact_lock` key of bootstrap: "oversync" as a big-endian int64. */
 export const SYNC_BOOTSTRAP_LOCK_KEY = '8031170061538733667'; // 0x6f76657273796e63
@@ -221,44 +232,31 @@ CREATE INDEX ss_expires_at_idx ON sync.snapshot_sessions (expires_at);
 -- Session rows have no FK to their header (a per-row RI check costs as much as the row's own
 -- insert); deleting headers, directly or by the user_state cascade, deletes their rows through
 -- these statement-level triggers. Rows are only ever inserted next to their header, in its transaction.
-CREATE FUNCTION sync.delete_push_session_rows() RETURNS trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-  DELETE FROM sync.push_session_rows r USING oversync_old_sessions o WHERE r.push_id = o.push_id;
-  RETURN NULL;
-END
-$fn$;
-CREATE TRIGGER oversync_push_session_rows_cascade AFTER DELETE ON sync.push_sessions
-  REFERENCING OLD TABLE AS oversync_old_sessions FOR EACH STATEMENT EXECUTE FUNCTION sync.delete_push_session_rows();
-CREATE FUNCTION sync.delete_snapshot_session_rows() RETURNS trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-  DELETE FROM sync.snapshot_session_rows r USING oversync_old_sessions o WHERE r.snapshot_id = o.snapshot_id;
-  RETURN NULL;
-END
-$fn$;
-CREATE TRIGGER oversync_snapshot_session_rows_cascade AFTER DELETE ON sync.snapshot_sessions
-  REFERENCING OLD TABLE AS oversync_old_sessions FOR EACH STATEMENT EXECUTE FUNCTION sync.delete_snapshot_session_rows();
+${cascadeSql({
+  fn: 'delete_push_session_rows',
+  trigger: 'oversync_push_session_rows_cascade',
+  parent: 'sync.push_sessions',
+  oldRows: 'oversync_old_sessions',
+  children: [{ table: 'sync.push_session_rows', key: ['push_id'] }],
+})}${cascadeSql(SNAPSHOT_ROWS_CASCADE)}
 
 -- row_state and bundle_rows have no FK either (to user_state / bundle_log): their rows are only
 -- written by bundle finalisation, in the transaction that holds the user's row lock and has just
 -- inserted the bundle_log row, so the per-row RI check (a third of each insert's cost) proves
 -- nothing. Deleting a user or pruning bundles still takes the rows along, through these triggers.
-CREATE FUNCTION sync.delete_bundle_rows_of_bundles() RETURNS trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-  DELETE FROM sync.bundle_rows r USING oversync_old_bundles o
-   WHERE r.user_pk = o.user_pk AND r.bundle_seq = o.bundle_seq;
-  RETURN NULL;
-END
-$fn$;
-CREATE TRIGGER oversync_bundle_rows_cascade AFTER DELETE ON sync.bundle_log
-  REFERENCING OLD TABLE AS oversync_old_bundles FOR EACH STATEMENT EXECUTE FUNCTION sync.delete_bundle_rows_of_bundles();
-CREATE FUNCTION sync.delete_row_state_of_users() RETURNS trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-  DELETE FROM sync.row_state r USING oversync_old_users o WHERE r.user_pk = o.user_pk;
-  RETURN NULL;
-END
-$fn$;
-CREATE TRIGGER oversync_row_state_cascade AFTER DELETE ON sync.user_state
-  REFERENCING OLD TABLE AS oversync_old_users FOR EACH STATEMENT EXECUTE FUNCTION sync.delete_row_state_of_users();
+${cascadeSql({
+  fn: 'delete_bundle_rows_of_bundles',
+  trigger: 'oversync_bundle_rows_cascade',
+  parent: 'sync.bundle_log',
+  oldRows: 'oversync_old_bundles',
+  children: [{ table: 'sync.bundle_rows', key: ['user_pk', 'bundle_seq'] }],
+})}${cascadeSql({
+  fn: 'delete_row_state_of_users',
+  trigger: 'oversync_row_state_cascade',
+  parent: 'sync.user_state',
+  oldRows: 'oversync_old_users',
+  children: [{ table: 'sync.row_state', key: ['user_pk'] }],
+})}
 
 INSERT INTO sync.meta (singleton_key, protocol_label, layout_name) VALUES (TRUE, 'v1', '${SYNC_LAYOUT_NAME}');
 `;

@@ -18,6 +18,9 @@
  * trigger function below still clears it.
  */
 
+import { cascadeSql } from './cascade-sql.js';
+import { SNAPSHOT_ROWS_CASCADE } from './schema-sql.js';
+
 /** Rows per block: a 100-row page reads at most two blocks of ~40 KB; a 5,000-row page ~21 blocks. */
 export const SNAPSHOT_BLOCK_ROWS = 256;
 
@@ -52,11 +55,13 @@ BEGIN
                      CASE present WHEN 'business' THEN 'the business table' ELSE 'row_state (live)' END);
 END
 $fn$;
-CREATE OR REPLACE FUNCTION sync.delete_snapshot_session_rows() RETURNS trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-  DELETE FROM sync.snapshot_session_blocks b USING oversync_old_sessions o WHERE b.snapshot_id = o.snapshot_id;
-  DELETE FROM sync.snapshot_session_rows r USING oversync_old_sessions o WHERE r.snapshot_id = o.snapshot_id;
-  RETURN NULL;
-END
-$fn$;
-`;
+${cascadeSql(
+  {
+    ...SNAPSHOT_ROWS_CASCADE,
+    children: [
+      { table: 'sync.snapshot_session_blocks', key: ['snapshot_id'] },
+      ...SNAPSHOT_ROWS_CASCADE.children,
+    ],
+  },
+  true,
+)}`;

@@ -1,32 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { join } from 'node:path';
-import { tempDir } from '@x/testkit';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Device, type DeviceOptions, openDevice } from '../helpers/device.js';
+import { describe, expect, it } from 'vitest';
+import type { Device, DeviceOptions } from '../helpers/device.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { deviceSuite } from '../helpers/suite.js';
 
-let server: TestServer;
-let dir: { path: string; cleanup(): Promise<void> };
-const devices: Device[] = [];
-let n = 0;
-
-beforeAll(async () => {
-  server = await startTestServer({ watch: true, heartbeatIntervalMs: 200 });
-  dir = await tempDir('oversync-client-bg');
-});
-afterAll(async () => {
-  for (const d of devices) await d.close().catch(() => undefined);
-  await server?.close();
-  await dir?.cleanup();
-});
-
-async function attached(user: string, opts: DeviceOptions = {}): Promise<Device> {
-  const d = openDevice(`bg${++n}`, join(dir.path, `bg${n}.db`), server.baseUrl, user, opts);
-  devices.push(d);
-  await d.client.open();
-  await d.client.attach(user);
-  return d;
-}
+const suite = deviceSuite('bg', { watch: true, heartbeatIntervalMs: 200 });
+const { attached } = suite;
 
 function visible(d: Device, id: string): boolean {
   return d.db.prepare(`SELECT 1 FROM users WHERE id = ?`).get(id) !== undefined;
@@ -112,13 +91,7 @@ describe('background sync', () => {
     let s2: TestServer | undefined;
     try {
       const user = `u-${randomUUID()}`;
-      const open = async (opts: DeviceOptions) => {
-        const d = openDevice(`bg${++n}`, join(dir.path, `bg${n}.db`), s1.baseUrl, user, opts);
-        devices.push(d);
-        await d.client.open();
-        await d.client.attach(user);
-        return d;
-      };
+      const open = (opts: DeviceOptions) => attached(user, opts, undefined, s1.baseUrl);
       const a = await open({});
       const b = await open({
         backoffMinMs: 50,

@@ -30,16 +30,22 @@ afterAll(async () => {
   await server?.close();
 });
 
+/** A sync client of `user` whose writer is the test's coordinator. */
+function coordinatedClient(user: string, extra: { uploadIntervalMs?: number } = {}) {
+  return createSyncClient({
+    writer: coordinator,
+    baseUrl: server.baseUrl,
+    token: user,
+    schema: 'business',
+    tables: CLIENT_TABLES,
+    ...extra,
+  });
+}
+
 describe('a write coordinator as the writer', () => {
   it('runs every client transaction through the coordinator and syncs app writes made through it', async () => {
     const user = `u-${randomUUID()}`;
-    const client = createSyncClient({
-      writer: coordinator,
-      baseUrl: server.baseUrl,
-      token: user,
-      schema: 'business',
-      tables: CLIENT_TABLES,
-    });
+    const client = coordinatedClient(user);
     const before = coordinator.seq;
     await client.open();
     await client.attach(user);
@@ -63,14 +69,7 @@ describe('a write coordinator as the writer', () => {
 
   it('background sync wakes on app commits, not on its own, and pushes them', async () => {
     const user = `u-${randomUUID()}`;
-    const client = createSyncClient({
-      writer: coordinator,
-      baseUrl: server.baseUrl,
-      token: user,
-      schema: 'business',
-      tables: CLIENT_TABLES,
-      uploadIntervalMs: 60_000,
-    });
+    const client = coordinatedClient(user, { uploadIntervalMs: 60_000 });
     await client.open();
     await client.attach(user);
     client.start();

@@ -1,42 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { spawnNode, tempDir } from '@x/testkit';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Device, openDevice, rows, snapshot } from '../helpers/device.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { spawnNode } from '@x/testkit';
+import { describe, expect, it } from 'vitest';
+import { type Device, rows, snapshot } from '../helpers/device.js';
+import { deviceSuite } from '../helpers/suite.js';
 
 const CHILD = join(import.meta.dirname, '../helpers/crash-child.ts');
 
-let server: TestServer;
-let dir: { path: string; cleanup(): Promise<void> };
-const devices: Device[] = [];
-let n = 0;
-
-beforeAll(async () => {
-  server = await startTestServer();
-  dir = await tempDir('oversync-client-crash');
-});
-afterAll(async () => {
-  for (const d of devices) await d.close().catch(() => undefined);
-  await server?.close();
-  await dir?.cleanup();
-});
-
-function device(user: string, path = join(dir.path, `d${++n}.db`)): Device {
-  const d = openDevice(`d${n}`, path, server.baseUrl, user);
-  devices.push(d);
-  return d;
-}
-
-async function serverRows(user: string): Promise<Array<{ id: string; name: string }>> {
-  return server.query(
-    `SELECT id::text AS id, name FROM business.users WHERE _sync_scope_id = $1 ORDER BY id`,
-    [user],
-  );
-}
+const suite = deviceSuite('d');
 
 async function bundleCount(user: string): Promise<number> {
-  const [r] = await server.query<{ n: string }>(
+  const [r] = await suite.server.query<{ n: string }>(
     `SELECT COUNT(*)::text AS n FROM sync.bundle_log b JOIN sync.user_state u USING (user_pk) WHERE u.user_id = $1`,
     [user],
   );
@@ -45,9 +19,7 @@ async function bundleCount(user: string): Promise<number> {
 
 async function seededUser(count: number): Promise<{ user: string; seed: Device }> {
   const user = `u-${randomUUID()}`;
-  const seed = device(user);
-  await seed.client.open();
-  await seed.client.attach(user);
+  const seed = await suite.attached(user);
   seed.db.transaction(() => {
     for (let i = 0; i < count; i++)
       seed.db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(randomUUID(), `seed ${i}`);
@@ -57,7 +29,7 @@ async function seededUser(count: number): Promise<{ user: string; seed: Device }
 }
 
 async function killAt(mode: string, path: string, user: string, line: RegExp, extra: string[] = []) {
-  const child = spawnNode(CHILD, [mode, path, server.baseUrl, user, ...extra]);
+  const child = spawnNode(CHILD, [mode, path, suite.server.baseUrl, user, ...extra]);
   await child.waitForLine(line, 30_000);
   child.kill('SIGKILL');
   const exit = await child.wait();
@@ -68,25 +40,25 @@ async function killAt(mode: string, path: string, user: string, line: RegExp, ex
 describe('a device process killed mid-sync loses and duplicates nothing', () => {
   it('killed before the push commit: the frozen bundle is uploaded again, once', async () => {
     const user = `u-${randomUUID()}`;
-    const path = join(dir.path, `crash-${++n}.db`);
+    const path = suite.path('crash');
     await killAt('push-before-commit', path, user, /AT_COMMIT/, ['12']);
-    expect(await serverRows(user)).toHaveLength(0);
-    const d = device(user, path);
+    expect(await suite.serverUsers(user)).toHaveLength(0);
+    const d = suite.device(user, {}, path);
     await d.client.open();
     expect(await d.client.pendingStatus()).toMatchObject({ outboxRows: 12 });
     expect(await d.client.attach(user)).toMatchObject({ outcome: 'resumed_attached_state' });
     expect(await d.client.pushPending()).toMatchObject({ outcome: 'committed', rowCount: 12 });
-    expect(await serverRows(user)).toHaveLength(12);
+    expect(await suite.serverUsers(user)).toHaveLength(12);
     expect(await bundleCount(user)).toBe(1);
     expect(await d.client.pendingStatus()).toMatchObject({ total: 0 });
   });
 
   it('killed after the commit, before the replay: the committed bundle is replayed, not re-committed', async () => {
     const user = `u-${randomUUID()}`;
-    const path = join(dir.path, `crash-${++n}.db`);
+    const path = suite.path('crash');
     await killAt('push-after-commit', path, user, /COMMITTED/, ['7']);
-    expect(await serverRows(user)).toHaveLength(7);
-    const d = device(user, path);
+    expect(await suite.serverUsers(user)).toHaveLength(7);
+    const d = suite.device(user, {}, path);
     await d.client.open();
     await d.client.attach(user);
     d.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'after restart')`).run(randomUUID());
@@ -94,15 +66,15 @@ describe('a device process killed mid-sync loses and duplicates nothing', () => 
     await d.client.sync();
     expect(await bundleCount(user)).toBe(2);
     const local = rows(d.db, 'users').map((r) => ({ id: r.id, name: r.name }));
-    expect(local).toEqual(await serverRows(user));
+    expect(local).toEqual(await suite.serverUsers(user));
     expect(await d.client.pendingStatus()).toMatchObject({ total: 0 });
   });
 
   it('killed while staging a hydrate: the next attach hydrates from scratch', async () => {
     const { user } = await seededUser(45);
-    const path = join(dir.path, `crash-${++n}.db`);
+    const path = suite.path('crash');
     await killAt('hydrate-staging', path, user, /STAGING/);
-    const d = device(user, path);
+    const d = suite.device(user, {}, path);
     await d.client.open();
     // a pending remote replace keeps app writes out until it finishes
     expect(() => d.db.prepare(`INSERT INTO users(id, name) VALUES ('x', 'x')`).run()).toThrow(
@@ -112,14 +84,16 @@ describe('a device process killed mid-sync loses and duplicates nothing', () => 
       outcome: 'used_remote_state',
       restore: { rowCount: 45 },
     });
-    expect(rows(d.db, 'users').map((r) => ({ id: r.id, name: r.name }))).toEqual(await serverRows(user));
+    expect(rows(d.db, 'users').map((r) => ({ id: r.id, name: r.name }))).toEqual(
+      await suite.serverUsers(user),
+    );
   });
 
   it('killed inside the snapshot apply transaction: nothing applied, the next attach hydrates', async () => {
     const { user, seed } = await seededUser(300);
-    const path = join(dir.path, `crash-${++n}.db`);
+    const path = suite.path('crash');
     await killAt('apply-stall', path, user, /MID_APPLY/, ['150']);
-    const d = device(user, path);
+    const d = suite.device(user, {}, path);
     await d.client.open();
     expect(d.db.prepare(`SELECT COUNT(*) FROM users`).pluck().get()).toBe(0);
     expect(d.db.prepare(`SELECT COUNT(*) FROM _sync_row_state`).pluck().get()).toBe(0);
@@ -132,8 +106,8 @@ describe('a device process killed mid-sync loses and duplicates nothing', () => 
 
   it('killed inside a pulled bundle apply: the bundle and its checkpoint roll back together', async () => {
     const { user, seed } = await seededUser(1);
-    const path = join(dir.path, `crash-${++n}.db`);
-    const child = spawnNode(CHILD, ['pull-stall', path, server.baseUrl, user, '5']);
+    const path = suite.path('crash');
+    const child = spawnNode(CHILD, ['pull-stall', path, suite.server.baseUrl, user, '5']);
     await child.waitForLine(/ATTACHED/, 30_000);
     seed.db.transaction(() => {
       for (let i = 0; i < 10; i++) {
@@ -145,7 +119,7 @@ describe('a device process killed mid-sync loses and duplicates nothing', () => 
     await child.waitForLine(/MID_APPLY/, 30_000);
     child.kill('SIGKILL');
     await child.wait();
-    const d = device(user, path);
+    const d = suite.device(user, {}, path);
     await d.client.open();
     expect(rows(d.db, 'users')).toHaveLength(1);
     expect((await d.client.status()).lastBundleSeqSeen).toBe(1);
@@ -156,8 +130,8 @@ describe('a device process killed mid-sync loses and duplicates nothing', () => 
 
   it('killed between two pulled bundles: the checkpoint kept the applied one', async () => {
     const { user, seed } = await seededUser(1);
-    const path = join(dir.path, `crash-${++n}.db`);
-    const child = spawnNode(CHILD, ['pull-between-bundles', path, server.baseUrl, user]);
+    const path = suite.path('crash');
+    const child = spawnNode(CHILD, ['pull-between-bundles', path, suite.server.baseUrl, user]);
     await child.waitForLine(/ATTACHED/, 30_000);
     for (let i = 0; i < 3; i++) {
       seed.db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(randomUUID(), `bundle ${i}`);
@@ -167,7 +141,7 @@ describe('a device process killed mid-sync loses and duplicates nothing', () => 
     await child.waitForLine(/PULLING/, 30_000);
     child.kill('SIGKILL');
     await child.wait();
-    const d = device(user, path);
+    const d = suite.device(user, {}, path);
     await d.client.open();
     expect(rows(d.db, 'users')).toHaveLength(2);
     await d.client.attach(user);

@@ -1,36 +1,13 @@
 // The reference client's §11 pitfalls this client fixes, each shown against our server.
 import { randomUUID } from 'node:crypto';
-import { join } from 'node:path';
-import { tempDir } from '@x/testkit';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Device, type DeviceOptions, openDevice, rows } from '../helpers/device.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { describe, expect, it } from 'vitest';
+import { type Device, type DeviceOptions, rows } from '../helpers/device.js';
+import { deviceSuite } from '../helpers/suite.js';
 
-let server: TestServer;
-let dir: { path: string; cleanup(): Promise<void> };
-const devices: Device[] = [];
-let n = 0;
-
-beforeAll(async () => {
-  server = await startTestServer();
-  dir = await tempDir('oversync-client-pitfalls');
-});
-afterAll(async () => {
-  for (const d of devices) await d.close().catch(() => undefined);
-  await server?.close();
-  await dir?.cleanup();
-});
-
-async function attached(user: string, opts: DeviceOptions = {}): Promise<Device> {
-  const d = openDevice(`p${++n}`, join(dir.path, `p${n}.db`), server.baseUrl, user, opts);
-  devices.push(d);
-  await d.client.open();
-  await d.client.attach(user);
-  return d;
-}
+const suite = deviceSuite('p');
 
 async function serverName(user: string, id: string): Promise<string | undefined> {
-  const r = await server.query<{ name: string }>(
+  const r = await suite.server.query<{ name: string }>(
     `SELECT name FROM business.users WHERE _sync_scope_id = $1 AND id = $2`,
     [user, id],
   );
@@ -40,11 +17,11 @@ async function serverName(user: string, id: string): Promise<string | undefined>
 /** Two devices of a fresh user sharing one row `id` at version 1. */
 async function sharedRow(optsB: DeviceOptions = {}) {
   const user = `u-${randomUUID()}`;
-  const a = await attached(user);
+  const a = await suite.attached(user);
   const id = randomUUID();
   a.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'v0')`).run(id);
   await a.client.sync();
-  const b = await attached(user, optsB);
+  const b = await suite.attached(user, optsB);
   return { user, a, b, id };
 }
 
@@ -118,8 +95,7 @@ describe('reference-client pitfalls, fixed', () => {
 
   it('anonymous offline rows block detach unless forced (pitfall 11)', async () => {
     const user = `u-${randomUUID()}`;
-    const d = openDevice(`p${++n}`, join(dir.path, `p${n}.db`), server.baseUrl, user);
-    devices.push(d);
+    const d = suite.device(user);
     await d.client.open();
     d.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'anonymous')`).run(randomUUID());
     expect(await d.client.detach()).toEqual({ outcome: 'blocked_unsynced_data', pendingRowCount: 1 });

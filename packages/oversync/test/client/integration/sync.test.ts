@@ -1,43 +1,41 @@
 import { randomUUID } from 'node:crypto';
 import { copyFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { ConflictResolver, ProgressEvent } from '@x/oversync/client';
-import { tempDir } from '@x/testkit';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Device, type DeviceOptions, openDevice, rows, snapshot } from '../helpers/device.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { describe, expect, it } from 'vitest';
+import { type Device, type DeviceOptions, rows, snapshot } from '../helpers/device.js';
+import { deviceSuite } from '../helpers/suite.js';
 
-let server: TestServer;
-let dir: { path: string; cleanup(): Promise<void> };
-const devices: Device[] = [];
-let n = 0;
-
-beforeAll(async () => {
-  server = await startTestServer({ retainedBundlesPerUser: 3 });
-  dir = await tempDir('oversync-client-it');
-});
-afterAll(async () => {
-  for (const d of devices) await d.close().catch(() => undefined);
-  await server?.close();
-  await dir?.cleanup();
-});
-
-function device(user: string, opts: DeviceOptions = {}, path?: string): Device {
-  const d = openDevice(`d${++n}`, path ?? join(dir.path, `d${n}.db`), server.baseUrl, user, opts);
-  devices.push(d);
-  return d;
-}
-
-async function serverUsers(user: string): Promise<Array<{ id: string; name: string }>> {
-  return server.query(
-    `SELECT id::text AS id, name FROM business.users WHERE _sync_scope_id = $1 ORDER BY id`,
-    [user],
-  );
-}
+const suite = deviceSuite('d', { retainedBundlesPerUser: 3 });
+const { device, attached, serverUsers } = suite;
 
 function addUser(d: Device, name: string, id = randomUUID()): string {
   d.db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(id, name);
   return id;
+}
+
+/**
+ * Device a adds users named `names` and syncs; then device b of the same user attaches and so
+ * hydrates them. Returns both devices and the ids, in `names` order.
+ */
+async function seededPair<const Names extends readonly string[]>(
+  user: string,
+  names: Names,
+  opts: { a?: DeviceOptions; b?: DeviceOptions } = {},
+): Promise<{ a: Device; b: Device; ids: { [K in keyof Names]: string } }> {
+  const a = await attached(user, opts.a);
+  const ids = names.map((name) => addUser(a, name)) as { [K in keyof Names]: string };
+  await a.client.sync();
+  const b = await attached(user, opts.b);
+  return { a, b, ids };
+}
+
+/** seededPair with one user 'v0', then renamed to 'A' on device a and to 'B' on device b. */
+async function conflictingRenames(user: string, bOpts: DeviceOptions = {}) {
+  const { a, b, ids } = await seededPair(user, ['v0'], { b: bOpts });
+  const [id] = ids;
+  a.db.prepare(`UPDATE users SET name = 'A' WHERE id = ?`).run(id);
+  b.db.prepare(`UPDATE users SET name = 'B' WHERE id = ?`).run(id);
+  return { a, b, id };
 }
 
 async function syncAll(...ds: Device[]): Promise<void> {
@@ -128,7 +126,7 @@ describe('sync client against our server', () => {
     const r = await a.client.sync();
     expect(r.push.outcome).toBe('committed');
     expect(r.status.pending.total).toBe(0);
-    const [srv] = await server.query<Record<string, unknown>>(
+    const [srv] = await suite.server.query<Record<string, unknown>>(
       `SELECT count_value::text AS c, enabled_flag, rating, encode(data, 'hex') AS data, created_at, doc
        FROM business.typed_rows WHERE _sync_scope_id = $1`,
       [user],
@@ -141,7 +139,7 @@ describe('sync client against our server', () => {
       doc: { k: [1, '<&>'] },
     });
     expect(new Date(srv?.created_at as Date).toISOString()).toBe('2026-03-24T18:42:11.000Z');
-    const [file] = await server.query<{ id: string; data: string }>(
+    const [file] = await suite.server.query<{ id: string; data: string }>(
       `SELECT id::text AS id, encode(data, 'hex') AS data FROM business.files WHERE _sync_scope_id = $1`,
       [user],
     );
@@ -165,14 +163,11 @@ describe('sync client against our server', () => {
 
   it('two devices of one user converge, including deletes and a later edit made during a push', async () => {
     const user = `u-${randomUUID()}`;
-    const a = device(user);
-    const b = device(user);
-    await a.client.open();
-    await a.client.attach(user);
-    const shared = addUser(a, 'shared');
-    await a.client.sync();
-    await b.client.open();
-    await b.client.attach(user);
+    const {
+      a,
+      b,
+      ids: [shared],
+    } = await seededPair(user, ['shared']);
     addUser(a, 'from a');
     addUser(b, 'from b');
     b.db.prepare(`UPDATE users SET name = 'renamed by b' WHERE id = ?`).run(shared);
@@ -203,16 +198,7 @@ describe('sync client against our server', () => {
         }
         return { kind };
       };
-      const a = device(user);
-      const b = device(user, { resolver });
-      await a.client.open();
-      await a.client.attach(user);
-      const id = addUser(a, 'v0');
-      await a.client.sync();
-      await b.client.open();
-      await b.client.attach(user);
-      a.db.prepare(`UPDATE users SET name = 'A' WHERE id = ?`).run(id);
-      b.db.prepare(`UPDATE users SET name = 'B' WHERE id = ?`).run(id);
+      const { a, b } = await conflictingRenames(user, { resolver });
       await a.client.sync();
       const r = await b.client.sync();
       expect(seen).toEqual(['UPDATE:true']);
@@ -229,16 +215,9 @@ describe('sync client against our server', () => {
 
   it('an invalid merged resolution restores every intent and reports it', async () => {
     const user = `u-${randomUUID()}`;
-    const a = device(user);
-    const b = device(user, { resolver: () => ({ kind: 'merged', payload: { nope: 1 } }) });
-    await a.client.open();
-    await a.client.attach(user);
-    const id = addUser(a, 'v0');
-    await a.client.sync();
-    await b.client.open();
-    await b.client.attach(user);
-    a.db.prepare(`UPDATE users SET name = 'A' WHERE id = ?`).run(id);
-    b.db.prepare(`UPDATE users SET name = 'B' WHERE id = ?`).run(id);
+    const { a, b } = await conflictingRenames(user, {
+      resolver: () => ({ kind: 'merged', payload: { nope: 1 } }),
+    });
     addUser(b, 'extra');
     await a.client.sync();
     await expect(b.client.pushPending()).rejects.toMatchObject({
@@ -254,16 +233,7 @@ describe('sync client against our server', () => {
 
   it('bounded conflict retries: intents stay queued when conflicts persist', async () => {
     const user = `u-${randomUUID()}`;
-    const a = device(user);
-    const b = device(user, { resolver: 'client-wins', maxConflictRetries: 0 });
-    await a.client.open();
-    await a.client.attach(user);
-    const id = addUser(a, 'v0');
-    await a.client.sync();
-    await b.client.open();
-    await b.client.attach(user);
-    a.db.prepare(`UPDATE users SET name = 'A' WHERE id = ?`).run(id);
-    b.db.prepare(`UPDATE users SET name = 'B' WHERE id = ?`).run(id);
+    const { a, b } = await conflictingRenames(user, { resolver: 'client-wins', maxConflictRetries: 0 });
     await a.client.sync();
     await expect(b.client.pushPending()).rejects.toMatchObject({
       code: 'OVERSYNC_CLIENT_CONFLICT_RETRY_EXHAUSTED',
@@ -300,14 +270,7 @@ describe('sync client against our server', () => {
 
   it('reports pull progress in rows', async () => {
     const user = `u-${randomUUID()}`;
-    const a = device(user);
-    await a.client.open();
-    await a.client.attach(user);
-    addUser(a, 'x');
-    await a.client.sync();
-    const b = device(user, { downloadLimit: 1 });
-    await b.client.open();
-    await b.client.attach(user);
+    const { a, b } = await seededPair(user, ['x'], { b: { downloadLimit: 1 } });
     for (let i = 0; i < 2; i++) {
       addUser(a, `r${i}`);
       addUser(a, `s${i}`);
@@ -329,15 +292,11 @@ describe('sync client against our server', () => {
 
   it('an explicit rebuild swaps in the server state and keeps local intents; same-user reattach after detach', async () => {
     const user = `u-${randomUUID()}`;
-    const a = device(user);
-    const b = device(user);
-    await a.client.open();
-    await a.client.attach(user);
-    const kept = addUser(a, 'kept');
-    const edited = addUser(a, 'edited');
-    await a.client.sync();
-    await b.client.open();
-    await b.client.attach(user);
+    const {
+      a,
+      b,
+      ids: [kept, edited],
+    } = await seededPair(user, ['kept', 'edited']);
     b.db.prepare(`UPDATE users SET name = 'changed on b' WHERE id = ?`).run(kept);
     await b.client.sync();
     a.db.prepare(`UPDATE users SET name = 'local edit' WHERE id = ?`).run(edited);
@@ -388,14 +347,7 @@ describe('sync client against our server', () => {
 
   it('recovers from history_pruned with a snapshot and keeps converging', async () => {
     const user = `u-${randomUUID()}`;
-    const a = device(user);
-    const b = device(user);
-    await a.client.open();
-    await a.client.attach(user);
-    addUser(a, 'first');
-    await a.client.sync();
-    await b.client.open();
-    await b.client.attach(user);
+    const { a, b } = await seededPair(user, ['first']);
     for (let i = 0; i < 6; i++) {
       addUser(a, `burst ${i}`);
       await a.client.sync();
@@ -415,19 +367,14 @@ describe('sync client against our server', () => {
   it('a committed push whose replay was pruned is recovered by a snapshot; later local edits survive', async () => {
     const user = `u-${randomUUID()}`;
     let failFetch = false;
-    const a = device(user, {
-      fetch: (u: string, i: RequestInit) =>
-        failFetch && u.includes('/sync/committed-bundles/')
-          ? Promise.reject(new TypeError('fetch failed: socket hang up'))
-          : fetch(u, i),
+    const { a, b } = await seededPair(user, ['base'], {
+      a: {
+        fetch: (u: string, i: RequestInit) =>
+          failFetch && u.includes('/sync/committed-bundles/')
+            ? Promise.reject(new TypeError('fetch failed: socket hang up'))
+            : fetch(u, i),
+      },
     });
-    const b = device(user);
-    await a.client.open();
-    await a.client.attach(user);
-    addUser(a, 'base');
-    await a.client.sync();
-    await b.client.open();
-    await b.client.attach(user);
     addUser(a, 'committed but not replayed');
     failFetch = true;
     await expect(a.client.pushPending()).rejects.toMatchObject({ code: 'OVERSYNC_CLIENT_RETRY_EXHAUSTED' });
@@ -464,7 +411,7 @@ describe('sync client against our server', () => {
     addUser(a, 'one');
     await a.client.sync();
     await a.client.close();
-    const backup = join(dir.path, `backup-${n}.db`);
+    const backup = suite.path('backup');
     a.db.exec(`VACUUM INTO '${backup}'`);
     // the device keeps syncing after the backup was taken
     const a2 = device(user, {}, a.path);
@@ -476,7 +423,7 @@ describe('sync client against our server', () => {
     }
     await a2.close();
     // restore the backup over a fresh install and keep editing
-    const restoredPath = join(dir.path, `restored-${n}.db`);
+    const restoredPath = suite.path('restored');
     copyFileSync(backup, restoredPath);
     const r = device(user, {}, restoredPath);
     await r.client.open();
