@@ -184,6 +184,11 @@ export function userRow(id: string, name: string, base = 0, op = 'INSERT') {
   };
 }
 
+/** A fresh INSERT (base version 0) of `payload` into business.`table`, keyed by its id. */
+export function insertRow(table: string, payload: { id: string } & Record<string, unknown>) {
+  return { schema: 'business', table, key: { id: payload.id }, op: 'INSERT', base_row_version: 0, payload };
+}
+
 export function deleteRow(table: string, id: string, base: number) {
   return { schema: 'business', table, key: { id }, op: 'DELETE', base_row_version: base };
 }

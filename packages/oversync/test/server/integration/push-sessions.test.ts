@@ -1,6 +1,14 @@
 import { computeBundleHash } from '@x/oversync/server';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { createFixture, Device, deleteRow, type Fixture, randomUUID, userRow } from '../fixture.js';
+import {
+  createFixture,
+  Device,
+  deleteRow,
+  type Fixture,
+  insertRow,
+  randomUUID,
+  userRow,
+} from '../fixture.js';
 
 let fx: Fixture;
 beforeAll(async () => {
@@ -276,14 +284,7 @@ describe('commit and delete', () => {
     const d = await device();
     const post = randomUUID();
     const r = await d.push([
-      {
-        schema: 'business',
-        table: 'posts',
-        key: { id: post },
-        op: 'INSERT',
-        base_row_version: 0,
-        payload: { id: post, title: 't', content: 'c', author_id: randomUUID() },
-      },
+      insertRow('posts', { id: post, title: 't', content: 'c', author_id: randomUUID() }),
     ]);
     expect(r).toMatchObject({ status: 500, body: { error: 'push_session_commit_failed' } });
     const pulled = await d.pull(0);
@@ -387,46 +388,11 @@ describe('FK ordering, cascades and typed payloads', () => {
     const team = randomUUID();
     const member = randomUUID();
     const rows = [
-      {
-        schema: 'business',
-        table: 'posts',
-        key: { id: post },
-        op: 'INSERT',
-        base_row_version: 0,
-        payload: { id: post, title: 't', content: 'c', author_id: user },
-      },
-      {
-        schema: 'business',
-        table: 'categories',
-        key: { id: childCat },
-        op: 'INSERT',
-        base_row_version: 0,
-        payload: { id: childCat, name: 'child', parent_id: parentCat },
-      },
-      {
-        schema: 'business',
-        table: 'team_members',
-        key: { id: member },
-        op: 'INSERT',
-        base_row_version: 0,
-        payload: { id: member, name: 'm', team_id: team },
-      },
-      {
-        schema: 'business',
-        table: 'teams',
-        key: { id: team },
-        op: 'INSERT',
-        base_row_version: 0,
-        payload: { id: team, name: 'team', captain_member_id: member },
-      },
-      {
-        schema: 'business',
-        table: 'categories',
-        key: { id: parentCat },
-        op: 'INSERT',
-        base_row_version: 0,
-        payload: { id: parentCat, name: 'parent', parent_id: null },
-      },
+      insertRow('posts', { id: post, title: 't', content: 'c', author_id: user }),
+      insertRow('categories', { id: childCat, name: 'child', parent_id: parentCat }),
+      insertRow('team_members', { id: member, name: 'm', team_id: team }),
+      insertRow('teams', { id: team, name: 'team', captain_member_id: member }),
+      insertRow('categories', { id: parentCat, name: 'parent', parent_id: null }),
       userRow(user, 'author'),
     ];
     const r = await d.push(rows, { chunkSize: 2 });
@@ -483,14 +449,7 @@ describe('FK ordering, cascades and typed payloads', () => {
           created_at: '2026-03-24T10:42:11-08:00',
         },
       },
-      {
-        schema: 'business',
-        table: 'files',
-        key: { id: file },
-        op: 'INSERT',
-        base_row_version: 0,
-        payload: { id: file, name: 'f', data: '' },
-      },
+      insertRow('files', { id: file, name: 'f', data: '' }),
     ]);
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     const pulled = await d.pull(0);

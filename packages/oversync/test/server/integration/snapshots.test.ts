@@ -1,6 +1,14 @@
 import { createSyncService } from '@x/oversync/server';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { createFixture, Device, deleteRow, type Fixture, randomUUID, userRow } from '../fixture.js';
+import {
+  createFixture,
+  Device,
+  deleteRow,
+  type Fixture,
+  insertRow,
+  randomUUID,
+  userRow,
+} from '../fixture.js';
 
 let fx: Fixture;
 beforeAll(async () => {
@@ -37,14 +45,7 @@ describe('snapshot sessions', () => {
     const file = randomUUID();
     const c1 = await d.push([
       ...ids.map((id, i) => userRow(id, `u${i}`)),
-      {
-        schema: 'business',
-        table: 'files',
-        key: { id: file },
-        op: 'INSERT',
-        base_row_version: 0,
-        payload: { id: file, name: 'f', data: 'AAEC+v8=' },
-      },
+      insertRow('files', { id: file, name: 'f', data: 'AAEC+v8=' }),
     ]);
     const v1 = c1.body['bundle_seq'] as number;
     const c2 = await d.push([userRow(ids[0]!, 'u0-v2', v1, 'UPDATE')]);
