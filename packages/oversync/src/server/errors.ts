@@ -43,6 +43,7 @@ export const WIRE_ERROR_STATUS: Readonly<Record<WireErrorCode, number>> = Object
   push_session_expired: 410,
   push_commit_invalid: 400,
   push_conflict: 409,
+  push_row_invalid: 400,
   push_session_commit_failed: 500,
   push_session_delete_failed: 500,
   committed_bundle_chunk_invalid: 400,

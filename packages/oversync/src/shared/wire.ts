@@ -47,6 +47,7 @@ export const WIRE_ERROR_CODES = [
   'push_session_expired',
   'push_commit_invalid',
   'push_conflict',
+  'push_row_invalid',
   'push_session_commit_failed',
   'push_session_delete_failed',
   'committed_bundle_chunk_invalid',
@@ -205,7 +206,36 @@ export interface PushConflictDetails {
   server_row_deleted: boolean;
   /** Full wire after-image of the live server row, or `null` when missing or deleted. */
   server_row: unknown;
+  /**
+   * Extension (ignored by go-oversync v1 clients): why the row was refused. Absent or
+   * `row_version` for the reference's base-version conflict; the others come from a commit or
+   * chunk the database refused because of this row's data.
+   */
+  reason?: PushConflictReason;
+  /** Extension: the constraint the row violated (`foreign_key`, `unique`, `not_null`, `check`, `exclusion`). */
+  constraint?: string;
+  /** Extension: the column whose value was refused (`invalid_value`, `not_null`). */
+  column?: string;
+  /**
+   * Extension, `foreign_key` only: the parent row this row references and the server does not
+   * have live (`row_version` 0 = never existed, `deleted` = tombstoned at that version).
+   */
+  references?: {
+    schema: string;
+    table: string;
+    key: SyncKey;
+    row_version: number;
+    deleted: boolean;
+  };
 }
+export type PushConflictReason =
+  | 'row_version'
+  | 'foreign_key'
+  | 'unique'
+  | 'not_null'
+  | 'check'
+  | 'exclusion'
+  | 'invalid_value';
 export interface PushConflictResponse extends ErrorResponse {
   conflict?: PushConflictDetails;
 }
@@ -367,6 +397,22 @@ export const pushConflictDetailsSchema = z.object({
   server_row_version: int,
   server_row_deleted: z.boolean(),
   server_row: z.unknown(),
+  reason: z
+    .enum(['row_version', 'foreign_key', 'unique', 'not_null', 'check', 'exclusion', 'invalid_value'])
+    .optional()
+    .catch(undefined),
+  constraint: z.string().optional().catch(undefined),
+  column: z.string().optional().catch(undefined),
+  references: z
+    .object({
+      schema: z.string(),
+      table: z.string(),
+      key: syncKeySchema,
+      row_version: int,
+      deleted: z.boolean(),
+    })
+    .optional()
+    .catch(undefined),
 });
 export const connectResponseSchema = z.object({
   resolution: z.enum(['remote_authoritative', 'initialize_local', 'initialize_empty', 'retry_later']),
