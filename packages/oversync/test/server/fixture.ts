@@ -173,6 +173,19 @@ export class Device {
   }
 }
 
+let deviceCount = 0;
+/** A device of `userId` (default: a new user) whose connect initialised its empty scope. */
+export async function emptyScopeDevice(
+  app: FastifyInstance,
+  userId = `d${++deviceCount}-${randomUUID().slice(0, 6)}`,
+): Promise<Device> {
+  const d = new Device(app, userId);
+  const res = await d.connect(false);
+  if (res.body['resolution'] !== 'initialize_empty')
+    throw new Error(`connect of a new scope answered ${JSON.stringify(res.body)}`);
+  return d;
+}
+
 export function userRow(id: string, name: string, base = 0, op = 'INSERT') {
   return {
     schema: 'business',

@@ -3,7 +3,6 @@ import { randomUUID } from 'node:crypto';
 import { computeBundleHash, type HashableBundleRow } from '../../shared/bundle-hash.js';
 import { goEscapeJsonText } from '../../shared/canonical-json.js';
 import type {
-  PushConflictDetails,
   PushSessionChunkRequest,
   PushSessionChunkResponse,
   PushSessionCommitResponse,
@@ -22,12 +21,21 @@ import {
 import { type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
 import { quoteIdent, quoteLiteral, type SyncQuerier } from './db.js';
 import {
+  conflictDetails,
+  dataRefusalOf,
+  findInvalidValue,
+  locateRefusedRow,
+  pushConflictError,
+  type RowVersion,
+  refusedRowConflict,
+  rowInvalidError,
+} from './push-conflict.js';
+import {
   keyHexOf,
   keyStringOf,
-  opName,
   PushValidationError,
+  PushValueError,
   type StagedRowInput,
-  toWirePayload,
   validatePushRows,
 } from './rows.js';
 import {
@@ -47,6 +55,7 @@ import {
   applyRetention,
   checkSourceSequence,
   ensureUserScope,
+  findUserPk,
   loadScopeForUpdate,
   loadSourceState,
   lockUser,
@@ -189,11 +198,30 @@ export async function uploadPushChunk(
       `rows length ${rows.length} exceeds max_rows_per_push_chunk ${limits.maxRowsPerPushChunk}`,
     );
   }
+  // Values are checked before the session is looked up, like the rest of row validation.
+  const q: SyncQuerier = { query: (sql, params) => ctx.db.query(sql, params, txOpts(opts.signal, {})) };
   let staged: StagedRowInput[];
   try {
     staged = validatePushRows(ctx.topology, rows);
   } catch (e) {
+    if (e instanceof PushValueError) {
+      const userPk = await findUserPk(q, actor.userId);
+      throw await rowInvalidError(q, actor.userId, userPk, req.start_row_ordinal + e.index, e.row, e.column);
+    }
     chunkInvalid(e);
+  }
+  const invalid = await findInvalidValue(q, staged);
+  if (invalid) {
+    const userPk = await findUserPk(q, actor.userId);
+    const row = staged[invalid.index]!;
+    throw await rowInvalidError(
+      q,
+      actor.userId,
+      userPk,
+      req.start_row_ordinal + invalid.index,
+      row,
+      invalid.column,
+    );
   }
   return ctx.db.runTx(
     async (tx) => {
@@ -285,22 +313,6 @@ interface ApplyRow {
   sig: string;
   /** Apply payload text (JSON, bytea as `\x<hex>`); '' for DELETE. */
   payload: string;
-}
-
-async function serverRowOf(
-  tx: SyncQuerier,
-  info: TableInfo,
-  userId: string,
-  keyString: string,
-): Promise<unknown> {
-  const r = await tx.query<{ doc: string }>(
-    `SELECT to_jsonb(src.*)::text AS doc FROM ${info.qualified} src
-      WHERE src.${quoteIdent(info.keyColumn)} = $1::${info.keyKind === 1 ? 'uuid' : 'text'}
-        AND src._sync_scope_id = $2`,
-    [keyString, userId],
-  );
-  const doc = r.rows[0]?.doc;
-  return doc === undefined ? null : toWirePayload(info, JSON.parse(doc) as Record<string, unknown>);
 }
 
 /**
@@ -677,6 +689,27 @@ export async function commitPushSession(
   pushId: string,
   opts: OpOptions,
 ): Promise<PushSessionCommitResponse> {
+  try {
+    return await runCommit(ctx, actor, pushId, opts, false);
+  } catch (e) {
+    if (!dataRefusalOf(e)) throw e;
+    // The database refused the bundle's data (a constraint, or a value its column refuses). The
+    // transaction is gone; run the commit again with the apply in a savepoint, so that the refused
+    // row can be found and answered as a conflict (or the bundle commits, if a concurrent change
+    // made it acceptable meanwhile). The fast path above pays nothing for this.
+    return await runCommit(ctx, actor, pushId, opts, true);
+  }
+}
+
+const APPLY_SAVEPOINT = 'oversync_apply';
+
+async function runCommit(
+  ctx: ServiceContext,
+  actor: Actor,
+  pushId: string,
+  opts: OpOptions,
+  careful: boolean,
+): Promise<PushSessionCommitResponse> {
   const limits = ctx.options.limits;
   const topology = ctx.topology;
   return ctx.db.runTx(
@@ -722,7 +755,7 @@ export async function commitPushSession(
         // comma-joined (hex and ids never contain one): much cheaper to send than array literals
         [s.user_pk, apply.map((r) => r.info.tableId).join(','), apply.map((r) => r.keyHex).join(',')],
       );
-      const stateOf = new Map<string, { version: number; deleted: boolean }>();
+      const stateOf = new Map<string, RowVersion>();
       for (const st of states.rows) {
         const info = topology.byId.get(st.table_id)!;
         stateOf.set(`${st.table_id}:${keyStringOf(info, st.key_bytes)}`, {
@@ -730,39 +763,66 @@ export async function commitPushSession(
           deleted: st.deleted,
         });
       }
+      const stateOfRow = (a: ApplyRow) => stateOf.get(`${a.info.tableId}:${a.keyString}`);
       for (const a of apply) {
-        const st = stateOf.get(`${a.info.tableId}:${a.keyString}`);
+        const st = stateOfRow(a);
         a.fresh = st === undefined;
         const msg = conflictMessage(a, st, a.base);
         if (msg !== undefined) {
-          const live = st !== undefined && !st.deleted;
-          const conflict: PushConflictDetails = {
-            schema: a.info.schema,
-            table: a.info.table,
-            key: { [a.info.keyColumn]: a.keyString },
-            op: opName(a.op),
-            base_row_version: a.base,
-            server_row_version: st?.version ?? 0,
-            server_row_deleted: st?.deleted ?? false,
-            server_row: live ? await serverRowOf(tx, a.info, actor.userId, a.keyString) : null,
-          };
-          throw wireError('push_conflict', msg, { body: { conflict }, details: { conflict } });
+          const conflict = await conflictDetails(tx, actor.userId, a, st, { reason: 'row_version' });
+          throw pushConflictError(msg, conflict);
         }
       }
 
       const source = { sourceId: s.source_id, sourceBundleId };
+      const applyBundle = async (): Promise<{ bundleSeq: number; rowCount: number; hash: string }> => {
+        let bundle: { bundleSeq: number; rowCount: number; hash: string };
+        if (directBundleEligible(apply, plan)) {
+          bundle = await commitDirectBundle(tx, ctx, actor.userId, s.user_pk, source, apply, plan);
+        } else {
+          const direct: DirectInsertEvent[] = [];
+          await applyRows(tx, actor.userId, apply, plan, direct);
+          const b = await finalizeCapturedBundle(tx, topology, s.user_pk, source, ctx.notifyChannel, {
+            direct,
+          });
+          if (!b)
+            throw wireError(
+              'push_commit_invalid',
+              'push session produced no captured business-table effects',
+            );
+          bundle = { bundleSeq: b.bundle_seq, rowCount: b.row_count, hash: b.bundle_hash };
+        }
+        // The deferred checks (foreign keys) run here instead of at COMMIT: same work, but inside
+        // the transaction body, where a refusal can be told from a failed COMMIT and answered.
+        await tx.query('SET CONSTRAINTS ALL IMMEDIATE');
+        return bundle;
+      };
       let bundle: { bundleSeq: number; rowCount: number; hash: string };
-      if (directBundleEligible(apply, plan)) {
-        bundle = await commitDirectBundle(tx, ctx, actor.userId, s.user_pk, source, apply, plan);
-      } else {
-        const direct: DirectInsertEvent[] = [];
-        await applyRows(tx, actor.userId, apply, plan, direct);
-        const b = await finalizeCapturedBundle(tx, topology, s.user_pk, source, ctx.notifyChannel, {
-          direct,
-        });
-        if (!b)
-          throw wireError('push_commit_invalid', 'push session produced no captured business-table effects');
-        bundle = { bundleSeq: b.bundle_seq, rowCount: b.row_count, hash: b.bundle_hash };
+      if (!careful) bundle = await applyBundle();
+      else {
+        await tx.query(`SAVEPOINT ${APPLY_SAVEPOINT}`);
+        try {
+          bundle = await applyBundle();
+          await tx.query(`RELEASE SAVEPOINT ${APPLY_SAVEPOINT}`);
+        } catch (e) {
+          const refusal = dataRefusalOf(e);
+          if (!refusal) throw e;
+          await tx.query(`ROLLBACK TO SAVEPOINT ${APPLY_SAVEPOINT}`);
+          await tx.query('SET CONSTRAINTS ALL DEFERRED');
+          const refused = await locateRefusedRow(tx, topology, actor.userId, apply, (row) =>
+            applyRows(tx, actor.userId, [row], plan, []),
+          );
+          // Nothing stored, no bundle_seq used, the session stays: the runTx rolls back on throw.
+          if (!refused) {
+            throw wireError(
+              'push_commit_invalid',
+              `push bundle was refused by the database (${refusal.reason}${refusal.constraint ? `, constraint ${refusal.constraint}` : ''}) and no single pushed row is to blame`,
+              { details: { reason: refusal.reason, constraint: refusal.constraint } },
+            );
+          }
+          const row = apply[refused.index]!;
+          throw await refusedRowConflict(tx, actor.userId, s.user_pk, row, stateOfRow(row), refused);
+        }
       }
       await activateSourceState(tx, s.user_pk, sessionActor.sourceId, sourceBundleId);
       await applyRetention(tx, s.user_pk, limits);

@@ -9,6 +9,28 @@ export class PushValidationError extends Error {
   override name = 'PushValidationError';
 }
 
+/**
+ * A push row whose value for `column` its column type refuses (found in JS, e.g. U+0000 in a
+ * string, which no PostgreSQL text or jsonb value can hold). `index` is the row's position in
+ * the validated list; the caller answers `push_row_invalid` for it.
+ */
+export class PushValueError extends Error {
+  override name = 'PushValueError';
+  constructor(
+    message: string,
+    readonly index: number,
+    readonly row: StagedRowInput,
+    readonly column: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Longest text key accepted, in UTF-8 bytes: keys live in btree indexes (about 2.7 KB per entry). */
+export const MAX_TEXT_KEY_BYTES = 1024;
+/** Deepest nesting of arrays and objects accepted inside a payload value (PostgreSQL's jsonb parser recurses). */
+export const MAX_PAYLOAD_DEPTH = 64;
+
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const IDENT_RE = /^[a-z0-9_]+$/;
 const SURROGATE_RE = /[\uD800-\uDFFF]/;
@@ -36,6 +58,14 @@ export function keyStringFor(info: TableInfo, key: string): string {
       );
     }
     return key;
+  }
+  if (key.length > MAX_TEXT_KEY_BYTES / 3 && Buffer.byteLength(key, 'utf8') > MAX_TEXT_KEY_BYTES) {
+    throw new PushValidationError(
+      `row key ${info.name}.${info.keyColumn} is longer than ${MAX_TEXT_KEY_BYTES} bytes`,
+    );
+  }
+  if (key.includes('\0')) {
+    throw new PushValidationError(`row key ${info.name}.${info.keyColumn} must not contain U+0000`);
   }
   return toWellFormed(key);
 }
@@ -81,6 +111,59 @@ export interface StagedRowInput {
   readonly payloadApply: string | null;
   /** The payload's column names, sorted and comma-separated ('' for DELETE). */
   readonly cols: string;
+  /**
+   * The payload values JS cannot vouch for (a timestamp string, a number for a numeric column…),
+   * by column, for the database to cast at chunk upload; undefined when there are none.
+   */
+  readonly check: Record<string, unknown> | undefined;
+  /** The first column whose value no PostgreSQL value can hold (U+0000, nesting too deep). */
+  readonly badColumn?: string;
+}
+
+const UUID_ANY_CASE_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+const INT_RANGE: Readonly<Record<string, number>> = { int2: 32767, int4: 2147483647, int8: 2 ** 63 };
+
+/**
+ * Whether `value` is surely accepted by a column of PostgreSQL type `type` (its `udt_name`) when
+ * read by `jsonb_populate_record`. False means "ask the database", not "invalid": the database's
+ * cast is the only authority, and values JS cannot judge cheaply go to it.
+ */
+function surelyValid(type: string, value: unknown): boolean {
+  if (value === null) return true;
+  switch (type) {
+    case 'text':
+    case 'json':
+    case 'jsonb':
+    case 'bytea': // checked as base64 above
+      return true;
+    case 'uuid':
+      return typeof value === 'string' && UUID_ANY_CASE_RE.test(value);
+    case 'bool':
+      return typeof value === 'boolean';
+    case 'float8':
+      return typeof value === 'number';
+    case 'int2':
+    case 'int4':
+    case 'int8':
+      return Number.isSafeInteger(value) && Math.abs(value as number) <= INT_RANGE[type]!;
+    default:
+      return false;
+  }
+}
+
+/** True when a JSON value holds U+0000 (in a string or a key) or nests deeper than `depth` allows. */
+function unstorable(value: unknown, depth: number): boolean {
+  if (typeof value === 'string') return value.includes('\0');
+  if (value === null || typeof value !== 'object') return false;
+  if (depth <= 0) return true;
+  if (Array.isArray(value)) {
+    for (const v of value) if (unstorable(v, depth - 1)) return true;
+    return false;
+  }
+  for (const k in value) {
+    if (k.includes('\0') || unstorable((value as Record<string, unknown>)[k], depth - 1)) return true;
+  }
+  return false;
 }
 
 /** Trimmed and lowercased; names that already are plain identifiers are returned as they are. */
@@ -124,6 +207,7 @@ export function validatePushRow(topology: Topology, row: PushRequestRow): Staged
       baseRowVersion: row.base_row_version,
       payloadApply: null,
       cols: '',
+      check: undefined,
     };
   }
   const payload = row.payload;
@@ -131,6 +215,8 @@ export function validatePushRow(topology: Topology, row: PushRequestRow): Staged
     throw new PushValidationError(`${op} row ${info.name} ${keyString} requires a JSON object payload`);
   }
   const out: Record<string, unknown> = {};
+  let check: Record<string, unknown> | undefined;
+  let badColumn: string | undefined;
   // Flat payloads without surrogates can skip the canonical encoder (see payloadApply below).
   let plain = true;
   const fields = payload as Record<string, unknown>;
@@ -164,6 +250,11 @@ export function validatePushRow(topology: Topology, row: PushRequestRow): Staged
       out[col] = value;
       if (typeof value === 'string' ? SURROGATE_RE.test(value) : typeof value === 'object' && value !== null)
         plain = false;
+      if (badColumn === undefined && unstorable(value, MAX_PAYLOAD_DEPTH)) badColumn = col;
+      if (!surelyValid(info.columns.get(col)!, value)) {
+        check ??= {};
+        check[col] = value;
+      }
     }
   }
   const payloadKey = out[info.keyColumn];
@@ -186,6 +277,8 @@ export function validatePushRow(topology: Topology, row: PushRequestRow): Staged
     payloadApply: plain ? JSON.stringify(out) : canonicalJson(out),
     // Column names are [a-z0-9_] (checked above), so the default sort is code point order.
     cols: Object.keys(out).sort().join(','),
+    check,
+    ...(badColumn === undefined ? {} : { badColumn }),
   };
 }
 
@@ -200,6 +293,14 @@ export function validatePushRows(topology: Topology, rows: readonly PushRequestR
       throw new PushValidationError(`duplicate target row in push request: ${v.info.name} ${v.keyString}`);
     }
     seen.add(id);
+    if (v.badColumn !== undefined) {
+      throw new PushValueError(
+        `value of ${v.info.name}.${v.badColumn} for row ${v.keyString} cannot be stored (U+0000 or nesting deeper than ${MAX_PAYLOAD_DEPTH})`,
+        out.length,
+        v,
+        v.badColumn,
+      );
+    }
     out.push(v);
   }
   return out;

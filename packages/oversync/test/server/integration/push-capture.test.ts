@@ -11,8 +11,9 @@ import {
   BUSINESS_SCHEMA_SQL,
   BUSINESS_TABLES,
   createFixture,
-  Device,
+  type Device,
   deleteRow,
+  emptyScopeDevice,
   type Fixture,
   randomUUID,
   userRow,
@@ -69,12 +70,7 @@ afterAll(async () => {
   await fx?.close();
 });
 
-let n = 0;
-async function device() {
-  const d = new Device(fx.app, `cap${++n}-${randomUUID().slice(0, 6)}`);
-  expect((await d.connect(false)).body).toEqual({ resolution: 'initialize_empty' });
-  return d;
-}
+const device = () => emptyScopeDevice(fx.app);
 const insert = (table: string, id: string, payload: Record<string, unknown>) => ({
   schema: 'business',
   table,

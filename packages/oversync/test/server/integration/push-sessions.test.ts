@@ -4,6 +4,7 @@ import {
   createFixture,
   Device,
   deleteRow,
+  emptyScopeDevice,
   type Fixture,
   insertRow,
   randomUUID,
@@ -18,12 +19,7 @@ afterAll(async () => {
   await fx?.close();
 });
 
-let n = 0;
-async function device(userId = `u${++n}-${randomUUID().slice(0, 6)}`) {
-  const d = new Device(fx.app, userId);
-  expect((await d.connect(false)).body).toEqual({ resolution: 'initialize_empty' });
-  return d;
-}
+const device = (userId?: string) => emptyScopeDevice(fx.app, userId);
 async function count(sql: string, params: unknown[] = []) {
   const r = await fx.cluster.query<{ n: string }>(sql, params);
   return Number(r.rows[0]!.n);
@@ -280,13 +276,16 @@ describe('commit and delete', () => {
     });
   });
 
-  test('a failing commit (deferred FK violation at COMMIT) is 500 and stores nothing', async () => {
+  test('a commit the database refuses (deferred FK violation) is a 409 push_conflict and stores nothing', async () => {
     const d = await device();
     const post = randomUUID();
     const r = await d.push([
       insertRow('posts', { id: post, title: 't', content: 'c', author_id: randomUUID() }),
     ]);
-    expect(r).toMatchObject({ status: 500, body: { error: 'push_session_commit_failed' } });
+    expect(r).toMatchObject({
+      status: 409,
+      body: { error: 'push_conflict', conflict: { reason: 'foreign_key' } },
+    });
     const pulled = await d.pull(0);
     expect(pulled.body).toEqual({ stable_bundle_seq: 0, bundles: [], has_more: false });
     expect(await count('SELECT count(*) AS n FROM business.posts WHERE id = $1', [post])).toBe(0);
@@ -318,6 +317,7 @@ describe('conflicts', () => {
         base_row_version: v1,
         server_row_version: v2,
         server_row_deleted: false,
+        reason: 'row_version',
         server_row: {
           id,
           name: 'v2',
