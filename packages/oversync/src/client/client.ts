@@ -6,6 +6,7 @@ import {
   connectResponseSchema,
 } from '../shared/wire.js';
 import { ClientError, isClientError, isLifecyclePreconditionError } from './errors.js';
+import { type ConflictQuery, listConflicts } from './internal/conflict-log.js';
 import {
   beginApply,
   clearOutbox,
@@ -38,6 +39,7 @@ import type {
   AppliedEvent,
   AttachResult,
   ClientEvents,
+  ConflictRecord,
   ConflictResolver,
   DetachResult,
   PendingStatus,
@@ -83,6 +85,13 @@ export interface SyncClient {
   rebuild(opts?: OpOptions): Promise<RebuildReport>;
   status(opts?: OpOptions): Promise<SyncStatus>;
   pendingStatus(opts?: OpOptions): Promise<PendingStatus>;
+  /**
+   * The device's conflict log, oldest first: every conflict resolved on this device, with both
+   * versions, the resolution applied and whether the local intent was lost. Entries are written in
+   * the transaction that applied their plan, so they survive crashes; `detach()` clears them with
+   * the user's data. Does not contend with a running sync.
+   */
+  conflicts(opts?: OpOptions & ConflictQuery): Promise<ConflictRecord[]>;
   /** Starts the background uploader and downloader (watch-driven when enabled). */
   start(opts?: OpOptions): void;
   stop(): Promise<void>;
@@ -412,9 +421,9 @@ class SyncClientImpl implements SyncClient {
             m.rowsApplied += e.rows;
             this.#emit('applied', e);
           },
-          conflict: (context, resolution) => {
+          conflict: (context, resolution, record) => {
             this.#metrics.conflictsResolved++;
-            this.#emit('conflict', { context, resolution });
+            this.#emit('conflict', { context, resolution, record });
           },
           sourceChanged: (id) => {
             this.#transport.sourceId = id;
@@ -643,6 +652,11 @@ class SyncClientImpl implements SyncClient {
     }, signal);
   }
 
+  async conflicts(opts: OpOptions & ConflictQuery = {}): Promise<ConflictRecord[]> {
+    this.#requireOpen('conflicts');
+    return this.#runner.tx((db) => listConflicts(db, opts), opts.signal);
+  }
+
   pendingStatus(opts: OpOptions = {}): Promise<PendingStatus> {
     return this.#exclusive(
       'pendingStatus',
@@ -675,6 +689,10 @@ class SyncClientImpl implements SyncClient {
       stmt(db, `DELETE FROM _sync_dirty_rows`).run();
       stmt(db, `DELETE FROM _sync_push_stage`).run();
       stmt(db, `DELETE FROM _sync_snapshot_stage`).run();
+      // The next user must not see this one's data, stashed or in the conflict log.
+      stmt(db, `DELETE FROM _sync_orphan_rows`).run();
+      stmt(db, `DELETE FROM _sync_deleted_parents`).run();
+      stmt(db, `DELETE FROM _sync_conflicts`).run();
       clearOutbox(db);
       // A fresh source per binding: the next user's first push starts at source_bundle_id 1
       // and the checkpoint restarts at 0 (the reference client kept both: pitfall 9).

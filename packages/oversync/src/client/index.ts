@@ -7,6 +7,7 @@ export {
   isClientError,
   isLifecyclePreconditionError,
 } from './errors.js';
+export type { ConflictQuery } from './internal/conflict-log.js';
 export type { FetchLike, Logger, TokenSource } from './internal/transport.js';
 export type { CoordinatorLike, SqliteDb, SyncWriter } from './internal/writer.js';
 export * from './options.js';

@@ -101,8 +101,62 @@ export interface AppliedEvent {
   readonly lastBundleSeqSeen: number;
 }
 
+/**
+ * Why a local intent conflicted. `row_version`: the reference's base-version check (someone else
+ * changed or deleted the row). The others: the server's database refused the row's data
+ * (`foreign_key`: it references a parent the server does not have, or it is a parent that still
+ * has children there; `unique`, `not_null`, `check`, `exclusion`; `invalid_value`: a value its
+ * column type refuses). `discarded_by_remote_state`: attaching to a scope that already had data
+ * replaced local rows that were never pushed.
+ */
+export type ConflictReason =
+  | 'row_version'
+  | 'foreign_key'
+  | 'unique'
+  | 'not_null'
+  | 'check'
+  | 'exclusion'
+  | 'invalid_value'
+  | 'discarded_by_remote_state';
+
+/**
+ * How a resolution was applied. `resolver`: as the resolver returned it. `newer-local-edit`: a local
+ * edit made after the push kept the local side. `keep-local-not-applicable`: keep-local cannot
+ * succeed for this reason (the data itself is refused), so the server's state was taken.
+ * `parent-unavailable`: keep-local of a child whose parent the device no longer knows; the child
+ * followed its parent. `parent-recreated`: keep-local of a child re-created its parent.
+ * `remote-state`: the local rows were replaced by the scope's remote state.
+ */
+export type ConflictRule =
+  | 'resolver'
+  | 'newer-local-edit'
+  | 'keep-local-not-applicable'
+  | 'parent-unavailable'
+  | 'parent-recreated'
+  | 'remote-state';
+
+/** The parent row a `foreign_key` conflict is about, as the server reported it. */
+export interface ConflictReference {
+  readonly table: string;
+  /** Wire key of the parent. */
+  readonly key: Readonly<Record<string, string>>;
+  /** The parent's version on the server (0: it never existed there). */
+  readonly rowVersion: number;
+  readonly deleted: boolean;
+  /** Whether the device still knows the parent's last payload, so keep-local can re-create it. */
+  readonly recoverable: boolean;
+}
+
 /** What a resolver sees about one push conflict. */
 export interface ConflictContext {
+  /** Why the push was refused for this row (`row_version` for the reference's version check). */
+  readonly reason: ConflictReason;
+  /** The violated constraint's name, when the server named one. */
+  readonly constraint?: string;
+  /** The refused column (`not_null`, `invalid_value`), when the server named one. */
+  readonly column?: string;
+  /** For `foreign_key`: the missing parent. */
+  readonly references?: ConflictReference;
   readonly schema: string;
   readonly table: string;
   /** Wire key, e.g. `{ id: '…' }`. */
@@ -128,10 +182,40 @@ export type ConflictResolution =
 
 export type ConflictResolver = (ctx: ConflictContext) => ConflictResolution | Promise<ConflictResolution>;
 
+/** One entry of the device's conflict log (`client.conflicts()`), written with the plan it records. */
+export interface ConflictRecord {
+  readonly id: number;
+  readonly schema: string;
+  readonly table: string;
+  readonly key: Readonly<Record<string, string>>;
+  readonly reason: ConflictReason;
+  readonly localOp: 'INSERT' | 'UPDATE' | 'DELETE';
+  /** The local intent (local form), null for a DELETE. */
+  readonly localPayload: Readonly<Record<string, unknown>> | null;
+  readonly baseRowVersion: number;
+  readonly serverRowVersion: number;
+  readonly serverRowDeleted: boolean;
+  /** The server's row (wire form) at the time, or null. */
+  readonly serverRow: Readonly<Record<string, unknown>> | null;
+  /** The resolution applied (after the rule). */
+  readonly resolution: ConflictResolution['kind'];
+  readonly rule: ConflictRule;
+  /** True when the local intent did not survive. */
+  readonly localLost: boolean;
+  readonly details: Readonly<Record<string, unknown>>;
+  /** When it was recorded (UTC, ISO 8601). */
+  readonly at: string;
+}
+
 export interface ClientEvents {
   progress: ProgressEvent;
   applied: AppliedEvent;
-  conflict: { readonly context: ConflictContext; readonly resolution: ConflictResolution };
+  conflict: {
+    readonly context: ConflictContext;
+    readonly resolution: ConflictResolution;
+    /** The conflict log entry written with the plan. */
+    readonly record: ConflictRecord;
+  };
   error: { readonly error: unknown; readonly loop: 'upload' | 'download' };
   closed: Record<string, never>;
 }

@@ -1,26 +1,10 @@
-import type { Statement } from 'better-sqlite3';
 import { ClientError } from '../errors.js';
 import { type LocalPayload, wirePayloadToRow } from './codec.js';
+import { ApplyTracker, type ForeignKeyIndex, payloadValues, type ReconcileResult } from './foreign-keys.js';
 import { quoteIdent, sqlString } from './local-schema.js';
+import { stmt } from './statements.js';
 import { type ColumnModel, keyJsonFromParams, payloadExpr, type TableModel } from './table-model.js';
 import type { SqliteDb } from './writer.js';
-
-const cache = new WeakMap<SqliteDb, Map<string, Statement>>();
-
-/** A prepared statement, cached per connection. */
-export function stmt(db: SqliteDb, sql: string): Statement {
-  let m = cache.get(db);
-  if (!m) {
-    m = new Map();
-    cache.set(db, m);
-  }
-  let s = m.get(sql);
-  if (!s) {
-    s = db.prepare(sql) as Statement;
-    m.set(sql, s);
-  }
-  return s;
-}
 
 export type BindingState = 'anonymous' | 'attached';
 export type OperationKind = 'none' | 'remote_replace' | 'source_recovery';
@@ -141,13 +125,47 @@ export function raiseSourceFloor(db: SqliteDb, sourceId: string, next: number): 
   ).run(next, sourceId);
 }
 
-/** Sets apply mode (triggers quiet, guards bypassed) and defers FK checks to COMMIT. */
-export function beginApply(db: SqliteDb): void {
+export { stmt } from './statements.js';
+
+const trackers = new WeakMap<SqliteDb, ApplyTracker>();
+
+/**
+ * Sets apply mode (triggers quiet, guards bypassed) and defers FK checks to COMMIT. With `fk`,
+ * the rows written from here on are tracked so `endApply` can stash the ones left without a
+ * parent (see foreign-keys.ts) instead of failing the commit.
+ */
+export function beginApply(db: SqliteDb, fk?: ForeignKeyIndex, schema = ''): void {
   db.pragma('defer_foreign_keys = ON');
   stmt(db, `UPDATE _sync_apply_state SET apply_mode = 1 WHERE singleton_key = 1`).run();
+  trackers.delete(db);
+  if (fk) trackForeignKeys(db, fk, schema);
 }
-export function endApply(db: SqliteDb): void {
+/** Starts tracking writes for FK reconciliation (inside an apply begun without it). */
+export function trackForeignKeys(db: SqliteDb, fk: ForeignKeyIndex, schema: string): void {
+  if (fk.active) trackers.set(db, new ApplyTracker(db, fk, schema));
+}
+/** Reconciles foreign keys (when tracked) and leaves apply mode. */
+export function endApply(db: SqliteDb): ReconcileResult | undefined {
+  const t = trackers.get(db);
+  trackers.delete(db);
+  const r = t?.reconcile(db);
   stmt(db, `UPDATE _sync_apply_state SET apply_mode = 0 WHERE singleton_key = 1`).run();
+  return r;
+}
+/** The stashed local payload of a key whose row waits for its parent, if any. */
+export function stashedPayload(
+  db: SqliteDb,
+  schema: string,
+  table: string,
+  keyJson: string,
+): LocalPayload | undefined {
+  const p = stmt(
+    db,
+    `SELECT payload FROM _sync_orphan_rows WHERE schema_name = ? AND table_name = ? AND key_json = ?`,
+  )
+    .pluck()
+    .get(schema, table, keyJson) as string | undefined;
+  return p === undefined ? undefined : (JSON.parse(p) as LocalPayload);
 }
 
 /** Statements bound to one table model. */
@@ -181,21 +199,27 @@ export class TableOps {
   /** Writes SQLite values (column order) with INSERT .. ON CONFLICT DO UPDATE (never REPLACE). */
   upsertValues(db: SqliteDb, values: unknown[]): void {
     stmt(db, this.#upsertSql).run(...values);
+    const t = trackers.get(db);
+    if (t)
+      t.noteUpsert(
+        db,
+        this.m,
+        this.m.keyColumns.map((c) => values[this.m.columns.indexOf(c)]),
+      );
   }
   upsertWire(db: SqliteDb, payload: unknown): void {
     this.upsertValues(db, wirePayloadToRow(this.m, payload));
   }
   /** Writes a local-form payload (BLOBs as hex) back into the table. */
   upsertLocal(db: SqliteDb, payload: LocalPayload): void {
-    const values = this.m.columns.map((c) => {
-      const v = payload[c.key];
-      if (v === undefined || v === null) return null;
-      if (c.isBlob) return Buffer.from(String(v), 'hex');
-      if (typeof v === 'boolean') return v ? 1 : 0;
-      if (typeof v === 'object') return JSON.stringify(v);
-      return v;
-    });
-    this.upsertValues(db, values);
+    this.upsertValues(
+      db,
+      payloadValues(
+        this.m,
+        payload,
+        this.m.columns.map((c) => c.key),
+      ),
+    );
   }
   /**
    * True when every column converts inside SQLite (plain values, booleans, UUID BLOBs), so a
@@ -260,7 +284,12 @@ export class TableOps {
   }
 
   delete(db: SqliteDb, keyBind: readonly unknown[]): void {
+    trackers.get(db)?.beforeDelete(db, this.m, keyBind);
     stmt(db, this.#deleteSql).run(...keyBind);
+  }
+  /** The live row in local form, or, when it waits in the stash for its parent, the stashed row. */
+  localRow(db: SqliteDb, keyBind: readonly unknown[], keyJson: string): LocalPayload | undefined {
+    return this.live(db, keyBind) ?? stashedPayload(db, this.schema, this.m.table, keyJson);
   }
   /** The live row in local payload form, or undefined. */
   live(db: SqliteDb, keyBind: readonly unknown[]): LocalPayload | undefined {

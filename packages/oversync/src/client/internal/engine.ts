@@ -16,8 +16,12 @@ import { ClientError } from '../errors.js';
 import type {
   AppliedEvent,
   ConflictContext,
+  ConflictReason,
+  ConflictRecord,
+  ConflictReference,
   ConflictResolution,
   ConflictResolver,
+  ConflictRule,
   ProgressEvent,
   ProgressPhase,
   PullReport,
@@ -32,6 +36,7 @@ import {
   wireKeyToLocal,
   wirePayloadToLocal,
 } from './codec.js';
+import { readConflict, recordConflict } from './conflict-log.js';
 import {
   beginApply,
   clearOutbox,
@@ -47,7 +52,9 @@ import {
   setOperation,
   stmt,
   TableOps,
+  trackForeignKeys,
 } from './db-ops.js';
+import { ForeignKeyIndex } from './foreign-keys.js';
 import { quoteIdent, sqlString } from './local-schema.js';
 import { keyJsonFromParams, type TableModel } from './table-model.js';
 import { type Logger, serverCodeOf, type Transport } from './transport.js';
@@ -66,7 +73,7 @@ export interface EngineConfig {
 export interface EngineHooks {
   progress(e: ProgressEvent): void;
   applied(e: AppliedEvent): void;
-  conflict(context: ConflictContext, resolution: ConflictResolution): void;
+  conflict(context: ConflictContext, resolution: ConflictResolution, record: ConflictRecord): void;
   /** Called when the in-memory source id changes after a committed rotation. */
   sourceChanged(sourceId: string): void;
   /** Called when the durable binding was reset (seed lease lost). */
@@ -111,6 +118,8 @@ export interface RebuildPlan {
 
 const OPS = new Set(['INSERT', 'UPDATE', 'DELETE']);
 
+type PushConflictDetails = ReturnType<typeof pushConflictDetailsSchema.parse>;
+
 /** Push, replay, pull, rebuild and conflict handling over one local database. */
 export class SyncEngine {
   readonly runner: TxRunner;
@@ -118,6 +127,7 @@ export class SyncEngine {
   readonly cfg: EngineConfig;
   readonly models: readonly TableModel[];
   readonly ops: ReadonlyMap<string, TableOps>;
+  readonly #fk: ForeignKeyIndex;
   readonly #hooks: EngineHooks;
   readonly #logger: Logger;
 
@@ -134,6 +144,7 @@ export class SyncEngine {
     this.cfg = cfg;
     this.models = models;
     this.ops = new Map(models.map((m) => [m.table, new TableOps(m, cfg.schema)]));
+    this.#fk = new ForeignKeyIndex(models);
     this.#hooks = hooks;
     this.#logger = logger;
   }
@@ -533,7 +544,7 @@ export class SyncEngine {
           }
         }
       }
-      beginApply(db);
+      beginApply(db, this.#fk, schema);
       for (const c of rows) {
         const ops = this.#checkRow(c.schema, c.table);
         tables.add(c.table);
@@ -546,9 +557,10 @@ export class SyncEngine {
           applyServerRow(db, ops, key, c);
           continue;
         }
-        const live = ops.live(db, key.bind);
         const d = ops.dirty(db, key.text);
         const keyJson = ops.keyJson(db, key.text);
+        // A row waiting in the stash for its parent is still the device's row.
+        const live = ops.localRow(db, key.bind, keyJson);
         if (u.op === 'DELETE') {
           if (live) {
             ops.setRowState(db, key.text, v, true);
@@ -592,6 +604,11 @@ export class SyncEngine {
         db,
         `UPDATE _sync_attachment_state SET pending_initialization_id = '' WHERE singleton_key = 1`,
       ).run();
+      // Parents' last payloads are kept only while some local intent may need to re-create one.
+      stmt(
+        db,
+        `DELETE FROM _sync_deleted_parents WHERE NOT EXISTS (SELECT 1 FROM _sync_dirty_rows WHERE payload IS NOT NULL)`,
+      ).run();
       endApply(db);
     }, signal);
     this.#hooks.applied({
@@ -617,13 +634,19 @@ export class SyncEngine {
     if (!code) return 'rethrow';
     const body = ((cause as ClientError).details.body ?? {}) as Record<string, unknown>;
     switch (code) {
-      case 'push_conflict': {
+      case 'push_conflict':
+      case 'push_row_invalid': {
         const parsed = pushConflictDetailsSchema.safeParse(body.conflict);
         if (!parsed.success) {
+          if (code === 'push_row_invalid') return 'rethrow';
           await this.#unstructuredConflict(outbox, cause as ClientError, signal);
           return 'rethrow';
         }
-        await this.#resolveConflict(parsed.data, signal);
+        const details =
+          code === 'push_row_invalid' && !parsed.data.reason
+            ? { ...parsed.data, reason: 'invalid_value' as const }
+            : parsed.data;
+        await this.#resolveConflict(details, signal);
         return { row: `${parsed.data.table}:${canonicalJson(parsed.data.key)}` };
       }
       case 'history_pruned': {
@@ -729,10 +752,7 @@ export class SyncEngine {
     );
   }
 
-  async #resolveConflict(
-    details: ReturnType<typeof pushConflictDetailsSchema.parse>,
-    signal?: AbortSignal,
-  ): Promise<void> {
+  async #resolveConflict(details: PushConflictDetails, signal?: AbortSignal): Promise<void> {
     const schema = this.cfg.schema;
     const ops = this.#checkRow(details.schema, details.table);
     const wireKeyJson = canonicalJson(details.key);
@@ -755,10 +775,16 @@ export class SyncEngine {
         },
       );
     }
+    const reason: ConflictReason = details.reason ?? 'row_version';
     const serverLive =
       details.server_row !== null && details.server_row !== undefined && !details.server_row_deleted;
     const serverRowLocal = serverLive ? wirePayloadToLocal(ops.m, details.server_row) : null;
+    const ref = details.references ? await this.#reference(details.references, signal) : undefined;
     const ctx: ConflictContext = {
+      reason,
+      ...(details.constraint !== undefined ? { constraint: details.constraint } : {}),
+      ...(details.column !== undefined ? { column: details.column } : {}),
+      ...(ref ? { references: ref.context } : {}),
       schema,
       table: details.table,
       key: details.key as Record<string, string>,
@@ -780,8 +806,9 @@ export class SyncEngine {
     }
     if (!invalid) invalid = validateResolution(ops.m, resolution);
     const v = details.server_row_version;
+    let record: ConflictRecord | undefined;
     await this.runner.tx((db) => {
-      beginApply(db);
+      beginApply(db, this.#fk, schema);
       // Every frozen row goes back to dirty; a newer dirty row for the same key is kept.
       const all = stmt(
         db,
@@ -808,7 +835,23 @@ export class SyncEngine {
       if (!invalid && resolution) {
         const key = wireKeyToLocal(ops.m, details.key);
         const newer = ops.dirty(db, key.text);
-        const kind = newer ? 'keep-local' : resolution.kind;
+        let kind: ConflictResolution['kind'] = resolution.kind;
+        let rule: ConflictRule = 'resolver';
+        if (newer) {
+          kind = 'keep-local';
+          rule = 'newer-local-edit';
+        } else if (kind === 'keep-local' && reason !== 'row_version') {
+          // Keeping the local data can only succeed for a child whose parent comes back.
+          if (reason !== 'foreign_key' || u.op === 'DELETE') {
+            kind = 'accept-server';
+            rule = 'keep-local-not-applicable';
+          } else if (ref?.payload && this.#recreateParent(db, ref)) {
+            rule = 'parent-recreated';
+          } else {
+            kind = 'accept-server';
+            rule = 'parent-unavailable';
+          }
+        }
         if (kind === 'accept-server') {
           if (serverLive) {
             ops.upsertWire(db, details.server_row);
@@ -819,25 +862,113 @@ export class SyncEngine {
             else ops.setRowState(db, key.text, v, true);
           }
         } else {
-          if (resolution.kind === 'merged' && !newer) ops.upsertLocal(db, resolution.payload as LocalPayload);
+          if (kind === 'merged' && resolution.kind === 'merged') {
+            ops.upsertLocal(db, resolution.payload as LocalPayload);
+          }
           if (v === 0) ops.deleteRowState(db, key.text);
           else ops.setRowState(db, key.text, v, !serverLive);
-          const live = ops.live(db, key.bind);
           const keyJson = ops.keyJson(db, key.text);
+          const live = ops.localRow(db, key.bind, keyJson);
           if (live) requeueDirty(db, schema, details.table, keyJson, JSON.stringify(live), v, true);
           else if (serverLive) requeueDirty(db, schema, details.table, keyJson, null, v, true);
           else ops.deleteDirty(db, key.text);
         }
+        const id = recordConflict(db, {
+          schema,
+          table: details.table,
+          keyJson: u.key_json,
+          wireKey: details.key as Record<string, string>,
+          reason,
+          localOp: u.op,
+          localPayload: u.local_payload,
+          baseRowVersion: Number(u.base_row_version),
+          serverRowVersion: v,
+          serverRowDeleted: details.server_row_deleted,
+          serverRow: serverLive ? details.server_row : null,
+          resolution: kind,
+          rule,
+          localLost: kind === 'accept-server',
+          details: {
+            ...(details.constraint !== undefined ? { constraint: details.constraint } : {}),
+            ...(details.column !== undefined ? { column: details.column } : {}),
+            ...(ref ? { references: ref.context } : {}),
+          },
+        });
+        record = readConflict(db, id);
       }
       endApply(db);
     }, signal);
-    if (invalid || !resolution) {
+    if (invalid || !resolution || !record) {
       throw new ClientError('OVERSYNC_CLIENT_INVALID_CONFLICT_RESOLUTION', invalid ?? 'no resolution', {
         details: { table: details.table, key: details.key },
       });
     }
-    this.#hooks.conflict(ctx, resolution);
+    this.#hooks.conflict(ctx, resolution, record);
     this.#hooks.applied({ kind: 'conflict', tables: [details.table], rows: 1, lastBundleSeqSeen: -1 });
+  }
+
+  /** The parent a `foreign_key` conflict names, and its last local payload if the device has one. */
+  async #reference(
+    r: NonNullable<PushConflictDetails['references']>,
+    signal?: AbortSignal,
+  ): Promise<{ context: ConflictReference; ops?: TableOps; payload?: LocalPayload } | undefined> {
+    const pops = this.ops.get(r.table);
+    const base = {
+      table: r.table,
+      key: r.key as Record<string, string>,
+      rowVersion: r.row_version,
+      deleted: r.deleted,
+    };
+    if (!pops || r.schema !== this.cfg.schema) return { context: { ...base, recoverable: false } };
+    const payload = await this.runner.tx((db) => {
+      const key = wireKeyToLocal(pops.m, r.key);
+      const keyJson = pops.keyJson(db, key.text);
+      const saved = stmt(
+        db,
+        `SELECT payload FROM _sync_deleted_parents WHERE schema_name = ? AND table_name = ? AND key_json = ?`,
+      )
+        .pluck()
+        .get(this.cfg.schema, r.table, keyJson) as string | undefined;
+      return (
+        pops.localRow(db, key.bind, keyJson) ?? (saved ? (JSON.parse(saved) as LocalPayload) : undefined)
+      );
+    }, signal);
+    return {
+      context: { ...base, recoverable: payload !== undefined },
+      ops: pops,
+      ...(payload ? { payload } : {}),
+    };
+  }
+
+  /**
+   * Keep-local of a child whose parent is gone on the server: the parent is written back from its
+   * last local payload and queued as a re-INSERT (on top of the server's tombstone), ahead of
+   * every other intent so it reaches the server before its children.
+   */
+  #recreateParent(
+    db: SqliteDb,
+    ref: { context: ConflictReference; ops?: TableOps; payload?: LocalPayload },
+  ): boolean {
+    const pops = ref.ops;
+    if (!pops || !ref.payload) return false;
+    const schema = this.cfg.schema;
+    const key = wireKeyToLocal(pops.m, ref.context.key);
+    const keyJson = pops.keyJson(db, key.text);
+    pops.upsertLocal(db, ref.payload);
+    const v = ref.context.rowVersion;
+    if (v > 0) pops.setRowState(db, key.text, v, true);
+    else pops.deleteRowState(db, key.text);
+    requeueDirty(db, schema, pops.m.table, keyJson, JSON.stringify(ref.payload), v, true);
+    stmt(
+      db,
+      `UPDATE _sync_dirty_rows SET dirty_ordinal = (SELECT MIN(dirty_ordinal) FROM _sync_dirty_rows) - 1
+       WHERE schema_name = ? AND table_name = ? AND key_json = ?`,
+    ).run(schema, pops.m.table, keyJson);
+    stmt(
+      db,
+      `DELETE FROM _sync_deleted_parents WHERE schema_name = ? AND table_name = ? AND key_json = ?`,
+    ).run(schema, pops.m.table, keyJson);
+    return true;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -921,7 +1052,7 @@ export class SyncEngine {
     const tables = new Set<string>();
     let applied = 0;
     await this.runner.tx((db) => {
-      beginApply(db);
+      beginApply(db, this.#fk, this.cfg.schema);
       for (const r of rows) {
         const ops = this.#checkRow(r.schema, r.table);
         const key = wireKeyToLocal(ops.m, r.key);
@@ -1073,6 +1204,49 @@ export class SyncEngine {
     }
   }
 
+  /**
+   * A remote replace drops the local intents that were never pushed (the scope already has its
+   * data). Each is written to the conflict log first, so nothing acknowledged vanishes unrecorded.
+   */
+  #recordDiscarded(db: SqliteDb): void {
+    const schema = this.cfg.schema;
+    const ob = readOutbox(db);
+    const rows = [
+      ...(ob.state === 'prepared'
+        ? (stmt(
+            db,
+            `SELECT table_name, key_json, op, base_row_version, local_payload AS payload FROM _sync_outbox_rows`,
+          ).all() as Array<Record<string, unknown>>)
+        : []),
+      ...(stmt(
+        db,
+        `SELECT table_name, key_json, op, base_row_version, payload FROM _sync_dirty_rows WHERE schema_name = ?`,
+      ).all(schema) as Array<Record<string, unknown>>),
+    ];
+    for (const r of rows) {
+      const ops = this.ops.get(String(r.table_name));
+      if (!ops) continue;
+      const payload = (r.payload as string | null) ?? null;
+      if (payload === null && String(r.op) !== 'DELETE') continue;
+      recordConflict(db, {
+        schema,
+        table: ops.m.table,
+        keyJson: String(r.key_json),
+        wireKey: localKeyToWire(ops.m, JSON.parse(String(r.key_json)) as Record<string, unknown>),
+        reason: 'discarded_by_remote_state',
+        localOp: payload === null ? 'DELETE' : String(r.op) === 'UPDATE' ? 'UPDATE' : 'INSERT',
+        localPayload: payload,
+        baseRowVersion: Number(r.base_row_version),
+        serverRowVersion: 0,
+        serverRowDeleted: false,
+        serverRow: null,
+        resolution: 'accept-server',
+        rule: 'remote-state',
+        localLost: true,
+      });
+    }
+  }
+
   /** The atomic swap: wipe managed tables, load the staged snapshot, restore local intents. */
   async #applySnapshot(
     plan: RebuildPlan,
@@ -1129,8 +1303,10 @@ export class SyncEngine {
         db.exec(`DELETE FROM ${quoteIdent(t)}`);
       }
       stmt(db, `DELETE FROM _sync_row_state WHERE schema_name = ?`).run(schema);
+      if (plan.preserve === 'none') this.#recordDiscarded(db);
       stmt(db, `DELETE FROM _sync_dirty_rows`).run();
       stmt(db, `DELETE FROM _sync_push_stage`).run();
+      stmt(db, `DELETE FROM _sync_orphan_rows WHERE schema_name = ?`).run(schema);
       clearOutbox(db);
       const insRs = stmt(
         db,
@@ -1168,7 +1344,9 @@ export class SyncEngine {
       }
       if (n !== rowCount)
         throw protocolError('staged snapshot row count does not match', { expected: rowCount, got: n });
-      // Re-apply the carried-over intents locally and queue them again.
+      // Re-apply the carried-over intents locally and queue them again; an intent whose parent is
+      // not in the snapshot waits in the stash (its push then gets a foreign_key conflict).
+      trackForeignKeys(db, this.#fk, schema);
       for (const i of intents.values()) {
         const ops = this.ops.get(i.table);
         if (!ops) continue;

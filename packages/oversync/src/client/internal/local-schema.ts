@@ -108,6 +108,40 @@ CREATE TABLE IF NOT EXISTS _sync_managed_tables (
   table_name TEXT NOT NULL,
   PRIMARY KEY (schema_name, table_name)
 );
+CREATE TABLE IF NOT EXISTS _sync_conflicts (
+  conflict_id INTEGER PRIMARY KEY AUTOINCREMENT,
+  schema_name TEXT NOT NULL,
+  table_name TEXT NOT NULL,
+  key_json TEXT NOT NULL,
+  wire_key_json TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  local_op TEXT NOT NULL,
+  local_payload TEXT,
+  base_row_version INTEGER NOT NULL,
+  server_row_version INTEGER NOT NULL,
+  server_row_deleted INTEGER NOT NULL,
+  server_row TEXT,
+  resolution TEXT NOT NULL,
+  rule TEXT NOT NULL,
+  local_lost INTEGER NOT NULL,
+  details TEXT NOT NULL DEFAULT '{}',
+  created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+);
+CREATE TABLE IF NOT EXISTS _sync_orphan_rows (
+  schema_name TEXT NOT NULL,
+  table_name TEXT NOT NULL,
+  key_json TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  stashed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+  PRIMARY KEY (schema_name, table_name, key_json)
+);
+CREATE TABLE IF NOT EXISTS _sync_deleted_parents (
+  schema_name TEXT NOT NULL,
+  table_name TEXT NOT NULL,
+  key_json TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  PRIMARY KEY (schema_name, table_name, key_json)
+);
 `;
 
 export const METADATA_TABLES = [
@@ -122,6 +156,9 @@ export const METADATA_TABLES = [
   '_sync_outbox_rows',
   '_sync_push_stage',
   '_sync_managed_tables',
+  '_sync_conflicts',
+  '_sync_orphan_rows',
+  '_sync_deleted_parents',
 ] as const;
 
 /** Older databases made by the reference client lack our extra column: add it. */

@@ -25,8 +25,22 @@ export interface TableModel {
   readonly keyColumns: readonly ColumnModel[];
   /** Managed parent tables (FK targets, self references excluded). */
   readonly parents: readonly string[];
+  /** Every foreign key of this table (self references included), one entry per constraint. */
+  readonly foreignKeys: readonly ForeignKeyModel[];
   /** Position in parent-first order. */
   order: number;
+}
+
+/** One foreign key: `table(from…) → parent(to…)`. */
+export interface ForeignKeyModel {
+  /** The referencing (child) table. */
+  readonly table: string;
+  readonly parent: string;
+  /** Referencing columns, as declared. */
+  readonly from: readonly string[];
+  /** Referenced columns, as declared (the parent's primary key when the FK names none). */
+  readonly to: readonly string[];
+  readonly onDelete: string;
 }
 
 export interface TableConfig {
@@ -45,6 +59,7 @@ interface PragmaFk {
   table: string;
   from: string;
   to: string | null;
+  on_delete: string;
 }
 
 function invalid(message: string, details: Record<string, unknown>): ClientError {
@@ -116,9 +131,48 @@ export function loadTableModels(db: SqliteDb, configs: readonly TableConfig[]): 
       }
       if (target !== table && !parents.includes(target)) parents.push(target);
     }
-    models.push({ table, quoted: quoteIdent(table), columns, byKey, keyColumns, parents, order: 0 });
+    const foreignKeys = foreignKeyModels(db, table, fks);
+    models.push({
+      table,
+      quoted: quoteIdent(table),
+      columns,
+      byKey,
+      keyColumns,
+      parents,
+      foreignKeys,
+      order: 0,
+    });
   }
   return topoSort(models);
+}
+
+/** Groups `PRAGMA foreign_key_list` rows by constraint; a missing `to` means the parent's primary key. */
+function foreignKeyModels(db: SqliteDb, table: string, fks: readonly PragmaFk[]): ForeignKeyModel[] {
+  const byId = new Map<number, PragmaFk[]>();
+  for (const f of fks) byId.set(f.id, [...(byId.get(f.id) ?? []), f]);
+  const out: ForeignKeyModel[] = [];
+  for (const parts of byId.values()) {
+    parts.sort((a, b) => a.seq - b.seq);
+    const first = parts[0];
+    if (!first) continue;
+    const parent = first.table.toLowerCase();
+    let to = parts.map((p) => p.to);
+    if (to.some((t) => t === null)) {
+      const pk = (db.prepare(`PRAGMA table_info(${quoteIdent(parent)})`).all() as PragmaColumn[])
+        .filter((c) => c.pk > 0)
+        .sort((a, b) => a.pk - b.pk)
+        .map((c) => c.name);
+      to = pk;
+    }
+    out.push({
+      table,
+      parent,
+      from: parts.map((p) => p.from),
+      to: to as string[],
+      onDelete: String(first.on_delete ?? 'NO ACTION').toUpperCase(),
+    });
+  }
+  return out;
 }
 
 /** Parent-first order; ties and cycle remainders keep configured order. */

@@ -1,6 +1,11 @@
-import { createSyncClient, type SyncClient, type SyncClientOptionsInput } from '@x/oversync/client';
+import {
+  createSyncClient,
+  isClientError,
+  type SyncClient,
+  type SyncClientOptionsInput,
+} from '@x/oversync/client';
 import Database from 'better-sqlite3';
-import { CLIENT_TABLES, SQLITE_BUSINESS_DDL } from './schema.js';
+import { BUSINESS_SCHEMA, CLIENT_TABLES, type TestSchema } from './schema.js';
 
 export interface Device {
   readonly name: string;
@@ -23,9 +28,10 @@ export function openDevice(
   baseUrl: string,
   user: string,
   opts: DeviceOptions = {},
+  schema: TestSchema = BUSINESS_SCHEMA,
 ): Device {
   const db = new Database(path);
-  db.exec(SQLITE_BUSINESS_DDL);
+  db.exec(schema.sqlite);
   const device: Device = {
     name,
     path,
@@ -44,7 +50,7 @@ export function openDevice(
     baseUrl,
     token: () => device.user,
     schema: 'business',
-    tables: CLIENT_TABLES,
+    tables: schema.tables.map((t) => ({ table: t.table, syncKeyColumns: [...t.syncKeyColumns] })),
     retry: { initialBackoffMs: 5, maxBackoffMs: 20 },
     ...opts,
     fetch: (u, i) => {
@@ -60,6 +66,26 @@ export function rows(db: Database.Database, table: string): Array<Record<string,
 }
 
 /** Every business table of a device, for equality checks. */
-export function snapshot(db: Database.Database): Record<string, unknown> {
-  return Object.fromEntries(CLIENT_TABLES.map((t) => [t.table, rows(db, t.table)]));
+export function snapshot(
+  db: Database.Database,
+  tables: TestSchema['tables'] = CLIENT_TABLES,
+): Record<string, unknown> {
+  return Object.fromEntries(tables.map((t) => [t.table, rows(db, t.table)]));
+}
+
+/** `sync()`, where an offline device may fail at the network edge; everything else is a bug. */
+export async function trySync(d: Device): Promise<void> {
+  try {
+    await d.client.sync();
+  } catch (e) {
+    const networkError =
+      isClientError(e, 'OVERSYNC_CLIENT_RETRY_EXHAUSTED') || isClientError(e, 'OVERSYNC_CLIENT_NETWORK');
+    if (!(d.offline && networkError)) throw e;
+  }
+}
+
+/** Plays one network command of a property test: sync, go offline, come back online. */
+export async function networkOp(d: Device, kind: 'sync' | 'offline' | 'online'): Promise<void> {
+  if (kind === 'sync') await trySync(d);
+  else d.offline = kind === 'offline';
 }

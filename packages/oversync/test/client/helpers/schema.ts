@@ -36,3 +36,16 @@ export const CLIENT_TABLES = [
   { table: 'files', syncKeyColumns: ['id'] },
   { table: 'typed_rows', syncKeyColumns: ['id'] },
 ];
+
+/** A business schema as a test needs it: Postgres DDL, SQLite DDL and the synced tables. */
+export interface TestSchema {
+  readonly pg: string;
+  readonly sqlite: string;
+  readonly tables: ReadonlyArray<{ readonly table: string; readonly syncKeyColumns: readonly string[] }>;
+}
+
+export const BUSINESS_SCHEMA: TestSchema = {
+  pg: PG_BUSINESS_DDL,
+  sqlite: SQLITE_BUSINESS_DDL,
+  tables: CLIENT_TABLES,
+};

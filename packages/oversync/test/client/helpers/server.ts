@@ -4,7 +4,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import pg from 'pg';
 // Relative import so benchmarks run by tsx use the sources too (vitest aliases resolve either way).
 import { createSyncService, oversyncFastifyPlugin, type SyncService } from '../../../src/server/index.js';
-import { CLIENT_TABLES, PG_BUSINESS_DDL } from './schema.js';
+import { BUSINESS_SCHEMA, type TestSchema } from './schema.js';
 
 export { CLIENT_TABLES, PG_BUSINESS_DDL, SQLITE_BUSINESS_DDL } from './schema.js';
 
@@ -28,6 +28,8 @@ export interface TestServerOptions {
   /** Create the business schema in `database` (always done for a fresh one). */
   createSchema?: boolean;
   port?: number;
+  /** The business tables (default: the users/posts/files/typed_rows schema). */
+  schema?: TestSchema;
 }
 
 /** Our server (fastify + @x/oversync/server) over a fresh database on the shared test cluster. */
@@ -36,14 +38,15 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   const tdb = opts.database ?? (await createTestDatabase({ prefix: 'oversync_client' }));
   const admin = new pg.Client({ connectionString: tdb.url });
   await admin.connect();
-  if (ownDb || opts.createSchema) await admin.query(PG_BUSINESS_DDL);
+  const schema = opts.schema ?? BUSINESS_SCHEMA;
+  if (ownDb || opts.createSchema) await admin.query(schema.pg);
   const cluster = createCluster({ primary: tdb.url });
   const service = createSyncService({
     db: cluster,
-    registeredTables: CLIENT_TABLES.map((t) => ({
+    registeredTables: schema.tables.map((t) => ({
       schema: 'business',
       table: t.table,
-      syncKeyColumns: t.syncKeyColumns,
+      syncKeyColumns: [...t.syncKeyColumns],
     })),
     limits: opts.retainedBundlesPerUser ? { retainedBundlesPerUser: opts.retainedBundlesPerUser } : {},
     bundleChangeWatch: {

@@ -43,7 +43,14 @@ export function deviceSuite(prefix: string, serverOpts: TestServerOptions = {}):
     },
     device(user, opts = {}, path, baseUrl) {
       const file = path ?? suite.path();
-      const d = openDevice(`${prefix}${++n}`, file, baseUrl ?? suite.server.baseUrl, user, opts);
+      const d = openDevice(
+        `${prefix}${++n}`,
+        file,
+        baseUrl ?? suite.server.baseUrl,
+        user,
+        opts,
+        serverOpts.schema,
+      );
       devices.push(d);
       return d;
     },

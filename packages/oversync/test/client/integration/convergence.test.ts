@@ -1,10 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { isClientError } from '@x/oversync/client';
 import { tempDir } from '@x/testkit';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Device, openDevice } from '../helpers/device.js';
+import { type Device, networkOp, openDevice } from '../helpers/device.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 const RUNS = Number(process.env.OVERSYNC_PROP_RUNS ?? 6);
@@ -51,22 +50,6 @@ function users(d: Device): Array<{ id: string; name: string }> {
   return d.db.prepare(`SELECT id, name FROM users ORDER BY id`).all() as Array<{ id: string; name: string }>;
 }
 
-async function trySync(d: Device): Promise<void> {
-  try {
-    await d.client.sync();
-  } catch (e) {
-    // Offline devices fail at the network edge; everything else is a bug.
-    if (
-      !(
-        d.offline &&
-        (isClientError(e, 'OVERSYNC_CLIENT_RETRY_EXHAUSTED') || isClientError(e, 'OVERSYNC_CLIENT_NETWORK'))
-      )
-    ) {
-      throw e;
-    }
-  }
-}
-
 describe('convergence property', () => {
   it(
     'random edits on three devices (random resolvers) with offline periods end with every device equal to the server',
@@ -105,13 +88,9 @@ describe('convergence property', () => {
                     d.db.prepare(`DELETE FROM users WHERE id = ?`).run(keys[c.key]);
                     break;
                   case 'sync':
-                    await trySync(d);
-                    break;
                   case 'offline':
-                    d.offline = true;
-                    break;
                   case 'online':
-                    d.offline = false;
+                    await networkOp(d, c.kind);
                     break;
                 }
               }
