@@ -27,6 +27,7 @@ export {
   DEFAULT_MAX_WAITING,
   DEFAULT_QUEUE_SIZE,
   type Logger,
+  MAX_REQUEST_ID_LENGTH,
   type ResolvedWriteCoordinatorOptions,
   type WriteCoordinatorOptions,
   writeCoordinatorOptionsSchema,

@@ -16,6 +16,8 @@ export const DEFAULT_CHANGES_BUFFER_SIZE = 1_024;
 export const DEFAULT_LATENCY_RESERVOIR_SIZE = 4_096;
 export const DEFAULT_CHECKPOINT_INTERVAL_MS = 10;
 export const DEFAULT_CHECKPOINT_WRITER_FALLBACK_PAGES = 10_000;
+/** The longest `requestId` a submit accepts (characters). */
+export const MAX_REQUEST_ID_LENGTH = 512;
 
 /** A pino-compatible logger; only these four levels are used. */
 export interface Logger {
@@ -85,6 +87,14 @@ export const writeCoordinatorOptionsSchema = z
       .prefault({}),
     /** Events buffered per `changes()` iterator before it fails with CHANGES_OVERFLOW. */
     changesBufferSize: positiveInt.default(DEFAULT_CHANGES_BUFFER_SIZE),
+    /**
+     * Fencing: the epoch of this writer (e.g. an election's term). The coordinator stores it in the
+     * file at creation (refusing with FENCED if a higher one is stored) and checks it inside every
+     * batch transaction: once a writer of a higher epoch has claimed the file, every batch of this
+     * one fails with FENCED before any job runs, and the coordinator refuses all further work.
+     * Unset: no fencing check.
+     */
+    fencingEpoch: positiveInt.optional(),
     /** Latest job latencies kept for p50/p99. */
     latencyReservoirSize: positiveInt.default(DEFAULT_LATENCY_RESERVOIR_SIZE),
     logger: z

@@ -1,8 +1,8 @@
 import diagnostics from 'node:diagnostics_channel';
 import { performance } from 'node:perf_hooks';
 import type { z } from 'zod';
-import { sqliteCodeOf, toJobError, WriteCoordinatorError } from '../errors.js';
-import type { Logger, ResolvedWriteCoordinatorOptions } from '../options.js';
+import { isWriteCoordinatorError, sqliteCodeOf, toJobError, WriteCoordinatorError } from '../errors.js';
+import { type Logger, MAX_REQUEST_ID_LENGTH, type ResolvedWriteCoordinatorOptions } from '../options.js';
 import type {
   CommitEvent,
   JobFn,
@@ -18,8 +18,11 @@ import { BackgroundCheckpointer } from './checkpointer.js';
 import { Deque } from './deque.js';
 import { LatencyReservoir } from './reservoir.js';
 import {
+  claimFence,
   configureDatabase,
+  fencedError,
   prepareStore,
+  readMark,
   readSeq,
   type Statements,
   type StoredRequest,
@@ -32,7 +35,6 @@ export const CLOSE_CHANNEL = 'x:writecoordinator:close';
 const batchChannel = diagnostics.channel(BATCH_CHANNEL);
 const closeChannel = diagnostics.channel(CLOSE_CHANNEL);
 
-const MAX_REQUEST_ID_LENGTH = 512;
 /** How long one turn of the writer loop may keep committing batches before it yields. */
 const TICK_BUDGET_MS = 2;
 
@@ -70,12 +72,10 @@ interface Registered {
   handler: (db: SqliteDatabase, params: unknown) => unknown;
 }
 
-/** How a job left the transaction it ran in, when it did (a misuse: jobs must not COMMIT/ROLLBACK). */
-type Ended = 'committed' | 'rolled back';
-
 const EMPTY_OPTS: SubmitOptions = Object.freeze({});
 /** The outcome of a batch run where no job ended the transaction (shared: no allocation per batch). */
 const OK: { kind: 'ok' } = Object.freeze({ kind: 'ok' });
+const TAMPERED: { kind: 'tampered' } = Object.freeze({ kind: 'tampered' });
 const SETTLED = Promise.resolve();
 
 // One executor for every job's promise (no closure per submit): it hands the resolving functions
@@ -108,6 +108,12 @@ export class Coordinator implements WriteCoordinator {
   readonly #latency: LatencyReservoir;
   readonly #baseSync: number;
   #seq: number;
+  /** The last per-job marker written (see #runIsolated). */
+  #mark: number;
+  /** The fencing epoch bound into every sequence bump (no check without `fencingEpoch`). */
+  readonly #fenceBound: number;
+  /** Set once a newer writer fenced this one off: every submit is refused with it. */
+  #fenced: WriteCoordinatorError | null = null;
   #depth = 0; // live jobs in #queue
   #waiting = 0; // live jobs in #waiters
   #scheduled: NodeJS.Immediate | null = null;
@@ -149,7 +155,10 @@ export class Coordinator implements WriteCoordinator {
     // checked here: a read-only or non-WAL database fails at creation, not at the first write.
     configureDatabase(this.#db, options.durability, options.busyTimeoutMs);
     this.#st = prepareStore(this.#db);
+    this.#fenceBound = options.fencingEpoch ?? Number.MAX_SAFE_INTEGER;
+    if (options.fencingEpoch !== undefined) claimFence(this.#db, this.#st, options.fencingEpoch);
     this.#seq = readSeq(this.#st);
+    this.#mark = readMark(this.#st);
     this.#prune(Date.now());
   }
 
@@ -198,6 +207,7 @@ export class Coordinator implements WriteCoordinator {
     opts: SubmitOptions,
     exclusive: boolean,
   ): Promise<WriteResult<unknown>> {
+    if (this.#fenced !== null) return this.#refuse(this.#fenced);
     if (this.#closing) {
       return this.#refuse(
         new WriteCoordinatorError('WRITECOORDINATOR_CLOSED', 'the write coordinator is closed', {
@@ -573,12 +583,21 @@ export class Coordinator implements WriteCoordinator {
   }
 
   /**
-   * Group commit. The batch first runs optimistically: one BEGIN IMMEDIATE, every job, one COMMIT,
-   * no savepoints. If a job throws, the whole transaction is rolled back, that job is rejected
-   * with its error (it is not run again), and the remaining jobs run again from the start of a
-   * fresh transaction with a SAVEPOINT around each, so any further failure is rolled back alone.
-   * A job may therefore be *invoked* twice, but only the effects of its last invocation can ever
-   * be committed, and the value its caller gets is the value of that invocation.
+   * Group commit. The batch first runs optimistically: one BEGIN IMMEDIATE, one sentinel SAVEPOINT
+   * (the coordinator's savepoint, named like the per-job one), the sequence bump, every job, one
+   * COMMIT; no savepoint per job. If a job throws, the whole transaction is rolled back, that job is
+   * rejected with its error (it is not run again), and the remaining jobs run again from the start
+   * of a fresh transaction with a SAVEPOINT around each, so any further failure is rolled back
+   * alone. A job may therefore be *invoked* twice, but only the effects of its last invocation can
+   * ever be committed, and the value its caller gets is the value of that invocation.
+   *
+   * A job must not control the transaction. One that does (COMMIT, ROLLBACK, END, BEGIN after
+   * either, RELEASE or ROLLBACK TO of the coordinator's savepoint) is detected (after the job when it
+   * leaves no transaction open, else by the sentinel at the end of the optimistic run, or by the
+   * per-job savepoint and marker in the isolated run) and is the only job rejected: what a job's
+   * COMMIT made durable is reported as committed (request records tell which jobs were), everything
+   * else runs again, isolated. The sequence is always bumped from its stored value, so no sequence
+   * number is ever reused.
    */
   #runBatch(batch: Job[]): void {
     const db = this.#db;
@@ -593,87 +612,51 @@ export class Coordinator implements WriteCoordinator {
     const switchSync = full && this.#baseSync !== 2;
     let pending = batch;
     let isolate = false;
-    let committed: Job[] = [];
-    let commitSeq = 0;
     try {
       if (switchSync) db.pragma('synchronous = FULL');
-      for (;;) {
-        const seq = this.#seq + 1;
+      while (pending.length > 0) {
         const now = Date.now();
+        let seq: number;
         try {
           st.begin.run();
-          // Written first so a job that (wrongly) commits the transaction can be detected.
-          st.writeSeq.run(seq);
+          if (!isolate) st.savepoint.run(); // the sentinel, opened before the sequence bump
+          seq = this.#nextSeq();
         } catch (e) {
           this.#endTransaction();
-          this.#failAll(pending, e);
+          if (isWriteCoordinatorError(e) && e.code === 'WRITECOORDINATOR_FENCED') this.#fence(e, pending);
+          else this.#failAll(pending, e);
           return;
         }
         const outcome = isolate
           ? this.#runIsolated(pending, seq, now)
           : this.#runOptimistic(pending, seq, now);
-        if (outcome.kind === 'ended') {
-          // A job ended the transaction itself (COMMIT/ROLLBACK inside a job, or an SQLite error
-          // that rolled the whole transaction back). The job is rejected; the others go on.
-          const { index, ended } = outcome;
-          const offender = pending[index]!;
-          const details = {
-            method: offender.method,
-            transactionEnded: ended,
-            applied: ended === 'committed',
-          };
-          this.#failJob(
-            offender,
-            sqliteCodeOf(outcome.error) !== undefined
-              ? toJobError(outcome.error, details) // e.g. SQLITE_FULL, which rolls the transaction back
-              : new WriteCoordinatorError(
-                  'WRITECOORDINATOR_JOB_FAILED',
-                  `the job ${ended} the batch transaction`,
-                  {
-                    details,
-                    cause: outcome.error,
-                  },
-                ),
-          );
-          if (ended === 'committed') {
-            // Everything before it is durable at `seq`; the rest is handed back to the queue front.
-            committed = pending.slice(0, index).filter((j) => j.state === State.Running);
-            commitSeq = seq;
-            this.#handBack(pending.slice(index + 1));
-            break;
+        if (outcome.kind === 'ok') {
+          // All jobs are done or isolated; commit if anything was written.
+          let wrote = false;
+          let settled = false;
+          for (let i = 0; i < pending.length; i++) {
+            const j = pending[i]!;
+            if (j.state !== State.Running) settled = true;
+            else if (!j.replayed) wrote = true;
           }
-          pending = pending.filter((j, i) => i !== index && j.state === State.Running);
-          isolate = true;
-          continue;
-        }
-        if (outcome.kind === 'failed') {
-          // Optimistic run failed at `index`: roll everything back, reject that job, re-run the others.
-          this.#endTransaction();
-          this.#failJob(pending[outcome.index]!, outcome.error);
-          pending = pending.filter((j, i) => i !== outcome.index && j.state === State.Running);
-          isolate = true;
-          this.#isolated++;
-          continue;
-        }
-        // All jobs are done or isolated; commit if anything was written.
-        let wrote = false;
-        let settled = false;
-        for (let i = 0; i < pending.length; i++) {
-          const j = pending[i]!;
-          if (j.state !== State.Running) settled = true;
-          else if (!j.replayed) wrote = true;
-        }
-        committed = settled ? pending.filter((j) => j.state === State.Running) : pending;
-        try {
-          if (wrote) st.commit.run();
-          else st.rollback.run();
-        } catch (e) {
-          this.#endTransaction();
-          this.#failAll(committed, e);
+          const committed = settled ? pending.filter((j) => j.state === State.Running) : pending;
+          try {
+            if (wrote) st.commit.run();
+            else st.rollback.run();
+          } catch (e) {
+            this.#endTransaction();
+            this.#failAll(committed, e);
+            return;
+          }
+          this.#finishBatch(committed, wrote ? seq : 0, t0, full);
           return;
         }
-        commitSeq = wrote ? seq : 0;
-        break;
+        if (!isolate) this.#isolated++;
+        // The job that ended the transaction is known exactly when nothing was left open after it.
+        const r = this.#recover(pending, seq, outcome, outcome.kind === 'ended');
+        if (r.seqCommitted) this.#finishBatch(r.committed, seq, t0, full);
+        pending = r.rerun;
+        isolate = true;
       }
     } finally {
       if (switchSync) {
@@ -684,52 +667,207 @@ export class Coordinator implements WriteCoordinator {
         }
       }
     }
-    this.#finishBatch(committed, commitSeq, t0, full);
   }
 
-  #runOptimistic(
-    jobs: Job[],
-    seq: number,
-    now: number,
-  ): { kind: 'ok' } | { kind: 'failed'; index: number; error: unknown } | EndedOutcome {
+  /** The stored sequence plus one, inside the open transaction; throws FENCED when fenced off. */
+  #nextSeq(): number {
+    const row = this.#st.nextSeq.get(this.#fenceBound) as { value: number | bigint } | undefined;
+    if (row === undefined) {
+      const fence = this.#st.readFence.get() as { value: number | bigint } | undefined;
+      throw fencedError(this.#fenceBound, fence === undefined ? null : Number(fence.value));
+    }
+    return Number(row.value);
+  }
+
+  /** A writer of a newer epoch claimed the file: fail this batch and everything queued, refuse the rest. */
+  #fence(e: WriteCoordinatorError, pending: Job[]): void {
+    this.#fenced = e;
+    this.#log.error({ err: e }, 'writecoordinator: fenced off by a newer writer; refusing all work');
+    for (const j of pending) this.#failJob(j, e);
+    for (const j of this.#waiters.drain()) {
+      if (j.state !== State.Waiting) continue;
+      this.#waiting--;
+      this.#rejected++;
+      this.#settleError(j, e);
+    }
+    for (const j of this.#queue.drain()) {
+      if (j.state !== State.Queued) continue;
+      this.#depth--;
+      this.#failJob(j, e);
+    }
+    this.#checkDrained();
+  }
+
+  #runOptimistic(jobs: Job[], seq: number, now: number): Outcome {
     const db = this.#db;
     for (let i = 0; i < jobs.length; i++) {
       try {
         this.#runJob(jobs[i]!, seq, now);
       } catch (e) {
-        if (!db.inTransaction) return this.#ended(i, seq, e);
+        if (!db.inTransaction) return { kind: 'ended', index: i, error: e };
         return { kind: 'failed', index: i, error: e };
       }
-      if (!db.inTransaction) return this.#ended(i, seq, undefined);
+      if (!db.inTransaction) return { kind: 'ended', index: i, error: undefined };
+    }
+    // The sentinel: the transaction must still be ours (our sequence, our savepoint).
+    if (readSeq(this.#st) !== seq) return TAMPERED;
+    try {
+      this.#st.releaseSavepoint.run();
+    } catch {
+      return TAMPERED;
     }
     return OK;
   }
 
-  #runIsolated(jobs: Job[], seq: number, now: number): { kind: 'ok' } | EndedOutcome {
+  #runIsolated(jobs: Job[], seq: number, now: number): Outcome {
     const db = this.#db;
     const st = this.#st;
     for (let i = 0; i < jobs.length; i++) {
       const j = jobs[i]!;
+      const mark = ++this.#mark;
       st.savepoint.run();
+      st.writeMark.run(mark);
+      let threw = false;
+      let error: unknown;
       try {
         this.#runJob(j, seq, now);
       } catch (e) {
-        if (!db.inTransaction) return this.#ended(i, seq, e);
-        st.rollbackToSavepoint.run();
-        st.releaseSavepoint.run();
-        this.#failJob(j, e);
-        continue;
+        threw = true;
+        error = e;
       }
-      if (!db.inTransaction) return this.#ended(i, seq, undefined);
-      st.releaseSavepoint.run();
+      if (!db.inTransaction) return { kind: 'ended', index: i, error };
+      // A job that rolled back to the savepoint undid the marker written inside it.
+      const intact = readMark(st) === mark;
+      try {
+        if (threw || !intact) st.rollbackToSavepoint.run();
+        st.releaseSavepoint.run();
+      } catch {
+        // The savepoint is gone: the job released it, or ended the transaction and began another.
+        return { kind: 'ended', index: i, error };
+      }
+      if (threw) this.#failJob(j, error);
+      else if (!intact) {
+        this.#failJob(
+          j,
+          new WriteCoordinatorError(
+            'WRITECOORDINATOR_JOB_FAILED',
+            "the job rolled back to the coordinator's savepoint",
+            { details: { method: j.method, transactionEnded: false, applied: false } },
+          ),
+        );
+      }
     }
     return OK;
   }
 
-  #ended(index: number, seq: number, error: unknown): EndedOutcome {
-    const ended: Ended = readSeq(this.#st) === seq ? 'committed' : 'rolled back';
-    if (ended === 'committed') this.#seq = seq;
-    return { kind: 'ended', index, ended, error };
+  /**
+   * After a failed job or one that ended (or tampered with) the transaction: rolls back what is
+   * open, then sorts the batch. If the stored sequence is still below `seq`, nothing was committed:
+   * the job at fault is rejected (not applied) and every other live job runs again, isolated. Else a
+   * job's COMMIT made a prefix of the batch durable. When the job that did it is known (it left no
+   * transaction open, or an isolated run checked it on its own), those before it are committed
+   * (unless their request record says otherwise), it is rejected as applied, those after run again. After an optimistic run, request records tell: a job whose record is
+   * stored at `seq` was committed, as was every job before it; the first job without one was not
+   * (nor anything after it). The job that committed is the one job between those two bounds; when
+   * anonymous jobs (no requestId) leave more than one candidate, each candidate is rejected with
+   * `applied: 'unknown'`. No committed job is ever run again or reported as not applied.
+   */
+  #recover(
+    jobs: Job[],
+    seq: number,
+    outcome: Exclude<Outcome, { kind: 'ok' }>,
+    exact: boolean,
+  ): { committed: Job[]; rerun: Job[]; seqCommitted: boolean } {
+    this.#endTransaction();
+    const seqCommitted = readSeq(this.#st) >= seq;
+    const at = outcome.kind === 'tampered' ? -1 : outcome.index;
+    const atError = outcome.kind === 'tampered' ? undefined : outcome.error;
+    const committed: Job[] = [];
+    const rerun: Job[] = [];
+    const live = (i: number): boolean => jobs[i]!.state === State.Running;
+    if (!seqCommitted || exact) {
+      for (let i = 0; i < jobs.length; i++) {
+        if (!live(i)) continue;
+        const j = jobs[i]!;
+        if (i === at) {
+          this.#failJob(j, outcome.kind === 'failed' ? atError : this.#endedError(j, seqCommitted, atError));
+        } else if (seqCommitted && i < at && this.#recorded(j, seq)) committed.push(j);
+        else rerun.push(j);
+      }
+      return { committed, rerun, seqCommitted };
+    }
+    // Optimistic run, partly committed by some job: find the bounds from the request records.
+    const ran = at >= 0 ? at : jobs.length;
+    let lastKnown = -1;
+    let firstNot = ran;
+    for (let i = 0; i < ran && firstNot === ran; i++) {
+      if (!live(i)) continue;
+      const j = jobs[i]!;
+      if (j.replayed) continue; // wrote nothing: committed whatever happened
+      if (j.requestId === null) continue;
+      const row = this.#st.findRequest.get(j.requestId) as StoredRequest | undefined;
+      if (row !== undefined && Number(row.seq) === seq) lastKnown = i;
+      else firstNot = i;
+    }
+    const suspects: number[] = [];
+    for (let i = lastKnown + 1; i < firstNot; i++) {
+      if (live(i) && !jobs[i]!.replayed) suspects.push(i);
+    }
+    if (firstNot < ran) suspects.push(firstNot);
+    else if (at >= 0) suspects.push(at);
+    for (let i = 0; i < jobs.length; i++) {
+      if (!live(i)) continue;
+      const j = jobs[i]!;
+      if (suspects.includes(i)) {
+        if (suspects.length === 1) {
+          // the job that committed: its work up to its COMMIT is durable
+          this.#failJob(
+            j,
+            i === at && outcome.kind === 'failed'
+              ? toJobError(atError, { method: j.method, transactionEnded: 'committed', applied: true })
+              : this.#endedError(j, true, i === at ? atError : undefined),
+          );
+        } else {
+          this.#failJob(
+            j,
+            new WriteCoordinatorError(
+              'WRITECOORDINATOR_JOB_FAILED',
+              'a job of the batch committed the transaction itself; whether this job was committed is unknown',
+              { details: { method: j.method, applied: 'unknown' } },
+            ),
+          );
+        }
+      } else if (i === at) {
+        // failed or ended after the commit, in the transaction the offender began: rolled back
+        this.#failJob(j, outcome.kind === 'failed' ? atError : this.#endedError(j, false, atError));
+      } else if (i < (suspects[0] ?? firstNot) || j.replayed) committed.push(j);
+      else rerun.push(j);
+    }
+    return { committed, rerun, seqCommitted };
+  }
+
+  /** Whether a job that ran before a job's COMMIT was committed by it: its record says so, if it has one. */
+  #recorded(j: Job, seq: number): boolean {
+    if (j.replayed || j.requestId === null) return true;
+    const row = this.#st.findRequest.get(j.requestId) as StoredRequest | undefined;
+    return row !== undefined && Number(row.seq) === seq;
+  }
+
+  #endedError(j: Job, committed: boolean, error: unknown): WriteCoordinatorError {
+    const details = {
+      method: j.method,
+      transactionEnded: committed ? 'committed' : 'rolled back',
+      applied: committed,
+    };
+    // e.g. SQLITE_FULL, which rolls the transaction back
+    if (sqliteCodeOf(error) !== undefined) return toJobError(error, details);
+    return new WriteCoordinatorError(
+      'WRITECOORDINATOR_JOB_FAILED',
+      committed
+        ? 'the job committed the batch transaction'
+        : 'the job ended the batch transaction or released its savepoint',
+      { details, cause: error },
+    );
   }
 
   /** Rolls back whatever is open; a failure here is logged (the connection is then beyond repair). */
@@ -740,13 +878,6 @@ export class Coordinator implements WriteCoordinator {
     } catch (e) {
       this.#log.error({ err: e }, 'writecoordinator: rollback failed');
     }
-  }
-
-  #handBack(jobs: Job[]): void {
-    const live = jobs.filter((j) => j.state === State.Running);
-    for (const j of live) j.state = State.Queued;
-    this.#queue.unshiftAll(live);
-    this.#depth += live.length;
   }
 
   #failJob(j: Job, e: unknown): void {
@@ -965,4 +1096,9 @@ export class Coordinator implements WriteCoordinator {
   }
 }
 
-type EndedOutcome = { kind: 'ended'; index: number; ended: Ended; error: unknown };
+/** How a run of the batch's jobs went (see #runBatch). */
+type Outcome =
+  | { kind: 'ok' }
+  | { kind: 'failed'; index: number; error: unknown }
+  | { kind: 'ended'; index: number; error: unknown }
+  | { kind: 'tampered' };

@@ -8,6 +8,8 @@ export const REQUESTS_TABLE = '_x_wc_requests';
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS ${META_TABLE} (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO ${META_TABLE} (key, value) VALUES ('seq', 0);
+INSERT OR IGNORE INTO ${META_TABLE} (key, value) VALUES ('fence', 0);
+INSERT OR IGNORE INTO ${META_TABLE} (key, value) VALUES ('mark', 0);
 CREATE TABLE IF NOT EXISTS ${REQUESTS_TABLE} (
   request_id TEXT PRIMARY KEY,
   result_json TEXT,
@@ -31,7 +33,16 @@ export interface Statements {
   releaseSavepoint: SqliteStatement;
   rollbackToSavepoint: SqliteStatement;
   readSeq: SqliteStatement;
-  writeSeq: SqliteStatement;
+  /**
+   * Bumps the stored sequence (never an in-memory copy, so no sequence is ever reused) unless the
+   * stored fencing epoch is above the bound one; returns `{ value }`, or nothing when fenced.
+   */
+  nextSeq: SqliteStatement;
+  readFence: SqliteStatement;
+  writeFence: SqliteStatement;
+  /** A per-job marker written inside the job's savepoint (detects a job's ROLLBACK TO of it). */
+  writeMark: SqliteStatement;
+  readMark: SqliteStatement;
   findRequest: SqliteStatement;
   recordRequest: SqliteStatement;
   pruneByAge: SqliteStatement;
@@ -110,7 +121,13 @@ export function prepareStore(db: SqliteDatabase): Statements {
     releaseSavepoint: db.prepare('RELEASE x_wc_job'),
     rollbackToSavepoint: db.prepare('ROLLBACK TO x_wc_job'),
     readSeq: db.prepare(`SELECT value FROM ${META_TABLE} WHERE key = 'seq'`),
-    writeSeq: db.prepare(`UPDATE ${META_TABLE} SET value = ? WHERE key = 'seq'`),
+    nextSeq: db.prepare(
+      `UPDATE ${META_TABLE} SET value = value + 1 WHERE key = 'seq' AND (SELECT value FROM ${META_TABLE} WHERE key = 'fence') <= ? RETURNING value`,
+    ),
+    readFence: db.prepare(`SELECT value FROM ${META_TABLE} WHERE key = 'fence'`),
+    writeFence: db.prepare(`UPDATE ${META_TABLE} SET value = ? WHERE key = 'fence'`),
+    writeMark: db.prepare(`UPDATE ${META_TABLE} SET value = ? WHERE key = 'mark'`),
+    readMark: db.prepare(`SELECT value FROM ${META_TABLE} WHERE key = 'mark'`),
     findRequest: db.prepare(`SELECT result_json, seq FROM ${REQUESTS_TABLE} WHERE request_id = ?`),
     recordRequest: db.prepare(
       `INSERT INTO ${REQUESTS_TABLE} (request_id, result_json, seq, created_at) VALUES (?, ?, ?, ?)`,
@@ -122,7 +139,39 @@ export function prepareStore(db: SqliteDatabase): Statements {
   };
 }
 
-export function readSeq(st: Statements): number {
-  const row = st.readSeq.get() as { value: number | bigint } | undefined;
+function readValue(stmt: SqliteStatement): number {
+  const row = stmt.get() as { value: number | bigint } | undefined;
   return row === undefined ? 0 : Number(row.value);
+}
+
+export function readSeq(st: Statements): number {
+  return readValue(st.readSeq);
+}
+
+export function readMark(st: Statements): number {
+  return readValue(st.readMark);
+}
+
+/**
+ * Claims the file for a writer of `epoch` (in its own BEGIN IMMEDIATE transaction): refuses with
+ * FENCED when a writer of a higher epoch already claimed it, else stores `epoch` as the fence.
+ */
+export function claimFence(db: SqliteDatabase, st: Statements, epoch: number): void {
+  st.begin.run();
+  try {
+    const stored = readValue(st.readFence);
+    if (stored > epoch) throw fencedError(epoch, stored);
+    if (stored < epoch) st.writeFence.run(epoch);
+    st.commit.run();
+  } finally {
+    if (db.inTransaction) st.rollback.run();
+  }
+}
+
+export function fencedError(epoch: number, stored: number | null): WriteCoordinatorError {
+  return new WriteCoordinatorError(
+    'WRITECOORDINATOR_FENCED',
+    'a writer of a newer fencing epoch owns the database; this coordinator may no longer commit',
+    { details: { fencingEpoch: epoch, storedFence: stored, applied: false } },
+  );
 }
