@@ -11,7 +11,9 @@ export type WireErrorCode =
   | 'EXPIRED'
   | 'WRONG_PRIMARY'
   | 'SHUTTING_DOWN'
-  | 'INTERNAL';
+  | 'INTERNAL'
+  | 'PARSE_ERROR'
+  | 'INVALID_REQUEST';
 
 export const WIRE_ERROR_CODES: readonly WireErrorCode[] = Object.freeze([
   'TIMEOUT',
@@ -23,6 +25,8 @@ export const WIRE_ERROR_CODES: readonly WireErrorCode[] = Object.freeze([
   'WRONG_PRIMARY',
   'SHUTTING_DOWN',
   'INTERNAL',
+  'PARSE_ERROR',
+  'INVALID_REQUEST',
 ]);
 
 /** Every error code the package produces: the wire codes prefixed, plus local-only ones. */
@@ -32,7 +36,9 @@ export type DbProxyErrorCode =
   | 'DBPROXY_CLOSED'
   | 'DBPROXY_NOT_PRIMARY'
   | 'DBPROXY_RUNTIME_DIR'
-  | 'DBPROXY_CHANGES_OVERFLOW';
+  | 'DBPROXY_CHANGES_OVERFLOW'
+  | 'DBPROXY_INVALID_ARGUMENT'
+  | 'DBPROXY_PARAMS_NOT_SERIALISABLE';
 
 /** Whether the write took effect: `'unknown'` only when a request may have reached a primary and no answer came. */
 export type Applied = 'no' | 'unknown' | 'yes';
@@ -87,6 +93,8 @@ export const RETRYABLE_BY_DEFAULT: Readonly<Record<WireErrorCode, boolean>> = Ob
   WRONG_PRIMARY: true,
   SHUTTING_DOWN: true,
   INTERNAL: false,
+  PARSE_ERROR: false,
+  INVALID_REQUEST: false,
 });
 
 export function wireError(code: WireErrorCode, message: string, init: DbProxyErrorInit = {}): DbProxyError {

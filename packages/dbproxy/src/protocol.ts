@@ -1,3 +1,4 @@
+import { MAX_REQUEST_ID_LENGTH } from '@x/writecoordinator';
 import { z } from 'zod';
 import { type Applied, DbProxyError, WIRE_ERROR_CODES, type WireErrorCode, wireError } from './errors.js';
 
@@ -29,6 +30,10 @@ export function jsonRpcCodeFor(code: WireErrorCode): number {
       return JSONRPC_INVALID_PARAMS;
     case 'INTERNAL':
       return JSONRPC_INTERNAL_ERROR;
+    case 'PARSE_ERROR':
+      return JSONRPC_PARSE_ERROR;
+    case 'INVALID_REQUEST':
+      return JSONRPC_INVALID_REQUEST;
     default:
       return JSONRPC_SERVER_ERROR;
   }
@@ -43,7 +48,8 @@ export const authMetaSchema = z.object({
 export type AuthMeta = z.infer<typeof authMetaSchema>;
 
 export const writeMetaSchema = authMetaSchema.extend({
-  requestId: z.string().min(1).max(200),
+  /** The coordinator's idempotency key: the same limit on every side. */
+  requestId: z.string().min(1).max(MAX_REQUEST_ID_LENGTH),
   sourceInstanceId: z.string().max(200),
   /** Epoch milliseconds; the primary refuses the write once it has passed. */
   deadline: z.number(),
@@ -53,7 +59,8 @@ export type WriteMeta = z.infer<typeof writeMetaSchema>;
 export const writeParamsSchema = z.object({
   meta: writeMetaSchema,
   method: z.string().min(1),
-  params: z.unknown(),
+  /** Absent when the caller's params were `undefined` (JSON has no undefined). */
+  params: z.unknown().optional(),
   /** `'full'` commits this write's batch under `synchronous = FULL`. */
   durability: z.enum(['normal', 'full']).optional(),
 });
@@ -65,11 +72,12 @@ export const changesParamsSchema = z.object({
 });
 export const pingParamsSchema = z.object({ meta: authMetaSchema });
 
+/** A JSON-RPC 2.0 request; without `id` it is a notification (handled, never answered). */
 export const requestSchema = z.object({
   jsonrpc: z.literal('2.0'),
-  id: z.union([z.number(), z.string()]),
+  id: z.union([z.number(), z.string(), z.null()]).optional(),
   method: z.string(),
-  params: z.unknown(),
+  params: z.union([z.array(z.unknown()), z.record(z.string(), z.unknown())]).optional(),
 });
 export type JsonRpcRequest = z.infer<typeof requestSchema>;
 
@@ -138,5 +146,7 @@ export function errorFromWire(e: JsonRpcError): DbProxyError {
   }
   if (e.code === JSONRPC_METHOD_NOT_FOUND) return wireError('METHOD_NOT_FOUND', e.message);
   if (e.code === JSONRPC_INVALID_PARAMS) return wireError('INVALID_PARAMS', e.message);
+  if (e.code === JSONRPC_PARSE_ERROR) return wireError('PARSE_ERROR', e.message);
+  if (e.code === JSONRPC_INVALID_REQUEST) return wireError('INVALID_REQUEST', e.message);
   return wireError('INTERNAL', e.message, { applied: 'unknown', details: { jsonRpcCode: e.code } });
 }

@@ -30,6 +30,12 @@ import {
   writeFileAtomic,
 } from './internal/runtime-dir.js';
 import { uuidv7 } from './internal/uuidv7.js';
+import {
+  checkCallOptions,
+  checkWriteCall,
+  type ResolvedWrite,
+  resolveWrite,
+} from './internal/write-input.js';
 import { type DbProxyOptions, parseOptions, type ResolvedDbProxyOptions } from './options.js';
 import {
   type AuthMeta,
@@ -188,13 +194,6 @@ class MethodStats {
 
 const DEADLINE = Symbol('deadline');
 
-interface ResolvedWrite {
-  method: string;
-  handler: (db: SqliteDatabase, params: never) => unknown;
-  value: unknown;
-  long: boolean;
-}
-
 /** Thrown inside a job that reached the writer after its deadline; rolled back, reported as EXPIRED. */
 class ExpiredAtRun extends Error {}
 
@@ -211,6 +210,12 @@ function sameSecret(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);
   return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** What a failed job's error says about its effects (a job that committed the transaction itself: 'yes'). */
+function appliedOf(e: { details?: Record<string, unknown> }): Applied {
+  const a = e.details?.['applied'];
+  return a === true ? 'yes' : a === 'unknown' ? 'unknown' : 'no';
 }
 
 /** Maps a coordinator error onto the wire codes; `applied` is what the coordinator guarantees. */
@@ -245,10 +250,10 @@ function fromCoordinatorError(e: unknown, method: string): unknown {
     case 'WRITECOORDINATOR_SQLITE':
       if (typeof sqliteCode === 'string' && sqliteCode.startsWith('SQLITE_CONSTRAINT'))
         return make('CONFLICT');
-      return make('INTERNAL', e.retryable);
+      return make('INTERNAL', e.retryable, appliedOf(e));
     case 'WRITECOORDINATOR_JOB_FAILED':
       // A job that ended the transaction itself may have committed; say so.
-      return make('INTERNAL', false, e.details?.['applied'] === true ? 'yes' : 'no');
+      return make('INTERNAL', false, appliedOf(e));
     default:
       return make('INTERNAL', e.retryable);
   }
@@ -717,7 +722,7 @@ class Proxy_ implements DbProxy {
           details: { method },
         });
       }
-      const write = this.#resolveWrite(method, p.data.params);
+      const write = resolveWrite(this.options.writes, method, p.data.params);
       return await this.#submitLocal(
         state,
         write,
@@ -731,27 +736,6 @@ class Proxy_ implements DbProxy {
       this.#servedErrors++;
       throw e;
     }
-  }
-
-  /** Looks the method up and checks its params: the one validation both sides share. */
-  #resolveWrite(method: string, params: unknown): ResolvedWrite {
-    const def = Object.hasOwn(this.options.writes, method) ? this.options.writes[method] : undefined;
-    if (def === undefined) {
-      throw wireError(
-        'METHOD_NOT_FOUND',
-        `no write method ${JSON.stringify(method).slice(0, 100)} is registered`,
-        {
-          details: { method },
-        },
-      );
-    }
-    const parsed = def.params.safeParse(params);
-    if (!parsed.success) {
-      throw wireError('INVALID_PARAMS', `invalid params for ${method}`, {
-        details: { method, issues: parsed.error.issues.map((i) => ({ path: i.path, message: i.message })) },
-      });
-    }
-    return { method, handler: def.handler, value: parsed.data, long: def.long === true };
   }
 
   /**
@@ -809,6 +793,9 @@ class Proxy_ implements DbProxy {
   async #write<T>(method: string, params: unknown, opts: WriteOptions): Promise<WriteResult<T>> {
     throwIfAborted(opts.signal);
     if (this.#closing !== null) throw this.#closedError();
+    // Every value the caller passed, checked here with the rules the primary applies: a bad one is
+    // refused at once and never reaches a link or a batch shared with other callers.
+    const write = checkWriteCall(this.options.writes, method, params, opts);
     if (this.#role === 'starting') await this.start(opts.signal === undefined ? {} : { signal: opts.signal });
     // Bounded in-flight writes per process: beyond maxInFlight a write waits for a slot.
     while (this.#inFlight >= this.options.maxInFlight) {
@@ -820,7 +807,7 @@ class Proxy_ implements DbProxy {
     const t0 = performance.now();
     this.#inFlight++;
     try {
-      const r = await this.#writeAttempts<T>(method, params, opts);
+      const r = await this.#writeAttempts<T>(write, opts);
       stats.ok++;
       if (r.seq > this.#ownSeq) this.#ownSeq = r.seq;
       return r;
@@ -847,9 +834,9 @@ class Proxy_ implements DbProxy {
     return s;
   }
 
-  async #writeAttempts<T>(method: string, params: unknown, opts: WriteOptions): Promise<WriteResult<T>> {
+  async #writeAttempts<T>(write: ResolvedWrite, opts: WriteOptions): Promise<WriteResult<T>> {
     const o = this.options;
-    const write = this.#resolveWrite(method, params);
+    const { method } = write;
     const requestId = opts.requestId ?? uuidv7();
     const timeoutMs =
       opts.timeoutMs ??
@@ -913,7 +900,7 @@ class Proxy_ implements DbProxy {
                 deadline,
               },
               method,
-              params,
+              params: write.wire,
               ...(opts.durability === undefined ? {} : { durability: opts.durability }),
             },
             signal,
@@ -979,6 +966,12 @@ class Proxy_ implements DbProxy {
 
   async #runExclusive<T>(fn: (db: SqliteDatabase) => T, opts: ExclusiveOptions): Promise<WriteResult<T>> {
     throwIfAborted(opts.signal);
+    checkCallOptions(opts);
+    if (typeof fn !== 'function') {
+      throw new DbProxyError('DBPROXY_INVALID_ARGUMENT', 'runExclusive takes a function', {
+        details: { argument: 'fn' },
+      });
+    }
     if (this.#closing !== null) throw this.#closedError();
     if (this.#role === 'starting') await this.start(opts.signal === undefined ? {} : { signal: opts.signal });
     const p = this.#primary;
@@ -1069,6 +1062,7 @@ class Proxy_ implements DbProxy {
 
   async read<T>(fn: (db: SqliteDatabase) => T, opts: ReadOptions = {}): Promise<T> {
     throwIfAborted(opts.signal);
+    checkCallOptions(opts);
     if (this.#closing !== null) throw this.#closedError();
     await this.start(opts.signal === undefined ? {} : { signal: opts.signal });
     const minSeq = opts.minSeq ?? this.#ownSeq;

@@ -245,3 +245,26 @@ export class CoalescingSender<T> {
     }
   }
 }
+
+/**
+ * One JSON frame for items coalesced into one send: a single item alone, several as an array. Each
+ * item is encoded on its own, so one that JSON cannot carry is handed to `onUnencodable` (which may
+ * return a replacement, or null to leave it out) and never costs the others their frame.
+ */
+export function encodeFrame<T>(
+  items: readonly T[],
+  onUnencodable: (item: T, e: unknown) => string | null,
+): string | null {
+  const parts: string[] = [];
+  for (const item of items) {
+    let json: string | null;
+    try {
+      json = JSON.stringify(item);
+    } catch (e) {
+      json = onUnencodable(item, e);
+    }
+    if (json !== null) parts.push(json);
+  }
+  if (parts.length === 0) return null;
+  return parts.length === 1 ? parts[0]! : `[${parts.join(',')}]`;
+}

@@ -1,5 +1,5 @@
 import { Dealer, Subscriber } from 'zeromq';
-import type { DbProxyError } from '../errors.js';
+import { DbProxyError } from '../errors.js';
 import type { Logger } from '../options.js';
 import {
   type AuthMeta,
@@ -12,7 +12,7 @@ import {
   TOPIC_COMMIT,
   TOPIC_HEARTBEAT,
 } from '../protocol.js';
-import { CoalescingSender, type SignalLike } from './async.js';
+import { CoalescingSender, encodeFrame, type SignalLike } from './async.js';
 import type { PrimaryInfo } from './runtime-dir.js';
 
 export const BYE_REASON = 'primary shut down';
@@ -90,11 +90,32 @@ export class Link {
     this.#sub = new Subscriber({ linger: 0, receiveHighWaterMark: 100_000, reconnectInterval: 50 });
     this.#sender = new CoalescingSender<OutgoingRequest>(
       async (_to, items) => {
+        // Each request is encoded on its own: one that JSON cannot carry fails its own caller only
+        // (the proxy checks params before they get here; this is the last line).
+        const frame = encodeFrame(items, (it, e) => {
+          const p = this.#pending.get(it.id);
+          if (p !== undefined) {
+            this.#pending.delete(it.id);
+            this.#settle(p);
+            p.reject(
+              new DbProxyError(
+                'DBPROXY_PARAMS_NOT_SERIALISABLE',
+                `params of ${it.method} cannot be sent as JSON`,
+                {
+                  details: { reason: e instanceof Error ? e.message : String(e) },
+                  cause: e,
+                },
+              ),
+            );
+          }
+          return null;
+        });
+        if (frame === null) return;
         for (const it of items) {
           const p = this.#pending.get(it.id);
           if (p !== undefined) p.sent = true;
         }
-        await this.#dealer.send(items.length === 1 ? JSON.stringify(items[0]) : JSON.stringify(items));
+        await this.#dealer.send(frame);
       },
       (e) => this.markDown(`send failed: ${(e as Error).message}`),
     );

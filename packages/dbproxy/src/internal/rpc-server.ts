@@ -1,15 +1,8 @@
 import { Publisher, Router } from 'zeromq';
 import { DbProxyError, wireError } from '../errors.js';
 import type { Logger } from '../options.js';
-import {
-  errorResponse,
-  JSONRPC_INVALID_REQUEST,
-  JSONRPC_PARSE_ERROR,
-  type JsonRpcRequest,
-  type JsonRpcResponse,
-  requestSchema,
-} from '../protocol.js';
-import { CoalescingSender } from './async.js';
+import { errorResponse, type JsonRpcRequest, type JsonRpcResponse, requestSchema } from '../protocol.js';
+import { CoalescingSender, encodeFrame } from './async.js';
 
 interface Peer {
   key: string;
@@ -49,11 +42,21 @@ export class RpcServer {
     this.#pub = new Publisher({ linger: 200, sendHighWaterMark: 100_000 });
     this.#replies = new CoalescingSender<{ peer: Buffer; response: JsonRpcResponse }>(
       async (_to, items) => {
-        const body =
-          items.length === 1
-            ? JSON.stringify(items[0]!.response)
-            : JSON.stringify(items.map((i) => i.response));
-        await this.#router.send([items[0]!.peer, body]);
+        const body = encodeFrame(
+          items.map((i) => i.response),
+          (r, e) => {
+            // never expected (results are checked when recorded), but one bad answer must not cost
+            // the peer's other answers their frame
+            this.#log.error({ err: e }, 'dbproxy: answer not serialisable');
+            return JSON.stringify(
+              errorResponse(
+                r.id,
+                wireError('INTERNAL', 'the answer could not be serialised', { applied: 'unknown' }),
+              ),
+            );
+          },
+        );
+        if (body !== null) await this.#router.send([items[0]!.peer, body]);
       },
       (e) => this.#log.debug({ err: e }, 'dbproxy: reply not sent'),
     );
@@ -105,11 +108,17 @@ export class RpcServer {
         try {
           parsed = JSON.parse(body.toString('utf8'));
         } catch {
-          this.#reply(from, {
-            jsonrpc: '2.0',
-            id: null,
-            error: { code: JSONRPC_PARSE_ERROR, message: 'parse error' },
-          });
+          this.#reply(
+            from,
+            errorResponse(null, wireError('PARSE_ERROR', 'parse error: the frame is not JSON')),
+          );
+          continue;
+        }
+        if (Array.isArray(parsed) && parsed.length === 0) {
+          this.#reply(
+            from,
+            errorResponse(null, wireError('INVALID_REQUEST', 'invalid request: empty batch')),
+          );
           continue;
         }
         const list = Array.isArray(parsed) ? parsed : [parsed];
@@ -127,21 +136,27 @@ export class RpcServer {
   #dispatch(peer: Peer, raw: unknown): void {
     const req = requestSchema.safeParse(raw);
     if (!req.success) {
-      const id = (raw as { id?: unknown } | null)?.id;
-      this.#reply(peer, {
-        jsonrpc: '2.0',
-        id: typeof id === 'number' || typeof id === 'string' ? id : null,
-        error: { code: JSONRPC_INVALID_REQUEST, message: 'invalid request' },
-      });
+      const id = typeof raw === 'object' && raw !== null ? (raw as { id?: unknown }).id : undefined;
+      this.#reply(
+        peer,
+        errorResponse(
+          typeof id === 'number' || typeof id === 'string' ? id : null,
+          wireError('INVALID_REQUEST', 'invalid request: not a JSON-RPC 2.0 request object', {
+            details: { issues: req.error.issues.map((i) => ({ path: i.path, message: i.message })) },
+          }),
+        ),
+      );
       return;
     }
     void this.#answer(peer, req.data);
   }
 
+  /** Runs the request; answers it unless it is a notification (no `id`). */
   async #answer(peer: Peer, req: JsonRpcRequest): Promise<void> {
     let response: JsonRpcResponse;
     try {
       const result = await this.#handle(req.method, req.params);
+      if (req.id === undefined) return;
       response = { jsonrpc: '2.0', id: req.id, result: result === undefined ? null : result };
     } catch (e) {
       const err =
@@ -149,6 +164,7 @@ export class RpcServer {
           ? e
           : wireError('INTERNAL', 'internal error', { applied: 'unknown', cause: e });
       if (!(e instanceof DbProxyError)) this.#log.error({ err: e }, 'dbproxy: handler failed');
+      if (req.id === undefined) return;
       response = errorResponse(req.id, err);
     }
     this.#reply(peer, response);

@@ -1,10 +1,10 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '@x/testkit';
-import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Dealer } from 'zeromq';
 import { createDbProxy, type DbProxy, isDbProxyError } from '../../src/index.js';
+import { rowsWithId as countRows } from '../fixtures/rows.js';
 import { migrate, writes } from '../fixtures/writes.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: raw JSON-RPC replies, inspected field by field
@@ -59,14 +59,7 @@ describe('db.write over the wire', () => {
     token: info.token,
     ...over,
   });
-  const rowsWithId = (id: string): number => {
-    const db = new Database(dbPath, { readonly: true });
-    try {
-      return (db.prepare('SELECT count(*) AS n FROM notes WHERE id = ?').get(id) as { n: number }).n;
-    } finally {
-      db.close();
-    }
-  };
+  const rowsWithId = (id: string): number => countRows(dbPath, id);
 
   beforeAll(async () => {
     dir = await tempDir('dbproxy-protocol');
@@ -201,13 +194,69 @@ describe('db.write over the wire', () => {
     expect(rowsWithId('queued-late')).toBe(0);
   });
 
-  it('answers a parse error with id null and keeps serving', async () => {
+  it('answers a parse error with id null and error data, and keeps serving', async () => {
     const p = new Promise<Reply>((resolve) => waiting.set(null, resolve));
     await dealer.send('{not json');
     const r = await p;
-    expect(r).toMatchObject({ id: null, error: { code: -32700 } });
+    expect(r).toMatchObject({
+      id: null,
+      error: { code: -32700, data: { code: 'PARSE_ERROR', retryable: false, applied: 'no' } },
+    });
     const ok = await call('db.ping', { meta: meta() });
     expect(ok.result.epoch).toBe(info.epoch);
+  });
+
+  it('JSON-RPC 2.0: params optional, invalid requests and an empty batch answered with error data', async () => {
+    // no params: a valid request; db.ping needs its meta, so -32602 (not -32600)
+    const id = nextId++;
+    const noParams = new Promise<Reply>((resolve) => waiting.set(id, resolve));
+    await dealer.send(JSON.stringify({ jsonrpc: '2.0', id, method: 'db.ping' }));
+    expect((await noParams).error).toMatchObject({ code: -32602, data: { code: 'INVALID_PARAMS' } });
+    // not a JSON-RPC 2.0 request: -32600, its id echoed
+    const bad = nextId++;
+    const invalid = new Promise<Reply>((resolve) => waiting.set(bad, resolve));
+    await dealer.send(JSON.stringify({ jsonrpc: '1.0', id: bad, method: 'db.ping' }));
+    expect((await invalid).error).toMatchObject({
+      code: -32600,
+      data: { code: 'INVALID_REQUEST', retryable: false, applied: 'no' },
+    });
+    // an empty batch: one error object, id null
+    const empty = new Promise<Reply>((resolve) => waiting.set(null, resolve));
+    await dealer.send('[]');
+    expect(await empty).toMatchObject({
+      id: null,
+      error: { code: -32600, data: { code: 'INVALID_REQUEST' } },
+    });
+    // a notification (no id) is handled and never answered
+    await dealer.send(
+      JSON.stringify({
+        jsonrpc: '2.0',
+        method: 'db.write',
+        params: { meta: meta(), method: 'insertNote', params: { id: 'notified', writer: 'raw' } },
+      }),
+    );
+    const unanswered = new Promise<Reply>((resolve) => waiting.set(undefined as never, resolve));
+    for (let i = 0; i < 200 && rowsWithId('notified') === 0; i++) await call('db.ping', { meta: meta() });
+    expect(rowsWithId('notified')).toBe(1);
+    const after = await Promise.race([unanswered, call('db.ping', { meta: meta() }).then(() => 'none')]);
+    expect(after).toBe('none');
+    waiting.delete(undefined as never);
+  });
+
+  it('takes request ids up to the coordinator limit on the wire, and refuses longer ones', async () => {
+    const long = await call('db.write', {
+      meta: meta({ requestId: 'q'.repeat(512) }),
+      method: 'insertNote',
+      params: { id: 'long-id', writer: 'raw' },
+    });
+    expect(long.result.replayed).toBe(false);
+    const tooLong = await call('db.write', {
+      meta: meta({ requestId: 'q'.repeat(513) }),
+      method: 'insertNote',
+      params: { id: 'too-long-id', writer: 'raw' },
+    });
+    expect(tooLong.error).toMatchObject({ code: -32602, data: { code: 'INVALID_PARAMS', applied: 'no' } });
+    expect(rowsWithId('too-long-id')).toBe(0);
   });
 
   it('rebuilds typed errors on the secondary: CONFLICT, METHOD_NOT_FOUND, INVALID_PARAMS', async () => {
