@@ -10,6 +10,7 @@ export const DEFAULT_RETRY_INITIAL_DELAY_MS = 10;
 export const DEFAULT_RETRY_MAX_DELAY_MS = 250;
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 250;
 export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 1_000;
+export const DEFAULT_STALL_TIMEOUT_MS = 5_000;
 export const DEFAULT_ELECTION_POLL_MS = 100;
 export const DEFAULT_DURABILITY = 'normal' as const;
 export const DEFAULT_CHANGES_BUFFER_SIZE = 4_096;
@@ -110,6 +111,11 @@ export const dbProxyOptionsSchema = z
       .object({
         intervalMs: positiveInt.default(DEFAULT_HEARTBEAT_INTERVAL_MS),
         timeoutMs: positiveInt.default(DEFAULT_HEARTBEAT_TIMEOUT_MS),
+        /**
+         * A primary whose lease (beaten by a worker thread every intervalMs) is silent this long while
+         * it holds the election lock is stalled: a secondary ends it and takes over.
+         */
+        stallTimeoutMs: positiveInt.default(DEFAULT_STALL_TIMEOUT_MS),
       })
       .strict()
       .prefault({}),
@@ -174,6 +180,13 @@ export function parseOptions(input: unknown): Readonly<ResolvedDbProxyOptions> {
       {
         details: { heartbeat: o.heartbeat },
       },
+    );
+  }
+  if (o.heartbeat.stallTimeoutMs <= 2 * o.heartbeat.intervalMs) {
+    throw new DbProxyError(
+      'DBPROXY_INVALID_OPTIONS',
+      'heartbeat.stallTimeoutMs must exceed twice heartbeat.intervalMs',
+      { details: { heartbeat: o.heartbeat } },
     );
   }
   for (const m of Object.keys(o.writes)) {

@@ -15,6 +15,7 @@ import { type Applied, DbProxyError, isDbProxyError, type WireErrorCode, wireErr
 import { DeadlineQueue, LightSignal, Notifier, Reservoir, sleep, throwIfAborted } from './internal/async.js';
 import { type ChangeEvent, ChangeStream } from './internal/change-stream.js';
 import { type ElectionLock, lockPathFor, tryAcquireElectionLock } from './internal/election.js';
+import { leasePathFor, readLease, startLease } from './internal/lease.js';
 import { BYE_REASON, Link, LinkDownError } from './internal/link.js';
 import { RpcServer } from './internal/rpc-server.js';
 import {
@@ -121,6 +122,8 @@ export interface DbProxyMetrics {
   failovers: number;
   /** Times this process became primary. */
   promotions: number;
+  /** Stalled primaries this process ended (SIGKILL) to take over. */
+  stalledPrimariesEnded: number;
   /** Highest commit sequence delivered to this process. */
   seq: number;
   methods: Record<string, MethodMetrics>;
@@ -239,6 +242,9 @@ function fromCoordinatorError(e: unknown, method: string): unknown {
       return make('INVALID_PARAMS');
     case 'WRITECOORDINATOR_EXPIRED':
       return make('EXPIRED');
+    case 'WRITECOORDINATOR_FENCED':
+      // this process was replaced as primary; the caller retries on the new one
+      return make('WRONG_PRIMARY', true);
     case 'WRITECOORDINATOR_CLOSED':
     case 'WRITECOORDINATOR_SHUTTING_DOWN':
       return make('SHUTTING_DOWN');
@@ -273,6 +279,9 @@ class Proxy_ implements DbProxy {
   #key = '';
   #infoPath = '';
   #lockPath = '';
+  #leasePath = '';
+  /** The holder's lease beat while this process holds the election lock. */
+  #lease: { stop(): Promise<void> } | null = null;
 
   #lock: ElectionLock | null = null;
   #primary: PrimaryState | null = null;
@@ -297,6 +306,7 @@ class Proxy_ implements DbProxy {
   #retries = 0;
   #failovers = 0;
   #promotions = 0;
+  #stalledEnded = 0;
   #served = 0;
   #servedErrors = 0;
   readonly #methods = new Map<string, MethodStats>();
@@ -348,6 +358,7 @@ class Proxy_ implements DbProxy {
     this.#key = databaseKey(this.#dbPath);
     this.#infoPath = infoPathFor(this.#dbPath);
     this.#lockPath = lockPathFor(this.#dbPath);
+    this.#leasePath = leasePathFor(this.#dbPath);
     const lock = tryAcquireElectionLock(this.#lockPath);
     if (lock !== null) {
       try {
@@ -411,9 +422,12 @@ class Proxy_ implements DbProxy {
       p.db.close();
       this.#primary = null;
     }
-    // 5. release the election last, so no successor starts while we still write
+    // 5. release the election last, so no successor starts while we still write; the lease beats
+    //    until then, so nobody takes a slow close for a stall
     this.#lock?.release();
     this.#lock = null;
+    await this.#lease?.stop();
+    this.#lease = null;
     this.#readDb?.close();
     this.#readDb = null;
     for (const s of [...this.#streams]) s.end();
@@ -465,6 +479,11 @@ class Proxy_ implements DbProxy {
         lock?.release();
         return;
       }
+      if (lock === null && this.#endStalledPrimary()) {
+        // it dies at once (SIGKILL cannot be caught) and the OS drops its lock: try again soon
+        await sleep(5, signal).catch(() => {});
+        continue;
+      }
       if (lock !== null) {
         try {
           await this.#promote(lock);
@@ -503,6 +522,35 @@ class Proxy_ implements DbProxy {
       } catch {
         return;
       }
+    }
+  }
+
+  /**
+   * The lock is held by someone whose lease has been silent for longer than the stall timeout: the
+   * holder is stopped (not merely busy, its beat comes from a worker thread). End it, so its lock is
+   * released and it can never commit again (its coordinator is fenced by epoch as well). Returns
+   * whether it sent the signal.
+   */
+  #endStalledPrimary(): boolean {
+    const lease = readLease(this.#leasePath);
+    if (
+      lease === null ||
+      lease.pid === process.pid ||
+      lease.silentMs <= this.options.heartbeat.stallTimeoutMs
+    )
+      return false;
+    if (!pidAlive(lease.pid)) return false;
+    this.#log.warn(
+      { pid: lease.pid, epoch: lease.epoch, silentMs: Math.round(lease.silentMs) },
+      'dbproxy: the primary has stalled; ending it to take over',
+    );
+    try {
+      process.kill(lease.pid, 'SIGKILL');
+      this.#stalledEnded++;
+      return true;
+    } catch (e) {
+      this.#log.error({ err: e, pid: lease.pid }, 'dbproxy: could not end the stalled primary');
+      return false;
     }
   }
 
@@ -549,6 +597,8 @@ class Proxy_ implements DbProxy {
     this.#lock = lock;
     const epoch = lock.epoch;
     const o = this.options;
+    // Beat from the very start (migrate may take long): silence means stalled, not busy.
+    this.#lease = startLease(this.#leasePath, epoch, o.heartbeat.intervalMs);
     const db = new Database(this.#dbPath);
     let coordinator: WriteCoordinator | null = null;
     let server: RpcServer | null = null;
@@ -561,6 +611,8 @@ class Proxy_ implements DbProxy {
         database: db as unknown as SqliteDatabase,
         durability: o.durability,
         logger: o.logger,
+        // A replaced primary (should it ever run again) cannot commit: the successor's epoch is higher.
+        fencingEpoch: epoch,
         ...(c.queueSize === undefined ? {} : { queueSize: c.queueSize }),
         ...(c.maxBatchSize === undefined ? {} : { maxBatchSize: c.maxBatchSize }),
         ...(c.maxBatchDelayMs === undefined ? {} : { maxBatchDelayMs: c.maxBatchDelayMs }),
@@ -633,6 +685,8 @@ class Proxy_ implements DbProxy {
       await server?.close().catch(() => {});
       await coordinator?.close({ drainTimeoutMs: 0 }).catch(() => {});
       db.close();
+      await this.#lease?.stop();
+      this.#lease = null;
       throw e;
     }
     const old = this.#link;
@@ -1210,6 +1264,7 @@ class Proxy_ implements DbProxy {
       retries: this.#retries,
       failovers: this.#failovers,
       promotions: this.#promotions,
+      stalledPrimariesEnded: this.#stalledEnded,
       seq: this.#deliveredSeq ?? 0,
       methods,
       served: { requests: this.#served, errors: this.#servedErrors },

@@ -4,6 +4,7 @@ import {
   DEFAULT_HEARTBEAT_INTERVAL_MS,
   DEFAULT_HEARTBEAT_TIMEOUT_MS,
   DEFAULT_LONG_TIMEOUT_MS,
+  DEFAULT_STALL_TIMEOUT_MS,
   DEFAULT_TIMEOUT_MS,
   defineWrite,
 } from '../../src/index.js';
@@ -22,6 +23,7 @@ describe('options', () => {
     expect(o.heartbeat).toEqual({
       intervalMs: DEFAULT_HEARTBEAT_INTERVAL_MS,
       timeoutMs: DEFAULT_HEARTBEAT_TIMEOUT_MS,
+      stallTimeoutMs: DEFAULT_STALL_TIMEOUT_MS,
     });
     expect(DEFAULT_HEARTBEAT_TIMEOUT_MS).toBeLessThan(2_000); // failover is noticed within 2 s
     expect(Object.isFrozen(o)).toBe(true);
@@ -36,6 +38,7 @@ describe('options', () => {
     [{ databasePath: 'x.db', writes, timeouts: { defaultMs: -1 } }],
     [{ databasePath: 'x.db', writes, surprise: true }],
     [{ databasePath: 'x.db', writes, heartbeat: { intervalMs: 500, timeoutMs: 400 } }],
+    [{ databasePath: 'x.db', writes, heartbeat: { intervalMs: 500, timeoutMs: 900, stallTimeoutMs: 1000 } }],
     [{ databasePath: 'x.db', writes: { 'db.write': writes.w } }],
     [{ databasePath: 'x.db', writes, logger: { info() {} } }],
   ])('rejects %j with DBPROXY_INVALID_OPTIONS', (bad) => {
