@@ -13,6 +13,7 @@ import {
   type WireErrorCode,
 } from '../shared/wire.js';
 import { isSyncServerError, SyncServerError, WIRE_ERROR_STATUS, wireError } from './errors.js';
+import { identityProblem } from './internal/identity.js';
 import { wireJson } from './internal/raw-json.js';
 import type { Actor } from './internal/state.js';
 import { DEFAULT_BODY_LIMIT_BYTES, MAX_BUNDLES_PER_PULL } from './options.js';
@@ -184,6 +185,23 @@ function pathParam(req: FastifyRequest, name: string): string {
 }
 
 /**
+ * For the host's `Fastify({ frameworkErrors })` option: the errors fastify's router answers before
+ * any route or plugin runs (a path parameter longer than `maxParamLength`, a malformed URL) get
+ * the protocol's JSON error body (`invalid_request`) instead of fastify's own.
+ */
+export function oversyncFrameworkErrors(
+  error: { statusCode?: number; message?: string },
+  _request: FastifyRequest,
+  reply: FastifyReply,
+): void {
+  const status =
+    error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500
+      ? error.statusCode
+      : 400;
+  sendJson(reply, status, { error: 'invalid_request', message: 'malformed request URL' });
+}
+
+/**
  * Mounts the go-oversync v1 routes (`/sync/*`, `/syncx/*`) on a fastify instance. Register it
  * after the host's auth hook; `userIdFromRequest` reads the identity that hook established.
  */
@@ -242,9 +260,15 @@ export async function oversyncFastifyPlugin(fastify: FastifyInstance, rawOptions
         message: 'authenticated user_id not found in request context',
       };
     }
+    const userProblem = identityProblem(uid);
+    if (userProblem)
+      return { error: 'authentication_failed', message: `authenticated user_id ${userProblem}` };
     const header = req.headers[SOURCE_ID_HEADER.toLowerCase()];
     const sid = (Array.isArray(header) ? header[0] : header)?.trim() ?? '';
     if (!sid) return { error: 'invalid_request', message: `${SOURCE_ID_HEADER} header is required` };
+    const sourceProblem = identityProblem(sid);
+    if (sourceProblem)
+      return { error: 'invalid_request', message: `${SOURCE_ID_HEADER} header ${sourceProblem}` };
     return { userId: uid, sourceId: sid };
   };
 

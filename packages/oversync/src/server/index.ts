@@ -14,6 +14,7 @@ export {
   DEFAULT_FASTIFY_BODY_LIMIT,
   type OversyncFastifyOptions,
   oversyncFastifyPlugin,
+  oversyncFrameworkErrors,
 } from './fastify-plugin.js';
 export type { SyncDatabase, SyncQuerier, SyncTxOptions } from './internal/db.js';
 export { RawJson, wireJson } from './internal/raw-json.js';

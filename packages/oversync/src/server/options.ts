@@ -22,6 +22,7 @@ export const DEFAULT_NOTIFY_CHANNEL = 'oversync_bundle_change_v1';
 export const DEFAULT_WATCH_HEARTBEAT_INTERVAL_MS = 25_000;
 export const DEFAULT_BODY_LIMIT_BYTES = 32 * 1024 * 1024;
 export const DEFAULT_CLOSE_TIMEOUT_MS = 30_000;
+export const DEFAULT_REQUEST_STATEMENT_TIMEOUT_MS = 5_000;
 
 /** Per-stage timing of a hot path (only pull emits, as in the reference). */
 export interface StageTiming {
@@ -63,6 +64,11 @@ export const limitsSchema = z
     retentionPruneBatchSize: positiveInt(DEFAULT_RETENTION_PRUNE_BATCH_SIZE),
     /** 0 = off. Bounds lock waits in push create/chunk/commit (`SET LOCAL lock_timeout`). */
     uploadLockTimeoutMs: nonNegInt(0),
+    /**
+     * 0 = off. `statement_timeout` of every request transaction whose cost its parameters bound
+     * (all but push commit and snapshot creation); a statement cut by it is `503 service_unavailable`.
+     */
+    requestStatementTimeoutMs: nonNegInt(DEFAULT_REQUEST_STATEMENT_TIMEOUT_MS),
   })
   .strict();
 

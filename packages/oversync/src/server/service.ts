@@ -25,7 +25,9 @@ import {
   type Topology,
 } from './internal/bootstrap.js';
 import { connect } from './internal/connect.js';
-import type { OpOptions as BaseOpOptions, ServiceContext } from './internal/context.js';
+import { type OpOptions as BaseOpOptions, boundedTx, type ServiceContext } from './internal/context.js';
+import { sqlErrorOf } from './internal/db.js';
+import { identityProblem } from './internal/identity.js';
 import { getCommittedBundleRows, type PullParams, pull } from './internal/pull.js';
 import { commitPushSession, createPushSession, deletePushSession, uploadPushChunk } from './internal/push.js';
 import { parsePayloads, RawJson } from './internal/raw-json.js';
@@ -238,6 +240,15 @@ export class SyncServiceImpl implements SyncService {
         () => fn(ctx, signal),
         { operation: name },
       );
+    } catch (e) {
+      // A statement cut by the request statement timeout (see boundedTx), not by our own abort.
+      if (!signal.aborted && sqlErrorOf(e)?.code === QUERY_CANCELED) {
+        throw wireError('service_unavailable', `${name} exceeded the request statement timeout`, {
+          cause: e,
+          retryable: true,
+        });
+      }
+      throw e;
     } finally {
       this.#inflight--;
       if (this.#inflight === 0) for (const w of this.#drainWaiters.splice(0)) w();
@@ -354,7 +365,8 @@ export class SyncServiceImpl implements SyncService {
       const a = checkActor(actor);
       this.#hub ??= new BundleChangeHub(ctx.db, w.notifyChannel, this.logger);
       const hub = this.#hub;
-      return ctx.db.runTx(
+      return boundedTx(
+        ctx,
         async (tx) => {
           const userPk = await requireInitializedScopeReadOnly(tx, a.userId);
           const sub = hub.subscribe(userPk, params.afterBundleSeq);
@@ -423,11 +435,18 @@ export class SyncServiceImpl implements SyncService {
   }
 }
 
+/** SQLSTATE of a statement cancelled by `statement_timeout` (or a cancel request). */
+const QUERY_CANCELED = '57014';
+
 export function checkActor(actor: Actor): Actor {
   const userId = actor?.userId?.trim() ?? '';
   const sourceId = actor?.sourceId?.trim() ?? '';
   if (!userId || !sourceId)
     throw wireError('authentication_failed', 'actor user_id and source_id are required');
+  const userProblem = identityProblem(userId);
+  if (userProblem) throw wireError('authentication_failed', `actor user_id ${userProblem}`);
+  const sourceProblem = identityProblem(sourceId);
+  if (sourceProblem) throw wireError('invalid_request', `actor source_id ${sourceProblem}`);
   return { userId, sourceId };
 }
 

@@ -9,6 +9,7 @@ import { type Cluster, createCluster } from '@x/dbx';
 import {
   createSyncService,
   oversyncFastifyPlugin,
+  oversyncFrameworkErrors,
   type SyncService,
   type SyncServiceOptions,
 } from '@x/oversync/server';
@@ -87,7 +88,7 @@ export async function createFixture(
     ...opts.service,
   });
   await service.bootstrap();
-  const app = Fastify({ logger: false });
+  const app = Fastify({ logger: false, frameworkErrors: oversyncFrameworkErrors });
   await app.register(oversyncFastifyPlugin, {
     service,
     userIdFromRequest: (req) => {

@@ -1,7 +1,7 @@
 /** POST /sync/connect: scope initialisation leases (§7). */
 import { randomUUID } from 'node:crypto';
 import type { ConnectRequest, ConnectResponse } from '../../shared/wire.js';
-import { type OpOptions, type ServiceContext, txOpts } from './context.js';
+import { boundedTx, type OpOptions, type ServiceContext, txOpts } from './context.js';
 import { SCOPE_INITIALIZED, SCOPE_UNINITIALIZED } from './schema-sql.js';
 import { type Actor, ensureUserScope, loadScopeForUpdate, lockUser, markScopeInitialized } from './state.js';
 
@@ -16,7 +16,8 @@ export async function connect(
   opts: OpOptions,
 ): Promise<ConnectResponse> {
   const ttlMs = ctx.options.limits.initializationLeaseTtlMs;
-  return ctx.db.runTx(
+  return boundedTx(
+    ctx,
     async (tx) => {
       await lockUser(tx, actor.userId, 0);
       const userPk = await ensureUserScope(tx, actor.userId);

@@ -1,6 +1,6 @@
 import type { ResolvedSyncServiceOptions, SyncLogger } from '../options.js';
 import type { Topology } from './bootstrap.js';
-import type { SyncDatabase, SyncTxOptions } from './db.js';
+import type { SyncDatabase, SyncQuerier, SyncTxOptions } from './db.js';
 
 /** What every operation module needs from the service. */
 export interface ServiceContext {
@@ -21,3 +21,22 @@ export function txOpts(signal: AbortSignal | undefined, opts: Omit<SyncTxOptions
 }
 
 export const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+/**
+ * A request's transaction whose cost its parameters bound (everything but a push commit and a
+ * snapshot's materialisation, which take as long as the data they write): every statement runs
+ * under `limits.requestStatementTimeoutMs`, a backstop behind the explicit caps. A statement cut
+ * by it fails with SQLSTATE 57014, which the service answers as `503 service_unavailable`.
+ */
+export function boundedTx<T>(
+  ctx: ServiceContext,
+  fn: (tx: SyncQuerier) => Promise<T>,
+  opts: SyncTxOptions,
+): Promise<T> {
+  const ms = ctx.options.limits.requestStatementTimeoutMs;
+  if (ms === 0) return ctx.db.runTx(fn, opts);
+  return ctx.db.runTx(async (tx) => {
+    await tx.query(`SET LOCAL statement_timeout = ${Math.ceil(ms)}`);
+    return fn(tx);
+  }, opts);
+}

@@ -3,7 +3,7 @@ import type { Bundle, BundleRow, CommittedBundleRowsResponse, PullResponse } fro
 import { isSyncServerError, wireError } from '../errors.js';
 import type { StageTiming } from '../options.js';
 import type { Topology } from './bootstrap.js';
-import { type OpOptions, type ServiceContext, txOpts } from './context.js';
+import { boundedTx, type OpOptions, type ServiceContext, txOpts } from './context.js';
 import type { SyncQuerier } from './db.js';
 import { RawJson } from './raw-json.js';
 import { opName, wireKey } from './rows.js';
@@ -90,7 +90,8 @@ export async function pull(
   try {
     return await stage('total', () =>
       stage('transaction', () =>
-        ctx.db.runTx(
+        boundedTx(
+          ctx,
           (tx) => pullTx(ctx, tx, actor, p, stage),
           txOpts(opts.signal, { isolation: 'repeatable read', readOnly: true }),
         ),
@@ -213,7 +214,8 @@ export async function getCommittedBundleRows(
   const limits = ctx.options.limits;
   const eff = Math.min(maxRows, limits.maxRowsPerCommittedBundleChunk);
   try {
-    return await ctx.db.runTx(
+    return await boundedTx(
+      ctx,
       async (tx) => {
         const userPk = await findUserPk(tx, actor.userId);
         if (userPk === undefined) {

@@ -8,36 +8,13 @@
  * `400 push_row_invalid` at chunk upload for a value its column cannot hold. The fast path pays
  * nothing for this: the row is looked for only after the database refused the bundle.
  */
+import { canonicalJson } from '../../shared/canonical-json.js';
 import type { PushConflictDetails, PushConflictReason } from '../../shared/wire.js';
 import { type SyncServerError, wireError } from '../errors.js';
 import type { TableInfo, Topology } from './bootstrap.js';
-import { quoteIdent, type SyncQuerier } from './db.js';
+import { quoteIdent, type SqlErrorFields, type SyncQuerier, sqlErrorOf } from './db.js';
 import { keyHexOf, opName, type StagedRowInput, toWirePayload } from './rows.js';
 import { KEY_KIND_UUID, OP_DELETE } from './schema-sql.js';
-
-/** The server fields of a PostgreSQL error (node-postgres `DatabaseError`) found in a cause chain. */
-export interface SqlErrorFields {
-  readonly code: string;
-  readonly constraint: string | undefined;
-  readonly column: string | undefined;
-}
-
-/** The PostgreSQL error behind `e` (an @x/dbx error keeps the driver's error as `cause`). */
-export function sqlErrorOf(e: unknown): SqlErrorFields | undefined {
-  let cur: unknown = e;
-  for (let i = 0; i < 8 && typeof cur === 'object' && cur !== null; i++) {
-    const err = cur as Record<string, unknown>;
-    if (typeof err['code'] === 'string' && 'severity' in err && /^[0-9A-Z]{5}$/.test(err['code'])) {
-      return {
-        code: err['code'],
-        constraint: typeof err['constraint'] === 'string' ? err['constraint'] : undefined,
-        column: typeof err['column'] === 'string' ? err['column'] : undefined,
-      };
-    }
-    cur = err['cause'];
-  }
-  return undefined;
-}
 
 /**
  * The conflict reason of a SQLSTATE that means "the data is refused": class 23 (integrity
@@ -372,7 +349,7 @@ export async function refusedRowConflict(
 /**
  * Casts every payload value JS could not vouch for (`StagedRowInput.check`) to its column type:
  * one `jsonb_populate_recordset` per table of the chunk, which is what the commit's apply does
- * with the same text. Only when the database refuses is the row (then the column) looked for,
+ * with the same values (encoded like the apply payload: lone surrogates as U+FFFD). Only when the database refuses is the row (then the column) looked for,
  * one small cast each. Returns the refused row's index and column, or undefined.
  */
 export async function findInvalidValue(
@@ -393,7 +370,7 @@ export async function findInvalidValue(
     const cast = (doc: string) =>
       q.query(`SELECT count(*) FROM jsonb_populate_recordset(NULL::${info.qualified}, $1::jsonb)`, [doc]);
     try {
-      await cast(`[${idx.map((i) => JSON.stringify(rows[i]!.check)).join(',')}]`);
+      await cast(`[${idx.map((i) => canonicalJson(rows[i]!.check)).join(',')}]`);
       continue;
     } catch (e) {
       if (!dataRefusalOf(e)) throw e;
@@ -402,7 +379,7 @@ export async function findInvalidValue(
       if (first !== undefined && i > first.index) break;
       for (const [column, value] of Object.entries(rows[i]!.check!)) {
         try {
-          await cast(`[${JSON.stringify({ [column]: value })}]`);
+          await cast(`[${canonicalJson({ [column]: value })}]`);
         } catch (e) {
           const r = dataRefusalOf(e);
           if (!r) throw e;

@@ -18,7 +18,7 @@ import {
   notifyBundle,
   PAYLOAD_PRESENT,
 } from './capture.js';
-import { type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
+import { boundedTx, type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
 import { quoteIdent, quoteLiteral, type SyncQuerier } from './db.js';
 import {
   conflictDetails,
@@ -77,7 +77,8 @@ export async function createPushSession(
   if (!(req.planned_row_count > 0)) throw wireError('push_session_invalid', 'planned_row_count must be > 0');
   const initializationId = (req.initialization_id ?? '').trim().toLowerCase();
   const limits = ctx.options.limits;
-  return ctx.db.runTx(
+  return boundedTx(
+    ctx,
     async (tx) => {
       await lockUser(tx, actor.userId, limits.uploadLockTimeoutMs);
       await tx.query('DELETE FROM sync.push_sessions WHERE expires_at <= now()');
@@ -223,7 +224,8 @@ export async function uploadPushChunk(
       invalid.column,
     );
   }
-  return ctx.db.runTx(
+  return boundedTx(
+    ctx,
     async (tx) => {
       await lockUser(tx, actor.userId, limits.uploadLockTimeoutMs);
       const s = await loadSessionForUpdate(tx, actor, pushId);
@@ -868,7 +870,8 @@ export async function deletePushSession(
   pushId: string,
   opts: OpOptions,
 ): Promise<void> {
-  await ctx.db.runTx(
+  await boundedTx(
+    ctx,
     async (tx) => {
       await loadSessionForUpdate(tx, actor, pushId);
       await tx.query('DELETE FROM sync.push_sessions WHERE push_id = $1', [pushId]);

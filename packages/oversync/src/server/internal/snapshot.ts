@@ -10,8 +10,9 @@ import type {
 import { SyncServerError, wireError } from '../errors.js';
 import { SCOPE_COLUMN, type TableInfo } from './bootstrap.js';
 import { RFC3339_SQL } from './connect.js';
-import { type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
+import { boundedTx, type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
 import { quoteIdent, quoteLiteral, type SyncQuerier } from './db.js';
+import { identityProblem } from './identity.js';
 import { type CatalogColumn, CURRENT_COLUMNS_SQL, payloadTextSql } from './payload-sql.js';
 import { RawJson } from './raw-json.js';
 import { KEY_KIND_UUID } from './schema-sql.js';
@@ -38,6 +39,8 @@ async function applySourceReplacement(
     throw wireError('snapshot_session_invalid', 'previous_source_id must match authenticated source_id');
   }
   if (!next) throw wireError('snapshot_session_invalid', 'new_source_id is required for source replacement');
+  const problem = identityProblem(next);
+  if (problem) throw wireError('snapshot_session_invalid', `new_source_id ${problem}`);
   if (next === previous)
     throw wireError('snapshot_session_invalid', 'new_source_id must differ from previous_source_id');
   if (!REPLACEMENT_REASONS.has(reason)) {
@@ -284,7 +287,8 @@ export async function getSnapshotChunk(
   opts: OpOptions,
 ): Promise<SnapshotChunkResponse> {
   const eff = Math.min(maxRows, ctx.options.limits.maxRowsPerSnapshotChunk);
-  return ctx.db.runTx(
+  return boundedTx(
+    ctx,
     async (tx) => {
       const h = await loadHeader(tx, actor, snapshotId, false);
       if (h.expired)
@@ -339,7 +343,8 @@ export async function deleteSnapshotSession(
   snapshotId: string,
   opts: OpOptions,
 ): Promise<void> {
-  await ctx.db.runTx(
+  await boundedTx(
+    ctx,
     async (tx) => {
       await loadHeader(tx, actor, snapshotId, true);
       await tx.query('DELETE FROM sync.snapshot_sessions WHERE snapshot_id = $1', [snapshotId]);
