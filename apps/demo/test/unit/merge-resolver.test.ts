@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { mergeResolver } from '../../src/device-worker.js';
 
 const ctx = (over: Partial<ConflictContext>): ConflictContext => ({
+  reason: 'row_version',
   schema: 'acme',
   table: 'items',
   key: { id: 'k' },
