@@ -868,7 +868,13 @@ export class SyncEngine {
           if (v === 0) ops.deleteRowState(db, key.text);
           else ops.setRowState(db, key.text, v, !serverLive);
           const keyJson = ops.keyJson(db, key.text);
-          const live = ops.localRow(db, key.bind, keyJson);
+          let live = ops.localRow(db, key.bind, keyJson);
+          if (!live && kind === 'keep-local' && u.local_payload !== null) {
+            // The row was removed locally by an apply since the freeze: keeping the local
+            // side means writing the frozen intent back, never pushing a delete nobody made.
+            live = JSON.parse(u.local_payload) as LocalPayload;
+            ops.upsertLocal(db, live);
+          }
           if (live) requeueDirty(db, schema, details.table, keyJson, JSON.stringify(live), v, true);
           else if (serverLive) requeueDirty(db, schema, details.table, keyJson, null, v, true);
           else ops.deleteDirty(db, key.text);

@@ -142,8 +142,9 @@ export class ApplyTracker {
   readonly #schema: string;
   readonly #upserts = new Map<string, { m: TableModel; key: Bind }>();
   readonly #deleted: Array<{ fk: ForeignKeyModel; values: Bind }> = [];
-  /** Whether the stash held rows when the transaction began (then writes must clear stale entries). */
-  readonly hasStash: boolean;
+  /** Whether the stash holds rows (then every write must clear a stale entry of its key). */
+  hasStash: boolean;
+  #cascadeStashed = 0;
   #savesDeletedParents: boolean | undefined;
 
   constructor(db: SqliteDb, fk: ForeignKeyIndex, schema: string) {
@@ -165,7 +166,19 @@ export class ApplyTracker {
     if (edges.length === 0) return;
     for (const fk of edges) {
       const values = parentToValues(db, m, fk, key);
-      if (values) this.#deleted.push({ fk, values });
+      if (!values) continue;
+      this.#deleted.push({ fk, values });
+      // A local ON DELETE CASCADE must not silently take rows the server did not delete with this
+      // row: a child carrying an unpushed edit, or one already at a newer version (our own replayed
+      // bundle applied before an older peer bundle). Children move to the stash instead; the
+      // server's own cascade deletes, later in the same bundle, then remove them for good.
+      if (fk.onDelete !== 'CASCADE') continue;
+      const child = this.#fk.model(fk.table);
+      if (!child) continue;
+      const seen = new Set<string>();
+      for (const ck of childrenReferencing(db, child, fk, values)) {
+        this.#cascadeStashed += this.#stash(db, child, ck, seen);
+      }
     }
     if (this.#keepsDeletedParents(db)) {
       const p = stmt(
@@ -225,7 +238,8 @@ export class ApplyTracker {
       for (const key of childrenReferencing(db, child, fk, values)) orphans.push({ m: child, key });
     }
     const seen = new Set<string>();
-    let stashed = 0;
+    let stashed = this.#cascadeStashed;
+    this.#cascadeStashed = 0;
     for (const o of orphans) stashed += this.#stash(db, o.m, o.key, seen);
     const restored = this.hasStash || stashed > 0 ? restoreOrphans(db, this.#fk, this.#schema) : 0;
     this.#upserts.clear();
@@ -258,6 +272,7 @@ export class ApplyTracker {
        ON CONFLICT(schema_name, table_name, key_json) DO UPDATE SET payload = excluded.payload`,
     ).run(this.#schema, m.table, row[1], row[0]);
     stmt(db, `DELETE FROM ${m.quoted} WHERE ${keyWhere(m)}`).run(...key);
+    this.hasStash = true;
     return n + 1;
   }
 }
