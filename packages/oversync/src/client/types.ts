@@ -107,7 +107,9 @@ export interface AppliedEvent {
  * (`foreign_key`: it references a parent the server does not have, or it is a parent that still
  * has children there; `unique`, `not_null`, `check`, `exclusion`; `invalid_value`: a value its
  * column type refuses). `discarded_by_remote_state`: attaching to a scope that already had data
- * replaced local rows that were never pushed.
+ * replaced local rows that were never pushed. `deleted_by_cascade`: the server committed the push
+ * but its own ON DELETE CASCADE (of another row of the same bundle, e.g. a deleted ancestor list
+ * that another device had moved this row's parent under) removed the row in the same commit.
  */
 export type ConflictReason =
   | 'row_version'
@@ -117,6 +119,7 @@ export type ConflictReason =
   | 'check'
   | 'exclusion'
   | 'invalid_value'
+  | 'deleted_by_cascade'
   | 'discarded_by_remote_state';
 
 /**
@@ -125,6 +128,7 @@ export type ConflictReason =
  * succeed for this reason (the data itself is refused), so the server's state was taken.
  * `parent-unavailable`: keep-local of a child whose parent the device no longer knows; the child
  * followed its parent. `parent-recreated`: keep-local of a child re-created its parent.
+ * `server-cascade`: the server's cascade removed the pushed row in the same commit.
  * `remote-state`: the local rows were replaced by the scope's remote state.
  */
 export type ConflictRule =
@@ -133,6 +137,7 @@ export type ConflictRule =
   | 'keep-local-not-applicable'
   | 'parent-unavailable'
   | 'parent-recreated'
+  | 'server-cascade'
   | 'remote-state';
 
 /** The parent row a `foreign_key` conflict is about, as the server reported it. */

@@ -519,21 +519,27 @@ export class SyncEngine {
     await this.runner.tx((db) => {
       const outboxRows = stmt(
         db,
-        `SELECT table_name, wire_key_json, op, local_payload FROM _sync_outbox_rows`,
+        `SELECT table_name, key_json, wire_key_json, op, base_row_version, local_payload FROM _sync_outbox_rows`,
       ).all() as Array<{
         table_name: string;
+        key_json: string;
         wire_key_json: string;
         op: string;
+        base_row_version: number;
         local_payload: string | null;
       }>;
       const byKey = new Map(outboxRows.map((r) => [`${r.table_name}\u0000${r.wire_key_json}`, r]));
       if (meta.needsProof) {
-        // `already_committed`: prove the committed bundle carries every frozen intent (same table,
-        // key and op; extra server-side rows allowed). A different bundle under our source tuple
-        // means this database was restored from an older copy: the source must be replaced.
+        // `already_committed`: prove the committed bundle carries the frozen intents (same table,
+        // key and op; extra server-side rows allowed, and an upsert the server's own cascade
+        // removed in the same commit may be missing or a DELETE). A different bundle under our
+        // source tuple means this database was restored from an older copy: replace the source.
         const committed = new Map(rows.map((r) => [`${r.table}\u0000${canonicalJson(r.key)}`, r.op]));
+        let exact = 0;
         for (const [k, r] of byKey) {
-          if (committed.get(k) !== r.op) {
+          const got = committed.get(k);
+          if (got === r.op) exact++;
+          if (got !== r.op && !(r.op !== 'DELETE' && (got === undefined || got === 'DELETE'))) {
             throw new ClientError(
               'OVERSYNC_CLIENT_PROTOCOL',
               'already committed bundle does not carry the frozen outbox',
@@ -543,14 +549,26 @@ export class SyncEngine {
             );
           }
         }
+        if (exact === 0 && byKey.size > 0) {
+          throw new ClientError(
+            'OVERSYNC_CLIENT_PROTOCOL',
+            'already committed bundle does not carry the frozen outbox',
+            {
+              details: { bundleSeq: meta.bundleSeq, reason: 'already_committed_mismatch' },
+            },
+          );
+        }
       }
       beginApply(db, this.#fk, schema);
+      const matched = new Set<string>();
       for (const c of rows) {
         const ops = this.#checkRow(c.schema, c.table);
         tables.add(c.table);
         const key = wireKeyToLocal(ops.m, c.key);
         const v = c.row_version;
-        const u = byKey.get(`${c.table}\u0000${canonicalJson(c.key)}`);
+        const uKey = `${c.table}\u0000${canonicalJson(c.key)}`;
+        const u = byKey.get(uKey);
+        if (u) matched.add(uKey);
         const rs = ops.rowState(db, key.text);
         if (rs && rs.version >= v) continue; // a newer version was applied already
         if (!u) {
@@ -559,6 +577,16 @@ export class SyncEngine {
         }
         const d = ops.dirty(db, key.text);
         const keyJson = ops.keyJson(db, key.text);
+        if (u.op !== 'DELETE' && c.op === 'DELETE') {
+          // The server's own cascade (of another row of this bundle) removed the row we wrote.
+          if (d)
+            ops.setRowState(db, key.text, v, true); // edited since the freeze: pushed again
+          else {
+            this.#recordServerCascade(db, ops, u, v);
+            applyServerRow(db, ops, key, c);
+          }
+          continue;
+        }
         // A row waiting in the stash for its parent is still the device's row.
         const live = ops.localRow(db, key.bind, keyJson);
         if (u.op === 'DELETE') {
@@ -589,6 +617,17 @@ export class SyncEngine {
         }
         applyServerRow(db, ops, key, c);
       }
+      // An uploaded upsert with no committed row: the server inserted it and its own cascade
+      // removed it again in the same commit (the net change is nothing). Follow the server.
+      for (const [k, u] of byKey) {
+        if (matched.has(k) || u.op === 'DELETE') continue;
+        const ops = this.ops.get(u.table_name);
+        if (!ops) continue;
+        const key = wireKeyToLocal(ops.m, JSON.parse(u.wire_key_json) as Record<string, unknown>);
+        if (ops.dirty(db, key.text)) continue; // edited since the freeze: pushed again
+        this.#recordServerCascade(db, ops, u, meta.bundleSeq);
+        ops.delete(db, key.bind);
+      }
       const att = readAttachment(db);
       lastSeen = att.lastBundleSeqSeen;
       if (meta.bundleSeq === att.lastBundleSeqSeen + 1) {
@@ -616,6 +655,37 @@ export class SyncEngine {
       tables: [...tables],
       rows: rows.length,
       lastBundleSeqSeen: lastSeen,
+    });
+  }
+
+  /** Logs a pushed upsert that the server's cascade removed in the same commit (local edit lost). */
+  #recordServerCascade(
+    db: SqliteDb,
+    ops: TableOps,
+    u: {
+      key_json: string;
+      wire_key_json: string;
+      op: string;
+      base_row_version: number;
+      local_payload: string | null;
+    },
+    version: number,
+  ): void {
+    recordConflict(db, {
+      schema: this.cfg.schema,
+      table: ops.m.table,
+      keyJson: u.key_json,
+      wireKey: JSON.parse(u.wire_key_json) as Record<string, string>,
+      reason: 'deleted_by_cascade',
+      localOp: u.op,
+      localPayload: u.local_payload,
+      baseRowVersion: Number(u.base_row_version),
+      serverRowVersion: version,
+      serverRowDeleted: true,
+      serverRow: null,
+      resolution: 'accept-server',
+      rule: 'server-cascade',
+      localLost: true,
     });
   }
 

@@ -206,6 +206,28 @@ describe('foreign keys across devices', () => {
     expect((await serverState(user)).items).toEqual([expect.objectContaining({ id: item })]);
   });
 
+  it("a pushed row that the server's own cascade removes in the same commit is followed and recorded", async () => {
+    const { user, x, y, l } = await pair();
+    const top = addList(x, 'top');
+    await x.client.sync();
+    await y.client.sync();
+    // y moves l under top; x, which has not pulled that, adds an item to l and deletes top
+    y.db.prepare(`UPDATE lists SET parent_list_id = ? WHERE id = ?`).run(top, l);
+    await y.client.sync();
+    const item = addItem(x, l, 'into l');
+    x.db.prepare(`DELETE FROM lists WHERE id = ?`).run(top);
+    expect(await x.client.pushPending()).toMatchObject({ outcome: 'committed' });
+    expect(await x.client.conflicts({ lostOnly: true })).toEqual([
+      expect.objectContaining({ table: 'items', key: { id: item }, reason: 'deleted_by_cascade' }),
+    ]);
+    await settle(x, y);
+    expect(state(x)).toEqual(state(y));
+    expect(await serverState(user)).toEqual({ lists: [], items: [] });
+    for (const d of [x, y]) {
+      expect(d.db.prepare(`SELECT COUNT(*) FROM _sync_orphan_rows`).pluck().get()).toBe(0);
+    }
+  });
+
   it('replaying history past a parent this device deleted: intermediate bundles never fail the pull', async () => {
     const { user, x, y, l } = await pair();
     const q = addList(x, 'Q');
