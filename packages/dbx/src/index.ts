@@ -2,7 +2,8 @@
  * @x/dbx: a PostgreSQL cluster client on pg. Primary + replicas, routing by method, health checks with
  * role and lag, safe retries, transactions with a context querier, and read-your-writes tokens.
  */
-export { createCluster, healthChannel } from './cluster.js';
+export { healthChannel, type QueryMessage, queryChannel } from './channels.js';
+export { createCluster } from './cluster.js';
 export { collect, collectOne } from './collect.js';
 export {
   constraintName,
@@ -16,7 +17,6 @@ export {
   isSerializationFailure,
   pgErrorCode,
 } from './errors.js';
-export { type QueryMessage, queryChannel } from './internal/exec.js';
 export {
   type ClusterOptions,
   DEFAULT_CLOSE_DRAIN_TIMEOUT_MS,

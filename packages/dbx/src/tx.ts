@@ -1,6 +1,13 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { DbxError } from './errors.js';
-import { type ExecContext, type Lease, runStatement, toResult, totalRowCount } from './internal/exec.js';
+import {
+  type ExecContext,
+  firstRow,
+  type Lease,
+  runStatement,
+  toResult,
+  totalRowCount,
+} from './internal/exec.js';
 import { anySignal } from './internal/util.js';
 import type { Querier, QueryOptions, QueryResult, Tx, TxOptions } from './types.js';
 
@@ -87,12 +94,12 @@ export class TxImpl implements Tx {
     );
   }
 
-  async queryRow<R = Record<string, unknown>>(
+  queryRow<R = Record<string, unknown>>(
     sql: string,
     params?: readonly unknown[],
     opts?: QueryOptions,
   ): Promise<R | undefined> {
-    return (await this.query<R>(sql, params, opts)).rows[0];
+    return firstRow(this.query<R>(sql, params, opts));
   }
 
   async exec(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<{ rowCount: number }> {

@@ -1,23 +1,10 @@
-import { channel } from 'node:diagnostics_channel';
 import type pg from 'pg';
+import { type QueryMessage, queryChannel } from '../channels.js';
 import { DbxError, isConnectionError, isDbxError, isRetryable, pgErrorCode } from '../errors.js';
 import type { Logger } from '../options.js';
 import type { QueryResult } from '../types.js';
 import type { Node } from './node.js';
 import { cancelledError, errorMessage } from './util.js';
-
-/** `x:dbx:query`: one message per statement with node, duration and row count (never parameter values). */
-export const queryChannel = channel('x:dbx:query');
-
-export interface QueryMessage {
-  method: string;
-  node: string;
-  sql: string;
-  durationMs: number;
-  rowCount: number | null;
-  error?: string;
-  sqlState?: string;
-}
 
 /** A client checked out of a node's pool for one operation. */
 export interface Lease {
@@ -266,4 +253,9 @@ export function runOnce<T>(
       });
     });
   });
+}
+
+/** The first row of a result, or undefined (the `...Row` methods). */
+export async function firstRow<R>(result: Promise<QueryResult<R>>): Promise<R | undefined> {
+  return (await result).rows[0];
 }
