@@ -29,7 +29,9 @@ import { type OpOptions as BaseOpOptions, boundedTx, type ServiceContext } from 
 import { sqlErrorOf } from './internal/db.js';
 import { identityProblem } from './internal/identity.js';
 import { getCommittedBundleRows, type PullParams, pull } from './internal/pull.js';
-import { commitPushSession, createPushSession, deletePushSession, uploadPushChunk } from './internal/push.js';
+import { uploadPushChunk } from './internal/push-chunk.js';
+import { commitPushSession } from './internal/push-commit.js';
+import { createPushSession, deletePushSession } from './internal/push-session.js';
 import { parsePayloads, RawJson } from './internal/raw-json.js';
 import {
   type BundleSource,

@@ -1,0 +1,100 @@
+/**
+ * Push chunk upload (§4.2): rows validated (shape, then values the database would refuse, answered
+ * as `push_row_invalid` for the row), then staged in order under the locked session.
+ */
+import type { PushSessionChunkRequest, PushSessionChunkResponse } from '../../shared/wire.js';
+import { wireError } from '../errors.js';
+import { boundedTx, type OpOptions, type ServiceContext, txOpts } from './context.js';
+import type { SyncQuerier } from './db.js';
+import { findInvalidValue, rowInvalidError } from './push-conflict.js';
+import { loadSessionForUpdate, PUSH_TX } from './push-session.js';
+import { chunkMetaOf } from './push-staging.js';
+import { PushValidationError, PushValueError, type StagedRowInput, validatePushRows } from './rows.js';
+import { type Actor, findUserPk, lockUser, requireActiveInitializationLease } from './state.js';
+
+function chunkInvalid(e: unknown): never {
+  if (e instanceof PushValidationError) throw wireError('push_chunk_invalid', e.message);
+  throw e;
+}
+
+export async function uploadPushChunk(
+  ctx: ServiceContext,
+  actor: Actor,
+  pushId: string,
+  req: PushSessionChunkRequest,
+  opts: OpOptions,
+): Promise<PushSessionChunkResponse> {
+  const limits = ctx.options.limits;
+  if (req.start_row_ordinal < 0) throw wireError('push_chunk_invalid', 'start_row_ordinal must be >= 0');
+  const rows = req.rows ?? [];
+  if (rows.length === 0) throw wireError('push_chunk_invalid', 'rows must not be empty');
+  if (rows.length > limits.maxRowsPerPushChunk) {
+    throw wireError(
+      'push_chunk_invalid',
+      `rows length ${rows.length} exceeds max_rows_per_push_chunk ${limits.maxRowsPerPushChunk}`,
+    );
+  }
+  // Values are checked before the session is looked up, like the rest of row validation.
+  const q: SyncQuerier = { query: (sql, params) => ctx.db.query(sql, params, txOpts(opts.signal, {})) };
+  let staged: StagedRowInput[];
+  try {
+    staged = validatePushRows(ctx.topology, rows);
+  } catch (e) {
+    if (e instanceof PushValueError) {
+      const userPk = await findUserPk(q, actor.userId);
+      throw await rowInvalidError(q, actor.userId, userPk, req.start_row_ordinal + e.index, e.row, e.column);
+    }
+    chunkInvalid(e);
+  }
+  const invalid = await findInvalidValue(q, staged);
+  if (invalid) {
+    const userPk = await findUserPk(q, actor.userId);
+    const row = staged[invalid.index]!;
+    throw await rowInvalidError(
+      q,
+      actor.userId,
+      userPk,
+      req.start_row_ordinal + invalid.index,
+      row,
+      invalid.column,
+    );
+  }
+  return boundedTx(
+    ctx,
+    async (tx) => {
+      await lockUser(tx, actor.userId, limits.uploadLockTimeoutMs);
+      const s = await loadSessionForUpdate(tx, actor, pushId);
+      if (s.initialization_id) {
+        await requireActiveInitializationLease(tx, s.user_pk, s.source_id, s.initialization_id, limits);
+      }
+      const next = Number(s.next_expected_row_ordinal);
+      if (req.start_row_ordinal !== next) {
+        throw wireError(
+          'push_chunk_out_of_order',
+          `push session ${pushId} expected start_row_ordinal ${next}, got ${req.start_row_ordinal}`,
+        );
+      }
+      const end = req.start_row_ordinal + staged.length;
+      if (end > Number(s.planned_row_count))
+        throw wireError('push_chunk_invalid', 'chunk exceeds planned_row_count');
+      await tx.query(
+        `WITH chunk AS (
+           INSERT INTO sync.push_session_chunks (push_id, start_row_ordinal, row_count, meta, payloads)
+           VALUES ($1, $2, $3, $4, $5))
+         UPDATE sync.push_sessions SET next_expected_row_ordinal = $6,
+                expires_at = now() + make_interval(secs => $7::float8 / 1000) WHERE push_id = $1`,
+        [
+          pushId,
+          req.start_row_ordinal,
+          staged.length,
+          chunkMetaOf(staged),
+          staged.map((r) => r.payloadApply ?? '').join('\n'),
+          end,
+          limits.pushSessionTtlMs,
+        ],
+      );
+      return { push_id: pushId, next_expected_row_ordinal: end };
+    },
+    txOpts(opts.signal, PUSH_TX),
+  );
+}

@@ -1,0 +1,107 @@
+/**
+ * A push commit that writes its committed bundle (log, rows, row_state) straight from its INSERTs'
+ * `RETURNING`, when the whole push is fresh INSERTs into tables the direct-insert plan covers.
+ */
+import { computeBundleHash, type HashableBundleRow } from '../../shared/bundle-hash.js';
+import { allocateBundleSeq, notifyBundle, PAYLOAD_PRESENT } from './capture.js';
+import type { ServiceContext } from './context.js';
+import { quoteIdent, type SyncQuerier } from './db.js';
+import { DIRECT_ALIAS, type DirectInsertPlan, MAX_INSERT_BATCH } from './push-direct-insert.js';
+import type { ApplyRow } from './push-staging.js';
+import { OP_INSERT } from './schema-sql.js';
+
+/** A bundle a push commit wrote. */
+export interface CommittedPushBundle {
+  bundleSeq: number;
+  rowCount: number;
+  hash: string;
+}
+
+/**
+ * The whole push is fresh INSERTs into tables whose RETURNING payload is already canonical: then
+ * each INSERT statement also writes the bundle's rows and row_state from its own RETURNING, and
+ * nothing is read back, normalised or sent again (keys are unique and nothing else is captured,
+ * so the committed rows are exactly the inserted rows in insertion order).
+ */
+export function directBundleEligible(rows: readonly ApplyRow[], plan: DirectInsertPlan): boolean {
+  for (const r of rows) {
+    if (r.op !== OP_INSERT || !r.fresh || plan.tables.get(r.info.tableId)?.bundleReturning === undefined)
+      return false;
+  }
+  return true;
+}
+
+export async function commitDirectBundle(
+  tx: SyncQuerier,
+  ctx: ServiceContext,
+  userId: string,
+  userPk: string,
+  source: { sourceId: string; sourceBundleId: number },
+  rows: readonly ApplyRow[],
+  plan: DirectInsertPlan,
+): Promise<CommittedPushBundle> {
+  const bundleSeq = await allocateBundleSeq(tx, userPk);
+  // The log row first (hash filled in below): installs made before bundle_rows lost its FK to
+  // bundle_log still check it per row.
+  await tx.query(
+    `INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id, row_count, byte_count, bundle_hash)
+     VALUES ($1, $2, $3, $4, 0, 0, '\\x')`,
+    [userPk, bundleSeq, source.sourceId, source.sourceBundleId],
+  );
+  const hashRows: HashableBundleRow[] = [];
+  const texts: string[] = [];
+  let i = 0;
+  while (i < rows.length) {
+    const r = rows[i]!;
+    let j = i + 1;
+    while (j < rows.length && j - i < MAX_INSERT_BATCH && rows[j]!.info === r.info && rows[j]!.sig === r.sig)
+      j++;
+    const colList = r.cols.map(quoteIdent);
+    const payloads: string[] = [];
+    for (let k = i; k < j; k++) payloads.push(rows[k]!.payload);
+    const res = await tx.query<{ n: string; key: string; doc: string }>(
+      `WITH ins AS (
+         INSERT INTO ${r.info.qualified} AS ${DIRECT_ALIAS} (_sync_scope_id, ${colList.join(', ')})
+         SELECT $1, ${colList.map((c) => `p.${c}`).join(', ')}
+           FROM jsonb_populate_recordset(NULL::${r.info.qualified}, $2::jsonb) AS p
+         RETURNING ${plan.tables.get(r.info.tableId)!.bundleReturning}),
+       r AS (SELECT row_number() OVER () AS n, key, doc, key_bytes FROM ins),
+       written_rows AS (
+         INSERT INTO sync.bundle_rows (user_pk, bundle_seq, row_ordinal, table_id, key_bytes, op_code, payload_wire)
+         SELECT $3, $4, $5 + r.n, $6, r.key_bytes, ${OP_INSERT}, r.doc::json FROM r),
+       written_state AS (
+         INSERT INTO sync.row_state (user_pk, table_id, key_bytes, bundle_seq, deleted)
+         SELECT $3, $6, r.key_bytes, $4, FALSE FROM r)
+       SELECT n, key, doc FROM r`,
+      [userId, `[${payloads.join(',')}]`, userPk, bundleSeq, texts.length, r.info.tableId],
+    );
+    if (res.rows.length !== j - i) throw new Error(`INSERT returned ${res.rows.length} of ${j - i} rows`);
+    // A CTE scan returns rows in the CTE's order; the ordinals make that checked, not assumed.
+    let got = res.rows;
+    if (got.some((x, k) => Number(x.n) !== k + 1)) got = [...got].sort((x, y) => Number(x.n) - Number(y.n));
+    const { schema, table, keyColumn } = r.info;
+    for (const x of got) {
+      texts.push(x.doc);
+      hashRows.push({
+        schema,
+        table,
+        key: { [keyColumn]: x.key },
+        op: 'INSERT',
+        row_version: bundleSeq,
+        payload: PAYLOAD_PRESENT,
+      });
+    }
+    i = j;
+  }
+  const hash = computeBundleHash(hashRows, texts);
+  const done = await tx.query<{ staged: boolean }>(
+    `UPDATE sync.bundle_log SET row_count = $3, byte_count = $4, bundle_hash = decode($5, 'hex')
+      WHERE user_pk = $1 AND bundle_seq = $2
+     RETURNING EXISTS (SELECT 1 FROM sync.bundle_capture_stage WHERE txid = txid_current() AND user_pk = $1) AS staged`,
+    [userPk, bundleSeq, texts.length, hash.byteCount, hash.hex],
+  );
+  // Guaranteed by directBundleEligible; checked because a miss would silently drop captured rows.
+  if (done.rows[0]?.staged !== false) throw new Error('a direct push bundle captured rows through the stage');
+  await notifyBundle(tx, ctx.notifyChannel, userPk, bundleSeq, source);
+  return { bundleSeq, rowCount: texts.length, hash: hash.hex };
+}

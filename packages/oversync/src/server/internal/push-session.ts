@@ -1,0 +1,154 @@
+/**
+ * Push sessions (§4), their lifetime: create (idempotent per source bundle, checked against the
+ * scope's initialisation state and the source's sequence), load-and-lock for chunk and commit, and
+ * delete. Chunk upload is in push-chunk.ts, commit in push-commit.ts.
+ */
+import { randomUUID } from 'node:crypto';
+import type { PushSessionCreateRequest, PushSessionCreateResponse } from '../../shared/wire.js';
+import { wireError } from '../errors.js';
+import { boundedTx, type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
+import type { SyncQuerier } from './db.js';
+import { SCOPE_INITIALIZING, SCOPE_UNINITIALIZED } from './schema-sql.js';
+import {
+  type Actor,
+  checkSourceSequence,
+  ensureUserScope,
+  loadScopeForUpdate,
+  loadSourceState,
+  lockUser,
+  requireActiveInitializationLease,
+} from './state.js';
+
+/** Transaction options of push create, chunk and commit. */
+export const PUSH_TX = { isolation: 'read committed', maxAttempts: 3 } as const;
+
+export async function createPushSession(
+  ctx: ServiceContext,
+  actor: Actor,
+  req: PushSessionCreateRequest,
+  opts: OpOptions,
+): Promise<PushSessionCreateResponse> {
+  if (!(req.source_bundle_id > 0)) throw wireError('push_session_invalid', 'source_bundle_id must be > 0');
+  if (!(req.planned_row_count > 0)) throw wireError('push_session_invalid', 'planned_row_count must be > 0');
+  const initializationId = (req.initialization_id ?? '').trim().toLowerCase();
+  const limits = ctx.options.limits;
+  return boundedTx(
+    ctx,
+    async (tx) => {
+      await lockUser(tx, actor.userId, limits.uploadLockTimeoutMs);
+      await tx.query('DELETE FROM sync.push_sessions WHERE expires_at <= now()');
+      const userPk = await ensureUserScope(tx, actor.userId);
+      const scope = await loadScopeForUpdate(tx, userPk);
+      if (scope.stateCode === SCOPE_UNINITIALIZED) {
+        if (initializationId)
+          throw wireError('initialization_expired', 'initialization lease is no longer active');
+        throw wireError('scope_uninitialized', `scope for user ${actor.userId} is uninitialized`);
+      }
+      if (scope.stateCode === SCOPE_INITIALIZING) {
+        if (!initializationId) {
+          throw wireError(
+            'push_session_invalid',
+            'initialization_id is required while the scope is initializing',
+          );
+        }
+        await requireActiveInitializationLease(tx, userPk, actor.sourceId, initializationId, limits);
+      } else if (initializationId) {
+        throw wireError(
+          'push_session_invalid',
+          'initialization_id must be absent once the scope is initialized',
+        );
+      }
+
+      const committed = await tx.query<{ bundle_seq: string; row_count: string; bundle_hash: string }>(
+        `SELECT b.bundle_seq::text, b.row_count::text, encode(b.bundle_hash, 'hex') AS bundle_hash
+         FROM sync.bundle_log b JOIN sync.user_state u ON u.user_pk = b.user_pk
+        WHERE b.user_pk = $1 AND b.source_id = $2 AND b.source_bundle_id = $3 AND b.bundle_seq > u.retained_bundle_floor`,
+        [userPk, actor.sourceId, req.source_bundle_id],
+      );
+      const c = committed.rows[0];
+      if (c) {
+        return {
+          status: 'already_committed',
+          bundle_seq: Number(c.bundle_seq),
+          source_id: actor.sourceId,
+          source_bundle_id: req.source_bundle_id,
+          row_count: Number(c.row_count),
+          bundle_hash: c.bundle_hash,
+        };
+      }
+      const src = await loadSourceState(tx, userPk, actor.sourceId, false);
+      checkSourceSequence(actor, src, req.source_bundle_id);
+      await tx.query(
+        'DELETE FROM sync.push_sessions WHERE user_pk = $1 AND source_id = $2 AND source_bundle_id = $3',
+        [userPk, actor.sourceId, req.source_bundle_id],
+      );
+      const pushId = randomUUID();
+      await tx.query(
+        `INSERT INTO sync.push_sessions (push_id, user_pk, source_id, source_bundle_id, planned_row_count,
+         next_expected_row_ordinal, initialization_id, expires_at)
+       VALUES ($1, $2, $3, $4, $5, 0, $6, now() + make_interval(secs => $7::float8 / 1000))`,
+        [
+          pushId,
+          userPk,
+          actor.sourceId,
+          req.source_bundle_id,
+          req.planned_row_count,
+          initializationId || null,
+          limits.pushSessionTtlMs,
+        ],
+      );
+      return { push_id: pushId, status: 'staging', planned_row_count: req.planned_row_count };
+    },
+    txOpts(opts.signal, PUSH_TX),
+  );
+}
+
+/** A push session row, locked (see loadSessionForUpdate). */
+export interface SessionRow {
+  user_pk: string;
+  user_id: string;
+  source_id: string;
+  source_bundle_id: string;
+  planned_row_count: string;
+  next_expected_row_ordinal: string;
+  initialization_id: string | null;
+  expired: boolean;
+}
+
+/** Loads and locks a push session: 404 unknown (or non-UUID id), 403 other user, 410 expired. */
+export async function loadSessionForUpdate(
+  tx: SyncQuerier,
+  actor: Actor,
+  pushId: string,
+): Promise<SessionRow> {
+  if (!UUID_RE.test(pushId)) throw wireError('push_session_not_found', `push session ${pushId} not found`);
+  const r = await tx.query<SessionRow>(
+    `SELECT p.user_pk::text, u.user_id, p.source_id, p.source_bundle_id::text, p.planned_row_count::text,
+            p.next_expected_row_ordinal::text, p.initialization_id::text, (p.expires_at < now()) AS expired
+       FROM sync.push_sessions p JOIN sync.user_state u ON u.user_pk = p.user_pk
+      WHERE p.push_id = $1 FOR UPDATE OF p`,
+    [pushId],
+  );
+  const s = r.rows[0];
+  if (!s) throw wireError('push_session_not_found', `push session ${pushId} not found`);
+  if (s.user_id !== actor.userId)
+    throw wireError('push_session_forbidden', `push session ${pushId} is forbidden`);
+  if (s.expired) throw wireError('push_session_expired', `push session ${pushId} has expired`);
+  return s;
+}
+
+export async function deletePushSession(
+  ctx: ServiceContext,
+  actor: Actor,
+  pushId: string,
+  opts: OpOptions,
+): Promise<void> {
+  await boundedTx(
+    ctx,
+    async (tx) => {
+      await loadSessionForUpdate(tx, actor, pushId);
+      await tx.query('DELETE FROM sync.push_sessions WHERE push_id = $1', [pushId]);
+    },
+    txOpts(opts.signal, { isolation: 'read committed' }),
+  );
+}
