@@ -2,6 +2,7 @@
  * @x/schemaops: schema changes fanned out over tenants (schemas or databases) with a Postgres ledger,
  * compensation, and a reconciler that resumes an operation from its first unfinished step.
  */
+export { CHANNELS } from './channels.js';
 export { physicalDdlRequired, withPhysicalDdlRequired } from './context.js';
 export {
   isSchemaOpsError,
@@ -10,7 +11,7 @@ export {
   type SchemaOpsErrorCode,
   type SchemaOpsErrorOptions,
 } from './errors.js';
-export { MIGRATIONS } from './internal/ledger.js';
+export { MIGRATIONS } from './migrations.js';
 export {
   DEFAULT_CONCURRENCY,
   DEFAULT_FAIL_FAST,
@@ -30,7 +31,7 @@ export {
   type SchemaOpsOptions,
 } from './options.js';
 export { reconcileBackoffMs } from './reconciler.js';
-export { CHANNELS, createSchemaOps } from './schema-ops.js';
+export { createSchemaOps, type SchemaOps } from './schema-ops.js';
 export {
   type DatabasePerTenantOptions,
   DEFAULT_BASE_SCHEMA,
@@ -59,7 +60,6 @@ export {
   type OperationSummary,
   type ReconcileOptions,
   type RunInput,
-  type SchemaOps,
   type SchemaOpsEvent,
   type SchemaOpsEventType,
   type SchemaOpsMetrics,

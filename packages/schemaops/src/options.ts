@@ -1,16 +1,11 @@
-import type { Cluster } from '@x/dbx';
+import type { Cluster, Logger } from '@x/dbx';
 import { z } from 'zod';
-import { SchemaOpsError } from './errors.js';
+import { clusterSchema, invalidOptions } from './internal/option-schemas.js';
 import type { TenantSource } from './tenants.js';
 import type { OperationHandler } from './types.js';
 
-/** pino-compatible logger subset. */
-export interface Logger {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
+/** pino-compatible logger subset: the same contract as @x/dbx's. */
+export type { Logger } from '@x/dbx';
 
 export const DEFAULT_LEDGER_SCHEMA = 'schemaops';
 export const DEFAULT_CONCURRENCY = 8;
@@ -47,15 +42,6 @@ export const reconcilerOptionsSchema = z
 
 export type ReconcilerOptions = z.input<typeof reconcilerOptionsSchema>;
 export type ResolvedReconcilerOptions = z.output<typeof reconcilerOptionsSchema>;
-
-/** An @x/dbx Cluster (checked by shape: another copy of @x/dbx may be loaded). */
-export const clusterSchema = z.custom<Cluster>(
-  (v) =>
-    typeof v === 'object' &&
-    v !== null &&
-    ['runTx', 'query', 'connect'].every((m) => typeof (v as Record<string, unknown>)[m] === 'function'),
-  { message: 'cluster must be an @x/dbx Cluster' },
-);
 
 const loggerSchema = z.custom<Logger>(
   (v) =>
@@ -134,12 +120,6 @@ export interface SchemaOpsOptions {
 }
 
 export type ResolvedSchemaOpsOptions = z.output<typeof schemaOpsOptionsSchema>;
-
-export function invalidOptions(what: string, error: z.ZodError): SchemaOpsError {
-  return new SchemaOpsError('SCHEMAOPS_INVALID_OPTIONS', `invalid ${what}: ${z.prettifyError(error)}`, {
-    details: { issues: error.issues },
-  });
-}
 
 export function parseSchemaOpsOptions(input: unknown): Readonly<ResolvedSchemaOpsOptions> {
   const r = schemaOpsOptionsSchema.safeParse(input);

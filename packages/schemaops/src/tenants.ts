@@ -1,8 +1,8 @@
 import { type Cluster, type ClusterOptions, createCluster, type Tx } from '@x/dbx';
 import { z } from 'zod';
 import { SchemaOpsError } from './errors.js';
+import { clusterSchema, invalidOptions } from './internal/option-schemas.js';
 import { quoteIdent } from './internal/sql.js';
-import { clusterSchema, invalidOptions } from './options.js';
 import type { DdlTarget } from './types.js';
 
 /**

@@ -255,33 +255,3 @@ export interface BackgroundReconciler {
   stop(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
-
-export interface SchemaOps {
-  readonly options: Readonly<import('./options.js').ResolvedSchemaOpsOptions>;
-  /** Creates / upgrades the ledger schema (also done lazily by every other call). Idempotent, safe under concurrent start. */
-  migrate(opts?: { signal?: AbortSignal }): Promise<void>;
-  define<Req>(type: string, handler: OperationHandler<Req>): void;
-  run<Req>(input: RunInput<Req>): Promise<Operation>;
-  reconcile(operationId: string, opts?: ReconcileOptions): Promise<Operation>;
-  get(operationId: string, opts?: { signal?: AbortSignal }): Promise<Operation>;
-  list(filter?: {
-    project?: string;
-    statuses?: readonly OperationStatus[];
-    limit?: number;
-    signal?: AbortSignal;
-  }): Promise<ListedOperation[]>;
-  /** Operations in `applying`, `compensating`, `failed` or `needs_repair`, oldest update first. */
-  listRepairable(
-    project: string | null,
-    limit?: number,
-    opts?: { signal?: AbortSignal },
-  ): Promise<ListedOperation[]>;
-  startReconciler(opts?: import('./options.js').ReconcilerOptions): BackgroundReconciler;
-  on<E extends SchemaOpsEventType>(
-    event: E,
-    listener: (e: Extract<SchemaOpsEvent, { type: E }>) => void,
-  ): () => void;
-  metrics(): SchemaOpsMetrics;
-  close(): Promise<void>;
-  [Symbol.asyncDispose](): Promise<void>;
-}

@@ -17,7 +17,7 @@ import {
   schemaPerTenant,
   withPhysicalDdlRequired,
 } from '../../src/index.js';
-import { requestHash, stableJson } from '../../src/internal/ledger.js';
+import { requestHash, stableJson } from '../../src/internal/request-hash.js';
 
 // A cluster object is only validated here, never connected (createCluster does no I/O up front).
 const cluster = createCluster({ primary: 'postgres://u:p@127.0.0.1:1/none' });
