@@ -4,21 +4,19 @@
  * with random edits, offline periods and SIGKILLs, then synced until quiet and checked row for
  * row and acknowledged edit for edit (harness.ts, accounting.ts).
  *
- * Guarded: it runs only with OVERSYNC_CONVERGENCE=1 until the engine converges (the file reports
- * its tests as skipped otherwise, never as passed). Seeds: OVERSYNC_SEED=<n>[,<n>…] replays
- * chosen ones. Child processes load @x/oversync from dist/: build first (`pnpm build`).
+ * Part of the test command. Seeds: OVERSYNC_SEED=<n>[,<n>…] replays chosen ones. Child processes
+ * load @x/oversync from dist/, which `pnpm test` builds first.
  */
 import { describe, expect, it } from 'vitest';
 import { runConvergence } from './harness.js';
 
-const ENABLED = process.env.OVERSYNC_CONVERGENCE === '1';
 const SEEDS = (process.env.OVERSYNC_SEED ?? '1401,1402,1403').split(',').map(Number);
 
-describe.runIf(ENABLED)('devices always converge', () => {
+describe('devices always converge', () => {
   for (const seed of SEEDS) {
     it(`seed ${seed}: every device equals the server and every acknowledged edit is accounted for`, async () => {
       const summary = await runConvergence({ seed, devices: 5, tps: 25, durationMs: 8_000 });
-      const report = `seed ${seed} (replay with OVERSYNC_CONVERGENCE=1 OVERSYNC_SEED=${seed}):\n${JSON.stringify(summary, null, 2)}`;
+      const report = `seed ${seed} (replay with OVERSYNC_SEED=${seed}):\n${JSON.stringify(summary, null, 2)}`;
       process.stdout.write(`${JSON.stringify(summary)}\n`);
       expect(
         {
