@@ -27,7 +27,7 @@ import {
 import { connect } from './internal/connect.js';
 import { type OpOptions as BaseOpOptions, boundedTx, type ServiceContext } from './internal/context.js';
 import { sqlErrorOf } from './internal/db.js';
-import { identityProblem } from './internal/identity.js';
+import { checkActor as checkIdentity, SERVICE_ACTOR_NAMING } from './internal/identity.js';
 import { getCommittedBundleRows, type PullParams, pull } from './internal/pull.js';
 import { uploadPushChunk } from './internal/push-chunk.js';
 import { commitPushSession } from './internal/push-commit.js';
@@ -440,16 +440,9 @@ export class SyncServiceImpl implements SyncService {
 /** SQLSTATE of a statement cancelled by `statement_timeout` (or a cancel request). */
 const QUERY_CANCELED = '57014';
 
+/** The caller's actor, checked (identity.ts holds the one check, for HTTP too). */
 export function checkActor(actor: Actor): Actor {
-  const userId = actor?.userId?.trim() ?? '';
-  const sourceId = actor?.sourceId?.trim() ?? '';
-  if (!userId || !sourceId)
-    throw wireError('authentication_failed', 'actor user_id and source_id are required');
-  const userProblem = identityProblem(userId);
-  if (userProblem) throw wireError('authentication_failed', `actor user_id ${userProblem}`);
-  const sourceProblem = identityProblem(sourceId);
-  if (sourceProblem) throw wireError('invalid_request', `actor source_id ${sourceProblem}`);
-  return { userId, sourceId };
+  return checkIdentity(actor?.userId, actor?.sourceId, SERVICE_ACTOR_NAMING);
 }
 
 export function createSyncService(options: SyncServiceOptions): SyncService {
