@@ -52,6 +52,8 @@ export {
   createDbProxy,
   type DbProxy,
   type DbProxyMetrics,
+  ELECTION_CHANNEL,
+  type ElectionPhase,
   EXCLUSIVE_CHANNEL,
   EXCLUSIVE_METRICS_KEY,
   type ExclusiveOptions,

@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import diagnostics_channel from 'node:diagnostics_channel';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   createWriteCoordinator,
@@ -16,7 +16,7 @@ import { DeadlineQueue, LightSignal, Notifier, Reservoir, sleep, throwIfAborted 
 import { type ChangeEvent, ChangeStream } from './internal/change-stream.js';
 import { type ElectionLock, lockPathFor, tryAcquireElectionLock } from './internal/election.js';
 import { leasePathFor, readLease, startLease } from './internal/lease.js';
-import { BYE_REASON, Link, LinkDownError } from './internal/link.js';
+import { BYE_REASON, Link, LinkDownError, REFUSED_REASON } from './internal/link.js';
 import { RpcServer } from './internal/rpc-server.js';
 import {
   databaseKey,
@@ -163,12 +163,27 @@ export const WRITE_CHANNEL = 'x:dbproxy:write';
 export const SERVE_CHANNEL = 'x:dbproxy:serve';
 export const ROLE_CHANNEL = 'x:dbproxy:role';
 export const EXCLUSIVE_CHANNEL = 'x:dbproxy:exclusive';
+/**
+ * Election and failover phases, published synchronously as they happen: `{ phase, epoch, instanceId }`.
+ * Promotion: `lock-acquired` → `database-open` (after `migrate`) → `coordinator-open` → `bound` →
+ * `announced` (info file written). Following: `link-down` (with `reason`) and `following`.
+ */
+export const ELECTION_CHANNEL = 'x:dbproxy:election';
+export type ElectionPhase =
+  | 'lock-acquired'
+  | 'database-open'
+  | 'coordinator-open'
+  | 'bound'
+  | 'announced'
+  | 'link-down'
+  | 'following';
 /** The `metrics().methods` bucket of `runExclusive` transactions. */
 export const EXCLUSIVE_METRICS_KEY = '(exclusive)';
 const writeTrace = diagnostics_channel.tracingChannel(WRITE_CHANNEL);
 const exclusiveTrace = diagnostics_channel.tracingChannel(EXCLUSIVE_CHANNEL);
 const serveTrace = diagnostics_channel.tracingChannel(SERVE_CHANNEL);
 const roleChannel = diagnostics_channel.channel(ROLE_CHANNEL);
+const electionChannel = diagnostics_channel.channel(ELECTION_CHANNEL);
 
 export function createDbProxy(options: DbProxyOptions): DbProxy {
   return new Proxy_(parseOptions(options));
@@ -197,15 +212,33 @@ class MethodStats {
 
 const DEADLINE = Symbol('deadline');
 
+/** After losing its primary, a secondary retries the election this often ... */
+const FAST_ELECTION_POLL_MS = 5;
+/** ... for this long; then every `electionPollMs`. */
+const FAST_ELECTION_WINDOW_MS = 1_000;
+
 /** Thrown inside a job that reached the writer after its deadline; rolled back, reported as EXPIRED. */
 class ExpiredAtRun extends Error {}
 
+/**
+ * Whether `pid` is a live process. A killed process stays signalable until its parent reaps it;
+ * on Linux, /proc tells a zombie (`Z`) or a dying one (`X`) from a live one.
+ */
 function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  if (process.platform !== 'linux') return true;
+  try {
+    // `pid (comm) S ...`: comm may hold spaces and parentheses, the state follows the last ')'
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const at = stat.lastIndexOf(')') + 2;
+    const state = stat.slice(at, at + 1);
+    return state !== 'Z' && state !== 'X';
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ENOENT'; // gone since the signal check
   }
 }
 
@@ -282,6 +315,10 @@ class Proxy_ implements DbProxy {
   #leasePath = '';
   /** The holder's lease beat while this process holds the election lock. */
   #lease: { stop(): Promise<void> } | null = null;
+  /** As of the last election attempt: how long until the lock holder's lease counts as stalled. */
+  #leaseStaleInMs = Number.POSITIVE_INFINITY;
+  /** The epoch of the last lease seen: a new one means a promotion is under way. */
+  #leaseEpoch = 0;
 
   #lock: ElectionLock | null = null;
   #primary: PrimaryState | null = null;
@@ -457,6 +494,11 @@ class Proxy_ implements DbProxy {
     this.#stateChanged.notify();
   }
 
+  #phase(phase: ElectionPhase, epoch: number, extra: Record<string, unknown> = {}): void {
+    if (electionChannel.hasSubscribers)
+      electionChannel.publish({ phase, epoch, instanceId: this.options.instanceId, ...extra });
+  }
+
   onRoleChange(listener: (e: RoleChange) => void): () => void {
     this.#roleListeners.add(listener);
     return () => this.#roleListeners.delete(listener);
@@ -468,6 +510,14 @@ class Proxy_ implements DbProxy {
   async #supervise(): Promise<void> {
     const signal = this.#stop.signal;
     const poll = this.options.electionPollMs;
+    // While no primary is known, for a short window the lock and the info file are retried every
+    // few ms (a successor takes tens of ms to announce itself, and a loser that slept a whole poll
+    // interval would add that to its failover); later, every electionPollMs.
+    let leaderlessSince = Date.now();
+    // An epoch whose endpoint refused us is dead; its info file may stay until the next primary
+    // announces itself, so it is not tried again for a poll interval.
+    let refused = { epoch: 0, until: 0 };
+    let seenLeaseEpoch = this.#leaseEpoch;
     while (!signal.aborted && this.#role === 'secondary') {
       let lock: ElectionLock | null = null;
       try {
@@ -500,10 +550,12 @@ class Proxy_ implements DbProxy {
         info !== null &&
         info.dbPath === this.#dbPath &&
         info.epoch > this.#retiredEpoch &&
+        !(info.epoch === refused.epoch && Date.now() < refused.until) &&
         pidAlive(info.pid)
       ) {
         const link = await this.#follow(info);
-        if (link !== null) {
+        if (link.downReason === REFUSED_REASON) refused = { epoch: info.epoch, until: Date.now() + poll };
+        if (!link.isDown) {
           await new Promise<void>((resolve) => {
             const check = (): void => {
               if (link.isDown || signal.aborted) resolve();
@@ -514,11 +566,24 @@ class Proxy_ implements DbProxy {
           if (this.#link === link) this.#link = null;
           // A primary that said bye is leaving; never follow that epoch again.
           if (link.downReason === BYE_REASON) this.#retiredEpoch = Math.max(this.#retiredEpoch, link.epoch);
+          leaderlessSince = Date.now();
           continue; // the primary is gone or changed: try the lock at once
         }
       }
+      if (this.#leaseEpoch !== seenLeaseEpoch) {
+        // someone won the lock since (after a crash, or after ending a stalled primary): it will
+        // announce itself within milliseconds
+        seenLeaseEpoch = this.#leaseEpoch;
+        leaderlessSince = Date.now();
+      }
+      const fast = Date.now() - leaderlessSince < FAST_ELECTION_WINDOW_MS;
+      // no later than the moment the holder's lease would count as stalled
+      const wait = Math.min(
+        fast ? FAST_ELECTION_POLL_MS : poll / 2 + Math.random() * poll,
+        this.#leaseStaleInMs + 1,
+      );
       try {
-        await sleep(poll / 2 + Math.random() * poll, signal);
+        await sleep(wait, signal);
       } catch {
         return;
       }
@@ -533,12 +598,13 @@ class Proxy_ implements DbProxy {
    */
   #endStalledPrimary(): boolean {
     const lease = readLease(this.#leasePath);
-    if (
-      lease === null ||
-      lease.pid === process.pid ||
-      lease.silentMs <= this.options.heartbeat.stallTimeoutMs
-    )
+    this.#leaseStaleInMs = Number.POSITIVE_INFINITY;
+    this.#leaseEpoch = lease?.epoch ?? this.#leaseEpoch;
+    if (lease === null || lease.pid === process.pid) return false;
+    if (lease.silentMs <= this.options.heartbeat.stallTimeoutMs) {
+      this.#leaseStaleInMs = this.options.heartbeat.stallTimeoutMs - lease.silentMs;
       return false;
+    }
     if (!pidAlive(lease.pid)) return false;
     this.#log.warn(
       { pid: lease.pid, epoch: lease.epoch, silentMs: Math.round(lease.silentMs) },
@@ -554,7 +620,8 @@ class Proxy_ implements DbProxy {
     }
   }
 
-  async #follow(info: PrimaryInfo): Promise<Link | null> {
+  /** Connects to the primary `info` names; the link comes back down if that failed (see `downReason`). */
+  async #follow(info: PrimaryInfo): Promise<Link> {
     const link = new Link(info, {
       heartbeatTimeoutMs: this.options.heartbeat.timeoutMs,
       log: this.#log,
@@ -567,6 +634,7 @@ class Proxy_ implements DbProxy {
         },
         onDown: (l, reason) => {
           this.#log.info({ epoch: l.epoch, reason }, 'dbproxy: link to primary down');
+          if (this.#link === l) this.#phase('link-down', l.epoch, { reason });
           this.#stateChanged.notify();
         },
       },
@@ -577,16 +645,17 @@ class Proxy_ implements DbProxy {
     } catch (e) {
       this.#log.debug({ err: e, epoch: info.epoch }, 'dbproxy: primary did not answer');
       link.markDown('unreachable');
-      return null;
+      return link;
     }
     if (this.#stop.signal.aborted || this.#role !== 'secondary') {
       link.markDown('not needed');
-      return null;
+      return link;
     }
     if (this.#epoch !== 0 && info.epoch !== this.#epoch) this.#failovers++;
     this.#epoch = info.epoch;
     this.#link = link;
     this.#log.info({ epoch: info.epoch, pid: info.pid }, 'dbproxy: following primary');
+    this.#phase('following', info.epoch);
     if (this.#deliveredSeq === null) this.#deliveredSeq = ping.seq;
     this.#stateChanged.notify();
     this.#onRemoteSeq(ping.seq);
@@ -597,6 +666,7 @@ class Proxy_ implements DbProxy {
     this.#lock = lock;
     const epoch = lock.epoch;
     const o = this.options;
+    this.#phase('lock-acquired', epoch);
     // Beat from the very start (migrate may take long): silence means stalled, not busy.
     this.#lease = startLease(this.#leasePath, epoch, o.heartbeat.intervalMs);
     const db = new Database(this.#dbPath);
@@ -606,6 +676,7 @@ class Proxy_ implements DbProxy {
       db.pragma('journal_mode = WAL');
       db.pragma(`busy_timeout = ${o.coordinator.busyTimeoutMs ?? o.readBusyTimeoutMs}`);
       if (o.migrate !== undefined) o.migrate(db as unknown as SqliteDatabase);
+      this.#phase('database-open', epoch);
       const c = o.coordinator;
       coordinator = createWriteCoordinator({
         database: db as unknown as SqliteDatabase,
@@ -627,6 +698,7 @@ class Proxy_ implements DbProxy {
               },
             }),
       });
+      this.#phase('coordinator-open', epoch);
       const token = newToken();
       const endpoints = endpointsFor(this.#runtimeDir, this.#key, epoch);
       const state: PrimaryState = {
@@ -644,6 +716,7 @@ class Proxy_ implements DbProxy {
       server = new RpcServer((method, params) => this.#serve(state, method, params), this.#log);
       state.server = server;
       await server.bind(endpoints.rpc, endpoints.pub);
+      this.#phase('bound', epoch);
       const co = coordinator;
       state.unsubscribe = co.subscribe((e) => {
         const pub: CommitPublication = {
@@ -677,6 +750,7 @@ class Proxy_ implements DbProxy {
         startedAt: Date.now(),
       };
       writeFileAtomic(this.#infoPath, JSON.stringify(info));
+      this.#phase('announced', epoch);
       state.heartbeat = setInterval(() => {
         server!.publish(TOPIC_HEARTBEAT, { epoch, seq: co.seq, pid: process.pid, instanceId: o.instanceId });
       }, o.heartbeat.intervalMs);

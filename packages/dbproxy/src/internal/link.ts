@@ -16,6 +16,11 @@ import { CoalescingSender, encodeFrame, type SignalLike } from './async.js';
 import type { PrimaryInfo } from './runtime-dir.js';
 
 export const BYE_REASON = 'primary shut down';
+/**
+ * The primary's endpoint refused the connection (or its socket file is gone): nobody listens there,
+ * so that primary has closed or died. Known within milliseconds, instead of a ping timeout.
+ */
+export const REFUSED_REASON = 'endpoint refused the connection';
 
 /** The link to a primary went down with the request outstanding: it may or may not have been applied. */
 export class LinkDownError extends Error {
@@ -140,6 +145,15 @@ export class Link {
 
   /** Connects both sockets and pings the primary; resolves with its ping answer or rejects (link closed). */
   async connect(): Promise<{ epoch: number; seq: number }> {
+    // libzmq retries a refused connect (dead primary, socket file left behind, or removed) every
+    // reconnectInterval without ever failing the send; the monitor says so at the first attempt.
+    let connected = false;
+    this.#dealer.events.on('connect', () => {
+      connected = true;
+    });
+    this.#dealer.events.on('connect:retry', () => {
+      if (!connected) this.markDown(REFUSED_REASON);
+    });
     this.#dealer.events.on('disconnect', () => this.markDown('socket disconnected'));
     this.#sub.events.on('disconnect', () => this.markDown('socket disconnected'));
     this.#dealer.connect(this.info.endpoints.rpc);

@@ -1,8 +1,8 @@
 import { join } from 'node:path';
 import { tempDir } from '@x/testkit';
-import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProxyChild } from '../fixtures/children.js';
+import { noteCountsById } from '../fixtures/rows.js';
 
 /**
  * One primary and three secondaries, each a real process, share one SQLite file. They write
@@ -17,18 +17,7 @@ describe('storm and failover across processes', () => {
   let primary: ProxyChild;
   let secondaries: ProxyChild[];
 
-  const countsById = (): Map<string, number> => {
-    const db = new Database(dbPath, { readonly: true });
-    try {
-      const rows = db.prepare('SELECT id, count(*) AS n FROM notes GROUP BY id').all() as Array<{
-        id: string;
-        n: number;
-      }>;
-      return new Map(rows.map((r) => [r.id, r.n]));
-    } finally {
-      db.close();
-    }
-  };
+  const countsById = (): Map<string, number> => noteCountsById(dbPath);
 
   beforeAll(async () => {
     dir = await tempDir('dbproxy-storm');
