@@ -14,14 +14,14 @@ export const workspaceAliases = [
   { find: /^@x\/oversync\/client$/, replacement: src('oversync', 'client/index') },
   { find: /^@x\/dbx\/testing$/, replacement: src('dbx', 'testing/index') },
   { find: /^@x\/testkit\/bench$/, replacement: src('testkit', 'bench/index') },
-  ...['writecoordinator', 'dbproxy', 'dbx', 'schemaops', 'oversync', 'testkit'].map((pkg) => ({
+  ...['core', 'writecoordinator', 'dbproxy', 'dbx', 'schemaops', 'oversync', 'testkit'].map((pkg) => ({
     find: new RegExp(`^@x/${pkg}$`),
     replacement: src(pkg),
   })),
 ];
 
 /** Projects that never touch PostgreSQL, so they do not wait for the shared cluster to start. */
-const WITHOUT_POSTGRES = new Set(['writecoordinator', 'dbproxy']);
+const WITHOUT_POSTGRES = new Set(['core', 'writecoordinator', 'dbproxy']);
 
 /** The vitest globalSetup that starts (or joins) the run's shared PostgreSQL cluster. */
 export const postgresGlobalSetup = src('testkit', 'vitest/global-setup');
@@ -30,7 +30,7 @@ export interface SharedProjectOptions {
   /**
    * Join the run's shared PostgreSQL cluster (a primary and two streaming replicas, started once per
    * run whichever projects ask for it) so `createTestDatabase()` can use it. Default: true except for
-   * writecoordinator and dbproxy. A project without it can still call `createTestDatabase()`: each
+   * core, writecoordinator and dbproxy. A project without it can still call `createTestDatabase()`: each
    * test worker then starts a cluster of its own, which is slower.
    */
   postgres?: boolean;

@@ -1,90 +1,72 @@
 #!/usr/bin/env node
-// Packs each public package exactly as `pnpm publish` would, installs the tarballs into an empty
-// project outside the workspace, imports every public entry point with plain Node ESM resolution,
-// and runs publint and @arethetypeswrong/cli on each tarball. Users install these packages one by
-// one from npm; this is the check that they work that way.
-import { execFileSync } from 'node:child_process';
+// Packs each public package exactly as `pnpm publish` would and runs publint and
+// @arethetypeswrong/cli on each tarball; then, for each package on its own, installs its tarball and
+// those of the workspace packages it depends on (@x/core under every library) into an empty project
+// outside the workspace and imports every public entry point with plain Node ESM resolution. Users
+// install these packages one by one from npm; this is the check that they work that way.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const root = path.resolve(fileURLToPath(new URL('..', import.meta.url)));
-const pnpm = ['--yes', 'pnpm@10.34.8'];
-const run = (cmd, args, cwd, opts = {}) =>
-  execFileSync(cmd, args, {
-    cwd,
-    stdio: opts.capture ? 'pipe' : 'inherit',
-    encoding: 'utf8',
-    env: { ...process.env, ...opts.env },
-  });
+import { packAll, publicPackages, root, run } from './lib/pack.mjs';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'x-pack-check-'));
 const tarballs = path.join(work, 'tarballs');
-const consumer = path.join(work, 'consumer');
 fs.mkdirSync(tarballs);
-fs.mkdirSync(consumer);
+/** Optional peers a package's entry points import, installed beside it the way its README says. */
+const OPTIONAL_PEERS = { '@x/oversync': ['fastify@5', 'better-sqlite3@12'] };
 let failed = false;
 try {
-  const pkgs = fs
-    .readdirSync(path.join(root, 'packages'))
-    .map((dir) => ({
-      dir,
-      json: JSON.parse(fs.readFileSync(path.join(root, 'packages', dir, 'package.json'), 'utf8')),
-    }))
-    .filter((p) => !p.json.private);
-
-  const entries = [];
+  const pkgs = packAll(publicPackages(), tarballs);
+  const byName = new Map(pkgs.map((p) => [p.json.name, p]));
   for (const p of pkgs) {
-    const cwd = path.join(root, 'packages', p.dir);
-    const out = run('npx', [...pnpm, 'pack', '--pack-destination', tarballs], cwd, { capture: true });
-    const file = out
-      .trim()
-      .split('\n')
-      .filter((l) => l.endsWith('.tgz'))
-      .pop();
-    if (!file) throw new Error(`pnpm pack printed no tarball for ${p.json.name}`);
-    const tgz = path.isAbsolute(file) ? file : path.join(tarballs, path.basename(file));
-    p.tgz = tgz;
-    for (const sub of Object.keys(p.json.exports))
-      entries.push(sub === '.' ? p.json.name : `${p.json.name}/${sub.slice(2)}`);
     console.log(`\n== publint ${p.json.name}`);
-    run('npx', ['publint', 'run', tgz, '--strict'], root);
+    run('npx', ['publint', 'run', p.tgz, '--strict'], root);
     console.log(`\n== attw ${p.json.name}`);
-    run('npx', ['attw', tgz, '--profile', 'esm-only', '--format', 'table-flipped'], root);
+    run('npx', ['attw', p.tgz, '--profile', 'esm-only', '--format', 'table-flipped'], root);
   }
 
-  // An empty project, outside the workspace, that installs the tarballs with npm (no workspace links,
-  // no catalog), plus the optional peers that the server and client entry points need.
-  fs.writeFileSync(
-    path.join(consumer, 'package.json'),
-    JSON.stringify({ name: 'x-consumer', version: '0.0.0', private: true, type: 'module' }, null, 2),
-  );
-  console.log('\n== npm install of the tarballs into an empty project');
-  run(
-    'npm',
-    [
-      'install',
-      '--no-audit',
-      '--no-fund',
-      '--loglevel=error',
-      ...pkgs.map((p) => p.tgz),
-      'fastify@5',
-      'better-sqlite3@12',
-    ],
-    consumer,
-  );
+  // Each package alone: an empty project outside the workspace installs its tarball plus the
+  // tarballs of the workspace packages it depends on (transitively: @x/schemaops brings @x/dbx,
+  // which brings @x/core), with npm (no workspace links, no catalog), and imports every public entry
+  // point. A workspace dependency missing from a package.json fails here, as it would for a user.
+  for (const p of pkgs) {
+    const closure = new Set([p.json.name]);
+    const queue = [p];
+    while (queue.length > 0) {
+      const q = queue.pop();
+      for (const dep of Object.keys({ ...q.json.dependencies, ...q.json.peerDependencies })) {
+        const d = byName.get(dep);
+        if (d !== undefined && !closure.has(dep)) {
+          closure.add(dep);
+          queue.push(d);
+        }
+      }
+    }
+    const consumer = path.join(work, `consumer-${p.dir}`);
+    fs.mkdirSync(consumer);
+    fs.writeFileSync(
+      path.join(consumer, 'package.json'),
+      JSON.stringify({ name: 'x-consumer', version: '0.0.0', private: true, type: 'module' }, null, 2),
+    );
+    const tgzs = [...closure].map((name) => byName.get(name).tgz);
+    const extra = OPTIONAL_PEERS[p.json.name] ?? [];
+    console.log(`\n== npm install of ${[...closure].join(' + ')} alone into an empty project`);
+    run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...tgzs, ...extra], consumer);
 
-  const smoke = entries.map((e) => `import * as m${entries.indexOf(e)} from '${e}';`).join('\n');
-  const check = entries
-    .map(
-      (e, i) =>
-        `if (Object.keys(m${i}).length === 0) throw new Error('${e} exports nothing');\nconsole.log('ok ${e}', Object.keys(m${i}).length, 'exports');`,
-    )
-    .join('\n');
-  fs.writeFileSync(path.join(consumer, 'smoke.mjs'), `${smoke}\n${check}\n`);
-  console.log('\n== smoke import of every public entry point');
-  run('node', ['smoke.mjs'], consumer);
+    const entries = Object.keys(p.json.exports).map((sub) =>
+      sub === '.' ? p.json.name : `${p.json.name}/${sub.slice(2)}`,
+    );
+    const smoke = entries.map((e, i) => `import * as m${i} from '${e}';`).join('\n');
+    const check = entries
+      .map(
+        (e, i) =>
+          `if (Object.keys(m${i}).length === 0) throw new Error('${e} exports nothing');\nconsole.log('ok ${e}', Object.keys(m${i}).length, 'exports');`,
+      )
+      .join('\n');
+    fs.writeFileSync(path.join(consumer, 'smoke.mjs'), `${smoke}\n${check}\n`);
+    console.log(`\n== smoke import of every public entry point of ${p.json.name}`);
+    run('node', ['smoke.mjs'], consumer);
+  }
   console.log('\npackage check passed');
 } catch (err) {
   failed = true;

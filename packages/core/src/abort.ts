@@ -1,0 +1,100 @@
+/**
+ * Abort-aware waiting. Every function here rejects in one way only: with `signal.reason`, the value
+ * the aborting code passed to `controller.abort(reason)` (a DOMException `AbortError` when it passed
+ * nothing). A package that promises its callers a coded error instead (say DBX_QUERY_CANCELLED) maps
+ * `signal.reason` at its own boundary; it does not write another sleep.
+ */
+
+/** Throws `signal.reason` when `signal` has already aborted; returns otherwise. */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw signal.reason;
+}
+
+export interface SleepOptions {
+  /** Aborting it rejects the sleep with `signal.reason` and clears the timer. */
+  signal?: AbortSignal | undefined;
+  /** Do not keep the process alive for this timer (for deadlines raced against real work). */
+  unref?: boolean | undefined;
+}
+
+/**
+ * Resolves after `ms` milliseconds. Rejects with `signal.reason` at once when `signal` has already
+ * aborted, or as soon as it aborts; the timer and the abort listener are removed either way.
+ */
+export function sleep(ms: number, options: SleepOptions = {}): Promise<void> {
+  const { signal } = options;
+  return new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(
+      () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      },
+      Math.max(0, ms),
+    );
+    if (options.unref) timer.unref();
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+export interface AbortableOptions<T> {
+  /**
+   * Receives the value when `promise` fulfils after the abort already rejected the race, so that a
+   * resource it carries (a pooled connection, say) can be released instead of leaked.
+   */
+  onLateValue?: ((value: T) => void) | undefined;
+}
+
+/**
+ * Settles as `promise` does, unless `signal` aborts first: then rejects with `signal.reason`. The
+ * underlying work is not cancelled (that is the caller's to arrange); a late rejection is swallowed
+ * and a late value handed to `onLateValue`. Without a signal, returns `promise` itself.
+ */
+export function abortable<T>(
+  promise: Promise<T>,
+  signal: AbortSignal | undefined,
+  options: AbortableOptions<T> = {},
+): Promise<T> {
+  if (signal === undefined) return promise;
+  const { onLateValue } = options;
+  if (signal.aborted) {
+    promise.then(
+      (v) => onLateValue?.(v),
+      () => {},
+    );
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    const onAbort = (): void => {
+      if (settled) return;
+      settled = true;
+      reject(signal.reason);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        if (settled) onLateValue?.(v);
+        else {
+          settled = true;
+          resolve(v);
+        }
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        if (!settled) {
+          settled = true;
+          reject(e);
+        }
+      },
+    );
+  });
+}
