@@ -6,6 +6,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
+import type { Actor } from './actor.js';
 import { SyncServerError } from './errors.js';
 import { connectRoutes } from './internal/http/connect-routes.js';
 import { sendFrameworkError, sendRouterError } from './internal/http/error-body.js';
@@ -22,7 +23,6 @@ import {
 import { snapshotRoutes } from './internal/http/snapshot-routes.js';
 import { statusRoutes } from './internal/http/status-routes.js';
 import { watchRoutes } from './internal/http/watch-routes.js';
-import type { Actor } from './internal/state.js';
 import { DEFAULT_BODY_LIMIT_BYTES } from './options.js';
 import type { SyncService } from './service.js';
 

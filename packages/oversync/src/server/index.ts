@@ -3,6 +3,10 @@
  * cluster) with a fastify plugin.
  */
 export * from '../shared/index.js';
+export type { Actor } from './actor.js';
+export type { BundleChangeSubscription } from './bundle-change-subscription.js';
+export type { SyncDatabase, SyncQuerier, SyncTxOptions } from './database.js';
+export type { DiscoveredSchema } from './discovered-schema.js';
 export {
   isSyncServerError,
   SyncServerError,
@@ -16,20 +20,14 @@ export {
   oversyncFastifyPlugin,
   oversyncFrameworkErrors,
 } from './fastify-plugin.js';
-export type { SyncDatabase, SyncQuerier, SyncTxOptions } from './internal/db.js';
-export { RawJson, wireJson } from './internal/raw-json.js';
 export * from './options.js';
+export type { PullParams } from './pull-params.js';
+export { RawJson, wireJson } from './raw-json.js';
+export type { BundleSource, BundleWriteFn, ScopeWriteResult } from './server-writes.js';
 export {
-  type Actor,
-  type BundleChangeSubscription,
-  type BundleSource,
-  type BundleWriteFn,
   type CloseOptions,
   createSyncService,
-  type DiscoveredSchema,
   type OpOptions,
-  type PullParams,
   type ScopeManager,
-  type ScopeWriteResult,
   type SyncService,
 } from './service.js';

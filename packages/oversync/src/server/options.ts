@@ -1,6 +1,6 @@
 import { z } from 'zod';
+import type { SyncDatabase } from './database.js';
 import { SyncServerError } from './errors.js';
-import type { SyncDatabase } from './internal/db.js';
 
 export const DEFAULT_MAX_SUPPORTED_SCHEMA_VERSION = 1;
 export const DEFAULT_APP_NAME = '';

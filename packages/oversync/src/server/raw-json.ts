@@ -2,7 +2,7 @@
  * Payloads read from PostgreSQL are already JSON text (canonical for bundles). Hot paths carry them
  * as RawJson so the HTTP layer can embed the text as-is instead of parsing and re-encoding it.
  */
-import { goJsonNumber, goJsonString } from '../../shared/canonical-json.js';
+import { goJsonNumber, goJsonString } from '../shared/canonical-json.js';
 
 export class RawJson {
   constructor(readonly text: string) {}

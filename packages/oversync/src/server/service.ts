@@ -17,34 +17,24 @@ import type {
   SnapshotSessionCreateRequest,
   StatusResponse,
 } from '../shared/wire.js';
+import type { Actor } from './actor.js';
+import type { BundleChangeSubscription } from './bundle-change-subscription.js';
+import type { DiscoveredSchema } from './discovered-schema.js';
 import { SyncServerError, wireError } from './errors.js';
-import {
-  assertBootstrapped,
-  bootstrapTopology,
-  type DiscoveredSchema,
-  type Topology,
-} from './internal/bootstrap.js';
+import { assertBootstrapped, bootstrapTopology, type Topology } from './internal/bootstrap.js';
 import { connect } from './internal/connect.js';
-import { type OpOptions as BaseOpOptions, boundedTx, type ServiceContext } from './internal/context.js';
+import { boundedTx, type ServiceContext } from './internal/context.js';
 import { sqlErrorOf } from './internal/db.js';
 import { checkActor as checkIdentity, SERVICE_ACTOR_NAMING } from './internal/identity.js';
-import { getCommittedBundleRows, type PullParams, pull } from './internal/pull.js';
+import { getCommittedBundleRows, pull } from './internal/pull.js';
 import { uploadPushChunk } from './internal/push-chunk.js';
 import { commitPushSession } from './internal/push-commit.js';
 import { createPushSession, deletePushSession } from './internal/push-session.js';
-import { parsePayloads, RawJson } from './internal/raw-json.js';
-import {
-  type BundleSource,
-  type BundleWriteFn,
-  execScopeWrite,
-  type ScopeWriteResult,
-  withinSyncBundle,
-} from './internal/server-writes.js';
+import { execScopeWrite, withinSyncBundle } from './internal/server-writes.js';
 import { createSnapshotSession, deleteSnapshotSession, getSnapshotChunk } from './internal/snapshot.js';
-import type { Actor } from './internal/state.js';
 import { requireInitializedScopeReadOnly } from './internal/state.js';
 import { capabilities, status } from './internal/status.js';
-import { BundleChangeHub, type BundleChangeSubscription } from './internal/watch.js';
+import { BundleChangeHub } from './internal/watch.js';
 import {
   DEFAULT_BUNDLES_PER_PULL,
   type ResolvedSyncServiceOptions,
@@ -52,10 +42,9 @@ import {
   SILENT_LOGGER,
   type SyncServiceOptions,
 } from './options.js';
-
-export type { DiscoveredSchema } from './internal/bootstrap.js';
-export type { BundleSource, BundleWriteFn, ScopeWriteResult } from './internal/server-writes.js';
-export type { BundleChangeSubscription } from './internal/watch.js';
+import type { PullParams } from './pull-params.js';
+import { parsePayloads, RawJson } from './raw-json.js';
+import type { BundleSource, BundleWriteFn, ScopeWriteResult } from './server-writes.js';
 
 /** Writes into a scope from the server side (go-oversync's ScopeManager). */
 export interface ScopeManager {
@@ -66,10 +55,9 @@ export interface ScopeManager {
     signal?: OpOptions,
   ): Promise<ScopeWriteResult>;
 }
-export type { PullParams } from './internal/pull.js';
-export type { Actor } from './internal/state.js';
 
-export interface OpOptions extends BaseOpOptions {
+export interface OpOptions {
+  signal?: AbortSignal | undefined;
   /**
    * Row payloads stay `RawJson` (their JSON text, embedded verbatim by the HTTP layer) instead of
    * being parsed. Only pull, committed-bundle rows and snapshot chunks honour it.

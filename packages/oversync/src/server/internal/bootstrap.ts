@@ -1,7 +1,9 @@
 import { sortKeysByCodePoint } from '../../shared/canonical-json.js';
+import type { SyncDatabase, SyncQuerier } from '../database.js';
+import type { DiscoveredSchema } from '../discovered-schema.js';
 import { SyncServerError, UnsupportedSchemaError } from '../errors.js';
 import type { SyncLogger } from '../options.js';
-import { quoteIdent, quoteLiteral, type SyncDatabase, type SyncQuerier } from './db.js';
+import { quoteIdent, quoteLiteral } from './db.js';
 import { PUSH_STORAGE_SQL } from './push-sql.js';
 import {
   CAPTURE_INSERT_TRIGGER,
@@ -33,16 +35,6 @@ export interface TableInfo {
   /** Every column except `_sync_scope_id`, with its `udt_name`. */
   readonly columns: ReadonlyMap<string, string>;
   readonly byteaColumns: ReadonlySet<string>;
-}
-
-export interface DiscoveredSchema {
-  /** `schema.table`, parents first, members of a cycle together in sorted order. */
-  readonly tableOrder: readonly string[];
-  readonly orderIdx: ReadonlyMap<string, number>;
-  readonly dependencies: ReadonlyMap<string, readonly string[]>;
-  /** `schema.table` → cycle id (> 0 only for members of a multi-table cycle). */
-  readonly cycleGroup: ReadonlyMap<string, number>;
-  readonly cycles: ReadonlyMap<number, readonly string[]>;
 }
 
 export interface Topology {

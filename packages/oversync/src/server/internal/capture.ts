@@ -4,12 +4,12 @@ import { computeBundleHash, type HashableBundleRow } from '../../shared/bundle-h
 import { canonicalJson } from '../../shared/canonical-json.js';
 import type { Bundle, BundleRow, SyncKey } from '../../shared/wire.js';
 import type { TableInfo, Topology } from './bootstrap.js';
-import type { SyncQuerier } from './db.js';
 import { keyHexOf, keyStringOf, opName, toWirePayload } from './rows.js';
 
 /** Stands for a present payload in hash rows whose canonical payload text is passed alongside. */
 export const PAYLOAD_PRESENT = true;
 
+import type { SyncQuerier } from '../database.js';
 import { OP_DELETE, OP_INSERT, OP_UPDATE } from './schema-sql.js';
 
 interface StageRow {

@@ -1,9 +1,10 @@
 /** POST /sync/connect: scope initialisation leases (§7). */
 import { randomUUID } from 'node:crypto';
 import type { ConnectRequest, ConnectResponse } from '../../shared/wire.js';
+import type { Actor } from '../actor.js';
 import { boundedTx, type OpOptions, type ServiceContext, txOpts } from './context.js';
 import { SCOPE_INITIALIZED, SCOPE_UNINITIALIZED } from './schema-sql.js';
-import { type Actor, ensureUserScope, loadScopeForUpdate, lockUser, markScopeInitialized } from './state.js';
+import { ensureUserScope, loadScopeForUpdate, lockUser, markScopeInitialized } from './state.js';
 
 /** RFC 3339 UTC with the fraction's trailing zeros trimmed (Go's RFC3339Nano), from PG `to_char`. */
 export const RFC3339_SQL = (col: string) =>

@@ -7,8 +7,8 @@
  * that applies them is here too, used by both the service API and the HTTP layer.
  */
 import { SOURCE_ID_HEADER, type WireErrorCode } from '../../shared/wire.js';
+import type { Actor } from '../actor.js';
 import { wireError } from '../errors.js';
-import type { Actor } from './state.js';
 
 /** Longest user id or source id accepted, in UTF-8 bytes. */
 export const MAX_IDENTITY_BYTES = 512;

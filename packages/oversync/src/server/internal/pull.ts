@@ -1,19 +1,15 @@
 /** Pull (§5.1) and committed-bundle row paging (§5.2). */
 import type { Bundle, BundleRow, CommittedBundleRowsResponse, PullResponse } from '../../shared/wire.js';
+import type { Actor } from '../actor.js';
+import type { SyncQuerier } from '../database.js';
 import { isSyncServerError, wireError } from '../errors.js';
 import type { StageTiming } from '../options.js';
+import type { PullParams } from '../pull-params.js';
+import { RawJson } from '../raw-json.js';
 import type { Topology } from './bootstrap.js';
 import { boundedTx, type OpOptions, type ServiceContext, txOpts } from './context.js';
-import type { SyncQuerier } from './db.js';
-import { RawJson } from './raw-json.js';
 import { opName, wireKey } from './rows.js';
-import { type Actor, findUserPk, requireInitializedScopeReadOnly } from './state.js';
-
-export interface PullParams {
-  afterBundleSeq: number;
-  maxBundles: number;
-  targetBundleSeq: number;
-}
+import { findUserPk, requireInitializedScopeReadOnly } from './state.js';
 
 interface RowRec {
   bundle_seq: string;

@@ -1,7 +1,8 @@
 /** Applying a commit's staged rows to the business tables, in staged order. */
 import { goEscapeJsonText } from '../../shared/canonical-json.js';
+import type { SyncQuerier } from '../database.js';
 import type { DirectInsertEvent } from './capture.js';
-import { quoteIdent, type SyncQuerier } from './db.js';
+import { quoteIdent } from './db.js';
 import {
   DIRECT_ALIAS,
   type DirectInsertPlan,

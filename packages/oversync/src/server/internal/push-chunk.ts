@@ -3,14 +3,15 @@
  * as `push_row_invalid` for the row), then staged in order under the locked session.
  */
 import type { PushSessionChunkRequest, PushSessionChunkResponse } from '../../shared/wire.js';
+import type { Actor } from '../actor.js';
+import type { SyncQuerier } from '../database.js';
 import { wireError } from '../errors.js';
 import { boundedTx, type OpOptions, type ServiceContext, txOpts } from './context.js';
-import type { SyncQuerier } from './db.js';
 import { findInvalidValue, rowInvalidError } from './push-conflict.js';
 import { loadSessionForUpdate, PUSH_TX } from './push-session.js';
 import { chunkMetaOf } from './push-staging.js';
 import { PushValidationError, PushValueError, type StagedRowInput, validatePushRows } from './rows.js';
-import { type Actor, findUserPk, lockUser, requireActiveInitializationLease } from './state.js';
+import { findUserPk, lockUser, requireActiveInitializationLease } from './state.js';
 
 function chunkInvalid(e: unknown): never {
   if (e instanceof PushValidationError) throw wireError('push_chunk_invalid', e.message);

@@ -4,10 +4,11 @@
  * committed again carefully, to name the refused row as a `push_conflict` (push-conflict.ts).
  */
 import type { PushSessionCommitResponse } from '../../shared/wire.js';
+import type { Actor } from '../actor.js';
+import type { SyncQuerier } from '../database.js';
 import { wireError } from '../errors.js';
 import { type DirectInsertEvent, finalizeCapturedBundle } from './capture.js';
 import { type OpOptions, type ServiceContext, txOpts } from './context.js';
-import type { SyncQuerier } from './db.js';
 import { applyRows } from './push-apply.js';
 import { dataRefusalOf, locateRefusedRow, refusedRowConflict } from './push-conflict.js';
 import { type CommittedPushBundle, commitDirectBundle, directBundleEligible } from './push-direct-bundle.js';
@@ -16,7 +17,6 @@ import { loadSessionForUpdate, PUSH_TX } from './push-session.js';
 import { type ApplyRow, loadStagedRows } from './push-staging.js';
 import { checkRowVersions, type RowStateOf } from './push-version-check.js';
 import {
-  type Actor,
   activateSourceState,
   applyRetention,
   loadSourceState,

@@ -10,9 +10,10 @@
  */
 import { canonicalJson } from '../../shared/canonical-json.js';
 import type { PushConflictDetails, PushConflictReason } from '../../shared/wire.js';
+import type { SyncQuerier } from '../database.js';
 import { type SyncServerError, wireError } from '../errors.js';
 import type { TableInfo, Topology } from './bootstrap.js';
-import { quoteIdent, type SqlErrorFields, type SyncQuerier, sqlErrorOf } from './db.js';
+import { quoteIdent, type SqlErrorFields, sqlErrorOf } from './db.js';
 import { keyHexOf, opName, type StagedRowInput, toWirePayload } from './rows.js';
 import { KEY_KIND_UUID, OP_DELETE } from './schema-sql.js';
 

@@ -3,9 +3,10 @@
  * `RETURNING`, when the whole push is fresh INSERTs into tables the direct-insert plan covers.
  */
 import { computeBundleHash, type HashableBundleRow } from '../../shared/bundle-hash.js';
+import type { SyncQuerier } from '../database.js';
 import { allocateBundleSeq, notifyBundle, PAYLOAD_PRESENT } from './capture.js';
 import type { ServiceContext } from './context.js';
-import { quoteIdent, type SyncQuerier } from './db.js';
+import { quoteIdent } from './db.js';
 import { DIRECT_ALIAS, type DirectInsertPlan, MAX_INSERT_BATCH } from './push-direct-insert.js';
 import type { ApplyRow } from './push-staging.js';
 import { OP_INSERT } from './schema-sql.js';

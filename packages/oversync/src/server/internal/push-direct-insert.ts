@@ -3,8 +3,10 @@
  * while capturing the rows itself from `RETURNING` (instead of through the capture trigger and
  * its stage), and the `RETURNING` lists that do it.
  */
+
+import type { SyncQuerier } from '../database.js';
 import { SCOPE_COLUMN, type Topology } from './bootstrap.js';
-import { quoteIdent, quoteLiteral, type SyncQuerier } from './db.js';
+import { quoteIdent, quoteLiteral } from './db.js';
 import {
   CAPTURE_INSERT_TRIGGER,
   CAPTURE_TRIGGER,

@@ -5,12 +5,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { PushSessionCreateRequest, PushSessionCreateResponse } from '../../shared/wire.js';
+import type { Actor } from '../actor.js';
+import type { SyncQuerier } from '../database.js';
 import { wireError } from '../errors.js';
 import { boundedTx, type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
-import type { SyncQuerier } from './db.js';
 import { SCOPE_INITIALIZING, SCOPE_UNINITIALIZED } from './schema-sql.js';
 import {
-  type Actor,
   checkSourceSequence,
   ensureUserScope,
   loadScopeForUpdate,

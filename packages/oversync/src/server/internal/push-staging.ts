@@ -3,9 +3,10 @@
  * staged chunk (written by push-chunk.ts) and reading the chunks back, in row order and checked,
  * as the rows a commit applies.
  */
+
+import type { SyncQuerier } from '../database.js';
 import { wireError } from '../errors.js';
 import type { TableInfo, Topology } from './bootstrap.js';
-import type { SyncQuerier } from './db.js';
 import type { SessionRow } from './push-session.js';
 import { keyHexOf, type StagedRowInput } from './rows.js';
 

@@ -3,8 +3,9 @@
  * row's `sync.row_state`, in staged order; the first conflict wins (`push_conflict`, reason
  * `row_version`).
  */
+
+import type { SyncQuerier } from '../database.js';
 import type { Topology } from './bootstrap.js';
-import type { SyncQuerier } from './db.js';
 import { conflictDetails, pushConflictError, type RowVersion } from './push-conflict.js';
 import type { ApplyRow } from './push-staging.js';
 import { keyStringOf } from './rows.js';

@@ -1,12 +1,13 @@
 /** Server-originated writes (§12): withinSyncBundle and the scope manager's execWrite. */
 import type { Bundle } from '../../shared/wire.js';
+import type { Actor } from '../actor.js';
+import type { SyncQuerier } from '../database.js';
 import { SyncServerError, wireError } from '../errors.js';
+import type { BundleSource, BundleWriteFn, ScopeWriteResult } from '../server-writes.js';
 import { finalizeCapturedBundle } from './capture.js';
 import { type OpOptions, type ServiceContext, txOpts } from './context.js';
-import type { SyncQuerier } from './db.js';
 import { SCOPE_INITIALIZING, SCOPE_UNINITIALIZED } from './schema-sql.js';
 import {
-  type Actor,
   activateSourceState,
   applyRetention,
   checkSourceSequence,
@@ -19,14 +20,6 @@ import {
   setBundleContext,
   sourceRetiredError,
 } from './state.js';
-
-export interface BundleSource {
-  sourceId: string;
-  sourceBundleId: number;
-}
-
-/** The callback of a server-originated write: runs inside the bundle's transaction, once. */
-export type BundleWriteFn = (tx: SyncQuerier) => Promise<void>;
 
 function scopeGate(userId: string, scope: ScopeState): void {
   if (scope.stateCode === SCOPE_INITIALIZING) {
@@ -105,12 +98,6 @@ export async function withinSyncBundle(
     },
     txOpts(opts.signal, { isolation: 'read committed', maxAttempts: 1 }),
   );
-}
-
-export interface ScopeWriteResult {
-  /** The scope was UNINITIALIZED and this write initialised it (no device can win initialize_local afterwards). */
-  autoInitialized: boolean;
-  bundle: Bundle;
 }
 
 /**

@@ -7,17 +7,19 @@ import type {
   SnapshotSession,
   SnapshotSessionCreateRequest,
 } from '../../shared/wire.js';
+import type { Actor } from '../actor.js';
+import type { SyncQuerier } from '../database.js';
 import { SyncServerError, wireError } from '../errors.js';
+import { RawJson } from '../raw-json.js';
 import { SCOPE_COLUMN, type TableInfo } from './bootstrap.js';
 import { RFC3339_SQL } from './connect.js';
 import { boundedTx, type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
-import { quoteIdent, quoteLiteral, type SyncQuerier } from './db.js';
+import { quoteIdent, quoteLiteral } from './db.js';
 import { identityProblem } from './identity.js';
 import { type CatalogColumn, CURRENT_COLUMNS_SQL, payloadTextSql } from './payload-sql.js';
-import { RawJson } from './raw-json.js';
 import { KEY_KIND_UUID } from './schema-sql.js';
 import { SNAPSHOT_BLOCK_ROWS, SNAPSHOT_MISMATCH_SQLSTATE } from './snapshot-sql.js';
-import { type Actor, requireInitializedScopeReadOnly, sourceRetiredError } from './state.js';
+import { requireInitializedScopeReadOnly, sourceRetiredError } from './state.js';
 
 const REPLACEMENT_REASONS = new Set([
   'history_pruned',

@@ -1,18 +1,15 @@
 /** Per-user scope, source and retention state shared by every write path. */
+
+import type { Actor } from '../actor.js';
+import type { SyncQuerier } from '../database.js';
 import { SyncServerError, wireError } from '../errors.js';
 import type { SyncLimits } from '../options.js';
-import type { SyncQuerier } from './db.js';
 import {
   DIRECT_INSERT_TABLES_GUC,
   SCOPE_INITIALIZED,
   SCOPE_INITIALIZING,
   SCOPE_UNINITIALIZED,
 } from './schema-sql.js';
-
-export interface Actor {
-  readonly userId: string;
-  readonly sourceId: string;
-}
 
 export interface ScopeState {
   userPk: string;

@@ -5,9 +5,9 @@ import {
   type StatusResponse,
   SYNC_PROTOCOL_VERSION,
 } from '../../shared/wire.js';
+import type { SyncQuerier } from '../database.js';
 import { MAX_BUNDLES_PER_PULL, type ResolvedSyncServiceOptions } from '../options.js';
 import { normalizeRegisteredTables } from './bootstrap.js';
-import type { SyncQuerier } from './db.js';
 
 export function registeredTableNames(options: ResolvedSyncServiceOptions): string[] {
   return sortKeysByCodePoint(normalizeRegisteredTables(options.registeredTables).map((t) => t.name));

@@ -3,14 +3,10 @@
  * sends, fanned out in-process to per-user subscribers with a one-slot coalescing buffer.
  */
 import type { BundleChangeEvent } from '../../shared/wire.js';
+import type { BundleChangeSubscription } from '../bundle-change-subscription.js';
+import type { SyncDatabase, SyncListenClient } from '../database.js';
 import type { SyncLogger } from '../options.js';
-import { quoteIdent, type SyncDatabase, type SyncListenClient } from './db.js';
-
-/** One watcher: an async iterable of bundle events that ends when closed. */
-export interface BundleChangeSubscription extends AsyncIterable<BundleChangeEvent> {
-  readonly closed: boolean;
-  close(): void;
-}
+import { quoteIdent } from './db.js';
 
 class Subscriber implements BundleChangeSubscription {
   #lastSeq: number;

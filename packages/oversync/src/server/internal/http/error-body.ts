@@ -7,7 +7,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { WireErrorCode } from '../../../shared/wire.js';
 import { isSyncServerError, WIRE_ERROR_STATUS } from '../../errors.js';
-import { wireJson } from '../raw-json.js';
+import { wireJson } from '../../raw-json.js';
 
 /** JSON as Go's `json.Encoder` writes it: HTML-safe escapes and a trailing newline. */
 export function sendJson(reply: FastifyReply, status: number, body: unknown): FastifyReply {

@@ -1,7 +1,7 @@
 /** The pull endpoints (§5): `GET /sync/pull` and a committed bundle's rows. */
 import { wireError } from '../../errors.js';
 import { MAX_BUNDLES_PER_PULL } from '../../options.js';
-import type { PullParams } from '../pull.js';
+import type { PullParams } from '../../pull-params.js';
 import { intParam, parseGoInt, pathParam } from './request.js';
 import type { RouteContext, RouteDef } from './route.js';
 

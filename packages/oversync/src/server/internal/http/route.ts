@@ -6,9 +6,10 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { SOURCE_ID_HEADER } from '../../../shared/wire.js';
-import type { BundleChangeSubscription, SyncService } from '../../service.js';
+import type { Actor } from '../../actor.js';
+import type { BundleChangeSubscription } from '../../bundle-change-subscription.js';
+import type { SyncService } from '../../service.js';
 import { checkActor, HTTP_ACTOR_NAMING } from '../identity.js';
-import type { Actor } from '../state.js';
 import { type EndpointFailure, sendJson, sendMethodNotAllowed, sendOperationError } from './error-body.js';
 
 /** The trusted user id of a request (see `OversyncFastifyOptions.userIdFromRequest`). */

@@ -1,8 +1,8 @@
 /** `GET /sync/watch`: committed-bundle events of the actor's scope as server-sent events. */
 import type { FastifyReply } from 'fastify';
 import { goEscapeJsonText } from '../../../shared/canonical-json.js';
+import type { BundleChangeSubscription } from '../../bundle-change-subscription.js';
 import { wireError } from '../../errors.js';
-import type { BundleChangeSubscription } from '../../service.js';
 import { intParam } from './request.js';
 import type { RouteContext, RouteDef } from './route.js';
 

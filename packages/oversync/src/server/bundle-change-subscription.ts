@@ -1,0 +1,7 @@
+import type { BundleChangeEvent } from '../shared/wire.js';
+
+/** One watcher: an async iterable of bundle events that ends when closed. */
+export interface BundleChangeSubscription extends AsyncIterable<BundleChangeEvent> {
+  readonly closed: boolean;
+  close(): void;
+}

@@ -1,0 +1,37 @@
+/**
+ * The structural subset of an @x/dbx `Cluster` the sync service uses. Any object with these
+ * methods works (kysely's "take an interface, not the driver's class").
+ */
+export interface SyncQueryResult<R> {
+  rows: R[];
+  rowCount: number | null;
+}
+export interface SyncQuerier {
+  query<R = Record<string, unknown>>(
+    sql: string,
+    params?: readonly unknown[],
+    opts?: { signal?: AbortSignal },
+  ): Promise<SyncQueryResult<R>>;
+}
+export interface SyncTxOptions {
+  isolation?: 'read committed' | 'repeatable read' | 'serializable';
+  readOnly?: boolean;
+  signal?: AbortSignal;
+  maxAttempts?: number;
+}
+/** A dedicated connection (LISTEN for the watch endpoint): the subset of a `pg.PoolClient` used. */
+export interface SyncListenClient {
+  query(sql: string): Promise<unknown>;
+  on(
+    event: 'notification',
+    listener: (msg: { channel: string; payload?: string | undefined }) => void,
+  ): unknown;
+  on(event: 'error' | 'end', listener: (err?: Error) => void): unknown;
+  removeAllListeners(event?: string): unknown;
+  release(err?: Error | boolean): void;
+}
+export interface SyncDatabase extends SyncQuerier {
+  runTx<T>(fn: (tx: SyncQuerier) => Promise<T>, opts?: SyncTxOptions): Promise<T>;
+  /** A dedicated primary connection (an @x/dbx cluster's `connect()`, a pg `PoolClient`). */
+  connect?(opts?: { signal?: AbortSignal }): Promise<unknown>;
+}
