@@ -1,37 +1,38 @@
 import { channel } from 'node:diagnostics_channel';
 import { realpathSync } from 'node:fs';
-import {
-  bundleChangeEventSchema,
-  capabilitiesResponseSchema,
-  connectResponseSchema,
-} from '../shared/wire.js';
+import { bundleChangeEventSchema } from '../shared/wire.js';
 import { ClientError, isClientError, isLifecyclePreconditionError } from './errors.js';
 import { type ConflictQuery, listConflicts } from './internal/conflict-log.js';
 import {
+  type AttachmentState,
   beginApply,
-  clearOutbox,
+  beginRemoteReplace,
+  bindAttached,
   countDirty,
   countOutbox,
+  dropMetadata,
   endApply,
-  ensureSourceRow,
+  type GateState,
+  generateSourceId,
+  hasLiveRows,
+  managedTables,
+  openMetadata,
   readAttachment,
+  readGate,
   readOperation,
-  readOutbox,
-  setOperation,
-  stmt,
-} from './internal/db-ops.js';
-import { SyncEngine } from './internal/engine.js';
-import { METADATA_DDL, METADATA_TABLES, migrateMetadata, quoteIdent } from './internal/local-schema.js';
+  readPending,
+  seedDirtyFromTable,
+  setSourceAndSchema,
+  wipeForDetach,
+} from './internal/local-store.js';
+import { pullToStable } from './internal/pull.js';
+import { pushPending } from './internal/push.js';
+import { keepSourceRebuild, rebuild, recoverSource } from './internal/rebuild.js';
+import { Remote } from './internal/remote.js';
 import { parseSse } from './internal/sse.js';
-import {
-  dropTriggers,
-  installTriggers,
-  keyJsonExpr,
-  loadTableModels,
-  payloadExpr,
-  type TableModel,
-} from './internal/table-model.js';
-import { type FetchLike, type Logger, sleep, statusOf, Transport } from './internal/transport.js';
+import { SyncContext } from './internal/sync-context.js';
+import { dropTriggers, installTriggers, loadTableModels, type TableModel } from './internal/table-model.js';
+import { type FetchLike, type Logger, sleep, Transport } from './internal/transport.js';
 import { isCoordinator, type SqliteDb, TxRunner } from './internal/writer.js';
 import { parseOptions, type SyncClientOptions, type SyncClientOptionsInput } from './options.js';
 import { clientWinsResolver, serverWinsResolver } from './resolvers.js';
@@ -149,9 +150,9 @@ function resolveResolver(r: SyncClientOptions['resolver']): ConflictResolver {
 class SyncClientImpl implements SyncClient {
   readonly options: SyncClientOptions;
   readonly #runner: TxRunner;
-  readonly #transport: Transport;
+  readonly #remote: Remote;
   readonly #logger: Logger;
-  #engine: SyncEngine | undefined;
+  #ctx: SyncContext | undefined;
   #models: TableModel[] = [];
   #ownerKey: string | undefined;
   #opened = false;
@@ -178,17 +179,19 @@ class SyncClientImpl implements SyncClient {
     this.options = options;
     this.#logger = (options.logger as Logger | undefined) ?? noopLogger;
     this.#runner = new TxRunner(options.writer, options.durability);
-    this.#transport = new Transport({
-      baseUrl: options.baseUrl,
-      fetch: (options.fetch as FetchLike | undefined) ?? ((u, i) => globalThis.fetch(u, i)),
-      token: options.token as never,
-      retry: options.retry,
-      logger: this.#logger,
-    });
+    this.#remote = new Remote(
+      new Transport({
+        baseUrl: options.baseUrl,
+        fetch: (options.fetch as FetchLike | undefined) ?? ((u, i) => globalThis.fetch(u, i)),
+        token: options.token as never,
+        retry: options.retry,
+        logger: this.#logger,
+      }),
+    );
   }
 
   get sourceId(): string {
-    return this.#transport.sourceId;
+    return this.#remote.sourceId;
   }
   get userId(): string {
     return this.#userId;
@@ -341,30 +344,7 @@ class SyncClientImpl implements SyncClient {
     }
     const schema = this.options.schema;
     const result = await this.#runner.tx((db) => {
-      db.exec(METADATA_DDL);
-      migrateMetadata(db);
-      stmt(db, `UPDATE _sync_apply_state SET apply_mode = 0 WHERE singleton_key = 1`).run();
-      const scopes = new Set(
-        (
-          db
-            .prepare(
-              `SELECT schema_name FROM _sync_attachment_state WHERE schema_name <> ''
-               UNION SELECT schema_name FROM _sync_row_state UNION SELECT schema_name FROM _sync_dirty_rows
-               UNION SELECT schema_name FROM _sync_managed_tables`,
-            )
-            .pluck()
-            .all() as string[]
-        ).filter((s) => s !== ''),
-      );
-      for (const s of scopes) {
-        if (s !== schema) {
-          throw new ClientError(
-            'OVERSYNC_CLIENT_SCHEMA_SCOPE_CONFLICT',
-            `exactly one configured schema per local database: found ${s}, configured ${schema}`,
-            { details: { found: s, configured: schema } },
-          );
-        }
-      }
+      openMetadata(db, schema);
       const models = loadTableModels(
         db,
         this.options.tables.map((t) => ({ table: t.table, syncKeyColumns: t.syncKeyColumns })),
@@ -376,31 +356,19 @@ class SyncClientImpl implements SyncClient {
         sourceId = generateSourceId(db, '');
         if (att.bindingState === 'anonymous') {
           // First open (or after uninstall): existing rows become local intents.
-          for (const m of models) {
-            db.prepare(
-              `INSERT INTO _sync_dirty_rows(schema_name, table_name, key_json, op, base_row_version, payload, dirty_ordinal)
-               SELECT ?, ?, ${keyJsonExpr(m, 't')}, 'INSERT', 0, ${payloadExpr(m, 't')},
-                 COALESCE((SELECT MAX(dirty_ordinal) FROM _sync_dirty_rows), 0) + ROW_NUMBER() OVER ()
-               FROM ${m.quoted} AS t WHERE true
-               ON CONFLICT(schema_name, table_name, key_json) DO NOTHING`,
-            ).run(schema, m.table);
-          }
+          for (const m of models) seedDirtyFromTable(db, schema, m);
         }
       }
-      ensureSourceRow(db, sourceId);
-      stmt(
-        db,
-        `UPDATE _sync_attachment_state SET current_source_id = ?, schema_name = ? WHERE singleton_key = 1`,
-      ).run(sourceId, schema);
+      setSourceAndSchema(db, sourceId, schema);
       return { models, sourceId, att: readAttachment(db) };
     }, signal);
     this.#models = result.models;
-    this.#transport.sourceId = result.sourceId;
+    this.#remote.sourceId = result.sourceId;
     if (result.att.bindingState === 'attached') this.#userId = result.att.attachedUserId;
-    if (!this.#engine) {
-      this.#engine = new SyncEngine(
+    if (!this.#ctx) {
+      this.#ctx = new SyncContext(
         this.#runner,
-        this.#transport,
+        this.#remote,
         {
           schema,
           uploadLimit: this.options.uploadLimit,
@@ -426,7 +394,7 @@ class SyncClientImpl implements SyncClient {
             this.#emit('conflict', { context, resolution, record });
           },
           sourceChanged: (id) => {
-            this.#transport.sourceId = id;
+            this.#remote.sourceId = id;
           },
           bindingReset: () => {
             this.#connected = false;
@@ -443,17 +411,28 @@ class SyncClientImpl implements SyncClient {
     return this.#exclusive('open', () => this.#openLocked(opts.signal), opts.signal);
   }
 
-  #requireOpen(name: string): SyncEngine {
-    if (!this.#opened || !this.#engine) {
+  #requireOpen(name: string): SyncContext {
+    if (!this.#opened || !this.#ctx) {
       throw new ClientError('OVERSYNC_CLIENT_OPEN_REQUIRED', `${name} needs open()`);
     }
-    return this.#engine;
+    return this.#ctx;
   }
 
-  async #requireConnected(name: string, signal?: AbortSignal): Promise<SyncEngine> {
-    const engine = this.#requireOpen(name);
+  #requireAttachedHere(name: string): SyncContext {
+    const ctx = this.#requireOpen(name);
     if (!this.#connected) throw new ClientError('OVERSYNC_CLIENT_ATTACH_REQUIRED', `${name} needs attach()`);
-    const att = await this.#runner.tx((db) => readAttachment(db), signal);
+    return ctx;
+  }
+
+  /** Attached in this process, and the durable binding still says so (one read). */
+  async #requireConnected(name: string, signal?: AbortSignal): Promise<SyncContext> {
+    const ctx = this.#requireAttachedHere(name);
+    const att = await this.#runner.read((db) => readAttachment(db), signal);
+    this.#checkBinding(name, att);
+    return ctx;
+  }
+
+  #checkBinding(name: string, att: AttachmentState): void {
     if (
       att.bindingState !== 'attached' ||
       att.attachedUserId !== this.#userId ||
@@ -462,15 +441,22 @@ class SyncClientImpl implements SyncClient {
       this.#connected = false;
       throw new ClientError('OVERSYNC_CLIENT_ATTACH_REQUIRED', `${name} needs attach(): the binding changed`);
     }
-    return engine;
   }
 
-  /** Gates shared by push, pull, sync and rebuild. */
-  async #gates(name: string, signal: AbortSignal | undefined, allowRecovery = false): Promise<void> {
-    const { op, att } = await this.#runner.tx(
-      (db) => ({ op: readOperation(db), att: readAttachment(db) }),
-      signal,
-    );
+  /**
+   * The checks shared by push, pull, sync and rebuild, on one read of the local state: attached
+   * in this process with the binding unchanged, no remote replace pending, no source recovery
+   * (unless rebuilding). An interrupted rebuild is finished first; the state is then read again.
+   */
+  async #gates(
+    name: string,
+    signal: AbortSignal | undefined,
+    allowRecovery = false,
+  ): Promise<{ ctx: SyncContext; gate: GateState }> {
+    const ctx = this.#requireAttachedHere(name);
+    const gate = await this.#runner.read((db) => readGate(db), signal);
+    const { att, op } = gate;
+    this.#checkBinding(name, att);
     if (op.kind === 'source_recovery' && !allowRecovery) {
       throw new ClientError(
         'OVERSYNC_CLIENT_SOURCE_RECOVERY_REQUIRED',
@@ -489,8 +475,10 @@ class SyncClientImpl implements SyncClient {
     if (att.rebuildRequired && !allowRecovery && !this.#downloadsPaused) {
       // An earlier rebuild was interrupted: finish it first (the reference client fails with
       // RebuildRequired until the app calls Rebuild; a frozen outbox could then never drain).
-      await this.#keepSourceRebuild(this.#requireOpen(name), 'recover', signal);
+      await keepSourceRebuild(ctx, 'recover', signal);
+      return { ctx, gate: await this.#runner.read((db) => readGate(db), signal) };
     }
+    return { ctx, gate };
   }
 
   attach(userId: string, opts: OpOptions = {}): Promise<AttachResult> {
@@ -503,8 +491,8 @@ class SyncClientImpl implements SyncClient {
           if (!user)
             throw new ClientError('OVERSYNC_CLIENT_INVALID_OPTIONS', 'attach needs a non-empty user id');
           await this.#openLocked(signal);
-          const engine = this.#requireOpen('attach');
-          const state = await this.#runner.tx(
+          const ctx = this.#requireOpen('attach');
+          const state = await this.#runner.read(
             (db) => ({
               att: readAttachment(db),
               op: readOperation(db),
@@ -522,7 +510,7 @@ class SyncClientImpl implements SyncClient {
                 },
               );
             }
-            const r = await this.#remoteReplace(engine, user, signal);
+            const r = await this.#remoteReplace(ctx, user, signal);
             return r;
           }
           if (state.att.bindingState === 'attached') {
@@ -541,21 +529,14 @@ class SyncClientImpl implements SyncClient {
               );
             }
           }
-          const caps = await this.#capabilities(signal);
+          const caps = await this.#remote.capabilities(signal);
           if (!caps.features.connect_lifecycle) {
             throw new ClientError(
               'OVERSYNC_CLIENT_LIFECYCLE_UNSUPPORTED',
               'server does not support the connect lifecycle',
             );
           }
-          const res = await this.#transport.request({
-            method: 'POST',
-            path: '/sync/connect',
-            body: { has_local_pending_rows: state.pending > 0 },
-            schema: connectResponseSchema,
-            retryOp: 'connect_request',
-            ...(signal ? { signal } : {}),
-          });
+          const res = await this.#remote.connect(state.pending > 0, signal);
           switch (res.resolution) {
             case 'retry_later':
               return { status: 'retry_later', retryAfterSeconds: res.retry_after_seconds ?? 1 } as const;
@@ -568,18 +549,7 @@ class SyncClientImpl implements SyncClient {
                   'initialize_local without initialization_id',
                 );
               }
-              await this.#runner.tx((db) => {
-                stmt(
-                  db,
-                  `UPDATE _sync_attachment_state SET binding_state = 'attached', attached_user_id = ?,
-                     pending_initialization_id = ?, rebuild_required = 0 WHERE singleton_key = 1`,
-                ).run(user, initId);
-                stmt(
-                  db,
-                  `UPDATE _sync_outbox_bundle SET initialization_id = ? WHERE singleton_key = 1 AND state = 'prepared'`,
-                ).run(initId);
-                setOperation(db, { kind: 'none' });
-              }, signal);
+              await this.#runner.tx((db) => bindAttached(db, user, initId), signal);
               this.#userId = user;
               this.#connected = true;
               return {
@@ -588,15 +558,8 @@ class SyncClientImpl implements SyncClient {
               } as const;
             }
             case 'remote_authoritative': {
-              await this.#runner.tx((db) => {
-                stmt(
-                  db,
-                  `UPDATE _sync_attachment_state SET binding_state = 'anonymous', attached_user_id = '',
-                     pending_initialization_id = '' WHERE singleton_key = 1`,
-                ).run();
-                setOperation(db, { kind: 'remote_replace', targetUserId: user });
-              }, signal);
-              return this.#remoteReplace(engine, user, signal);
+              await this.#runner.tx((db) => beginRemoteReplace(db, user), signal);
+              return this.#remoteReplace(ctx, user, signal);
             }
           }
         }),
@@ -604,31 +567,10 @@ class SyncClientImpl implements SyncClient {
     );
   }
 
-  async #capabilities(signal?: AbortSignal) {
-    try {
-      return await this.#transport.request({
-        method: 'GET',
-        path: '/sync/capabilities',
-        schema: capabilitiesResponseSchema,
-        retryOp: 'connect_capabilities',
-        ...(signal ? { signal } : {}),
-      });
-    } catch (e) {
-      const s = statusOf(e);
-      if (s === 404 || s === 405 || s === 501) {
-        throw new ClientError(
-          'OVERSYNC_CLIENT_LIFECYCLE_UNSUPPORTED',
-          'server has no capabilities endpoint',
-          { cause: e },
-        );
-      }
-      throw e;
-    }
-  }
-
   /** Replaces all local sync state with the server's (remote_authoritative). */
-  async #remoteReplace(engine: SyncEngine, user: string, signal?: AbortSignal): Promise<AttachResult> {
-    const r = await engine.rebuild(
+  async #remoteReplace(ctx: SyncContext, user: string, signal?: AbortSignal): Promise<AttachResult> {
+    const r = await rebuild(
+      ctx,
       { phase: 'hydrate', preserve: 'none', bindUser: user, clearOperation: true },
       signal,
     );
@@ -642,19 +584,12 @@ class SyncClientImpl implements SyncClient {
   }
 
   async #pendingLocked(signal?: AbortSignal): Promise<PendingStatus> {
-    return this.#runner.tx((db) => {
-      const att = readAttachment(db);
-      const dirtyRows = countDirty(db);
-      const outboxRows = countOutbox(db);
-      const pendingInitialization = att.pendingInitializationId !== '';
-      const total = dirtyRows + outboxRows + (pendingInitialization ? 1 : 0);
-      return { dirtyRows, outboxRows, pendingInitialization, total, blocksDetach: total > 0 };
-    }, signal);
+    return this.#runner.read((db) => readPending(db), signal);
   }
 
   async conflicts(opts: OpOptions & ConflictQuery = {}): Promise<ConflictRecord[]> {
     this.#requireOpen('conflicts');
-    return this.#runner.tx((db) => listConflicts(db, opts), opts.signal);
+    return this.#runner.read((db) => listConflicts(db, opts), opts.signal);
   }
 
   pendingStatus(opts: OpOptions = {}): Promise<PendingStatus> {
@@ -676,39 +611,12 @@ class SyncClientImpl implements SyncClient {
     const schema = this.options.schema;
     const newSource = await this.#runner.tx((db) => {
       beginApply(db);
-      const managed = stmt(db, `SELECT table_name FROM _sync_managed_tables WHERE schema_name = ?`)
-        .pluck()
-        .all(schema) as string[];
-      const existing = new Set(
-        db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table'`).pluck().all() as string[],
-      );
-      for (const t of new Set([...managed, ...this.#models.map((m) => m.table)])) {
-        if (existing.has(t)) db.exec(`DELETE FROM ${quoteIdent(t)}`);
-      }
-      stmt(db, `DELETE FROM _sync_row_state`).run();
-      stmt(db, `DELETE FROM _sync_dirty_rows`).run();
-      stmt(db, `DELETE FROM _sync_push_stage`).run();
-      stmt(db, `DELETE FROM _sync_snapshot_stage`).run();
-      // The next user must not see this one's data, stashed or in the conflict log.
-      stmt(db, `DELETE FROM _sync_orphan_rows`).run();
-      stmt(db, `DELETE FROM _sync_deleted_parents`).run();
-      stmt(db, `DELETE FROM _sync_conflicts`).run();
-      clearOutbox(db);
-      // A fresh source per binding: the next user's first push starts at source_bundle_id 1
-      // and the checkpoint restarts at 0 (the reference client kept both: pitfall 9).
-      const att = readAttachment(db);
-      const next = generateSourceId(db, att.currentSourceId);
-      ensureSourceRow(db, next);
-      stmt(
-        db,
-        `UPDATE _sync_attachment_state SET binding_state = 'anonymous', attached_user_id = '', pending_initialization_id = '',
-           current_source_id = ?, last_bundle_seq_seen = 0, rebuild_required = 0 WHERE singleton_key = 1`,
-      ).run(next);
-      setOperation(db, { kind: 'none' });
+      const tables = new Set([...managedTables(db, schema), ...this.#models.map((m) => m.table)]);
+      const next = wipeForDetach(db, tables);
       endApply(db);
       return next;
     }, signal);
-    this.#transport.sourceId = newSource;
+    this.#remote.sourceId = newSource;
     this.#connected = false;
     this.#userId = '';
     return { outcome: 'detached', pendingRowCount: pending.total };
@@ -718,34 +626,31 @@ class SyncClientImpl implements SyncClient {
     return this.#exclusive('detach', () => this.#detachLocked(opts.force === true, opts.signal), opts.signal);
   }
 
-  async #pushLocked(signal?: AbortSignal): Promise<PushReport> {
-    const engine = await this.#requireConnected('pushPending', signal);
-    await this.#gates('pushPending', signal);
+  async #pushLocked(signal?: AbortSignal, name = 'pushPending'): Promise<PushReport> {
+    const { ctx } = await this.#gates(name, signal);
     if (this.#uploadsPaused) return { outcome: 'skipped_paused', conflictsResolved: 0 };
-    return this.#traced('push', () => engine.pushPending(signal));
+    return this.#traced('push', () => pushPending(ctx, signal));
   }
 
   pushPending(opts: OpOptions = {}): Promise<PushReport> {
     return this.#exclusive('pushPending', () => this.#pushLocked(opts.signal), opts.signal);
   }
 
-  async #pullLocked(signal?: AbortSignal): Promise<PullReport> {
-    const engine = await this.#requireConnected('pullToStable', signal);
-    await this.#gates('pullToStable', signal);
-    const outboxRows = await this.#runner.tx((db) => countOutbox(db), signal);
-    if (outboxRows > 0) {
+  async #pullLocked(signal?: AbortSignal, name = 'pullToStable'): Promise<PullReport> {
+    const { ctx, gate } = await this.#gates(name, signal);
+    if (gate.outboxRows > 0) {
       throw new ClientError(
         'OVERSYNC_CLIENT_PENDING_PUSH_REPLAY',
         'a frozen push must be replayed first: pushPending()',
         {
-          details: { outboundCount: outboxRows },
+          details: { outboundCount: gate.outboxRows },
         },
       );
     }
     if (this.#downloadsPaused) {
       return { outcome: 'skipped_paused', bundlesApplied: 0, rowsApplied: 0, lastBundleSeqSeen: -1 };
     }
-    return this.#traced('pull', () => engine.pullToStable(signal));
+    return this.#traced('pull', () => pullToStable(ctx, gate.att.lastBundleSeqSeen, signal));
   }
 
   pullToStable(opts: OpOptions = {}): Promise<PullReport> {
@@ -753,11 +658,11 @@ class SyncClientImpl implements SyncClient {
   }
 
   async #statusLocked(signal?: AbortSignal): Promise<SyncStatus> {
-    const pending = await this.#pendingLocked(signal);
-    return this.#runner.tx((db) => {
+    return this.#runner.read((db) => {
+      const pending = readPending(db);
       const att = readAttachment(db);
       const op = readOperation(db);
-      const live = stmt(db, `SELECT EXISTS(SELECT 1 FROM _sync_row_state WHERE deleted = 0)`).pluck().get();
+      const live = hasLiveRows(db);
       return {
         authority: pending.pendingInitialization
           ? 'pending_local_seed'
@@ -788,7 +693,10 @@ class SyncClientImpl implements SyncClient {
 
   async #syncLocked(signal?: AbortSignal): Promise<SyncReport> {
     return this.#traced('sync', async () => {
-      await this.#requireConnected('sync', signal);
+      // Push and pull each check the binding on their own read; only when both are paused is
+      // there nothing else to check it.
+      if (this.#uploadsPaused && this.#downloadsPaused) await this.#requireConnected('sync', signal);
+      else this.#requireAttachedHere('sync');
       const push: PushReport = this.#uploadsPaused
         ? { outcome: 'skipped_paused', conflictsResolved: 0 }
         : await this.#pushLocked(signal);
@@ -840,57 +748,13 @@ class SyncClientImpl implements SyncClient {
       'rebuild',
       () =>
         this.#traced('rebuild', async () => {
-          const engine = await this.#requireConnected('rebuild', signal);
-          await this.#gates('rebuild', signal, true);
+          const { ctx, gate } = await this.#gates('rebuild', signal, true);
           if (this.#downloadsPaused) return { outcome: 'skipped_paused' } as const;
-          const op = await this.#runner.tx((db) => readOperation(db), signal);
-          if (op.kind === 'source_recovery') {
-            let next = op.replacementSourceId;
-            if (!next) {
-              next = await this.#runner.tx((db) => {
-                const id = generateSourceId(db, this.sourceId);
-                setOperation(db, { kind: 'source_recovery', reason: op.reason, replacementSourceId: id });
-                return id;
-              }, signal);
-            }
-            return engine.rebuild(
-              {
-                phase: 'recover',
-                preserve: 'keep-base',
-                rotateTo: { newSourceId: next, reason: op.reason },
-                clearOperation: true,
-              },
-              signal,
-            );
-          }
-          return this.#keepSourceRebuild(engine, 'hydrate', signal);
+          if (gate.op.kind === 'source_recovery') return recoverSource(ctx, gate.op, signal);
+          return keepSourceRebuild(ctx, 'hydrate', signal);
         }),
       signal,
     );
-  }
-
-  /**
-   * Keep-source rebuild that loses nothing: a committed outbox is dropped (the snapshot holds it)
-   * and the source floor moves past it; an uncommitted outbox and dirty rows are carried over.
-   */
-  async #keepSourceRebuild(
-    engine: SyncEngine,
-    phase: 'hydrate' | 'recover',
-    signal?: AbortSignal,
-  ): Promise<RebuildReport> {
-    const outbox = await this.#runner.tx((db) => readOutbox(db), signal);
-    if (outbox.state === 'committed_remote') {
-      return engine.rebuild(
-        {
-          phase,
-          preserve: 'rebase',
-          dropCommittedOutbox: true,
-          advanceSourceFloor: outbox.sourceBundleId + 1,
-        },
-        signal,
-      );
-    }
-    return engine.rebuild({ phase, preserve: 'keep-base' }, signal);
   }
 
   pauseUploads(): void {
@@ -960,8 +824,14 @@ class SyncClientImpl implements SyncClient {
     while (!signal.aborted) {
       try {
         if (this.#connected && !this.#uploadsPaused) {
-          const pending = await this.#exclusive('pushPending', () => this.#pendingLocked(signal), signal);
-          if (pending.dirtyRows + pending.outboxRows > 0) await this.pushPending({ signal });
+          await this.#exclusive(
+            'pushPending',
+            async () => {
+              const pending = await this.#pendingLocked(signal);
+              if (pending.dirtyRows + pending.outboxRows > 0) await this.#pushLocked(signal);
+            },
+            signal,
+          );
         }
         backoff = this.options.backoffMinMs;
         await wait(this.options.uploadIntervalMs);
@@ -987,7 +857,7 @@ class SyncClientImpl implements SyncClient {
         }
         await this.#pullIfPossible(signal);
         if (watchAllowed) {
-          const caps = await this.#capabilities(signal);
+          const caps = await this.#remote.capabilities(signal);
           if (caps.features.bundle_change_watch) {
             const outcome = await this.#watch(signal);
             if (outcome === 'forbidden') watchAllowed = false;
@@ -1015,7 +885,7 @@ class SyncClientImpl implements SyncClient {
 
   async #pullIfPossible(signal: AbortSignal): Promise<void> {
     try {
-      await this.pullToStable({ signal });
+      await this.#exclusive('pullToStable', () => this.#pullLocked(signal), signal);
     } catch (e) {
       if (isClientError(e, 'OVERSYNC_CLIENT_PENDING_PUSH_REPLAY')) {
         this.#bg?.wakeUpload();
@@ -1036,19 +906,9 @@ class SyncClientImpl implements SyncClient {
       });
     }, this.options.watch.fallbackIntervalMs);
     try {
-      const after = await this.#runner.tx((db) => readAttachment(db).lastBundleSeqSeen, signal);
-      const res = await this.#transport.raw('/sync/watch', { after_bundle_seq: after }, ac.signal);
-      if (res.status === 403) {
-        await res.body?.cancel();
-        return 'forbidden';
-      }
-      if (!res.ok || !res.body) {
-        await res.body?.cancel();
-        throw new ClientError('OVERSYNC_CLIENT_HTTP', `/sync/watch: ${res.status}`, {
-          retryable: true,
-          details: { status: res.status },
-        });
-      }
+      const after = await this.#runner.read((db) => readAttachment(db).lastBundleSeqSeen, signal);
+      const body = await this.#remote.watch(after, ac.signal);
+      if (body === 'forbidden') return 'forbidden';
       let pulling: Promise<void> | undefined;
       let again = false;
       const trigger = () => {
@@ -1069,7 +929,7 @@ class SyncClientImpl implements SyncClient {
             pulling = undefined;
           });
       };
-      for await (const ev of parseSse(res.body, ac.signal)) {
+      for await (const ev of parseSse(body, ac.signal)) {
         if (ev.event !== 'bundle') continue;
         let parsed: unknown;
         try {
@@ -1107,9 +967,9 @@ class SyncClientImpl implements SyncClient {
         this.#requireOpen('uninstall');
         await this.stop();
         await this.#runner.tx((db) => {
-          const managed = db.prepare(`SELECT table_name FROM _sync_managed_tables`).pluck().all() as string[];
+          const managed = managedTables(db);
           for (const t of new Set([...managed, ...this.#models.map((m) => m.table)])) dropTriggers(db, t);
-          for (const t of METADATA_TABLES) db.exec(`DROP TABLE IF EXISTS ${t}`);
+          dropMetadata(db);
         }, opts.signal);
         await this.#release();
       },
@@ -1144,16 +1004,6 @@ class SyncClientImpl implements SyncClient {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
-}
-
-function generateSourceId(db: SqliteDb, current: string): string {
-  for (let i = 0; i < 100; i++) {
-    const id = crypto.randomUUID();
-    if (id === current) continue;
-    const taken = stmt(db, `SELECT 1 FROM _sync_source_state WHERE source_id = ?`).get(id);
-    if (!taken) return id;
-  }
-  throw new ClientError('OVERSYNC_CLIENT_LOCAL_WRITE', 'could not generate a fresh source id');
 }
 
 /** Creates a sync client. No I/O happens until `open()`. */

@@ -1,5 +1,5 @@
 import type { ConflictReason, ConflictRecord, ConflictResolution, ConflictRule } from '../types.js';
-import { stmt } from './db-ops.js';
+import { stmt } from './statements.js';
 import type { SqliteDb } from './writer.js';
 
 /** What one resolved conflict leaves in `_sync_conflicts`. */

@@ -28,6 +28,11 @@ export interface CoordinatorLike {
     opts?: { signal?: AbortSignal; durability?: 'normal' | 'full' },
   ): Promise<{ value: T }>;
   submit: (...args: never[]) => Promise<unknown>;
+  /**
+   * Optional: a read of committed state that does not queue behind writes (e.g. dbproxy's
+   * `read`). Without it the client's reads run as exclusive jobs like its writes.
+   */
+  read?<T>(fn: (db: never) => T, opts?: { signal?: AbortSignal }): Promise<T>;
 }
 
 export type SyncWriter = SqliteDb | CoordinatorLike;
@@ -107,5 +112,26 @@ export class TxRunner {
     }
     const db = this.db;
     return db.transaction(() => fn(db)).immediate();
+  }
+
+  /**
+   * One read: `fn` must not write. On a better-sqlite3 database it runs in a deferred (read)
+   * transaction on the same connection, so its statements see one snapshot; on a coordinator it
+   * uses the coordinator's `read` when it offers one, else it runs as an exclusive job (`tx`).
+   */
+  async read<T>(fn: (db: SqliteDb) => T, signal?: AbortSignal): Promise<T> {
+    if (signal?.aborted) throw aborted(signal);
+    const w = this.#writer;
+    if (isCoordinator(w)) {
+      if (typeof w.read !== 'function') return this.tx(fn, signal);
+      try {
+        return await w.read((db: never) => fn(db as SqliteDb), signal ? { signal } : {});
+      } catch (e) {
+        if (signal?.aborted) throw aborted(signal, e);
+        throw e;
+      }
+    }
+    const db = this.db;
+    return db.transaction(() => fn(db)).deferred();
   }
 }

@@ -1,8 +1,8 @@
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { TableOps } from '../../../src/client/internal/db-ops.js';
 import { METADATA_DDL } from '../../../src/client/internal/local-schema.js';
 import { keyJsonFromParams, loadTableModels } from '../../../src/client/internal/table-model.js';
+import { TableOps } from '../../../src/client/internal/table-ops.js';
 
 function setup() {
   const db = new Database(':memory:');

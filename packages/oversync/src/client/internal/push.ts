@@ -1,0 +1,216 @@
+/**
+ * Push: freeze the dirty rows into the outbox (one bundle), upload it in chunks, commit it, then
+ * hand the committed bundle to replay. Failures are mapped by push-failures.ts.
+ */
+import { canonicalJson } from '../../shared/canonical-json.js';
+import { ClientError } from '../errors.js';
+import type { PushReport } from '../types.js';
+import { type LocalPayload, localKeyToWire, localPayloadToWire } from './codec.js';
+import {
+  countDirty,
+  deleteDirtyRow,
+  markOutboxCommitted,
+  type OutboxRow,
+  type OutboxState,
+  readAttachment,
+  readDirtyRows,
+  readOutbox,
+  readOutboxRows,
+  writeOutbox,
+} from './local-store.js';
+import { handlePushError } from './push-failures.js';
+import { type CommittedMeta, fetchAndReplay } from './replay.js';
+import { protocolError, type SyncContext } from './sync-context.js';
+
+/** Freezes dirty rows into the outbox (or returns the outbox already frozen). */
+export async function freeze(
+  ctx: SyncContext,
+  signal?: AbortSignal,
+): Promise<{ outbox: OutboxState; resumed: boolean }> {
+  const schema = ctx.cfg.schema;
+  return ctx.runner.tx((db) => {
+    const cur = readOutbox(db);
+    if (cur.state !== 'none') return { outbox: cur, resumed: true };
+    const att = readAttachment(db);
+    const dirty = readDirtyRows(db, schema);
+    const upserts: Array<OutboxRow & { order: number; dirtyOrdinal: number }> = [];
+    const deletes: Array<OutboxRow & { order: number; dirtyOrdinal: number }> = [];
+    for (const d of dirty) {
+      const ops = ctx.ops.get(d.table_name);
+      if (!ops) continue;
+      const live = d.rs_deleted !== null && d.rs_deleted === 0;
+      if (d.payload === null && !live) {
+        deleteDirtyRow(db, schema, d.table_name, d.key_json); // insert+delete before any upload: a no-op
+        continue;
+      }
+      const op = d.payload !== null ? (live ? 'UPDATE' : 'INSERT') : 'DELETE';
+      const wireKey = localKeyToWire(ops.m, JSON.parse(d.key_json) as Record<string, unknown>);
+      const wirePayload =
+        d.payload === null
+          ? null
+          : JSON.stringify(localPayloadToWire(ops.m, JSON.parse(d.payload) as LocalPayload));
+      const row = {
+        ordinal: 0,
+        table: d.table_name,
+        keyJson: d.key_json,
+        wireKeyJson: canonicalJson(wireKey),
+        op,
+        base: Number(d.base_row_version),
+        localPayload: d.payload,
+        wirePayload,
+        order: ops.m.order,
+        dirtyOrdinal: Number(d.dirty_ordinal),
+      } as const;
+      (op === 'DELETE' ? deletes : upserts).push({ ...row });
+    }
+    upserts.sort((a, b) => a.order - b.order || a.dirtyOrdinal - b.dirtyOrdinal);
+    deletes.sort((a, b) => b.order - a.order || a.dirtyOrdinal - b.dirtyOrdinal);
+    const rows = [...upserts, ...deletes];
+    if (rows.length === 0) return { outbox: cur, resumed: false };
+    writeOutbox(db, schema, att, rows);
+    return { outbox: readOutbox(db), resumed: false };
+  }, signal);
+}
+
+/**
+ * Pushes at most one bundle (the resumed outbox or a new freeze), then replays the committed
+ * result. A 409 names one conflicting row at a time: each is resolved and the push retried.
+ * Retries are bounded per row: a row that conflicts again after `maxConflictRetries` automatic
+ * retries ends the call (its intent stays queued). Each retry either resolves a row not seen
+ * before or spends that row's budget, so the loop always ends.
+ */
+export async function pushPending(ctx: SyncContext, signal?: AbortSignal): Promise<PushReport> {
+  let conflictsResolved = 0;
+  const perRow = new Map<string, number>();
+  for (;;) {
+    const { outbox } = await freeze(ctx, signal);
+    if (outbox.state === 'none') return { outcome: 'no_change', conflictsResolved };
+    try {
+      const meta = await uploadAndCommit(ctx, outbox, signal);
+      const replayed = await fetchAndReplay(ctx, meta, outbox, signal);
+      return { outcome: 'committed', bundleSeq: meta.bundleSeq, rowCount: replayed, conflictsResolved };
+    } catch (e) {
+      const handled = await handlePushError(ctx, e, outbox, signal);
+      if (handled === 'committed') return { outcome: 'committed', conflictsResolved };
+      if (handled === 'rethrow') throw e;
+      conflictsResolved++;
+      const seen = (perRow.get(handled.row) ?? 0) + 1;
+      perRow.set(handled.row, seen);
+      const remaining = await ctx.runner.read((db) => countDirty(db), signal);
+      if (remaining === 0) return { outcome: 'no_change', conflictsResolved };
+      if (seen > ctx.cfg.maxConflictRetries) {
+        throw new ClientError(
+          'OVERSYNC_CLIENT_CONFLICT_RETRY_EXHAUSTED',
+          `push conflicts on one row persisted after ${ctx.cfg.maxConflictRetries} automatic retries`,
+          {
+            details: {
+              retryCount: ctx.cfg.maxConflictRetries,
+              remainingDirtyCount: remaining,
+              row: handled.row,
+            },
+          },
+        );
+      }
+    }
+  }
+}
+
+export async function uploadAndCommit(
+  ctx: SyncContext,
+  outbox: OutboxState,
+  signal?: AbortSignal,
+): Promise<CommittedMeta> {
+  if (outbox.state === 'committed_remote') {
+    return {
+      bundleSeq: outbox.remoteBundleSeq,
+      sourceId: outbox.sourceId,
+      sourceBundleId: outbox.sourceBundleId,
+      rowCount: -1,
+      bundleHash: outbox.remoteBundleHash,
+    };
+  }
+  const t = ctx.remote;
+  return t.withRetry(
+    'push_pending',
+    async () => {
+      const body: Record<string, unknown> = {
+        source_bundle_id: outbox.sourceBundleId,
+        planned_row_count: outbox.rowCount,
+      };
+      if (outbox.initializationId) body.initialization_id = outbox.initializationId;
+      const created = await t.createPushSession(body, signal);
+      if (created.status === 'already_committed') {
+        const meta = {
+          bundleSeq: created.bundle_seq ?? 0,
+          sourceId: created.source_id ?? '',
+          sourceBundleId: created.source_bundle_id ?? 0,
+          rowCount: created.row_count ?? 0,
+          bundleHash: created.bundle_hash ?? '',
+        };
+        if (
+          meta.sourceId !== outbox.sourceId ||
+          meta.sourceBundleId !== outbox.sourceBundleId ||
+          meta.bundleSeq <= 0 ||
+          !meta.bundleHash
+        ) {
+          throw protocolError('already_committed answer does not match the frozen outbox', { ...meta });
+        }
+        // Not marked committed yet: the committed rows must first prove they carry our intents.
+        return { ...meta, needsProof: true };
+      }
+      const pushId = created.push_id;
+      if (
+        !pushId ||
+        created.planned_row_count !== outbox.rowCount ||
+        (created.next_expected_row_ordinal ?? 0) !== 0
+      ) {
+        throw protocolError('push session create answer does not echo the plan');
+      }
+      let committed = false;
+      try {
+        for (let start = 0; start < outbox.rowCount; start += ctx.cfg.uploadLimit) {
+          const rows = await ctx.runner.read((db) => readOutboxRows(db, start, ctx.cfg.uploadLimit), signal);
+          const wireRows = rows.map((r) => {
+            const w: Record<string, unknown> = {
+              schema: ctx.cfg.schema,
+              table: r.table,
+              key: JSON.parse(r.wireKeyJson) as unknown,
+              op: r.op,
+              base_row_version: r.base,
+            };
+            if (r.wirePayload !== null) w.payload = JSON.parse(r.wirePayload) as unknown;
+            return w;
+          });
+          const res = await t.pushChunk(pushId, { start_row_ordinal: start, rows: wireRows }, signal);
+          if (res.push_id !== pushId || res.next_expected_row_ordinal !== start + rows.length) {
+            throw protocolError('push chunk answer does not echo the session');
+          }
+          ctx.hooks.progress({ phase: 'push', done: start + rows.length, total: outbox.rowCount });
+        }
+        const c = await t.commitPushSession(pushId, signal);
+        committed = true;
+        if (
+          c.source_id !== outbox.sourceId ||
+          c.source_bundle_id !== outbox.sourceBundleId ||
+          c.row_count <= 0
+        ) {
+          throw protocolError('push commit answer does not match the frozen outbox');
+        }
+        const meta = {
+          bundleSeq: c.bundle_seq,
+          sourceId: c.source_id,
+          sourceBundleId: c.source_bundle_id,
+          rowCount: c.row_count,
+          bundleHash: c.bundle_hash,
+        };
+        await ctx.runner.tx((db) => markOutboxCommitted(db, meta.bundleSeq, meta.bundleHash), signal);
+        return meta;
+      } finally {
+        if (!committed) {
+          t.dropPushSession(pushId);
+        }
+      }
+    },
+    signal,
+  );
+}

@@ -1,0 +1,225 @@
+/**
+ * Statements bound to one managed business table: its rows (upsert, delete, the live row in local
+ * form), and its row state and dirty rows addressed by the table's own key expression. Writes are
+ * reported to the FK tracker of a running apply (local-store.ts, foreign-keys.ts).
+ */
+import { ClientError } from '../errors.js';
+import { type LocalPayload, wirePayloadToRow } from './codec.js';
+import { payloadValues } from './foreign-keys.js';
+import { quoteIdent, sqlString } from './local-schema.js';
+import { applyTracker } from './local-store.js';
+import { stmt } from './statements.js';
+import { type ColumnModel, keyJsonFromParams, payloadExpr, type TableModel } from './table-model.js';
+import type { SqliteDb } from './writer.js';
+
+/** The stashed local payload of a key whose row waits for its parent, if any. */
+export function stashedPayload(
+  db: SqliteDb,
+  schema: string,
+  table: string,
+  keyJson: string,
+): LocalPayload | undefined {
+  const p = stmt(
+    db,
+    `SELECT payload FROM _sync_orphan_rows WHERE schema_name = ? AND table_name = ? AND key_json = ?`,
+  )
+    .pluck()
+    .get(schema, table, keyJson) as string | undefined;
+  return p === undefined ? undefined : (JSON.parse(p) as LocalPayload);
+}
+
+/** Statements bound to one table model. */
+export class TableOps {
+  readonly m: TableModel;
+  readonly schema: string;
+  readonly #upsertSql: string;
+  readonly #deleteSql: string;
+  readonly #liveSql: string;
+  readonly #keyWhere: string;
+
+  constructor(m: TableModel, schema: string) {
+    this.m = m;
+    this.schema = schema;
+    const cols = m.columns.map((c) => quoteIdent(c.name));
+    const keyNames = new Set(m.keyColumns.map((c) => c.name));
+    const nonKey = m.columns.filter((c) => !keyNames.has(c.name));
+    this.#keyWhere = m.keyColumns.map((c) => `${quoteIdent(c.name)} = ?`).join(' AND ');
+    this.#upsertSql = `INSERT INTO ${m.quoted}(${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')})
+      ON CONFLICT(${m.keyColumns.map((c) => quoteIdent(c.name)).join(', ')}) ${
+        nonKey.length === 0
+          ? 'DO NOTHING'
+          : `DO UPDATE SET ${nonKey.map((c) => `${quoteIdent(c.name)} = excluded.${quoteIdent(c.name)}`).join(', ')}`
+      }`;
+    this.#deleteSql = `DELETE FROM ${m.quoted} WHERE ${this.#keyWhere}`;
+    this.#liveSql = `SELECT ${payloadExpr(m, 't')} AS p FROM ${m.quoted} AS t WHERE ${m.keyColumns
+      .map((c) => `t.${quoteIdent(c.name)} = ?`)
+      .join(' AND ')}`;
+  }
+
+  /** Writes SQLite values (column order) with INSERT .. ON CONFLICT DO UPDATE (never REPLACE). */
+  upsertValues(db: SqliteDb, values: unknown[]): void {
+    stmt(db, this.#upsertSql).run(...values);
+    const t = applyTracker(db);
+    if (t)
+      t.noteUpsert(
+        db,
+        this.m,
+        this.m.keyColumns.map((c) => values[this.m.columns.indexOf(c)]),
+      );
+  }
+  upsertWire(db: SqliteDb, payload: unknown): void {
+    this.upsertValues(db, wirePayloadToRow(this.m, payload));
+  }
+  /** Writes a local-form payload (BLOBs as hex) back into the table. */
+  upsertLocal(db: SqliteDb, payload: LocalPayload): void {
+    this.upsertValues(
+      db,
+      payloadValues(
+        this.m,
+        payload,
+        this.m.columns.map((c) => c.key),
+      ),
+    );
+  }
+  /**
+   * True when every column converts inside SQLite (plain values, booleans, UUID BLOBs), so a
+   * staged snapshot can be applied with one INSERT … SELECT instead of row by row in JS.
+   */
+  get setBased(): boolean {
+    return this.m.columns.every((c) => c.kind === 'plain' || c.kind === 'bool' || c.kind === 'uuid');
+  }
+
+  /**
+   * Applies this table's staged snapshot rows in one statement (the caller wiped the table) and
+   * records their row state. Rows are checked first with the codec's rules (every column present,
+   * UUIDs canonical); a bad row fails the whole apply. Returns the number of rows applied.
+   */
+  applyStagedSet(db: SqliteDb, snapshotId: string): number {
+    const path = (c: ColumnModel) => sqlString(`$."${c.key.replaceAll('"', '""')}"`);
+    const value = (c: ColumnModel) => `json_extract(payload, ${path(c)})`;
+    const bad = this.m.columns.map((c) => {
+      const missing = `json_type(payload, ${path(c)}) IS NULL`;
+      if (c.kind !== 'uuid') return missing;
+      const v = value(c);
+      return `${missing} OR (${v} IS NOT NULL AND ${v} <> '' AND (json_type(payload, ${path(c)}) <> 'text'
+        OR length(${v}) <> 36 OR ${v} <> lower(${v}) OR substr(${v}, 9, 1) <> '-' OR substr(${v}, 14, 1) <> '-'
+        OR substr(${v}, 19, 1) <> '-' OR substr(${v}, 24, 1) <> '-'
+        OR length(unhex(replace(${v}, '-', ''))) IS NOT 16))`;
+    });
+    const invalid = Number(
+      stmt(
+        db,
+        `SELECT COUNT(*) FROM _sync_snapshot_stage WHERE snapshot_id = ? AND table_name = ? AND ((${bad.join(') OR (')}))`,
+      )
+        .pluck()
+        .get(snapshotId, this.m.table),
+    );
+    if (invalid > 0) {
+      throw new ClientError(
+        'OVERSYNC_CLIENT_CODEC',
+        `snapshot rows for ${this.m.table} do not fit its columns`,
+        {
+          details: { table: this.m.table, rows: invalid },
+        },
+      );
+    }
+    const exprs = this.m.columns.map((c) => {
+      const v = value(c);
+      return c.kind === 'uuid'
+        ? `CASE WHEN ${v} IS NULL THEN NULL WHEN ${v} = '' THEN x'' ELSE unhex(replace(${v}, '-', '')) END`
+        : v;
+    });
+    const applied = stmt(
+      db,
+      `INSERT INTO ${this.m.quoted}(${this.m.columns.map((c) => quoteIdent(c.name)).join(', ')})
+       SELECT ${exprs.join(', ')} FROM _sync_snapshot_stage WHERE snapshot_id = ? AND table_name = ? ORDER BY row_ordinal`,
+    ).run(snapshotId, this.m.table).changes;
+    stmt(
+      db,
+      `INSERT INTO _sync_row_state(schema_name, table_name, key_json, row_version, deleted)
+       SELECT ?, table_name, key_json, row_version, 0 FROM _sync_snapshot_stage WHERE snapshot_id = ? AND table_name = ?
+       ON CONFLICT(schema_name, table_name, key_json) DO UPDATE SET row_version = excluded.row_version, deleted = 0`,
+    ).run(this.schema, snapshotId, this.m.table);
+    return applied;
+  }
+
+  delete(db: SqliteDb, keyBind: readonly unknown[]): void {
+    applyTracker(db)?.beforeDelete(db, this.m, keyBind);
+    stmt(db, this.#deleteSql).run(...keyBind);
+  }
+  /** The live row in local form, or, when it waits in the stash for its parent, the stashed row. */
+  localRow(db: SqliteDb, keyBind: readonly unknown[], keyJson: string): LocalPayload | undefined {
+    return this.live(db, keyBind) ?? stashedPayload(db, this.schema, this.m.table, keyJson);
+  }
+  /** The live row in local payload form, or undefined. */
+  live(db: SqliteDb, keyBind: readonly unknown[]): LocalPayload | undefined {
+    const p = stmt(db, this.#liveSql)
+      .pluck()
+      .get(...keyBind) as string | undefined;
+    return p === undefined ? undefined : (JSON.parse(p) as LocalPayload);
+  }
+  rowState(db: SqliteDb, keyText: readonly string[]): { version: number; deleted: boolean } | undefined {
+    const r = stmt(
+      db,
+      `SELECT row_version, deleted FROM _sync_row_state WHERE schema_name = ? AND table_name = ? AND key_json = ${keyJsonFromParams(this.m)}`,
+    ).get(this.schema, this.m.table, ...keyText) as { row_version: number; deleted: number } | undefined;
+    return r ? { version: Number(r.row_version), deleted: r.deleted !== 0 } : undefined;
+  }
+  setRowState(db: SqliteDb, keyText: readonly string[], version: number, deleted: boolean): void {
+    stmt(
+      db,
+      `INSERT INTO _sync_row_state(schema_name, table_name, key_json, row_version, deleted, updated_at)
+       VALUES (?, ?, ${keyJsonFromParams(this.m)}, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+       ON CONFLICT(schema_name, table_name, key_json) DO UPDATE SET row_version = excluded.row_version,
+         deleted = excluded.deleted, updated_at = excluded.updated_at`,
+    ).run(this.schema, this.m.table, ...keyText, version, deleted ? 1 : 0);
+  }
+  deleteRowState(db: SqliteDb, keyText: readonly string[]): void {
+    stmt(
+      db,
+      `DELETE FROM _sync_row_state WHERE schema_name = ? AND table_name = ? AND key_json = ${keyJsonFromParams(this.m)}`,
+    ).run(this.schema, this.m.table, ...keyText);
+  }
+  dirty(
+    db: SqliteDb,
+    keyText: readonly string[],
+  ): { op: string; payload: string | null; base: number; keyJson: string } | undefined {
+    const r = stmt(
+      db,
+      `SELECT op, payload, base_row_version, key_json FROM _sync_dirty_rows WHERE schema_name = ? AND table_name = ? AND key_json = ${keyJsonFromParams(this.m)}`,
+    ).get(this.schema, this.m.table, ...keyText) as
+      | { op: string; payload: string | null; base_row_version: number; key_json: string }
+      | undefined;
+    return r
+      ? { op: r.op, payload: r.payload, base: Number(r.base_row_version), keyJson: r.key_json }
+      : undefined;
+  }
+  deleteDirty(db: SqliteDb, keyText: readonly string[]): void {
+    stmt(
+      db,
+      `DELETE FROM _sync_dirty_rows WHERE schema_name = ? AND table_name = ? AND key_json = ${keyJsonFromParams(this.m)}`,
+    ).run(this.schema, this.m.table, ...keyText);
+  }
+  keyJson(db: SqliteDb, keyText: readonly string[]): string {
+    return stmt(db, `SELECT ${keyJsonFromParams(this.m)}`)
+      .pluck()
+      .get(...keyText) as string;
+  }
+}
+
+/** Applies one authoritative server row (upsert or delete) with its row state; clears its dirty row. */
+export function applyServerRow(
+  db: SqliteDb,
+  ops: TableOps,
+  key: { text: string[]; bind: Array<string | Buffer> },
+  row: { op: string; row_version: number; payload?: unknown },
+): void {
+  if (row.op === 'DELETE') {
+    ops.delete(db, key.bind);
+    ops.setRowState(db, key.text, row.row_version, true);
+  } else {
+    ops.upsertWire(db, row.payload);
+    ops.setRowState(db, key.text, row.row_version, false);
+  }
+  ops.deleteDirty(db, key.text);
+}
