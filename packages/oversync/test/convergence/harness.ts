@@ -192,9 +192,15 @@ export async function runConvergence(
       // During the random phase a dead server comes back on the same port and database; the final
       // phase starts its own.
       if (server === child && phaseNow() === 'chaos') {
-        await sleep(rng.int(100, 600));
-        if (phaseNow() === 'chaos')
-          await startServer().catch((e) => log(`[convergence] server restart: ${e}`));
+        // A restart can fail on a loaded machine (PostgreSQL still holding the killed server's
+        // connections, a slow start): try again rather than leave the chaos phase without a server.
+        for (let attempt = 1; attempt <= 5 && phaseNow() === 'chaos' && serverNow() === child; attempt++) {
+          await sleep(rng.int(100, 600) * attempt);
+          if (phaseNow() !== 'chaos') break;
+          await startServer().catch((e) =>
+            log(`[convergence] server restart ${attempt}: ${e}\n${serverNow()?.stderr.slice(-2000) ?? ''}`),
+          );
+        }
       }
     })();
     const line = await child.waitForLine(/^LISTENING \d+/, 60_000);
