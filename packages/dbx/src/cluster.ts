@@ -1,3 +1,4 @@
+import { Emitter, SILENT_LOGGER } from '@x/core';
 import type pg from 'pg';
 import { DbxError, isRetryable, pgErrorCode } from './errors.js';
 import { copyFrom, copyTo, stream } from './internal/copy-stream.js';
@@ -18,14 +19,8 @@ import { Sessions } from './internal/read-your-writes.js';
 import { canRetryWrite, Retrier } from './internal/retry.js';
 import { type ClusterRuntime, leaseWriterRetrying, onWriter } from './internal/runtime.js';
 import { begin, runTx } from './internal/transactions.js';
-import { cancelledError, Emitter, errorMessage, raceAbort, sleep, unrefSleep } from './internal/util.js';
-import {
-  type ClusterOptions,
-  type Logger,
-  type ResolvedClusterOptions,
-  resolveOptions,
-  silentLogger,
-} from './options.js';
+import { cancelledError, errorMessage, raceAbort, sleep, unrefSleep } from './internal/util.js';
+import { type ClusterOptions, type Logger, type ResolvedClusterOptions, resolveOptions } from './options.js';
 import { txStorage } from './tx.js';
 import type {
   Cluster,
@@ -57,7 +52,10 @@ class ClusterImpl implements Cluster {
   readonly options: Readonly<ResolvedClusterOptions>;
   readonly #logger: Logger;
   readonly #ctx: ExecContext;
-  readonly #events = new Emitter<ClusterEventMap>();
+  readonly #events = new Emitter<ClusterEventMap>({
+    onListenerError: (e, event) =>
+      this.#logger.error({ event, err: errorMessage(e) }, 'dbx: event listener threw'),
+  });
   readonly #topology: Topology;
   readonly #leases: Leases;
   readonly #retrier: Retrier;
@@ -72,7 +70,7 @@ class ClusterImpl implements Cluster {
 
   constructor(options: ResolvedClusterOptions) {
     this.options = options;
-    this.#logger = options.logger ?? silentLogger;
+    this.#logger = options.logger ?? SILENT_LOGGER;
     const nodes = createNodes(options, (node, e) => {
       this.#logger.debug({ node: node.name, err: e.message }, 'dbx: idle connection error');
       this.#topology.onConnectionError(node, e);
@@ -174,9 +172,7 @@ class ClusterImpl implements Cluster {
   }
 
   #emit<E extends keyof ClusterEventMap>(event: E, payload: ClusterEventMap[E]): void {
-    this.#events.emit(event, payload, (e) =>
-      this.#logger.error({ event, err: errorMessage(e) }, 'dbx: event listener threw'),
-    );
+    this.#events.emit(event, payload);
   }
 
   // ---------------------------------------------------------------- health

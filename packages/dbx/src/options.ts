@@ -1,14 +1,10 @@
+import { INVALID_LOGGER_MESSAGE, isLogger, type Logger, parseOptions } from '@x/core';
 import type pg from 'pg';
 import { z } from 'zod';
 import { DbxError } from './errors.js';
 
-/** pino-compatible logger subset. */
-export interface Logger {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
+/** pino-compatible logger subset: the contract every @x package shares, from @x/core. */
+export type { Logger } from '@x/core';
 
 /** A node: a connection string, or a pg pool config (optionally named). */
 export type NodeConfig = string | (pg.PoolConfig & { name?: string });
@@ -39,24 +35,24 @@ export type ReadConsistency = 'session' | 'eventual';
 
 const nodeSchema = z.union([
   z.string().min(1, 'a connection string must not be empty'),
-  z.custom<Exclude<NodeConfig, string>>(
-    (v) =>
-      typeof v === 'object' &&
-      v !== null &&
-      !Array.isArray(v) &&
-      ((v as { name?: unknown }).name === undefined ||
-        (typeof (v as { name?: unknown }).name === 'string' && (v as { name: string }).name.length > 0)),
-    { message: 'a node is a connection string or a pg PoolConfig object (with an optional non-empty name)' },
-  ),
+  z
+    .custom<Exclude<NodeConfig, string>>(
+      (v) =>
+        typeof v === 'object' &&
+        v !== null &&
+        !Array.isArray(v) &&
+        ((v as { name?: unknown }).name === undefined ||
+          (typeof (v as { name?: unknown }).name === 'string' && (v as { name: string }).name.length > 0)),
+      {
+        message: 'a node is a connection string or a pg PoolConfig object (with an optional non-empty name)',
+      },
+    )
+    // A copy, so the resolved options freeze it while the caller's object (and what it holds, such
+    // as `ssl`, which pg redefines properties on) stays the caller's.
+    .transform((v) => ({ ...v })),
 ]);
 
-const loggerSchema = z.custom<Logger>(
-  (v) =>
-    typeof v === 'object' &&
-    v !== null &&
-    ['debug', 'info', 'warn', 'error'].every((m) => typeof (v as Record<string, unknown>)[m] === 'function'),
-  { message: 'logger must have debug/info/warn/error methods (pino-compatible)' },
-);
+const loggerSchema = z.custom<Logger>(isLogger, { message: INVALID_LOGGER_MESSAGE });
 
 const positiveInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
@@ -134,30 +130,14 @@ export interface ClusterOptions {
 }
 export type ResolvedClusterOptions = z.output<typeof clusterOptionsSchema>;
 
-/** Freezes the resolved options; node configs shallowly (they may hold user objects such as `ssl`). */
-function freezeOptions(o: ResolvedClusterOptions): ResolvedClusterOptions {
-  for (const n of [o.primary, ...o.replicas]) if (typeof n === 'object') Object.freeze(n);
-  Object.freeze(o.replicas);
-  Object.freeze(o.pool);
-  if (o.retry.budget) Object.freeze(o.retry.budget);
-  Object.freeze(o.retry);
-  Object.freeze(o.healthCheck);
-  return Object.freeze(o);
-}
-
+/** Validates the options once and deep-freezes the result (DBX_INVALID_OPTIONS otherwise). */
 export function resolveOptions(options: unknown): ResolvedClusterOptions {
-  const parsed = clusterOptionsSchema.safeParse(options);
-  if (!parsed.success) {
-    throw new DbxError('DBX_INVALID_OPTIONS', `invalid dbx options: ${z.prettifyError(parsed.error)}`, {
-      details: { issues: parsed.error.issues },
-    });
-  }
-  return freezeOptions(parsed.data);
+  return parseOptions(
+    clusterOptionsSchema,
+    options,
+    (error) =>
+      new DbxError('DBX_INVALID_OPTIONS', `invalid dbx options: ${z.prettifyError(error)}`, {
+        details: { issues: error.issues },
+      }),
+  );
 }
-
-export const silentLogger: Logger = Object.freeze({
-  debug() {},
-  info() {},
-  warn() {},
-  error() {},
-});

@@ -1,11 +1,12 @@
-import type { Cluster, Logger } from '@x/dbx';
+import { INVALID_LOGGER_MESSAGE, isLogger, type Logger, parseOptions } from '@x/core';
+import type { Cluster } from '@x/dbx';
 import { z } from 'zod';
 import { clusterSchema, invalidOptions } from './internal/option-schemas.js';
 import type { TenantSource } from './tenants.js';
 import type { OperationHandler } from './types.js';
 
-/** pino-compatible logger subset: the same contract as @x/dbx's. */
-export type { Logger } from '@x/dbx';
+/** pino-compatible logger subset: the contract every @x package shares, from @x/core. */
+export type { Logger } from '@x/core';
 
 export const DEFAULT_LEDGER_SCHEMA = 'schemaops';
 export const DEFAULT_CONCURRENCY = 8;
@@ -43,13 +44,7 @@ export const reconcilerOptionsSchema = z
 export type ReconcilerOptions = z.input<typeof reconcilerOptionsSchema>;
 export type ResolvedReconcilerOptions = z.output<typeof reconcilerOptionsSchema>;
 
-const loggerSchema = z.custom<Logger>(
-  (v) =>
-    typeof v === 'object' &&
-    v !== null &&
-    ['debug', 'info', 'warn', 'error'].every((m) => typeof (v as Record<string, unknown>)[m] === 'function'),
-  { message: 'logger must have debug/info/warn/error methods (pino-compatible)' },
-);
+const loggerSchema = z.custom<Logger>(isLogger, { message: INVALID_LOGGER_MESSAGE });
 
 /**
  * What is wrong with an operation handler, or null: it needs the DDL as a callback (`applyDdl`) or as
@@ -121,20 +116,19 @@ export interface SchemaOpsOptions {
 
 export type ResolvedSchemaOpsOptions = z.output<typeof schemaOpsOptionsSchema>;
 
+/**
+ * Validated once, deep-frozen once; the cluster, the tenant source, the logger and the handler
+ * objects stay the caller's (see @x/core's parseOptions).
+ */
 export function parseSchemaOpsOptions(input: unknown): Readonly<ResolvedSchemaOpsOptions> {
-  const r = schemaOpsOptionsSchema.safeParse(input);
-  if (!r.success) throw invalidOptions('schemaops options', r.error);
-  const o = r.data;
-  Object.freeze(o.reconciler);
-  Object.freeze(o.operations);
-  return Object.freeze(o);
+  return parseOptions(schemaOpsOptionsSchema, input, (e) => invalidOptions('schemaops options', e));
 }
 
 export function parseReconcilerOptions(
   input: unknown,
   defaults: ResolvedReconcilerOptions,
 ): Readonly<ResolvedReconcilerOptions> {
-  const r = reconcilerOptionsSchema.safeParse({ ...defaults, ...(input as object | undefined) });
-  if (!r.success) throw invalidOptions('reconciler options', r.error);
-  return Object.freeze(r.data);
+  return parseOptions(reconcilerOptionsSchema, { ...defaults, ...(input as object | undefined) }, (e) =>
+    invalidOptions('reconciler options', e),
+  );
 }

@@ -1,3 +1,4 @@
+import { abortable, sleep as coreSleep } from '@x/core';
 import { DbxError } from '../errors.js';
 
 /** Full-jitter exponential backoff: a uniform delay in [0, min(max, base * 2^attempt)). */
@@ -13,34 +14,25 @@ export function cancelledError(signal: AbortSignal, cause?: unknown): DbxError {
   });
 }
 
-export function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw cancelledError(signal);
+/**
+ * @x/core's waits reject with `signal.reason`; dbx promises DBX_QUERY_CANCELLED (with the reason as
+ * `cause`), so its boundary maps one to the other here.
+ */
+function asCancelled(signal: AbortSignal): (e: unknown) => never {
+  return (e) => {
+    throw signal.aborted && e === signal.reason ? cancelledError(signal) : e;
+  };
 }
 
 /** Sleeps `ms`, rejecting with DBX_QUERY_CANCELLED when `signal` aborts first. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(cancelledError(signal));
-      return;
-    }
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(cancelledError(signal as AbortSignal));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
+  if (!signal) return coreSleep(ms);
+  return coreSleep(ms, { signal }).catch(asCancelled(signal));
 }
 
 /** A timer that never keeps the process alive (for deadlines raced against real work). */
 export function unrefSleep(ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    setTimeout(resolve, ms).unref();
-  });
+  return coreSleep(ms, { unref: true });
 }
 
 /**
@@ -53,39 +45,7 @@ export function raceAbort<T>(
   onLateValue?: (v: T) => void,
 ): Promise<T> {
   if (!signal) return promise;
-  if (signal.aborted) {
-    promise.then(
-      (v) => onLateValue?.(v),
-      () => {},
-    );
-    return Promise.reject(cancelledError(signal));
-  }
-  return new Promise<T>((resolve, reject) => {
-    let done = false;
-    const onAbort = () => {
-      if (done) return;
-      done = true;
-      reject(cancelledError(signal));
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        if (done) onLateValue?.(v);
-        else {
-          done = true;
-          resolve(v);
-        }
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        if (!done) {
-          done = true;
-          reject(e);
-        }
-      },
-    );
-  });
+  return abortable(promise, signal, { onLateValue }).catch(asCancelled(signal));
 }
 
 /** Combines optional signals. */
@@ -106,37 +66,4 @@ export function withTimeout<T>(promise: Promise<T>, ms: number, makeError: () =>
 
 export function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
-}
-
-/** A tiny typed event emitter whose `on` returns an unsubscribe function. */
-export class Emitter<M extends object> {
-  #listeners = new Map<keyof M, Set<(e: never) => void>>();
-
-  on<E extends keyof M>(event: E, listener: (e: M[E]) => void): () => void {
-    let set = this.#listeners.get(event);
-    if (!set) {
-      set = new Set();
-      this.#listeners.set(event, set);
-    }
-    set.add(listener as (e: never) => void);
-    return () => {
-      set.delete(listener as (e: never) => void);
-    };
-  }
-
-  emit<E extends keyof M>(event: E, payload: M[E], onListenerError: (e: unknown) => void): void {
-    const set = this.#listeners.get(event);
-    if (!set) return;
-    for (const l of [...set]) {
-      try {
-        (l as (e: M[E]) => void)(payload);
-      } catch (e) {
-        onListenerError(e);
-      }
-    }
-  }
-
-  clear(): void {
-    this.#listeners.clear();
-  }
 }

@@ -1,3 +1,4 @@
+import { Emitter } from '@x/core';
 import { CHANNELS } from '../channels.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../options.js';
@@ -12,6 +13,8 @@ import {
   type StepName,
   type StepState,
 } from '../types.js';
+
+type SchemaOpsEventMap = { [E in SchemaOpsEventType]: Extract<SchemaOpsEvent, { type: E }> };
 
 function emptyStepMetrics(): StepMetrics {
   return { succeeded: 0, failed: 0, compensated: 0, compensationFailed: 0, totalMs: 0 };
@@ -28,27 +31,19 @@ export class Telemetry {
     reconcile: { attempts: 0, repaired: 0, compensated: 0, failed: 0, locked: 0, exhausted: 0 },
     lock: { acquired: 0, timeouts: 0, waitMsTotal: 0 },
   };
-  readonly #listeners = new Map<SchemaOpsEventType, Set<(e: SchemaOpsEvent) => void>>();
+  readonly #events: Emitter<SchemaOpsEventMap>;
   readonly #log: Logger | undefined;
 
   constructor(log: Logger | undefined) {
     this.#log = log;
+    this.#events = new Emitter<SchemaOpsEventMap>({
+      onListenerError: (err, event) =>
+        this.#log?.warn({ err: errorMessage(err), event }, 'schemaops event listener threw'),
+    });
   }
 
-  on<E extends SchemaOpsEventType>(
-    event: E,
-    listener: (e: Extract<SchemaOpsEvent, { type: E }>) => void,
-  ): () => void {
-    let set = this.#listeners.get(event);
-    if (!set) {
-      set = new Set();
-      this.#listeners.set(event, set);
-    }
-    const l = listener as (e: SchemaOpsEvent) => void;
-    set.add(l);
-    return () => {
-      set.delete(l);
-    };
+  on<E extends SchemaOpsEventType>(event: E, listener: (e: SchemaOpsEventMap[E]) => void): () => void {
+    return this.#events.on(event, listener);
   }
 
   /** A copy of the counters. */
@@ -70,16 +65,7 @@ export class Telemetry {
   report(e: SchemaOpsEvent): void {
     const ch = CHANNELS[e.type];
     if (ch.hasSubscribers) ch.publish(e);
-    const set = this.#listeners.get(e.type);
-    if (set) {
-      for (const l of [...set]) {
-        try {
-          l(e);
-        } catch (err) {
-          this.#log?.warn({ err: errorMessage(err), event: e.type }, 'schemaops event listener threw');
-        }
-      }
-    }
+    this.#events.emit(e.type, e as never);
   }
 
   stepEvent(

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { sleep } from './abort.js';
+import { sleep } from '@x/core';
 
 const execFileAsync = promisify(execFile);
 

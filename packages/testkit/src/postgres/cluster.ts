@@ -3,9 +3,9 @@ import { appendFile, mkdir, mkdtemp, rename, rm, stat, writeFile } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { throwIfAborted } from '@x/core';
 import { z } from 'zod';
 import { TestkitError } from '../errors.js';
-import { throwIfAborted } from '../internal/abort.js';
 import { trackDir, untrackDir } from '../internal/exit.js';
 import { chownTree, copyTree, type RunAs } from '../internal/fs.js';
 import { parseOptions } from '../internal/options.js';

@@ -1,5 +1,5 @@
+import { sleep, throwIfAborted } from '@x/core';
 import pg from 'pg';
-import { abortError, sleep, throwIfAborted } from '../internal/abort.js';
 
 /** Runs `fn` with a fresh connection to `url`, always closing it. */
 export async function withClient<T>(
@@ -21,7 +21,7 @@ export async function withClient<T>(
     await client.connect();
     return await fn(client);
   } catch (e) {
-    if (opts.signal?.aborted) throw abortError(opts.signal);
+    if (opts.signal?.aborted) throw opts.signal.reason;
     throw e;
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
@@ -50,6 +50,6 @@ export async function pollUntil(
     throwIfAborted(opts.signal);
     if (await check()) return;
     if (Date.now() >= deadline) throw opts.onTimeout();
-    await sleep(opts.intervalMs ?? 20, opts.signal);
+    await sleep(opts.intervalMs ?? 20, { signal: opts.signal });
   }
 }
