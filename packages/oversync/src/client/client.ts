@@ -1,47 +1,22 @@
 import { channel } from 'node:diagnostics_channel';
-import { realpathSync } from 'node:fs';
 import { bundleChangeEventSchema } from '../shared/wire.js';
 import { ClientError, isClientError, isLifecyclePreconditionError } from './errors.js';
+import { Attachment } from './internal/attachment.js';
 import { type ConflictQuery, listConflicts } from './internal/conflict-log.js';
-import {
-  type AttachmentState,
-  beginApply,
-  beginRemoteReplace,
-  bindAttached,
-  countDirty,
-  countOutbox,
-  dropMetadata,
-  endApply,
-  type GateState,
-  generateSourceId,
-  hasLiveRows,
-  managedTables,
-  openMetadata,
-  readAttachment,
-  readGate,
-  readOperation,
-  readPending,
-  seedDirtyFromTable,
-  setSourceAndSchema,
-  wipeForDetach,
-} from './internal/local-store.js';
+import { hasLiveRows, readAttachment, readOperation, readPending } from './internal/local-store.js';
 import { pullToStable } from './internal/pull.js';
 import { pushPending } from './internal/push.js';
-import { keepSourceRebuild, rebuild, recoverSource } from './internal/rebuild.js';
+import { keepSourceRebuild, recoverSource } from './internal/rebuild.js';
 import { Remote } from './internal/remote.js';
 import { parseSse } from './internal/sse.js';
-import { SyncContext } from './internal/sync-context.js';
-import { dropTriggers, installTriggers, loadTableModels, type TableModel } from './internal/table-model.js';
 import { type FetchLike, type Logger, sleep, Transport } from './internal/transport.js';
-import { isCoordinator, type SqliteDb, TxRunner } from './internal/writer.js';
+import { isCoordinator, TxRunner } from './internal/writer.js';
 import { parseOptions, type SyncClientOptions, type SyncClientOptionsInput } from './options.js';
-import { clientWinsResolver, serverWinsResolver } from './resolvers.js';
 import type {
   AppliedEvent,
   AttachResult,
   ClientEvents,
   ConflictRecord,
-  ConflictResolver,
   DetachResult,
   PendingStatus,
   PullReport,
@@ -117,20 +92,6 @@ export interface SyncClient {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-const owners = new Map<string, object>();
-const memoryOwners = new WeakSet<object>();
-
-function ownershipKey(db: SqliteDb): string | undefined {
-  const list = db.pragma('database_list') as Array<{ name: string; file: string }>;
-  const file = list.find((d) => d.name === 'main')?.file ?? '';
-  if (!file) return undefined;
-  try {
-    return realpathSync(file);
-  } catch {
-    return file;
-  }
-}
-
 const channels = {
   attach: channel('x:oversync:client-attach'),
   push: channel('x:oversync:client-push'),
@@ -141,23 +102,12 @@ const channels = {
 
 const noopLogger: Logger = {};
 
-function resolveResolver(r: SyncClientOptions['resolver']): ConflictResolver {
-  if (r === 'client-wins') return clientWinsResolver;
-  if (r === 'server-wins') return serverWinsResolver;
-  return r as ConflictResolver;
-}
-
 class SyncClientImpl implements SyncClient {
   readonly options: SyncClientOptions;
   readonly #runner: TxRunner;
   readonly #remote: Remote;
   readonly #logger: Logger;
-  #ctx: SyncContext | undefined;
-  #models: TableModel[] = [];
-  #ownerKey: string | undefined;
-  #opened = false;
-  #connected = false;
-  #userId = '';
+  readonly #attachment: Attachment;
   #closed = false;
   #closing: Promise<void> | undefined;
   #queue: Promise<unknown> = Promise.resolve();
@@ -188,16 +138,37 @@ class SyncClientImpl implements SyncClient {
         logger: this.#logger,
       }),
     );
+    this.#attachment = new Attachment(
+      this.#runner,
+      this.#remote,
+      options,
+      {
+        progress: (e) => this.#emit('progress', e),
+        applied: (e) => {
+          const m = this.#metrics;
+          if (e.kind === 'pull') m.bundlesPulled++;
+          if (e.kind === 'snapshot') m.snapshotsApplied++;
+          if (e.kind === 'replay') m.bundlesPushed++;
+          m.rowsApplied += e.rows;
+          this.#emit('applied', e);
+        },
+        conflict: (context, resolution, record) => {
+          this.#metrics.conflictsResolved++;
+          this.#emit('conflict', { context, resolution, record });
+        },
+      },
+      this.#logger,
+    );
   }
 
   get sourceId(): string {
     return this.#remote.sourceId;
   }
   get userId(): string {
-    return this.#userId;
+    return this.#attachment.userId;
   }
   get connected(): boolean {
-    return this.#connected;
+    return this.#attachment.connected;
   }
 
   on<E extends keyof ClientEvents>(event: E, listener: (e: ClientEvents[E]) => void): () => void {
@@ -287,7 +258,11 @@ class SyncClientImpl implements SyncClient {
   }
 
   metrics(): ClientMetrics {
-    return { ...this.#metrics, connected: this.#connected, backgroundRunning: this.#bg !== undefined };
+    return {
+      ...this.#metrics,
+      connected: this.#attachment.connected,
+      backgroundRunning: this.#bg !== undefined,
+    };
   }
 
   async #traced<T>(ch: keyof typeof channels, fn: () => Promise<T>): Promise<T> {
@@ -304,283 +279,17 @@ class SyncClientImpl implements SyncClient {
     }
   }
 
-  #setPragmas(): void {
-    const db = this.#runner.db;
-    if (db.inTransaction) return;
-    db.pragma('foreign_keys = ON');
-    if (!this.#runner.viaCoordinator) {
-      const mode = String(db.pragma('journal_mode', { simple: true }));
-      if (mode !== 'wal' && mode !== 'memory') db.pragma('journal_mode = WAL');
-    }
-  }
-
-  async #openLocked(signal?: AbortSignal): Promise<void> {
-    if (!this.#ownerKey && !this.#opened) {
-      const db = this.#runner.db;
-      const key = ownershipKey(db);
-      if (key) {
-        const owner = owners.get(key);
-        if (owner && owner !== this) {
-          throw new ClientError(
-            'OVERSYNC_CLIENT_DATABASE_ALREADY_OWNED',
-            'another sync client owns this database',
-            {
-              details: { file: key },
-            },
-          );
-        }
-        owners.set(key, this);
-        this.#ownerKey = key;
-      } else {
-        if (memoryOwners.has(db)) {
-          throw new ClientError(
-            'OVERSYNC_CLIENT_DATABASE_ALREADY_OWNED',
-            'another sync client owns this database',
-          );
-        }
-        memoryOwners.add(db);
-      }
-      this.#setPragmas();
-    }
-    const schema = this.options.schema;
-    const result = await this.#runner.tx((db) => {
-      openMetadata(db, schema);
-      const models = loadTableModels(
-        db,
-        this.options.tables.map((t) => ({ table: t.table, syncKeyColumns: t.syncKeyColumns })),
-      );
-      installTriggers(db, models, schema);
-      const att = readAttachment(db);
-      let sourceId = att.currentSourceId;
-      if (!sourceId) {
-        sourceId = generateSourceId(db, '');
-        if (att.bindingState === 'anonymous') {
-          // First open (or after uninstall): existing rows become local intents.
-          for (const m of models) seedDirtyFromTable(db, schema, m);
-        }
-      }
-      setSourceAndSchema(db, sourceId, schema);
-      return { models, sourceId, att: readAttachment(db) };
-    }, signal);
-    this.#models = result.models;
-    this.#remote.sourceId = result.sourceId;
-    if (result.att.bindingState === 'attached') this.#userId = result.att.attachedUserId;
-    if (!this.#ctx) {
-      this.#ctx = new SyncContext(
-        this.#runner,
-        this.#remote,
-        {
-          schema,
-          uploadLimit: this.options.uploadLimit,
-          downloadLimit: this.options.downloadLimit,
-          snapshotChunkRows: this.options.snapshotChunkRows,
-          maxConflictRetries: this.options.maxConflictRetries,
-          maxUnstructuredConflicts: this.options.maxUnstructuredConflicts,
-          resolver: resolveResolver(this.options.resolver),
-        },
-        this.#models,
-        {
-          progress: (e) => this.#emit('progress', e),
-          applied: (e) => {
-            const m = this.#metrics;
-            if (e.kind === 'pull') m.bundlesPulled++;
-            if (e.kind === 'snapshot') m.snapshotsApplied++;
-            if (e.kind === 'replay') m.bundlesPushed++;
-            m.rowsApplied += e.rows;
-            this.#emit('applied', e);
-          },
-          conflict: (context, resolution, record) => {
-            this.#metrics.conflictsResolved++;
-            this.#emit('conflict', { context, resolution, record });
-          },
-          sourceChanged: (id) => {
-            this.#remote.sourceId = id;
-          },
-          bindingReset: () => {
-            this.#connected = false;
-            this.#userId = '';
-          },
-        },
-        this.#logger,
-      );
-    }
-    this.#opened = true;
-  }
-
   open(opts: OpOptions = {}): Promise<void> {
-    return this.#exclusive('open', () => this.#openLocked(opts.signal), opts.signal);
-  }
-
-  #requireOpen(name: string): SyncContext {
-    if (!this.#opened || !this.#ctx) {
-      throw new ClientError('OVERSYNC_CLIENT_OPEN_REQUIRED', `${name} needs open()`);
-    }
-    return this.#ctx;
-  }
-
-  #requireAttachedHere(name: string): SyncContext {
-    const ctx = this.#requireOpen(name);
-    if (!this.#connected) throw new ClientError('OVERSYNC_CLIENT_ATTACH_REQUIRED', `${name} needs attach()`);
-    return ctx;
-  }
-
-  /** Attached in this process, and the durable binding still says so (one read). */
-  async #requireConnected(name: string, signal?: AbortSignal): Promise<SyncContext> {
-    const ctx = this.#requireAttachedHere(name);
-    const att = await this.#runner.read((db) => readAttachment(db), signal);
-    this.#checkBinding(name, att);
-    return ctx;
-  }
-
-  #checkBinding(name: string, att: AttachmentState): void {
-    if (
-      att.bindingState !== 'attached' ||
-      att.attachedUserId !== this.#userId ||
-      att.currentSourceId !== this.sourceId
-    ) {
-      this.#connected = false;
-      throw new ClientError('OVERSYNC_CLIENT_ATTACH_REQUIRED', `${name} needs attach(): the binding changed`);
-    }
-  }
-
-  /**
-   * The checks shared by push, pull, sync and rebuild, on one read of the local state: attached
-   * in this process with the binding unchanged, no remote replace pending, no source recovery
-   * (unless rebuilding). An interrupted rebuild is finished first; the state is then read again.
-   */
-  async #gates(
-    name: string,
-    signal: AbortSignal | undefined,
-    allowRecovery = false,
-  ): Promise<{ ctx: SyncContext; gate: GateState }> {
-    const ctx = this.#requireAttachedHere(name);
-    const gate = await this.#runner.read((db) => readGate(db), signal);
-    const { att, op } = gate;
-    this.#checkBinding(name, att);
-    if (op.kind === 'source_recovery' && !allowRecovery) {
-      throw new ClientError(
-        'OVERSYNC_CLIENT_SOURCE_RECOVERY_REQUIRED',
-        `${name}: source recovery required (${op.reason}); call rebuild()`,
-        {
-          details: { reason: op.reason },
-        },
-      );
-    }
-    if (op.kind === 'remote_replace') {
-      throw new ClientError(
-        'OVERSYNC_CLIENT_DESTRUCTIVE_TRANSITION_IN_PROGRESS',
-        `${name}: a remote replace is pending; attach() again`,
-      );
-    }
-    if (att.rebuildRequired && !allowRecovery && !this.#downloadsPaused) {
-      // An earlier rebuild was interrupted: finish it first (the reference client fails with
-      // RebuildRequired until the app calls Rebuild; a frozen outbox could then never drain).
-      await keepSourceRebuild(ctx, 'recover', signal);
-      return { ctx, gate: await this.#runner.read((db) => readGate(db), signal) };
-    }
-    return { ctx, gate };
+    return this.#exclusive('open', () => this.#attachment.open(opts.signal), opts.signal);
   }
 
   attach(userId: string, opts: OpOptions = {}): Promise<AttachResult> {
     const signal = opts.signal;
     return this.#exclusive(
       'attach',
-      () =>
-        this.#traced('attach', async () => {
-          const user = userId.trim();
-          if (!user)
-            throw new ClientError('OVERSYNC_CLIENT_INVALID_OPTIONS', 'attach needs a non-empty user id');
-          await this.#openLocked(signal);
-          const ctx = this.#requireOpen('attach');
-          const state = await this.#runner.read(
-            (db) => ({
-              att: readAttachment(db),
-              op: readOperation(db),
-              pending: countDirty(db) + countOutbox(db),
-            }),
-            signal,
-          );
-          if (state.op.kind === 'remote_replace') {
-            if (state.op.targetUserId !== user) {
-              throw new ClientError(
-                'OVERSYNC_CLIENT_ATTACH_LOCAL_STATE_CONFLICT',
-                'a remote replace for another user is pending',
-                {
-                  details: { pendingUser: state.op.targetUserId },
-                },
-              );
-            }
-            const r = await this.#remoteReplace(ctx, user, signal);
-            return r;
-          }
-          if (state.att.bindingState === 'attached') {
-            if (state.att.attachedUserId === user && state.att.currentSourceId === this.sourceId) {
-              this.#userId = user;
-              this.#connected = true;
-              return { status: 'connected', outcome: 'resumed_attached_state' } as const;
-            }
-            if (state.att.attachedUserId !== user) {
-              throw new ClientError(
-                'OVERSYNC_CLIENT_ATTACH_BINDING_CONFLICT',
-                'attached to another user: detach() first',
-                {
-                  details: { attachedUser: state.att.attachedUserId },
-                },
-              );
-            }
-          }
-          const caps = await this.#remote.capabilities(signal);
-          if (!caps.features.connect_lifecycle) {
-            throw new ClientError(
-              'OVERSYNC_CLIENT_LIFECYCLE_UNSUPPORTED',
-              'server does not support the connect lifecycle',
-            );
-          }
-          const res = await this.#remote.connect(state.pending > 0, signal);
-          switch (res.resolution) {
-            case 'retry_later':
-              return { status: 'retry_later', retryAfterSeconds: res.retry_after_seconds ?? 1 } as const;
-            case 'initialize_empty':
-            case 'initialize_local': {
-              const initId = res.resolution === 'initialize_local' ? (res.initialization_id ?? '') : '';
-              if (res.resolution === 'initialize_local' && !initId) {
-                throw new ClientError(
-                  'OVERSYNC_CLIENT_PROTOCOL',
-                  'initialize_local without initialization_id',
-                );
-              }
-              await this.#runner.tx((db) => bindAttached(db, user, initId), signal);
-              this.#userId = user;
-              this.#connected = true;
-              return {
-                status: 'connected',
-                outcome: res.resolution === 'initialize_local' ? 'seeded_from_local' : 'started_empty',
-              } as const;
-            }
-            case 'remote_authoritative': {
-              await this.#runner.tx((db) => beginRemoteReplace(db, user), signal);
-              return this.#remoteReplace(ctx, user, signal);
-            }
-          }
-        }),
+      () => this.#traced('attach', () => this.#attachment.attach(userId, signal)),
       signal,
     );
-  }
-
-  /** Replaces all local sync state with the server's (remote_authoritative). */
-  async #remoteReplace(ctx: SyncContext, user: string, signal?: AbortSignal): Promise<AttachResult> {
-    const r = await rebuild(
-      ctx,
-      { phase: 'hydrate', preserve: 'none', bindUser: user, clearOperation: true },
-      signal,
-    );
-    this.#userId = user;
-    this.#connected = true;
-    return {
-      status: 'connected',
-      outcome: 'used_remote_state',
-      ...(r.restore ? { restore: r.restore } : {}),
-    };
   }
 
   async #pendingLocked(signal?: AbortSignal): Promise<PendingStatus> {
@@ -588,7 +297,7 @@ class SyncClientImpl implements SyncClient {
   }
 
   async conflicts(opts: OpOptions & ConflictQuery = {}): Promise<ConflictRecord[]> {
-    this.#requireOpen('conflicts');
+    this.#attachment.requireOpen('conflicts');
     return this.#runner.read((db) => listConflicts(db, opts), opts.signal);
   }
 
@@ -596,34 +305,23 @@ class SyncClientImpl implements SyncClient {
     return this.#exclusive(
       'pendingStatus',
       async () => {
-        this.#requireOpen('pendingStatus');
+        this.#attachment.requireOpen('pendingStatus');
         return this.#pendingLocked(opts.signal);
       },
       opts.signal,
     );
   }
 
-  async #detachLocked(force: boolean, signal?: AbortSignal): Promise<DetachResult> {
-    this.#requireOpen('detach');
-    const pending = await this.#pendingLocked(signal);
-    if (pending.total > 0 && !force)
-      return { outcome: 'blocked_unsynced_data', pendingRowCount: pending.total };
-    const schema = this.options.schema;
-    const newSource = await this.#runner.tx((db) => {
-      beginApply(db);
-      const tables = new Set([...managedTables(db, schema), ...this.#models.map((m) => m.table)]);
-      const next = wipeForDetach(db, tables);
-      endApply(db);
-      return next;
-    }, signal);
-    this.#remote.sourceId = newSource;
-    this.#connected = false;
-    this.#userId = '';
-    return { outcome: 'detached', pendingRowCount: pending.total };
+  detach(opts: OpOptions & { force?: boolean } = {}): Promise<DetachResult> {
+    return this.#exclusive(
+      'detach',
+      () => this.#attachment.detach(opts.force === true, opts.signal),
+      opts.signal,
+    );
   }
 
-  detach(opts: OpOptions & { force?: boolean } = {}): Promise<DetachResult> {
-    return this.#exclusive('detach', () => this.#detachLocked(opts.force === true, opts.signal), opts.signal);
+  #gates(name: string, signal: AbortSignal | undefined, allowRecovery = false) {
+    return this.#attachment.gates(name, signal, { allowRecovery, downloadsPaused: this.#downloadsPaused });
   }
 
   async #pushLocked(signal?: AbortSignal, name = 'pushPending'): Promise<PushReport> {
@@ -673,7 +371,7 @@ class SyncClientImpl implements SyncClient {
         lastBundleSeqSeen: att.lastBundleSeqSeen,
         userId: att.bindingState === 'attached' ? att.attachedUserId : '',
         sourceId: att.currentSourceId,
-        connected: this.#connected,
+        connected: this.#attachment.connected,
         rebuildRequired: att.rebuildRequired,
         sourceRecoveryRequired: op.kind === 'source_recovery',
       } as const;
@@ -684,7 +382,7 @@ class SyncClientImpl implements SyncClient {
     return this.#exclusive(
       'status',
       async () => {
-        this.#requireOpen('status');
+        this.#attachment.requireOpen('status');
         return this.#statusLocked(opts.signal);
       },
       opts.signal,
@@ -695,8 +393,9 @@ class SyncClientImpl implements SyncClient {
     return this.#traced('sync', async () => {
       // Push and pull each check the binding on their own read; only when both are paused is
       // there nothing else to check it.
-      if (this.#uploadsPaused && this.#downloadsPaused) await this.#requireConnected('sync', signal);
-      else this.#requireAttachedHere('sync');
+      if (this.#uploadsPaused && this.#downloadsPaused)
+        await this.#attachment.requireConnected('sync', signal);
+      else this.#attachment.requireAttachedHere('sync');
       const push: PushReport = this.#uploadsPaused
         ? { outcome: 'skipped_paused', conflictsResolved: 0 }
         : await this.#pushLocked(signal);
@@ -716,7 +415,7 @@ class SyncClientImpl implements SyncClient {
     return this.#exclusive(
       'syncThenDetach',
       async () => {
-        await this.#requireConnected('syncThenDetach', signal);
+        await this.#attachment.requireConnected('syncThenDetach', signal);
         let lastSync: SyncReport | undefined;
         let detach: DetachResult = { outcome: 'blocked_unsynced_data', pendingRowCount: 0 };
         let rounds = 0;
@@ -724,7 +423,7 @@ class SyncClientImpl implements SyncClient {
         for (; rounds < 3; ) {
           lastSync = await this.#syncLocked(signal);
           rounds++;
-          detach = await this.#detachLocked(false, signal);
+          detach = await this.#attachment.detach(false, signal);
           if (detach.outcome === 'detached') break;
           if (detach.pendingRowCount >= prev) break;
           prev = detach.pendingRowCount;
@@ -823,7 +522,7 @@ class SyncClientImpl implements SyncClient {
     let backoff = this.options.backoffMinMs;
     while (!signal.aborted) {
       try {
-        if (this.#connected && !this.#uploadsPaused) {
+        if (this.#attachment.connected && !this.#uploadsPaused) {
           await this.#exclusive(
             'pushPending',
             async () => {
@@ -851,7 +550,7 @@ class SyncClientImpl implements SyncClient {
     let watchAllowed = this.options.watch.mode === 'auto';
     while (!signal.aborted) {
       try {
-        if (!this.#connected || this.#downloadsPaused) {
+        if (!this.#attachment.connected || this.#downloadsPaused) {
           await sleep(this.options.backoffMinMs, signal);
           continue;
         }
@@ -964,13 +663,9 @@ class SyncClientImpl implements SyncClient {
     return this.#exclusive(
       'uninstall',
       async () => {
-        this.#requireOpen('uninstall');
+        this.#attachment.requireOpen('uninstall');
         await this.stop();
-        await this.#runner.tx((db) => {
-          const managed = managedTables(db);
-          for (const t of new Set([...managed, ...this.#models.map((m) => m.table)])) dropTriggers(db, t);
-          dropMetadata(db);
-        }, opts.signal);
+        await this.#attachment.uninstall(opts.signal);
         await this.#release();
       },
       opts.signal,
@@ -979,13 +674,7 @@ class SyncClientImpl implements SyncClient {
 
   async #release(): Promise<void> {
     this.#closed = true;
-    this.#connected = false;
-    if (this.#ownerKey && owners.get(this.#ownerKey) === this) owners.delete(this.#ownerKey);
-    try {
-      memoryOwners.delete(this.#runner.db);
-    } catch {
-      // the writer's database is not reachable (e.g. a coordinator proxy): nothing was registered
-    }
+    this.#attachment.release();
   }
 
   close(): Promise<void> {
