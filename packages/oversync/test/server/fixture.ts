@@ -5,6 +5,7 @@
  * "auth" is a test header `x-test-user` carrying the trusted user id.
  */
 import { randomUUID } from 'node:crypto';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { type Cluster, createCluster } from '@x/dbx';
 import {
   createSyncService,
@@ -208,3 +209,26 @@ export function deleteRow(table: string, id: string, base: number) {
 }
 
 export { randomUUID };
+
+/**
+ * The next time the service traces operation `name` (its tracing channel `x:oversync:<name>`) at
+ * `event`: `start` when the operation begins, `asyncEnd` when it has succeeded. Tests wait on it
+ * instead of sleeping; `cancel()` stops listening.
+ */
+export function nextTraced(
+  name: string,
+  event: 'start' | 'asyncEnd',
+): { promise: Promise<void>; cancel: () => void } {
+  const channel = `tracing:x:oversync:${name}:${event}`;
+  let cancel!: () => void;
+  const promise = new Promise<void>((resolve) => {
+    const onMessage = (message: unknown) => {
+      if (event === 'asyncEnd' && (message as { error?: unknown }).error !== undefined) return;
+      cancel();
+      resolve();
+    };
+    cancel = () => unsubscribe(channel, onMessage);
+    subscribe(channel, onMessage);
+  });
+  return { promise, cancel };
+}

@@ -1,6 +1,6 @@
 import { isSyncServerError, oversyncFastifyPlugin } from '@x/oversync/server';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { createFixture, Device, type Fixture, randomUUID, userRow } from '../fixture.js';
 
 let fx: Fixture;
@@ -156,8 +156,8 @@ function sse(res: Response) {
   const decoder = new TextDecoder();
   let buf = '';
   return {
-    async next(timeoutMs = 3000): Promise<string> {
-      const deadline = Date.now() + timeoutMs;
+    /** The next frame, or `<end>` once the stream ended (a stream that hangs fails by the test's timeout). */
+    async next(): Promise<string> {
       for (;;) {
         const idx = buf.indexOf('\n\n');
         if (idx >= 0) {
@@ -165,19 +165,14 @@ function sse(res: Response) {
           buf = buf.slice(idx + 2);
           return frame;
         }
-        const left = deadline - Date.now();
-        if (left <= 0) throw new Error('no SSE frame in time');
-        const chunk = await Promise.race([
-          reader.read(),
-          new Promise<never>((_, rej) => setTimeout(() => rej(new Error('SSE timeout')), left)),
-        ]);
+        const chunk = await reader.read();
         if (chunk.done) return '<end>';
         buf += decoder.decode(chunk.value, { stream: true });
       }
     },
-    async nextEvent(timeoutMs = 3000) {
+    async nextEvent() {
       for (;;) {
-        const f = await this.next(timeoutMs);
+        const f = await this.next();
         if (f === '<end>') return f;
         if (f.startsWith('event: bundle'))
           return JSON.parse(f.split('\ndata: ')[1]!) as Record<string, unknown>;
@@ -196,7 +191,7 @@ function open(d: Device, query = '') {
 }
 
 describe('watch', () => {
-  test('capabilities advertise it; a commit wakes the stream within 1 s; heartbeats flow; catch-up on subscribe', async () => {
+  test('capabilities advertise it; a commit wakes the stream; heartbeats flow; catch-up on subscribe', async () => {
     const d = await device();
     const caps = await d.json('GET', '/sync/capabilities');
     expect((caps.body['features'] as Record<string, boolean>)['bundle_change_watch']).toBe(true);
@@ -212,13 +207,9 @@ describe('watch', () => {
       fx.service as unknown as { bundleChangeListenerReady(): Promise<void> }
     ).bundleChangeListenerReady();
     const writer = new Device(fx.app, d.userId, 'other-device');
-    const t0 = performance.now();
     await writer.push([userRow(randomUUID(), 'after')]);
-    const e = await s.nextEvent(1000);
-    const latency = performance.now() - t0;
-    expect(e).toEqual({ bundle_seq: 2, source_id: 'other-device', source_bundle_id: 1 });
-    expect(latency).toBeLessThan(1000);
-    expect(await s.next(1000)).toBe(': heartbeat');
+    expect(await s.nextEvent()).toEqual({ bundle_seq: 2, source_id: 'other-device', source_bundle_id: 1 });
+    expect(await s.next()).toBe(': heartbeat');
     ac.abort();
   });
 
@@ -263,7 +254,6 @@ describe('cancellation and shutdown of long operations', () => {
   test('an abort mid-flight cancels the database work and rolls the bundle back', async () => {
     const d = await device();
     const ac = new AbortController();
-    const t0 = performance.now();
     const p = fx.service.withinSyncBundle(
       { userId: d.userId },
       { sourceId: 'slow-job', sourceBundleId: 1 },
@@ -273,13 +263,14 @@ describe('cancellation and shutdown of long operations', () => {
           'x',
           'x',
         ]);
-        await tx.query('SELECT pg_sleep(10)');
+        const sleep = tx.query('SELECT pg_sleep(10)');
+        // The caller gives up while the database works on the bundle.
+        ac.abort(new Error('caller gave up'));
+        await sleep;
       },
       { signal: ac.signal },
     );
-    setTimeout(() => ac.abort(new Error('caller gave up')), 200);
-    await expect(p).rejects.toBeDefined();
-    expect(performance.now() - t0).toBeLessThan(5000);
+    await expect(p).rejects.toMatchObject({ code: 'DBX_QUERY_CANCELLED' });
     const rows = await fx.cluster.query<{ n: string }>(
       'SELECT count(*)::text AS n FROM business.users WHERE _sync_scope_id = $1',
       [d.userId],
@@ -298,7 +289,7 @@ describe('cancellation and shutdown of long operations', () => {
   test('close() ends open watch streams', async () => {
     await withOpenWatch(async ({ local, stream }) => {
       await local.service.close();
-      expect(await stream.next(3000)).toBe('<end>');
+      expect(await stream.next()).toBe('<end>');
       expect(local.service.lifecycle).toBe('closed');
     });
   });
@@ -307,31 +298,28 @@ describe('cancellation and shutdown of long operations', () => {
 describe('fastify lifecycle', () => {
   test('app.close() alone ends open watch streams instead of hanging on them', async () => {
     await withOpenWatch(async ({ app, stream }) => {
-      const closed = app.close().then(() => 'closed');
-      const timeout = new Promise((r) => setTimeout(() => r('timed out'), 5000).unref());
-      expect(await Promise.race([closed, timeout])).toBe('closed');
-      expect(await stream.next(3000)).toBe('<end>');
+      // Hanging on the stream would fail this test by its timeout.
+      await app.close();
+      expect(await stream.next()).toBe('<end>');
     });
   });
 });
 
 describe('fastify lifecycle after clients go away', () => {
-  test('app.close() returns promptly after the watching client dropped its stream, and after it did not', async () => {
+  test("app.close() is not held by the stream's keep-alive connection, whether the watching client dropped its stream or not", async () => {
     for (const drop of [false, true]) {
-      await withOpenWatch(async ({ app, stream }) => {
+      await withOpenWatch(async ({ local, app, stream }) => {
         if (drop) {
           await stream.cancel();
-          await new Promise((r) => setTimeout(r, 100));
+          // The server saw the client go: its subscription is closed.
+          await vi.waitFor(() => expect(local.service.bundleChangeSubscriberCount()).toBe(0));
         }
-        const t0 = performance.now();
-        await app.close();
         // Neither waits out fastify's 72 s keep-alive on the stream's connection (the server closes
-        // it). A client that dropped its stream may leave a fresh idle connection of its own (undici
-        // opens one when a body is cancelled and closes it after its 4 s keep-alive), which an app
-        // with the default forceCloseConnections: 'idle' still waits for.
-        expect(performance.now() - t0, drop ? 'client dropped' : 'client still reading').toBeLessThan(
-          drop ? 8000 : 1000,
-        );
+        // it): that would fail this test by its timeout. A client that dropped its stream may leave a
+        // fresh idle connection of its own (undici opens one when a body is cancelled and closes it
+        // after its 4 s keep-alive), which an app with the default forceCloseConnections: 'idle'
+        // still waits for.
+        await app.close();
       });
     }
   });
@@ -463,7 +451,7 @@ describe('watch listener resilience', () => {
     expect(Number(killed.rows[0]!.n)).toBeGreaterThanOrEqual(1);
     const writer = new Device(fx.app, d.userId, 'writer-after-drop');
     await writer.push([userRow(randomUUID(), 'after-drop')]);
-    const e = await s.nextEvent(5000);
+    const e = await s.nextEvent();
     expect(e).toMatchObject({ bundle_seq: 1 });
     ac.abort();
   });
