@@ -4,12 +4,13 @@
  * failing jobs isolated, idempotent request ids, a persisted commit sequence, backpressure,
  * deadlines, change events and metrics.
  */
+
+export { BATCH_CHANNEL, CLOSE_CHANNEL } from './channels.js';
 export {
   isWriteCoordinatorError,
   WriteCoordinatorError,
   type WriteCoordinatorErrorCode,
 } from './errors.js';
-export { BATCH_CHANNEL, CLOSE_CHANNEL } from './internal/coordinator.js';
 export { META_TABLE, REQUESTS_TABLE } from './internal/store.js';
 export {
   DEFAULT_BUSY_TIMEOUT_MS,
@@ -32,14 +33,12 @@ export {
   type WriteCoordinatorOptions,
   writeCoordinatorOptionsSchema,
 } from './options.js';
+export type { SqliteDatabase, SqliteRunResult, SqliteStatement } from './sqlite.js';
 export type {
   CommitEvent,
   Durability,
   JobFn,
   NamedJob,
-  SqliteDatabase,
-  SqliteRunResult,
-  SqliteStatement,
   SubmitOptions,
   WriteCoordinator,
   WriteCoordinatorMetrics,

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { WriteCoordinatorError } from './errors.js';
-import type { SqliteDatabase } from './types.js';
+import type { SqliteDatabase } from './sqlite.js';
 
 export const DEFAULT_QUEUE_SIZE = 256;
 export const DEFAULT_MAX_BATCH_SIZE = 256;

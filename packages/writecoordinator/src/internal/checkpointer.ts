@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../options.js';
-import type { SqliteDatabase } from '../types.js';
+import type { SqliteDatabase } from '../sqlite.js';
 
 /**
  * Background WAL checkpoints. Left to itself, SQLite checkpoints inside the COMMIT that pushes the

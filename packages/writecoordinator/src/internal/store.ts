@@ -1,5 +1,5 @@
 import { WriteCoordinatorError } from '../errors.js';
-import type { SqliteDatabase, SqliteStatement } from '../types.js';
+import type { SqliteDatabase, SqliteStatement } from '../sqlite.js';
 
 /** Tables owned by the package. Their names start with `_x_wc_` so they never collide with an app's. */
 export const META_TABLE = '_x_wc_meta';
