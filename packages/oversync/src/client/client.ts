@@ -1,17 +1,17 @@
 import { channel } from 'node:diagnostics_channel';
-import { bundleChangeEventSchema } from '../shared/wire.js';
-import { ClientError, isClientError, isLifecyclePreconditionError } from './errors.js';
+import { ClientError } from './errors.js';
 import { Attachment } from './internal/attachment.js';
+import { BackgroundSync } from './internal/background.js';
 import { type ConflictQuery, listConflicts } from './internal/conflict-log.js';
 import { hasLiveRows, readAttachment, readOperation, readPending } from './internal/local-store.js';
 import { pullToStable } from './internal/pull.js';
 import { pushPending } from './internal/push.js';
 import { keepSourceRebuild, recoverSource } from './internal/rebuild.js';
 import { Remote } from './internal/remote.js';
-import { parseSse } from './internal/sse.js';
-import { type FetchLike, type Logger, sleep, Transport } from './internal/transport.js';
-import { isCoordinator, TxRunner } from './internal/writer.js';
+import { type FetchLike, type Logger, Transport } from './internal/transport.js';
+import { TxRunner } from './internal/writer.js';
 import { parseOptions, type SyncClientOptions, type SyncClientOptionsInput } from './options.js';
+import type { ClientMetrics, OpOptions, SyncClient } from './sync-client.js';
 import type {
   AppliedEvent,
   AttachResult,
@@ -26,71 +26,6 @@ import type {
   SyncStatus,
   SyncThenDetachResult,
 } from './types.js';
-
-export interface ClientMetrics {
-  readonly bundlesPushed: number;
-  readonly bundlesPulled: number;
-  readonly snapshotsApplied: number;
-  readonly rowsApplied: number;
-  readonly conflictsResolved: number;
-  readonly operationErrors: number;
-  readonly connected: boolean;
-  readonly backgroundRunning: boolean;
-}
-
-export interface OpOptions {
-  signal?: AbortSignal;
-}
-
-/** An offline-first sync client over one local SQLite database. */
-export interface SyncClient {
-  readonly options: SyncClientOptions;
-  /** The current sync source id ('' before `open()`). */
-  readonly sourceId: string;
-  /** The attached user ('' when anonymous). */
-  readonly userId: string;
-  /** True after a successful `attach()` in this process. */
-  readonly connected: boolean;
-  open(opts?: OpOptions): Promise<void>;
-  attach(userId: string, opts?: OpOptions): Promise<AttachResult>;
-  detach(opts?: OpOptions & { force?: boolean }): Promise<DetachResult>;
-  syncThenDetach(opts?: OpOptions): Promise<SyncThenDetachResult>;
-  pushPending(opts?: OpOptions): Promise<PushReport>;
-  pullToStable(opts?: OpOptions): Promise<PullReport>;
-  sync(opts?: OpOptions): Promise<SyncReport>;
-  rebuild(opts?: OpOptions): Promise<RebuildReport>;
-  status(opts?: OpOptions): Promise<SyncStatus>;
-  pendingStatus(opts?: OpOptions): Promise<PendingStatus>;
-  /**
-   * The device's conflict log, oldest first: every conflict resolved on this device, with both
-   * versions, the resolution applied and whether the local intent was lost. Entries are written in
-   * the transaction that applied their plan, so they survive crashes; `detach()` clears them with
-   * the user's data. Does not contend with a running sync.
-   */
-  conflicts(opts?: OpOptions & ConflictQuery): Promise<ConflictRecord[]>;
-  /** Starts the background uploader and downloader (watch-driven when enabled). */
-  start(opts?: OpOptions): void;
-  stop(): Promise<void>;
-  /** Wakes the background uploader now (e.g. after an app write). */
-  notifyLocalChange(): void;
-  pauseUploads(): void;
-  resumeUploads(): void;
-  pauseDownloads(): void;
-  resumeDownloads(): void;
-  on<E extends keyof ClientEvents>(event: E, listener: (e: ClientEvents[E]) => void): () => void;
-  /** Counters since creation. */
-  metrics(): ClientMetrics;
-  /**
-   * Every `applied` event (server data written locally) as an async iterable, e.g. to refresh a
-   * UI; ends when the signal aborts or the client closes. Slow consumers get the newest events
-   * (the buffer keeps the last `bufferSize`, default 256).
-   */
-  changes(opts?: { signal?: AbortSignal; bufferSize?: number }): AsyncIterable<AppliedEvent>;
-  /** Drops the triggers and metadata tables; business data stays. Closes the client. */
-  uninstall(opts?: OpOptions): Promise<void>;
-  close(): Promise<void>;
-  [Symbol.asyncDispose](): Promise<void>;
-}
 
 const channels = {
   attach: channel('x:oversync:client-attach'),
@@ -114,8 +49,7 @@ class SyncClientImpl implements SyncClient {
   #listeners = new Map<string, Set<(e: unknown) => void>>();
   #uploadsPaused = false;
   #downloadsPaused = false;
-  #bg: { ac: AbortController; done: Promise<void>; wakeUpload: () => void } | undefined;
-  #unsubscribeChanges: (() => void) | undefined;
+  #bg: BackgroundSync | undefined;
   #metrics = {
     bundlesPushed: 0,
     bundlesPulled: 0,
@@ -476,187 +410,35 @@ class SyncClientImpl implements SyncClient {
   start(opts: OpOptions = {}): void {
     if (this.#closed) throw new ClientError('OVERSYNC_CLIENT_CLOSED', 'start: client is closed');
     if (this.#bg) return;
-    const ac = new AbortController();
-    opts.signal?.addEventListener('abort', () => ac.abort(opts.signal?.reason), { once: true });
-    let wake: () => void = () => undefined;
-    let pendingWake = false;
-    const wakeUpload = () => {
-      pendingWake = true;
-      wake();
-    };
-    const waitUpload = (ms: number) =>
-      new Promise<void>((resolve) => {
-        if (pendingWake) {
-          pendingWake = false;
-          resolve();
-          return;
-        }
-        const t = setTimeout(done, ms);
-        const onAbort = () => done();
-        function done() {
-          clearTimeout(t);
-          ac.signal.removeEventListener('abort', onAbort);
-          wake = () => undefined;
-          pendingWake = false;
-          resolve();
-        }
-        wake = done;
-        ac.signal.addEventListener('abort', onAbort, { once: true });
-      });
-    const writer = this.options.writer;
-    if (isCoordinator(writer) && typeof (writer as { subscribe?: unknown }).subscribe === 'function') {
-      this.#unsubscribeChanges = (writer as unknown as { subscribe(l: () => void): () => void }).subscribe(
-        () => {
-          // Commits of the client's own transactions are not app changes (and would wake it forever).
-          if (!this.#runner.busy) wakeUpload();
-        },
-      );
-    }
-    const done = Promise.all([this.#uploadLoop(ac.signal, waitUpload), this.#downloadLoop(ac.signal)]).then(
-      () => undefined,
-    );
-    this.#bg = { ac, done, wakeUpload };
-  }
-
-  async #uploadLoop(signal: AbortSignal, wait: (ms: number) => Promise<void>): Promise<void> {
-    let backoff = this.options.backoffMinMs;
-    while (!signal.aborted) {
-      try {
-        if (this.#attachment.connected && !this.#uploadsPaused) {
-          await this.#exclusive(
+    this.#bg = new BackgroundSync(
+      {
+        canUpload: () => this.#attachment.connected && !this.#uploadsPaused,
+        canDownload: () => this.#attachment.connected && !this.#downloadsPaused,
+        closed: () => this.#closed,
+        pushIfPending: (signal) =>
+          this.#exclusive(
             'pushPending',
             async () => {
               const pending = await this.#pendingLocked(signal);
               if (pending.dirtyRows + pending.outboxRows > 0) await this.#pushLocked(signal);
             },
             signal,
-          );
-        }
-        backoff = this.options.backoffMinMs;
-        await wait(this.options.uploadIntervalMs);
-      } catch (error) {
-        if (signal.aborted || this.#closed) return;
-        this.#emit('error', { error, loop: 'upload' });
-        backoff = isLifecyclePreconditionError(error)
-          ? this.options.backoffMinMs
-          : Math.min(backoff * 2, this.options.backoffMaxMs);
-        await wait(backoff);
-      }
-    }
-  }
-
-  async #downloadLoop(signal: AbortSignal): Promise<void> {
-    let backoff = this.options.backoffMinMs;
-    let watchAllowed = this.options.watch.mode === 'auto';
-    while (!signal.aborted) {
-      try {
-        if (!this.#attachment.connected || this.#downloadsPaused) {
-          await sleep(this.options.backoffMinMs, signal);
-          continue;
-        }
-        await this.#pullIfPossible(signal);
-        if (watchAllowed) {
-          const caps = await this.#remote.capabilities(signal);
-          if (caps.features.bundle_change_watch) {
-            const outcome = await this.#watch(signal);
-            if (outcome === 'forbidden') watchAllowed = false;
-            backoff = this.options.backoffMinMs;
-            continue;
-          }
-          watchAllowed = false;
-        }
-        backoff = this.options.backoffMinMs;
-        await sleep(this.options.watch.fallbackIntervalMs, signal);
-      } catch (error) {
-        if (signal.aborted || this.#closed) return;
-        this.#emit('error', { error, loop: 'download' });
-        backoff = isLifecyclePreconditionError(error)
-          ? this.options.backoffMinMs
-          : Math.min(backoff * 2, this.options.backoffMaxMs);
-        try {
-          await sleep(backoff, signal);
-        } catch {
-          return;
-        }
-      }
-    }
-  }
-
-  async #pullIfPossible(signal: AbortSignal): Promise<void> {
-    try {
-      await this.#exclusive('pullToStable', () => this.#pullLocked(signal), signal);
-    } catch (e) {
-      if (isClientError(e, 'OVERSYNC_CLIENT_PENDING_PUSH_REPLAY')) {
-        this.#bg?.wakeUpload();
-        return;
-      }
-      throw e;
-    }
-  }
-
-  /** Holds the watch stream open; each bundle event triggers a pull. Fallback polls keep running. */
-  async #watch(signal: AbortSignal): Promise<'ended' | 'forbidden'> {
-    const ac = new AbortController();
-    const onAbort = () => ac.abort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    const fallback = setInterval(() => {
-      this.#pullIfPossible(ac.signal).catch((error) => {
-        if (!ac.signal.aborted) this.#emit('error', { error, loop: 'download' });
-      });
-    }, this.options.watch.fallbackIntervalMs);
-    try {
-      const after = await this.#runner.read((db) => readAttachment(db).lastBundleSeqSeen, signal);
-      const body = await this.#remote.watch(after, ac.signal);
-      if (body === 'forbidden') return 'forbidden';
-      let pulling: Promise<void> | undefined;
-      let again = false;
-      const trigger = () => {
-        if (pulling) {
-          again = true;
-          return;
-        }
-        pulling = (async () => {
-          do {
-            again = false;
-            await this.#pullIfPossible(ac.signal);
-          } while (again && !ac.signal.aborted);
-        })()
-          .catch((error) => {
-            if (!ac.signal.aborted) this.#emit('error', { error, loop: 'download' });
-          })
-          .finally(() => {
-            pulling = undefined;
-          });
-      };
-      for await (const ev of parseSse(body, ac.signal)) {
-        if (ev.event !== 'bundle') continue;
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(ev.data);
-        } catch {
-          continue;
-        }
-        const e = bundleChangeEventSchema.safeParse(parsed);
-        if (!e.success || e.data.bundle_seq <= 0) continue;
-        trigger();
-      }
-      await pulling;
-      return 'ended';
-    } finally {
-      clearInterval(fallback);
-      signal.removeEventListener('abort', onAbort);
-      ac.abort();
-    }
+          ),
+        pull: (signal) => this.#exclusive('pullToStable', () => this.#pullLocked(signal), signal),
+        error: (error, loop) => this.#emit('error', { error, loop }),
+      },
+      this.options,
+      this.#runner,
+      this.#remote,
+      opts.signal,
+    );
   }
 
   async stop(): Promise<void> {
     const bg = this.#bg;
     if (!bg) return;
     this.#bg = undefined;
-    this.#unsubscribeChanges?.();
-    this.#unsubscribeChanges = undefined;
-    bg.ac.abort(new ClientError('OVERSYNC_CLIENT_CLOSED', 'background sync stopped'));
-    await bg.done.catch(() => undefined);
+    await bg.stop(new ClientError('OVERSYNC_CLIENT_CLOSED', 'background sync stopped'));
   }
 
   uninstall(opts: OpOptions = {}): Promise<void> {

@@ -1,5 +1,5 @@
 /** @x/oversync/client: an offline-first SQLite client for go-oversync protocol v1 servers. */
-export { type ClientMetrics, createSyncClient, type OpOptions, type SyncClient } from './client.js';
+export { createSyncClient } from './client.js';
 export {
   CLIENT_ERROR_CODES,
   ClientError,
@@ -12,4 +12,5 @@ export type { FetchLike, Logger, TokenSource } from './internal/transport.js';
 export type { CoordinatorLike, SqliteDb, SyncWriter } from './internal/writer.js';
 export * from './options.js';
 export { clientWinsResolver, serverWinsResolver } from './resolvers.js';
+export type { ClientMetrics, OpOptions, SyncClient } from './sync-client.js';
 export type * from './types.js';
