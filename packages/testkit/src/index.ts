@@ -53,3 +53,9 @@ export {
   tempDir,
   tempSqlite,
 } from './temp.js';
+export {
+  DEFAULT_WAIT_FOR_INTERVAL_MS,
+  DEFAULT_WAIT_FOR_TIMEOUT_MS,
+  type WaitForOptions,
+  waitFor,
+} from './wait-for.js';

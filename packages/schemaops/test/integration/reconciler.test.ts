@@ -1,5 +1,5 @@
 import type { Cluster } from '@x/dbx';
-import type { TestDatabase } from '@x/testkit';
+import { type TestDatabase, waitFor } from '@x/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createSchemaOps,
@@ -52,10 +52,16 @@ describe('background reconciler', () => {
     // Not due yet: a pass right away does nothing.
     expect(await r.tick()).toEqual([]);
     faults.cache = false;
-    await new Promise((resolve) =>
-      setTimeout(resolve, (first?.nextAttemptAt?.getTime() ?? 0) - Date.now() + 20),
+    // Passes do nothing until the recorded next attempt time; the first one after it repairs.
+    let second: Awaited<ReturnType<typeof r.tick>>[number] | undefined;
+    await waitFor(
+      async () => {
+        [second] = await r.tick();
+        return second !== undefined;
+      },
+      { timeoutMs: 10_000, intervalMs: 25, what: 'the backed-off repair' },
     );
-    const [second] = await r.tick();
+
     expect(second).toMatchObject({ operationId: id, outcome: 'repaired', status: 'committed', attempt: 3 });
     const repaired = await ops.get(id);
     expect(repaired.status).toBe('committed');

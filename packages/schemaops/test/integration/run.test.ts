@@ -1,6 +1,6 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import type { Cluster } from '@x/dbx';
-import type { TestDatabase } from '@x/testkit';
+import { type TestDatabase, waitFor } from '@x/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createSchemaOps,
@@ -558,10 +558,26 @@ describe('waiting for the project lock', () => {
     });
     await isRunning;
     const ac = new AbortController();
-    setTimeout(() => ac.abort(new Error('gave up waiting')), 30);
-    await expect(
-      f.ops.run({ project: f.project, type: 'add_column', request: { column: 'aw2' }, signal: ac.signal }),
-    ).rejects.toThrow('gave up waiting');
+    const waiting = f.ops.run({
+      project: f.project,
+      type: 'add_column',
+      request: { column: 'aw2' },
+      signal: ac.signal,
+    });
+    // Abort once the second run is blocked on the project's advisory lock.
+    await waitFor(
+      async () =>
+        ((
+          await cluster.queryRow<{ n: number }>(
+            `select count(*)::int as n from pg_locks
+             where locktype = 'advisory' and not granted
+               and database = (select oid from pg_database where datname = current_database())`,
+          )
+        )?.n ?? 0) >= 1,
+      { timeoutMs: 10_000, what: 'the second run waiting for the lock' },
+    );
+    ac.abort(new Error('gave up waiting'));
+    await expect(waiting).rejects.toThrow('gave up waiting');
     // It gave up while the lock holder was still running (not when the lock came free).
     expect(slowDone).toBe(false);
     expect((await slow).status).toBe('committed');

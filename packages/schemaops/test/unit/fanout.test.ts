@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { fanOut } from '../../src/internal/fanout.js';
 
-const tick = () => new Promise((r) => setTimeout(r, 1));
+/** One macrotask hop (no fixed delay), so the workers really overlap. */
+const tick = () => new Promise((r) => setImmediate(r));
 
 describe('fanOut', () => {
   it('never runs more than `concurrency` at once and runs every item once', async () => {

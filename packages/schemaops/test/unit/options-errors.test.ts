@@ -113,7 +113,7 @@ describe('physicalDdlRequired', () => {
   it('is carried through AsyncLocalStorage across awaits and is false outside a scope', async () => {
     expect(physicalDdlRequired()).toBe(false);
     const seen = await withPhysicalDdlRequired(true, async () => {
-      await new Promise((r) => setTimeout(r, 1));
+      await new Promise((r) => setImmediate(r));
       const inner = withPhysicalDdlRequired(false, () => physicalDdlRequired());
       return [physicalDdlRequired(), inner];
     });
