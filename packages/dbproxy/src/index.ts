@@ -3,6 +3,16 @@
  * file; it owns the @x/writecoordinator and serves `db.write` over ZeroMQ JSON-RPC on `ipc://`
  * endpoints; every other process reads its own read-only WAL connection and forwards writes.
  */
+
+export {
+  ELECTION_CHANNEL,
+  type ElectionPhase,
+  EXCLUSIVE_CHANNEL,
+  ROLE_CHANNEL,
+  SERVE_CHANNEL,
+  WRITE_CHANNEL,
+} from './channels.js';
+export { createDbProxy } from './db-proxy.js';
 export {
   type Applied,
   DbProxyError,
@@ -12,7 +22,6 @@ export {
   WIRE_ERROR_CODES,
   type WireErrorCode,
 } from './errors.js';
-export type { ChangeEvent, GapChange, WriteChange } from './internal/change-stream.js';
 export {
   type AnyWriteMethod,
   type DbProxyOptions,
@@ -49,21 +58,17 @@ export {
   type WriteMeta,
 } from './protocol.js';
 export {
-  createDbProxy,
+  type ChangeEvent,
   type DbProxy,
   type DbProxyMetrics,
-  ELECTION_CHANNEL,
-  type ElectionPhase,
-  EXCLUSIVE_CHANNEL,
   EXCLUSIVE_METRICS_KEY,
   type ExclusiveOptions,
+  type GapChange,
   type MethodMetrics,
   type ReadOptions,
-  ROLE_CHANNEL,
   type Role,
   type RoleChange,
-  SERVE_CHANNEL,
-  WRITE_CHANNEL,
+  type WriteChange,
   type WriteOptions,
   type WriteResult,
-} from './proxy.js';
+} from './types.js';

@@ -1,26 +1,4 @@
-/** One committed write, as `changes()` yields it. */
-export interface WriteChange {
-  type: 'write';
-  /** The commit sequence (the coordinator's); writes committed together share it. */
-  seq: number;
-  /** The primary's epoch when it committed. */
-  epoch: number;
-  method: string | null;
-  requestId: string | null;
-  sourceInstanceId: string | null;
-}
-
-/**
- * Commits in `(afterSeq, toSeq]` happened but could not be delivered (missed publications that the
- * primary no longer had, a failover, or a full iterator buffer). Re-read whatever state you derive.
- */
-export interface GapChange {
-  type: 'gap';
-  afterSeq: number;
-  toSeq: number;
-}
-
-export type ChangeEvent = WriteChange | GapChange;
+import type { ChangeEvent } from '../types.js';
 
 /**
  * A bounded async iterator of change events. When its consumer falls more than `bufferSize` events

@@ -3,6 +3,7 @@ import {
   chmodSync,
   lstatSync,
   mkdirSync,
+  readdirSync,
   readFileSync,
   realpathSync,
   renameSync,
@@ -142,5 +143,15 @@ export function newToken(): string {
 export function removeQuietly(path: string): void {
   try {
     unlinkSync(path);
+  } catch {}
+}
+
+/** Socket files of epochs below `belowEpoch` (dead primaries) are litter; removes them. */
+export function removeEndpointFiles(runtimeDir: string, key: string, belowEpoch: number): void {
+  try {
+    for (const f of readdirSync(runtimeDir)) {
+      const m = /^([0-9a-f]{16})-(\d+)\.(rpc|pub)$/.exec(f);
+      if (m !== null && m[1] === key && Number(m[2]) < belowEpoch) removeQuietly(join(runtimeDir, f));
+    }
   } catch {}
 }
