@@ -2,20 +2,22 @@ import { channel } from 'node:diagnostics_channel';
 import { ClientError } from './errors.js';
 import { Attachment } from './internal/attachment.js';
 import { BackgroundSync } from './internal/background.js';
-import { type ConflictQuery, listConflicts } from './internal/conflict-log.js';
+import { listConflicts } from './internal/conflict-log.js';
 import { hasLiveRows, readAttachment, readOperation, readPending } from './internal/local-store.js';
 import { pullToStable } from './internal/pull.js';
 import { pushPending } from './internal/push.js';
 import { keepSourceRebuild, recoverSource } from './internal/rebuild.js';
 import { Remote } from './internal/remote.js';
-import { type FetchLike, type Logger, Transport } from './internal/transport.js';
+import { Transport } from './internal/transport.js';
 import { TxRunner } from './internal/writer.js';
 import { parseOptions, type SyncClientOptions, type SyncClientOptionsInput } from './options.js';
 import type { ClientMetrics, OpOptions, SyncClient } from './sync-client.js';
+import type { FetchLike, Logger } from './transport-types.js';
 import type {
   AppliedEvent,
   AttachResult,
   ClientEvents,
+  ConflictQuery,
   ConflictRecord,
   DetachResult,
   PendingStatus,

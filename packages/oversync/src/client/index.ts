@@ -7,10 +7,9 @@ export {
   isClientError,
   isLifecyclePreconditionError,
 } from './errors.js';
-export type { ConflictQuery } from './internal/conflict-log.js';
-export type { FetchLike, Logger, TokenSource } from './internal/transport.js';
-export type { CoordinatorLike, SqliteDb, SyncWriter } from './internal/writer.js';
 export * from './options.js';
 export { clientWinsResolver, serverWinsResolver } from './resolvers.js';
 export type { ClientMetrics, OpOptions, SyncClient } from './sync-client.js';
+export type { FetchLike, Logger, TokenSource } from './transport-types.js';
 export type * from './types.js';
+export type { CoordinatorLike, SqliteDb, SyncWriter } from './writer-types.js';

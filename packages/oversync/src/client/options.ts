@@ -1,8 +1,9 @@
 import { z } from 'zod';
 import { ClientError } from './errors.js';
-import type { FetchLike, Logger, RetryPolicy, TokenSource } from './internal/transport.js';
-import { isCoordinator, isSqliteDb, type SyncWriter } from './internal/writer.js';
+import { isCoordinator, isSqliteDb } from './internal/writer.js';
+import type { FetchLike, Logger, RetryPolicy, TokenSource } from './transport-types.js';
 import type { ConflictResolver, ProgressEvent } from './types.js';
+import type { SyncWriter } from './writer-types.js';
 
 export const DEFAULT_UPLOAD_LIMIT = 1000;
 export const DEFAULT_DOWNLOAD_LIMIT = 1000;

@@ -1,10 +1,10 @@
 /** The public interface of the sync client (`createSyncClient` in client.ts returns one). */
-import type { ConflictQuery } from './internal/conflict-log.js';
 import type { SyncClientOptions } from './options.js';
 import type {
   AppliedEvent,
   AttachResult,
   ClientEvents,
+  ConflictQuery,
   ConflictRecord,
   DetachResult,
   PendingStatus,

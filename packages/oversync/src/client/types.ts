@@ -1,4 +1,5 @@
-import type { WirePayload } from './internal/codec.js';
+/** A row as the server sends it (column name to wire value). */
+type WirePayload = Record<string, unknown>;
 
 export type PushOutcome = 'committed' | 'no_change' | 'skipped_paused';
 export type RemoteOutcome =
@@ -223,4 +224,15 @@ export interface ClientEvents {
   };
   error: { readonly error: unknown; readonly loop: 'upload' | 'download' };
   closed: Record<string, never>;
+}
+
+/** Which entries `client.conflicts()` returns. */
+export interface ConflictQuery {
+  /** Only entries with an id greater than this. */
+  readonly afterId?: number | undefined;
+  /** Only entries whose local intent was lost. */
+  readonly lostOnly?: boolean | undefined;
+  readonly table?: string | undefined;
+  /** At most this many entries (default 1000), oldest first. */
+  readonly limit?: number | undefined;
 }

@@ -8,7 +8,9 @@ import { realpathSync } from 'node:fs';
 import { ClientError } from '../errors.js';
 import type { SyncClientOptions } from '../options.js';
 import { clientWinsResolver, serverWinsResolver } from '../resolvers.js';
+import type { Logger } from '../transport-types.js';
 import type { AttachResult, ConflictResolver, DetachResult } from '../types.js';
+import type { SqliteDb } from '../writer-types.js';
 import {
   type AttachmentState,
   beginApply,
@@ -34,8 +36,7 @@ import { keepSourceRebuild, rebuild } from './rebuild.js';
 import type { Remote } from './remote.js';
 import { SyncContext, type SyncHooks } from './sync-context.js';
 import { dropTriggers, installTriggers, loadTableModels, type TableModel } from './table-model.js';
-import type { Logger } from './transport.js';
-import type { SqliteDb, TxRunner } from './writer.js';
+import type { TxRunner } from './writer.js';
 
 /** Database files (by real path) and in-memory databases owned by a client of this process. */
 const owners = new Map<string, object>();

@@ -108,6 +108,13 @@ export class BackgroundSync {
     });
   }
 
+  /** Reports a loop's error; returns the next wait: the minimum after a precondition error, else doubled. */
+  #failed(error: unknown, loop: 'upload' | 'download', backoff: number): number {
+    this.#host.error(error, loop);
+    const o = this.#options;
+    return isLifecyclePreconditionError(error) ? o.backoffMinMs : Math.min(backoff * 2, o.backoffMaxMs);
+  }
+
   async #uploadLoop(signal: AbortSignal): Promise<void> {
     const o = this.#options;
     let backoff = o.backoffMinMs;
@@ -118,10 +125,7 @@ export class BackgroundSync {
         await this.#waitUpload(o.uploadIntervalMs);
       } catch (error) {
         if (signal.aborted || this.#host.closed()) return;
-        this.#host.error(error, 'upload');
-        backoff = isLifecyclePreconditionError(error)
-          ? o.backoffMinMs
-          : Math.min(backoff * 2, o.backoffMaxMs);
+        backoff = this.#failed(error, 'upload', backoff);
         await this.#waitUpload(backoff);
       }
     }
@@ -152,10 +156,7 @@ export class BackgroundSync {
         await sleep(o.watch.fallbackIntervalMs, signal);
       } catch (error) {
         if (signal.aborted || this.#host.closed()) return;
-        this.#host.error(error, 'download');
-        backoff = isLifecyclePreconditionError(error)
-          ? o.backoffMinMs
-          : Math.min(backoff * 2, o.backoffMaxMs);
+        backoff = this.#failed(error, 'download', backoff);
         try {
           await sleep(backoff, signal);
         } catch {

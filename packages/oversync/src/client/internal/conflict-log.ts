@@ -1,6 +1,12 @@
-import type { ConflictReason, ConflictRecord, ConflictResolution, ConflictRule } from '../types.js';
+import type {
+  ConflictQuery,
+  ConflictReason,
+  ConflictRecord,
+  ConflictResolution,
+  ConflictRule,
+} from '../types.js';
+import type { SqliteDb } from '../writer-types.js';
 import { stmt } from './statements.js';
-import type { SqliteDb } from './writer.js';
 
 /** What one resolved conflict leaves in `_sync_conflicts`. */
 export interface ConflictEntry {
@@ -47,16 +53,6 @@ export function recordConflict(db: SqliteDb, e: ConflictEntry): number {
     JSON.stringify(e.details ?? {}),
   );
   return Number(r.lastInsertRowid);
-}
-
-export interface ConflictQuery {
-  /** Only entries with an id greater than this. */
-  readonly afterId?: number | undefined;
-  /** Only entries whose local intent was lost. */
-  readonly lostOnly?: boolean | undefined;
-  readonly table?: string | undefined;
-  /** At most this many entries (default 1000), oldest first. */
-  readonly limit?: number | undefined;
 }
 
 export function listConflicts(db: SqliteDb, q: ConflictQuery = {}): ConflictRecord[] {

@@ -15,6 +15,7 @@ import type {
   ConflictResolution,
   ConflictRule,
 } from '../types.js';
+import type { SqliteDb } from '../writer-types.js';
 import { type LocalPayload, wireKeyToLocal, wirePayloadToLocal } from './codec.js';
 import { readConflict, recordConflict } from './conflict-log.js';
 import {
@@ -31,7 +32,6 @@ import {
 import type { SyncContext } from './sync-context.js';
 import type { TableModel } from './table-model.js';
 import type { TableOps } from './table-ops.js';
-import type { SqliteDb } from './writer.js';
 
 export type PushConflictDetails = ReturnType<typeof pushConflictDetailsSchema.parse>;
 

@@ -1,7 +1,7 @@
+import type { SqliteDb } from '../writer-types.js';
 import { quoteIdent } from './local-schema.js';
 import { stmt } from './statements.js';
 import { type ForeignKeyModel, keyJsonExpr, payloadExpr, type TableModel } from './table-model.js';
-import type { SqliteDb } from './writer.js';
 
 /**
  * Foreign keys across authoritative applies.

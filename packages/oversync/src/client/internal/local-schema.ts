@@ -1,4 +1,4 @@
-import type { SqliteDb } from './writer.js';
+import type { SqliteDb } from '../writer-types.js';
 
 /** Metadata tables, created IF NOT EXISTS (names and columns kept from go-oversync's oversqlite). */
 export const METADATA_DDL = `

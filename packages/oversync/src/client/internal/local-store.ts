@@ -14,11 +14,11 @@
 
 import { ClientError } from '../errors.js';
 import type { PendingStatus } from '../types.js';
+import type { SqliteDb } from '../writer-types.js';
 import { ApplyTracker, type ForeignKeyIndex, type ReconcileResult } from './foreign-keys.js';
 import { METADATA_DDL, METADATA_TABLES, migrateMetadata, quoteIdent, sqlString } from './local-schema.js';
 import { stmt } from './statements.js';
 import { keyJsonExpr, payloadExpr, type TableModel } from './table-model.js';
-import type { SqliteDb } from './writer.js';
 
 export type BindingState = 'anonymous' | 'attached';
 export type OperationKind = 'none' | 'remote_replace' | 'source_recovery';

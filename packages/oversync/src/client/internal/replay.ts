@@ -7,6 +7,7 @@ import { computeBundleHash } from '../../shared/bundle-hash.js';
 import { canonicalJson } from '../../shared/canonical-json.js';
 import type { BundleRow } from '../../shared/wire.js';
 import { ClientError } from '../errors.js';
+import type { SqliteDb } from '../writer-types.js';
 import { replayEquivalent, wireKeyToLocal } from './codec.js';
 import { recordConflict } from './conflict-log.js';
 import {
@@ -19,7 +20,6 @@ import {
 } from './local-store.js';
 import { protocolError, type SyncContext, WIRE_OPS } from './sync-context.js';
 import { applyServerRow, type TableOps } from './table-ops.js';
-import type { SqliteDb } from './writer.js';
 
 /** What the server answered for our committed bundle. */
 export interface CommittedMeta {

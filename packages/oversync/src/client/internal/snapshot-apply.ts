@@ -6,6 +6,7 @@
  */
 import { ClientError } from '../errors.js';
 import type { ProgressPhase } from '../types.js';
+import type { SqliteDb } from '../writer-types.js';
 import { type LocalPayload, localKeyToWire } from './codec.js';
 import { recordConflict } from './conflict-log.js';
 import { quoteIdent } from './local-schema.js';
@@ -31,7 +32,6 @@ import {
   trackForeignKeys,
 } from './local-store.js';
 import { protocolError, type SyncContext } from './sync-context.js';
-import type { SqliteDb } from './writer.js';
 
 export type PreserveMode = 'none' | 'keep-base' | 'rebase';
 

@@ -1,5 +1,5 @@
 import type { Statement } from 'better-sqlite3';
-import type { SqliteDb } from './writer.js';
+import type { SqliteDb } from '../writer-types.js';
 
 const cache = new WeakMap<SqliteDb, Map<string, Statement>>();
 

@@ -4,6 +4,7 @@
  * and the hooks through which they report to the client.
  */
 import { ClientError } from '../errors.js';
+import type { Logger } from '../transport-types.js';
 import type {
   AppliedEvent,
   ConflictContext,
@@ -16,7 +17,6 @@ import { ForeignKeyIndex } from './foreign-keys.js';
 import type { Remote } from './remote.js';
 import type { TableModel } from './table-model.js';
 import { TableOps } from './table-ops.js';
-import type { Logger } from './transport.js';
 import type { TxRunner } from './writer.js';
 
 export interface SyncConfig {

@@ -1,6 +1,6 @@
 import { ClientError } from '../errors.js';
+import type { SqliteDb } from '../writer-types.js';
 import { quoteIdent, sqlString } from './local-schema.js';
-import type { SqliteDb } from './writer.js';
 
 /** How a local column is converted between its SQLite value and its wire (server JSON) value. */
 export type ColumnKind = 'uuid' | 'blob' | 'bool' | 'json' | 'plain';

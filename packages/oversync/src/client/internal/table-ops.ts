@@ -4,13 +4,13 @@
  * reported to the FK tracker of a running apply (local-store.ts, foreign-keys.ts).
  */
 import { ClientError } from '../errors.js';
+import type { SqliteDb } from '../writer-types.js';
 import { type LocalPayload, wirePayloadToRow } from './codec.js';
 import { payloadValues } from './foreign-keys.js';
 import { quoteIdent, sqlString } from './local-schema.js';
 import { applyTracker } from './local-store.js';
 import { stmt } from './statements.js';
 import { type ColumnModel, keyJsonFromParams, payloadExpr, type TableModel } from './table-model.js';
-import type { SqliteDb } from './writer.js';
 
 /** The stashed local payload of a key whose row waits for its parent, if any. */
 export function stashedPayload(

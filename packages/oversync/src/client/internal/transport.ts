@@ -1,24 +1,7 @@
 import type { z } from 'zod';
 import { errorResponseSchema, SOURCE_ID_HEADER } from '../../shared/wire.js';
 import { ClientError } from '../errors.js';
-
-export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
-export type TokenSource = string | ((opts: { signal?: AbortSignal }) => string | Promise<string>);
-
-export interface RetryPolicy {
-  readonly enabled: boolean;
-  readonly maxAttempts: number;
-  readonly initialBackoffMs: number;
-  readonly maxBackoffMs: number;
-  readonly jitter: number;
-}
-
-export interface Logger {
-  debug?: (obj: object, msg?: string) => void;
-  info?: (obj: object, msg?: string) => void;
-  warn?: (obj: object, msg?: string) => void;
-  error?: (obj: object, msg?: string) => void;
-}
+import type { FetchLike, Logger, RetryPolicy, TokenSource } from '../transport-types.js';
 
 export interface RequestSpec<T> {
   method: 'GET' | 'POST' | 'DELETE';

@@ -1,41 +1,9 @@
-import type Database from 'better-sqlite3';
 import { ClientError } from '../errors.js';
+import type { CoordinatorLike, SqliteDb, SyncWriter } from '../writer-types.js';
 
 function aborted(signal: AbortSignal, cause: unknown = signal.reason): ClientError {
   return new ClientError('OVERSYNC_CLIENT_ABORTED', 'operation aborted', { cause });
 }
-
-/**
- * The structural subset of better-sqlite3's Database the client uses. A coordinator's
- * `options.database` satisfies it too.
- */
-export interface SqliteDb {
-  prepare: Database.Database['prepare'];
-  exec(sql: string): unknown;
-  pragma(source: string, options?: { simple?: boolean }): unknown;
-  transaction: Database.Database['transaction'];
-  readonly inTransaction: boolean;
-  readonly open: boolean;
-  readonly name: string;
-  readonly memory?: boolean;
-}
-
-/** The structural subset of an @x/writecoordinator coordinator the client uses. */
-export interface CoordinatorLike {
-  readonly options: { readonly database: unknown };
-  runExclusive<T>(
-    fn: (db: unknown) => T,
-    opts?: { signal?: AbortSignal; durability?: 'normal' | 'full' },
-  ): Promise<{ value: T }>;
-  submit: (...args: never[]) => Promise<unknown>;
-  /**
-   * Optional: a read of committed state that does not queue behind writes (e.g. dbproxy's
-   * `read`). Without it the client's reads run as exclusive jobs like its writes.
-   */
-  read?<T>(fn: (db: never) => T, opts?: { signal?: AbortSignal }): Promise<T>;
-}
-
-export type SyncWriter = SqliteDb | CoordinatorLike;
 
 export function isCoordinator(w: unknown): w is CoordinatorLike {
   return (
