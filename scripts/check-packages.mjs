@@ -7,16 +7,18 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { installEnv, seedBetterSqlite3 } from './lib/native-cache.mjs';
 import { packAll, publicPackages, root, run } from './lib/pack.mjs';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'x-pack-check-'));
 const tarballs = path.join(work, 'tarballs');
 fs.mkdirSync(tarballs);
-/** Optional peers a package's entry points import, installed beside it the way its README says. */
-const OPTIONAL_PEERS = { '@x/oversync': ['fastify@5', 'better-sqlite3@12'] };
 let failed = false;
 try {
   const pkgs = packAll(publicPackages(), tarballs);
+  // Every throwaway project shares one npm cache holding a better-sqlite3 binary for this Node
+  // (lib/native-cache.mjs): without it each one compiles SQLite from source.
+  console.log(`== ${seedBetterSqlite3(root)}`);
   const byName = new Map(pkgs.map((p) => [p.json.name, p]));
   for (const p of pkgs) {
     console.log(`\n== publint ${p.json.name}`);
@@ -49,9 +51,18 @@ try {
       JSON.stringify({ name: 'x-consumer', version: '0.0.0', private: true, type: 'module' }, null, 2),
     );
     const tgzs = [...closure].map((name) => byName.get(name).tgz);
-    const extra = OPTIONAL_PEERS[p.json.name] ?? [];
-    console.log(`\n== npm install of ${[...closure].join(' + ')} alone into an empty project`);
-    run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...tgzs, ...extra], consumer);
+    // The peers, optional ones included (the entry points import them: @x/oversync/server needs
+    // fastify, the client better-sqlite3), each at the range the tarball declares, the way a user
+    // adds them: a range that admits a version that does not install fails here.
+    const peers = new Map();
+    for (const name of closure)
+      for (const [dep, range] of Object.entries(byName.get(name).packed.peerDependencies ?? {}))
+        if (!byName.has(dep)) peers.set(dep, range);
+    const peerSpecs = [...peers].map(([dep, range]) => `${dep}@${range}`);
+    console.log(
+      `\n== npm install of ${[...closure].join(' + ')} alone into an empty project, with peers ${peerSpecs.join(', ') || '(none)'}`,
+    );
+    run('npm', ['install', '--loglevel=error', ...tgzs, ...peerSpecs], consumer, { env: installEnv });
 
     const entries = Object.keys(p.json.exports).map((sub) =>
       sub === '.' ? p.json.name : `${p.json.name}/${sub.slice(2)}`,
