@@ -18,6 +18,12 @@ export const DEFAULT_RETENTION_PRUNE_BATCH_SIZE = 1000;
 /** Fixed by the protocol: `GET /sync/pull` default and maximum `max_bundles`. */
 export const DEFAULT_BUNDLES_PER_PULL = 1000;
 export const MAX_BUNDLES_PER_PULL = 5000;
+/**
+ * A pull page stops adding bundles once it holds this many rows (at least one bundle is always
+ * returned, `has_more` says the rest follows), so `max_bundles=5000` cannot make one request load
+ * millions of rows.
+ */
+export const DEFAULT_MAX_ROWS_PER_PULL = 10_000;
 export const DEFAULT_NOTIFY_CHANNEL = 'oversync_bundle_change_v1';
 export const DEFAULT_WATCH_HEARTBEAT_INTERVAL_MS = 25_000;
 export const DEFAULT_BODY_LIMIT_BYTES = 32 * 1024 * 1024;
@@ -59,6 +65,7 @@ export const limitsSchema = z
     maxRowsPerSnapshotChunk: positiveInt(DEFAULT_MAX_ROWS_PER_SNAPSHOT_CHUNK),
     snapshotSessionTtlMs: positiveInt(DEFAULT_SNAPSHOT_SESSION_TTL_MS),
     maxRowsPerSnapshotSession: nonNegInt(0),
+    maxRowsPerPull: positiveInt(DEFAULT_MAX_ROWS_PER_PULL),
     maxBytesPerSnapshotSession: nonNegInt(0),
     retainedBundlesPerUser: positiveInt(DEFAULT_RETAINED_BUNDLES_PER_USER),
     retentionPruneBatchSize: positiveInt(DEFAULT_RETENTION_PRUNE_BATCH_SIZE),

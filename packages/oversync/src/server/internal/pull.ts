@@ -168,8 +168,15 @@ async function pullTx(
       ).rows,
     (v) => v.length,
   );
-  const hasMore = metas.length > p.maxBundles;
-  const page = hasMore ? metas.slice(0, p.maxBundles) : metas;
+  // Bundles up to max_bundles, and up to the row budget (always at least one bundle).
+  const budget = ctx.options.limits.maxRowsPerPull;
+  let take = 0;
+  for (let rows = 0; take < Math.min(metas.length, p.maxBundles); take++) {
+    rows += Number(metas[take]!.row_count);
+    if (take > 0 && rows > budget) break;
+  }
+  const hasMore = metas.length > take;
+  const page = metas.slice(0, take);
   const bundles = await stage(
     'load_bundles',
     async () => {
