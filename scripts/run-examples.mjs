@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { startLocalRegistry } from './lib/local-registry.mjs';
+import { installEnv, seedBetterSqlite3 } from './lib/native-cache.mjs';
 import { PNPM, packAll, publicPackages, root } from './lib/pack.mjs';
 import { exampleFiles, installLines } from './readme-examples.mjs';
 
@@ -53,6 +54,9 @@ const failures = [];
 try {
   const pkgs = packAll(publicPackages(), tarballs);
   registry = await startLocalRegistry(pkgs);
+  // One npm cache for every project, holding a better-sqlite3 binary for this Node: without it each
+  // install compiles SQLite from source (lib/native-cache.mjs says why), minutes per project.
+  console.log(seedBetterSqlite3(root));
 
   // PostgreSQL for the examples that need it (the testkit is the workspace's, never the example's).
   const testkit = await import(pathToFileURL(path.join(root, 'packages/testkit/dist/index.js')).href);
@@ -103,7 +107,7 @@ try {
     };
     for (const line of lines) {
       const cmd = pm === 'pnpm' ? line.replace(/^pnpm /, `npx ${PNPM.join(' ')} `) : line;
-      const r = await sh(cmd, dir, { npm_config_audit: 'false', npm_config_fund: 'false' });
+      const r = await sh(cmd, dir, installEnv);
       log.push(`$ ${line}`);
       if (r.code !== 0) return fail(`\`${line}\` exited ${r.code}`, r);
     }
