@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { AppliedEvent } from '@x/oversync/client';
 import { describe, expect, it } from 'vitest';
 import type { Device, DeviceOptions } from '../helpers/device.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -11,21 +12,41 @@ function visible(d: Device, id: string): boolean {
   return d.db.prepare(`SELECT 1 FROM users WHERE id = ?`).get(id) !== undefined;
 }
 
-function waitVisible(d: Device, id: string, timeoutMs: number): Promise<number> {
-  const start = performance.now();
-  return new Promise((resolve, reject) => {
+/** Resolves on the first `applied` event after which `done()` holds; rejects after `deadlineMs`. */
+function appliedUntil(d: Device, what: string, done: (e: AppliedEvent) => boolean, deadlineMs: number) {
+  return new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       off();
-      reject(new Error(`row not visible on ${d.name} after ${timeoutMs} ms`));
-    }, timeoutMs);
-    const off = d.client.on('applied', () => {
-      if (visible(d, id)) {
+      reject(new Error(`${what} on ${d.name}: not within ${deadlineMs} ms`));
+    }, deadlineMs);
+    const off = d.client.on('applied', (e) => {
+      if (done(e)) {
         clearTimeout(timer);
         off();
-        resolve(performance.now() - start);
+        resolve();
       }
     });
   });
+}
+
+/** Resolves once a pull or snapshot has made row `id` visible on `d`. */
+function waitVisible(d: Device, id: string, deadlineMs: number): Promise<void> {
+  return appliedUntil(d, `row ${id} visible`, () => visible(d, id), deadlineMs);
+}
+
+/**
+ * Resolves once `d`'s background downloader holds the watch stream open: two rows committed on
+ * `from` reach `d` without a pull of the test's. The first may come by the downloader's first
+ * pull; the second only by the stream (the fallback poll is 60 s away).
+ */
+async function watchOpen(from: Device, d: Device): Promise<void> {
+  for (let i = 0; i < 2; i++) {
+    const id = randomUUID();
+    from.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'warm-up')`).run(id);
+    const seen = waitVisible(d, id, 10_000);
+    await from.client.pushPending();
+    await seen;
+  }
 }
 
 describe('background sync', () => {
@@ -40,11 +61,12 @@ describe('background sync', () => {
     await a.client.sync();
     await seen;
     const fromB = randomUUID();
+    // b's uploader commits the row; b then replays its own bundle (an `applied` event of kind replay)
+    const uploaded = appliedUntil(b, 'the upload of b', (e) => e.kind === 'replay', 10_000);
     b.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'from b')`).run(fromB);
-    for (let i = 0; i < 200 && !visible(a, fromB); i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      await a.client.pullToStable();
-    }
+    await uploaded;
+    expect(visible(a, fromB)).toBe(false);
+    await a.client.pullToStable();
     expect(visible(a, fromB)).toBe(true);
     await b.client.stop();
   });
@@ -54,14 +76,14 @@ describe('background sync', () => {
     const a = await attached(user);
     const b = await attached(user, { watch: { mode: 'auto', fallbackIntervalMs: 60_000 } });
     b.client.start();
-    // let the watcher connect, then commit on another device several times
-    await new Promise((r) => setTimeout(r, 300));
+    // commit on another device several times: with the fallback poll 60 s away, each row can only
+    // reach b within the deadline by the downloader's first pull or the watch stream
     for (let i = 0; i < 3; i++) {
       const id = randomUUID();
       a.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'live')`).run(id);
       const seen = waitVisible(b, id, 10_000);
       await a.client.pushPending();
-      expect(await seen).toBeLessThan(10_000);
+      await seen;
     }
     await b.client.stop();
   });
@@ -99,7 +121,7 @@ describe('background sync', () => {
         watch: { mode: 'auto', fallbackIntervalMs: 60_000 },
       });
       b.client.start();
-      await new Promise((r) => setTimeout(r, 300));
+      await watchOpen(a, b);
       await s1.stop();
       s2 = await startTestServer({
         database: { url: s1.dbUrl },
@@ -111,7 +133,7 @@ describe('background sync', () => {
       a.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'after restart')`).run(id);
       const seen = waitVisible(b, id, 15_000);
       await a.client.pushPending();
-      expect(await seen).toBeLessThan(15_000);
+      await seen;
       await b.client.stop();
     } finally {
       await s2?.close();

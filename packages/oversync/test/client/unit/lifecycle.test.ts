@@ -3,10 +3,14 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createSyncClient, type SyncClient } from '../../../src/client/index.js';
 
+/** Called when a request reaches the network edge (a test's hook). */
+let onRequest: (() => void) | undefined;
+
 /** A network edge that never answers until the request is aborted. */
 const hangingFetch = (_url: string, init: RequestInit) =>
   new Promise<Response>((_resolve, reject) => {
     init.signal?.addEventListener('abort', () => reject(init.signal?.reason), { once: true });
+    onRequest?.();
   });
 
 describe('cancellation and close', () => {
@@ -28,6 +32,7 @@ describe('cancellation and close', () => {
     await client.open();
   });
   afterEach(async () => {
+    onRequest = undefined;
     await client.close();
     db.close();
     await tmp.cleanup();
@@ -55,9 +60,14 @@ describe('cancellation and close', () => {
 
   it('aborting an attach waiting on the network rejects promptly and persists nothing', async () => {
     const ac = new AbortController();
+    let requests = 0;
+    onRequest = () => {
+      requests++;
+      ac.abort(new Error('user cancelled'));
+    };
     const p = client.attach('u1', { signal: ac.signal });
-    setTimeout(() => ac.abort(new Error('user cancelled')), 20);
     await expect(p).rejects.toMatchObject({ code: 'OVERSYNC_CLIENT_ABORTED' });
+    expect(requests).toBe(1);
     const s = await client.status();
     expect(s).toMatchObject({ userId: '', connected: false });
   });
