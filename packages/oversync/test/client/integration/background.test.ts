@@ -34,19 +34,22 @@ function waitVisible(d: Device, id: string, deadlineMs: number): Promise<void> {
   return appliedUntil(d, `row ${id} visible`, () => visible(d, id), deadlineMs);
 }
 
+/** Commits a row on `from`, pushes it and waits until it reaches `to` (no pull of the test's). */
+async function deliver(from: Device, to: Device, name: string, deadlineMs = 10_000): Promise<void> {
+  const id = randomUUID();
+  from.db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(id, name);
+  const seen = waitVisible(to, id, deadlineMs);
+  await from.client.pushPending();
+  await seen;
+}
+
 /**
  * Resolves once `d`'s background downloader holds the watch stream open: two rows committed on
  * `from` reach `d` without a pull of the test's. The first may come by the downloader's first
  * pull; the second only by the stream (the fallback poll is 60 s away).
  */
 async function watchOpen(from: Device, d: Device): Promise<void> {
-  for (let i = 0; i < 2; i++) {
-    const id = randomUUID();
-    from.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'warm-up')`).run(id);
-    const seen = waitVisible(d, id, 10_000);
-    await from.client.pushPending();
-    await seen;
-  }
+  for (let i = 0; i < 2; i++) await deliver(from, d, 'warm-up');
 }
 
 describe('background sync', () => {
@@ -78,13 +81,7 @@ describe('background sync', () => {
     b.client.start();
     // commit on another device several times: with the fallback poll 60 s away, each row can only
     // reach b within the deadline by the downloader's first pull or the watch stream
-    for (let i = 0; i < 3; i++) {
-      const id = randomUUID();
-      a.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'live')`).run(id);
-      const seen = waitVisible(b, id, 10_000);
-      await a.client.pushPending();
-      await seen;
-    }
+    for (let i = 0; i < 3; i++) await deliver(a, b, 'live');
     await b.client.stop();
   });
 
@@ -129,11 +126,7 @@ describe('background sync', () => {
         watch: true,
         heartbeatIntervalMs: 200,
       });
-      const id = randomUUID();
-      a.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'after restart')`).run(id);
-      const seen = waitVisible(b, id, 15_000);
-      await a.client.pushPending();
-      await seen;
+      await deliver(a, b, 'after restart', 15_000);
       await b.client.stop();
     } finally {
       await s2?.close();
