@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { tempDir } from '@x/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ProxyChild } from '../fixtures/children.js';
+import { type ChildEvent, ProxyChild } from '../fixtures/children.js';
 
 /**
  * Processes for one database are started and SIGKILLed in overlapping waves. At every sample, at
@@ -29,17 +29,26 @@ describe('start/kill races', () => {
     };
     const alive = (): ProxyChild[] => children.filter((c) => !c.exited);
 
+    // Each child reports its promotions ('role' events, from its role-change listener); a wave has
+    // settled once a process reports a promotion newer than the last settled one.
+    let settledEpoch = 0;
+    const promoted = (e: ChildEvent): boolean =>
+      e.event === 'role' && e['role'] === 'primary' && Number(e['epoch']) > settledEpoch;
     const settle = async (): Promise<ProxyChild> => {
-      const until = Date.now() + 20_000;
-      for (;;) {
-        const live = alive();
-        const roles = await Promise.all(live.map((c) => c.role().catch(() => 'gone')));
-        const primaries = live.filter((_, i) => roles[i] === 'primary');
-        expect(primaries.length, `roles ${roles.join(',')}`).toBeLessThanOrEqual(1);
-        if (primaries.length === 1) return primaries[0]!;
-        if (Date.now() > until) throw new Error(`no primary after a wave: ${roles.join(',')}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      const winner = await Promise.any(
+        alive().map(async (c) => {
+          await c.waitFor(promoted);
+          return c;
+        }),
+      ).catch((e: unknown) => {
+        throw new Error(`no primary after a wave: ${String(e)}`);
+      });
+      settledEpoch = Number(winner.events.find(promoted)?.['epoch']);
+      const live = alive();
+      const roles = await Promise.all(live.map((c) => c.role().catch(() => 'gone')));
+      const primaries = live.filter((_, i) => roles[i] === 'primary');
+      expect(primaries.map((c) => c.name), `roles ${roles.join(',')}`).toEqual([winner.name]);
+      return winner;
     };
 
     // Wave 0: three processes race for an empty database.

@@ -3,6 +3,7 @@ import { tempDir } from '@x/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type ChangeEvent, createDbProxy, type DbProxy, type RoleChange } from '../../src/index.js';
 import { lockPathFor, tryAcquireElectionLock } from '../../src/internal/election.js';
+import { collectChanges, nextPhase } from '../fixtures/events.js';
 import { migrate, writes } from '../fixtures/writes.js';
 
 /** Several proxies in one process still elect through the OS lock and talk over real ipc:// sockets. */
@@ -64,23 +65,22 @@ describe('proxy lifecycle, reads, changes and cancellation', () => {
     await a.start();
     const b = make('b');
     await b.start();
-    await b.write('insertNote', { id: 'warm', writer: 'b' }); // b is linked
     const ac = new AbortController();
-    const seen: ChangeEvent[] = [];
-    const collect = (async () => {
-      for await (const e of b.changes({ signal: ac.signal })) {
-        seen.push(e);
-        if (seen.length === 4) break;
-      }
-    })();
-    await new Promise((r) => setTimeout(r, 100)); // let the SUB join
+    const changes = collectChanges(b.changes({ signal: ac.signal }));
+    // b is linked once its write is acked, and its stream is live once that commit reaches it
+    await b.write('insertNote', { id: 'warm', writer: 'b' }, { requestId: 'req-warm' });
+    await changes.until((s) => s.some((e) => e.type === 'write' && e.requestId === 'req-warm'));
+    const from = changes.seen.length;
     await a.write('insertNote', { id: 'c1', writer: 'a' }, { requestId: 'req-c1' });
     await b.write('insertNote', { id: 'c2', writer: 'b' }, { requestId: 'req-c2' });
     await Promise.all([
       a.write('insertNote', { id: 'c3', writer: 'a' }, { requestId: 'req-c3' }),
       b.write('insertNote', { id: 'c4', writer: 'b' }, { requestId: 'req-c4' }),
     ]);
-    await collect;
+    await changes.until((s) => s.length >= from + 4);
+    ac.abort();
+    await changes.done;
+    const seen = changes.seen.slice(from);
     expect(seen.map((e) => e.type)).toEqual(['write', 'write', 'write', 'write']);
     const writes_ = seen.filter((e) => e.type === 'write');
     expect(writes_.map((e) => e.requestId).sort()).toEqual(['req-c1', 'req-c2', 'req-c3', 'req-c4']);
@@ -98,44 +98,30 @@ describe('proxy lifecycle, reads, changes and cancellation', () => {
     await a.start();
     // b's watchdog is far shorter than a's heartbeat interval: its link keeps dropping and coming
     // back, and every publication sent while it is down must be fetched with db.changes.
-    let linkDowns = 0;
-    const noop = () => {};
-    const logger = {
-      debug: noop,
-      warn: noop,
-      error: noop,
-      info: (_o: object, msg?: string) => {
-        if (msg?.includes('link to primary down')) linkDowns++;
-      },
-    };
-    const b = make('b', { heartbeat: { intervalMs: 10, timeoutMs: 30 }, logger });
+    const b = make('b', { heartbeat: { intervalMs: 10, timeoutMs: 30 } });
     await b.start();
     await b.read(() => 0); // opened
     const ac = new AbortController();
-    const seen: ChangeEvent[] = [];
-    const it_ = b.changes({ signal: ac.signal });
+    const changes = collectChanges(b.changes({ signal: ac.signal }));
     const ids = Array.from({ length: 40 }, (_, i) => `cu-${i}`);
-    const collect = (async () => {
-      for await (const e of it_) seen.push(e);
-    })().catch(() => {});
     let lastSeq = 0;
-    for (const id of ids) {
+    for (const [i, id] of ids.entries()) {
       lastSeq = (await a.write('insertNote', { id, writer: 'a' }, { requestId: id })).seq;
-      // quiet spells longer than b's watchdog make its link drop; writes land while it relinks
-      await new Promise((r) => setTimeout(r, ids.indexOf(id) % 5 === 4 ? 60 : 2));
+      if (i % 5 === 4 && i < ids.length - 1) {
+        // a quiet spell: b's link drops (its watchdog fires; the awaited phase shows it did), and
+        // the next writes land while it relinks
+        await nextPhase('b', 'link-down');
+      }
     }
-    const until = Date.now() + 10_000;
-    while (!seen.some((e) => e.type === 'write' && e.seq >= lastSeq) && Date.now() < until) {
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await changes.until((s) => s.some((e) => e.type === 'write' && e.seq >= lastSeq));
     ac.abort();
-    await collect;
+    await changes.done;
+    const seen = changes.seen;
     expect(seen.filter((e) => e.type === 'gap')).toEqual([]);
     const got = seen.flatMap((e) =>
       e.type === 'write' && ids.includes(e.requestId ?? '') ? [e.requestId] : [],
     );
     expect(got).toEqual(ids);
-    expect(linkDowns).toBeGreaterThan(0); // the link really did drop in between
     expect(b.metrics().retries).toBe(0); // b wrote nothing; only its subscription was repaired
   });
 
@@ -145,21 +131,18 @@ describe('proxy lifecycle, reads, changes and cancellation', () => {
     const b = make('b', { heartbeat: { intervalMs: 10, timeoutMs: 30 } });
     await b.start();
     const ac = new AbortController();
-    const seen: ChangeEvent[] = [];
-    const collect = (async () => {
-      for await (const e of b.changes({ signal: ac.signal })) seen.push(e);
-    })().catch(() => {});
+    const changes = collectChanges(b.changes({ signal: ac.signal }));
     let lastSeq = 0;
     for (let burst = 0; burst < 6; burst++) {
       for (let i = 0; i < 6; i++)
         lastSeq = (await a.write('insertNote', { id: `gp-${burst}-${i}`, writer: 'a' })).seq;
-      await new Promise((r) => setTimeout(r, 60)); // b's link drops; the next burst lands while it relinks
+      // a quiet spell: b's link drops, and the next burst lands while it relinks
+      if (burst < 5) await nextPhase('b', 'link-down');
     }
-    const until = Date.now() + 10_000;
-    const reached = () => seen.some((e) => (e.type === 'write' ? e.seq : e.toSeq) >= lastSeq);
-    while (!reached() && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    await changes.until((s) => s.some((e) => (e.type === 'write' ? e.seq : e.toSeq) >= lastSeq));
     ac.abort();
-    await collect;
+    await changes.done;
+    const seen = changes.seen;
     const covered = new Map<number, number>();
     for (const e of seen) {
       if (e.type === 'write') covered.set(e.seq, (covered.get(e.seq) ?? 0) + 1);

@@ -4,6 +4,7 @@ import { tempDir } from '@x/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Dealer } from 'zeromq';
 import { createDbProxy, type DbProxy, isDbProxyError } from '../../src/index.js';
+import { collectChanges } from '../fixtures/events.js';
 import { rowsWithId as countRows } from '../fixtures/rows.js';
 import { migrate, writes } from '../fixtures/writes.js';
 
@@ -283,11 +284,16 @@ describe('db.write over the wire', () => {
   });
 
   it('a TIMEOUT with applied unknown is settled by retrying the same requestId: applied once', async () => {
+    const ac = new AbortController();
+    const changes = collectChanges(primary.changes({ signal: ac.signal }));
     const e = await secondary
       .write('slowInsert', { id: 'slow-2', ms: 400 }, { requestId: 'slow-req', timeoutMs: 150 })
       .catch((x) => x);
     expect(e).toMatchObject({ code: 'DBPROXY_TIMEOUT', applied: 'unknown', retryable: true });
-    await new Promise((r) => setTimeout(r, 400));
+    // the retry comes after the timed-out write has committed, so it is answered from the replay record
+    await changes.until((s) => s.some((c) => c.type === 'write' && c.requestId === 'slow-req'));
+    ac.abort();
+    await changes.done;
     const again = await secondary.write('slowInsert', { id: 'slow-2', ms: 400 }, { requestId: 'slow-req' });
     expect(again.replayed).toBe(true);
     expect(rowsWithId('slow-2')).toBe(1);

@@ -3,7 +3,6 @@ import { tempDir } from '@x/testkit';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
-  type ChangeEvent,
   createDbProxy,
   type DbProxy,
   EXCLUSIVE_METRICS_KEY,
@@ -11,6 +10,7 @@ import {
   type WriteChange,
 } from '../../src/index.js';
 import { ProxyChild } from '../fixtures/children.js';
+import { collectChanges } from '../fixtures/events.js';
 import { migrate, writes } from '../fixtures/writes.js';
 
 interface Observed {
@@ -86,14 +86,12 @@ describe('runExclusive: a local transaction of its own on the primary', () => {
     expect(a.role).toBe('primary');
     const b = make('b');
     await b.start();
-    await b.write('insertNote', { id: 'warm', writer: 'b' }); // b is linked
-    const r = reader();
     const ac = new AbortController();
-    const seen: ChangeEvent[] = [];
-    const collect = (async () => {
-      for await (const e of b.changes({ signal: ac.signal })) seen.push(e);
-    })().catch(() => {});
-    await new Promise((res) => setTimeout(res, 100)); // let b's SUB join
+    const changes = collectChanges(b.changes({ signal: ac.signal }));
+    // b is linked once its write is acked, and its stream is live once that commit reaches it
+    await b.write('insertNote', { id: 'warm', writer: 'b' }, { requestId: 'req-warm' });
+    await changes.until((s) => s.some((e) => e.type === 'write' && e.requestId === 'req-warm'));
+    const r = reader();
 
     // All queued in the same turn: three writes, the exclusive transaction, three writes.
     const obs: Observed[] = [];
@@ -122,11 +120,10 @@ describe('runExclusive: a local transaction of its own on the primary', () => {
       minSeq: xr.seq,
     });
     expect(got).toEqual({ writer: 'exclusive' });
-    const deadline = Date.now() + 5000;
-    while (Date.now() < deadline && !seen.some((e) => e.type === 'write' && e.seq >= as.at(-1)!.seq))
-      await new Promise((res) => setTimeout(res, 10));
+    await changes.until((s) => s.some((e) => e.type === 'write' && e.seq >= as.at(-1)!.seq));
     ac.abort();
-    await collect;
+    await changes.done;
+    const seen = changes.seen;
     const atSeq = seen.filter((e): e is WriteChange => e.type === 'write' && e.seq === xr.seq);
     expect(atSeq).toEqual([
       { type: 'write', seq: xr.seq, epoch: a.epoch, method: null, requestId: null, sourceInstanceId: 'a' },
@@ -142,13 +139,11 @@ describe('runExclusive: a local transaction of its own on the primary', () => {
     const child = new ProxyChild('c', dbPath(), runtime());
     children.push(child);
     await child.waitFor((e) => e.event === 'started');
-    const seen: WriteChange[] = [];
     const ac = new AbortController();
-    const collect = (async () => {
-      for await (const e of a.changes({ signal: ac.signal })) if (e.type === 'write') seen.push(e);
-    })().catch(() => {});
+    const changes = collectChanges(a.changes({ signal: ac.signal }));
     child.send({ cmd: 'storm', count: 1500, concurrency: 32, prefix: 'fw' });
     await child.waitFor((e) => e.event === 'acked');
+    const stormDone = child.waitFor((e) => e.event === 'storm-done', 60_000);
 
     const r = reader();
     const obs: Observed[] = [];
@@ -156,12 +151,21 @@ describe('runExclusive: a local transaction of its own on the primary', () => {
     for (let i = 0; i < 15; i++) {
       const x = await a.runExclusive(observing(r, `ex-${i}`, obs));
       results.push(x.seq);
-      await new Promise((res) => setTimeout(res, 3));
+      // spread them over the storm: the next one after a forwarded write has committed (or the storm ended)
+      await Promise.race([
+        changes.until((s) =>
+          s.some((e) => e.type === 'write' && e.sourceInstanceId === 'c' && e.seq > x.seq),
+        ),
+        stormDone,
+      ]);
     }
-    const done = await child.waitFor((e) => e.event === 'storm-done', 60_000);
+    const done = await stormDone;
     expect(done['failed']).toEqual([]);
+    const lastForwarded = (done['metrics'] as { seq: number }).seq;
+    await changes.until((s) => s.some((e) => e.type === 'write' && e.seq >= lastForwarded));
     ac.abort();
-    await collect;
+    await changes.done;
+    const seen = changes.seen.filter((e): e is WriteChange => e.type === 'write');
 
     for (const o of obs) {
       expect(o.inTransaction).toBe(true);

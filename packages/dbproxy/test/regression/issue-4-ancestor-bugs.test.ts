@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { tempDir } from '@x/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createDbProxy, type DbProxy } from '../../src/index.js';
+import { recordPhases } from '../fixtures/events.js';
 import { migrate, writes } from '../fixtures/writes.js';
 
 /** Regressions for the Go ancestor's IPC bugs listed in issue 4's design note. */
@@ -33,14 +34,22 @@ describe('issue 4: ancestor bugs stay fixed', () => {
     const a = make('a');
     await a.start();
     writeFileSync(join(dir.path, 'r.db-dbproxy.json'), '{ truncated');
-    const b = make('b');
-    await b.start();
-    await new Promise((r) => setTimeout(r, 300));
-    expect(b.role).toBe('secondary');
-    expect(a.role).toBe('primary');
-    // and b's write waits rather than writing the file itself; it times out, not applied
-    const e = await b.write('insertNote', { id: 'x', writer: 'b' }, { timeoutMs: 200 }).catch((x) => x);
-    expect(e).toMatchObject({ code: 'DBPROXY_UNREACHABLE', applied: 'no' });
+    const recorded = recordPhases();
+    try {
+      const b = make('b');
+      await b.start();
+      expect(b.role).toBe('secondary');
+      // b's write waits rather than writing the file itself; it times out, not applied
+      const e = await b.write('insertNote', { id: 'x', writer: 'b' }, { timeoutMs: 200 }).catch((x) => x);
+      expect(e).toMatchObject({ code: 'DBPROXY_UNREACHABLE', applied: 'no' });
+      // and through its start and that whole wait, b never took a step towards primary
+      const promotion = ['lock-acquired', 'database-open', 'coordinator-open', 'bound', 'announced'];
+      expect(recorded.phases.filter((p) => p.instanceId === 'b' && promotion.includes(p.phase))).toEqual([]);
+      expect(b.role).toBe('secondary');
+      expect(a.role).toBe('primary');
+    } finally {
+      recorded.stop();
+    }
   });
 
   it("the primary's own writes are serialised and published like forwarded ones", async () => {
