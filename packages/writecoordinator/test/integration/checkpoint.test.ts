@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { waitFor } from '@x/testkit';
 import {
   createWriteCoordinator,
   DEFAULT_CHECKPOINT_WRITER_FALLBACK_PAGES,
@@ -23,15 +23,6 @@ async function writeBatches(wc: ReturnType<typeof openCoordinator>['wc'], batche
   }
 }
 
-async function until(cond: () => boolean, timeoutMs: number): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) return false;
-    await sleep(10);
-  }
-  return true;
-}
-
 describe('background checkpoints', () => {
   it('a worker thread copies the WAL into the database while the writer does not checkpoint', async ({
     tdb: t,
@@ -42,8 +33,11 @@ describe('background checkpoints', () => {
     const size0 = fs.statSync(t.path).size;
     await writeBatches(wc, 40);
     expect(autocheckpoint(db)).toBe(1_000_000);
-    // Pages reach the database file only through a checkpoint.
-    expect(await until(() => fs.statSync(t.path).size > size0 + 100_000, 5_000)).toBe(true);
+    // Pages reach the database file only through a checkpoint (the worker announces none: polled).
+    await waitFor(() => fs.statSync(t.path).size > size0 + 100_000, {
+      timeoutMs: 5_000,
+      what: 'the worker to checkpoint the WAL into the database file',
+    });
     await wc.close();
     expect(autocheckpoint(db)).toBe(1000); // restored
     expect((db.prepare('SELECT count(*) AS n FROM items').get() as { n: number }).n).toBe(2000);
