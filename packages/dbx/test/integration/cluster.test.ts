@@ -260,27 +260,28 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
   });
 
   it('cancels a long pg_sleep on the server when the signal aborts', async () => {
+    const sleeping = async (): Promise<number> =>
+      (await cluster.queryRow<{ n: number }>(
+        "select count(*)::int as n from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'",
+      ))!.n;
     const ac = new AbortController();
-    const started = Date.now();
     const p = cluster.readQuery('select pg_sleep(30)', [], { signal: ac.signal, node: 'primary' });
-    setTimeout(() => ac.abort(new Error('user gave up')), 200);
+    // abort once the statement runs on the server (no event for that: polled)
+    await waitFor(async () => (await sleeping()) === 1, { what: 'pg_sleep(30) to run' });
+    ac.abort(new Error('user gave up'));
     const err = await p.catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'DBX_QUERY_CANCELLED' });
-    expect(Date.now() - started).toBeLessThan(10_000);
     // The server no longer runs it.
-    const running = await cluster.queryRow<{ n: number }>(
-      "select count(*)::int as n from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'",
-    );
-    expect(running?.n).toBe(0);
+    expect(await sleeping()).toBe(0);
     // runTx with an aborted statement rolls back.
     const ac2 = new AbortController();
-    setTimeout(() => ac2.abort(), 200);
-    await expect(
-      cluster.runTx(async (tx) => {
-        await tx.exec("insert into items values (50, 'cancel')");
-        await tx.exec('select pg_sleep(30)', [], { signal: ac2.signal });
-      }),
-    ).rejects.toMatchObject({ code: 'DBX_QUERY_CANCELLED' });
+    const tx_ = cluster.runTx(async (tx) => {
+      await tx.exec("insert into items values (50, 'cancel')");
+      await tx.exec('select pg_sleep(30)', [], { signal: ac2.signal });
+    });
+    await waitFor(async () => (await sleeping()) === 1, { what: 'pg_sleep(30) to run in the transaction' });
+    ac2.abort();
+    await expect(tx_).rejects.toMatchObject({ code: 'DBX_QUERY_CANCELLED' });
     expect(await cluster.queryRow('select 1 from items where id = 50')).toBeUndefined();
     // An already aborted signal rejects before anything runs.
     await expect(cluster.query('select 1', [], { signal: AbortSignal.abort() })).rejects.toMatchObject({
@@ -474,12 +475,11 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
     });
     expect((await c.readQueryRow<Served>(WHO, [], { node: 'replica' }))?.replica).toBe(true);
     proxy.setDropping(true);
-    const started = Date.now();
+    // the subject: a timeout signal (300 ms) ends a read the server never answers; a hang fails by the test timeout
     const err = await c
       .readQuery(WHO, [], { node: 'replica', signal: AbortSignal.timeout(300) })
       .catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'DBX_QUERY_CANCELLED' });
-    expect(Date.now() - started).toBeLessThan(5_000);
     proxy.setDropping(false);
     proxy.cutAll();
   });
@@ -492,7 +492,6 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
       healthCheck: { intervalMs: 60_000 },
     });
     const ac = new AbortController();
-    const started = Date.now();
     const err = await (async () => {
       let n = 0;
       for await (const _ of c.stream('select g from generate_series(1, 1000000) g', [], {
@@ -501,12 +500,13 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
       })) {
         if (++n === 20) {
           proxy.setDropping(true);
+          // the subject: the abort comes while the stream waits on a server that has stopped answering
           setTimeout(() => ac.abort(), 100);
         }
       }
     })().catch((e: unknown) => e);
+    // a stream that did not settle fails by the test timeout
     expect(err).toMatchObject({ code: 'DBX_QUERY_CANCELLED' });
-    expect(Date.now() - started).toBeLessThan(5_000);
     proxy.setDropping(false);
     proxy.cutAll();
   });
@@ -515,8 +515,8 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
     const c = createCluster({ primary: db.url, replicas: [...db.replicaUrls] });
     const running = c.queryRow<{ done: boolean }>('select pg_sleep(0.3) is not null as done');
     const reading = c.readQueryRow<{ one: number }>('select 1 as one, pg_sleep(0.2)');
-    await new Promise((r) => setTimeout(r, 50));
-    await c.close();
+    await c.close(); // called while both are in flight
+
     expect(await running).toEqual({ done: true });
     expect((await reading)?.one).toBe(1);
     expect(c.stats().nodes.every((n) => n.totalCount === 0)).toBe(true);
@@ -530,9 +530,7 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
       logger: { debug() {}, info() {}, error() {}, warn: (_o: object, m?: string) => warned.push(m ?? '') },
     });
     const held = await c.connect();
-    const started = Date.now();
-    await c.close();
-    expect(Date.now() - started).toBeLessThan(4_000); // drain 200 ms + a health check in flight, on a loaded machine
+    await c.close(); // returns despite the held client: a hang fails by the test timeout
     expect(warned.some((w) => w.includes('did not end in time'))).toBe(true);
     held.release();
   });
@@ -543,11 +541,9 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
       ...db.replicaUrls,
     ]);
     await child.waitForLine(/^closed$/, 30_000);
-    const closedAt = Date.now();
+    // The child's closeDrainTimeoutMs is 10 minutes: a leftover drain timer would hold it past the test timeout.
     const exit = await child.wait();
     expect(exit.code).toBe(0);
-    // A leftover drain timer would hold it for closeDrainTimeoutMs (5 s).
-    expect(Date.now() - closedAt).toBeLessThan(3_000);
   });
 
   it('stream and copyTo stop and release their connection when the signal aborts', async () => {

@@ -161,6 +161,7 @@ describe('faults: lag, dead replicas, retries, promotion', () => {
         await waiting.exec("insert into items values (4000, 'wait')");
         return waiting.writeToken();
       });
+      // the subject: replay resumes only after the read has begun waiting for the token
       setTimeout(() => {
         resumed = true;
         for (const r of pgc.replicas) r.resumeReplay().catch(() => undefined);
