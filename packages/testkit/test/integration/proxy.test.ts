@@ -53,7 +53,8 @@ describe('createTcpProxy in front of PostgreSQL', () => {
     proxy.setDelay(150);
     const started = performance.now();
     await client.query('SELECT 1');
-    // One request and one response chunk, each held back 150 ms.
+    // One request and one response chunk, each held back 150 ms. The delay is the subject, and a
+    // lower bound only: timers never fire early, so a loaded machine cannot make this fail.
     expect(performance.now() - started).toBeGreaterThanOrEqual(290);
     proxy.setDelay(0);
     await client.end();
@@ -67,6 +68,7 @@ describe('createTcpProxy in front of PostgreSQL', () => {
         () => 'answered',
         () => 'failed',
       ),
+      // a hang announces nothing: it is observed as no answer within a 400 ms window
       new Promise((r) => setTimeout(() => r('hung'), 400)),
     ]);
     expect(outcome).toBe('hung');

@@ -33,17 +33,30 @@ describe('benchRatio', () => {
 
 describe('measureThroughput', () => {
   it('counts completed calls over the duration with concurrency', async () => {
-    let calls = 0;
-    const r = await measureThroughput(
-      async () => {
-        calls++;
-        await new Promise((res) => setTimeout(res, 5));
-      },
-      { durationMs: 100, concurrency: 3 },
-    );
-    expect(r.ops).toBe(calls);
-    expect(r.ops).toBeGreaterThan(3);
-    expect(r.perSecond).toBeGreaterThan(0);
+    // A fake clock that only the calls move (10 ms each): the count does not depend on timing.
+    let clock = 0;
+    const now = vi.spyOn(performance, 'now').mockImplementation(() => clock);
+    try {
+      let calls = 0;
+      let inFlight = 0;
+      let maxInFlight = 0;
+      const r = await measureThroughput(
+        async () => {
+          calls++;
+          clock += 10;
+          maxInFlight = Math.max(maxInFlight, ++inFlight);
+          await Promise.resolve();
+          inFlight--;
+        },
+        { durationMs: 100, concurrency: 3 },
+      );
+      expect(calls).toBe(10); // started at 0, 10, ..., 90 ms; none at the 100 ms deadline
+      expect(r.ops).toBe(10);
+      expect(maxInFlight).toBe(3);
+      expect(r.perSecond).toBe(100); // 10 calls in 100 ms
+    } finally {
+      now.mockRestore();
+    }
   });
 });
 
