@@ -489,6 +489,7 @@ describe('serialisation per project', () => {
           async persistSystem() {
             active++;
             maxActive = Math.max(maxActive, active);
+            // the subject: each holds its step a while, so operations that were not serialised would overlap here
             await new Promise((r) => setTimeout(r, 30));
           },
         },
