@@ -47,7 +47,10 @@ describe('start/kill races', () => {
       const live = alive();
       const roles = await Promise.all(live.map((c) => c.role().catch(() => 'gone')));
       const primaries = live.filter((_, i) => roles[i] === 'primary');
-      expect(primaries.map((c) => c.name), `roles ${roles.join(',')}`).toEqual([winner.name]);
+      expect(
+        primaries.map((c) => c.name),
+        `roles ${roles.join(',')}`,
+      ).toEqual([winner.name]);
       return winner;
     };
 
