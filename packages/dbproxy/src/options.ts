@@ -1,5 +1,6 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { isLogger, type Logger, SILENT_LOGGER } from '@x/core';
 import type { SqliteDatabase } from '@x/writecoordinator';
 import { z } from 'zod';
 import { DbProxyError } from './errors.js';
@@ -26,15 +27,8 @@ export function defaultRuntimeDir(): string {
   return join(tmpdir(), `x-dbproxy-${uid}`);
 }
 
-/** A pino-compatible logger; only these four levels are used. */
-export interface Logger {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
-const noop = (): void => {};
-export const SILENT_LOGGER: Logger = Object.freeze({ debug: noop, info: noop, warn: noop, error: noop });
+/** The logger contract and the silent default are @x/core's, shared by every package. */
+export { type Logger, SILENT_LOGGER };
 
 /** One named write: its zod params schema and a synchronous handler run by the primary's coordinator. */
 export interface WriteMethod<P = unknown> {
@@ -55,11 +49,6 @@ export interface AnyWriteMethod {
 export function defineWrite<P>(def: WriteMethod<P>): WriteMethod<P> {
   return def;
 }
-
-const isLogger = (v: unknown): v is Logger =>
-  typeof v === 'object' &&
-  v !== null &&
-  ['debug', 'info', 'warn', 'error'].every((k) => typeof (v as Record<string, unknown>)[k] === 'function');
 
 const isWriteMethod = (v: unknown): v is AnyWriteMethod =>
   typeof v === 'object' &&

@@ -1,3 +1,4 @@
+import { isLogger, type Logger, SILENT_LOGGER } from '@x/core';
 import { z } from 'zod';
 import { WriteCoordinatorError } from './errors.js';
 import type { SqliteDatabase } from './sqlite.js';
@@ -19,17 +20,8 @@ export const DEFAULT_CHECKPOINT_WRITER_FALLBACK_PAGES = 10_000;
 /** The longest `requestId` a submit accepts (characters). */
 export const MAX_REQUEST_ID_LENGTH = 512;
 
-/** A pino-compatible logger; only these four levels are used. */
-export interface Logger {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
-
-const noop = (): void => {};
-/** The default logger: silent. */
-export const SILENT_LOGGER: Logger = Object.freeze({ debug: noop, info: noop, warn: noop, error: noop });
+/** The logger contract and the silent default are @x/core's, shared by every package. */
+export { type Logger, SILENT_LOGGER };
 
 const isDatabase = (v: unknown): v is SqliteDatabase =>
   typeof v === 'object' &&
@@ -38,11 +30,6 @@ const isDatabase = (v: unknown): v is SqliteDatabase =>
   typeof (v as SqliteDatabase).exec === 'function' &&
   typeof (v as SqliteDatabase).pragma === 'function' &&
   typeof (v as SqliteDatabase).transaction === 'function';
-
-const isLogger = (v: unknown): v is Logger =>
-  typeof v === 'object' &&
-  v !== null &&
-  ['debug', 'info', 'warn', 'error'].every((k) => typeof (v as Record<string, unknown>)[k] === 'function');
 
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();

@@ -1,5 +1,5 @@
+import { LatencyReservoir } from '@x/core';
 import type { WriteCoordinatorMetrics } from '../types.js';
-import { LatencyReservoir } from './reservoir.js';
 
 /** The coordinator's running counts and latency window, and the `metrics()` snapshot made of them. */
 export class Counters {
