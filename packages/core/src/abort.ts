@@ -15,32 +15,54 @@ export interface SleepOptions {
   signal?: AbortSignal | undefined;
   /** Do not keep the process alive for this timer (for deadlines raced against real work). */
   unref?: boolean | undefined;
+  /**
+   * Ends the sleep early, without an error: `wake` subscribes the function it is given to whatever
+   * should end the wait (an `Emitter`'s `once`, say) and returns the function that unsubscribes it.
+   * The sleep unsubscribes when it ends, however it ends.
+   */
+  wake?: ((wakeUp: () => void) => () => void) | undefined;
 }
 
 /**
- * Resolves after `ms` milliseconds. Rejects with `signal.reason` at once when `signal` has already
- * aborted, or as soon as it aborts; the timer and the abort listener are removed either way.
+ * Resolves after `ms` milliseconds, or earlier when `wake` fires. Rejects with `signal.reason` at
+ * once when `signal` has already aborted, or as soon as it aborts; the timer, the abort listener and
+ * the wake subscription are removed either way.
  */
 export function sleep(ms: number, options: SleepOptions = {}): Promise<void> {
-  const { signal } = options;
+  const { signal, wake } = options;
   return new Promise<void>((resolve, reject) => {
     if (signal?.aborted) {
       reject(signal.reason);
       return;
     }
-    const onAbort = (): void => {
+    let unsubscribe: (() => void) | undefined;
+    let settled = false;
+    const finish = (): boolean => {
+      if (settled) return false;
+      settled = true;
       clearTimeout(timer);
-      reject(signal?.reason);
+      signal?.removeEventListener('abort', onAbort);
+      unsubscribe?.();
+      return true;
+    };
+    const onAbort = (): void => {
+      if (finish()) reject(signal?.reason);
     };
     const timer = setTimeout(
       () => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
+        if (finish()) resolve();
       },
       Math.max(0, ms),
     );
     if (options.unref) timer.unref();
     signal?.addEventListener('abort', onAbort, { once: true });
+    if (wake !== undefined) {
+      unsubscribe = wake(() => {
+        if (finish()) resolve();
+      });
+      // a wake that fired while subscribing has already finished the sleep
+      if (settled) unsubscribe();
+    }
   });
 }
 

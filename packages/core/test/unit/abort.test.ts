@@ -41,6 +41,41 @@ describe('sleep', () => {
     await expect(p).rejects.toBe(reason);
   });
 
+  it('resolves early when wake fires, and unsubscribes from it however it ends', async () => {
+    const subscribed = new Set<() => void>();
+    const wake = (wakeUp: () => void): (() => void) => {
+      subscribed.add(wakeUp);
+      return () => subscribed.delete(wakeUp);
+    };
+    const woken = sleep(60_000, { wake });
+    expect(subscribed.size).toBe(1);
+    for (const w of [...subscribed]) w();
+    await expect(woken).resolves.toBeUndefined();
+    expect(subscribed.size).toBe(0);
+
+    const ac = new AbortController();
+    const aborted = sleep(60_000, { signal: ac.signal, wake });
+    const reason = new Error('stop');
+    ac.abort(reason);
+    await expect(aborted).rejects.toBe(reason);
+    expect(subscribed.size).toBe(0);
+
+    await expect(sleep(0, { wake })).resolves.toBeUndefined();
+    expect(subscribed.size).toBe(0);
+  });
+
+  it('resolves when wake fires while it subscribes', async () => {
+    let unsubscribed = 0;
+    const p = sleep(60_000, {
+      wake: (wakeUp) => {
+        wakeUp();
+        return () => unsubscribed++;
+      },
+    });
+    await expect(p).resolves.toBeUndefined();
+    expect(unsubscribed).toBe(1);
+  });
+
   it('rejects with the AbortError DOMException when abort() was given no reason', async () => {
     const ac = new AbortController();
     const p = sleep(60_000, { signal: ac.signal });
