@@ -145,7 +145,7 @@ async function cmdStatus(args: string[]): Promise<number> {
   });
 }
 
-function cmdToken(args: string[]): number {
+async function cmdToken(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
@@ -159,7 +159,7 @@ function cmdToken(args: string[]): number {
     process.stderr.write(`demo token needs --user\n${USAGE}`);
     return 2;
   }
-  const token = signJwt(jwtSecretFromEnv(process.env, values.profile), {
+  const token = await signJwt(jwtSecretFromEnv(process.env, values.profile), {
     sub: values.user.trim(),
     ...(values.device ? { did: values.device } : {}),
     ttlSeconds: Number(values.ttl),

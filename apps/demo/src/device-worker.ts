@@ -85,10 +85,10 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
   let clientReady: Promise<SyncClient> | null = null;
   let conflicts = 0;
   let tokenCache: { token: string; until: number } | null = null;
-  const token = () => {
+  const token = async () => {
     if (tokenCache === null || tokenCache.until < Date.now()) {
       tokenCache = {
-        token: signJwt(o.secret, { sub: o.user, did: o.device, ttlSeconds: 3600 }),
+        token: await signJwt(o.secret, { sub: o.user, did: o.device, ttlSeconds: 3600 }),
         until: Date.now() + 3_000_000,
       };
     }

@@ -1,15 +1,17 @@
 /**
- * HS256 JSON Web Tokens with node:crypto only (no dependency): what the reference example server
- * uses for its bearer auth. `sub` is the user id; `exp`, `iat` and `nbf` are checked.
+ * HS256 JSON Web Tokens with `jose` (the maintained JOSE library): what the reference example server
+ * uses for its bearer auth. `sub` is the user id; `exp` is required, `iat` and `nbf` are checked.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
 import { DemoError } from './errors.js';
 
 /** The development secret used when `DEMO_JWT_SECRET` is not set. Never use it in production. */
 export const DEFAULT_JWT_SECRET = 'x-demo-dev-secret-change-me';
 export const DEFAULT_TOKEN_TTL_SECONDS = 24 * 3600;
-/** Clock skew tolerated on `iat` and `nbf`. */
+/** Clock skew tolerated on `iat` and `nbf` (never on `exp`). */
 export const DEFAULT_CLOCK_SKEW_SECONDS = 30;
+/** The only signing algorithm accepted or produced. */
+export const JWT_ALGORITHM = 'HS256';
 
 /**
  * The reference example server's default secret (its device simulator defaults to it too), used
@@ -42,58 +44,60 @@ export interface JwtClaims {
   [k: string]: unknown;
 }
 
-const b64url = (b: Buffer | string) => Buffer.from(b).toString('base64url');
+const key = (secret: string) => new TextEncoder().encode(secret);
 
-export function signJwt(
+export async function signJwt(
   secret: string,
   claims: { sub: string; did?: string; iss?: string; ttlSeconds?: number; now?: number },
-): string {
+): Promise<string> {
   const now = Math.floor((claims.now ?? Date.now()) / 1000);
-  const body: JwtClaims = {
-    sub: claims.sub,
-    iat: now,
-    nbf: now,
-    exp: now + (claims.ttlSeconds ?? DEFAULT_TOKEN_TTL_SECONDS),
-  };
-  if (claims.did !== undefined) body.did = claims.did;
-  if (claims.iss !== undefined) body.iss = claims.iss;
-  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const payload = b64url(JSON.stringify(body));
-  const sig = createHmac('sha256', secret).update(`${head}.${payload}`).digest('base64url');
-  return `${head}.${payload}.${sig}`;
+  const jwt = new SignJWT(claims.did === undefined ? {} : { did: claims.did })
+    .setProtectedHeader({ alg: JWT_ALGORITHM, typ: 'JWT' })
+    .setSubject(claims.sub)
+    .setIssuedAt(now)
+    .setNotBefore(now)
+    .setExpirationTime(now + (claims.ttlSeconds ?? DEFAULT_TOKEN_TTL_SECONDS));
+  if (claims.iss !== undefined) jwt.setIssuer(claims.iss);
+  return jwt.sign(key(secret));
 }
 
-function fail(message: string): never {
-  throw new DemoError('DEMO_UNAUTHORIZED', message);
+function fail(message: string, cause?: unknown): never {
+  throw new DemoError('DEMO_UNAUTHORIZED', message, cause === undefined ? {} : { cause });
+}
+
+/** Why jose refused a token, in the words the 401s and the tests use. */
+function reason(e: unknown): string {
+  if (e instanceof joseErrors.JOSEAlgNotAllowed || e instanceof joseErrors.JOSENotSupported)
+    return 'unexpected signing method';
+  if (e instanceof joseErrors.JWSSignatureVerificationFailed) return 'bad signature';
+  if (e instanceof joseErrors.JWTExpired) return 'token expired';
+  if (e instanceof joseErrors.JWTClaimValidationFailed) {
+    if (e.claim === 'exp') return 'token without exp';
+    if (e.claim === 'nbf') return 'token not valid yet';
+    return `bad ${e.claim} claim`;
+  }
+  return 'malformed token';
 }
 
 /** Verifies signature (HS256 only), `exp`, `nbf`, `iat` and a non-blank `sub`; returns the claims. */
-export function verifyJwt(token: string, secret: string, nowMs = Date.now()): JwtClaims {
-  const parts = token.split('.');
-  if (parts.length !== 3) fail('malformed token');
-  const [head, payload, sig] = parts as [string, string, string];
-  let header: unknown;
-  let claims: unknown;
+export async function verifyJwt(token: string, secret: string, nowMs = Date.now()): Promise<JwtClaims> {
+  let payload: Record<string, unknown>;
   try {
-    header = JSON.parse(Buffer.from(head, 'base64url').toString('utf8'));
-    claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
-  } catch {
-    fail('malformed token');
+    ({ payload } = await jwtVerify(token, key(secret), {
+      algorithms: [JWT_ALGORITHM],
+      requiredClaims: ['exp'],
+      clockTolerance: DEFAULT_CLOCK_SKEW_SECONDS,
+      currentDate: new Date(nowMs),
+    }));
+  } catch (e) {
+    fail(reason(e), e);
   }
-  if (typeof header !== 'object' || header === null || (header as { alg?: unknown }).alg !== 'HS256')
-    fail('unexpected signing method');
-  const expected = createHmac('sha256', secret).update(`${head}.${payload}`).digest();
-  const given = Buffer.from(sig, 'base64url');
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) fail('bad signature');
-  if (typeof claims !== 'object' || claims === null) fail('malformed claims');
-  const c = claims as Record<string, unknown>;
   const now = Math.floor(nowMs / 1000);
-  if (typeof c['exp'] !== 'number' || c['exp'] <= now) fail('token expired');
-  if (typeof c['nbf'] === 'number' && c['nbf'] > now + DEFAULT_CLOCK_SKEW_SECONDS)
-    fail('token not valid yet');
-  if (typeof c['iat'] === 'number' && c['iat'] > now + DEFAULT_CLOCK_SKEW_SECONDS)
+  // jose's tolerance also applies to `exp`; an expired token gets no grace here.
+  if (typeof payload['exp'] !== 'number' || payload['exp'] <= now) fail('token expired');
+  if (typeof payload['iat'] === 'number' && payload['iat'] > now + DEFAULT_CLOCK_SKEW_SECONDS)
     fail('token issued in the future');
-  const sub = typeof c['sub'] === 'string' ? c['sub'].trim() : '';
+  const sub = typeof payload['sub'] === 'string' ? payload['sub'].trim() : '';
   if (sub === '') fail('missing sub');
-  return { ...(c as JwtClaims), sub };
+  return { ...(payload as JwtClaims), sub };
 }

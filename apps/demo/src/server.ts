@@ -183,7 +183,7 @@ export async function startDemoServer(options: DemoServerOptions): Promise<DemoS
         return reply.code(401).type('text/plain; charset=utf-8').send('Authorization header required\n');
       }
       try {
-        req.demoUserId = verifyJwt(token, opts.secret).sub;
+        req.demoUserId = (await verifyJwt(token, opts.secret)).sub;
       } catch {
         return reply.code(401).type('text/plain; charset=utf-8').send('Invalid token\n');
       }
@@ -250,7 +250,7 @@ export async function startDemoServer(options: DemoServerOptions): Promise<DemoS
         const user = parsed.data.user ?? '';
         if (user === '') return reply.code(400).send({ error: 'invalid_request', message: 'user required' });
         const device = parsed.data.device || `device-${Date.now().toString(36)}`;
-        const token = signJwt(opts.secret, {
+        const token = await signJwt(opts.secret, {
           sub: user,
           did: device,
           iss: 'go-oversync',

@@ -466,7 +466,7 @@ export async function runTourDetailed(opts: TourOptions = {}): Promise<TourSumma
       `bob-laptop holds none of alice's rows (${db.items.length} items, all his)`,
     );
     const bobHttp = await fetch(`${server.url}/demo/rows`, {
-      headers: { authorization: `Bearer ${signJwt(secret, { sub: 'bob', ttlSeconds: 60 })}` },
+      headers: { authorization: `Bearer ${await signJwt(secret, { sub: 'bob', ttlSeconds: 60 })}` },
     }).then((x) => x.json() as Promise<{ tables: Record<string, Array<{ id: string }>> }>);
     const bobHttpIds = Object.values(bobHttp.tables)
       .flat()

@@ -130,13 +130,13 @@ describe('reference profile over HTTP', () => {
       body: { has_local_pending_rows: false },
     });
     expect(none.status).toBe(401);
-    const forged = signJwt('another-secret', { sub: 'mallory' });
+    const forged = await signJwt('another-secret', { sub: 'mallory' });
     const bad = await http('POST', '/sync/connect', { token: forged, source: 'x', body: {} });
     expect(bad.status).toBe(401);
-    const expired = signJwt(SECRET, { sub: 'ann', ttlSeconds: -10 });
+    const expired = await signJwt(SECRET, { sub: 'ann', ttlSeconds: -10 });
     expect((await http('GET', '/sync/capabilities', { token: expired, source: 'x' })).status).toBe(401);
     const noSource = await http('POST', '/sync/connect', {
-      token: signJwt(SECRET, { sub: 'ann' }),
+      token: await signJwt(SECRET, { sub: 'ann' }),
       body: {},
     });
     expect(noSource.status).toBe(400);
