@@ -1,4 +1,5 @@
 import diagnostics_channel from 'node:diagnostics_channel';
+import { Emitter, sleep, throwIfAborted } from '@x/core';
 import type { SqliteDatabase } from '@x/writecoordinator';
 import {
   ELECTION_CHANNEL,
@@ -8,8 +9,8 @@ import {
   WRITE_CHANNEL,
 } from './channels.js';
 import { DbProxyError, isDbProxyError, wireError } from './errors.js';
-import { DeadlineQueue, Notifier, sleep, throwIfAborted } from './internal/async.js';
 import { ChangeFeed } from './internal/change-feed.js';
+import { DeadlineQueue } from './internal/deadline-queue.js';
 import { type ElectionLock, lockPathFor, tryAcquireElectionLock } from './internal/election.js';
 import { runExclusiveOn } from './internal/exclusive.js';
 import { leasePathFor, readLease, startLease } from './internal/lease.js';
@@ -100,9 +101,11 @@ class ProxyMember implements DbProxy {
   #reader: LocalReader | null = null;
   #supervisor: Promise<void> | null = null;
 
-  readonly #stateChanged = new Notifier();
-  readonly #slotFreed = new Notifier();
-  readonly #roleListeners = new Set<(e: RoleChange) => void>();
+  /** Emitted whenever the role, the link or the primary changes. */
+  readonly #stateChanged = new Emitter<{ changed: undefined }>();
+  /** Emitted whenever a write of this process settles. */
+  readonly #slotFreed = new Emitter<{ changed: undefined }>();
+  readonly #roleListeners: Emitter<{ role: RoleChange }>;
   readonly #feed: ChangeFeed;
   readonly #route: WriteRoute;
   #ownSeq = 0;
@@ -119,6 +122,9 @@ class ProxyMember implements DbProxy {
     this.options = options;
     this.#log = options.logger;
     this.#stats = new MethodStatsTable(options.writes);
+    this.#roleListeners = new Emitter({
+      onListenerError: (err) => this.#log.error({ err }, 'dbproxy: role listener threw'),
+    });
     this.#feed = new ChangeFeed(
       options.logger,
       () => this.#link,
@@ -215,7 +221,9 @@ class ProxyMember implements DbProxy {
     if (this.#primary === null) {
       // secondary: let outstanding writes settle (bounded), then drop the link
       const until = Date.now() + this.options.drainTimeoutMs;
-      while (this.#inFlight > 0 && Date.now() < until) await sleep(5);
+      while (this.#inFlight > 0 && Date.now() < until) {
+        await sleep(until - Date.now(), { wake: (wakeUp) => this.#slotFreed.once('changed', wakeUp) });
+      }
       this.#link?.markDown('closing');
     }
     // a promotion already under way finishes first, and is then shut down like any primary
@@ -235,7 +243,7 @@ class ProxyMember implements DbProxy {
     this.#reader = null;
     this.#feed.end();
     this.#closed = true;
-    this.#stateChanged.notify();
+    this.#stateChanged.emit('changed', undefined);
     this.#setRole('closed');
   }
 
@@ -250,14 +258,8 @@ class ProxyMember implements DbProxy {
     const e: RoleChange = { role, previous, epoch: this.#epoch };
     this.#log.info({ ...e, instanceId: this.options.instanceId }, `dbproxy: role ${role}`);
     if (roleChannel.hasSubscribers) roleChannel.publish({ ...e, instanceId: this.options.instanceId });
-    for (const l of [...this.#roleListeners]) {
-      try {
-        l(e);
-      } catch (err) {
-        this.#log.error({ err }, 'dbproxy: role listener threw');
-      }
-    }
-    this.#stateChanged.notify();
+    this.#roleListeners.emit('role', e);
+    this.#stateChanged.emit('changed', undefined);
   }
 
   #phase(phase: ElectionPhase, epoch: number, extra: Record<string, unknown> = {}): void {
@@ -266,8 +268,7 @@ class ProxyMember implements DbProxy {
   }
 
   onRoleChange(listener: (e: RoleChange) => void): () => void {
-    this.#roleListeners.add(listener);
-    return () => this.#roleListeners.delete(listener);
+    return this.#roleListeners.on('role', listener);
   }
 
   // ---------------------------------------------------------------- election and promotion
@@ -297,7 +298,7 @@ class ProxyMember implements DbProxy {
       }
       if (lock === null && this.#endStalledPrimary()) {
         // it dies at once (SIGKILL cannot be caught) and the OS drops its lock: try again soon
-        await sleep(5, signal).catch(() => {});
+        await sleep(5, { signal }).catch(() => {});
         continue;
       }
       if (lock !== null) {
@@ -325,7 +326,7 @@ class ProxyMember implements DbProxy {
           await new Promise<void>((resolve) => {
             const check = (): void => {
               if (link.isDown || signal.aborted) resolve();
-              else this.#stateChanged.once(check);
+              else this.#stateChanged.once('changed', check);
             };
             check();
           });
@@ -349,7 +350,7 @@ class ProxyMember implements DbProxy {
         this.#leaseStaleInMs + 1,
       );
       try {
-        await sleep(wait, signal);
+        await sleep(wait, { signal });
       } catch {
         return;
       }
@@ -401,7 +402,7 @@ class ProxyMember implements DbProxy {
         onDown: (l, reason) => {
           this.#log.info({ epoch: l.epoch, reason }, 'dbproxy: link to primary down');
           if (this.#link === l) this.#phase('link-down', l.epoch, { reason });
-          this.#stateChanged.notify();
+          this.#stateChanged.emit('changed', undefined);
         },
       },
     });
@@ -423,7 +424,7 @@ class ProxyMember implements DbProxy {
     this.#log.info({ epoch: info.epoch, pid: info.pid }, 'dbproxy: following primary');
     this.#phase('following', info.epoch);
     if (this.#feed.deliveredSeq === null) this.#feed.deliveredSeq = ping.seq;
-    this.#stateChanged.notify();
+    this.#stateChanged.emit('changed', undefined);
     this.#feed.onRemoteSeq(ping.seq);
     return link;
   }
@@ -491,7 +492,10 @@ class ProxyMember implements DbProxy {
     if (this.#role === 'starting') await this.start(opts.signal === undefined ? {} : { signal: opts.signal });
     // Bounded in-flight writes per process: beyond maxInFlight a write waits for a slot.
     while (this.#inFlight >= this.options.maxInFlight) {
-      await sleep(this.options.timeouts.defaultMs, opts.signal, this.#slotFreed);
+      await sleep(this.options.timeouts.defaultMs, {
+        signal: opts.signal,
+        wake: (wakeUp) => this.#slotFreed.once('changed', wakeUp),
+      });
       if (this.#closing !== null) throw this.#closedError();
     }
     const stats = this.#stats.for(method);
@@ -508,7 +512,7 @@ class ProxyMember implements DbProxy {
       throw e;
     } finally {
       this.#inFlight--;
-      this.#slotFreed.notify();
+      this.#slotFreed.emit('changed', undefined);
       stats.latency.record(performance.now() - t0);
     }
   }
@@ -566,7 +570,6 @@ class ProxyMember implements DbProxy {
       stream.fail(this.#closedError());
       return stream;
     }
-    this.#feed.add(stream);
     if (this.#role === 'starting') this.start().catch((e) => stream.fail(e));
     return stream;
   }

@@ -1,6 +1,6 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isLogger, type Logger, SILENT_LOGGER } from '@x/core';
+import { isLogger, type Logger, parseOptions as parseWithSchema, SILENT_LOGGER } from '@x/core';
 import type { SqliteDatabase } from '@x/writecoordinator';
 import { z } from 'zod';
 import { DbProxyError } from './errors.js';
@@ -142,26 +142,21 @@ export const dbProxyOptionsSchema = z
 export type DbProxyOptions = z.input<typeof dbProxyOptionsSchema>;
 export type ResolvedDbProxyOptions = z.output<typeof dbProxyOptionsSchema>;
 
-function deepFreeze<T>(o: T): T {
-  if (typeof o === 'object' && o !== null && !Object.isFrozen(o)) {
-    Object.freeze(o);
-    for (const v of Object.values(o)) {
-      // zod schemas, the logger and handlers are kept by reference and left alone
-      if (typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Object.prototype) deepFreeze(v);
-    }
-  }
-  return o;
-}
-
+/**
+ * Validates, applies defaults and freezes (@x/core `parseOptions`: everything the parse built is
+ * frozen; what the caller handed in by reference, the write definitions, `migrate` and the logger,
+ * stays the caller's and is never frozen), then checks the rules between fields.
+ */
 export function parseOptions(input: unknown): Readonly<ResolvedDbProxyOptions> {
-  const parsed = dbProxyOptionsSchema.safeParse(input);
-  if (!parsed.success) {
-    throw new DbProxyError('DBPROXY_INVALID_OPTIONS', `invalid dbproxy options: ${parsed.error.message}`, {
-      details: { issues: parsed.error.issues },
-      cause: parsed.error,
-    });
-  }
-  const o = parsed.data;
+  const o = parseWithSchema(
+    dbProxyOptionsSchema,
+    input,
+    (error) =>
+      new DbProxyError('DBPROXY_INVALID_OPTIONS', `invalid dbproxy options: ${error.message}`, {
+        details: { issues: error.issues },
+        cause: error,
+      }),
+  );
   if (o.heartbeat.timeoutMs <= o.heartbeat.intervalMs) {
     throw new DbProxyError(
       'DBPROXY_INVALID_OPTIONS',
@@ -185,5 +180,5 @@ export function parseOptions(input: unknown): Readonly<ResolvedDbProxyOptions> {
       });
     }
   }
-  return deepFreeze(o);
+  return o;
 }

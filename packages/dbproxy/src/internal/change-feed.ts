@@ -1,8 +1,7 @@
+import { ChangeStream, Emitter } from '@x/core';
 import type { Logger } from '../options.js';
 import { type CommitPublication, METHOD_DB_CHANGES } from '../protocol.js';
 import type { ChangeEvent } from '../types.js';
-import { Notifier } from './async.js';
-import { ChangeStream } from './change-stream.js';
 import type { Link } from './link.js';
 
 /**
@@ -11,10 +10,10 @@ import type { Link } from './link.js';
  * (`db.changes`), and what it no longer has becomes a gap event.
  */
 export class ChangeFeed {
-  readonly #streams = new Set<ChangeStream>();
+  readonly #streams = new Set<ChangeStream<ChangeEvent>>();
   readonly #log: Logger;
   /** Woken whenever the delivered sequence moves. */
-  readonly seqAdvanced = new Notifier();
+  readonly seqAdvanced = new Emitter<{ changed: undefined }>();
   /** The highest sequence delivered (null until the starting point is known). */
   deliveredSeq: number | null = null;
   #catchingUp: CommitPublication[] | null = null;
@@ -28,14 +27,23 @@ export class ChangeFeed {
     this.#isSecondary = isSecondary;
   }
 
-  /** A new stream; `fail` it or leave it to `end()`. */
-  open(bufferSize: number, signal: AbortSignal | undefined): ChangeStream {
-    const stream: ChangeStream = new ChangeStream(bufferSize, () => this.#streams.delete(stream), signal);
+  /**
+   * A new `changes()` stream, fed every event from now on until it is done: its consumer leaves, its
+   * signal aborts (reads reject with the signal's reason), it is failed, or `end()` ends it. A
+   * consumer more than `bufferSize` events behind gets one gap event instead (`replaceByGap`).
+   */
+  open(bufferSize: number, signal: AbortSignal | undefined): ChangeStream<ChangeEvent> {
+    let stream: ChangeStream<ChangeEvent> | null = null;
+    stream = new ChangeStream<ChangeEvent>({
+      capacity: bufferSize,
+      overflow: replaceByGap,
+      signal,
+      onClose: () => {
+        if (stream !== null) this.#streams.delete(stream);
+      },
+    });
+    if (!stream.done) this.#streams.add(stream);
     return stream;
-  }
-
-  add(stream: ChangeStream): void {
-    this.#streams.add(stream);
   }
 
   /** A commit reached this process (from the local coordinator or the primary's PUB). */
@@ -91,7 +99,7 @@ export class ChangeFeed {
     if (toSeq <= afterSeq) return;
     for (const s of this.#streams) s.push({ type: 'gap', afterSeq, toSeq } satisfies ChangeEvent);
     this.deliveredSeq = toSeq;
-    this.seqAdvanced.notify();
+    this.seqAdvanced.emit('changed', undefined);
   }
 
   #deliver(pub: CommitPublication): void {
@@ -109,11 +117,22 @@ export class ChangeFeed {
         });
       }
     }
-    this.seqAdvanced.notify();
+    this.seqAdvanced.emit('changed', undefined);
   }
 
   /** At close: every stream ends. */
   end(): void {
     for (const s of [...this.#streams]) s.end();
   }
+}
+
+/**
+ * The overflow policy of a `changes()` stream: the events its consumer has not read yet and the one
+ * arriving are replaced by one gap event covering all their commits, rather than growing without bound.
+ */
+export function replaceByGap(buffered: readonly ChangeEvent[], incoming: ChangeEvent): ChangeEvent[] {
+  const first = buffered[0] ?? incoming;
+  const afterSeq = first.type === 'write' ? first.seq - 1 : first.afterSeq;
+  const toSeq = incoming.type === 'write' ? incoming.seq : incoming.toSeq;
+  return [{ type: 'gap', afterSeq, toSeq }];
 }

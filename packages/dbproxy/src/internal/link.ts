@@ -12,7 +12,8 @@ import {
   TOPIC_COMMIT,
   TOPIC_HEARTBEAT,
 } from '../protocol.js';
-import { CoalescingSender, encodeFrame, type SignalLike } from './async.js';
+import { CoalescingSender, encodeFrame } from './coalescing-sender.js';
+import type { SignalLike } from './light-signal.js';
 import type { PrimaryInfo } from './runtime-dir.js';
 
 export const BYE_REASON = 'primary shut down';

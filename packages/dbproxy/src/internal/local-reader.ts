@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
+import { type Emitter, sleep } from '@x/core';
 import { META_TABLE, type SqliteDatabase } from '@x/writecoordinator';
 import Database from 'better-sqlite3';
 import { wireError } from '../errors.js';
-import { type Notifier, type SignalLike, sleep } from './async.js';
 
 /**
  * This process's read-only connection to the database file (opened once the file exists), the
@@ -63,8 +63,8 @@ export class LocalReader {
     fn: (db: SqliteDatabase) => T,
     minSeq: number,
     timeoutMs: number,
-    signal: SignalLike | undefined,
-    seqAdvanced: Notifier,
+    signal: AbortSignal | undefined,
+    seqAdvanced: Emitter<{ changed: undefined }>,
     closed: () => Error | null,
   ): Promise<T> {
     const deadline = Date.now() + timeoutMs;
@@ -95,7 +95,7 @@ export class LocalReader {
           details: { minSeq, seq: seen },
         });
       }
-      await sleep(Math.min(left, 5), signal, seqAdvanced);
+      await sleep(Math.min(left, 5), { signal, wake: (wakeUp) => seqAdvanced.once('changed', wakeUp) });
     }
   }
 

@@ -1,12 +1,12 @@
+import { LatencyReservoir } from '@x/core';
 import { EXCLUSIVE_METRICS_KEY, type MethodMetrics } from '../types.js';
-import { Reservoir } from './async.js';
 
 /** Counts and latencies of one write method (or of `runExclusive`). */
 export class MethodStats {
   count = 0;
   ok = 0;
   errors: Record<string, number> = {};
-  latency = new Reservoir(1024);
+  latency = new LatencyReservoir(1024);
 
   fail(code: string): void {
     this.errors[code] = (this.errors[code] ?? 0) + 1;
@@ -36,13 +36,8 @@ export class MethodStatsTable {
   snapshot(): Record<string, MethodMetrics> {
     const methods: Record<string, MethodMetrics> = {};
     for (const [name, s] of this.#methods) {
-      methods[name] = {
-        count: s.count,
-        ok: s.ok,
-        errors: { ...s.errors },
-        p50Ms: s.latency.percentile(50),
-        p99Ms: s.latency.percentile(99),
-      };
+      const [p50Ms = 0, p99Ms = 0] = s.latency.percentiles(50, 99);
+      methods[name] = { count: s.count, ok: s.ok, errors: { ...s.errors }, p50Ms, p99Ms };
     }
     return methods;
   }

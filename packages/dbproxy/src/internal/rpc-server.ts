@@ -2,7 +2,7 @@ import { Publisher, Router } from 'zeromq';
 import { DbProxyError, wireError } from '../errors.js';
 import type { Logger } from '../options.js';
 import { errorResponse, type JsonRpcRequest, type JsonRpcResponse, requestSchema } from '../protocol.js';
-import { CoalescingSender, encodeFrame } from './async.js';
+import { CoalescingSender, encodeFrame } from './coalescing-sender.js';
 
 interface Peer {
   key: string;

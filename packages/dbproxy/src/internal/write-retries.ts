@@ -1,9 +1,11 @@
+import { type Emitter, sleep } from '@x/core';
 import { isWriteCoordinatorError } from '@x/writecoordinator';
 import { type DbProxyError, isDbProxyError, wireError } from '../errors.js';
 import type { ResolvedDbProxyOptions } from '../options.js';
 import { METHOD_DB_WRITE, type WriteResultWire } from '../protocol.js';
 import type { WriteOptions, WriteResult } from '../types.js';
-import { type DeadlineQueue, LightSignal, type Notifier, sleep } from './async.js';
+import type { DeadlineQueue } from './deadline-queue.js';
+import { LightSignal } from './light-signal.js';
 import { type Link, LinkDownError } from './link.js';
 import type { Primary } from './primary.js';
 import { uuidv7 } from './uuidv7.js';
@@ -21,7 +23,7 @@ export interface WriteRoute {
   closed(): boolean;
   closedError(): DbProxyError;
   /** Woken whenever the role, the link or the primary changes. */
-  readonly stateChanged: Notifier;
+  readonly stateChanged: Emitter<{ changed: undefined }>;
   readonly deadlines: DeadlineQueue;
   countRetry(): void;
 }
@@ -57,9 +59,15 @@ export async function writeWithRetries<T>(
   let unknown = false;
   let attempted = false;
   let attempt = 0;
-  const backoff = async (): Promise<void> => {
+  // Waits (off the hot path, so the signal may be a real one) end early when the proxy's state changes.
+  const waitForChange = (ms: number): Promise<void> =>
+    sleep(ms, {
+      signal: signal.toAbortSignal(),
+      wake: (wakeUp) => route.stateChanged.once('changed', wakeUp),
+    });
+  const backoff = (): Promise<void> => {
     const d = Math.min(o.retry.maxDelayMs, o.retry.initialDelayMs * 2 ** attempt++);
-    await sleep(d * (0.5 + Math.random() / 2), signal, route.stateChanged);
+    return waitForChange(d * (0.5 + Math.random() / 2));
   };
   try {
     for (;;) {
@@ -83,7 +91,7 @@ export async function writeWithRetries<T>(
       const link = route.link();
       if (link === null || link.isDown) {
         // No primary right now (failover or startup): wait for one until the deadline.
-        await sleep(timeoutMs, signal, route.stateChanged);
+        await waitForChange(timeoutMs);
         continue;
       }
       attempted = true;
