@@ -10,11 +10,16 @@
  * Fails (exit 1) and lists each export when
  * - an exported declaration, or a member of one (property, method, accessor, enum member), has no
  *   documentation (TypeDoc's `notDocumented` validation), or a `{@link}` does not resolve;
- * - an exported function or class has no `@example` block.
+ * - an exported function or class has no `@example` block;
+ * - an `@example` does not type-check: each one is a complete program (its own imports, by package
+ *   name) written to `packages/<name>/.tmp/api-examples/` and compiled against the built packages
+ *   with the workspace's compiler options, so an example that drifts from the API fails CI.
  */
-import { resolve } from 'node:path';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Application, LogLevel, ReflectionKind } from 'typedoc';
+import ts from 'typescript';
 
 const root = resolve(fileURLToPath(import.meta.url), '../..');
 const checkOnly = process.argv.includes('--check');
@@ -42,10 +47,21 @@ const app = await Application.bootstrapWithPlugins({
   excludePrivate: true,
   excludeInternal: true,
   skipErrorChecking: true,
-  disableSources: true,
+  disableGit: true,
+  sourceLinkTemplate: 'https://github.com/x-toolkit/x/blob/main/{path}#L{line}',
   githubPages: false,
   // `@x/core` in prose is a package name, not a block tag
-  blockTags: ['@example', '@param', '@returns', '@throws', '@see', '@deprecated', '@defaultValue', '@typeParam', '@remarks'],
+  blockTags: [
+    '@example',
+    '@param',
+    '@returns',
+    '@throws',
+    '@see',
+    '@deprecated',
+    '@defaultValue',
+    '@typeParam',
+    '@remarks',
+  ],
   modifierTags: ['@internal', '@public', '@alpha', '@beta', '@experimental', '@readonly'],
   validation: { notExported: false, invalidLink: true, notDocumented: true, rewrittenLink: true },
   requiredToBeDocumented: [
@@ -94,6 +110,7 @@ for (const r of project.getReflectionsByKind(ReflectionKind.Function | Reflectio
 if (!checkOnly) await app.generateDocs(project, resolve(root, 'api-reference'));
 
 const failures = [...problems, ...missingExamples.map((n) => `${n}: exported without an @example`)];
+failures.push(...typecheckExamples(project));
 if (failures.length > 0) {
   console.error(`api-docs: ${failures.length} problem(s) in the public API docs:`);
   for (const f of failures) console.error(`  - ${f}`);
@@ -103,3 +120,60 @@ const count = project.getReflectionsByKind(ReflectionKind.SomeExport).length;
 console.log(
   `api-docs: ${count} exports documented, every function and class with an @example${checkOnly ? '' : ' (HTML in api-reference/)'}`,
 );
+
+/**
+ * Type-checks every ```ts block of every @example. A block is written into the package that
+ * declares it, so `@x/<name>` resolves to the package itself (self-reference through `exports`)
+ * and its dependencies resolve as for its own code.
+ */
+function typecheckExamples(project) {
+  const files = [];
+  const owner = new Map();
+  const outDirs = new Set();
+  const seen = new Set();
+  for (const r of project.getReflectionsByKind(ReflectionKind.All)) {
+    const comments = [r.comment, ...(r.signatures ?? []).map((s) => s.comment)].filter(Boolean);
+    const source = r.sources?.[0]?.fullFileName ?? r.parent?.sources?.[0]?.fullFileName;
+    for (const c of comments) {
+      for (const tag of c.blockTags.filter((t) => t.tag === '@example')) {
+        const text = tag.content.map((p) => p.text).join('');
+        const blocks = [...text.matchAll(/```(?:ts|typescript)\n([\s\S]*?)```/g)].map((m) => m[1]);
+        for (const [i, code] of blocks.entries()) {
+          if (seen.has(code)) continue; // a function's comment shows on it and on its signature
+          seen.add(code);
+          const pkg = packageDirOf(source ?? '');
+          if (pkg === undefined) continue;
+          const dir = join(pkg, '.tmp', 'api-examples');
+          if (!outDirs.has(dir)) {
+            rmSync(dir, { recursive: true, force: true });
+            mkdirSync(dir, { recursive: true });
+            outDirs.add(dir);
+          }
+          const file = join(dir, `${r.getFullName().replace(/[^\w.-]+/g, '_')}.${i}.ts`);
+          writeFileSync(file, `${code}\nexport {};\n`);
+          files.push(file);
+          owner.set(file, r.getFullName());
+        }
+      }
+    }
+  }
+  const { config } = ts.readConfigFile(resolve(root, 'tsconfig.base.json'), ts.sys.readFile);
+  const { options } = ts.convertCompilerOptionsFromJson(config.compilerOptions, root);
+  const program = ts.createProgram(files, { ...options, noEmit: true, noUnusedLocals: false });
+  const problems = [];
+  for (const d of ts.getPreEmitDiagnostics(program)) {
+    if (d.file === undefined || !owner.has(d.file.fileName)) continue;
+    const { line } = d.file.getLineAndCharacterOfPosition(d.start ?? 0);
+    const msg = ts.flattenDiagnosticMessageText(d.messageText, '\n');
+    problems.push(
+      `${owner.get(d.file.fileName)}: its @example does not compile (line ${line + 1}: ${msg}) [${relative(root, d.file.fileName)}]`,
+    );
+  }
+  console.log(`api-docs: ${files.length} @example blocks type-checked`);
+  return problems;
+}
+
+function packageDirOf(file) {
+  const m = /^(.*\/packages\/[^/]+)\/src\//.exec(file);
+  return m === null ? undefined : m[1];
+}

@@ -31,6 +31,17 @@ export interface BundleHash {
  *
  * `canonicalPayloads[i]`, when given, is the already canonical JSON text of row i's payload (the
  * server has it at hand); it must equal `canonicalJson(rows[i].payload)`.
+ *
+ * @example
+ * ```ts
+ * import { bundleHashInput } from '@x/oversync';
+ *
+ * const text = bundleHashInput([
+ *   { schema: 'app', table: 'notes', key: { id: 'n1' }, op: 'INSERT', row_version: 1, payload: { id: 'n1', body: 'hi' } },
+ * ]);
+ * console.log(text);
+ * // [{"key":{"id":"n1"},"op":"INSERT","payload":{"body":"hi","id":"n1"},"row_ordinal":0,"row_version":1,"schema":"app","table":"notes"}]
+ * ```
  */
 export function bundleHashInput(
   rows: readonly HashableBundleRow[],
@@ -90,7 +101,19 @@ function keyJson(key: SyncKey): string {
   return canonicalJson(key);
 }
 
-/** `bundle_hash` = lowercase hex SHA-256 of {@link bundleHashInput}; `byteCount` = its UTF-8 length. */
+/**
+ * `bundle_hash` = lowercase hex SHA-256 of {@link bundleHashInput}; `byteCount` = its UTF-8 length.
+ *
+ * @example
+ * ```ts
+ * import { computeBundleHash } from '@x/oversync';
+ *
+ * const { hex, byteCount } = computeBundleHash([
+ *   { schema: 'app', table: 'notes', key: { id: 'n1' }, op: 'DELETE', row_version: 2 },
+ * ]);
+ * console.log(hex.length, byteCount); // 64 and the UTF-8 length of the hash input
+ * ```
+ */
 export function computeBundleHash(
   rows: readonly HashableBundleRow[],
   canonicalPayloads?: readonly (string | null)[],

@@ -30,7 +30,16 @@ const GO_HTML_ESCAPE_RE = /[<>&\u2028\u2029]/g;
 const LONE_SURROGATE_TEST_RE = /[\uD800-\uDFFF]/;
 const LONE_SURROGATE_RE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
-/** Replaces unpaired UTF-16 surrogates with U+FFFD, as Go's JSON decoder does. */
+/**
+ * Replaces unpaired UTF-16 surrogates with U+FFFD, as Go's JSON decoder does.
+ *
+ * @example
+ * ```ts
+ * import { toWellFormed } from '@x/oversync';
+ *
+ * toWellFormed('a\uD800b'); // 'a\uFFFDb': the lone surrogate is replaced, as Go does
+ * ```
+ */
 export function toWellFormed(s: string): string {
   return s.replace(LONE_SURROGATE_RE, '\uFFFD');
 }
@@ -38,6 +47,13 @@ export function toWellFormed(s: string): string {
 /**
  * Applies Go's HTML-safe escaping to JSON text produced by `JSON.stringify`. Safe on whole
  * documents: `<`, `>`, `&`, U+2028 and U+2029 can only occur inside string literals.
+ *
+ * @example
+ * ```ts
+ * import { goEscapeJsonText } from '@x/oversync';
+ *
+ * goEscapeJsonText(JSON.stringify({ html: '<b>' })); // '{"html":"\\u003cb\\u003e"}'
+ * ```
  */
 export function goEscapeJsonText(json: string): string {
   return json.replace(GO_HTML_ESCAPE_RE, (c) => GO_HTML_ESCAPES[c]!);
@@ -45,14 +61,33 @@ export function goEscapeJsonText(json: string): string {
 
 const NEEDS_GO_WORK_RE = /[<>&\u2028\u2029\uD800-\uDFFF]/;
 
-/** One JSON string literal, escaped as Go's encoder escapes it. */
+/**
+ * One JSON string literal, escaped as Go's encoder escapes it.
+ *
+ * @example
+ * ```ts
+ * import { goJsonString } from '@x/oversync';
+ *
+ * goJsonString('a & b'); // '"a \\u0026 b"'
+ * ```
+ */
 export function goJsonString(s: string): string {
   // Fast path: most strings need nothing beyond JSON.stringify's escapes (identical to Go's).
   if (!NEEDS_GO_WORK_RE.test(s)) return JSON.stringify(s);
   return goEscapeJsonText(JSON.stringify(toWellFormed(s)));
 }
 
-/** One JSON number, printed as Go prints a float64. Throws for NaN and infinities (not JSON). */
+/**
+ * One JSON number, printed as Go prints a float64. Throws for NaN and infinities (not JSON).
+ *
+ * @example
+ * ```ts
+ * import { goJsonNumber } from '@x/oversync';
+ *
+ * goJsonNumber(1e21); // '1e+21'
+ * goJsonNumber(-0); // '-0'
+ * ```
+ */
 export function goJsonNumber(n: number): string {
   if (!Number.isFinite(n)) throw new TypeError(`non-finite number ${n} has no JSON form`);
   if (n === 0) return Object.is(n, -0) ? '-0' : '0';
@@ -75,7 +110,16 @@ function compareCodePoints(a: string, b: string): number {
   return a.length - b.length;
 }
 
-/** Sorts object keys by Unicode code point, as Go sorts map keys. */
+/**
+ * Sorts object keys by Unicode code point, as Go sorts map keys.
+ *
+ * @example
+ * ```ts
+ * import { sortKeysByCodePoint } from '@x/oversync';
+ *
+ * sortKeysByCodePoint(['\u{1F600}', '\uFFFF', 'a']); // ['a', '\uFFFF', '\u{1F600}'] (UTF-16 order would put the emoji second)
+ * ```
+ */
 export function sortKeysByCodePoint(keys: string[]): string[] {
   return keys.sort(compareCodePoints);
 }
@@ -132,14 +176,32 @@ function encode(value: unknown, out: string[]): void {
   out.push('}');
 }
 
-/** Canonical JSON text of an already-parsed value (see the module comment). */
+/**
+ * Canonical JSON text of an already-parsed value (see the module comment).
+ *
+ * @example
+ * ```ts
+ * import { canonicalJson } from '@x/oversync';
+ *
+ * canonicalJson({ b: 1, a: [true, null, 'x'] }); // '{"a":[true,null,"x"],"b":1}'
+ * ```
+ */
 export function canonicalJson(value: unknown): string {
   const out: string[] = [];
   encode(value, out);
   return out.join('');
 }
 
-/** Parses JSON text and re-emits it canonically (Go: `json.Unmarshal` into `any`, then `json.Marshal`). */
+/**
+ * Parses JSON text and re-emits it canonically (Go: `json.Unmarshal` into `any`, then `json.Marshal`).
+ *
+ * @example
+ * ```ts
+ * import { canonicalizeJsonText } from '@x/oversync';
+ *
+ * canonicalizeJsonText('{ "b": 1.0, "a": "<" }'); // '{"a":"\\u003c","b":1}'
+ * ```
+ */
 export function canonicalizeJsonText(text: string): string {
   return canonicalJson(JSON.parse(text) as unknown);
 }

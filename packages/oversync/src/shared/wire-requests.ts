@@ -45,6 +45,14 @@ export interface SnapshotSessionCreateRequest {
 /**
  * Go's `encoding/json` matches object keys to struct fields case-insensitively (an exact match
  * wins). This renames such keys to the field's spelling so a plain zod object can validate them.
+ *
+ * @example
+ * ```ts
+ * import { matchGoFieldNames } from '@x/oversync';
+ *
+ * matchGoFieldNames({ Has_Local_Pending_Rows: true }, ['has_local_pending_rows']);
+ * // { has_local_pending_rows: true }, as Go's decoder would read it
+ * ```
  */
 export function matchGoFieldNames(value: unknown, fields: readonly string[]): unknown {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
@@ -94,7 +102,8 @@ export const connectRequestSchema = goStruct({ has_local_pending_rows: goBool })
 export const pushSessionCreateRequestSchema = goStruct({
   source_bundle_id: goInt,
   planned_row_count: goInt,
-  initialization_id: goString,
+  // omitempty: absent is the usual case (undefined here, '' for null; both mean none).
+  initialization_id: goString.optional(),
 });
 export const pushRequestRowSchema = z.preprocess(
   (v) => matchGoFieldNames(v, ['schema', 'table', 'key', 'op', 'base_row_version', 'payload']),
