@@ -46,7 +46,7 @@ export type {
 } from './types.js';
 
 import { Coordinator } from './internal/coordinator.js';
-import { parseOptions, type WriteCoordinatorOptions } from './options.js';
+import { resolveOptions, type WriteCoordinatorOptions } from './options.js';
 import type { WriteCoordinator } from './types.js';
 
 /**
@@ -55,5 +55,5 @@ import type { WriteCoordinator } from './types.js';
  * Throws WRITECOORDINATOR_INVALID_OPTIONS or WRITECOORDINATOR_BAD_DATABASE.
  */
 export function createWriteCoordinator(options: WriteCoordinatorOptions): WriteCoordinator {
-  return new Coordinator(parseOptions(options));
+  return new Coordinator(resolveOptions(options));
 }

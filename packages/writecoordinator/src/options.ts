@@ -1,4 +1,4 @@
-import { isLogger, type Logger, SILENT_LOGGER } from '@x/core';
+import { isLogger, type Logger, parseOptions, SILENT_LOGGER } from '@x/core';
 import { z } from 'zod';
 import { WriteCoordinatorError } from './errors.js';
 import type { SqliteDatabase } from './sqlite.js';
@@ -33,6 +33,10 @@ const isDatabase = (v: unknown): v is SqliteDatabase =>
 
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
+/** The @x/core logger contract (pino or a look-alike); silent by default. */
+const loggerOption = z
+  .custom<Logger>(isLogger, { message: 'expected a pino-compatible logger' })
+  .default(SILENT_LOGGER);
 
 export const writeCoordinatorOptionsSchema = z
   .object({
@@ -84,9 +88,7 @@ export const writeCoordinatorOptionsSchema = z
     fencingEpoch: positiveInt.optional(),
     /** Latest job latencies kept for p50/p99. */
     latencyReservoirSize: positiveInt.default(DEFAULT_LATENCY_RESERVOIR_SIZE),
-    logger: z
-      .custom<Logger>(isLogger, { message: 'expected a pino-compatible logger' })
-      .default(SILENT_LOGGER),
+    logger: loggerOption,
   })
   .strict();
 
@@ -95,17 +97,18 @@ export type WriteCoordinatorOptions = z.input<typeof writeCoordinatorOptionsSche
 /** The validated, defaulted, frozen options readable back as `coordinator.options`. */
 export type ResolvedWriteCoordinatorOptions = z.output<typeof writeCoordinatorOptionsSchema>;
 
-/** Validates, applies defaults and freezes (the database and logger are kept by reference). */
-export function parseOptions(input: unknown): Readonly<ResolvedWriteCoordinatorOptions> {
-  const parsed = writeCoordinatorOptionsSchema.safeParse(input);
-  if (!parsed.success) {
-    throw new WriteCoordinatorError('WRITECOORDINATOR_INVALID_OPTIONS', 'invalid write coordinator options', {
-      details: { issues: parsed.error.issues },
-      cause: parsed.error,
-    });
-  }
-  const o = parsed.data;
-  Object.freeze(o.idempotency);
-  Object.freeze(o.checkpoint);
-  return Object.freeze(o);
+/**
+ * The options `createWriteCoordinator` runs with: checked by the schema (defaults filled in), then
+ * frozen by @x/core's `parseOptions`, which leaves the caller's database and logger as they were.
+ */
+export function resolveOptions(input: unknown): Readonly<ResolvedWriteCoordinatorOptions> {
+  return parseOptions(
+    writeCoordinatorOptionsSchema,
+    input,
+    (error) =>
+      new WriteCoordinatorError('WRITECOORDINATOR_INVALID_OPTIONS', 'invalid write coordinator options', {
+        details: { issues: error.issues },
+        cause: error,
+      }),
+  );
 }

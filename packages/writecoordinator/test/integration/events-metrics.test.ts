@@ -61,6 +61,25 @@ describe('change events', () => {
     expect(seen).toEqual([1, 2, 3, 4, 5]);
   });
 
+  it('changes() with an aborted signal rejects with its reason; subscribing a function twice calls it twice', async ({
+    tdb: t,
+  }) => {
+    const { wc } = openCoordinator(t);
+    const reason = new Error('gave up before reading');
+    const it = wc.changes({ signal: AbortSignal.abort(reason) })[Symbol.asyncIterator]();
+    await expect(it.next()).rejects.toBe(reason);
+    const seen: number[] = [];
+    const listener = (e: CommitEvent) => seen.push(e.seq);
+    const first = wc.subscribe(listener);
+    wc.subscribe(listener);
+    await wc.submit(insert('a'));
+    first();
+    first(); // idempotent: the other subscription of the same function stays
+    await wc.submit(insert('b'));
+    expect(seen).toEqual([1, 1, 2]);
+    await wc.close();
+  });
+
   it('after close, changes() ends at once and subscribe is a no-op', async ({ tdb: t }) => {
     const { wc } = openCoordinator(t);
     await wc.close();
@@ -77,6 +96,11 @@ describe('change events', () => {
     for (let i = 0; i < 4; i++) await wc.submit(insert(`o${i}`));
     const e = await rejection(it.next());
     expect(e.code).toBe('WRITECOORDINATOR_CHANGES_OVERFLOW');
+    expect(e.retryable).toBe(true);
+    // Events 1 and 2 filled the buffer, event 3 overflowed it: nothing was delivered yet.
+    expect(e.details).toEqual({ capacity: 2, lastDeliveredSeq: 0 });
+    // The stream stays failed: a later read gets the same error, not later events.
+    await expect(it.next()).rejects.toBe(e);
     await wc.close();
   });
 });

@@ -28,6 +28,23 @@ describe('options and database settings', () => {
     expect(wc.options.durability).toBe('normal');
     expect(Object.isFrozen(wc.options)).toBe(true);
     expect(Object.isFrozen(wc.options.idempotency)).toBe(true);
+    expect(Object.isFrozen(wc.options.checkpoint)).toBe(true);
+    await wc.close();
+  });
+
+  it('keeps the database and the logger it is given by reference, unfrozen', async ({ tdb: t }) => {
+    const db = t.open();
+    const noop = () => {};
+    const logger = { debug: noop, info: noop, warn: noop, error: noop };
+    const idempotency = { maxAgeMs: 1_000 };
+    const wc = createWriteCoordinator({ database: db, logger, idempotency });
+    expect(wc.options.database).toBe(db);
+    expect(wc.options.logger).toBe(logger);
+    expect(Object.isFrozen(logger)).toBe(false);
+    expect(Object.isFrozen(db)).toBe(false);
+    // The options object the caller passed stays theirs; the parsed copy is frozen.
+    expect(Object.isFrozen(idempotency)).toBe(false);
+    expect(wc.options.idempotency).toMatchObject({ maxAgeMs: 1_000 });
     await wc.close();
   });
 
