@@ -32,6 +32,18 @@ function openDb(): Database.Database {
   return db;
 }
 
+/** A fresh file and the statements of one group-commit batch: BEGIN IMMEDIATE, sequence, inserts, COMMIT. */
+function openBatchDb() {
+  const db = openDb();
+  return {
+    db,
+    ins: db.prepare('INSERT INTO t (v) VALUES (?)'),
+    begin: db.prepare('BEGIN IMMEDIATE'),
+    commit: db.prepare('COMMIT'),
+    writeSeq: db.prepare("UPDATE m SET value = ? WHERE key = 'seq'"),
+  };
+}
+
 interface Rate {
   wall: number;
   cpu: number;
@@ -56,11 +68,7 @@ function raw(): Rate {
 }
 
 function bare64(): Rate {
-  const db = openDb();
-  const ins = db.prepare('INSERT INTO t (v) VALUES (?)');
-  const begin = db.prepare('BEGIN IMMEDIATE');
-  const commit = db.prepare('COMMIT');
-  const writeSeq = db.prepare("UPDATE m SET value = ? WHERE key = 'seq'");
+  const { db, ins, begin, commit, writeSeq } = openBatchDb();
   let i = 0;
   let seq = 0;
   const c0 = process.cpuUsage();
@@ -77,11 +85,7 @@ function bare64(): Rate {
 }
 
 async function floor(): Promise<Rate> {
-  const db = openDb();
-  const ins = db.prepare('INSERT INTO t (v) VALUES (?)');
-  const begin = db.prepare('BEGIN IMMEDIATE');
-  const commit = db.prepare('COMMIT');
-  const writeSeq = db.prepare("UPDATE m SET value = ? WHERE key = 'seq'");
+  const { db, ins, begin, commit, writeSeq } = openBatchDb();
   let i = 0;
   const job = () => ins.run(i++);
   type Job = { fn: () => unknown; resolve: (v: unknown) => void };
