@@ -222,8 +222,11 @@ describe('proxy lifecycle, reads, changes and cancellation', () => {
       expect(c.role).toBe('secondary');
       const ac = new AbortController();
       const w = c.write('insertNote', { id: 'y', writer: 'c' }, { signal: ac.signal });
-      setTimeout(() => ac.abort(reason), 50);
+      // the write is under way (it waits for a primary), not refused up front
+      expect(c.metrics().inFlight).toBe(1);
+      ac.abort(reason);
       await expect(w).rejects.toBe(reason);
+      expect(c.metrics().inFlight).toBe(0);
       const t = await c.write('insertNote', { id: 'z', writer: 'c' }, { timeoutMs: 100 }).catch((e) => e);
       expect(t).toMatchObject({ code: 'DBPROXY_UNREACHABLE', applied: 'no', retryable: true });
     } finally {
@@ -253,8 +256,16 @@ describe('proxy lifecycle, reads, changes and cancellation', () => {
     await a.start();
     const ac = new AbortController();
     const reason = new Error('enough');
+    let settled = false;
     const r = a.read(() => 1, { minSeq: 10_000, timeoutMs: 10_000, signal: ac.signal });
-    setTimeout(() => ac.abort(reason), 30);
+    r.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    // a commit wakes the waiting read, which checks the sequence again and goes on waiting
+    await a.write('insertNote', { id: 'r1', writer: 'a' });
+    expect(settled).toBe(false);
+    ac.abort(reason);
     await expect(r).rejects.toBe(reason);
     await expect(a.start({ signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
   });
