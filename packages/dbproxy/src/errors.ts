@@ -1,3 +1,5 @@
+import { CodedError, type CodedErrorOptions } from '@x/core';
+
 /**
  * The codes a failed write carries on the wire (`error.data.code`), exactly as the protocol names them.
  * Codes are API: never renamed, never reused.
@@ -43,27 +45,22 @@ export type DbProxyErrorCode =
 /** Whether the write took effect: `'unknown'` only when a request may have reached a primary and no answer came. */
 export type Applied = 'no' | 'unknown' | 'yes';
 
-export interface DbProxyErrorInit {
-  retryable?: boolean;
+/** `retryable`, `details`, `cause` (as every @x coded error), and whether the write took effect. */
+export interface DbProxyErrorInit extends CodedErrorOptions {
   applied?: Applied;
-  details?: Record<string, unknown>;
-  cause?: unknown;
 }
 
-/** The one error class of the package. Check errors by `code`, not `instanceof`. */
-export class DbProxyError extends Error {
+/**
+ * The one error class of the package. Check errors by `code`, not `instanceof`. code, message,
+ * retryable, details and cause come from @x/core's CodedError; `applied` is the package's own.
+ */
+export class DbProxyError extends CodedError<DbProxyErrorCode> {
   override readonly name = 'DbProxyError';
-  readonly code: DbProxyErrorCode;
-  readonly retryable: boolean;
   readonly applied: Applied;
-  readonly details?: Record<string, unknown>;
 
   constructor(code: DbProxyErrorCode, message: string, init: DbProxyErrorInit = {}) {
-    super(message, init.cause === undefined ? undefined : { cause: init.cause });
-    this.code = code;
-    this.retryable = init.retryable ?? false;
+    super(code, message, init);
     this.applied = init.applied ?? 'no';
-    if (init.details !== undefined) this.details = init.details;
   }
 
   /** The wire code of this error, or `null` for local-only codes. */

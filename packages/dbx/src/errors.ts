@@ -1,3 +1,8 @@
+import { CodedError, type CodedErrorOptions } from '@x/core';
+
+/** `retryable`, `details` and `cause`, as for every @x/core CodedError. */
+export type DbxErrorOptions = CodedErrorOptions;
+
 /**
  * The one error class of @x/dbx. Check errors by `code`, never by `instanceof` (two copies of the
  * package may be loaded). The driver error, when there is one, is kept as `cause`; its SQLSTATE is in
@@ -30,24 +35,9 @@ export const DBX_ERROR_CODES: readonly DbxErrorCode[] = Object.freeze([
   'DBX_ROW_INVALID',
 ]);
 
-export interface DbxErrorOptions {
-  retryable?: boolean;
-  details?: Record<string, unknown>;
-  cause?: unknown;
-}
-
-export class DbxError extends Error {
-  readonly code: DbxErrorCode;
-  readonly retryable: boolean;
-  readonly details?: Record<string, unknown>;
-
-  constructor(code: DbxErrorCode, message: string, opts: DbxErrorOptions = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
-    this.name = 'DbxError';
-    this.code = code;
-    this.retryable = opts.retryable ?? false;
-    if (opts.details !== undefined) this.details = opts.details;
-  }
+/** code, message, retryable, details and cause come from @x/core's CodedError. */
+export class DbxError extends CodedError<DbxErrorCode> {
+  override readonly name = 'DbxError';
 
   /** SQLSTATE of the server error behind this one, if any. */
   get sqlState(): string | undefined {

@@ -1,3 +1,8 @@
+import { CodedError, type CodedErrorOptions } from '@x/core';
+
+/** `retryable`, `details` and `cause`, as for every @x/core CodedError. */
+export type SchemaOpsErrorOptions = CodedErrorOptions;
+
 /**
  * The one error class of @x/schemaops. Check errors by `code` (two copies of the package may be
  * loaded, so never rely on `instanceof`). Driver / callback errors are kept as `cause`; request values
@@ -30,24 +35,9 @@ export const SCHEMAOPS_ERROR_CODES: readonly SchemaOpsErrorCode[] = Object.freez
   'SCHEMAOPS_CLOSED',
 ]);
 
-export interface SchemaOpsErrorOptions {
-  retryable?: boolean;
-  details?: Record<string, unknown>;
-  cause?: unknown;
-}
-
-export class SchemaOpsError extends Error {
+/** code, message, retryable, details and cause come from @x/core's CodedError. */
+export class SchemaOpsError extends CodedError<SchemaOpsErrorCode> {
   override readonly name = 'SchemaOpsError';
-  readonly code: SchemaOpsErrorCode;
-  readonly retryable: boolean;
-  readonly details: Record<string, unknown> | undefined;
-
-  constructor(code: SchemaOpsErrorCode, message: string, opts: SchemaOpsErrorOptions = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
-    this.code = code;
-    this.retryable = opts.retryable ?? false;
-    this.details = opts.details;
-  }
 }
 
 export function isSchemaOpsError(e: unknown, code?: SchemaOpsErrorCode): e is SchemaOpsError {

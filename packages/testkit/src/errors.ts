@@ -1,3 +1,8 @@
+import { CodedError, type CodedErrorOptions } from '@x/core';
+
+/** `retryable`, `details` and `cause`, as for every @x/core CodedError. */
+export type TestkitErrorOptions = CodedErrorOptions;
+
 /** Every error code @x/testkit throws. Codes are API: never renamed, never reused. */
 export type TestkitErrorCode =
   | 'TESTKIT_INVALID_OPTIONS'
@@ -10,25 +15,12 @@ export type TestkitErrorCode =
   | 'TESTKIT_ABORTED'
   | 'TESTKIT_CHILD_EXITED';
 
-export interface TestkitErrorOptions {
-  details?: Record<string, unknown>;
-  cause?: unknown;
-  retryable?: boolean;
-}
-
-/** The one error class of @x/testkit; check `code`, not `instanceof`. */
-export class TestkitError extends Error {
+/**
+ * The one error class of @x/testkit; check `code`, not `instanceof`. code, message, retryable,
+ * details and cause come from @x/core's CodedError.
+ */
+export class TestkitError extends CodedError<TestkitErrorCode> {
   override readonly name = 'TestkitError';
-  readonly code: TestkitErrorCode;
-  readonly retryable: boolean;
-  readonly details: Record<string, unknown> | undefined;
-
-  constructor(code: TestkitErrorCode, message: string, options: TestkitErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
-    this.retryable = options.retryable ?? false;
-    this.details = options.details;
-  }
 }
 
 export function isTestkitError(e: unknown, code?: TestkitErrorCode): e is TestkitError {

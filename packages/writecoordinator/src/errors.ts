@@ -1,3 +1,8 @@
+import { CodedError, type CodedErrorOptions } from '@x/core';
+
+/** `retryable`, `details` and `cause`, as for every @x/core CodedError. */
+export type WriteCoordinatorErrorInit = CodedErrorOptions;
+
 /** Every error code the package produces. Codes are API: never renamed, never reused. */
 export type WriteCoordinatorErrorCode =
   | 'WRITECOORDINATOR_INVALID_OPTIONS'
@@ -17,25 +22,12 @@ export type WriteCoordinatorErrorCode =
   | 'WRITECOORDINATOR_CHANGES_OVERFLOW'
   | 'WRITECOORDINATOR_FENCED';
 
-export interface WriteCoordinatorErrorInit {
-  retryable?: boolean;
-  details?: Record<string, unknown>;
-  cause?: unknown;
-}
-
-/** The one error class of the package. Check errors by `code`, not `instanceof`. */
-export class WriteCoordinatorError extends Error {
+/**
+ * The one error class of the package. Check errors by `code`, not `instanceof`. code, message,
+ * retryable, details and cause come from @x/core's CodedError.
+ */
+export class WriteCoordinatorError extends CodedError<WriteCoordinatorErrorCode> {
   override readonly name = 'WriteCoordinatorError';
-  readonly code: WriteCoordinatorErrorCode;
-  readonly retryable: boolean;
-  readonly details?: Record<string, unknown>;
-
-  constructor(code: WriteCoordinatorErrorCode, message: string, init: WriteCoordinatorErrorInit = {}) {
-    super(message, init.cause === undefined ? undefined : { cause: init.cause });
-    this.code = code;
-    this.retryable = init.retryable ?? false;
-    if (init.details !== undefined) this.details = init.details;
-  }
 }
 
 export function isWriteCoordinatorError(e: unknown): e is WriteCoordinatorError {

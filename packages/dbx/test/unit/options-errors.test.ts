@@ -1,3 +1,4 @@
+import { CodedError } from '@x/core';
 import fc from 'fast-check';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
@@ -70,6 +71,21 @@ describe('options', () => {
 });
 
 describe('error classifiers', () => {
+  it('DbxError is a @x/core CodedError with its own name and the same JSON form as before', () => {
+    const e = new DbxError('DBX_NO_ROWS', 'no rows', { details: { sqlState: '02000' } });
+    expect(e).toBeInstanceOf(DbxError);
+    expect(e).toBeInstanceOf(CodedError);
+    expect(e.name).toBe('DbxError');
+    expect(e.sqlState).toBe('02000');
+    expect(JSON.parse(JSON.stringify(e))).toEqual({
+      name: 'DbxError',
+      code: 'DBX_NO_ROWS',
+      retryable: false,
+      details: { sqlState: '02000' },
+    });
+    expect('details' in new DbxError('DBX_TX_CLOSED', 'closed')).toBe(false);
+  });
+
   it('finds the SQLSTATE on a pg error or anywhere in the cause chain', () => {
     const pgErr = dbError('23505');
     expect(pgErrorCode(pgErr)).toBe('23505');

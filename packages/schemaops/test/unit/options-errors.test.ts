@@ -1,3 +1,4 @@
+import { CodedError } from '@x/core';
 import { createCluster } from '@x/dbx';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
@@ -77,6 +78,14 @@ describe('errors', () => {
       cause,
     });
     expect(e.name).toBe('SchemaOpsError');
+    expect(e).toBeInstanceOf(SchemaOpsError);
+    expect(e).toBeInstanceOf(CodedError);
+    expect(JSON.parse(JSON.stringify(e))).toEqual({
+      name: 'SchemaOpsError',
+      code: 'SCHEMAOPS_LOCKED',
+      retryable: true,
+      details: { project: 'p' },
+    });
     expect(e.retryable).toBe(true);
     expect(e.cause).toBe(cause);
     expect(isSchemaOpsError(e)).toBe(true);

@@ -1,6 +1,14 @@
+import { CodedError } from '@x/core';
 import { describe, expect, it } from 'vitest';
 import { measureThroughput } from '../../src/bench/index.js';
-import { createTcpProxy, createTestDatabase, startPostgres, tempDir } from '../../src/index.js';
+import {
+  createTcpProxy,
+  createTestDatabase,
+  isTestkitError,
+  startPostgres,
+  TestkitError,
+  tempDir,
+} from '../../src/index.js';
 
 const invalid = { code: 'TESTKIT_INVALID_OPTIONS' };
 
@@ -24,5 +32,24 @@ describe('options are validated before anything starts', () => {
     await expect(createTcpProxy({ host: '127.0.0.1', port: 0 })).rejects.toMatchObject(invalid);
     await expect(tempDir('a/b')).rejects.toMatchObject(invalid);
     await expect(measureThroughput(() => undefined, { concurrency: 0 })).rejects.toMatchObject(invalid);
+  });
+});
+
+describe('TestkitError', () => {
+  it('is a @x/core CodedError with its own name, guard and JSON form', () => {
+    const cause = new Error('spawn failed');
+    const e = new TestkitError('TESTKIT_TIMEOUT', 'timed out', { details: { timeoutMs: 5 }, cause });
+    expect(e).toBeInstanceOf(TestkitError);
+    expect(e).toBeInstanceOf(CodedError);
+    expect(e.name).toBe('TestkitError');
+    expect(e.cause).toBe(cause);
+    expect(isTestkitError(e, 'TESTKIT_TIMEOUT')).toBe(true);
+    expect(isTestkitError(e, 'TESTKIT_ABORTED')).toBe(false);
+    expect(JSON.parse(JSON.stringify(e))).toEqual({
+      name: 'TestkitError',
+      code: 'TESTKIT_TIMEOUT',
+      retryable: false,
+      details: { timeoutMs: 5 },
+    });
   });
 });
