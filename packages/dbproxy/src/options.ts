@@ -1,3 +1,4 @@
+/** The options of `createDbProxy`: their zod schema with every default, `defineWrite`, and their parse. */
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isLogger, type Logger, parseOptions as parseWithSchema, SILENT_LOGGER } from '@x/core';

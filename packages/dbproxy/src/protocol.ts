@@ -1,3 +1,4 @@
+/** The wire between processes: JSON-RPC 2.0 methods, their params schemas, PUB topics and wire errors. */
 import { MAX_REQUEST_ID_LENGTH } from '@x/writecoordinator';
 import { z } from 'zod';
 import { type Applied, DbProxyError, WIRE_ERROR_CODES, type WireErrorCode, wireError } from './errors.js';

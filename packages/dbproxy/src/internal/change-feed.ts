@@ -1,3 +1,4 @@
+/** This process's change feed: commits in sequence order to every `changes()` stream, catch-up and gaps. */
 import { ChangeStream, Emitter } from '@x/core';
 import type { Logger } from '../options.js';
 import { type CommitPublication, METHOD_DB_CHANGES } from '../protocol.js';

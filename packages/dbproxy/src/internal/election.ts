@@ -1,3 +1,4 @@
+/** The election lock itself (an SQLite file held EXCLUSIVE) and the epoch it persists. */
 import Database from 'better-sqlite3';
 
 /**

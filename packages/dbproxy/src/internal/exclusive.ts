@@ -1,3 +1,4 @@
+/** `runExclusive` on the primary's coordinator: a transaction of its own, in queue order. */
 import { isWriteCoordinatorError, type SqliteDatabase } from '@x/writecoordinator';
 import { isDbProxyError } from '../errors.js';
 import { EXCLUSIVE_METRICS_KEY, type ExclusiveOptions, type WriteResult } from '../types.js';

@@ -1,3 +1,4 @@
+/** A secondary's connection to the primary: requests over a DEALER, heartbeats and commits over a SUB. */
 import { Dealer, Subscriber } from 'zeromq';
 import { DbProxyError } from '../errors.js';
 import type { Logger } from '../options.js';

@@ -1,3 +1,4 @@
+/** This process's read-only connection and `read()`: a read transaction once a sequence is visible. */
 import { existsSync } from 'node:fs';
 import { type Emitter, sleep } from '@x/core';
 import { META_TABLE, type SqliteDatabase } from '@x/writecoordinator';

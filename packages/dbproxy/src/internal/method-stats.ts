@@ -1,3 +1,4 @@
+/** Per-method counts, failures by code and latencies, for `metrics().methods`. */
 import { LatencyReservoir } from '@x/core';
 import { EXCLUSIVE_METRICS_KEY, type MethodMetrics } from '../types.js';
 

@@ -1,3 +1,4 @@
+/** Whether a process is alive (a zombie counts as dead). */
 import { readFileSync } from 'node:fs';
 
 /**

@@ -1,3 +1,4 @@
+/** This process as the primary of one epoch: database, coordinator, serving, publication, shutdown. */
 import { timingSafeEqual } from 'node:crypto';
 import diagnostics_channel from 'node:diagnostics_channel';
 import { createWriteCoordinator, type SqliteDatabase, type WriteCoordinator } from '@x/writecoordinator';

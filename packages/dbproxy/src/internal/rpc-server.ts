@@ -1,3 +1,4 @@
+/** The primary's sockets: a ROUTER answering JSON-RPC and a PUB for heartbeats and commits. */
 import { Publisher, Router } from 'zeromq';
 import { DbProxyError, wireError } from '../errors.js';
 import type { Logger } from '../options.js';

@@ -1,3 +1,4 @@
+/** Paths keyed by the database (runtime directory, endpoints, info file) and the primary's info file. */
 import { createHash, randomBytes } from 'node:crypto';
 import {
   chmodSync,

@@ -1,3 +1,4 @@
+/** Time-ordered request ids (UUIDv7). */
 import { randomFillSync } from 'node:crypto';
 
 const POOL_SIZE = 4096;

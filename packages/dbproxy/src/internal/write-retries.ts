@@ -1,3 +1,4 @@
+/** One logical write until its deadline: local submit or send over the link, re-send, backoff. */
 import { type Emitter, sleep } from '@x/core';
 import { isWriteCoordinatorError } from '@x/writecoordinator';
 import { type DbProxyError, isDbProxyError, wireError } from '../errors.js';
