@@ -20,6 +20,12 @@ export {
   oversyncFastifyPlugin,
   oversyncFrameworkErrors,
 } from './fastify-plugin.js';
+export {
+  type OpenApiDocument,
+  type OpenApiOperation,
+  type OversyncOpenApiOptions,
+  oversyncOpenApiDocument,
+} from './openapi/document.js';
 export * from './options.js';
 export type { PullParams } from './pull-params.js';
 export { RawJson, wireJson } from './raw-json.js';

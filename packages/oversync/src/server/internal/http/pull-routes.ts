@@ -1,8 +1,6 @@
 /** The pull endpoints (§5): `GET /sync/pull` and a committed bundle's rows. */
-import { wireError } from '../../errors.js';
-import { MAX_BUNDLES_PER_PULL } from '../../options.js';
 import type { PullParams } from '../../pull-params.js';
-import { intParam, parseGoInt, pathParam } from './request.js';
+import { bundleSeqParamsSchema, parseParams, pullQuerySchema, rowPageQuerySchema } from './params.js';
 import type { RouteContext, RouteDef } from './route.js';
 
 export function pullRoutes({ service }: RouteContext): RouteDef[] {
@@ -15,15 +13,12 @@ export function pullRoutes({ service }: RouteContext): RouteDef[] {
       actor: true,
       handler: (req, _reply, actor, signal) => {
         const code = 'committed_bundle_chunk_invalid';
-        const seq = parseGoInt(pathParam(req, 'bundle_seq'));
-        if (seq === undefined) throw wireError(code, 'bundle_seq must be an integer');
-        if (seq <= 0) throw wireError(code, 'bundle_seq must be > 0');
-        const afterRowOrdinal = intParam(req, 'after_row_ordinal', code, 0);
-        const maxRows = intParam(req, 'max_rows', code, 1);
+        const seq = parseParams(req.params, bundleSeqParamsSchema, code).bundle_seq;
+        const page = parseParams(req.query, rowPageQuerySchema, code);
         return service.getCommittedBundleRows(
           actor,
           seq,
-          { afterRowOrdinal, maxRows },
+          { afterRowOrdinal: page.after_row_ordinal, maxRows: page.max_rows },
           { signal, rawPayloads: true },
         );
       },
@@ -35,19 +30,12 @@ export function pullRoutes({ service }: RouteContext): RouteDef[] {
       failMessage: 'Failed to pull bundles',
       actor: true,
       handler: (req, _reply, actor, signal) => {
-        const code = 'invalid_request';
+        const q = parseParams(req.query, pullQuerySchema, 'invalid_request');
         // Absent parameters are left to the service's defaults (one home for them).
         const params: Partial<PullParams> = {};
-        const after = intParam(req, 'after_bundle_seq', code, 0);
-        if (after !== undefined) params.afterBundleSeq = after;
-        const maxBundles = intParam(req, 'max_bundles', code, 1);
-        if (maxBundles !== undefined) {
-          if (maxBundles > MAX_BUNDLES_PER_PULL)
-            throw wireError(code, `max_bundles must be <= ${MAX_BUNDLES_PER_PULL}`);
-          params.maxBundles = maxBundles;
-        }
-        const target = intParam(req, 'target_bundle_seq', code, 0);
-        if (target !== undefined) params.targetBundleSeq = target;
+        if (q.after_bundle_seq !== undefined) params.afterBundleSeq = q.after_bundle_seq;
+        if (q.max_bundles !== undefined) params.maxBundles = q.max_bundles;
+        if (q.target_bundle_seq !== undefined) params.targetBundleSeq = q.target_bundle_seq;
         return service.pull(actor, params, { signal, rawPayloads: true });
       },
     },

@@ -7,7 +7,8 @@ import {
   pushSessionChunkRequestSchema,
   pushSessionCreateRequestSchema,
 } from '../../../shared/wire.js';
-import { parseBody, pathParam } from './request.js';
+import { parseParams, pushIdParamsSchema } from './params.js';
+import { parseBody } from './request.js';
 import type { RouteContext, RouteDef } from './route.js';
 
 const CHUNK_FIELDS: ReadonlySet<string> = new Set(['start_row_ordinal', 'rows']);
@@ -59,6 +60,11 @@ function plainChunkBody(raw: unknown): PushSessionChunkRequest | undefined {
       return undefined;
   }
   return { start_row_ordinal: start as number, rows: rows as PushRequestRow[] };
+}
+
+/** The push session of a `/sync/push-sessions/:push_id…` request. */
+function pushId(req: FastifyRequest): string {
+  return parseParams(req.params, pushIdParamsSchema, 'invalid_request').push_id;
 }
 
 /** A chunk body: the plain form without zod, anything else through the schema (Go's decoding). */
@@ -117,7 +123,7 @@ export function pushRoutes({ service }: RouteContext): RouteDef[] {
       failMessage: 'Failed to upload push chunk',
       actor: true,
       handler: (req, _reply, actor, signal) =>
-        service.uploadPushChunk(actor, pathParam(req, 'push_id'), chunkBody(req), { signal }),
+        service.uploadPushChunk(actor, pushId(req), chunkBody(req), { signal }),
     },
     {
       method: 'POST',
@@ -125,8 +131,7 @@ export function pushRoutes({ service }: RouteContext): RouteDef[] {
       failCode: 'push_session_commit_failed',
       failMessage: 'Failed to commit push session',
       actor: true,
-      handler: (req, _reply, actor, signal) =>
-        service.commitPushSession(actor, pathParam(req, 'push_id'), { signal }),
+      handler: (req, _reply, actor, signal) => service.commitPushSession(actor, pushId(req), { signal }),
     },
     {
       method: 'DELETE',
@@ -135,7 +140,7 @@ export function pushRoutes({ service }: RouteContext): RouteDef[] {
       failMessage: 'Failed to delete push session',
       actor: true,
       handler: async (req, _reply, actor, signal) => {
-        await service.deletePushSession(actor, pathParam(req, 'push_id'), { signal });
+        await service.deletePushSession(actor, pushId(req), { signal });
         return undefined;
       },
     },

@@ -95,7 +95,7 @@ export function mountRoute(
   });
 }
 
-const METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH'] as const;
+export const METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH'] as const;
 
 /** Wrong method on a known path ⇒ 405 `method_not_allowed`. */
 export function mountMethodNotAllowed(fastify: FastifyInstance, routes: readonly RouteDef[]): void {

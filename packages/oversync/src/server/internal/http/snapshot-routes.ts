@@ -3,7 +3,8 @@ import {
   type SnapshotSessionCreateRequest,
   snapshotSessionCreateRequestSchema,
 } from '../../../shared/wire.js';
-import { bodyText, intParam, parseBody, pathParam } from './request.js';
+import { parseParams, rowPageQuerySchema, snapshotIdParamsSchema } from './params.js';
+import { bodyText, parseBody } from './request.js';
 import type { RouteContext, RouteDef } from './route.js';
 
 export function snapshotRoutes({ service }: RouteContext): RouteDef[] {
@@ -37,12 +38,12 @@ export function snapshotRoutes({ service }: RouteContext): RouteDef[] {
       actor: true,
       handler: (req, _reply, actor, signal) => {
         const code = 'snapshot_chunk_invalid';
-        const afterRowOrdinal = intParam(req, 'after_row_ordinal', code, 0);
-        const maxRows = intParam(req, 'max_rows', code, 1);
+        const { snapshot_id } = parseParams(req.params, snapshotIdParamsSchema, code);
+        const page = parseParams(req.query, rowPageQuerySchema, code);
         return service.getSnapshotChunk(
           actor,
-          pathParam(req, 'snapshot_id'),
-          { afterRowOrdinal, maxRows },
+          snapshot_id,
+          { afterRowOrdinal: page.after_row_ordinal, maxRows: page.max_rows },
           { signal, rawPayloads: true },
         );
       },
@@ -54,7 +55,8 @@ export function snapshotRoutes({ service }: RouteContext): RouteDef[] {
       failMessage: 'Failed to delete snapshot session',
       actor: true,
       handler: async (req, _reply, actor, signal) => {
-        await service.deleteSnapshotSession(actor, pathParam(req, 'snapshot_id'), { signal });
+        const { snapshot_id } = parseParams(req.params, snapshotIdParamsSchema, 'invalid_request');
+        await service.deleteSnapshotSession(actor, snapshot_id, { signal });
         return undefined;
       },
     },

@@ -3,7 +3,7 @@ import type { FastifyReply } from 'fastify';
 import { goEscapeJsonText } from '../../../shared/canonical-json.js';
 import type { BundleChangeSubscription } from '../../bundle-change-subscription.js';
 import { wireError } from '../../errors.js';
-import { intParam } from './request.js';
+import { parseParams, watchQuerySchema } from './params.js';
 import type { RouteContext, RouteDef } from './route.js';
 
 export function watchRoutes({ service, bundleChangeWatchAllowed, openWatches }: RouteContext): RouteDef[] {
@@ -22,7 +22,8 @@ export function watchRoutes({ service, bundleChangeWatchAllowed, openWatches }: 
             'Bundle change watch is not enabled for this client',
           );
         }
-        const afterBundleSeq = intParam(req, 'after_bundle_seq', 'invalid_request', 0) ?? 0;
+        const afterBundleSeq =
+          parseParams(req.query, watchQuerySchema, 'invalid_request').after_bundle_seq ?? 0;
         const sub = await service.watchBundleChanges(actor, { afterBundleSeq }, { signal });
         openWatches.add(sub);
         try {
