@@ -51,8 +51,23 @@ import type { WriteCoordinator } from './types.js';
 
 /**
  * Creates the coordinator over an open, read-write better-sqlite3 database. Sets and checks WAL,
- * `synchronous`, `foreign_keys = ON` and the busy timeout, and creates the package's two tables.
+ * `synchronous`, `foreign_keys = ON` and the busy timeout, and creates the package's three tables.
  * Throws WRITECOORDINATOR_INVALID_OPTIONS or WRITECOORDINATOR_BAD_DATABASE.
+ *
+ * @example
+ * ```ts
+ * import { createWriteCoordinator } from '@x/writecoordinator';
+ * import Database from 'better-sqlite3';
+ *
+ * const db = new Database('app.db');
+ * db.pragma('journal_mode = WAL');
+ * db.exec('CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT)');
+ * const wc = createWriteCoordinator({ database: db });
+ * const { seq } = await wc.submit((d) => d.prepare('INSERT OR REPLACE INTO kv VALUES (?, ?)').run('a', '1'));
+ * console.log('committed at seq', seq);
+ * await wc.close();
+ * db.close();
+ * ```
  */
 export function createWriteCoordinator(options: WriteCoordinatorOptions): WriteCoordinator {
   return new Coordinator(resolveOptions(options));

@@ -28,9 +28,9 @@ const EXPECTED: Record<string, Expected> = {
   timeout0: { ok: false, code: 'DBPROXY_INVALID_ARGUMENT', applied: 'no', rows: 0 },
   timeoutNegative: { ok: false, code: 'DBPROXY_INVALID_ARGUMENT', applied: 'no', rows: 0 },
   timeoutNaN: { ok: false, code: 'DBPROXY_INVALID_ARGUMENT', applied: 'no', rows: 0 },
-  // what a job's own COMMIT made durable is reported as applied
-  commitBegin: { ok: false, code: 'DBPROXY_INTERNAL', applied: 'yes', rows: 1 },
-  commit: { ok: false, code: 'DBPROXY_INTERNAL', applied: 'yes', rows: 1 },
+  // a job's own COMMIT is refused by the coordinator's commit guard (SQLITE_CONSTRAINT_FOREIGNKEY)
+  commitBegin: { ok: false, code: 'DBPROXY_CONFLICT', applied: 'no', rows: 0 },
+  commit: { ok: false, code: 'DBPROXY_CONFLICT', applied: 'no', rows: 0 },
   rollbackBegin: { ok: false, code: 'DBPROXY_INTERNAL', applied: 'no', rows: 0 },
   release: { ok: false, code: 'DBPROXY_INTERNAL', applied: 'no', rows: 0 },
   rollbackTo: { ok: false, code: 'DBPROXY_INTERNAL', applied: 'no', rows: 0 },

@@ -90,13 +90,15 @@ export class BatchRunner {
    * alone. A job may therefore be *invoked* twice, but only the effects of its last invocation can
    * ever be committed, and the value its caller gets is the value of that invocation.
    *
-   * A job must not control the transaction. One that does (COMMIT, ROLLBACK, END, BEGIN after
-   * either, RELEASE or ROLLBACK TO of the coordinator's savepoint) is detected (after the job when it
-   * leaves no transaction open, else by the sentinel at the end of the optimistic run, or by the
-   * per-job savepoint and marker in the isolated run) and is the only job rejected: what a job's
-   * COMMIT made durable is reported as committed (request records tell which jobs were), everything
-   * else runs again, isolated. The sequence is always bumped from its stored value, so no sequence
-   * number is ever reused.
+   * A job must not control the transaction, and cannot commit it: the commit guard (a row with a
+   * pending deferred foreign-key violation, see GUARD_TABLE) makes SQLite refuse any COMMIT or END
+   * until the coordinator's own, so such a job fails with SQLITE_CONSTRAINT_FOREIGNKEY like any
+   * failing job. A job that rolls back (ROLLBACK, alone or followed by BEGIN) is seen right after it
+   * (no transaction, or no guard row); RELEASE or ROLLBACK TO of the coordinator's savepoint is seen
+   * by the sentinel at the end of the optimistic run, or by the per-job savepoint and marker in the
+   * isolated run. Each is the only job rejected; nothing of the batch was committed, and every
+   * other job runs again, isolated. The sequence is always bumped from its stored value, so no
+   * sequence number is ever reused.
    */
   runBatch(batch: Job[]): void {
     const db = this.#db;
@@ -117,7 +119,9 @@ export class BatchRunner {
         const now = Date.now();
         let seq: number;
         try {
+          st.foreignKeysOn.run(); // the guard below depends on it; a no-op when already on
           st.begin.run();
+          st.armGuard.run(); // from here until disarmGuard, no COMMIT can succeed
           if (!isolate) st.savepoint.run(); // the sentinel, opened before the sequence bump
           seq = this.#nextSeq();
         } catch (e) {
@@ -141,8 +145,10 @@ export class BatchRunner {
           }
           const committed = settled ? pending.filter((j) => j.state === JobState.Running) : pending;
           try {
-            if (wrote) st.commit.run();
-            else st.rollback.run();
+            if (wrote) {
+              st.disarmGuard.run();
+              st.commit.run();
+            } else st.rollback.run();
           } catch (e) {
             this.endTransaction();
             this.#failAll(committed, e);
@@ -152,9 +158,8 @@ export class BatchRunner {
           return;
         }
         if (!isolate) this.isolated++;
-        // The job that ended the transaction is known exactly when nothing was left open after it.
         this.endTransaction();
-        const r = recover(st, pending, seq, outcome, outcome.kind === 'ended', this.#settle.failJob);
+        const r = recover(st, pending, seq, outcome, this.#settle.failJob);
         if (r.seqCommitted) this.#finish(r.committed, seq, t0, full);
         pending = r.rerun;
         isolate = true;
@@ -185,16 +190,24 @@ export class BatchRunner {
     return Number(row.value);
   }
 
+  /**
+   * Whether the batch transaction is still the one the coordinator began: open, with its guard row.
+   * A job's COMMIT cannot succeed while the guard is armed, so a job that ended the transaction
+   * rolled it back (alone, or followed by BEGIN): that job is known exactly, and nothing committed.
+   */
+  #intact(): boolean {
+    return this.#db.inTransaction && this.#st.guardArmed.get() !== undefined;
+  }
+
   #runOptimistic(jobs: Job[], seq: number, now: number): Outcome {
-    const db = this.#db;
     for (let i = 0; i < jobs.length; i++) {
       try {
         this.#runJob(jobs[i]!, seq, now);
       } catch (e) {
-        if (!db.inTransaction) return { kind: 'ended', index: i, error: e };
+        if (!this.#intact()) return { kind: 'ended', index: i, error: e };
         return { kind: 'failed', index: i, error: e };
       }
-      if (!db.inTransaction) return { kind: 'ended', index: i, error: undefined };
+      if (!this.#intact()) return { kind: 'ended', index: i, error: undefined };
     }
     // The sentinel: the transaction must still be ours (our sequence, our savepoint).
     if (readSeq(this.#st) !== seq) return TAMPERED;
@@ -207,7 +220,6 @@ export class BatchRunner {
   }
 
   #runIsolated(jobs: Job[], seq: number, now: number): Outcome {
-    const db = this.#db;
     const st = this.#st;
     for (let i = 0; i < jobs.length; i++) {
       const j = jobs[i]!;
@@ -222,7 +234,7 @@ export class BatchRunner {
         threw = true;
         error = e;
       }
-      if (!db.inTransaction) return { kind: 'ended', index: i, error };
+      if (!this.#intact()) return { kind: 'ended', index: i, error };
       // A job that rolled back to the savepoint undid the marker written inside it.
       const intact = readMark(st) === mark;
       try {

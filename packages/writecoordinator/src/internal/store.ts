@@ -4,6 +4,13 @@ import type { SqliteDatabase, SqliteStatement } from '../sqlite.js';
 /** Tables owned by the package. Their names start with `_x_wc_` so they never collide with an app's. */
 export const META_TABLE = '_x_wc_meta';
 export const REQUESTS_TABLE = '_x_wc_requests';
+/**
+ * The commit guard: every batch transaction holds one row here whose deferred foreign key points at
+ * a row that does not exist, and deletes it just before its own COMMIT. Until then SQLite refuses
+ * any COMMIT or END (SQLITE_CONSTRAINT_FOREIGNKEY) and the transaction stays open, so a job cannot
+ * commit the batch; a job's ROLLBACK takes the row with it, which the check after each job sees.
+ */
+export const GUARD_TABLE = '_x_wc_guard';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS ${META_TABLE} (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -17,6 +24,11 @@ CREATE TABLE IF NOT EXISTS ${REQUESTS_TABLE} (
   created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ${REQUESTS_TABLE}_created_at ON ${REQUESTS_TABLE} (created_at);
+CREATE TABLE IF NOT EXISTS ${GUARD_TABLE} (
+  id INTEGER PRIMARY KEY,
+  missing INTEGER REFERENCES ${GUARD_TABLE} (id) DEFERRABLE INITIALLY DEFERRED
+);
+DELETE FROM ${GUARD_TABLE};
 `;
 
 export interface StoredRequest {
@@ -33,6 +45,14 @@ export interface Statements {
   releaseSavepoint: SqliteStatement;
   rollbackToSavepoint: SqliteStatement;
   readSeq: SqliteStatement;
+  /** Re-asserts `foreign_keys = ON` (outside a transaction; the commit guard depends on it). */
+  foreignKeysOn: SqliteStatement;
+  /** Inserts the guard row (right after BEGIN): from then on no COMMIT succeeds until disarmGuard. */
+  armGuard: SqliteStatement;
+  /** The guard row, or nothing when a ROLLBACK took it away. */
+  guardArmed: SqliteStatement;
+  /** Deletes the guard row, just before the coordinator's own COMMIT. */
+  disarmGuard: SqliteStatement;
   /**
    * Bumps the stored sequence (never an in-memory copy, so no sequence is ever reused) unless the
    * stored fencing epoch is above the bound one; returns `{ value }`, or nothing when fenced.
@@ -121,6 +141,10 @@ export function prepareStore(db: SqliteDatabase): Statements {
     releaseSavepoint: db.prepare('RELEASE x_wc_job'),
     rollbackToSavepoint: db.prepare('ROLLBACK TO x_wc_job'),
     readSeq: db.prepare(`SELECT value FROM ${META_TABLE} WHERE key = 'seq'`),
+    foreignKeysOn: db.prepare('PRAGMA foreign_keys = ON'),
+    armGuard: db.prepare(`INSERT INTO ${GUARD_TABLE} (id, missing) VALUES (1, 0)`),
+    guardArmed: db.prepare(`SELECT id FROM ${GUARD_TABLE} WHERE id = 1`),
+    disarmGuard: db.prepare(`DELETE FROM ${GUARD_TABLE} WHERE id = 1`),
     nextSeq: db.prepare(
       `UPDATE ${META_TABLE} SET value = value + 1 WHERE key = 'seq' AND (SELECT value FROM ${META_TABLE} WHERE key = 'fence') <= ? RETURNING value`,
     ),

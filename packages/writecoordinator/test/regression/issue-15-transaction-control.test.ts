@@ -1,7 +1,9 @@
 /**
  * Issue 15: a job that controls the transaction itself (COMMIT, ROLLBACK, BEGIN after either,
- * RELEASE or ROLLBACK TO of the coordinator's savepoint) fails only itself; what it committed is
- * reported as committed, the sequence is never reused; and a fenced-off writer never commits.
+ * RELEASE or ROLLBACK TO of the coordinator's savepoint) fails only itself, however many such jobs
+ * a batch holds and whether or not they carry request ids: a job's COMMIT is refused (the commit
+ * guard), so nothing of the batch is committed early; the sequence is never reused; and a
+ * fenced-off writer never commits.
  */
 import { createWriteCoordinator, type WriteCoordinator } from '@x/writecoordinator';
 import type Database from 'better-sqlite3';
@@ -56,7 +58,7 @@ const seqOf = (r: PromiseSettledResult<unknown> | undefined): number =>
   (r as PromiseFulfilledResult<{ seq: number }>).value.seq;
 
 describe('issue 15: transaction control inside a job fails only that job', () => {
-  it('COMMIT; BEGIN followed by a failing job: the committed jobs are told so, the sequence moves on', async ({
+  it('COMMIT; BEGIN followed by a failing job: the COMMIT is refused, only the two jobs at fault fail', async ({
     tdb: t,
   }) => {
     const { db, wc } = openCoordinator(t);
@@ -69,12 +71,14 @@ describe('issue 15: transaction control inside a job fails only that job', () =>
     ]);
     expect(await verdicts(r)).toEqual({
       a: 'ok',
-      b: 'JOB_FAILED applied=true',
+      b: 'SQLITE applied=false',
       c: 'ok',
       d: 'JOB_FAILED applied=false',
     });
-    expect(values(db)).toEqual(['a', 'b', 'c']);
-    expect(seqOf(r['c'])).toBeGreaterThan(seqOf(r['a']));
+    const e = await rejection(Promise.reject((r['b'] as PromiseRejectedResult).reason));
+    expect(e.details?.['sqliteCode']).toBe('SQLITE_CONSTRAINT_FOREIGNKEY');
+    expect(values(db)).toEqual(['a', 'c']);
+    expect(seqOf(r['c'])).toBe(seqOf(r['a']));
     expect(storedSeq(db)).toBe(wc.seq);
     const next = await wc.submit(insert('e'));
     expect(next.seq).toBe(storedSeq(db));
@@ -82,9 +86,71 @@ describe('issue 15: transaction control inside a job fails only that job', () =>
     expect(seqs).toEqual([...seqs].sort((x, y) => x - y));
   });
 
+  it('several jobs of one batch controlling the transaction, with and without request ids: each fails alone', async ({
+    tdb: t,
+  }) => {
+    const { db, wc } = openCoordinator(t);
+    const seqs = recordSeqs(wc);
+    // Anonymous jobs (no requestId) are the hard case: no record tells afterwards what committed.
+    const jobs: Array<[string, (db: Db) => unknown, boolean]> = [
+      ['a', ins('a'), false],
+      ['b', then('b', 'COMMIT; BEGIN'), false],
+      ['c', ins('c'), false],
+      ['d', then('d', 'END; BEGIN'), true],
+      ['e', ins('e'), true],
+      ['f', then('f', 'ROLLBACK; BEGIN'), false],
+      ['g', ins('g'), false],
+      ['h', then('h', 'COMMIT; BEGIN'), false],
+      ['i', ins('i'), false],
+    ];
+    const ps = jobs.map(([id, fn, named]) =>
+      wc.submit((d) => fn(d as unknown as Db), named ? { requestId: id } : {}),
+    );
+    const settled = await Promise.allSettled(ps);
+    const r = Object.fromEntries(jobs.map(([id], k) => [id, settled[k]!]));
+    expect(await verdicts(r)).toEqual({
+      a: 'ok',
+      b: 'SQLITE applied=false',
+      c: 'ok',
+      d: 'SQLITE applied=false',
+      e: 'ok',
+      f: 'JOB_FAILED applied=false',
+      g: 'ok',
+      h: 'SQLITE applied=false',
+      i: 'ok',
+    });
+    // every innocent job exactly once, nothing of the jobs at fault
+    expect(values(db)).toEqual(['a', 'c', 'e', 'g', 'i']);
+    expect(storedSeq(db)).toBe(wc.seq);
+    expect(new Set(seqs).size).toBe(seqs.length);
+  });
+
+  it('a job that rolls back and commits a transaction of its own is caught right after it', async ({
+    tdb: t,
+  }) => {
+    const { db, wc } = openCoordinator(t);
+    const r = await batch(wc, [
+      ['a', ins('a')],
+      ['b', then('b', 'ROLLBACK; BEGIN')],
+      ['c', ins('c')],
+      ['d', then('d', 'COMMIT; BEGIN')],
+      ['e', ins('e')],
+    ]);
+    expect(await verdicts(r)).toEqual({
+      a: 'ok',
+      b: 'JOB_FAILED applied=false',
+      c: 'ok',
+      d: 'SQLITE applied=false',
+      e: 'ok',
+    });
+    expect(values(db)).toEqual(['a', 'c', 'e']);
+    expect(storedSeq(db)).toBe(wc.seq);
+  });
+
   it.for([
     { sql: 'ROLLBACK; BEGIN', b: 'JOB_FAILED applied=false', rows: ['a', 'c'] },
-    { sql: 'COMMIT', b: 'JOB_FAILED applied=true', rows: ['a', 'b', 'c'] },
+    { sql: 'COMMIT', b: 'SQLITE applied=false', rows: ['a', 'c'] },
+    { sql: 'END', b: 'SQLITE applied=false', rows: ['a', 'c'] },
     { sql: 'ROLLBACK', b: 'JOB_FAILED applied=false', rows: ['a', 'c'] },
     { sql: 'RELEASE x_wc_job', b: 'JOB_FAILED applied=false', rows: ['a', 'c'] },
     { sql: 'BEGIN', b: 'SQLITE applied=false', rows: ['a', 'c'] },
