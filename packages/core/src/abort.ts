@@ -5,7 +5,22 @@
  * `signal.reason` at its own boundary; it does not write another sleep.
  */
 
-/** Throws `signal.reason` when `signal` has already aborted; returns otherwise. */
+/**
+ * Throws `signal.reason` when `signal` has already aborted; returns otherwise.
+ *
+ * @example
+ * ```ts
+ * import { throwIfAborted } from '@x/core';
+ *
+ * async function copyAll(items: string[], signal?: AbortSignal): Promise<void> {
+ *   for (const item of items) {
+ *     throwIfAborted(signal); // rejects with signal.reason between steps
+ *     console.log('copy', item);
+ *   }
+ * }
+ * await copyAll(['a', 'b'], AbortSignal.timeout(1_000));
+ * ```
+ */
 export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw signal.reason;
 }
@@ -27,6 +42,15 @@ export interface SleepOptions {
  * Resolves after `ms` milliseconds, or earlier when `wake` fires. Rejects with `signal.reason` at
  * once when `signal` has already aborted, or as soon as it aborts; the timer, the abort listener and
  * the wake subscription are removed either way.
+ *
+ * @example
+ * ```ts
+ * import { sleep } from '@x/core';
+ *
+ * const ac = new AbortController();
+ * setTimeout(() => ac.abort(new Error('stop')), 10);
+ * await sleep(1_000, { signal: ac.signal }).catch((e: unknown) => console.log((e as Error).message)); // stop
+ * ```
  */
 export function sleep(ms: number, options: SleepOptions = {}): Promise<void> {
   const { signal, wake } = options;
@@ -78,6 +102,17 @@ export interface AbortableOptions<T> {
  * Settles as `promise` does, unless `signal` aborts first: then rejects with `signal.reason`. The
  * underlying work is not cancelled (that is the caller's to arrange); a late rejection is swallowed
  * and a late value handed to `onLateValue`. Without a signal, returns `promise` itself.
+ *
+ * @example
+ * ```ts
+ * import { abortable } from '@x/core';
+ *
+ * const slow = new Promise<string>((resolve) => setTimeout(() => resolve('late'), 50));
+ * const result = await abortable(slow, AbortSignal.timeout(5), {
+ *   onLateValue: (v) => console.log('released', v),
+ * }).catch((e: unknown) => (e as Error).name);
+ * console.log(result); // TimeoutError
+ * ```
  */
 export function abortable<T>(
   promise: Promise<T>,

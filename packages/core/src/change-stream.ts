@@ -36,6 +36,18 @@ export interface ChangeStreamOptions<T> {
  * - `return()` (a `break` out of `for await`), `close()` and `[Symbol.asyncDispose]`: the consumer
  *   leaves; buffered events are discarded and the iteration is done.
  * Pushes after the stream is done are ignored.
+ *
+ * @example
+ * ```ts
+ * import { ChangeStream } from '@x/core';
+ *
+ * const stream = new ChangeStream<number>({ capacity: 2, overflow: 'drop-oldest' });
+ * stream.push(1);
+ * stream.push(2);
+ * stream.push(3); // the buffer is full: 1 is dropped
+ * stream.end();
+ * for await (const n of stream) console.log(n); // 2, then 3
+ * ```
  */
 export class ChangeStream<T> implements AsyncIterableIterator<T>, AsyncDisposable {
   readonly #capacity: number;

@@ -15,6 +15,17 @@ export interface EmitterOptions {
  * function that unsubscribes (PowerSync's registration style). Listeners run synchronously in the
  * order they subscribed, over a snapshot: one that subscribes or unsubscribes during an emit takes
  * effect from the next emit.
+ *
+ * @example
+ * ```ts
+ * import { Emitter } from '@x/core';
+ *
+ * const events = new Emitter<{ saved: { id: string } }>();
+ * const off = events.on('saved', ({ id }) => console.log('saved', id));
+ * events.emit('saved', { id: 'n1' }); // saved n1
+ * off();
+ * events.emit('saved', { id: 'n2' }); // nobody listens any more
+ * ```
  */
 export class Emitter<M extends object> {
   readonly #listeners = new Map<keyof M, Set<Listener<never>>>();

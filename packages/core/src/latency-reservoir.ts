@@ -1,6 +1,16 @@
 /**
  * The most recent `size` samples in a ring; percentiles are computed over that window on demand, so
  * recording costs one store and memory stays fixed however long the process runs.
+ *
+ * @example
+ * ```ts
+ * import { LatencyReservoir } from '@x/core';
+ *
+ * const latencies = new LatencyReservoir(1_024);
+ * for (const ms of [3, 5, 4, 40, 6]) latencies.record(ms);
+ * const [p50, p99] = latencies.percentiles(50, 99);
+ * console.log(p50, p99); // 5 40
+ * ```
  */
 export class LatencyReservoir {
   readonly #ring: Float64Array;

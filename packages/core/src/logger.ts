@@ -1,5 +1,5 @@
 /**
- * The logger contract of every @x package: the subset of pino's API the packages call, so a pino
+ * The logger contract of every `@x` package: the subset of pino's API the packages call, so a pino
  * logger (or a child of one) can be passed as is. Each method takes a fields object first and an
  * optional message, as pino does; parameter values of queries never appear in the fields.
  */
@@ -18,7 +18,16 @@ export const SILENT_LOGGER: Logger = Object.freeze({ debug: noop, info: noop, wa
 /** What an options schema says when a `logger` option fails `isLogger`. */
 export const INVALID_LOGGER_MESSAGE = 'logger must have debug/info/warn/error methods (pino-compatible)';
 
-/** True for an object with the four methods of `Logger` (pino's, or any look-alike). */
+/**
+ * True for an object with the four methods of `Logger` (pino's, or any look-alike).
+ *
+ * @example
+ * ```ts
+ * import { isLogger, SILENT_LOGGER } from '@x/core';
+ *
+ * console.log(isLogger(console), isLogger(SILENT_LOGGER), isLogger({ info() {} })); // true true false
+ * ```
+ */
 export function isLogger(value: unknown): value is Logger {
   return (
     typeof value === 'object' &&

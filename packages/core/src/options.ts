@@ -14,6 +14,21 @@ import type { z } from 'zod';
  *
  * zod is only a peer dependency of @x/core: this function calls `schema.safeParse` and imports no zod
  * code at run time.
+ *
+ * @example
+ * ```ts
+ * import { parseOptions } from '@x/core';
+ * import { z } from 'zod';
+ *
+ * const schema = z.strictObject({ port: z.number().int().default(8080), tags: z.array(z.string()).default([]) });
+ * const options = parseOptions(schema, { tags: ['a'] }, (e) => new Error(`invalid options: ${e.message}`));
+ * console.log(options.port, Object.isFrozen(options.tags)); // 8080 true
+ * try {
+ *   parseOptions(schema, { prot: 1 }, (e) => new Error(`invalid options: ${e.issues[0]?.message}`));
+ * } catch (e) {
+ *   console.log((e as Error).message); // invalid options: Unrecognized key: "prot"
+ * }
+ * ```
  */
 export function parseOptions<S extends z.ZodType>(
   schema: S,
@@ -36,6 +51,14 @@ export interface DeepFreezeOptions {
  * from it through plain objects and arrays. Class instances, functions, typed arrays, Maps and the
  * like are neither frozen nor descended into: they hold state their owners go on changing. Cycles
  * are fine. Returns `value`.
+ *
+ * @example
+ * ```ts
+ * import { deepFreeze } from '@x/core';
+ *
+ * const config = deepFreeze({ limits: { rows: 10 }, when: new Date(0) });
+ * console.log(Object.isFrozen(config.limits), Object.isFrozen(config.when)); // true false (class instances stay as they are)
+ * ```
  */
 export function deepFreeze<T>(value: T, options: DeepFreezeOptions = {}): T {
   const seen = new Set<object>();
