@@ -10,4 +10,5 @@ export { CodedError, type CodedErrorJSON, type CodedErrorOptions } from './coded
 export { Emitter, type EmitterOptions, type Listener } from './emitter.js';
 export { LatencyReservoir } from './latency-reservoir.js';
 export { INVALID_LOGGER_MESSAGE, isLogger, type Logger, SILENT_LOGGER } from './logger.js';
+export { formatOptionIssues, type OptionIssue, optionIssues } from './option-issues.js';
 export { type DeepFreezeOptions, deepFreeze, parseOptions } from './options.js';

@@ -1,6 +1,14 @@
 import { Emitter, SILENT_LOGGER } from '@x/core';
 import type pg from 'pg';
 import { DbxError, isRetryable, pgErrorCode } from './errors.js';
+import {
+  callOptionsError,
+  checkCallOptions,
+  QUERY_OPTION_KEYS,
+  readOptionsError,
+  SESSION_OPTION_KEYS,
+  WAIT_FOR_PRIMARY_OPTION_KEYS,
+} from './internal/call-options.js';
 import { copyFrom, copyTo, stream } from './internal/copy-stream.js';
 import {
   type ExecContext,
@@ -178,6 +186,7 @@ class ClusterImpl implements Cluster {
   // ---------------------------------------------------------------- health
 
   async checkHealth(opts?: { signal?: AbortSignal }): Promise<void> {
+    checkCallOptions('checkHealth options', opts, QUERY_OPTION_KEYS);
     this.#enter();
     try {
       await raceAbort(Promise.all(this.#topology.nodes.map((n) => this.#topology.runCheck(n))), opts?.signal);
@@ -187,6 +196,7 @@ class ClusterImpl implements Cluster {
   }
 
   async waitForPrimary(opts?: { signal?: AbortSignal; timeoutMs?: number }): Promise<void> {
+    checkCallOptions('waitForPrimary options', opts, WAIT_FOR_PRIMARY_OPTION_KEYS);
     this.#enter();
     try {
       const deadline = Date.now() + (opts?.timeoutMs ?? 30_000);
@@ -211,6 +221,8 @@ class ClusterImpl implements Cluster {
   // ---------------------------------------------------------------- read-your-writes
 
   session<T>(fn: () => Promise<T>, opts?: { token?: string | null }): Promise<T> {
+    const bad = callOptionsError('session options', opts, SESSION_OPTION_KEYS);
+    if (bad !== null) return Promise.reject(bad);
     return this.#sessions.run(fn, opts);
   }
 
@@ -225,9 +237,13 @@ class ClusterImpl implements Cluster {
     params?: readonly unknown[],
     opts?: ReadOptions,
   ): Promise<QueryResult<R>> {
+    const bad = readOptionsError(opts);
+    if (bad !== null) return Promise.reject(bad);
     // Inside a runTx of this cluster a read joins the transaction: it must see the transaction's writes.
     const tx = txStorage.getStore();
-    if (tx && tx.owner === this && !tx.closed) return tx.query<R>(sql, params, opts);
+    if (tx && tx.owner === this && !tx.closed) {
+      return tx.query<R>(sql, params, opts?.signal === undefined ? undefined : { signal: opts.signal });
+    }
     // Hot path: no signal, no token to honour: one callback-only attempt, the normal path on failure.
     const s = this.#sessions.current();
     const needsToken =
@@ -370,6 +386,8 @@ class ClusterImpl implements Cluster {
     params?: readonly unknown[],
     opts?: QueryOptions,
   ): Promise<QueryResult<R>> {
+    const bad = callOptionsError('query options', opts, QUERY_OPTION_KEYS);
+    if (bad !== null) return Promise.reject(bad);
     return this.#write('query', sql, params, opts?.signal, toResult<R>);
   }
 
@@ -382,10 +400,13 @@ class ClusterImpl implements Cluster {
   }
 
   exec(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<{ rowCount: number }> {
+    const bad = callOptionsError('exec options', opts, QUERY_OPTION_KEYS);
+    if (bad !== null) return Promise.reject(bad);
     return this.#write('exec', sql, params, opts?.signal, (r) => ({ rowCount: totalRowCount(r) }));
   }
 
   async connect(opts?: { signal?: AbortSignal }): Promise<pg.PoolClient> {
+    checkCallOptions('connect options', opts, QUERY_OPTION_KEYS);
     this.#enter();
     try {
       return (await leaseWriterRetrying(this.#rt, 'connect', opts?.signal)).client;

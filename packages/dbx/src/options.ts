@@ -1,4 +1,11 @@
-import { INVALID_LOGGER_MESSAGE, isLogger, type Logger, parseOptions } from '@x/core';
+import {
+  formatOptionIssues,
+  INVALID_LOGGER_MESSAGE,
+  isLogger,
+  type Logger,
+  optionIssues,
+  parseOptions,
+} from '@x/core';
 import type pg from 'pg';
 import { z } from 'zod';
 import { DbxError } from './errors.js';
@@ -54,27 +61,37 @@ const nodeSchema = z.union([
 
 const loggerSchema = z.custom<Logger>(isLogger, { message: INVALID_LOGGER_MESSAGE });
 
+/** The longest delay a Node timer can hold; a longer one fires after 1 ms (TimeoutOverflowWarning). */
+export const MAX_TIMER_MS = 2_147_483_647;
+
 const positiveInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
+/** A delay that becomes a timer: longer than MAX_TIMER_MS would fire at once instead of never. */
+const timerMs = (min: 0 | 1) =>
+  z
+    .number()
+    .int()
+    .min(min)
+    .max(MAX_TIMER_MS, `at most ${MAX_TIMER_MS} ms (the longest a Node timer can wait)`);
 
-export const clusterOptionsSchema = z.object({
+export const clusterOptionsSchema = z.strictObject({
   primary: nodeSchema,
   replicas: z.array(nodeSchema).default([]),
   pool: z
-    .object({
+    .strictObject({
       max: positiveInt.default(DEFAULT_POOL_MAX),
-      idleTimeoutMs: nonNegInt.default(DEFAULT_POOL_IDLE_TIMEOUT_MS),
-      connectionTimeoutMs: nonNegInt.default(DEFAULT_POOL_CONNECTION_TIMEOUT_MS),
+      idleTimeoutMs: timerMs(0).default(DEFAULT_POOL_IDLE_TIMEOUT_MS),
+      connectionTimeoutMs: timerMs(0).default(DEFAULT_POOL_CONNECTION_TIMEOUT_MS),
     })
     .prefault({}),
   retry: z
-    .object({
+    .strictObject({
       maxAttempts: positiveInt.default(DEFAULT_RETRY_MAX_ATTEMPTS),
-      baseDelayMs: nonNegInt.default(DEFAULT_RETRY_BASE_DELAY_MS),
-      maxDelayMs: nonNegInt.default(DEFAULT_RETRY_MAX_DELAY_MS),
+      baseDelayMs: timerMs(0).default(DEFAULT_RETRY_BASE_DELAY_MS),
+      maxDelayMs: timerMs(0).default(DEFAULT_RETRY_MAX_DELAY_MS),
       /** Bounds retries during an outage; null = no budget (every retryable failure may retry). */
       budget: z
-        .object({
+        .strictObject({
           ratio: z.number().nonnegative().default(DEFAULT_RETRY_BUDGET_RATIO),
           minPerSecond: z.number().nonnegative().default(DEFAULT_RETRY_BUDGET_MIN_PER_SECOND),
         })
@@ -83,11 +100,11 @@ export const clusterOptionsSchema = z.object({
     })
     .prefault({}),
   healthCheck: z
-    .object({
-      intervalMs: positiveInt.default(DEFAULT_HEALTH_CHECK_INTERVAL_MS),
-      timeoutMs: positiveInt.default(DEFAULT_HEALTH_CHECK_TIMEOUT_MS),
+    .strictObject({
+      intervalMs: timerMs(1).default(DEFAULT_HEALTH_CHECK_INTERVAL_MS),
+      timeoutMs: timerMs(1).default(DEFAULT_HEALTH_CHECK_TIMEOUT_MS),
       failuresBeforeDown: positiveInt.default(DEFAULT_HEALTH_CHECK_FAILURES_BEFORE_DOWN),
-      fastRecheckMs: positiveInt.default(DEFAULT_HEALTH_CHECK_FAST_RECHECK_MS),
+      fastRecheckMs: timerMs(1).default(DEFAULT_HEALTH_CHECK_FAST_RECHECK_MS),
     })
     .prefault({}),
   /** Replicas further behind than this (time) are not used; null disables the bound. */
@@ -96,10 +113,10 @@ export const clusterOptionsSchema = z.object({
   maxReplicaLagBytes: nonNegInt.nullable().default(DEFAULT_MAX_REPLICA_LAG_BYTES),
   readConsistency: z.enum(['session', 'eventual']).default(DEFAULT_READ_CONSISTENCY),
   /** How long a read with a token may wait for a replica to catch up before going to the primary. */
-  readYourWritesWaitMs: nonNegInt.default(DEFAULT_READ_YOUR_WRITES_WAIT_MS),
+  readYourWritesWaitMs: timerMs(0).default(DEFAULT_READ_YOUR_WRITES_WAIT_MS),
   /** Queries slower than this are logged at warn (without parameter values); null disables. */
   slowQueryThresholdMs: nonNegInt.nullable().default(DEFAULT_SLOW_QUERY_THRESHOLD_MS),
-  closeDrainTimeoutMs: nonNegInt.default(DEFAULT_CLOSE_DRAIN_TIMEOUT_MS),
+  closeDrainTimeoutMs: timerMs(0).default(DEFAULT_CLOSE_DRAIN_TIMEOUT_MS),
   logger: loggerSchema.optional(),
 });
 
@@ -130,14 +147,17 @@ export interface ClusterOptions {
 }
 export type ResolvedClusterOptions = z.output<typeof clusterOptionsSchema>;
 
-/** Validates the options once and deep-freezes the result (DBX_INVALID_OPTIONS otherwise). */
+/** DBX_INVALID_OPTIONS naming each problem by its key path (`retry.budget.ratioo: unknown option`). */
+export function invalidOptions(what: string, error: z.ZodError): DbxError {
+  return new DbxError('DBX_INVALID_OPTIONS', `invalid ${what}: ${formatOptionIssues(optionIssues(error))}`, {
+    details: { issues: error.issues },
+  });
+}
+
+/**
+ * Validates the options once and deep-freezes the result (DBX_INVALID_OPTIONS otherwise). Unknown
+ * keys are refused at every level but inside a node's pg PoolConfig, which goes to pg as it is.
+ */
 export function resolveOptions(options: unknown): ResolvedClusterOptions {
-  return parseOptions(
-    clusterOptionsSchema,
-    options,
-    (error) =>
-      new DbxError('DBX_INVALID_OPTIONS', `invalid dbx options: ${z.prettifyError(error)}`, {
-        details: { issues: error.issues },
-      }),
-  );
+  return parseOptions(clusterOptionsSchema, options, (error) => invalidOptions('dbx options', error));
 }

@@ -1,6 +1,14 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { DbxError } from './errors.js';
 import {
+  checkCallOptions,
+  checkEnumOption,
+  ISOLATION_LEVELS,
+  invalidCallOption,
+  QUERY_OPTION_KEYS,
+  TX_OPTION_KEYS,
+} from './internal/call-options.js';
+import {
   type ExecContext,
   firstRow,
   type Lease,
@@ -31,13 +39,19 @@ export function beginStatement(opts: TxOptions | undefined): string {
   return sql;
 }
 
-const ISOLATIONS = new Set(['read committed', 'repeatable read', 'serializable']);
+/** Known keys only, `isolation` one of the levels, booleans boolean, `maxAttempts` a positive integer. */
 export function validateTxOptions(opts: TxOptions | undefined): void {
-  if (opts?.isolation !== undefined && !ISOLATIONS.has(opts.isolation)) {
-    throw new DbxError('DBX_INVALID_OPTIONS', `unknown isolation level ${JSON.stringify(opts.isolation)}`);
+  if (opts === undefined) return;
+  const what = 'transaction options';
+  checkCallOptions(what, opts, TX_OPTION_KEYS);
+  checkEnumOption(what, 'isolation', opts.isolation, ISOLATION_LEVELS);
+  for (const key of ['readOnly', 'deferrable'] as const) {
+    if (opts[key] !== undefined && typeof opts[key] !== 'boolean') {
+      throw invalidCallOption(what, key, 'expected a boolean');
+    }
   }
-  if (opts?.maxAttempts !== undefined && !(Number.isInteger(opts.maxAttempts) && opts.maxAttempts >= 1)) {
-    throw new DbxError('DBX_INVALID_OPTIONS', 'maxAttempts must be a positive integer');
+  if (opts.maxAttempts !== undefined && !(Number.isInteger(opts.maxAttempts) && opts.maxAttempts >= 1)) {
+    throw invalidCallOption(what, 'maxAttempts', 'expected a positive integer');
   }
 }
 
@@ -82,6 +96,7 @@ export class TxImpl implements Tx {
     opts?: QueryOptions,
   ): Promise<QueryResult<R>> {
     this.#check();
+    checkCallOptions('query options', opts, QUERY_OPTION_KEYS);
     return toResult<R>(
       await runStatement(
         this.#ctx,
@@ -104,6 +119,7 @@ export class TxImpl implements Tx {
 
   async exec(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<{ rowCount: number }> {
     this.#check();
+    checkCallOptions('exec options', opts, QUERY_OPTION_KEYS);
     const res = await runStatement(
       this.#ctx,
       this.lease,
@@ -118,6 +134,7 @@ export class TxImpl implements Tx {
   /** Nested transaction: a savepoint, released on success, rolled back to on throw. */
   async runTx<T>(fn: (tx: Tx) => Promise<T>, opts?: TxOptions): Promise<T> {
     this.#check();
+    validateTxOptions(opts);
     const name = `dbx_sp_${++this.#savepoints}`;
     await this.control(`savepoint ${name}`, opts?.signal);
     let result: T;

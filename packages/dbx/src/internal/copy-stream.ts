@@ -4,6 +4,7 @@ import Cursor from 'pg-cursor';
 import { DbxError, isDbxError } from '../errors.js';
 import { txStorage } from '../tx.js';
 import type { QueryOptions } from '../types.js';
+import { callOptionsError, checkCallOptions, QUERY_OPTION_KEYS, STREAM_OPTION_KEYS } from './call-options.js';
 import { destroyConnection, type ExecContext, type Lease, statementDone, wrapError } from './exec.js';
 import type { Node } from './node.js';
 import { type ClusterRuntime, leaseWriterRetrying, onWriter } from './runtime.js';
@@ -28,6 +29,8 @@ export function copyFrom(
   source: AsyncIterable<string | Buffer> | NodeJS.ReadableStream,
   opts?: QueryOptions,
 ): Promise<number> {
+  const bad = callOptionsError('copyFrom options', opts, QUERY_OPTION_KEYS);
+  if (bad !== null) return Promise.reject(bad);
   const signal = opts?.signal;
   return onWriter(
     rt,
@@ -53,6 +56,7 @@ export function copyFrom(
 
 /** `cluster.copyTo`: the chunks of `COPY ... TO STDOUT` on the writer. */
 export async function* copyTo(rt: ClusterRuntime, sql: string, opts?: QueryOptions): AsyncIterable<Buffer> {
+  checkCallOptions('copyTo options', opts, QUERY_OPTION_KEYS);
   const signal = opts?.signal;
   rt.enter();
   try {
@@ -91,10 +95,17 @@ export async function* stream<R>(
   params?: readonly unknown[],
   opts?: QueryOptions & { batchSize?: number },
 ): AsyncIterable<R> {
+  checkCallOptions('stream options', opts, STREAM_OPTION_KEYS);
   const signal = opts?.signal;
   const batchSize = opts?.batchSize ?? 100;
   if (!(Number.isInteger(batchSize) && batchSize > 0)) {
-    throw new DbxError('DBX_INVALID_OPTIONS', 'batchSize must be a positive integer');
+    throw new DbxError(
+      'DBX_INVALID_OPTIONS',
+      'invalid stream options: batchSize: expected a positive integer',
+      {
+        details: { key: 'batchSize' },
+      },
+    );
   }
   // Inside a runTx of this cluster, stream on the transaction's connection.
   const tx = txStorage.getStore();

@@ -584,4 +584,34 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
     await expect(c.query('select 1')).rejects.toMatchObject({ code: 'DBX_CLUSTER_CLOSED' });
     await expect(c.readQuery('select 1')).rejects.toMatchObject({ code: 'DBX_CLUSTER_CLOSED' });
   });
+
+  it('a transaction refuses unknown per-call option keys, naming them, and stays usable', async () => {
+    const invalid = (key: string) => ({
+      code: 'DBX_INVALID_OPTIONS',
+      message: expect.stringContaining(`${key}: unknown option`),
+    });
+    const inner = await cluster.runTx(async (tx) => {
+      await expect(tx.query('select 1', [], { signall: undefined } as never)).rejects.toMatchObject(
+        invalid('signall'),
+      );
+      await expect(tx.exec('select 1', [], { timeout: 5 } as never)).rejects.toMatchObject(
+        invalid('timeout'),
+      );
+      await expect(tx.runTx(async () => 1, { readonly: true } as never)).rejects.toMatchObject(
+        invalid('readonly'),
+      );
+      // a read inside the transaction joins it, with the read options checked first
+      await expect(cluster.readQuery('select 1', [], { nodes: 'any' } as never)).rejects.toMatchObject(
+        invalid('nodes'),
+      );
+      return tx.queryRow<{ one: number }>('select 1 as one', [], {});
+    });
+    expect(inner).toEqual({ one: 1 });
+    const h = await cluster.begin();
+    await expect(h.runTx(async () => 1, { isolation: 'snapshot' } as never)).rejects.toMatchObject({
+      code: 'DBX_INVALID_OPTIONS',
+      message: expect.stringContaining('"serializable"'),
+    });
+    await h.rollback();
+  });
 });

@@ -20,6 +20,7 @@ import {
 } from '../../src/index.js';
 import { formatLsn, parseLsn } from '../../src/internal/lsn.js';
 import { backoffDelay } from '../../src/internal/util.js';
+import { MAX_TIMER_MS } from '../../src/options.js';
 
 function dbError(code: string, message = 'server said no'): pg.DatabaseError {
   const e = new pg.DatabaseError(message, message.length, 'error');
@@ -55,6 +56,83 @@ describe('options', () => {
     expect(() => createCluster(opts as never)).toThrow(
       expect.objectContaining({ code: 'DBX_INVALID_OPTIONS' }),
     );
+  });
+
+  it.each([
+    [{ maxReplicaLag: 1000 }, 'maxReplicaLag: unknown option'],
+    [{ pool: { maxx: 5 } }, 'pool.maxx: unknown option'],
+    [{ retry: { attempts: 5 } }, 'retry.attempts: unknown option'],
+    [{ retry: { budget: { ratioo: 0.1 } } }, 'retry.budget.ratioo: unknown option'],
+    [{ healthCheck: { interval: 5 } }, 'healthCheck.interval: unknown option'],
+    [{ readConsistency: 'strong' }, '"session"|"eventual"'],
+  ])('refuses %j naming the key path (or the allowed values)', (extra, named) => {
+    expect(() => createCluster({ primary: 'postgres://u:p@127.0.0.1:1/db', ...extra } as never)).toThrow(
+      expect.objectContaining({ code: 'DBX_INVALID_OPTIONS', message: expect.stringContaining(named) }),
+    );
+  });
+
+  it.each([
+    [{ healthCheck: { intervalMs: MAX_TIMER_MS + 1 } }, 'healthCheck.intervalMs'],
+    [{ healthCheck: { timeoutMs: 2 ** 40 } }, 'healthCheck.timeoutMs'],
+    [{ closeDrainTimeoutMs: 2 ** 31 } as const, 'closeDrainTimeoutMs'],
+    [{ retry: { maxDelayMs: 2 ** 31 } }, 'retry.maxDelayMs'],
+    [{ readYourWritesWaitMs: 2 ** 31 }, 'readYourWritesWaitMs'],
+    [{ pool: { connectionTimeoutMs: 2 ** 31 } }, 'pool.connectionTimeoutMs'],
+  ])('refuses %j at construction: a Node timer that long fires at once', async (extra, named) => {
+    expect(() => createCluster({ primary: 'postgres://u:p@127.0.0.1:1/db', ...extra })).toThrow(
+      expect.objectContaining({ code: 'DBX_INVALID_OPTIONS', message: expect.stringContaining(named) }),
+    );
+    const longest = createCluster({
+      primary: 'postgres://u:p@127.0.0.1:1/db',
+      healthCheck: { intervalMs: MAX_TIMER_MS },
+    });
+    await longest.close();
+  });
+
+  it('per-call options refuse unknown keys and bad values before any I/O, naming the key', async () => {
+    // 127.0.0.1:1 has no server: each call fails on its options, before it would try to connect.
+    const c = createCluster({ primary: 'postgres://u:p@127.0.0.1:1/db' });
+    const refused = (what: string) => ({
+      code: 'DBX_INVALID_OPTIONS',
+      message: expect.stringContaining(what),
+    });
+    const signall = { signall: AbortSignal.timeout(1) } as never;
+    await expect(c.query('select 1', [], signall)).rejects.toMatchObject(refused('signall: unknown option'));
+    await expect(c.queryRow('select 1', [], signall)).rejects.toMatchObject(refused('signall'));
+    await expect(c.exec('select 1', [], signall)).rejects.toMatchObject(refused('signall'));
+    await expect(c.readQuery('select 1', [], { maxLag: 5 } as never)).rejects.toMatchObject(
+      refused('maxLag: unknown option (known: signal, node, token, maxLagMs)'),
+    );
+    await expect(c.readQueryRow('select 1', [], { node: 'replicas' } as never)).rejects.toMatchObject(
+      refused('node: expected one of "primary"|"replica"|"any"'),
+    );
+    await expect(c.readQuery('select 1', [], { maxLagMs: -1 })).rejects.toMatchObject(refused('maxLagMs'));
+    await expect(c.runTx(async () => 1, { readonly: true } as never)).rejects.toMatchObject(
+      refused('readonly: unknown option'),
+    );
+    await expect(c.runTx(async () => 1, { isolation: 'snapshot' } as never)).rejects.toMatchObject(
+      refused('"read committed"|"repeatable read"|"serializable"'),
+    );
+    await expect(c.begin({ readOnly: 'yes' } as never)).rejects.toMatchObject(refused('readOnly'));
+    await expect(c.begin({ maxAttempts: 0 })).rejects.toMatchObject(refused('maxAttempts'));
+    await expect(
+      c
+        .stream('select 1', [], { batch: 10 } as never)
+        [Symbol.asyncIterator]()
+        .next(),
+    ).rejects.toMatchObject(refused('batch: unknown option'));
+    await expect(c.copyTo('copy t to stdout', signall)[Symbol.asyncIterator]().next()).rejects.toMatchObject(
+      refused('signall'),
+    );
+    await expect(c.copyFrom('copy t from stdin', (async function* () {})(), signall)).rejects.toMatchObject(
+      refused('signall'),
+    );
+    await expect(c.connect(signall)).rejects.toMatchObject(refused('signall'));
+    await expect(c.checkHealth(signall)).rejects.toMatchObject(refused('signall'));
+    await expect(c.waitForPrimary({ timeout: 5 } as never)).rejects.toMatchObject(refused('timeout'));
+    await expect(c.session(async () => 1, { tokn: null } as never)).rejects.toMatchObject(refused('tokn'));
+    expect(c.stats().nodes.map((n) => n.totalCount)).toEqual([0]);
+    await c.close();
   });
 
   it('names nodes primary, replica1.. unless named', async () => {
