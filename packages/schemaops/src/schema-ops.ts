@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { formatOptionIssues, optionIssues } from '@x/core';
 import { type Cluster, currentQuerier } from '@x/dbx';
 import { z } from 'zod';
 import { physicalDdlRequired } from './context.js';
@@ -43,7 +44,7 @@ const signalShape = z.custom<AbortSignal>((v) => v instanceof AbortSignal, {
   message: 'signal must be an AbortSignal',
 });
 
-const runInputSchema = z.object({
+const runInputSchema = z.strictObject({
   project: z.string().min(1).max(200),
   type: z.string().min(1).max(200),
   request: z.unknown(),
@@ -55,7 +56,7 @@ const runInputSchema = z.object({
   signal: signalShape.optional(),
 });
 
-const reconcileOptionsSchema = z.object({
+const reconcileOptionsSchema = z.strictObject({
   handler: handlerSchema.optional(),
   concurrency: z.number().int().positive().max(256).optional(),
   lockWaitMs: z.number().int().nonnegative().optional(),
@@ -64,10 +65,24 @@ const reconcileOptionsSchema = z.object({
 
 const uuidShape = z.uuid();
 
+const listFilterSchema = z.strictObject({
+  project: z.string().optional(),
+  statuses: z
+    .array(z.enum(OPERATION_STATUSES as unknown as [OperationStatus, ...OperationStatus[]]))
+    .optional(),
+  limit: z.number().int().positive().optional(),
+  signal: signalShape.optional(),
+});
+
+/** SCHEMAOPS_INVALID_INPUT naming each problem by its key path (`concurrencyy: unknown option`). */
 function invalidInput(what: string, error: z.ZodError): SchemaOpsError {
-  return new SchemaOpsError('SCHEMAOPS_INVALID_INPUT', `invalid ${what}: ${z.prettifyError(error)}`, {
-    details: { issues: error.issues },
-  });
+  return new SchemaOpsError(
+    'SCHEMAOPS_INVALID_INPUT',
+    `invalid ${what}: ${formatOptionIssues(optionIssues(error))}`,
+    {
+      details: { issues: error.issues },
+    },
+  );
 }
 
 /** The orchestrator of schema operations (`createSchemaOps`). */
@@ -295,13 +310,9 @@ class SchemaOpsImpl implements SchemaOps {
     } = {},
   ): Promise<ListedOperation[]> {
     this.#checkOpen();
+    const parsed = listFilterSchema.safeParse(filter);
+    if (!parsed.success) throw invalidInput('list filter', parsed.error);
     const limit = filter.limit ?? DEFAULT_LIST_LIMIT;
-    if (!Number.isInteger(limit) || limit < 1) {
-      throw new SchemaOpsError('SCHEMAOPS_INVALID_INPUT', 'limit must be a positive integer');
-    }
-    if (filter.statuses?.some((s) => !OPERATION_STATUSES.includes(s))) {
-      throw new SchemaOpsError('SCHEMAOPS_INVALID_INPUT', 'unknown status in statuses');
-    }
     await this.#ledger.migrate(filter.signal);
     return this.#ledger.list(
       { project: filter.project ?? null, statuses: filter.statuses ?? null, limit },

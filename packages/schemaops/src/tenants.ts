@@ -78,7 +78,7 @@ function parse<T>(schema: z.ZodType<T>, input: unknown, what: string): T {
   return r.data;
 }
 
-const schemaPerTenantSchema = z.object({
+const schemaPerTenantSchema = z.strictObject({
   cluster: clusterSchema,
   listTenants: fn<TenantLister>('listTenants must be a function').optional(),
   tenantSchemaPrefix: fn<(p: string) => string>('tenantSchemaPrefix must be a function').optional(),
@@ -190,13 +190,43 @@ export interface DatabasePerTenantOptions {
   clusterOptions?: Omit<ClusterOptions, 'primary'>;
 }
 
-const databasePerTenantSchema = z.object({
+const databasePerTenantSchema = z.strictObject({
   listTenants: fn<TenantLister>('listTenants must be a function'),
   connect: fn<(p: string, t: string) => TenantConnection>('connect must be a function'),
   base: fn<(p: string) => TenantConnection | null>('base must be a function').optional(),
   maxOpenClusters: z.number().int().positive().default(DEFAULT_MAX_OPEN_CLUSTERS),
   clusterOptions: z.record(z.string(), z.unknown()).optional(),
 });
+
+/**
+ * `clusterOptions` are used only when a tenant's cluster is opened, long after construction: they are
+ * checked now, by dbx itself (createCluster does no I/O; the probe is closed at once), so a typo or a
+ * bad value is SCHEMAOPS_INVALID_OPTIONS here rather than a failure on some later tenant.
+ */
+function checkClusterOptions(
+  given: Record<string, unknown> | undefined,
+  optionsFor: (primary: string) => ClusterOptions,
+): void {
+  if (given === undefined) return;
+  if ('primary' in given) {
+    throw new SchemaOpsError(
+      'SCHEMAOPS_INVALID_OPTIONS',
+      'invalid databasePerTenant options: clusterOptions.primary: not allowed (each tenant connection is the primary)',
+      { details: { key: 'clusterOptions.primary' } },
+    );
+  }
+  let probe: Cluster;
+  try {
+    probe = createCluster(optionsFor('postgres://schemaops-probe@127.0.0.1:1/probe'));
+  } catch (e) {
+    throw new SchemaOpsError(
+      'SCHEMAOPS_INVALID_OPTIONS',
+      `invalid databasePerTenant options: clusterOptions: ${e instanceof Error ? e.message : String(e)}`,
+      { details: { key: 'clusterOptions' }, cause: e },
+    );
+  }
+  void probe.close();
+}
 
 interface OwnedCluster {
   cluster: Cluster;
@@ -210,6 +240,16 @@ export function databasePerTenant(options: DatabasePerTenantOptions): TenantSour
   const owned = new Map<string, OwnedCluster>();
   let closed = false;
   const extra = (o.clusterOptions ?? {}) as Omit<ClusterOptions, 'primary'>;
+  const clusterOptionsFor = (primary: string): ClusterOptions => ({
+    ...extra,
+    pool: {
+      max: DEFAULT_TENANT_POOL_MAX,
+      idleTimeoutMs: DEFAULT_TENANT_POOL_IDLE_TIMEOUT_MS,
+      ...(extra.pool ?? {}),
+    },
+    primary,
+  });
+  checkClusterOptions(o.clusterOptions, clusterOptionsFor);
 
   const connectionOf = (project: string, target: DdlTarget): TenantConnection => {
     if (target.kind === 'tenant') return o.connect(project, target.tenant);
@@ -240,15 +280,7 @@ export function databasePerTenant(options: DatabasePerTenantOptions): TenantSour
     let entry = owned.get(conn);
     if (!entry) {
       entry = {
-        cluster: createCluster({
-          ...extra,
-          pool: {
-            max: DEFAULT_TENANT_POOL_MAX,
-            idleTimeoutMs: DEFAULT_TENANT_POOL_IDLE_TIMEOUT_MS,
-            ...(extra.pool ?? {}),
-          },
-          primary: conn,
-        }),
+        cluster: createCluster(clusterOptionsFor(conn)),
         users: 0,
         lastUsed: 0,
       };

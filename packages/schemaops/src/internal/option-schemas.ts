@@ -1,3 +1,4 @@
+import { formatOptionIssues, optionIssues } from '@x/core';
 import type { Cluster } from '@x/dbx';
 import { z } from 'zod';
 import { SchemaOpsError } from '../errors.js';
@@ -11,9 +12,13 @@ export const clusterSchema = z.custom<Cluster>(
   { message: 'cluster must be an @x/dbx Cluster' },
 );
 
-/** SCHEMAOPS_INVALID_OPTIONS with the zod issues. */
+/** SCHEMAOPS_INVALID_OPTIONS with the zod issues; the message names each problem by its key path. */
 export function invalidOptions(what: string, error: z.ZodError): SchemaOpsError {
-  return new SchemaOpsError('SCHEMAOPS_INVALID_OPTIONS', `invalid ${what}: ${z.prettifyError(error)}`, {
-    details: { issues: error.issues },
-  });
+  return new SchemaOpsError(
+    'SCHEMAOPS_INVALID_OPTIONS',
+    `invalid ${what}: ${formatOptionIssues(optionIssues(error))}`,
+    {
+      details: { issues: error.issues },
+    },
+  );
 }

@@ -69,6 +69,67 @@ describe('options', () => {
   });
 });
 
+describe('unknown keys and options that cannot work', () => {
+  it('refuses unknown keys at every level, naming the key path', () => {
+    const tenants = schemaPerTenant({ cluster });
+    expect(invalid(() => createSchemaOps({ cluster, tenants, lockWait: 1 } as never)).message).toContain(
+      'lockWait: unknown option',
+    );
+    expect(
+      invalid(() => createSchemaOps({ cluster, tenants, reconciler: { interval: 5 } } as never)).message,
+    ).toContain('reconciler.interval: unknown option');
+    expect(invalid(() => schemaPerTenant({ cluster, prefix: 'x' } as never)).message).toContain(
+      'prefix: unknown option',
+    );
+    const dbPer = { listTenants: async () => [], connect: () => 'postgres://x@127.0.0.1:1/x' };
+    expect(invalid(() => databasePerTenant({ ...dbPer, maxOpen: 2 } as never)).message).toContain(
+      'maxOpen: unknown option',
+    );
+  });
+
+  it('checks databasePerTenant clusterOptions at construction, with dbx, not when a tenant opens', async () => {
+    const dbPer = { listTenants: async () => [], connect: () => 'postgres://x@127.0.0.1:1/x' };
+    const typo = invalid(() =>
+      databasePerTenant({ ...dbPer, clusterOptions: { maxReplicaLag: 1 } as never }),
+    );
+    expect(typo.message).toContain('maxReplicaLag: unknown option');
+    expect(typo.cause).toMatchObject({ code: 'DBX_INVALID_OPTIONS' });
+    expect(
+      invalid(() => databasePerTenant({ ...dbPer, clusterOptions: { pool: { max: 0 } } })).message,
+    ).toContain('pool.max');
+    expect(
+      invalid(() => databasePerTenant({ ...dbPer, clusterOptions: { primary: 'postgres://y' } as never }))
+        .message,
+    ).toContain('clusterOptions.primary');
+    const ok = databasePerTenant({
+      ...dbPer,
+      clusterOptions: { pool: { max: 1 }, retry: { maxAttempts: 1 } },
+    });
+    await ok.close();
+  });
+
+  it('refuses unknown keys of run input, reconcile options and the list filter before any I/O', async () => {
+    // The cluster has no server behind it: each call fails on its input, before it would connect.
+    const ops = createSchemaOps({ cluster, tenants: schemaPerTenant({ cluster }) });
+    const refused = (what: string) => ({
+      code: 'SCHEMAOPS_INVALID_INPUT',
+      message: expect.stringContaining(what),
+    });
+    await expect(
+      ops.run({ project: 'p', type: 't', request: {}, idempotency: 'k' } as never),
+    ).rejects.toMatchObject(refused('idempotency: unknown option'));
+    await expect(
+      ops.reconcile('00000000-0000-4000-8000-000000000000', { lockWait: 1 } as never),
+    ).rejects.toMatchObject(refused('lockWait: unknown option'));
+    await expect(ops.list({ status: ['failed'] } as never)).rejects.toMatchObject(
+      refused('status: unknown option'),
+    );
+    await expect(ops.list({ statuses: ['done'] as never })).rejects.toMatchObject(refused('"applying"'));
+    await expect(ops.list({ limit: 0 })).rejects.toMatchObject(refused('limit'));
+    await ops.close();
+  });
+});
+
 describe('errors', () => {
   it('one class, stable package-prefixed codes, retryable, details and cause', () => {
     const cause = new Error('boom');
