@@ -36,6 +36,29 @@ const writeTrace = diagnostics_channel.tracingChannel(WRITE_CHANNEL);
 const exclusiveTrace = diagnostics_channel.tracingChannel(EXCLUSIVE_CHANNEL);
 const roleChannel = diagnostics_channel.channel(ROLE_CHANNEL);
 
+/**
+ * @example
+ * ```ts
+ * import { createDbProxy, defineWrite } from '@x/dbproxy';
+ * import { z } from 'zod';
+ *
+ * // Run this in as many processes as you like: one becomes primary, the others forward their writes.
+ * const proxy = createDbProxy({
+ *   databasePath: './kv.db',
+ *   migrate: (db) => db.exec('CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT)'),
+ *   writes: {
+ *     put: defineWrite({
+ *       params: z.object({ k: z.string(), v: z.string() }),
+ *       handler: (db, p) => db.prepare('INSERT OR REPLACE INTO kv VALUES (?, ?)').run(p.k, p.v).changes,
+ *     }),
+ *   },
+ * });
+ * const { seq } = await proxy.write('put', { k: 'a', v: '1' });
+ * const row = await proxy.read((db) => db.prepare('SELECT v FROM kv WHERE k = ?').get('a'), { minSeq: seq });
+ * console.log(proxy.role, row);
+ * await proxy.close();
+ * ```
+ */
 export function createDbProxy(options: DbProxyOptions): DbProxy {
   return new ProxyMember(parseOptions(options));
 }

@@ -45,14 +45,27 @@ export type DbProxyErrorCode =
 /** Whether the write took effect: `'unknown'` only when a request may have reached a primary and no answer came. */
 export type Applied = 'no' | 'unknown' | 'yes';
 
-/** `retryable`, `details`, `cause` (as every @x coded error), and whether the write took effect. */
+/** `retryable`, `details`, `cause` (as every `@x` coded error), and whether the write took effect. */
 export interface DbProxyErrorInit extends CodedErrorOptions {
   applied?: Applied;
 }
 
 /**
  * The one error class of the package. Check errors by `code`, not `instanceof`. code, message,
- * retryable, details and cause come from @x/core's CodedError; `applied` is the package's own.
+ * retryable, details and cause come from `@x/core`'s CodedError; `applied` is the package's own.
+ *
+ * @example
+ * ```ts
+ * import { createDbProxy, DbProxyError } from '@x/dbproxy';
+ *
+ * const proxy = createDbProxy({ databasePath: './kv.db', writes: {} });
+ * try {
+ *   await proxy.write('nope', {});
+ * } catch (e) {
+ *   if (e instanceof DbProxyError) console.log(e.code, e.applied); // DBPROXY_METHOD_NOT_FOUND no
+ * }
+ * await proxy.close();
+ * ```
  */
 export class DbProxyError extends CodedError<DbProxyErrorCode> {
   override readonly name = 'DbProxyError';
@@ -70,6 +83,18 @@ export class DbProxyError extends CodedError<DbProxyErrorCode> {
   }
 }
 
+/**
+ * @example
+ * ```ts
+ * import { createDbProxy, isDbProxyError } from '@x/dbproxy';
+ *
+ * const proxy = createDbProxy({ databasePath: './kv.db', writes: {} });
+ * const outcome = await proxy.write('nope', {}).catch((e: unknown) => e);
+ * // `applied` says whether a failed write may have taken effect: 'no', 'yes' or 'unknown'
+ * if (isDbProxyError(outcome)) console.log(outcome.code, outcome.applied, outcome.retryable); // DBPROXY_METHOD_NOT_FOUND no false
+ * await proxy.close();
+ * ```
+ */
 export function isDbProxyError(e: unknown): e is DbProxyError {
   return (
     e instanceof Error &&

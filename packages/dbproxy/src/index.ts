@@ -1,6 +1,6 @@
 /**
- * @x/dbproxy: many processes, one SQLite file. An OS-level lock elects one primary per database
- * file; it owns the @x/writecoordinator and serves `db.write` over ZeroMQ JSON-RPC on `ipc://`
+ * `@x/dbproxy`: many processes, one SQLite file. An OS-level lock elects one primary per database
+ * file; it owns the `@x/writecoordinator` and serves `db.write` over ZeroMQ JSON-RPC on `ipc://`
  * endpoints; every other process reads its own read-only WAL connection and forwards writes.
  */
 

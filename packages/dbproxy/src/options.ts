@@ -20,7 +20,17 @@ export const DEFAULT_DRAIN_TIMEOUT_MS = 5_000;
 export const DEFAULT_READ_BUSY_TIMEOUT_MS = 5_000;
 export const DEFAULT_MAX_IN_FLIGHT = 4_096;
 
-/** The default runtime directory: `$XDG_RUNTIME_DIR/x-dbproxy`, else `<tmpdir>/x-dbproxy-<uid>`. */
+/**
+ * The default runtime directory: `$XDG_RUNTIME_DIR/x-dbproxy`, else `<tmpdir>/x-dbproxy-<uid>`.
+ *
+ * @example
+ * ```ts
+ * import { defaultRuntimeDir } from '@x/dbproxy';
+ *
+ * // Where the election lock and the ipc:// endpoints live unless `runtimeDir` says otherwise.
+ * console.log(defaultRuntimeDir()); // e.g. /run/user/1000/x-dbproxy
+ * ```
+ */
 export function defaultRuntimeDir(): string {
   const xdg = process.env['XDG_RUNTIME_DIR'];
   if (xdg !== undefined && xdg !== '') return join(xdg, 'x-dbproxy');
@@ -28,7 +38,7 @@ export function defaultRuntimeDir(): string {
   return join(tmpdir(), `x-dbproxy-${uid}`);
 }
 
-/** The logger contract and the silent default are @x/core's, shared by every package. */
+/** The logger contract and the silent default are `@x/core`'s, shared by every package. */
 export { type Logger, SILENT_LOGGER };
 
 /** One named write: its zod params schema and a synchronous handler run by the primary's coordinator. */
@@ -46,7 +56,21 @@ export interface AnyWriteMethod {
   long?: boolean | undefined;
 }
 
-/** Typed helper so `handler` sees the schema's output type. */
+/**
+ * Typed helper so `handler` sees the schema's output type.
+ *
+ * @example
+ * ```ts
+ * import { defineWrite } from '@x/dbproxy';
+ * import { z } from 'zod';
+ *
+ * export const addNote = defineWrite({
+ *   params: z.object({ id: z.string(), body: z.string().max(10_000) }),
+ *   // `p` is typed from the schema: { id: string; body: string }
+ *   handler: (db, p) => db.prepare('INSERT INTO notes (id, body) VALUES (?, ?)').run(p.id, p.body).changes,
+ * });
+ * ```
+ */
 export function defineWrite<P>(def: WriteMethod<P>): WriteMethod<P> {
   return def;
 }
@@ -119,7 +143,7 @@ export const dbProxyOptionsSchema = z
     drainTimeoutMs: nonNegativeInt.default(DEFAULT_DRAIN_TIMEOUT_MS),
     /** busy_timeout of the read-only connection. */
     readBusyTimeoutMs: nonNegativeInt.default(DEFAULT_READ_BUSY_TIMEOUT_MS),
-    /** Passed to the primary's @x/writecoordinator. */
+    /** Passed to the primary's `@x/writecoordinator`. */
     coordinator: z
       .object({
         queueSize: positiveInt.optional(),
@@ -144,7 +168,7 @@ export type DbProxyOptions = z.input<typeof dbProxyOptionsSchema>;
 export type ResolvedDbProxyOptions = z.output<typeof dbProxyOptionsSchema>;
 
 /**
- * Validates, applies defaults and freezes (@x/core `parseOptions`: everything the parse built is
+ * Validates, applies defaults and freezes (`@x/core` `parseOptions`: everything the parse built is
  * frozen; what the caller handed in by reference, the write definitions, `migrate` and the logger,
  * stays the caller's and is never frozen), then checks the rules between fields.
  */

@@ -1,4 +1,4 @@
-/** The public types of @x/dbproxy: the proxy's interface, its call options and results, its metrics and change events. */
+/** The public types of `@x/dbproxy`: the proxy's interface, its call options and results, its metrics and change events. */
 import type { SqliteDatabase, WriteCoordinatorMetrics } from '@x/writecoordinator';
 import type { ResolvedDbProxyOptions } from './options.js';
 

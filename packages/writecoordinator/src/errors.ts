@@ -1,6 +1,6 @@
 import { CodedError, type CodedErrorOptions } from '@x/core';
 
-/** `retryable`, `details` and `cause`, as for every @x/core CodedError. */
+/** `retryable`, `details` and `cause`, as for every `@x/core` CodedError. */
 export type WriteCoordinatorErrorInit = CodedErrorOptions;
 
 /** Every error code the package produces. Codes are API: never renamed, never reused. */
@@ -24,12 +24,38 @@ export type WriteCoordinatorErrorCode =
 
 /**
  * The one error class of the package. Check errors by `code`, not `instanceof`. code, message,
- * retryable, details and cause come from @x/core's CodedError.
+ * retryable, details and cause come from `@x/core`'s CodedError.
+ *
+ * @example
+ * ```ts
+ * import { createWriteCoordinator, WriteCoordinatorError } from '@x/writecoordinator';
+ * import Database from 'better-sqlite3';
+ *
+ * try {
+ *   createWriteCoordinator({ database: new Database(':memory:') }); // no WAL in memory
+ * } catch (e) {
+ *   if (e instanceof WriteCoordinatorError) console.log(e.code); // WRITECOORDINATOR_BAD_DATABASE
+ * }
+ * ```
  */
 export class WriteCoordinatorError extends CodedError<WriteCoordinatorErrorCode> {
   override readonly name = 'WriteCoordinatorError';
 }
 
+/**
+ * @example
+ * ```ts
+ * import { createWriteCoordinator, isWriteCoordinatorError } from '@x/writecoordinator';
+ * import Database from 'better-sqlite3';
+ *
+ * const db = new Database('app.db');
+ * const wc = createWriteCoordinator({ database: db });
+ * await wc.close();
+ * const outcome = await wc.submit(() => 1).catch((e: unknown) => e);
+ * if (isWriteCoordinatorError(outcome)) console.log(outcome.code, outcome.retryable); // WRITECOORDINATOR_CLOSED false
+ * db.close();
+ * ```
+ */
 export function isWriteCoordinatorError(e: unknown): e is WriteCoordinatorError {
   if (!(e instanceof Error)) return false;
   const { code, retryable } = e as { code?: unknown; retryable?: unknown };

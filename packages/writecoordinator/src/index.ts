@@ -1,5 +1,5 @@
 /**
- * @x/writecoordinator: the single writer of an SQLite database. A bounded FIFO of synchronous write
+ * `@x/writecoordinator`: the single writer of an SQLite database. A bounded FIFO of synchronous write
  * jobs drained by one loop into group-committed `BEGIN IMMEDIATE … COMMIT` transactions, with
  * failing jobs isolated, idempotent request ids, a persisted commit sequence, backpressure,
  * deadlines, change events and metrics.

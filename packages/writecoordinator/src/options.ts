@@ -20,7 +20,7 @@ export const DEFAULT_CHECKPOINT_WRITER_FALLBACK_PAGES = 10_000;
 /** The longest `requestId` a submit accepts (characters). */
 export const MAX_REQUEST_ID_LENGTH = 512;
 
-/** The logger contract and the silent default are @x/core's, shared by every package. */
+/** The logger contract and the silent default are `@x/core`'s, shared by every package. */
 export { type Logger, SILENT_LOGGER };
 
 const isDatabase = (v: unknown): v is SqliteDatabase =>
@@ -33,7 +33,7 @@ const isDatabase = (v: unknown): v is SqliteDatabase =>
 
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
-/** The @x/core logger contract (pino or a look-alike); silent by default. */
+/** The `@x/core` logger contract (pino or a look-alike); silent by default. */
 const loggerOption = z
   .custom<Logger>(isLogger, { message: 'expected a pino-compatible logger' })
   .default(SILENT_LOGGER);
@@ -99,7 +99,7 @@ export type ResolvedWriteCoordinatorOptions = z.output<typeof writeCoordinatorOp
 
 /**
  * The options `createWriteCoordinator` runs with: checked by the schema (defaults filled in), then
- * frozen by @x/core's `parseOptions`, which leaves the caller's database and logger as they were.
+ * frozen by `@x/core`'s `parseOptions`, which leaves the caller's database and logger as they were.
  */
 export function resolveOptions(input: unknown): Readonly<ResolvedWriteCoordinatorOptions> {
   return parseOptions(

@@ -23,7 +23,7 @@ function changesOverflowError(capacity: number, buffered: readonly CommitEvent[]
 
 /**
  * Who hears of commits: `subscribe` listeners and `changes()` streams, both registered on one
- * @x/core `Emitter`. Each `changes()` call is an @x/core `ChangeStream` of `bufferSize` events that
+ * `@x/core` `Emitter`. Each `changes()` call is an `@x/core` `ChangeStream` of `bufferSize` events that
  * fails with CHANGES_OVERFLOW when its consumer falls that far behind.
  */
 export class CommitEvents {
