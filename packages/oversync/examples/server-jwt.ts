@@ -19,7 +19,12 @@ await db.exec(`
   create schema if not exists business;
   create table if not exists business.users (
     _sync_scope_id text not null, id uuid not null, name text not null, email text not null default '',
-    primary key (_sync_scope_id, id));`);
+    primary key (_sync_scope_id, id));
+  create table if not exists business.posts (
+    _sync_scope_id text not null, id uuid not null, author_id uuid not null, title text not null,
+    primary key (_sync_scope_id, id),
+    foreign key (_sync_scope_id, author_id) references business.users (_sync_scope_id, id)
+      on delete cascade deferrable initially deferred);`);
 
 const app = Fastify({
   logger: { level: process.env.LOG_LEVEL ?? 'warn' },
@@ -27,7 +32,10 @@ const app = Fastify({
 });
 const sync = createSyncService({
   db,
-  registeredTables: [{ schema: 'business', table: 'users', syncKeyColumns: ['id'] }],
+  registeredTables: [
+    { schema: 'business', table: 'users', syncKeyColumns: ['id'] },
+    { schema: 'business', table: 'posts', syncKeyColumns: ['id'] },
+  ],
   bundleChangeWatch: { enabled: true },
   logger: app.log,
 });
