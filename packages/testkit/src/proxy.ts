@@ -28,7 +28,7 @@ function hardClose(socket: Socket): void {
 /** A TCP proxy on 127.0.0.1 (a free port) in front of `target`, for latency, black-hole and cut faults. */
 export async function createTcpProxy(target: { host: string; port: number }): Promise<TcpProxy> {
   parseOptions(
-    z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535) }),
+    z.strictObject({ host: z.string().min(1), port: z.number().int().min(1).max(65535) }),
     target,
     'createTcpProxy target',
   );

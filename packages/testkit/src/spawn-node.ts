@@ -2,8 +2,10 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
+import { z } from 'zod';
 import { TestkitError } from './errors.js';
 import { trackChild } from './internal/exit.js';
+import { parseOptions } from './internal/options.js';
 
 export interface ChildHandle {
   readonly pid: number;
@@ -29,6 +31,11 @@ export interface SpawnNodeOptions {
   cwd?: string;
 }
 
+const spawnNodeOptions = z.strictObject({
+  env: z.record(z.string(), z.string().optional()).optional(),
+  cwd: z.string().min(1).optional(),
+});
+
 export const DEFAULT_WAIT_FOR_LINE_TIMEOUT_MS = 10_000;
 export const MAX_STDERR_CHARS = 64 * 1024;
 
@@ -42,7 +49,8 @@ function tsxImport(): string {
  * Runs `node [--import tsx] script ...args` (tsx for .ts/.mts/.cts scripts) with piped stdio.
  * The child is SIGKILLed if this process exits first.
  */
-export function spawnNode(script: string, args: string[] = [], opts: SpawnNodeOptions = {}): ChildHandle {
+export function spawnNode(script: string, args: string[] = [], options: SpawnNodeOptions = {}): ChildHandle {
+  const opts = parseOptions(spawnNodeOptions, options, 'spawnNode');
   const loader = /\.[mc]?ts$/.test(script) ? ['--import', tsxImport()] : [];
   const child: ChildProcess = spawn(process.execPath, [...loader, script, ...args], {
     cwd: opts.cwd,

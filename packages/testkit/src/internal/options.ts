@@ -1,10 +1,11 @@
-import { parseOptions as parseAndFreeze } from '@x/core';
+import { formatOptionIssues, optionIssues, parseOptions as parseAndFreeze } from '@x/core';
 import type { z } from 'zod';
 import { TestkitError } from '../errors.js';
 
 /**
  * Validates an options object once (zod), applies defaults and deep-freezes it (@x/core's
- * parseOptions); TESTKIT_INVALID_OPTIONS, naming each issue's path, otherwise.
+ * parseOptions); TESTKIT_INVALID_OPTIONS, naming each issue's key path (an unknown key's own path),
+ * otherwise.
  */
 export function parseOptions<S extends z.ZodType>(
   schema: S,
@@ -12,11 +13,14 @@ export function parseOptions<S extends z.ZodType>(
   what: string,
 ): Readonly<z.output<S>> {
   return parseAndFreeze(schema, input ?? {}, (error) => {
-    const issues = error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
+    const issues = optionIssues(error);
     return new TestkitError(
       'TESTKIT_INVALID_OPTIONS',
-      `invalid ${what} options: ${issues.map((i) => `${i.path || '(root)'}: ${i.message}`).join('; ')}`,
-      { details: { issues }, cause: error },
+      `invalid ${what} options: ${formatOptionIssues(issues)}`,
+      {
+        details: { issues },
+        cause: error,
+      },
     );
   });
 }

@@ -5,9 +5,11 @@ import {
   createTcpProxy,
   createTestDatabase,
   isTestkitError,
+  spawnNode,
   startPostgres,
   TestkitError,
   tempDir,
+  waitFor,
 } from '../../src/index.js';
 
 const invalid = { code: 'TESTKIT_INVALID_OPTIONS' };
@@ -19,7 +21,8 @@ describe('options are validated before anything starts', () => {
     await expect(startPostgres({ settings: { 'bad name': '1' } })).rejects.toMatchObject(invalid);
     await expect(startPostgres({ nope: true } as never)).rejects.toMatchObject({
       ...invalid,
-      details: { issues: [expect.objectContaining({ path: '' })] },
+      message: expect.stringContaining('nope: unknown option'),
+      details: { issues: [{ path: 'nope', message: 'unknown option' }] },
     });
   });
 
@@ -32,6 +35,29 @@ describe('options are validated before anything starts', () => {
     await expect(createTcpProxy({ host: '127.0.0.1', port: 0 })).rejects.toMatchObject(invalid);
     await expect(tempDir('a/b')).rejects.toMatchObject(invalid);
     await expect(measureThroughput(() => undefined, { concurrency: 0 })).rejects.toMatchObject(invalid);
+    await expect(createTcpProxy({ host: '127.0.0.1', port: 5432, tls: true } as never)).rejects.toMatchObject(
+      {
+        ...invalid,
+        message: expect.stringContaining('tls: unknown option'),
+      },
+    );
+  });
+
+  it('waitFor and spawnNode refuse unknown keys and intervals a timer cannot hold, before running', async () => {
+    let calls = 0;
+    const condition = () => ++calls > 0;
+    await expect(waitFor(condition, { timeout: 5 } as never)).rejects.toMatchObject({
+      ...invalid,
+      message: expect.stringContaining('timeout: unknown option'),
+    });
+    await expect(waitFor(condition, { intervalMs: 2 ** 31 })).rejects.toMatchObject(invalid);
+    await expect(waitFor(condition, { intervalMs: -1 })).rejects.toMatchObject(invalid);
+    expect(calls).toBe(0);
+    await waitFor(condition, { timeoutMs: 1_000, intervalMs: 1, what: 'the first call' });
+    expect(calls).toBe(1);
+    expect(() => spawnNode('never-run.js', [], { cdw: '/tmp' } as never)).toThrow(
+      expect.objectContaining({ ...invalid, message: expect.stringContaining('cdw: unknown option') }),
+    );
   });
 });
 
