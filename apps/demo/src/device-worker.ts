@@ -20,6 +20,7 @@ import {
 } from '@x/oversync/client';
 import type { SqliteDatabase } from '@x/writecoordinator';
 import { businessWrites, DEFAULT_SQLITE_DDL, readAll } from './device-schema.js';
+import { causeLine, type DemoErrorCode } from './errors.js';
 import { signJwt } from './jwt.js';
 import { defaultProfile } from './profiles.js';
 import { syncWriter } from './sync-writer.js';
@@ -41,10 +42,88 @@ export interface DeviceWorkerOptions {
 }
 
 export const DEVICE_DB_FILE = 'device.db';
+/** First and longest wait between a background device's attempts to reach the server. */
+export const DEVICE_RETRY_MIN_MS = 250;
+export const DEVICE_RETRY_MAX_MS = 10_000;
+/** A background device reports its progress (when it changed) at most this often. */
+export const PROGRESS_EVERY_MS = 5_000;
 export const OFFLINE_FLAG_FILE = 'offline';
 
 const out = (o: Record<string, unknown>) =>
   process.stdout.write(`${JSON.stringify({ t: Date.now(), ...o })}\n`);
+
+/** An error that retrying cannot fix (a refused token, an unknown tenant): the device stops with its code. */
+class FatalDeviceError extends Error {
+  constructor(
+    readonly code: DemoErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Capped exponential backoff with jitter: the n-th wait is uniform in [cap/2, cap], cap = min(max, min * 2^n). */
+export class Backoff {
+  #attempt = 0;
+  constructor(
+    readonly minMs: number,
+    readonly maxMs: number,
+    readonly random: () => number = Math.random,
+  ) {}
+  next(): number {
+    const cap = Math.min(this.maxMs, this.minMs * 2 ** Math.min(this.#attempt++, 30));
+    return Math.round(cap / 2 + (cap / 2) * this.random());
+  }
+  reset(): void {
+    this.#attempt = 0;
+  }
+}
+
+/**
+ * Reports sync errors as `sync-error` events: each distinct error (code and cause) of a loop once,
+ * however often it repeats, and `sync-recovered` (with the number of failures) when the loop works again.
+ */
+export class SyncErrorReporter {
+  #current = new Map<string, { key: string; count: number }>();
+  #lastAt = 0;
+  last: string | null = null;
+  report(where: string, error: unknown, retryInMs?: number): void {
+    this.#lastAt = Date.now();
+    const code = String(
+      (error as { code?: unknown })?.code ?? (error instanceof Error ? error.name : 'Error'),
+    );
+    const message = error instanceof Error ? error.message : String(error);
+    const cause = causeLine(error);
+    const key = `${code}|${message}|${cause}`;
+    const cur = this.#current.get(where);
+    if (cur?.key === key) {
+      cur.count++;
+      return;
+    }
+    this.#current.set(where, { key, count: 1 });
+    this.last = `${code}: ${cause || message}`;
+    out({
+      ev: 'sync-error',
+      where,
+      code,
+      message,
+      cause: cause === message ? null : cause,
+      ...(retryInMs === undefined ? {} : { retryInMs }),
+    });
+  }
+  recovered(where: string): void {
+    const cur = this.#current.get(where);
+    if (!cur) return;
+    this.#current.delete(where);
+    if (this.#current.size === 0) this.last = null;
+    out({ ev: 'sync-recovered', where, failures: cur.count });
+  }
+  /** Background loops that have not failed for `ms` are taken as working again. */
+  quietFor(ms: number): void {
+    if (this.#current.size > 0 && Date.now() - this.#lastAt > ms)
+      for (const where of [...this.#current.keys()]) this.recovered(where);
+  }
+}
 
 /** Conflict policy of the demo: a server deletion wins; concurrent edits of an item are merged. */
 export function mergeResolver(ctx: ConflictContext): ConflictResolution {
@@ -95,6 +174,35 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
     return tokenCache.token;
   };
 
+  const reporter = new SyncErrorReporter();
+  const progress = { pushed: 0, pulled: 0 };
+
+  /**
+   * The server's answer to `capabilities`: a refused token or a tenant the server does not serve
+   * will not get better by retrying, so they end the device (`fatal`) with their own code.
+   */
+  const checkServer = async (sourceId: string): Promise<void> => {
+    const r = await fetch(`${o.server}/sync/capabilities`, {
+      headers: { authorization: `Bearer ${await token()}`, 'oversync-source-id': sourceId },
+    });
+    if (r.status === 401 || r.status === 403)
+      throw new FatalDeviceError(
+        'DEMO_UNAUTHORIZED',
+        `the server at ${o.server} refused the device's token (HTTP ${r.status}): is DEMO_JWT_SECRET the server's secret?`,
+      );
+    if (!r.ok) throw new Error(`HTTP ${r.status} from ${o.server}/sync/capabilities`);
+    const caps = (await r.json()) as { registered_tables?: string[] };
+    const tables = caps.registered_tables ?? [];
+    const missing = defaultProfile.tables.filter((t) => !tables.includes(`${o.tenant}.${t.table}`));
+    if (missing.length > 0) {
+      const tenants = [...new Set(tables.map((t) => t.split('.')[0]))].join(', ');
+      throw new FatalDeviceError(
+        'DEMO_UNKNOWN_TENANT',
+        `the server at ${o.server} does not serve tenant ${JSON.stringify(o.tenant)} (its tenants: ${tenants || 'none'}); pass --tenant with one of them`,
+      );
+    }
+  };
+
   const startSync = async (): Promise<SyncClient> => {
     const c = createSyncClient({
       writer: syncWriter(proxy, () => writerDb),
@@ -120,14 +228,37 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
       conflicts++;
       out({ ev: 'conflict', table: e.context.table, key: e.context.key, resolution: e.resolution.kind });
     });
-    await c.open();
-    for (;;) {
-      const r = await c.attach(o.user);
-      if (r.status === 'connected') {
-        out({ ev: 'sync-ready', outcome: r.outcome, restore: r.restore ?? null, sourceId: c.sourceId });
-        break;
+    // Background errors (upload and download loops): each distinct one is reported once, with its cause.
+    c.on('error', (e) => reporter.report(e.loop, e.error));
+    c.on('progress', (e) => {
+      if (e.phase === 'push' && e.done === e.total) {
+        progress.pushed += e.total;
+        reporter.recovered('upload');
       }
-      await new Promise((res) => setTimeout(res, Math.min(2000, (r.retryAfterSeconds ?? 1) * 1000)));
+    });
+    c.on('applied', (e) => {
+      if (e.kind === 'pull' || e.kind === 'snapshot') progress.pulled += e.rows;
+      reporter.recovered('download');
+    });
+    await c.open();
+    // Background mode never gives up: capped exponential backoff with jitter until the server answers.
+    const backoff = new Backoff(DEVICE_RETRY_MIN_MS, DEVICE_RETRY_MAX_MS);
+    for (;;) {
+      try {
+        if (o.mode === 'auto') await checkServer(c.sourceId);
+        const r = await c.attach(o.user);
+        if (r.status === 'connected') {
+          reporter.recovered('attach');
+          out({ ev: 'sync-ready', outcome: r.outcome, restore: r.restore ?? null, sourceId: c.sourceId });
+          break;
+        }
+        await new Promise((res) => setTimeout(res, Math.min(2000, (r.retryAfterSeconds ?? 1) * 1000)));
+      } catch (e) {
+        if (o.mode !== 'auto' || e instanceof FatalDeviceError) throw e;
+        const waitMs = backoff.next();
+        reporter.report('attach', e, waitMs);
+        await new Promise((res) => setTimeout(res, waitMs));
+      }
     }
     client = c;
     if (o.mode === 'auto') c.start();
@@ -142,17 +273,21 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
     return clientReady;
   };
 
+  const startFailed = (err: unknown) => {
+    if (err instanceof FatalDeviceError) {
+      out({ ev: 'fatal', code: err.code, message: err.message });
+      void shutdown(1);
+      return;
+    }
+    out({ ev: 'error', where: 'sync-start', message: String(err) });
+  };
   proxy.onRoleChange((e) => {
     out({ ev: 'role', role: e.role, previous: e.previous, epoch: e.epoch });
-    if (e.role === 'primary') {
-      ensureClient().catch((err) => out({ ev: 'error', where: 'sync-start', message: String(err) }));
-    }
+    if (e.role === 'primary') ensureClient().catch(startFailed);
   });
   await proxy.start();
   out({ ev: 'started', role: proxy.role, epoch: proxy.epoch, pid: process.pid, label: o.label });
-  if (proxy.role === 'primary') {
-    ensureClient().catch((err) => out({ ev: 'error', where: 'sync-start', message: String(err) }));
-  }
+  if (proxy.role === 'primary') ensureClient().catch(startFailed);
 
   let autoTimer: NodeJS.Timeout | null = null;
   let listId: string | null = null;
@@ -177,11 +312,15 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
     }, o.intervalMs);
   }
 
-  // `demo status --dir` reads these: role, dbproxy metrics (the coordinator's on the primary), sync status.
+  // `demo status --dir` reads these: role, dbproxy metrics (the coordinator's on the primary), sync
+  // status and progress. The primary also reports its progress (pushed, pulled, pending) when it changes.
+  let lastProgress = '';
+  let lastProgressAt = 0;
   const statusTimer =
     o.mode === 'auto'
       ? setInterval(() => {
           void (async () => {
+            const sync = client === null ? null : await client.status();
             const snapshot = {
               t: Date.now(),
               label: o.label,
@@ -189,10 +328,22 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
               role: proxy.role,
               epoch: proxy.epoch,
               metrics: proxy.metrics(),
-              sync: client === null ? null : await client.status(),
+              sync,
+              progress: sync === null ? null : { ...progress, pending: sync.pending.total },
+              lastError: reporter.last,
               conflicts,
             };
             writeFileSync(join(o.dir, `status-${o.label}.json`), JSON.stringify(snapshot, null, 2));
+            if (sync !== null) {
+              const p = { pushed: progress.pushed, pulled: progress.pulled, pending: sync.pending.total };
+              const key = JSON.stringify(p);
+              if (key !== lastProgress && Date.now() - lastProgressAt >= PROGRESS_EVERY_MS) {
+                lastProgress = key;
+                lastProgressAt = Date.now();
+                out({ ev: 'progress', ...p, lastBundleSeqSeen: sync.lastBundleSeqSeen });
+              }
+              reporter.quietFor(DEVICE_RETRY_MAX_MS);
+            }
           })().catch(() => {});
         }, 1000)
       : null;

@@ -2,18 +2,22 @@
  * The demo server: fastify + the @x/oversync server plugin over an @x/dbx cluster (a primary and
  * its streaming replicas), business tables created per tenant by @x/schemaops, HS256 JWT auth.
  */
+import { createServer } from 'node:net';
 import { type Cluster, createCluster } from '@x/dbx';
 import { createSyncService, oversyncFastifyPlugin, type SyncService } from '@x/oversync/server';
 import { type PgCluster, startPostgres } from '@x/testkit';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import pg from 'pg';
 import { z } from 'zod';
-import { DemoError } from './errors.js';
+import { checkPostgresUrl, redactUrl } from './args.js';
+import { DEFAULT_HOST, DEFAULT_PORT } from './defaults.js';
+import { causeLine, DemoError, type DemoErrorCode, isDemoError } from './errors.js';
 import { signJwt, verifyJwt } from './jwt.js';
+import type { KeptPostgres } from './kept-postgres.js';
 import type { Profile } from './profiles.js';
 import { type LedgerEntry, provisionTenants, type TenantProvisioning } from './tenants.js';
 
-export const DEFAULT_PORT = 8080;
-export const DEFAULT_HOST = '127.0.0.1';
+export { DEFAULT_HOST, DEFAULT_PORT } from './defaults.js';
 /** Response header carrying the dbx read-your-writes token of a request's writes. */
 export const WRITE_TOKEN_HEADER = 'x-demo-write-token';
 /** Lifetime of tokens minted by `/dummy-signin` (the reference example uses 5 minutes). */
@@ -22,6 +26,8 @@ export const SIGNIN_TOKEN_TTL_SECONDS = 300;
 export interface DemoServerOptions {
   databaseUrl?: string | undefined;
   replicaUrls?: readonly string[] | undefined;
+  /** Embedded PostgreSQL only: keep its data directory here (a primary, no replica) and reuse it. */
+  dataDir?: string | undefined;
   port?: number | undefined;
   host?: string | undefined;
   profile: Profile;
@@ -36,6 +42,12 @@ export interface DemoServer {
   readonly service: SyncService;
   readonly profile: Profile;
   readonly postgres: PgCluster | null;
+  /** The embedded primary kept in `dataDir`, when that option was given. */
+  readonly keptPostgres: KeptPostgres | null;
+  /** The primary's connection string (with credentials when embedded) and the replicas'. */
+  readonly databaseUrls: { readonly primary: string; readonly replicas: readonly string[] };
+  /** Lines for people: the HTTP URLs, the PostgreSQL connection strings, where the data lives. */
+  describe(): string[];
   readonly provisioning: TenantProvisioning;
   readonly app: FastifyInstance;
   /** Rows of one user's scope in every registered table, read through dbx (replica when caught up). */
@@ -84,6 +96,7 @@ const signinSchema = z.object({
 const serverOptionsSchema = z.object({
   databaseUrl: z.string().min(1).optional(),
   replicaUrls: z.array(z.string().min(1)).optional(),
+  dataDir: z.string().min(1).optional(),
   port: z.number().int().min(0).max(65535).optional(),
   host: z.string().min(1).optional(),
   profile: z.custom<Profile>((v) => typeof v === 'object' && v !== null && 'tenantDdl' in v, 'a profile'),
@@ -101,34 +114,75 @@ export async function startDemoServer(options: DemoServerOptions): Promise<DemoS
   const opts = options;
   const log = opts.log ?? (() => {});
   const profile = opts.profile;
+  const host = opts.host ?? DEFAULT_HOST;
+  const port = opts.port ?? DEFAULT_PORT;
+  if (opts.dataDir !== undefined && opts.databaseUrl)
+    throw new DemoError(
+      'DEMO_CONFLICTING_FLAGS',
+      '--data-dir keeps embedded PostgreSQL; it cannot go with --database-url',
+    );
+  // Before anything starts: the HTTP port must be free, and a given database must answer.
+  await checkPortFree(host, port);
   let postgres: PgCluster | null = null;
+  let kept: KeptPostgres | null = null;
   let primaryUrl = opts.databaseUrl;
   let replicaUrls = [...(opts.replicaUrls ?? [])];
-  if (!primaryUrl) {
+  if (primaryUrl) {
+    await checkReachable(primaryUrl, 'DEMO_DATABASE_UNREACHABLE', 'the database');
+    for (const r of replicaUrls) await checkReachable(r, 'DEMO_REPLICA_UNREACHABLE', 'the replica');
+  } else if (opts.dataDir !== undefined) {
+    log(`starting embedded PostgreSQL kept in ${opts.dataDir} (a primary, no replica)…`);
+    const t0 = Date.now();
+    const { startKeptPostgres } = await import('./kept-postgres.js');
+    kept = await startKeptPostgres(opts.dataDir);
+    primaryUrl = kept.url;
+    replicaUrls = [];
+    log(
+      `PostgreSQL ready in ${Date.now() - t0} ms (${kept.created ? 'new data directory' : 'reusing its data directory'})`,
+    );
+  } else {
     log('starting embedded PostgreSQL (a primary and one streaming replica)…');
     const t0 = Date.now();
-    postgres = await startPostgres({ replicas: 1 });
+    try {
+      postgres = await startPostgres({ replicas: 1, embedded: true });
+    } catch (e) {
+      throw new DemoError(
+        'DEMO_POSTGRES_START_FAILED',
+        `embedded PostgreSQL did not start: ${causeLine(e)}`,
+        {
+          cause: e,
+        },
+      );
+    }
     primaryUrl = postgres.primary.url;
     replicaUrls = postgres.replicas.map((r) => r.url);
-    log(
-      `PostgreSQL ready in ${Date.now() - t0} ms: primary :${postgres.primary.port}, replica ${postgres.replicas
-        .map((r) => `:${r.port}`)
-        .join(', ')}`,
-    );
+    log(`PostgreSQL ready in ${Date.now() - t0} ms`);
   }
+  const embedded = postgres !== null || kept !== null;
+  const databaseUrls = {
+    primary: embedded ? primaryUrl : redactUrl(primaryUrl),
+    replicas: replicaUrls.map((u) => (embedded ? u : redactUrl(u))),
+  };
   const cluster = createCluster({ primary: primaryUrl, replicas: replicaUrls });
   // Undone last-in first-out: fastify, the sync service, schemaops, the cluster, then PostgreSQL.
   const cleanup: Array<() => Promise<void>> = [
     async () => {
       await postgres?.stop();
+      await kept?.stop();
     },
     () => cluster.close(),
   ];
   const unwind = async () => {
     for (const c of cleanup.reverse()) await c().catch(() => {});
   };
+  /** Names what failed: a DemoError passes through, anything else gets `code`. */
+  const failed = (code: DemoErrorCode, what: string) => (e: unknown) => {
+    throw isDemoError(e) ? e : new DemoError(code, `${what}: ${causeLine(e)}`, { cause: e });
+  };
   try {
-    const provisioning = await provisionTenants(cluster, profile, log);
+    const provisioning = await provisionTenants(cluster, profile, log).catch(
+      failed('DEMO_BOOTSTRAP_FAILED', 'creating the business tables (schemaops) failed'),
+    );
     cleanup.push(() => provisioning.close());
     const makeService = async (): Promise<SyncService> => {
       const svc = createSyncService({
@@ -143,7 +197,9 @@ export async function startDemoServer(options: DemoServerOptions): Promise<DemoS
       await svc.bootstrap();
       return svc;
     };
-    let current = await makeService();
+    let current = await makeService().catch(
+      failed('DEMO_BOOTSTRAP_FAILED', 'bootstrapping the sync service failed'),
+    );
     cleanup.push(() => current.close());
     /** What the routes hold: always the current service (`/test/reset` replaces it). */
     const service = new Proxy({} as SyncService, {
@@ -268,11 +324,12 @@ export async function startDemoServer(options: DemoServerOptions): Promise<DemoS
       return userRows(req.demoUserId ?? '', token);
     });
 
-    const host = opts.host ?? DEFAULT_HOST;
-    await app.listen({ port: opts.port ?? DEFAULT_PORT, host });
+    await app.listen({ port, host }).catch((e: unknown) => {
+      throw listenError(e, host, port);
+    });
     const addr = app.server.address();
-    const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-    const url = `http://${host}:${port}`;
+    const boundPort = typeof addr === 'object' && addr !== null ? addr.port : 0;
+    const url = `http://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
     log(`oversync server (${profile.name} profile) listening on ${url}`);
 
     let closing: Promise<void> | null = null;
@@ -280,13 +337,26 @@ export async function startDemoServer(options: DemoServerOptions): Promise<DemoS
       closing ??= unwind();
       return closing;
     };
+    const describe = () => [
+      `HTTP      ${url}  (sync: ${url}/sync/*, health: ${url}/syncx/health, status: ${url}/demo/status)`,
+      `postgres  primary ${databaseUrls.primary}`,
+      ...databaseUrls.replicas.map((r) => `postgres  replica ${r}`),
+      kept
+        ? `data      kept in ${kept.dataDir} (reused by the next start with --data-dir ${kept.dataDir})`
+        : postgres
+          ? 'data      embedded PostgreSQL is removed on exit (keep it with --data-dir PATH)'
+          : 'data      your database (nothing is removed on exit)',
+    ];
     return {
       url,
-      port,
+      port: boundPort,
       cluster,
       service,
       profile,
       postgres,
+      keptPostgres: kept,
+      databaseUrls,
+      describe,
       provisioning,
       app,
       userRows,
@@ -296,9 +366,83 @@ export async function startDemoServer(options: DemoServerOptions): Promise<DemoS
     };
   } catch (e) {
     await unwind();
-    throw e instanceof DemoError
+    throw isDemoError(e)
       ? e
-      : new DemoError('DEMO_INVALID_OPTIONS', `server start failed: ${String(e)}`, { cause: e });
+      : new DemoError('DEMO_BOOTSTRAP_FAILED', `server start failed: ${causeLine(e)}`, { cause: e });
+  }
+}
+
+/** What `demo server` was asked to use: flags first, then DATABASE_URL / DATABASE_REPLICA_URLS, each checked. */
+export function resolveServerStart(o: {
+  databaseUrl?: string | undefined;
+  replicaUrls?: readonly string[] | undefined;
+  dataDir?: string | undefined;
+  env: NodeJS.ProcessEnv;
+}): { databaseUrl?: string; replicaUrls?: readonly string[]; dataDir?: string } {
+  const envUrl = o.env['DATABASE_URL'];
+  const databaseUrl =
+    o.databaseUrl ?? (envUrl ? checkPostgresUrl(envUrl, 'demo server: DATABASE_URL') : undefined);
+  const envReplicas = (o.env['DATABASE_REPLICA_URLS'] ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+  const replicaUrls =
+    o.replicaUrls ?? envReplicas.map((u) => checkPostgresUrl(u, 'demo server: DATABASE_REPLICA_URLS'));
+  if (o.dataDir !== undefined && databaseUrl !== undefined)
+    throw new DemoError(
+      'DEMO_CONFLICTING_FLAGS',
+      `demo server: --data-dir keeps embedded PostgreSQL and cannot go with ${o.databaseUrl ? '--database-url' : 'DATABASE_URL'}`,
+    );
+  if (databaseUrl === undefined && replicaUrls.length > 0)
+    throw new DemoError(
+      'DEMO_CONFLICTING_FLAGS',
+      'demo server: replica URLs need their primary: give --database-url (or DATABASE_URL) too',
+    );
+  return {
+    ...(databaseUrl ? { databaseUrl } : {}),
+    ...(replicaUrls.length ? { replicaUrls } : {}),
+    ...(o.dataDir !== undefined ? { dataDir: o.dataDir } : {}),
+  };
+}
+
+function listenError(e: unknown, host: string, port: number): DemoError {
+  const code = (e as { code?: unknown })?.code;
+  if (code === 'EADDRINUSE')
+    return new DemoError(
+      'DEMO_PORT_IN_USE',
+      `port ${port} on ${host} is already in use; stop what uses it or pass another --port (0 = any free port)`,
+      { cause: e, details: { host, port } },
+    );
+  return new DemoError('DEMO_LISTEN_FAILED', `cannot listen on ${host}:${port}: ${causeLine(e)}`, {
+    cause: e,
+    details: { host, port },
+  });
+}
+
+/** Binds `host:port` for a moment (port 0 needs no check), so a taken port fails before PostgreSQL starts. */
+function checkPortFree(host: string, port: number): Promise<void> {
+  if (port === 0) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', (e) => reject(listenError(e, host, port)));
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve()));
+  });
+}
+
+/** Connects once (10 s at most) and runs `SELECT 1`. */
+async function checkReachable(url: string, code: DemoErrorCode, what: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000 });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+  } catch (e) {
+    throw new DemoError(code, `${what} at ${redactUrl(url)} is unreachable: ${causeLine(e)}`, {
+      cause: e,
+      details: { url: redactUrl(url) },
+    });
+  } finally {
+    await client.end().catch(() => {});
   }
 }
 
