@@ -1,4 +1,5 @@
 import { channel } from 'node:diagnostics_channel';
+import { ChangeStream, Emitter, type Logger, SILENT_LOGGER } from '@x/core';
 import { ClientError } from './errors.js';
 import { Attachment } from './internal/attachment.js';
 import { BackgroundSync } from './internal/background.js';
@@ -12,7 +13,7 @@ import { Transport } from './internal/transport.js';
 import { TxRunner } from './internal/writer.js';
 import { parseOptions, type SyncClientOptions, type SyncClientOptionsInput } from './options.js';
 import type { ClientMetrics, OpOptions, SyncClient } from './sync-client.js';
-import type { FetchLike, Logger } from './transport-types.js';
+import type { FetchLike } from './transport-types.js';
 import type {
   AppliedEvent,
   AttachResult,
@@ -37,7 +38,8 @@ const channels = {
   sync: channel('x:oversync:client-sync'),
 };
 
-const noopLogger: Logger = {};
+/** Events a `changes()` iterator holds for a consumer that is not reading (default). */
+const DEFAULT_CHANGES_BUFFER_SIZE = 256;
 
 class SyncClientImpl implements SyncClient {
   readonly options: SyncClientOptions;
@@ -48,7 +50,7 @@ class SyncClientImpl implements SyncClient {
   #closed = false;
   #closing: Promise<void> | undefined;
   #queue: Promise<unknown> = Promise.resolve();
-  #listeners = new Map<string, Set<(e: unknown) => void>>();
+  readonly #events: Emitter<ClientEvents>;
   #uploadsPaused = false;
   #downloadsPaused = false;
   #bg: BackgroundSync | undefined;
@@ -63,7 +65,11 @@ class SyncClientImpl implements SyncClient {
 
   constructor(options: SyncClientOptions) {
     this.options = options;
-    this.#logger = (options.logger as Logger | undefined) ?? noopLogger;
+    this.#logger = options.logger ?? SILENT_LOGGER;
+    // A listener that throws is logged; the sync operation that emitted goes on.
+    this.#events = new Emitter<ClientEvents>({
+      onListenerError: (err, event) => this.#logger.warn({ err, event }, 'oversync client: listener threw'),
+    });
     this.#runner = new TxRunner(options.writer, options.durability);
     this.#remote = new Remote(
       new Transport({
@@ -108,25 +114,12 @@ class SyncClientImpl implements SyncClient {
   }
 
   on<E extends keyof ClientEvents>(event: E, listener: (e: ClientEvents[E]) => void): () => void {
-    let set = this.#listeners.get(event);
-    if (!set) {
-      set = new Set();
-      this.#listeners.set(event, set);
-    }
-    const l = listener as (e: unknown) => void;
-    set.add(l);
-    return () => set.delete(l);
+    return this.#events.on(event, listener);
   }
 
   #emit<E extends keyof ClientEvents>(event: E, e: ClientEvents[E]): void {
     if (event === 'progress') (this.options.onProgress as ((x: unknown) => void) | undefined)?.(e);
-    for (const l of this.#listeners.get(event) ?? []) {
-      try {
-        l(e);
-      } catch (err) {
-        this.#logger.warn?.({ err, event }, 'oversync client: listener threw');
-      }
-    }
+    this.#events.emit(event, e);
   }
 
   /** Runs one public operation at a time, in call order. */
@@ -145,50 +138,38 @@ class SyncClientImpl implements SyncClient {
   }
 
   changes(opts: { signal?: AbortSignal; bufferSize?: number } = {}): AsyncIterable<AppliedEvent> {
-    const self = this;
-    const size = Math.max(1, opts.bufferSize ?? 256);
+    const capacity = opts.bufferSize ?? DEFAULT_CHANGES_BUFFER_SIZE;
+    if (!Number.isInteger(capacity) || capacity < 1) {
+      throw new ClientError(
+        'OVERSYNC_CLIENT_INVALID_OPTIONS',
+        `changes: bufferSize must be a positive integer, got ${capacity}`,
+      );
+    }
+    const { signal } = opts;
     return {
-      async *[Symbol.asyncIterator]() {
-        const buffer: AppliedEvent[] = [];
-        let wake: (() => void) | undefined;
-        let done = self.#closed;
-        const notify = () => {
-          const w = wake;
-          wake = undefined;
-          w?.();
-        };
-        const offApplied = self.on('applied', (e) => {
-          buffer.push(e);
-          if (buffer.length > size) buffer.shift();
-          notify();
+      // Each iteration subscribes when it starts; a slow consumer loses the oldest events, and the
+      // iteration ends (after the buffered events) when the signal aborts or the client closes.
+      [Symbol.asyncIterator]: () => {
+        const unsubscribe: Array<() => void> = [];
+        const end = (): void => stream.end();
+        const stream = new ChangeStream<AppliedEvent>({
+          capacity,
+          overflow: 'drop-oldest',
+          onClose: () => {
+            for (const off of unsubscribe) off();
+            signal?.removeEventListener('abort', end);
+          },
         });
-        const offClosed = self.on('closed', () => {
-          done = true;
-          notify();
-        });
-        const onAbort = () => {
-          done = true;
-          notify();
-        };
-        opts.signal?.addEventListener('abort', onAbort, { once: true });
-        if (opts.signal?.aborted) done = true;
-        try {
-          for (;;) {
-            const next = buffer.shift();
-            if (next) {
-              yield next;
-              continue;
-            }
-            if (done) return;
-            await new Promise<void>((resolve) => {
-              wake = resolve;
-            });
-          }
-        } finally {
-          offApplied();
-          offClosed();
-          opts.signal?.removeEventListener('abort', onAbort);
+        if (this.#closed || signal?.aborted) {
+          stream.end();
+          return stream;
         }
+        unsubscribe.push(
+          this.#events.on('applied', (e) => stream.push(e)),
+          this.#events.on('closed', end),
+        );
+        signal?.addEventListener('abort', end, { once: true });
+        return stream;
       },
     };
   }

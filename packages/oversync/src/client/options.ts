@@ -1,7 +1,9 @@
+import { INVALID_LOGGER_MESSAGE, isLogger, type Logger } from '@x/core';
 import { z } from 'zod';
+import { parseOversyncOptions } from '../shared/option-issues.js';
 import { ClientError } from './errors.js';
 import { isCoordinator, isSqliteDb } from './internal/writer.js';
-import type { FetchLike, Logger, RetryPolicy, TokenSource } from './transport-types.js';
+import type { FetchLike, RetryPolicy, TokenSource } from './transport-types.js';
 import type { ConflictResolver, ProgressEvent } from './types.js';
 import type { SyncWriter } from './writer-types.js';
 
@@ -28,7 +30,11 @@ export const DEFAULT_RETRY = Object.freeze({
 
 const fn = z.custom<(...args: never[]) => unknown>((v) => typeof v === 'function', 'expected a function');
 
-export const syncClientOptionsSchema = z.object({
+/**
+ * Every object of the options is strict: an unknown key (a typo such as `resolve` for `resolver`)
+ * is refused with OVERSYNC_CLIENT_INVALID_OPTIONS naming its path, never dropped silently.
+ */
+export const syncClientOptionsSchema = z.strictObject({
   writer: z.custom<SyncWriter>(
     (v) => isCoordinator(v) || isSqliteDb(v),
     'expected a better-sqlite3 Database or a write coordinator',
@@ -40,7 +46,7 @@ export const syncClientOptionsSchema = z.object({
   schema: z.string().trim().min(1),
   tables: z
     .array(
-      z.object({
+      z.strictObject({
         table: z.string().trim().min(1),
         syncKeyColumns: z
           .array(z.string().trim().min(1))
@@ -50,15 +56,19 @@ export const syncClientOptionsSchema = z.object({
     )
     .min(1),
   /** 'server-wins' (default), 'client-wins', or a function. */
-  resolver: z.union([z.enum(['server-wins', 'client-wins']), fn]).default(DEFAULT_RESOLVER),
-  logger: z.custom<Logger>((v) => typeof v === 'object' && v !== null).optional(),
+  resolver: z
+    .union([z.enum(['server-wins', 'client-wins']), fn], {
+      error: `expected one of "server-wins"|"client-wins" or a conflict resolver function`,
+    })
+    .default(DEFAULT_RESOLVER),
+  logger: z.custom<Logger>(isLogger, { message: INVALID_LOGGER_MESSAGE }).optional(),
   uploadLimit: z.number().int().positive().max(5000).default(DEFAULT_UPLOAD_LIMIT),
   downloadLimit: z.number().int().positive().max(5000).default(DEFAULT_DOWNLOAD_LIMIT),
   snapshotChunkRows: z.number().int().positive().max(5000).default(DEFAULT_SNAPSHOT_CHUNK_ROWS),
   maxConflictRetries: z.number().int().min(0).default(DEFAULT_MAX_CONFLICT_RETRIES),
   maxUnstructuredConflicts: z.number().int().min(1).default(DEFAULT_MAX_UNSTRUCTURED_CONFLICTS),
   retry: z
-    .object({
+    .strictObject({
       enabled: z.boolean().default(DEFAULT_RETRY.enabled),
       maxAttempts: z.number().int().positive().default(DEFAULT_RETRY.maxAttempts),
       initialBackoffMs: z.number().nonnegative().default(DEFAULT_RETRY.initialBackoffMs),
@@ -71,7 +81,7 @@ export const syncClientOptionsSchema = z.object({
   /** How often the background uploader checks for local changes when no change feed is available. */
   uploadIntervalMs: z.number().positive().default(DEFAULT_UPLOAD_INTERVAL_MS),
   watch: z
-    .object({
+    .strictObject({
       mode: z.enum(['off', 'auto']).default(DEFAULT_WATCH_MODE),
       fallbackIntervalMs: z.number().positive().default(DEFAULT_WATCH_FALLBACK_INTERVAL_MS),
     })
@@ -135,21 +145,9 @@ export interface SyncClientOptions {
   readonly onProgress?: ((e: ProgressEvent) => void) | undefined;
 }
 
+/** Validates the options once and deep-freezes the result (OVERSYNC_CLIENT_INVALID_OPTIONS otherwise). */
 export function parseOptions(input: unknown): SyncClientOptions {
-  const r = syncClientOptionsSchema.safeParse(input);
-  if (!r.success) {
-    throw new ClientError(
-      'OVERSYNC_CLIENT_INVALID_OPTIONS',
-      `invalid sync client options: ${r.error.message}`,
-      {
-        details: { issues: r.error.issues },
-      },
-    );
-  }
-  const o = r.data;
-  Object.freeze(o.retry);
-  Object.freeze(o.watch);
-  for (const t of o.tables) Object.freeze(t);
-  Object.freeze(o.tables);
-  return Object.freeze(o) as unknown as SyncClientOptions;
+  const invalid = (message: string, details: Record<string, unknown>) =>
+    new ClientError('OVERSYNC_CLIENT_INVALID_OPTIONS', message, { details });
+  return parseOversyncOptions(syncClientOptionsSchema, input, 'sync client', invalid) as SyncClientOptions;
 }

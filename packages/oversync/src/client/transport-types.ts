@@ -1,5 +1,8 @@
 /** The HTTP edge and the logger the client's options take (`fetch`, `token`, `retry`, `logger`). */
 
+/** pino-compatible logger: the contract every @x package shares, from @x/core. */
+export type { Logger } from '@x/core';
+
 export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
 export type TokenSource = string | ((opts: { signal?: AbortSignal }) => string | Promise<string>);
 
@@ -9,11 +12,4 @@ export interface RetryPolicy {
   readonly initialBackoffMs: number;
   readonly maxBackoffMs: number;
   readonly jitter: number;
-}
-
-export interface Logger {
-  debug?: (obj: object, msg?: string) => void;
-  info?: (obj: object, msg?: string) => void;
-  warn?: (obj: object, msg?: string) => void;
-  error?: (obj: object, msg?: string) => void;
 }

@@ -26,7 +26,8 @@ export interface CoordinatorLike {
   submit: (...args: never[]) => Promise<unknown>;
   /**
    * Optional: a read of committed state that does not queue behind writes (e.g. dbproxy's
-   * `read`). Without it the client's reads run as exclusive jobs like its writes.
+   * `read`). Without it the client reads in a deferred transaction on `options.database` when no
+   * transaction is open there, and as an exclusive job only when one is.
    */
   read?<T>(fn: (db: never) => T, opts?: { signal?: AbortSignal }): Promise<T>;
 }

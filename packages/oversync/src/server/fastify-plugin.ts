@@ -4,6 +4,8 @@
  * and mounts the route families of internal/http/ (one file per endpoint family) plus the 405
  * answers of their paths.
  */
+
+import { formatOptionIssues, optionIssues } from '@x/core';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Actor } from './actor.js';
@@ -50,11 +52,28 @@ export interface OversyncFastifyOptions {
   bodyLimit?: number;
 }
 
-const optionsSchema = z.object({
-  service: z.custom<SyncService>((v) => typeof v === 'object' && v !== null),
-  userIdFromRequest: z.custom<UserIdFromRequest>((v) => typeof v === 'function'),
-  bundleChangeWatchAllowed: z.custom<WatchPolicy>((v) => typeof v === 'function').optional(),
+/**
+ * Strict: an unknown key is refused (OVERSYNC_INVALID_OPTIONS naming it). fastify's own
+ * registration options (`prefix`, `logLevel`, `logSerializers`) reach the plugin too and are let
+ * through.
+ */
+const optionsSchema = z.strictObject({
+  service: z.custom<SyncService>(
+    (v) =>
+      typeof v === 'object' &&
+      v !== null &&
+      typeof (v as { bootstrap?: unknown }).bootstrap === 'function' &&
+      typeof (v as { capabilities?: unknown }).capabilities === 'function',
+    'expected a sync service (createSyncService)',
+  ),
+  userIdFromRequest: z.custom<UserIdFromRequest>((v) => typeof v === 'function', 'expected a function'),
+  bundleChangeWatchAllowed: z
+    .custom<WatchPolicy>((v) => typeof v === 'function', 'expected a function')
+    .optional(),
   bodyLimit: z.number().int().positive().optional(),
+  prefix: z.string().optional(),
+  logLevel: z.string().optional(),
+  logSerializers: z.record(z.string(), z.unknown()).optional(),
 });
 
 /**
@@ -79,7 +98,8 @@ export async function oversyncFastifyPlugin(fastify: FastifyInstance, rawOptions
   if (!parsed.success) {
     throw new SyncServerError(
       'OVERSYNC_INVALID_OPTIONS',
-      `invalid oversync fastify options: ${parsed.error.message}`,
+      `invalid oversync fastify options: ${formatOptionIssues(optionIssues(parsed.error))}`,
+      { details: { issues: parsed.error.issues } },
     );
   }
   const opts = rawOptions;

@@ -1,6 +1,12 @@
+import { INVALID_LOGGER_MESSAGE, isLogger, type Logger } from '@x/core';
 import { z } from 'zod';
+import { parseOversyncOptions } from '../shared/option-issues.js';
 import type { SyncDatabase } from './database.js';
 import { SyncServerError } from './errors.js';
+import { SCOPE_COLUMN } from './internal/bootstrap.js';
+
+/** The default logger: drops everything (@x/core's). */
+export { SILENT_LOGGER } from '@x/core';
 
 export const DEFAULT_MAX_SUPPORTED_SCHEMA_VERSION = 1;
 export const DEFAULT_APP_NAME = '';
@@ -29,6 +35,11 @@ export const DEFAULT_WATCH_HEARTBEAT_INTERVAL_MS = 25_000;
 export const DEFAULT_BODY_LIMIT_BYTES = 32 * 1024 * 1024;
 export const DEFAULT_CLOSE_TIMEOUT_MS = 30_000;
 export const DEFAULT_REQUEST_STATEMENT_TIMEOUT_MS = 5_000;
+/**
+ * The sync key of a registered table that names none: `id`, as on the client
+ * (`@x/oversync/client`'s DEFAULT_SYNC_KEY_COLUMNS), so a table list written once serves both.
+ */
+export const DEFAULT_SYNC_KEY_COLUMNS: readonly string[] = Object.freeze(['id']);
 
 /** Per-stage timing of a hot path (only pull emits, as in the reference). */
 export interface StageTiming {
@@ -40,13 +51,8 @@ export interface StageTiming {
   error: boolean;
 }
 
-/** pino-compatible logger subset. */
-export interface SyncLogger {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
+/** pino-compatible logger: the contract every @x package shares, from @x/core. */
+export type SyncLogger = Logger;
 
 const positiveInt = (d: number) => z.number().int().positive().default(d);
 const nonNegInt = (d: number) => z.number().int().nonnegative().default(d);
@@ -83,9 +89,28 @@ const registeredTableSchema = z
   .object({
     schema: z.string().default('public'),
     table: z.string().min(1),
-    syncKeyColumns: z.array(z.string()).default([]),
+    /** The one column (uuid or text) keying the table's rows in the protocol (default `['id']`). */
+    syncKeyColumns: z.array(z.string()).default(() => [...DEFAULT_SYNC_KEY_COLUMNS]),
   })
-  .strict();
+  .strict()
+  .superRefine((t, ctx) => {
+    // The checks bootstrap would make without the database, made here so a list that cannot work
+    // is refused at construction (bootstrap normalizes the same way: trim, lowercase, dedupe).
+    const keys = [...new Set(t.syncKeyColumns.map((c) => c.trim().toLowerCase()).filter((c) => c !== ''))];
+    if (keys.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['syncKeyColumns'],
+        message: `must name exactly one sync key column (a uuid or text column; omit it for ${JSON.stringify(DEFAULT_SYNC_KEY_COLUMNS)}), got ${JSON.stringify(t.syncKeyColumns)}`,
+      });
+    } else if (keys[0] === SCOPE_COLUMN) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['syncKeyColumns'],
+        message: `${SCOPE_COLUMN} is the scope column and cannot be the sync key`,
+      });
+    }
+  });
 
 const dbSchema = z.custom<SyncDatabase>(
   (v) =>
@@ -123,11 +148,7 @@ export const syncServiceOptionsSchema = z
         heartbeatIntervalMs: DEFAULT_WATCH_HEARTBEAT_INTERVAL_MS,
       })),
     closeTimeoutMs: positiveInt(DEFAULT_CLOSE_TIMEOUT_MS),
-    logger: z
-      .custom<SyncLogger>(
-        (v) => typeof v === 'object' && v !== null && typeof (v as SyncLogger).warn === 'function',
-      )
-      .optional(),
+    logger: z.custom<SyncLogger>(isLogger, { message: INVALID_LOGGER_MESSAGE }).optional(),
   })
   .strict();
 
@@ -135,34 +156,13 @@ export type SyncServiceOptions = z.input<typeof syncServiceOptionsSchema>;
 export type ResolvedSyncServiceOptions = Readonly<z.output<typeof syncServiceOptionsSchema>>;
 export type SyncLimits = z.output<typeof limitsSchema>;
 
-function deepFreeze<T>(v: T): T {
-  if (v && typeof v === 'object' && !Object.isFrozen(v)) {
-    Object.freeze(v);
-    for (const k of Object.keys(v)) {
-      if (k === 'db' || k === 'logger' || k === 'stageMetrics') continue;
-      deepFreeze((v as Record<string, unknown>)[k]);
-    }
-  }
-  return v;
-}
-
+/**
+ * Validates the options once and deep-freezes what the parse built (the caller's db, logger and
+ * callbacks stay the caller's). Unknown keys, at any depth, are refused with OVERSYNC_INVALID_OPTIONS
+ * naming their path.
+ */
 export function resolveSyncServiceOptions(options: SyncServiceOptions): ResolvedSyncServiceOptions {
-  const parsed = syncServiceOptionsSchema.safeParse(options);
-  if (!parsed.success) {
-    throw new SyncServerError(
-      'OVERSYNC_INVALID_OPTIONS',
-      `invalid sync service options: ${parsed.error.message}`,
-      {
-        details: { issues: parsed.error.issues },
-      },
-    );
-  }
-  return deepFreeze(parsed.data);
+  const invalid = (message: string, details: Record<string, unknown>) =>
+    new SyncServerError('OVERSYNC_INVALID_OPTIONS', message, { details });
+  return parseOversyncOptions(syncServiceOptionsSchema, options, 'sync service', invalid);
 }
-
-export const SILENT_LOGGER: SyncLogger = Object.freeze({
-  debug() {},
-  info() {},
-  warn() {},
-  error() {},
-});

@@ -1,4 +1,5 @@
 import { tracingChannel } from 'node:diagnostics_channel';
+import { sleep } from '@x/core';
 import type {
   Bundle,
   CapabilitiesResponse,
@@ -400,14 +401,12 @@ export class SyncServiceImpl implements SyncService {
     if (this.#inflight > 0) {
       const drained = new Promise<void>((resolve) => this.#drainWaiters.push(resolve));
       const timeoutMs = opts.drainTimeoutMs ?? this.options.closeTimeoutMs;
-      let timer: NodeJS.Timeout | undefined;
-      const deadline = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, timeoutMs);
-        timer.unref();
-        opts.signal?.addEventListener('abort', () => resolve(), { once: true });
-      });
+      // The drain ends at the deadline, or early when the caller's signal aborts.
+      const stopWaiting = new AbortController();
+      const signal = opts.signal ? AbortSignal.any([opts.signal, stopWaiting.signal]) : stopWaiting.signal;
+      const deadline = sleep(timeoutMs, { signal, unref: true }).catch(() => undefined);
       await Promise.race([drained, deadline]);
-      clearTimeout(timer);
+      stopWaiting.abort();
       if (this.#inflight > 0) {
         this.#abortAll.abort(
           new SyncServerError('OVERSYNC_CLOSED', 'sync service closed before the operation finished'),

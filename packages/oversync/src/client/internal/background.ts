@@ -5,13 +5,13 @@
  * Both back off on errors and report them as `error` events. Every push and pull goes through the
  * host (the facade's queue), so it runs one at a time with the public operations.
  */
+import { sleep } from '@x/core';
 import { bundleChangeEventSchema } from '../../shared/wire.js';
 import { isClientError, isLifecyclePreconditionError } from '../errors.js';
 import type { SyncClientOptions } from '../options.js';
 import { readAttachment } from './local-store.js';
 import type { Remote } from './remote.js';
 import { parseSse } from './sse.js';
-import { sleep } from './transport.js';
 import { isCoordinator, type TxRunner } from './writer.js';
 
 /** What the loops need from the client. */
@@ -87,25 +87,26 @@ export class BackgroundSync {
   }
 
   /** Waits `ms`, or less when woken or stopped. */
-  #waitUpload(ms: number): Promise<void> {
-    const signal = this.#ac.signal;
-    return new Promise<void>((resolve) => {
-      if (this.#pendingWake) {
-        this.#pendingWake = false;
-        resolve();
-        return;
-      }
-      const done = () => {
-        clearTimeout(t);
-        signal.removeEventListener('abort', done);
-        this.#wake = () => undefined;
-        this.#pendingWake = false;
-        resolve();
-      };
-      const t = setTimeout(done, ms);
-      this.#wake = done;
-      signal.addEventListener('abort', done, { once: true });
-    });
+  async #waitUpload(ms: number): Promise<void> {
+    if (this.#pendingWake) {
+      this.#pendingWake = false;
+      return;
+    }
+    try {
+      await sleep(ms, {
+        signal: this.#ac.signal,
+        wake: (wakeUp) => {
+          this.#wake = wakeUp;
+          return () => {
+            this.#wake = () => undefined;
+          };
+        },
+      });
+    } catch {
+      // stopped: the loop checks its signal
+    } finally {
+      this.#pendingWake = false;
+    }
   }
 
   /** Reports a loop's error; returns the next wait: the minimum after a precondition error, else doubled. */
@@ -138,7 +139,7 @@ export class BackgroundSync {
     while (!signal.aborted) {
       try {
         if (!this.#host.canDownload()) {
-          await sleep(o.backoffMinMs, signal);
+          await sleep(o.backoffMinMs, { signal });
           continue;
         }
         await this.#pullIfPossible(signal);
@@ -153,12 +154,12 @@ export class BackgroundSync {
           watchAllowed = false;
         }
         backoff = o.backoffMinMs;
-        await sleep(o.watch.fallbackIntervalMs, signal);
+        await sleep(o.watch.fallbackIntervalMs, { signal });
       } catch (error) {
         if (signal.aborted || this.#host.closed()) return;
         backoff = this.#failed(error, 'download', backoff);
         try {
-          await sleep(backoff, signal);
+          await sleep(backoff, { signal });
         } catch {
           return;
         }

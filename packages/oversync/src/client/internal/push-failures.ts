@@ -137,7 +137,7 @@ async function unstructuredConflict(
       details: { attempts: count, sourceBundleId: outbox.sourceBundleId },
     });
   }
-  ctx.logger.warn?.(
+  ctx.logger.warn(
     { attempts: count },
     'oversync client: rebasing local intents after repeated opaque conflicts',
   );

@@ -1,3 +1,4 @@
+import { sleep as coreSleep } from '@x/core';
 import type { z } from 'zod';
 import { errorResponseSchema, SOURCE_ID_HEADER } from '../../shared/wire.js';
 import { ClientError } from '../errors.js';
@@ -44,22 +45,17 @@ function abortError(signal: AbortSignal): ClientError {
   return new ClientError('OVERSYNC_CLIENT_ABORTED', 'operation aborted', { cause: signal.reason });
 }
 
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(abortError(signal));
-      return;
-    }
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(abortError(signal as AbortSignal));
-    };
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
+/**
+ * Waits `ms` (@x/core's sleep); an abort of `signal` rejects with OVERSYNC_CLIENT_ABORTED carrying
+ * the signal's reason as its cause.
+ */
+async function waitBackoff(ms: number, signal?: AbortSignal): Promise<void> {
+  try {
+    await coreSleep(ms, { signal });
+  } catch (e) {
+    if (signal?.aborted) throw abortError(signal);
+    throw e;
+  }
 }
 
 /** The client's HTTP edge: JSON requests with bearer token and source id header, plus retry. */
@@ -186,8 +182,8 @@ export class Transport {
         if (!(e instanceof ClientError) || !e.retryable) throw e;
         if (attempt === attempts) break;
         const jitter = 1 + (Math.random() * 2 - 1) * p.jitter;
-        this.#logger.debug?.({ op, attempt, err: e.message }, 'oversync client: retrying');
-        await sleep(Math.min(backoff, p.maxBackoffMs) * jitter, signal);
+        this.#logger.debug({ op, attempt, err: e.message }, 'oversync client: retrying');
+        await waitBackoff(Math.min(backoff, p.maxBackoffMs) * jitter, signal);
         backoff = Math.min(backoff * 2, p.maxBackoffMs);
       }
     }

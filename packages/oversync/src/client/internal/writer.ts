@@ -83,21 +83,29 @@ export class TxRunner {
   }
 
   /**
-   * One read: `fn` must not write. On a better-sqlite3 database it runs in a deferred (read)
-   * transaction on the same connection, so its statements see one snapshot; on a coordinator it
-   * uses the coordinator's `read` when it offers one, else it runs as an exclusive job (`tx`).
+   * One read: `fn` must not write, and it never runs as an exclusive write job when it can run as a
+   * read. On a better-sqlite3 database it runs in a deferred (read) transaction on the same
+   * connection, so its statements see one snapshot. On a coordinator it uses the coordinator's
+   * `read` when it offers one; else it runs the same deferred transaction on the coordinator's
+   * connection when no transaction is open there (better-sqlite3 is synchronous: no job of the
+   * coordinator can run in between, and only committed state is seen). Only when the connection is
+   * not reachable or a transaction is open does it queue as an exclusive job (`tx`).
    */
   async read<T>(fn: (db: SqliteDb) => T, signal?: AbortSignal): Promise<T> {
     if (signal?.aborted) throw aborted(signal);
     const w = this.#writer;
     if (isCoordinator(w)) {
-      if (typeof w.read !== 'function') return this.tx(fn, signal);
-      try {
-        return await w.read((db: never) => fn(db as SqliteDb), signal ? { signal } : {});
-      } catch (e) {
-        if (signal?.aborted) throw aborted(signal, e);
-        throw e;
+      if (typeof w.read === 'function') {
+        try {
+          return await w.read((db: never) => fn(db as SqliteDb), signal ? { signal } : {});
+        } catch (e) {
+          if (signal?.aborted) throw aborted(signal, e);
+          throw e;
+        }
       }
+      const db = isSqliteDb(w.options.database) ? w.options.database : undefined;
+      if (db === undefined || !db.open || db.inTransaction) return this.tx(fn, signal);
+      return db.transaction(() => fn(db)).deferred();
     }
     const db = this.db;
     return db.transaction(() => fn(db)).deferred();

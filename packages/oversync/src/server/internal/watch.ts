@@ -2,56 +2,38 @@
  * Bundle-change watch (§10.3): a LISTEN connection woken by the `pg_notify` every committed bundle
  * sends, fanned out in-process to per-user subscribers with a one-slot coalescing buffer.
  */
+import { ChangeStream, sleep } from '@x/core';
 import type { BundleChangeEvent } from '../../shared/wire.js';
 import type { BundleChangeSubscription } from '../bundle-change-subscription.js';
 import type { SyncDatabase, SyncListenClient } from '../database.js';
 import type { SyncLogger } from '../options.js';
 import { quoteIdent } from './db.js';
 
+/** A full one-slot buffer keeps the newer event: a watcher only needs the latest sequence. */
+const coalesce = (_buffered: readonly BundleChangeEvent[], incoming: BundleChangeEvent) => [incoming];
+
 class Subscriber implements BundleChangeSubscription {
   #lastSeq: number;
-  #pending: BundleChangeEvent | undefined;
-  #wake: (() => void) | undefined;
-  #closed = false;
-  constructor(
-    after: number,
-    readonly onClose: (s: Subscriber) => void,
-  ) {
+  readonly #stream: ChangeStream<BundleChangeEvent>;
+  constructor(after: number, onClose: (s: Subscriber) => void) {
     this.#lastSeq = after;
+    this.#stream = new ChangeStream({ capacity: 1, overflow: coalesce, onClose: () => onClose(this) });
   }
   get closed(): boolean {
-    return this.#closed;
+    return this.#stream.done;
   }
   /** Non-blocking: a newer event replaces a queued one (coalescing); stale ones are ignored. */
   publish(e: BundleChangeEvent): void {
-    if (this.#closed || e.bundle_seq <= 0 || e.bundle_seq <= this.#lastSeq) return;
+    if (this.closed || e.bundle_seq <= 0 || e.bundle_seq <= this.#lastSeq) return;
     this.#lastSeq = e.bundle_seq;
-    this.#pending = e;
-    this.#wake?.();
+    this.#stream.push(e);
   }
+  /** Ends the iteration at once; a queued event is dropped. */
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#wake?.();
-    this.onClose(this);
+    void this.#stream.return();
   }
-  async *[Symbol.asyncIterator](): AsyncIterator<BundleChangeEvent> {
-    try {
-      while (!this.#closed) {
-        if (this.#pending) {
-          const e = this.#pending;
-          this.#pending = undefined;
-          yield e;
-          continue;
-        }
-        await new Promise<void>((resolve) => {
-          this.#wake = resolve;
-        });
-        this.#wake = undefined;
-      }
-    } finally {
-      this.close();
-    }
+  [Symbol.asyncIterator](): AsyncIterator<BundleChangeEvent> {
+    return this.#stream;
   }
 }
 
@@ -100,7 +82,7 @@ export class BundleChangeHub {
     this.#loop ??= this.#run();
     const deadline = Date.now() + timeoutMs;
     while (!this.#client && Date.now() < deadline && !this.#stop.signal.aborted) {
-      await new Promise((r) => setTimeout(r, 10));
+      await sleep(10);
     }
   }
 
@@ -153,7 +135,8 @@ export class BundleChangeHub {
         }
       }
       if (this.#stop.signal.aborted) break;
-      await new Promise((r) => setTimeout(r, backoff).unref());
+      // close() aborts the wait at once instead of leaving it to run out.
+      await sleep(backoff, { signal: this.#stop.signal, unref: true }).catch(() => undefined);
       backoff = Math.min(2000, backoff * 2);
     }
   }

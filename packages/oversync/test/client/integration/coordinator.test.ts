@@ -72,19 +72,25 @@ describe('a write coordinator as the writer', () => {
     const client = coordinatedClient(user, { uploadIntervalMs: 60_000 });
     await client.open();
     await client.attach(user);
-    // what one queued read of the client costs in coordinator batches
-    const before = coordinator.seq;
+    // a state check is a read: it runs on the coordinator's connection, not as an exclusive job
+    const beforeRead = coordinator.seq;
     await client.pendingStatus();
-    const perRead = coordinator.seq - before;
+    await client.status();
+    expect(coordinator.seq).toBe(beforeRead);
+    // what one of the client's own write transactions (a re-open) costs in coordinator batches
+    const before = coordinator.seq;
+    await client.open();
+    const perOpen = coordinator.seq - before;
+    expect(perOpen).toBeGreaterThan(0);
     client.start();
     const idleFrom = coordinator.seq;
-    // idle: no self-wake loop. Each queued read below commits through the coordinator; were the
+    // idle: no self-wake loop. Each re-open below commits through the coordinator; were the
     // client's own commits to wake its uploader, every one would add at least one more uploader
     // transaction (and those their own). Without one, only the background's first round (a
-    // pending check and a pull: a handful of batches) comes on top of the reads.
-    const reads = 100;
-    for (let i = 0; i < reads; i++) await client.pendingStatus();
-    expect(coordinator.seq - idleFrom - reads * perRead).toBeLessThan(30);
+    // pending check and a pull: a handful of batches) comes on top of the re-opens.
+    const opens = 30;
+    for (let i = 0; i < opens; i++) await client.open();
+    expect(coordinator.seq - idleFrom - opens * perOpen).toBeLessThan(30);
     const pushed = new Promise<void>((resolve) => {
       const off = client.on('applied', (e) => {
         if (e.kind === 'replay') {

@@ -1,6 +1,14 @@
 import { type Cluster, createCluster } from '@x/dbx';
-import { createSyncService, isSyncServerError, type SyncServiceOptions } from '@x/oversync/server';
+import {
+  createSyncService,
+  DEFAULT_SYNC_KEY_COLUMNS,
+  isSyncServerError,
+  oversyncFastifyPlugin,
+  type SyncServerError,
+  type SyncServiceOptions,
+} from '@x/oversync/server';
 import { createTestDatabase, type TestDatabase } from '@x/testkit';
+import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 
 let db: TestDatabase;
@@ -40,9 +48,8 @@ const GOOD = `CREATE TABLE S.p (_sync_scope_id TEXT NOT NULL, id UUID NOT NULL, 
 
 describe('bootstrap fails closed on unsupported shapes (UnsupportedSchemaError)', () => {
   test.each([
-    ['no sync key column', GOOD, [], /exactly one sync key column/],
-    ['two sync key columns', GOOD, ['id', 'name'], /exactly one sync key column/],
-    ['the scope column as key', GOOD, ['_sync_scope_id'], /cannot use _sync_scope_id/],
+    // Sync key lists that cannot work (none, two, the scope column) are refused at construction:
+    // options.test.ts.
     ['a missing table', '', ['id'], /does not exist/],
     [
       'no scope column',
@@ -228,5 +235,103 @@ describe('a successful bootstrap', () => {
     );
     await Promise.all(many.map((m) => m.bootstrap()));
     await Promise.all(many.map((m) => m.close()));
+  });
+});
+
+const table = { schema: 'business', table: 'users', syncKeyColumns: ['id'] };
+
+/** The OVERSYNC_INVALID_OPTIONS error `createSyncService` throws for `extra` over valid options. */
+function refusal(extra: Record<string, unknown>): SyncServerError {
+  try {
+    createSyncService({ db: cluster, registeredTables: [table], ...extra } as SyncServiceOptions);
+  } catch (e) {
+    if (isSyncServerError(e) && e.code === 'OVERSYNC_INVALID_OPTIONS') return e;
+    throw e;
+  }
+  throw new Error(`options were accepted: ${JSON.stringify(Object.keys(extra))}`);
+}
+
+describe('sync service options: one rule (unknown keys refused, defaults that work)', () => {
+  test('refuses an unknown top-level key, naming it', () => {
+    expect(refusal({ maxReplicaLag: 5 }).message).toContain('maxReplicaLag: unknown option');
+  });
+
+  test('refuses unknown nested keys, naming their path', () => {
+    expect(refusal({ limits: { maxRowsPerPushChunks: 10 } }).message).toContain(
+      'limits.maxRowsPerPushChunks: unknown option',
+    );
+    expect(refusal({ bundleChangeWatch: { enable: true } }).message).toContain(
+      'bundleChangeWatch.enable: unknown option',
+    );
+    expect(refusal({ registeredTables: [{ ...table, syncKey: 'id' }] }).message).toContain(
+      'registeredTables.0.syncKey: unknown option',
+    );
+  });
+
+  test('refuses a logger without the four methods', () => {
+    expect(refusal({ logger: { warn: () => {} } }).message).toContain('logger: logger must have');
+  });
+
+  test('syncKeyColumns that cannot work are refused at construction, not at bootstrap', () => {
+    const keys = (syncKeyColumns: string[]) =>
+      refusal({ registeredTables: [{ schema: 'business', table: 'users', syncKeyColumns }] }).message;
+    expect(keys([])).toMatch(/registeredTables\.0\.syncKeyColumns: must name exactly one sync key column/);
+    expect(keys([' ', ''])).toMatch(/must name exactly one sync key column/);
+    expect(keys(['id', 'name'])).toMatch(/must name exactly one sync key column .*got \["id","name"\]/);
+    expect(keys(['_sync_scope_id'])).toMatch(/_sync_scope_id is the scope column/);
+  });
+
+  test('without syncKeyColumns a table is keyed by id (as on the client) and bootstraps', async () => {
+    const s = await schema(GOOD);
+    await cluster.exec('DROP SCHEMA IF EXISTS sync CASCADE'); // a layout of an earlier test
+    const svc = createSyncService({ db: cluster, registeredTables: [{ schema: s, table: 'p' }] });
+    try {
+      expect(svc.options.registeredTables[0]!.syncKeyColumns).toEqual([...DEFAULT_SYNC_KEY_COLUMNS]);
+      await svc.bootstrap();
+      const catalog = await cluster.query<{ sync_key_column: string }>(
+        'SELECT sync_key_column FROM sync.table_catalog',
+      );
+      expect(catalog.rows).toEqual([{ sync_key_column: 'id' }]);
+    } finally {
+      await svc.close();
+      await cluster.exec('DROP SCHEMA IF EXISTS sync CASCADE');
+    }
+  });
+});
+
+describe('fastify plugin options', () => {
+  async function register(options: Record<string, unknown>): Promise<unknown> {
+    const service = createSyncService({ db: cluster, registeredTables: [table] });
+    const app = Fastify({ logger: false });
+    try {
+      await app.register(oversyncFastifyPlugin, {
+        service,
+        userIdFromRequest: () => 'u',
+        ...options,
+      } as never);
+      await app.ready();
+      return undefined;
+    } catch (e) {
+      return e;
+    } finally {
+      await app.close();
+      await service.close();
+    }
+  }
+
+  test('refuses an unknown key with OVERSYNC_INVALID_OPTIONS naming it', async () => {
+    const e = await register({ bodyLimitBytes: 1024 });
+    expect(e).toMatchObject({ code: 'OVERSYNC_INVALID_OPTIONS' });
+    expect((e as Error).message).toContain('bodyLimitBytes: unknown option');
+  });
+
+  test("accepts fastify's own registration options", async () => {
+    expect(await register({ prefix: '/api', bodyLimit: 1024 })).toBeUndefined();
+  });
+
+  test('refuses an object that is not a sync service', async () => {
+    const e = await register({ service: {} });
+    expect(e).toMatchObject({ code: 'OVERSYNC_INVALID_OPTIONS' });
+    expect((e as Error).message).toContain('service: expected a sync service');
   });
 });
