@@ -144,7 +144,7 @@ export async function startDemoServer(options: DemoServerOptions): Promise<DemoS
     log('starting embedded PostgreSQL (a primary and one streaming replica)…');
     const t0 = Date.now();
     try {
-      postgres = await startPostgres({ replicas: 1, embedded: true });
+      postgres = await startPostgres({ replicas: 1 });
     } catch (e) {
       throw new DemoError(
         'DEMO_POSTGRES_START_FAILED',
