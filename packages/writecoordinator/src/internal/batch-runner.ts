@@ -15,11 +15,20 @@ import {
   readMark,
   readSeq,
   type Statements,
-  type StoredRequest,
   synchronousFor,
 } from './store.js';
 
 const batchChannel = diagnostics.channel(BATCH_CHANNEL);
+
+/** Thrown by #runJob when the guard row is gone before a job runs (never leaves this file). */
+const GUARD_LOST: unique symbol = Symbol('x_wc_guard lost');
+
+/** A row of findRequestGuarded: `seq` null when the request has no record. */
+interface GuardedRequest {
+  armed: number;
+  result_json: string | null;
+  seq: number | bigint | null;
+}
 
 /** What the runner reports back to the coordinator, which owns the jobs' settlement and the metrics. */
 export interface BatchSettlement {
@@ -199,16 +208,26 @@ export class BatchRunner {
     return this.#db.inTransaction && this.#st.guardArmed.get() !== undefined;
   }
 
+  /**
+   * The optimistic run pays no statement per job for its checks: after each job, whether a
+   * transaction is open (free); before each job with a requestId, whether the guard row is still
+   * there (folded into the lookup it makes anyway); at the end, the guard, the sentinel savepoint
+   * and the sequence. A lost guard means some job since the last check rolled back: the run is
+   * treated as tampered (rolled back, every job run again isolated, where each is checked alone).
+   */
   #runOptimistic(jobs: Job[], seq: number, now: number): Outcome {
+    const db = this.#db;
     for (let i = 0; i < jobs.length; i++) {
       try {
         this.#runJob(jobs[i]!, seq, now);
       } catch (e) {
-        if (!this.#intact()) return { kind: 'ended', index: i, error: e };
+        if (e === GUARD_LOST) return TAMPERED;
+        if (!db.inTransaction) return { kind: 'ended', index: i, error: e };
         return { kind: 'failed', index: i, error: e };
       }
-      if (!this.#intact()) return { kind: 'ended', index: i, error: undefined };
+      if (!db.inTransaction) return { kind: 'ended', index: i, error: undefined };
     }
+    if (this.#st.guardArmed.get() === undefined) return TAMPERED;
     // The sentinel: the transaction must still be ours (our sequence, our savepoint).
     if (readSeq(this.#st) !== seq) return TAMPERED;
     try {
@@ -231,6 +250,7 @@ export class BatchRunner {
       try {
         this.#runJob(j, seq, now);
       } catch (e) {
+        if (e === GUARD_LOST) return TAMPERED; // cannot happen: every job is checked below
         threw = true;
         error = e;
       }
@@ -266,8 +286,9 @@ export class BatchRunner {
   #runJob(j: Job, seq: number, now: number): void {
     const requestId = j.requestId;
     if (requestId !== null) {
-      const row = this.#st.findRequest.get(requestId) as StoredRequest | undefined;
-      if (row !== undefined) {
+      const row = this.#st.findRequestGuarded.get(requestId) as GuardedRequest | undefined;
+      if (row === undefined) throw GUARD_LOST; // a job before this one rolled the batch back
+      if (row.seq !== null) {
         j.value = row.result_json === null ? undefined : JSON.parse(row.result_json);
         j.seq = Number(row.seq);
         j.replayed = true;

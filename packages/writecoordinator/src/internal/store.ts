@@ -64,6 +64,12 @@ export interface Statements {
   writeMark: SqliteStatement;
   readMark: SqliteStatement;
   findRequest: SqliteStatement;
+  /**
+   * findRequest and the guard check in one statement (the lookup a job with a requestId makes
+   * anyway): no row when the guard row is gone, else `{ armed, result_json, seq }` where `seq` is
+   * null when no record exists.
+   */
+  findRequestGuarded: SqliteStatement;
   recordRequest: SqliteStatement;
   pruneByAge: SqliteStatement;
   pruneByCount: SqliteStatement;
@@ -153,6 +159,9 @@ export function prepareStore(db: SqliteDatabase): Statements {
     writeMark: db.prepare(`UPDATE ${META_TABLE} SET value = ? WHERE key = 'mark'`),
     readMark: db.prepare(`SELECT value FROM ${META_TABLE} WHERE key = 'mark'`),
     findRequest: db.prepare(`SELECT result_json, seq FROM ${REQUESTS_TABLE} WHERE request_id = ?`),
+    findRequestGuarded: db.prepare(
+      `SELECT g.id AS armed, r.result_json, r.seq FROM ${GUARD_TABLE} AS g LEFT JOIN ${REQUESTS_TABLE} AS r ON r.request_id = ? WHERE g.id = 1`,
+    ),
     recordRequest: db.prepare(
       `INSERT INTO ${REQUESTS_TABLE} (request_id, result_json, seq, created_at) VALUES (?, ?, ?, ?)`,
     ),
