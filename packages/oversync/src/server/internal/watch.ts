@@ -2,7 +2,7 @@
  * Bundle-change watch (§10.3): a LISTEN connection woken by the `pg_notify` every committed bundle
  * sends, fanned out in-process to per-user subscribers with a one-slot coalescing buffer.
  */
-import { ChangeStream, sleep } from '@x/core';
+import { ChangeStream, Emitter, sleep } from '@x/core';
 import type { BundleChangeEvent } from '../../shared/wire.js';
 import type { BundleChangeSubscription } from '../bundle-change-subscription.js';
 import type { SyncDatabase, SyncListenClient } from '../database.js';
@@ -42,6 +42,8 @@ export class BundleChangeHub {
   readonly #stop = new AbortController();
   #loop: Promise<void> | undefined;
   #client: SyncListenClient | undefined;
+  /** `listening` fires each time LISTEN becomes active (first connect and every reconnect). */
+  readonly #events = new Emitter<{ listening: undefined }>();
 
   constructor(
     private readonly db: SyncDatabase,
@@ -77,13 +79,24 @@ export class BundleChangeHub {
     if (set) for (const s of [...set]) s.publish(e);
   }
 
-  /** Resolves once LISTEN is active (tests and hosts that need the guarantee). */
+  /**
+   * Resolves once LISTEN is active (tests and hosts that need the guarantee), or after `timeoutMs`
+   * or on close() without it. Waits on the `listening` event, not by polling.
+   */
   async ready(timeoutMs = 5000): Promise<void> {
     this.#loop ??= this.#run();
-    const deadline = Date.now() + timeoutMs;
-    while (!this.#client && Date.now() < deadline && !this.#stop.signal.aborted) {
-      await sleep(10);
-    }
+    const stop = this.#stop.signal;
+    if (this.#client || stop.aborted) return;
+    await sleep(timeoutMs, {
+      wake: (wakeUp) => {
+        const off = this.#events.once('listening', wakeUp);
+        stop.addEventListener('abort', wakeUp, { once: true });
+        return () => {
+          off();
+          stop.removeEventListener('abort', wakeUp);
+        };
+      },
+    });
   }
 
   async close(): Promise<void> {
@@ -117,6 +130,7 @@ export class BundleChangeHub {
         client.on('notification', (msg) => this.#onNotification(msg.payload));
         await client.query(`LISTEN ${quoteIdent(this.channel)}`);
         this.#client = client;
+        this.#events.emit('listening', undefined);
         backoff = 100;
         await this.#catchUp();
         await ended;
