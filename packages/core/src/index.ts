@@ -1,5 +1,5 @@
 /**
- * @x/core: the primitives every @x package shares, in one home: abort-aware waiting, a bounded
+ * `@x/core`: the primitives every `@x` package shares, in one home: abort-aware waiting, a bounded
  * change stream, the logger contract, options parsing with one freeze, an emitter whose `on` returns
  * an unsubscribe function, a latency reservoir, and the base class of every package's coded error.
  * Nothing here knows about a database.

@@ -39,7 +39,29 @@ export type ClientErrorOptions = OversyncErrorInit;
 
 /**
  * The client's errors: the package's one error class ({@link OversyncError}) narrowed to the
- * client's codes. Check errors by `code`, not by `instanceof`.
+ * client's codes. Check errors by `code`, not by `instanceof`. `details` is always an object
+ * (empty when there is nothing to add).
+ *
+ * @example
+ * ```ts
+ * import { createSyncClient, isClientError } from '@x/oversync/client';
+ * import Database from 'better-sqlite3';
+ *
+ * try {
+ *   createSyncClient({
+ *     writer: new Database(':memory:'),
+ *     baseUrl: 'https://sync.example.com',
+ *     schema: 'business',
+ *     tables: [{ table: 'users' }],
+ *     uploadLimit: 0,
+ *   });
+ * } catch (e) {
+ *   if (!isClientError(e)) throw e;
+ *   console.log(e.code, e.retryable); // OVERSYNC_CLIENT_INVALID_OPTIONS false
+ *   console.log(e.message); // invalid sync client options: uploadLimit: Too small: expected number to be >0
+ *   console.log(Object.keys(e.details)); // [ 'issues' ]
+ * }
+ * ```
  */
 export class ClientError extends OversyncError<ClientErrorCode> {
   declare readonly details: Record<string, unknown>;
@@ -49,6 +71,34 @@ export class ClientError extends OversyncError<ClientErrorCode> {
   }
 }
 
+/**
+ * Whether `e` is a {@link ClientError}, and when `code` is given, one with that code. Works across
+ * copies of the package, unlike `instanceof`.
+ *
+ * @example
+ * ```ts
+ * import { createSyncClient, isClientError } from '@x/oversync/client';
+ * import Database from 'better-sqlite3';
+ *
+ * const db = new Database(':memory:');
+ * db.exec('CREATE TABLE users (id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL)');
+ * const client = createSyncClient({
+ *   writer: db,
+ *   baseUrl: 'https://sync.example.com',
+ *   fetch: async () => {
+ *     throw new TypeError('fetch failed'); // the device is offline
+ *   },
+ *   schema: 'business',
+ *   tables: [{ table: 'users' }],
+ *   retry: { enabled: false },
+ * });
+ * await client.open();
+ * const outcome = await client.attach('user-123').catch((e: unknown) => e);
+ * if (isClientError(outcome, 'OVERSYNC_CLIENT_NETWORK')) console.log('offline, try later', outcome.retryable); // offline, try later true
+ * else if (isClientError(outcome)) console.log('attach failed', outcome.code);
+ * await client.close();
+ * ```
+ */
 export function isClientError(e: unknown, code?: ClientErrorCode): e is ClientError {
   return (
     typeof e === 'object' &&
@@ -59,7 +109,29 @@ export function isClientError(e: unknown, code?: ClientErrorCode): e is ClientEr
   );
 }
 
-/** Lifecycle precondition errors (open/attach required, destructive transition pending). */
+/**
+ * Lifecycle precondition errors (open/attach required, destructive transition pending): the call
+ * came too early, and the same call succeeds once the client is opened and attached.
+ *
+ * @example
+ * ```ts
+ * import { createSyncClient, isLifecyclePreconditionError } from '@x/oversync/client';
+ * import Database from 'better-sqlite3';
+ *
+ * const db = new Database(':memory:');
+ * db.exec('CREATE TABLE users (id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL)');
+ * const client = createSyncClient({
+ *   writer: db,
+ *   baseUrl: 'https://sync.example.com',
+ *   schema: 'business',
+ *   tables: [{ table: 'users' }],
+ * });
+ * await client.open();
+ * const early = await client.sync().catch((e: unknown) => e); // before attach()
+ * console.log(isLifecyclePreconditionError(early), (early as Error).message); // true sync needs attach()
+ * await client.close();
+ * ```
+ */
 export function isLifecyclePreconditionError(e: unknown): boolean {
   return (
     isClientError(e, 'OVERSYNC_CLIENT_OPEN_REQUIRED') ||

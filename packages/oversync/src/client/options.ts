@@ -145,7 +145,25 @@ export interface SyncClientOptions {
   readonly onProgress?: ((e: ProgressEvent) => void) | undefined;
 }
 
-/** Validates the options once and deep-freezes the result (OVERSYNC_CLIENT_INVALID_OPTIONS otherwise). */
+/**
+ * Validates the options once and deep-freezes the result (OVERSYNC_CLIENT_INVALID_OPTIONS
+ * otherwise): what `createSyncClient` does with its options, every default filled in.
+ *
+ * @example
+ * ```ts
+ * import { parseOptions } from '@x/oversync/client';
+ * import Database from 'better-sqlite3';
+ *
+ * const options = parseOptions({
+ *   writer: new Database(':memory:'),
+ *   baseUrl: 'https://sync.example.com',
+ *   schema: 'business',
+ *   tables: [{ table: 'users' }],
+ * });
+ * console.log(options.resolver, options.tables[0]?.syncKeyColumns, options.retry.maxAttempts); // server-wins [ 'id' ] 3
+ * console.log(Object.isFrozen(options.tables)); // true
+ * ```
+ */
 export function parseOptions(input: unknown): SyncClientOptions {
   const invalid = (message: string, details: Record<string, unknown>) =>
     new ClientError('OVERSYNC_CLIENT_INVALID_OPTIONS', message, { details });

@@ -71,7 +71,21 @@ export interface SyncServerErrorInit extends OversyncErrorInit {
   body?: Record<string, unknown>;
 }
 
-/** A server error. Those with a `wireCode` travel to clients as `{"error": wireCode, "message"}`. */
+/**
+ * A server error. Those with a `wireCode` travel to clients as `{"error": wireCode, "message"}`
+ * with the status {@link WIRE_ERROR_STATUS} gives it; the others (closed, aborted, invalid options)
+ * stay on the server.
+ *
+ * @example
+ * ```ts
+ * import { SyncServerError } from '@x/oversync/server';
+ *
+ * const conflict = new SyncServerError('OVERSYNC_PUSH_CONFLICT', 'row changed on the server');
+ * console.log(conflict.wireCode, conflict.httpStatus, conflict.retryable); // push_conflict 409 false
+ * const closed = new SyncServerError('OVERSYNC_CLOSED', 'the sync service is closed');
+ * console.log(closed.wireCode, closed.httpStatus); // undefined undefined
+ * ```
+ */
 export class SyncServerError extends OversyncError<SyncServerErrorCode> {
   override name = 'SyncServerError';
   /** The protocol error code, when this error has a wire form. */
@@ -96,7 +110,27 @@ export function wireError(wire: WireErrorCode, message: string, init?: SyncServe
   return new SyncServerError(`OVERSYNC_${wire.toUpperCase()}` as SyncServerErrorCode, message, init);
 }
 
-/** Thrown by `bootstrap()` when a registered table's shape is not supported (fail closed). */
+/**
+ * Thrown by `bootstrap()` when a registered table's shape is not supported (fail closed).
+ *
+ * @example
+ * ```ts
+ * import { createCluster } from '@x/dbx';
+ * import { createSyncService, UnsupportedSchemaError } from '@x/oversync/server';
+ *
+ * const db = createCluster({ primary: process.env.DATABASE_URL ?? 'postgres://localhost/postgres' });
+ * const sync = createSyncService({ db, registeredTables: [{ schema: 'business', table: 'users' }] });
+ * try {
+ *   await sync.bootstrap();
+ * } catch (e) {
+ *   if (!(e instanceof UnsupportedSchemaError)) throw e;
+ *   console.error('business.users cannot be synced as it is:', e.message); // fix the table, then restart
+ *   process.exitCode = 1;
+ * }
+ * await sync.close();
+ * await db.close();
+ * ```
+ */
 export class UnsupportedSchemaError extends SyncServerError {
   override name = 'UnsupportedSchemaError';
   constructor(message: string, init?: SyncServerErrorInit) {
@@ -104,6 +138,25 @@ export class UnsupportedSchemaError extends SyncServerError {
   }
 }
 
+/**
+ * Whether `e` is a {@link SyncServerError} (of this copy of the package; `isOversyncError` accepts
+ * the errors of any copy, client ones included).
+ *
+ * @example
+ * ```ts
+ * import { createCluster } from '@x/dbx';
+ * import { createSyncService, isSyncServerError } from '@x/oversync/server';
+ *
+ * const db = createCluster({ primary: 'postgres://localhost/app' }); // connects on first use
+ * try {
+ *   createSyncService({ db, registeredTables: [{ schema: 'business', table: 'users', syncKeyColumns: [] }] });
+ * } catch (e) {
+ *   if (!isSyncServerError(e)) throw e;
+ *   console.log(e.code, e.wireCode); // OVERSYNC_INVALID_OPTIONS undefined
+ * }
+ * await db.close();
+ * ```
+ */
 export function isSyncServerError(e: unknown): e is SyncServerError {
   return e instanceof SyncServerError;
 }

@@ -80,6 +80,18 @@ const optionsSchema = z.strictObject({
  * For the host's `Fastify({ frameworkErrors })` option: the errors fastify's router answers before
  * any route or plugin runs (a path parameter longer than `maxParamLength`, a malformed URL) get
  * the protocol's JSON error body (`invalid_request`) instead of fastify's own.
+ *
+ * @example
+ * ```ts
+ * import { oversyncFrameworkErrors } from '@x/oversync/server';
+ * import Fastify from 'fastify';
+ *
+ * const app = Fastify({ routerOptions: { maxParamLength: 100 }, frameworkErrors: oversyncFrameworkErrors });
+ * app.get('/notes/:id', async () => ({}));
+ * const res = await app.inject({ url: `/notes/${'x'.repeat(200)}` });
+ * console.log(res.statusCode, res.json()); // 414 { error: 'invalid_request', message: 'malformed request URL' }
+ * await app.close();
+ * ```
  */
 export function oversyncFrameworkErrors(
   error: { statusCode?: number; message?: string },
@@ -92,6 +104,33 @@ export function oversyncFrameworkErrors(
 /**
  * Mounts the go-oversync v1 routes (`/sync/*`, `/syncx/*`) on a fastify instance. Register it
  * after the host's auth hook; `userIdFromRequest` reads the identity that hook established.
+ *
+ * @example
+ * ```ts
+ * import { createCluster } from '@x/dbx';
+ * import { createSyncService, oversyncFastifyPlugin, oversyncFrameworkErrors } from '@x/oversync/server';
+ * import Fastify from 'fastify';
+ *
+ * const db = createCluster({ primary: process.env.DATABASE_URL ?? 'postgres://localhost/postgres' });
+ * const sync = createSyncService({ db, registeredTables: [{ schema: 'business', table: 'users' }] });
+ * await sync.bootstrap();
+ *
+ * const tokens = new Map([['token-of-ann', 'user-123']]); // your token verifier
+ * const app = Fastify({ frameworkErrors: oversyncFrameworkErrors });
+ * await app.register(oversyncFastifyPlugin, {
+ *   service: sync,
+ *   // the trusted user id; none ⇒ 401 authentication_failed
+ *   userIdFromRequest: (req) => tokens.get(req.headers.authorization?.replace('Bearer ', '') ?? ''),
+ * });
+ * console.log('sync server on', await app.listen({ port: 8080 }));
+ *
+ * // shutdown: HTTP intake first, then the service, then the pool
+ * process.once('SIGTERM', async () => {
+ *   await app.close();
+ *   await sync.close();
+ *   await db.close();
+ * });
+ * ```
  */
 export async function oversyncFastifyPlugin(fastify: FastifyInstance, rawOptions: OversyncFastifyOptions) {
   const parsed = optionsSchema.safeParse(rawOptions);

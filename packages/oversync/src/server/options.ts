@@ -51,7 +51,7 @@ export interface StageTiming {
   error: boolean;
 }
 
-/** pino-compatible logger: the contract every @x package shares, from @x/core. */
+/** pino-compatible logger: the contract every `@x` package shares, from `@x/core`. */
 export type SyncLogger = Logger;
 
 const positiveInt = (d: number) => z.number().int().positive().default(d);
@@ -159,7 +159,19 @@ export type SyncLimits = z.output<typeof limitsSchema>;
 /**
  * Validates the options once and deep-freezes what the parse built (the caller's db, logger and
  * callbacks stay the caller's). Unknown keys, at any depth, are refused with OVERSYNC_INVALID_OPTIONS
- * naming their path.
+ * naming their path. `createSyncService` calls it; the service shows the result as `options`.
+ *
+ * @example
+ * ```ts
+ * import { createCluster } from '@x/dbx';
+ * import { resolveSyncServiceOptions } from '@x/oversync/server';
+ *
+ * const db = createCluster({ primary: 'postgres://localhost/app' }); // connects on first use
+ * const options = resolveSyncServiceOptions({ db, registeredTables: [{ schema: 'business', table: 'users' }] });
+ * console.log(options.registeredTables[0]?.syncKeyColumns, options.limits.maxRowsPerPull); // [ 'id' ] 10000
+ * console.log(options.bundleChangeWatch.enabled, Object.isFrozen(options.limits)); // false true
+ * await db.close();
+ * ```
  */
 export function resolveSyncServiceOptions(options: SyncServiceOptions): ResolvedSyncServiceOptions {
   const invalid = (message: string, details: Record<string, unknown>) =>

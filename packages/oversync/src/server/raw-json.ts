@@ -4,6 +4,20 @@
  */
 import { goJsonNumber, goJsonString } from '../shared/canonical-json.js';
 
+/**
+ * JSON text carried as it is: {@link wireJson} embeds it verbatim, `JSON.stringify` parses it back.
+ * Pull, committed-bundle rows and snapshot chunks return row payloads as RawJson when asked for
+ * `rawPayloads`.
+ *
+ * @example
+ * ```ts
+ * import { RawJson } from '@x/oversync/server';
+ *
+ * const payload = new RawJson('{"id":"n1","title":"Groceries"}');
+ * console.log(payload.text); // {"id":"n1","title":"Groceries"}
+ * console.log(JSON.stringify({ payload })); // {"payload":{"id":"n1","title":"Groceries"}}
+ * ```
+ */
 export class RawJson {
   constructor(readonly text: string) {}
   /** For JSON.stringify users: the parsed value. */
@@ -62,6 +76,15 @@ function write(v: unknown, out: string[]): void {
 /**
  * JSON text of a response as Go's `json.Encoder` writes it (field order kept, HTML-safe escapes,
  * trailing newline), with RawJson values embedded verbatim.
+ *
+ * @example
+ * ```ts
+ * import { RawJson, wireJson } from '@x/oversync/server';
+ *
+ * // a payload read from PostgreSQL goes out as it is; the rest is encoded as Go encodes it
+ * const body = wireJson({ rows: [{ id: 'n1', payload: new RawJson('{"title":"a<b"}') }], note: 'a<b' });
+ * process.stdout.write(body); // {"rows":[{"id":"n1","payload":{"title":"a<b"}}],"note":"a\u003cb"}
+ * ```
  */
 export function wireJson(value: unknown): string {
   const out: string[] = [];

@@ -432,6 +432,36 @@ export function checkActor(actor: Actor): Actor {
   return checkIdentity(actor?.userId, actor?.sourceId, SERVICE_ACTOR_NAMING);
 }
 
+/**
+ * Creates the sync service over an `@x/dbx` cluster. The options are checked here
+ * (OVERSYNC_INVALID_OPTIONS); nothing touches the database until `bootstrap()`, which creates or
+ * checks the `sync` schema and installs the capture triggers of the registered tables. Serve it
+ * over HTTP with {@link oversyncFastifyPlugin}, or call its operations directly.
+ *
+ * @example
+ * ```ts
+ * import { createCluster } from '@x/dbx';
+ * import { createSyncService } from '@x/oversync/server';
+ *
+ * const db = createCluster({ primary: process.env.DATABASE_URL ?? 'postgres://localhost/postgres' });
+ * const sync = createSyncService({
+ *   db,
+ *   // owned by a user (`_sync_scope_id`), keyed by a uuid `id`
+ *   registeredTables: [{ schema: 'business', table: 'users', syncKeyColumns: ['id'] }],
+ *   bundleChangeWatch: { enabled: true },
+ * });
+ * await sync.bootstrap();
+ *
+ * // a server-side write: reaches every device of user-123 on its next pull
+ * const written = await sync.scopeManager().execWrite('user-123', { writerId: 'importer' }, async (tx) => {
+ *   await tx.query('INSERT INTO business.users (id, name) VALUES ($1, $2)', [crypto.randomUUID(), 'Ann']);
+ * });
+ * console.log('server write', written);
+ *
+ * await sync.close();
+ * await db.close();
+ * ```
+ */
 export function createSyncService(options: SyncServiceOptions): SyncService {
   return new SyncServiceImpl(options);
 }
