@@ -45,7 +45,27 @@ import type {
 /**
  * Creates a cluster client: one pg pool per node, routing by method (`query`/`exec`/`runTx`/... go to
  * the writer, `readQuery`/`readQueryRow` to a healthy, caught-up replica), background health checks,
- * safe retries and read-your-writes. No I/O happens until the first call.
+ * safe retries and read-your-writes. No I/O happens until the first call. Throws DBX_INVALID_OPTIONS
+ * (naming the key path) for an unknown option or a bad value.
+ *
+ * @example
+ * ```ts
+ * import { createCluster } from '@x/dbx';
+ *
+ * await using db = createCluster({
+ *   primary: process.env.DATABASE_URL!,
+ *   replicas: (process.env.DATABASE_REPLICA_URLS ?? '').split(',').filter(Boolean),
+ *   pool: { max: 20 },
+ *   maxReplicaLagMs: 1_000, // replicas further behind serve no reads
+ * });
+ * await db.exec('create table if not exists notes (id int primary key, body text not null)');
+ * const note = await db.session(async () => {
+ *   await db.exec('insert into notes values ($1, $2) on conflict (id) do nothing', [1, 'hello']); // the primary
+ *   // a replica that has replayed the insert, else the primary
+ *   return db.readQueryRow<{ body: string }>('select body from notes where id = $1', [1]);
+ * });
+ * console.log(note); // { body: 'hello' }
+ * ```
  */
 export function createCluster(options: ClusterOptions): Cluster {
   return new ClusterImpl(resolveOptions(options));

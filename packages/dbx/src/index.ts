@@ -1,5 +1,5 @@
 /**
- * @x/dbx: a PostgreSQL cluster client on pg. Primary + replicas, routing by method, health checks with
+ * `@x/dbx`: a PostgreSQL cluster client on pg. Primary + replicas, routing by method, health checks with
  * role and lag, safe retries, transactions with a context querier, and read-your-writes tokens.
  */
 export { healthChannel, type QueryMessage, queryChannel } from './channels.js';

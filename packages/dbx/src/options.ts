@@ -10,7 +10,7 @@ import type pg from 'pg';
 import { z } from 'zod';
 import { DbxError } from './errors.js';
 
-/** pino-compatible logger subset: the contract every @x package shares, from @x/core. */
+/** pino-compatible logger subset: the contract every `@x` package shares, from `@x/core`. */
 export type { Logger } from '@x/core';
 
 /** A node: a connection string, or a pg pool config (optionally named). */

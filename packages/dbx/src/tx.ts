@@ -25,6 +25,29 @@ export const txStorage = new AsyncLocalStorage<TxImpl>();
 /**
  * The Tx of the enclosing `runTx` (any cluster), or undefined outside one. Service code writes
  * `const q = currentQuerier() ?? cluster` and so joins the caller's transaction when there is one.
+ *
+ * @example
+ * ```ts
+ * import { createCluster, currentQuerier } from '@x/dbx';
+ *
+ * const db = createCluster({ primary: process.env.DATABASE_URL! });
+ * await db.exec('create table if not exists audit_log (what text not null)');
+ *
+ * // Joins the caller's transaction when there is one, else runs on its own.
+ * async function audit(what: string): Promise<void> {
+ *   await (currentQuerier() ?? db).exec('insert into audit_log (what) values ($1)', [what]);
+ * }
+ *
+ * await db
+ *   .runTx(async (tx) => {
+ *     await audit('signup'); // in the transaction: rolled back with it
+ *     await tx.exec('select 1 / 0'); // fails
+ *   })
+ *   .catch(() => {});
+ * await audit('standalone'); // committed on its own
+ * console.log(await db.queryRow("select count(*)::int as n from audit_log where what = 'signup'")); // { n: 0 }
+ * await db.close();
+ * ```
  */
 export function currentQuerier(): Querier | undefined {
   const tx = txStorage.getStore();

@@ -1,5 +1,5 @@
 /**
- * @x/schemaops: schema changes fanned out over tenants (schemas or databases) with a Postgres ledger,
+ * `@x/schemaops`: schema changes fanned out over tenants (schemas or databases) with a Postgres ledger,
  * compensation, and a reconciler that resumes an operation from its first unfinished step.
  */
 export { CHANNELS } from './channels.js';

@@ -5,7 +5,7 @@ import { clusterSchema, invalidOptions } from './internal/option-schemas.js';
 import type { TenantSource } from './tenants.js';
 import type { OperationHandler } from './types.js';
 
-/** pino-compatible logger subset: the contract every @x package shares, from @x/core. */
+/** pino-compatible logger subset: the contract every `@x` package shares, from `@x/core`. */
 export type { Logger } from '@x/core';
 
 export const DEFAULT_LEDGER_SCHEMA = 'schemaops';
@@ -118,7 +118,7 @@ export type ResolvedSchemaOpsOptions = z.output<typeof schemaOpsOptionsSchema>;
 
 /**
  * Validated once, deep-frozen once; the cluster, the tenant source, the logger and the handler
- * objects stay the caller's (see @x/core's parseOptions).
+ * objects stay the caller's (see `@x/core`'s parseOptions).
  */
 export function parseSchemaOpsOptions(input: unknown): Readonly<ResolvedSchemaOpsOptions> {
   return parseOptions(schemaOpsOptionsSchema, input, (e) => invalidOptions('schemaops options', e));

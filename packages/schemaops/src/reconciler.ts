@@ -13,7 +13,21 @@ export interface ReconcilerDeps {
   onStop(r: BackgroundReconciler): void;
 }
 
-/** Backoff before attempt `attempt + 1`: min(max, base * 2^(attempt-1)), jittered to [50%, 150%). */
+/**
+ * Backoff before attempt `attempt + 1`: min(max, base * 2^(attempt-1)), jittered to [50%, 150%).
+ * What the background reconciler waits after a failed repair (recorded as the operation's
+ * `nextAttemptAt`).
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_RECONCILER_BASE_DELAY_MS, DEFAULT_RECONCILER_MAX_DELAY_MS, reconcileBackoffMs } from '@x/schemaops';
+ *
+ * for (const attempt of [1, 2, 3, 8]) {
+ *   console.log(attempt, reconcileBackoffMs(attempt, DEFAULT_RECONCILER_BASE_DELAY_MS, DEFAULT_RECONCILER_MAX_DELAY_MS));
+ * }
+ * // 1 in [500, 1500), 2 in [1000, 3000), 3 in [2000, 6000), 8 in [30000, 90000) (capped at 60000 before jitter)
+ * ```
+ */
 export function reconcileBackoffMs(attempt: number, baseDelayMs: number, maxDelayMs: number): number {
   const cap = Math.min(maxDelayMs, baseDelayMs * 2 ** Math.max(0, attempt - 1));
   return Math.floor(cap * (0.5 + Math.random()));

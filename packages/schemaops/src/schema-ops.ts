@@ -476,8 +476,41 @@ function checkTenants(tenants: readonly string[]): void {
 }
 
 /**
- * Creates the schema-operation orchestrator on an @x/dbx cluster (the ledger's database). No I/O
- * happens here: the ledger schema is migrated by `migrate()` or lazily by the first call.
+ * Creates the schema-operation orchestrator on an `@x/dbx` cluster (the ledger's database). No I/O
+ * happens here: the ledger schema is migrated by `migrate()` or lazily by the first call. Throws
+ * SCHEMAOPS_INVALID_OPTIONS for an unknown option, a bad value or a handler without its DDL.
+ *
+ * @example
+ * ```ts
+ * import { createCluster } from '@x/dbx';
+ * import { createSchemaOps, schemaPerTenant } from '@x/schemaops';
+ * import { z } from 'zod';
+ *
+ * const db = createCluster({ primary: process.env.DATABASE_URL! });
+ * // Project `blog`: the base schema `blog` and two tenant schemas, each with a `posts` table.
+ * for (const schema of ['blog', 'blog_tenant_1', 'blog_tenant_2']) {
+ *   await db.exec(`create schema if not exists ${schema}; create table if not exists ${schema}.posts (id int primary key)`);
+ * }
+ * const tenants = schemaPerTenant({ cluster: db });
+ * const ops = createSchemaOps({
+ *   cluster: db,
+ *   tenants,
+ *   operations: {
+ *     add_column: {
+ *       request: z.object({ column: z.string().regex(/^[a-z_]+$/) }),
+ *       // Sent to the base schema and to every tenant schema, each in a transaction of its own.
+ *       applySql: ({ request }) => `alter table posts add column if not exists ${request.column} text`,
+ *       // Run on the targets already changed when a later one fails.
+ *       compensateSql: ({ request }) => `alter table posts drop column if exists ${request.column}`,
+ *     },
+ *   },
+ * });
+ * const op = await ops.run({ project: 'blog', type: 'add_column', request: { column: 'title' } });
+ * console.log(op.status, op.steps.tenant_ddl.map((t) => `${t.tenant}: ${t.state}`));
+ * // committed [ 'blog_tenant_1: succeeded', 'blog_tenant_2: succeeded' ]
+ * await ops.close(); // waits for operations in flight
+ * await db.close();
+ * ```
  */
 export function createSchemaOps(options: SchemaOpsOptions): SchemaOps {
   return new SchemaOpsImpl(options);

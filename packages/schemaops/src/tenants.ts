@@ -57,7 +57,46 @@ export interface WithTargetOptions {
 
 type TenantLister = (project: string, opts: { signal?: AbortSignal }) => Promise<readonly string[]>;
 
+/**
+ * The default `tenantSchemaPrefix` of {@link schemaPerTenant}: a project's tenants are the schemas
+ * named `<project>_tenant_*`.
+ *
+ * @example
+ * ```ts
+ * import { createCluster } from '@x/dbx';
+ * import { DEFAULT_TENANT_SCHEMA_PREFIX, schemaPerTenant } from '@x/schemaops';
+ *
+ * console.log(DEFAULT_TENANT_SCHEMA_PREFIX('shop')); // shop_tenant_
+ * // The default for every project but one that was set up with another naming scheme:
+ * const db = createCluster({ primary: process.env.DATABASE_URL! });
+ * const tenants = schemaPerTenant({
+ *   cluster: db,
+ *   tenantSchemaPrefix: (project) => (project === 'legacy' ? 'legacy_t' : DEFAULT_TENANT_SCHEMA_PREFIX(project)),
+ * });
+ * console.log(tenants.kind); // schema
+ * await db.close();
+ * ```
+ */
 export const DEFAULT_TENANT_SCHEMA_PREFIX = (project: string): string => `${project}_tenant_`;
+/**
+ * The default `baseSchema` of {@link schemaPerTenant}: a project's base schema is named after it.
+ *
+ * @example
+ * ```ts
+ * import { createCluster } from '@x/dbx';
+ * import { DEFAULT_BASE_SCHEMA, schemaPerTenant } from '@x/schemaops';
+ *
+ * console.log(DEFAULT_BASE_SCHEMA('shop')); // shop
+ * // Sandbox projects have tenants only; the rest keep the default base schema.
+ * const db = createCluster({ primary: process.env.DATABASE_URL! });
+ * const tenants = schemaPerTenant({
+ *   cluster: db,
+ *   baseSchema: (project) => (project.startsWith('sandbox') ? null : DEFAULT_BASE_SCHEMA(project)),
+ * });
+ * console.log(tenants.hasBase('sandbox_1'), tenants.hasBase('shop')); // false true
+ * await db.close();
+ * ```
+ */
 export const DEFAULT_BASE_SCHEMA = (project: string): string | null => project;
 
 export interface SchemaPerTenantOptions {
@@ -95,7 +134,28 @@ function signalOpt(opts: WithTargetOptions): { signal?: AbortSignal } {
   return opts.signal ? { signal: opts.signal } : {};
 }
 
-/** Schema-per-tenant: one database; tenant = a schema; DDL runs with `search_path` set to it. */
+/**
+ * Schema-per-tenant: one database; tenant = a schema; DDL runs with `search_path` set to it. By
+ * default a project's base schema is the project name and its tenants are the schemas named
+ * `<project>_tenant_*`. No I/O happens here; the source is closed with the cluster (its `close()`
+ * does nothing).
+ *
+ * @example
+ * ```ts
+ * import { createCluster } from '@x/dbx';
+ * import { schemaPerTenant } from '@x/schemaops';
+ *
+ * const db = createCluster({ primary: process.env.DATABASE_URL! });
+ * await db.exec('create schema if not exists shop; create schema if not exists shop_tenant_a; create schema if not exists shop_tenant_b');
+ * const tenants = schemaPerTenant({ cluster: db });
+ * console.log(await tenants.list('shop')); // [ 'shop_tenant_a', 'shop_tenant_b' ]
+ * const where = await tenants.withTarget('shop', { kind: 'tenant', tenant: 'shop_tenant_b' }, (tx) =>
+ *   tx.queryRow('select current_schema() as schema'),
+ * );
+ * console.log(where); // { schema: 'shop_tenant_b' }
+ * await db.close();
+ * ```
+ */
 export function schemaPerTenant(options: SchemaPerTenantOptions): TenantSource {
   const o = parse(schemaPerTenantSchema, options, 'schemaPerTenant');
   const prefixOf = o.tenantSchemaPrefix ?? DEFAULT_TENANT_SCHEMA_PREFIX;
@@ -234,7 +294,43 @@ interface OwnedCluster {
   lastUsed: number;
 }
 
-/** Database-per-tenant: tenant = a database reached by its own dbx cluster. */
+/**
+ * Database-per-tenant: tenant = a database reached by its own dbx cluster. A connection URL returned
+ * by `connect` gets a cluster the source opens, pools and closes (`close()`); a Cluster stays yours.
+ * No I/O happens here, but `clusterOptions` are checked at once.
+ *
+ * @example
+ * ```ts
+ * import { createCluster } from '@x/dbx';
+ * import { databasePerTenant } from '@x/schemaops';
+ *
+ * // The registry lives in the main database; each tenant has a database of its own (shop_a, shop_b).
+ * const registry = createCluster({ primary: process.env.DATABASE_URL! });
+ * await registry.exec('create table if not exists tenants (project text, db text, primary key (project, db))');
+ * await registry.exec("insert into tenants values ('shop', 'shop_a'), ('shop', 'shop_b') on conflict do nothing");
+ *
+ * const tenants = databasePerTenant({
+ *   listTenants: async (project) => {
+ *     const { rows } = await registry.query<{ db: string }>('select db from tenants where project = $1 order by db', [project]);
+ *     return rows.map((r) => r.db);
+ *   },
+ *   connect: (_project, tenant) => {
+ *     const url = new URL(process.env.DATABASE_URL!);
+ *     url.pathname = `/${tenant}`;
+ *     return url.toString(); // the source opens (and closes) a small cluster per tenant database
+ *   },
+ *   base: () => registry, // the project's base DDL runs in the registry's database
+ *   maxOpenClusters: 32,
+ * });
+ * console.log(await tenants.list('shop')); // [ 'shop_a', 'shop_b' ]
+ * const where = await tenants.withTarget('shop', { kind: 'tenant', tenant: 'shop_b' }, (tx) =>
+ *   tx.queryRow('select current_database() as db'),
+ * );
+ * console.log(where); // { db: 'shop_b' }
+ * await tenants.close(); // closes the clusters it opened, not the registry
+ * await registry.close();
+ * ```
+ */
 export function databasePerTenant(options: DatabasePerTenantOptions): TenantSource {
   const o = parse(databasePerTenantSchema, options, 'databasePerTenant');
   const owned = new Map<string, OwnedCluster>();

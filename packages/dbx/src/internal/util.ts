@@ -15,7 +15,7 @@ export function cancelledError(signal: AbortSignal, cause?: unknown): DbxError {
 }
 
 /**
- * @x/core's waits reject with `signal.reason`; dbx promises DBX_QUERY_CANCELLED (with the reason as
+ * `@x/core`'s waits reject with `signal.reason`; dbx promises DBX_QUERY_CANCELLED (with the reason as
  * `cause`), so its boundary maps one to the other here.
  */
 function asCancelled(signal: AbortSignal): (e: unknown) => never {

@@ -1,6 +1,6 @@
 /**
- * @x/dbx/testing: helpers for users' own tests against a real PostgreSQL (never a fake). It depends
- * only on @x/dbx and pg; vitest is used when present (to skip and to clean up), never required.
+ * `@x/dbx/testing`: helpers for users' own tests against a real PostgreSQL (never a fake). It depends
+ * only on `@x/dbx` and pg; vitest is used when present (to skip and to clean up), never required.
  */
 import pg from 'pg';
 import { createCluster } from '../cluster.js';
@@ -9,6 +9,10 @@ import { errorMessage, withTimeout } from '../internal/util.js';
 import type { ClusterOptions } from '../options.js';
 import type { Cluster, Tx, TxOptions } from '../types.js';
 
+/**
+ * Options of {@link createTestCluster}: where the server is, how long to probe it, how to skip and
+ * clean up, and any `createCluster` option but `primary` and `replicas`.
+ */
 export interface TestClusterOptions extends Omit<ClusterOptions, 'primary' | 'replicas'> {
   /** Default: `process.env.DATABASE_URL`. */
   primaryUrl?: string;
@@ -51,6 +55,18 @@ function redact(url: string): string {
 /**
  * A cluster for one test: skips the test with a clear message when the server is unreachable, and
  * closes the cluster when the test finishes.
+ *
+ * @example
+ * ```ts
+ * import { createTestCluster } from '@x/dbx/testing';
+ * import { expect, test } from 'vitest';
+ *
+ * // DATABASE_URL unset or the server down: the test is skipped, saying why.
+ * test('the server speaks SQL', async () => {
+ *   const db = await createTestCluster(); // closed when the test finishes
+ *   expect(await db.queryRow('select 1 + 1 as two')).toEqual({ two: 2 });
+ * });
+ * ```
  */
 export async function createTestCluster(opts: TestClusterOptions = {}): Promise<Cluster> {
   const { primaryUrl, replicaUrls, probeTimeoutMs = 3_000, skip, onCleanup, ...clusterOptions } = opts;
@@ -95,7 +111,25 @@ const ROLLBACK = Symbol('dbx.testing.rollback');
 
 /**
  * Runs `fn` in a transaction that is always rolled back, so a test leaves no trace. Inside `fn`,
- * `currentQuerier()` returns the transaction.
+ * `currentQuerier()` returns the transaction. Resolves with what `fn` returned; it is run once (no
+ * retry on a serialization failure).
+ *
+ * @example
+ * ```ts
+ * import { createTestCluster, runInTx } from '@x/dbx/testing';
+ * import { expect, test } from 'vitest';
+ *
+ * test('adding a todo inserts one row', async () => {
+ *   const db = await createTestCluster();
+ *   await db.exec('create table if not exists todos (id int primary key, title text not null)');
+ *   const inserted = await runInTx(db, async (tx) => {
+ *     await tx.exec('insert into todos values ($1, $2)', [42, 'write docs']);
+ *     return tx.queryRow('select count(*)::int as n from todos where id = 42');
+ *   });
+ *   expect(inserted).toEqual({ n: 1 });
+ *   expect(await db.queryRow('select count(*)::int as n from todos where id = 42')).toEqual({ n: 0 }); // rolled back
+ * });
+ * ```
  */
 export async function runInTx<T>(
   cluster: Cluster,

@@ -3,7 +3,7 @@ import type { Cluster } from '@x/dbx';
 import { z } from 'zod';
 import { SchemaOpsError } from '../errors.js';
 
-/** An @x/dbx Cluster (checked by shape: another copy of @x/dbx may be loaded). */
+/** An `@x/dbx` Cluster (checked by shape: another copy of `@x/dbx` may be loaded). */
 export const clusterSchema = z.custom<Cluster>(
   (v) =>
     typeof v === 'object' &&
