@@ -1,23 +1,26 @@
 /**
- * The demo server: fastify + the @x/oversync server plugin over an @x/dbx cluster (a primary and
- * its streaming replicas), business tables created per tenant by @x/schemaops, HS256 JWT auth.
+ * The demo server: fastify + the `@x/oversync` server plugin over an `@x/dbx` cluster (a primary and
+ * its streaming replicas), business tables created per tenant by `@x/schemaops`, HS256 JWT auth.
+ * What it checks before it starts is in server-preflight.ts; the reference profile's test-only
+ * routes are in reference-routes.ts.
  */
-import { createServer } from 'node:net';
 import { type Cluster, createCluster } from '@x/dbx';
 import { createSyncService, oversyncFastifyPlugin, type SyncService } from '@x/oversync/server';
 import { type PgCluster, startPostgres } from '@x/testkit';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
-import pg from 'pg';
 import { z } from 'zod';
-import { checkPostgresUrl, redactUrl } from './args.js';
+import { redactUrl } from './args.js';
 import { DEFAULT_HOST, DEFAULT_PORT } from './defaults.js';
 import { causeLine, DemoError, type DemoErrorCode, isDemoError } from './errors.js';
 import { signJwt, verifyJwt } from './jwt.js';
 import type { KeptPostgres } from './kept-postgres.js';
 import type { Profile } from './profiles.js';
+import { mountReferenceTestRoutes } from './reference-routes.js';
+import { checkPortFree, checkReachable, listenError, resolveServerStart } from './server-preflight.js';
 import { type LedgerEntry, provisionTenants, type TenantProvisioning } from './tenants.js';
 
 export { DEFAULT_HOST, DEFAULT_PORT } from './defaults.js';
+export { resolveServerStart };
 /** Response header carrying the dbx read-your-writes token of a request's writes. */
 export const WRITE_TOKEN_HEADER = 'x-demo-write-token';
 /** Lifetime of tokens minted by `/dummy-signin` (the reference example uses 5 minutes). */
@@ -370,147 +373,6 @@ export async function startDemoServer(options: DemoServerOptions): Promise<DemoS
       ? e
       : new DemoError('DEMO_BOOTSTRAP_FAILED', `server start failed: ${causeLine(e)}`, { cause: e });
   }
-}
-
-/** What `demo server` was asked to use: flags first, then DATABASE_URL / DATABASE_REPLICA_URLS, each checked. */
-export function resolveServerStart(o: {
-  databaseUrl?: string | undefined;
-  replicaUrls?: readonly string[] | undefined;
-  dataDir?: string | undefined;
-  env: NodeJS.ProcessEnv;
-}): { databaseUrl?: string; replicaUrls?: readonly string[]; dataDir?: string } {
-  const envUrl = o.env['DATABASE_URL'];
-  const databaseUrl =
-    o.databaseUrl ?? (envUrl ? checkPostgresUrl(envUrl, 'demo server: DATABASE_URL') : undefined);
-  const envReplicas = (o.env['DATABASE_REPLICA_URLS'] ?? '')
-    .split(',')
-    .map((x) => x.trim())
-    .filter(Boolean);
-  const replicaUrls =
-    o.replicaUrls ?? envReplicas.map((u) => checkPostgresUrl(u, 'demo server: DATABASE_REPLICA_URLS'));
-  if (o.dataDir !== undefined && databaseUrl !== undefined)
-    throw new DemoError(
-      'DEMO_CONFLICTING_FLAGS',
-      `demo server: --data-dir keeps embedded PostgreSQL and cannot go with ${o.databaseUrl ? '--database-url' : 'DATABASE_URL'}`,
-    );
-  if (databaseUrl === undefined && replicaUrls.length > 0)
-    throw new DemoError(
-      'DEMO_CONFLICTING_FLAGS',
-      'demo server: replica URLs need their primary: give --database-url (or DATABASE_URL) too',
-    );
-  return {
-    ...(databaseUrl ? { databaseUrl } : {}),
-    ...(replicaUrls.length ? { replicaUrls } : {}),
-    ...(o.dataDir !== undefined ? { dataDir: o.dataDir } : {}),
-  };
-}
-
-function listenError(e: unknown, host: string, port: number): DemoError {
-  const code = (e as { code?: unknown })?.code;
-  if (code === 'EADDRINUSE')
-    return new DemoError(
-      'DEMO_PORT_IN_USE',
-      `port ${port} on ${host} is already in use; stop what uses it or pass another --port (0 = any free port)`,
-      { cause: e, details: { host, port } },
-    );
-  return new DemoError('DEMO_LISTEN_FAILED', `cannot listen on ${host}:${port}: ${causeLine(e)}`, {
-    cause: e,
-    details: { host, port },
-  });
-}
-
-/** Binds `host:port` for a moment (port 0 needs no check), so a taken port fails before PostgreSQL starts. */
-function checkPortFree(host: string, port: number): Promise<void> {
-  if (port === 0) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', (e) => reject(listenError(e, host, port)));
-    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve()));
-  });
-}
-
-/** Connects once (10 s at most) and runs `SELECT 1`. */
-async function checkReachable(url: string, code: DemoErrorCode, what: string): Promise<void> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000 });
-  client.on('error', () => {});
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-  } catch (e) {
-    throw new DemoError(code, `${what} at ${redactUrl(url)} is unreachable: ${causeLine(e)}`, {
-      cause: e,
-      details: { url: redactUrl(url) },
-    });
-  } finally {
-    await client.end().catch(() => {});
-  }
-}
-
-const retentionFloorSchema = z.object({
-  user_id: z.string(),
-  retained_bundle_floor: z.number().int(),
-});
-
-function jsonBody(body: unknown): unknown {
-  if (typeof body !== 'string') return body;
-  try {
-    return JSON.parse(body);
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * The reference example's test-only routes, which its end-to-end clients call between scenarios:
- * `POST /test/reset` (drop the sync and business schemas, recreate the tables, bootstrap again) and
- * `POST /test/retention-floor` (move a user's retained-bundle floor, to provoke `history_pruned`).
- */
-function mountReferenceTestRoutes(
-  app: FastifyInstance,
-  cluster: Cluster,
-  replaceService: () => Promise<void>,
-  provisioning: TenantProvisioning,
-  profile: Profile,
-  log: (line: string) => void,
-): void {
-  let resets = 0;
-  app.post('/test/reset', async (_req, reply) => {
-    try {
-      await cluster.runTx(async (tx) => {
-        await tx.exec('DROP SCHEMA IF EXISTS sync CASCADE');
-        for (const t of profile.tenants) await tx.exec(profile.tenantDropDdl(t));
-      });
-      await provisioning.reapply(`reset-${Date.now()}-${++resets}`);
-      await replaceService(); // a fresh service bootstraps the dropped sync schema again
-      log('test/reset: sync and business schemas recreated');
-      return reply.send({ status: 'ok', schema: profile.tenants[0] ?? '' });
-    } catch (e) {
-      return reply.code(500).send({ error: 'reset_failed', message: String(e) });
-    }
-  });
-  app.post('/test/retention-floor', async (req, reply) => {
-    const p = retentionFloorSchema.safeParse(jsonBody(req.body));
-    if (!p.success) return reply.code(400).send({ error: 'invalid_request', message: 'invalid JSON' });
-    if (p.data.user_id.trim() === '')
-      return reply.code(400).send({ error: 'invalid_request', message: 'user_id required' });
-    if (p.data.retained_bundle_floor < 0)
-      return reply
-        .code(400)
-        .send({ error: 'invalid_request', message: 'retained_bundle_floor must be non-negative' });
-    const r = await cluster.exec('UPDATE sync.user_state SET retained_bundle_floor = $2 WHERE user_id = $1', [
-      p.data.user_id,
-      p.data.retained_bundle_floor,
-    ]);
-    if (r.rowCount === 0)
-      return reply
-        .code(404)
-        .send({ error: 'user_state_not_found', message: 'no sync user_state row exists for user_id' });
-    return reply.send({
-      status: 'ok',
-      user_id: p.data.user_id,
-      retained_bundle_floor: p.data.retained_bundle_floor,
-    });
-  });
 }
 
 function replicaQueries(cluster: Cluster): number {
