@@ -50,6 +50,27 @@ export class CodedError<Code extends string = string> extends Error {
   }
 }
 
+/**
+ * Whether `e` is a coded error whose code starts with `prefix`: an `Error` with a string `code`
+ * beginning with it and a boolean `retryable`. The guard of a package whose codes share one prefix
+ * (`@x/oversync`'s `isOversyncError(e)` is `hasCodePrefix(e, 'OVERSYNC_')`); unlike `instanceof`,
+ * it holds across copies of the package.
+ *
+ * @example
+ * ```ts
+ * import { CodedError, hasCodePrefix } from '@x/core';
+ *
+ * const e: unknown = new CodedError('BILLING_CARD_DECLINED', 'card declined', { retryable: true });
+ * if (hasCodePrefix(e, 'BILLING_')) console.log(e.code, e.retryable); // BILLING_CARD_DECLINED true
+ * console.log(hasCodePrefix(new Error('plain'), 'BILLING_')); // false
+ * ```
+ */
+export function hasCodePrefix<P extends string>(e: unknown, prefix: P): e is CodedError<`${P}${string}`> {
+  if (!(e instanceof Error)) return false;
+  const { code, retryable } = e as { code?: unknown; retryable?: unknown };
+  return typeof code === 'string' && code.startsWith(prefix) && typeof retryable === 'boolean';
+}
+
 /** `JSON.stringify` of a {@link CodedError}. */
 export interface CodedErrorJSON<Code extends string = string> {
   name: string;

@@ -6,7 +6,7 @@
  */
 export { type AbortableOptions, abortable, type SleepOptions, sleep, throwIfAborted } from './abort.js';
 export { ChangeStream, type ChangeStreamOptions, type OverflowPolicy } from './change-stream.js';
-export { CodedError, type CodedErrorJSON, type CodedErrorOptions } from './coded-error.js';
+export { CodedError, type CodedErrorJSON, type CodedErrorOptions, hasCodePrefix } from './coded-error.js';
 export { Emitter, type EmitterOptions, type Listener } from './emitter.js';
 export { LatencyReservoir } from './latency-reservoir.js';
 export { INVALID_LOGGER_MESSAGE, isLogger, type Logger, SILENT_LOGGER } from './logger.js';

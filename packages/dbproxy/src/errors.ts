@@ -1,4 +1,4 @@
-import { CodedError, type CodedErrorOptions } from '@x/core';
+import { CodedError, type CodedErrorOptions, hasCodePrefix } from '@x/core';
 
 /**
  * The codes a failed write carries on the wire (`error.data.code`), exactly as the protocol names them.
@@ -96,12 +96,7 @@ export class DbProxyError extends CodedError<DbProxyErrorCode> {
  * ```
  */
 export function isDbProxyError(e: unknown): e is DbProxyError {
-  return (
-    e instanceof Error &&
-    typeof (e as { code?: unknown }).code === 'string' &&
-    (e as unknown as { code: string }).code.startsWith('DBPROXY_') &&
-    typeof (e as { retryable?: unknown }).retryable === 'boolean'
-  );
+  return hasCodePrefix(e, 'DBPROXY_');
 }
 
 /** Default retryability per wire code (TIMEOUT and UNREACHABLE are retryable with the same requestId). */

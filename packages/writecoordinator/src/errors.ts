@@ -1,4 +1,4 @@
-import { CodedError, type CodedErrorOptions } from '@x/core';
+import { CodedError, type CodedErrorOptions, hasCodePrefix } from '@x/core';
 
 /** `retryable`, `details` and `cause`, as for every `@x/core` CodedError. */
 export type WriteCoordinatorErrorInit = CodedErrorOptions;
@@ -57,9 +57,7 @@ export class WriteCoordinatorError extends CodedError<WriteCoordinatorErrorCode>
  * ```
  */
 export function isWriteCoordinatorError(e: unknown): e is WriteCoordinatorError {
-  if (!(e instanceof Error)) return false;
-  const { code, retryable } = e as { code?: unknown; retryable?: unknown };
-  return typeof code === 'string' && code.startsWith('WRITECOORDINATOR_') && typeof retryable === 'boolean';
+  return hasCodePrefix(e, 'WRITECOORDINATOR_');
 }
 
 /** The SQLite result code of a better-sqlite3 `SqliteError` (e.g. `SQLITE_CONSTRAINT_UNIQUE`), if any. */

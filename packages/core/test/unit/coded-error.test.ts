@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CodedError } from '../../src/index.js';
+import { CodedError, hasCodePrefix } from '../../src/index.js';
 
 type ThingCode = 'THING_BROKEN' | 'THING_BUSY';
 
@@ -66,5 +66,21 @@ describe('CodedError', () => {
       retryable: true,
       applied: 'no',
     });
+  });
+});
+
+describe('hasCodePrefix', () => {
+  it('accepts an Error with a code of the prefix and a boolean retryable, from any class', () => {
+    expect(hasCodePrefix(new ThingError('THING_BROKEN', 'm'), 'THING_')).toBe(true);
+    // another copy of a package: a plain Error with the same fields
+    expect(
+      hasCodePrefix(Object.assign(new Error('m'), { code: 'THING_BUSY', retryable: true }), 'THING_'),
+    ).toBe(true);
+  });
+  it('refuses another prefix, a missing retryable and what is not an Error', () => {
+    expect(hasCodePrefix(new ThingError('THING_BROKEN', 'm'), 'WIRE_')).toBe(false);
+    expect(hasCodePrefix(Object.assign(new Error('m'), { code: 'THING_BUSY' }), 'THING_')).toBe(false);
+    expect(hasCodePrefix({ code: 'THING_BUSY', retryable: false, message: 'm' }, 'THING_')).toBe(false);
+    expect(hasCodePrefix(undefined, 'THING_')).toBe(false);
   });
 });

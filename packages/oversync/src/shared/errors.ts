@@ -1,13 +1,15 @@
-/** What an {@link OversyncError} carries besides its code and message. */
-export interface OversyncErrorInit {
-  retryable?: boolean;
-  details?: Record<string, unknown>;
-  cause?: unknown;
-}
+import { CodedError, type CodedErrorOptions, hasCodePrefix } from '@x/core';
+
+/**
+ * What an {@link OversyncError} carries besides its code and message: `retryable`, `details` and
+ * `cause`, as for every `@x/core` CodedError.
+ */
+export type OversyncErrorInit = CodedErrorOptions;
 
 /**
  * The one error class of `@x/oversync`. Server and client errors both extend it; check errors by
- * `code` (always `OVERSYNC_`-prefixed), never by `instanceof`.
+ * `code` (always `OVERSYNC_`-prefixed), never by `instanceof`. code, message, retryable, details,
+ * cause and `toJSON()` come from `@x/core`'s CodedError.
  *
  * @example
  * ```ts
@@ -17,18 +19,8 @@ export interface OversyncErrorInit {
  * console.log(e.code, e.retryable); // OVERSYNC_EXAMPLE true
  * ```
  */
-export class OversyncError<C extends `OVERSYNC_${string}` = `OVERSYNC_${string}`> extends Error {
+export class OversyncError<C extends `OVERSYNC_${string}` = `OVERSYNC_${string}`> extends CodedError<C> {
   override name = 'OversyncError';
-  readonly code: C;
-  readonly retryable: boolean;
-  readonly details?: Record<string, unknown>;
-
-  constructor(code: C, message: string, init: OversyncErrorInit = {}) {
-    super(message, init.cause === undefined ? undefined : { cause: init.cause });
-    this.code = code;
-    this.retryable = init.retryable ?? false;
-    if (init.details !== undefined) this.details = init.details;
-  }
 }
 
 /**
@@ -48,10 +40,5 @@ export class OversyncError<C extends `OVERSYNC_${string}` = `OVERSYNC_${string}`
  * ```
  */
 export function isOversyncError(e: unknown): e is OversyncError {
-  return (
-    e instanceof Error &&
-    typeof (e as { code?: unknown }).code === 'string' &&
-    (e as unknown as { code: string }).code.startsWith('OVERSYNC_') &&
-    typeof (e as { retryable?: unknown }).retryable === 'boolean'
-  );
+  return hasCodePrefix(e, 'OVERSYNC_');
 }
