@@ -13,6 +13,10 @@ export interface TcpProxy {
   cutAll(): void;
   /** Number of live proxied connections. */
   readonly connections: number;
+  /** Chunks forwarded after being held back by `setDelay`, since the proxy started (both directions). */
+  readonly delayedChunks: number;
+  /** Chunks discarded by `setDropping(true)`, since the proxy started (both directions). */
+  readonly droppedChunks: number;
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -34,12 +38,17 @@ export async function createTcpProxy(target: { host: string; port: number }): Pr
   );
   let delayMs = 0;
   let dropping = false;
+  let delayedChunks = 0;
+  let droppedChunks = 0;
   const pairs = new Set<[Socket, Socket]>();
 
   const forward = (from: Socket, to: Socket) => {
     let chain = Promise.resolve();
     from.on('data', (chunk: Buffer) => {
-      if (dropping) return;
+      if (dropping) {
+        droppedChunks++;
+        return;
+      }
       if (delayMs <= 0) {
         chain = chain.then(() => {
           if (!to.destroyed) to.write(chunk);
@@ -50,7 +59,11 @@ export async function createTcpProxy(target: { host: string; port: number }): Pr
       chain = chain.then(async () => {
         const wait = due - Date.now();
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-        if (!to.destroyed && !dropping) to.write(chunk);
+        if (dropping) droppedChunks++;
+        else if (!to.destroyed) {
+          delayedChunks++;
+          to.write(chunk);
+        }
       });
     });
     from.on('end', () => {
@@ -101,6 +114,12 @@ export async function createTcpProxy(target: { host: string; port: number }): Pr
     },
     get connections() {
       return pairs.size;
+    },
+    get delayedChunks() {
+      return delayedChunks;
+    },
+    get droppedChunks() {
+      return droppedChunks;
     },
     close() {
       closing ??= new Promise<void>((resolve) => {
