@@ -82,14 +82,11 @@ function freePort(): Promise<number> {
   });
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const exists = (path: string): Promise<boolean> =>
+  stat(path).then(
+    () => true,
+    () => false,
+  );
 
 async function credentials(dir: string): Promise<{ password: string }> {
   const file = join(dir, CREDENTIALS_FILE);
