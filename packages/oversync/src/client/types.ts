@@ -93,6 +93,13 @@ export interface ProgressEvent {
   readonly done: number;
   /** Total when known (snapshots, pushes); for pulls, the rows of the pages fetched so far. */
   readonly total: number;
+  /**
+   * Which part of the phase the figures count. Snapshots (`hydrate`, `recover`): `download`
+   * (rows fetched and staged) then `apply` (rows moved into the app's tables; the app sees them
+   * all at once when it ends). Pushes: `upload` (rows sent) then `apply` (committed rows written
+   * back). Rows to go = `total - done`.
+   */
+  readonly stage?: 'download' | 'upload' | 'apply';
 }
 
 export interface AppliedEvent {

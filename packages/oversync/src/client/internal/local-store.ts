@@ -543,15 +543,21 @@ export function stageSnapshotRow(
   ).run(row.snapshotId, row.ordinal, row.schema, m.table, ...row.keyText, row.version, row.payload);
 }
 
-/** A page of staged rows of the tables not applied set-based, after `after`. */
-export function stagedPage(db: SqliteDb, snapshotId: string, after: number, skipTables: readonly string[]) {
+/** The staged rows with ordinals in (after, to] of the tables not applied set-based. */
+export function stagedRange(
+  db: SqliteDb,
+  snapshotId: string,
+  after: number,
+  to: number,
+  skipTables: readonly string[],
+) {
   const skip = skipTables.map((t) => sqlString(t)).join(', ');
   return stmt(
     db,
     `SELECT row_ordinal, table_name, key_json, row_version, payload FROM _sync_snapshot_stage
-     WHERE snapshot_id = ? AND row_ordinal > ?${skip ? ` AND table_name NOT IN (${skip})` : ''}
-     ORDER BY row_ordinal LIMIT 2000`,
-  ).all(snapshotId, after) as Array<{
+     WHERE snapshot_id = ? AND row_ordinal > ? AND row_ordinal <= ?${skip ? ` AND table_name NOT IN (${skip})` : ''}
+     ORDER BY row_ordinal`,
+  ).all(snapshotId, after, to) as Array<{
     row_ordinal: number;
     table_name: string;
     key_json: string;
@@ -605,11 +611,37 @@ export function managedTables(db: SqliteDb, schema?: string): string[] {
   ) as string[];
 }
 
+/**
+ * Deletes the rows of `table` that match `where`, `slice` rows per statement, yielding after each
+ * (a long apply gives the event loop a turn between slices; see `TxRunner.sliced`).
+ */
+export function* deleteInSlices(
+  db: SqliteDb,
+  table: string,
+  keyColumns: readonly string[],
+  where = 'true',
+  params: readonly unknown[] = [],
+  slice = 2000,
+): Generator<void, number, undefined> {
+  const t = quoteIdent(table);
+  const k = keyColumns.map((c) => quoteIdent(c)).join(', ');
+  const sql = `DELETE FROM ${t} WHERE (${k}) IN (SELECT ${k} FROM ${t} WHERE ${where} LIMIT ${slice})`;
+  let n = 0;
+  for (;;) {
+    const c = stmt(db, sql).run(...params).changes;
+    n += c;
+    if (c === 0) return n;
+    yield;
+  }
+}
+
 /** The snapshot swap's wipe of sync state (the business tables are wiped by the caller). */
-export function clearForSnapshot(db: SqliteDb, schema: string): void {
-  stmt(db, `DELETE FROM _sync_row_state WHERE schema_name = ?`).run(schema);
+export function* clearForSnapshot(db: SqliteDb, schema: string): Generator<void, void, undefined> {
+  yield* deleteInSlices(db, '_sync_row_state', ['schema_name', 'table_name', 'key_json'], 'schema_name = ?', [
+    schema,
+  ]);
   stmt(db, `DELETE FROM _sync_dirty_rows`).run();
-  stmt(db, `DELETE FROM _sync_push_stage`).run();
+  yield* deleteInSlices(db, '_sync_push_stage', ['bundle_seq', 'row_ordinal']);
   stmt(db, `DELETE FROM _sync_orphan_rows WHERE schema_name = ?`).run(schema);
   clearOutbox(db);
 }
@@ -635,6 +667,14 @@ export function finishSnapshot(
 
 export function clearSnapshotStage(db: SqliteDb): void {
   stmt(db, `DELETE FROM _sync_snapshot_stage`).run();
+}
+
+/** Deletes the staged rows with ordinals in (after, to] (applied in the same transaction). */
+export function dropStagedRange(db: SqliteDb, snapshotId: string, after: number, to: number): void {
+  stmt(
+    db,
+    `DELETE FROM _sync_snapshot_stage WHERE snapshot_id = ? AND row_ordinal > ? AND row_ordinal <= ?`,
+  ).run(snapshotId, after, to);
 }
 
 // ---- open, detach, uninstall ------------------------------------------------------------------

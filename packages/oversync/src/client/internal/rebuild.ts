@@ -7,7 +7,8 @@ import { ClientError } from '../errors.js';
 import type { RebuildReport } from '../types.js';
 import { wireKeyToLocal } from './codec.js';
 import {
-  beginRebuild,
+  deleteInSlices,
+  markRebuildRequired,
   type OperationState,
   readOutbox,
   reserveReplacementSource,
@@ -25,7 +26,11 @@ export async function rebuild(
   signal?: AbortSignal,
 ): Promise<RebuildReport> {
   const schema = ctx.cfg.schema;
-  await ctx.runner.tx((db) => beginRebuild(db), signal);
+  // The gate first (an interrupted rebuild is resumed), then the stage is emptied in slices.
+  await ctx.runner.tx((db) => markRebuildRequired(db), signal);
+  await ctx.runner.sliced(function* (db) {
+    yield* deleteInSlices(db, '_sync_snapshot_stage', ['snapshot_id', 'row_ordinal']);
+  }, signal);
   const t = ctx.remote;
   const body: Record<string, unknown> = {};
   if (plan.rotateTo) {
@@ -63,7 +68,8 @@ export async function rebuild(
   const sid = session.snapshot_id;
   try {
     let after = 0;
-    ctx.hooks.progress({ phase: plan.phase, done: 0, total: session.row_count });
+    const download = { phase: plan.phase, stage: 'download' as const, total: session.row_count };
+    ctx.hooks.progress({ ...download, done: 0 });
     const fetchChunk = (from: number) =>
       t.snapshotChunk(sid, { afterRowOrdinal: from, maxRows: ctx.cfg.snapshotChunkRows }, signal);
     let pending = fetchChunk(0);
@@ -84,8 +90,10 @@ export async function rebuild(
         pending.catch(() => undefined);
       }
       const base = after;
-      await ctx.runner.tx((db) => {
-        rows.forEach((r, i) => {
+      // One transaction per page, in slices (a 5,000-row page is longer than one event-loop turn).
+      await ctx.runner.sliced(function* (db) {
+        for (let i = 0; i < rows.length; i++) {
+          const r = rows[i] as (typeof rows)[number];
           const ops = ctx.checkRow(r.schema, r.table);
           if (r.row_version <= 0 || r.payload === null || typeof r.payload !== 'object') {
             throw protocolError('snapshot row is malformed');
@@ -99,10 +107,11 @@ export async function rebuild(
             version: r.row_version,
             payload: JSON.stringify(r.payload),
           });
-        });
+          if (i % 250 === 249) yield;
+        }
       }, signal);
       after += rows.length;
-      ctx.hooks.progress({ phase: plan.phase, done: after, total: session.row_count });
+      ctx.hooks.progress({ ...download, done: after });
       if (!chunk.has_more) break;
     }
     if (after !== session.row_count) {

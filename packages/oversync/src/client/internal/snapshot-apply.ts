@@ -3,6 +3,10 @@
  * the staged snapshot (set-based where every column converts inside SQLite), carry the local
  * intents over (or log them as discarded for a remote replace), rotate the source if asked, and
  * move the checkpoint to the snapshot's sequence.
+ *
+ * The transaction runs in slices (`TxRunner.sliced`): the stage is applied and dropped
+ * `APPLY_SLICE_ROWS` ordinals at a time, wipes delete in slices too, and the event loop gets a
+ * turn between slices while the app's connection keeps seeing the previous state until COMMIT.
  */
 import { ClientError } from '../errors.js';
 import type { ProgressPhase } from '../types.js';
@@ -14,6 +18,8 @@ import {
   beginApply,
   clearForSnapshot,
   clearSnapshotStage,
+  deleteInSlices,
+  dropStagedRange,
   endApply,
   finishSnapshot,
   listDirtyIntents,
@@ -28,10 +34,13 @@ import {
   rowVersionOf,
   setOperation,
   setRowStateLive,
-  stagedPage,
+  stagedRange,
   trackForeignKeys,
 } from './local-store.js';
 import { protocolError, type SyncContext } from './sync-context.js';
+
+/** Staged ordinals applied per slice of the snapshot apply. */
+export const APPLY_SLICE_ROWS = 1000;
 
 export type PreserveMode = 'none' | 'keep-base' | 'rebase';
 
@@ -93,7 +102,7 @@ export async function applySnapshot(
   const schema = ctx.cfg.schema;
   let rotated: string | undefined;
   const tables = ctx.models.map((m) => m.table);
-  await ctx.runner.tx((db) => {
+  await ctx.runner.sliced(function* (db) {
     const att = readAttachment(db);
     if (att.bindingState !== 'attached' && !plan.bindUser) {
       throw new ClientError('OVERSYNC_CLIENT_ATTACH_REQUIRED', 'snapshot apply needs an attached binding');
@@ -127,26 +136,37 @@ export async function applySnapshot(
     }
     const managed = managedTables(db, schema);
     for (const t of new Set([...managed.filter((x) => ctx.ops.has(x)), ...tables])) {
-      db.exec(`DELETE FROM ${quoteIdent(t)}`);
+      const ops = ctx.ops.get(t);
+      // the table's rows go in slices (its capture triggers rule out SQLite's fast truncate)
+      if (ops)
+        yield* deleteInSlices(
+          db,
+          t,
+          ops.m.keyColumns.map((c) => c.name),
+        );
+      else db.exec(`DELETE FROM ${quoteIdent(t)}`);
     }
     if (plan.preserve === 'none') recordDiscarded(ctx, db);
-    clearForSnapshot(db, schema);
+    yield* clearForSnapshot(db, schema);
     let n = 0;
-    // Tables whose columns all convert inside SQLite are applied set-based (one INSERT … SELECT);
-    // the others row by row, paging through the stage (a statement cannot write while another
-    // iterates; paging keeps memory bounded).
+    // Tables whose columns all convert inside SQLite are applied set-based (one INSERT … SELECT
+    // per slice of ordinals); the others row by row. Each slice of the stage is dropped once
+    // applied, so the stage never needs one long DELETE.
     const setBased = [...ctx.ops.values()].filter((o) => o.setBased);
-    for (const o of setBased) n += o.applyStagedSet(db, sid);
     const skip = setBased.map((o) => o.m.table);
-    for (let after = 0; ; ) {
-      const staged = stagedPage(db, sid, after, skip);
-      if (staged.length === 0) break;
-      for (const r of staged) {
+    const apply = { phase: plan.phase, stage: 'apply' as const, total: rowCount };
+    ctx.hooks.progress({ ...apply, done: 0 });
+    for (let after = 0; after < rowCount; after += APPLY_SLICE_ROWS) {
+      const to = after + APPLY_SLICE_ROWS;
+      for (const o of setBased) n += o.applyStagedSet(db, sid, after, to);
+      for (const r of stagedRange(db, sid, after, to, skip)) {
         ctx.tableOps(r.table_name).upsertWire(db, JSON.parse(r.payload) as unknown);
         setRowStateLive(db, schema, r.table_name, r.key_json, r.row_version);
         n++;
       }
-      after = Number(staged[staged.length - 1]?.row_ordinal);
+      dropStagedRange(db, sid, after, to);
+      ctx.hooks.progress({ ...apply, done: n });
+      yield;
     }
     if (n !== rowCount)
       throw protocolError('staged snapshot row count does not match', { expected: rowCount, got: n });

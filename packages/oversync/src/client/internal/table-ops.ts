@@ -90,11 +90,12 @@ export class TableOps {
   }
 
   /**
-   * Applies this table's staged snapshot rows in one statement (the caller wiped the table) and
-   * records their row state. Rows are checked first with the codec's rules (every column present,
-   * UUIDs canonical); a bad row fails the whole apply. Returns the number of rows applied.
+   * Applies this table's staged snapshot rows with ordinals in (from, to] in one statement (the
+   * caller wiped the table) and records their row state. Rows are checked first with the codec's
+   * rules (every column present, UUIDs canonical); a bad row fails the whole apply. Returns the
+   * number of rows applied.
    */
-  applyStagedSet(db: SqliteDb, snapshotId: string): number {
+  applyStagedSet(db: SqliteDb, snapshotId: string, from: number, to: number): number {
     const path = (c: ColumnModel) => sqlString(`$."${c.key.replaceAll('"', '""')}"`);
     const value = (c: ColumnModel) => `json_extract(payload, ${path(c)})`;
     const bad = this.m.columns.map((c) => {
@@ -109,10 +110,11 @@ export class TableOps {
     const invalid = Number(
       stmt(
         db,
-        `SELECT COUNT(*) FROM _sync_snapshot_stage WHERE snapshot_id = ? AND table_name = ? AND ((${bad.join(') OR (')}))`,
+        `SELECT COUNT(*) FROM _sync_snapshot_stage WHERE snapshot_id = ? AND row_ordinal > ? AND row_ordinal <= ?
+           AND table_name = ? AND ((${bad.join(') OR (')}))`,
       )
         .pluck()
-        .get(snapshotId, this.m.table),
+        .get(snapshotId, from, to, this.m.table),
     );
     if (invalid > 0) {
       throw new ClientError(
@@ -132,14 +134,16 @@ export class TableOps {
     const applied = stmt(
       db,
       `INSERT INTO ${this.m.quoted}(${this.m.columns.map((c) => quoteIdent(c.name)).join(', ')})
-       SELECT ${exprs.join(', ')} FROM _sync_snapshot_stage WHERE snapshot_id = ? AND table_name = ? ORDER BY row_ordinal`,
-    ).run(snapshotId, this.m.table).changes;
+       SELECT ${exprs.join(', ')} FROM _sync_snapshot_stage
+       WHERE snapshot_id = ? AND row_ordinal > ? AND row_ordinal <= ? AND table_name = ? ORDER BY row_ordinal`,
+    ).run(snapshotId, from, to, this.m.table).changes;
     stmt(
       db,
       `INSERT INTO _sync_row_state(schema_name, table_name, key_json, row_version, deleted)
-       SELECT ?, table_name, key_json, row_version, 0 FROM _sync_snapshot_stage WHERE snapshot_id = ? AND table_name = ?
+       SELECT ?, table_name, key_json, row_version, 0 FROM _sync_snapshot_stage
+       WHERE snapshot_id = ? AND row_ordinal > ? AND row_ordinal <= ? AND table_name = ?
        ON CONFLICT(schema_name, table_name, key_json) DO UPDATE SET row_version = excluded.row_version, deleted = 0`,
-    ).run(this.schema, snapshotId, this.m.table);
+    ).run(this.schema, snapshotId, from, to, this.m.table);
     return applied;
   }
 

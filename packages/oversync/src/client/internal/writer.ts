@@ -1,5 +1,90 @@
+import { createRequire } from 'node:module';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { Worker } from 'node:worker_threads';
 import { ClientError } from '../errors.js';
 import type { CoordinatorLike, SqliteDb, SyncWriter } from '../writer-types.js';
+
+/**
+ * A long write runs as a generator: each `yield` marks a point where the work may pause. On the
+ * apply connection the runner gives the event loop a turn whenever a slice has run this long.
+ */
+export const SLICE_BUDGET_MS = 12;
+/** The apply connection is closed after this long without use. */
+const APPLY_CONNECTION_IDLE_MS = 2_000;
+
+/** Runs a generator to its end at once (the one-transaction fallback). */
+function drain<T>(it: Generator<unknown, T, undefined>): T {
+  for (;;) {
+    const r = it.next();
+    if (r.done) return r.value;
+  }
+}
+
+/**
+ * Checkpoints the WAL in a worker thread, so the pages a long transaction wrote are copied into
+ * the database file off the event loop (a checkpoint in the main thread after a 1M-row commit
+ * takes seconds; it would otherwise run at the next commit of any connection on the file). One
+ * worker per apply connection, closed with it. `run` never rejects: when the worker cannot run,
+ * the WAL is checkpointed as usual by a later commit.
+ */
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.lib);
+const db = new Database(workerData.file, { fileMustExist: true, timeout: 0 });
+parentPort.on('message', (m) => {
+  if (m === 'exit') { db.close(); parentPort.close(); return; }
+  try { db.pragma('wal_checkpoint(PASSIVE)'); } catch {}
+  parentPort.postMessage('done');
+});
+parentPort.postMessage('ready');`;
+let sqliteLib: string | null | undefined;
+class Checkpointer {
+  readonly ready: Promise<boolean>;
+  readonly #w: Worker | undefined;
+  #waiting: Array<() => void> = [];
+  constructor(file: string) {
+    if (sqliteLib === undefined) {
+      try {
+        sqliteLib = createRequire(import.meta.url).resolve('better-sqlite3');
+      } catch {
+        sqliteLib = null;
+      }
+    }
+    if (sqliteLib === null) {
+      this.ready = Promise.resolve(false);
+      return;
+    }
+    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { lib: sqliteLib, file } });
+    w.unref();
+    this.#w = w;
+    const flush = () => {
+      for (const f of this.#waiting.splice(0)) f();
+    };
+    this.ready = new Promise<boolean>((resolve) => {
+      w.on('message', (m) => {
+        if (m === 'ready') resolve(true);
+        else this.#waiting.shift()?.();
+      });
+      w.on('error', () => {
+        resolve(false);
+        flush();
+      });
+      w.on('exit', () => {
+        resolve(false);
+        flush();
+      });
+    });
+  }
+  async run(): Promise<void> {
+    if (!this.#w || !(await this.ready)) return;
+    const done = new Promise<void>((r) => this.#waiting.push(r));
+    this.#w.postMessage('go');
+    await done;
+  }
+  close(): void {
+    this.#w?.postMessage('exit');
+  }
+}
 
 function aborted(signal: AbortSignal, cause: unknown = signal.reason): ClientError {
   return new ClientError('OVERSYNC_CLIENT_ABORTED', 'operation aborted', { cause });
@@ -33,6 +118,9 @@ export class TxRunner {
   readonly #writer: SyncWriter;
   readonly #durability: 'normal' | 'full';
   #inFlight = 0;
+  #apply: SqliteDb | undefined;
+  #applyIdle: ReturnType<typeof setTimeout> | undefined;
+  #checkpointer: Checkpointer | undefined;
 
   constructor(writer: SyncWriter, durability: 'normal' | 'full') {
     this.#writer = writer;
@@ -80,6 +168,109 @@ export class TxRunner {
     }
     const db = this.db;
     return db.transaction(() => fn(db)).immediate();
+  }
+
+  /**
+   * One long atomic write that never holds the event loop for long. `fn` is a generator; each
+   * `yield` is a point where the work may pause. On a better-sqlite3 database backed by a file in
+   * WAL mode the whole generator runs in ONE transaction (BEGIN IMMEDIATE … COMMIT) on a second
+   * connection to the same file (the apply connection), and whenever a slice ran for
+   * `SLICE_BUDGET_MS` the event loop gets a turn. Meanwhile the app's connection keeps reading the
+   * last committed state (WAL snapshot isolation): it never sees a half-applied snapshot or
+   * bundle, and a crash before COMMIT leaves the previous state. After a long transaction the
+   * WAL is checkpointed in a worker thread. Elsewhere (coordinator, in-memory or non-WAL
+   * database, a transaction left open on the app's connection) the generator runs to its end in
+   * one `tx`, as before.
+   */
+  async sliced<T>(fn: (db: SqliteDb) => Generator<unknown, T, undefined>, signal?: AbortSignal): Promise<T> {
+    if (signal?.aborted) throw aborted(signal);
+    const side = this.#applyConnection();
+    if (!side) return this.tx((db) => drain(fn(db)), signal);
+    this.#inFlight++;
+    let slices = 0;
+    try {
+      side.exec('BEGIN IMMEDIATE');
+      let value: T;
+      try {
+        const it = fn(side);
+        let t0 = performance.now();
+        for (;;) {
+          const r = it.next();
+          if (r.done) {
+            value = r.value;
+            break;
+          }
+          if (performance.now() - t0 >= SLICE_BUDGET_MS) {
+            await yieldToLoop();
+            slices++;
+            if (signal?.aborted) throw aborted(signal);
+            t0 = performance.now();
+          }
+        }
+      } catch (e) {
+        if (side.inTransaction) side.exec('ROLLBACK');
+        throw e;
+      }
+      if (slices === 0) {
+        side.exec('COMMIT');
+        return value;
+      }
+      // A long transaction: have the checkpointer ready before COMMIT, then let it copy the WAL.
+      this.#checkpointer ??= new Checkpointer(side.name);
+      await this.#checkpointer.ready;
+      side.exec('COMMIT');
+      await this.#checkpointer.run();
+      return value;
+    } finally {
+      this.#inFlight--;
+      this.#releaseApplyConnection();
+    }
+  }
+
+  /** The apply connection (opened on first use), or undefined where `sliced` falls back to `tx`. */
+  #applyConnection(): SqliteDb | undefined {
+    if (this.#applyIdle) clearTimeout(this.#applyIdle);
+    this.#applyIdle = undefined;
+    if (this.#apply?.open) return this.#apply;
+    this.#apply = undefined;
+    if (isCoordinator(this.#writer)) return undefined;
+    const db = this.db;
+    if (db.memory || !db.name || db.name === ':memory:' || !db.open || db.inTransaction) return undefined;
+    if (String(db.pragma('journal_mode', { simple: true })).toLowerCase() !== 'wal') return undefined;
+    const Ctor = (db as { constructor?: unknown }).constructor as
+      | (new (
+          file: string,
+          opts?: { fileMustExist?: boolean; timeout?: number },
+        ) => SqliteDb & { close(): void })
+      | undefined;
+    if (typeof Ctor !== 'function') return undefined;
+    let side: SqliteDb & { close(): void };
+    try {
+      side = new Ctor(db.name, { fileMustExist: true, timeout: 5_000 });
+    } catch {
+      return undefined;
+    }
+    side.pragma('foreign_keys = ON');
+    side.pragma(`synchronous = ${Number(db.pragma('synchronous', { simple: true }))}`);
+    // Its commits never checkpoint in the main thread: a worker does (see `sliced`).
+    side.pragma('wal_autocheckpoint = 0');
+    this.#apply = side;
+    return side;
+  }
+
+  #releaseApplyConnection(): void {
+    const side = this.#apply as (SqliteDb & { close?: () => void }) | undefined;
+    if (!side || this.#inFlight > 0) return;
+    this.#applyIdle = setTimeout(() => {
+      this.#applyIdle = undefined;
+      if (this.#apply === side && !side.inTransaction) {
+        this.#apply = undefined;
+        side.close?.();
+        this.#checkpointer?.close();
+        this.#checkpointer = undefined;
+      }
+    }, APPLY_CONNECTION_IDLE_MS);
+    this.#applyIdle.unref?.();
   }
 
   /**

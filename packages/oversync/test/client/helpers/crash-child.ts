@@ -17,8 +17,36 @@ const hang = (line: string) =>
 
 let snapshotGets = 0;
 let pullGets = 0;
-const db = new Database(dbPath);
+// 'apply-stall' / 'pull-stall': freeze the process inside the client's apply transaction, after
+// `n` rows were written: a temp trigger calls a function that reports and then spins until the
+// parent's SIGKILL. Installed on every connection the client opens (it opens a second one to the
+// same file for a long apply), so the trigger fires wherever the apply runs.
+let applied = 0;
+class StallDb extends Database {
+  constructor(file: string, opts?: Database.Options) {
+    super(file, opts);
+    this.installStall();
+  }
+  installStall(): void {
+    if (mode !== 'apply-stall' && mode !== 'pull-stall') return;
+    if (!this.prepare(`SELECT 1 FROM sqlite_master WHERE name = 'users'`).get()) return;
+    this.function('x_stall', () => {
+      applied++;
+      if (applied === n) {
+        process.stdout.write('MID_APPLY\n'); // pipes are synchronous on Linux
+        for (;;) {
+          // spin inside the open transaction
+        }
+      }
+      return 0;
+    });
+    this.exec(`CREATE TEMP TRIGGER IF NOT EXISTS x_stall_users AFTER INSERT ON main.users
+      WHEN (SELECT apply_mode FROM _sync_apply_state) = 1 BEGIN SELECT x_stall(); END`);
+  }
+}
+const db = new StallDb(dbPath);
 db.exec(SQLITE_BUSINESS_DDL);
+db.installStall();
 const client = createSyncClient({
   writer: db,
   baseUrl,
@@ -46,24 +74,19 @@ const client = createSyncClient({
   },
 });
 
-await client.open();
-if (mode === 'apply-stall' || mode === 'pull-stall') {
-  // Freeze the process inside the client's apply transaction, after `n` rows were written:
-  // a temp trigger calls a function that reports and then spins until the parent's SIGKILL.
-  let applied = 0;
-  db.function('x_stall', () => {
-    applied++;
-    if (applied === n) {
-      process.stdout.write('MID_APPLY\n'); // pipes are synchronous on Linux
-      for (;;) {
-        // spin inside the open transaction
-      }
+if (mode === 'apply-slices') {
+  // Killed between two slices of the snapshot apply: rows are applied in the open transaction,
+  // the event loop had turns, the app's connection still sees the previous state.
+  client.on('progress', (e) => {
+    if (e.stage !== 'apply' || e.done === 0 || e.done >= e.total) return;
+    const seen = db.prepare(`SELECT COUNT(*) FROM users`).pluck().get();
+    process.stdout.write(`BETWEEN_SLICES ${e.done}/${e.total} app sees ${seen}\n`);
+    for (;;) {
+      // spin until the parent's SIGKILL
     }
-    return 0;
   });
-  db.exec(`CREATE TEMP TRIGGER x_stall_users AFTER INSERT ON main.users
-    WHEN (SELECT apply_mode FROM _sync_apply_state) = 1 BEGIN SELECT x_stall(); END`);
 }
+await client.open();
 process.stdout.write('OPENED\n');
 if (mode.startsWith('push-')) {
   await client.attach(user);
@@ -72,7 +95,7 @@ if (mode.startsWith('push-')) {
       db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(randomUUID(), `child ${i}`);
   })();
   await client.pushPending();
-} else if (mode === 'hydrate-staging' || mode === 'apply-stall') {
+} else if (mode === 'hydrate-staging' || mode === 'apply-stall' || mode === 'apply-slices') {
   await client.attach(user);
 } else if (mode === 'pull-stall') {
   await client.attach(user);

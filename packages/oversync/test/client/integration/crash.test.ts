@@ -104,6 +104,26 @@ describe('a device process killed mid-sync loses and duplicates nothing', () => 
     expect(snapshot(d.db)).toEqual(snapshot(seed.db));
   });
 
+  it('killed between two slices of the snapshot apply: the app saw the previous state, nothing applied', async () => {
+    const { user, seed } = await seededUser(2500);
+    const path = suite.path('crash');
+    const child = spawnNode(CHILD, ['apply-slices', path, suite.server.baseUrl, user]);
+    const line = await child.waitForLine(/BETWEEN_SLICES/, 60_000);
+    child.kill('SIGKILL');
+    expect((await child.wait()).signal).toBe('SIGKILL');
+    // the app's connection read the state before the hydrate while 1,000 rows sat in the open apply
+    expect(line).toMatch(/ 1000\/2500 app sees 0$/);
+    const d = suite.device(user, {}, path);
+    await d.client.open();
+    expect(d.db.prepare(`SELECT COUNT(*) FROM users`).pluck().get()).toBe(0);
+    expect(d.db.prepare(`SELECT COUNT(*) FROM _sync_row_state`).pluck().get()).toBe(0);
+    expect(await d.client.attach(user)).toMatchObject({
+      outcome: 'used_remote_state',
+      restore: { rowCount: 2500 },
+    });
+    expect(snapshot(d.db)).toEqual(snapshot(seed.db));
+  });
+
   it('killed inside a pulled bundle apply: the bundle and its checkpoint roll back together', async () => {
     const { user, seed } = await seededUser(1);
     const path = suite.path('crash');

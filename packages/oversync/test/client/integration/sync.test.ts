@@ -65,8 +65,16 @@ describe('sync client against our server', () => {
     });
     expect(snapshot(b.db)).toEqual(snapshot(a.db));
     const hydrate = progress.filter((p) => p.phase === 'hydrate');
-    expect(hydrate.at(-1)).toEqual({ phase: 'hydrate', done: 31, total: 31 });
-    expect(hydrate.length).toBeGreaterThan(4);
+    const download = hydrate.filter((p) => p.stage === 'download');
+    const apply = hydrate.filter((p) => p.stage === 'apply');
+    expect(download.at(-1)).toEqual({ phase: 'hydrate', stage: 'download', done: 31, total: 31 });
+    expect(download.length).toBeGreaterThan(4);
+    // then the apply: rows applied and rows to go, from 0 to all, the download's events first
+    expect(apply[0]).toEqual({ phase: 'hydrate', stage: 'apply', done: 0, total: 31 });
+    expect(apply.at(-1)).toEqual({ phase: 'hydrate', stage: 'apply', done: 31, total: 31 });
+    expect(hydrate.indexOf(apply[0] as ProgressEvent)).toBeGreaterThan(
+      hydrate.indexOf(download.at(-1) as ProgressEvent),
+    );
     // no local intents after a hydrate
     expect(await b.client.pendingStatus()).toMatchObject({ total: 0 });
 

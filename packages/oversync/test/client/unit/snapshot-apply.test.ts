@@ -36,7 +36,8 @@ describe('set-based snapshot apply', () => {
     expect(ops.setBased).toBe(true);
     stage(1, ID, { id: ID, parent_id: PID, flag: true, n: 42, r: 2.5, note: 'a<b>' });
     stage(2, PID, { id: PID, parent_id: null, flag: false, n: null, r: null, note: null });
-    expect(ops.applyStagedSet(db, 's')).toBe(2);
+    expect(ops.applyStagedSet(db, 's', 0, 1)).toBe(1); // one slice of ordinals: (0, 1]
+    expect(ops.applyStagedSet(db, 's', 1, 1000)).toBe(1);
     const rows = db
       .prepare(`SELECT hex(id) id, hex(parent_id) p, flag, n, r, note FROM kids ORDER BY n DESC`)
       .all();
@@ -67,7 +68,7 @@ describe('set-based snapshot apply', () => {
     ]) {
       const { db, ops, stage } = setup();
       stage(1, ID, payload);
-      expect(() => ops.applyStagedSet(db, 's')).toThrow(
+      expect(() => ops.applyStagedSet(db, 's', 0, 1000)).toThrow(
         expect.objectContaining({ code: 'OVERSYNC_CLIENT_CODEC' }),
       );
       expect(db.prepare(`SELECT COUNT(*) FROM kids`).pluck().get()).toBe(0);

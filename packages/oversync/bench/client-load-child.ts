@@ -1,0 +1,114 @@
+// One measured client phase in a fresh process, so its RSS and event loop are the client's own:
+//   node --import tsx client-load-child.ts hydrate <dbPath> <baseUrl> <user>
+//   node --import tsx client-load-child.ts push    <dbPath> <baseUrl> <user> <rows>
+//   node --import tsx client-load-child.ts bulk    <dbPath> <rows>   (baseline: plain better-sqlite3)
+// Prints one JSON line: { rows, ms, rssGrowthMb, maxBlockMs, p99BlockMs, gapMs, progressEvents }.
+// The event loop is watched by perf_hooks.monitorEventLoopDelay (resolution 10 ms; max and p99 of
+// the delay) and by a 5 ms interval timer (the worst gap between two ticks, minus the interval).
+import { randomUUID } from 'node:crypto';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import Database from 'better-sqlite3';
+import { createSyncClient } from '../src/client/index.js';
+import { CLIENT_TABLES, SQLITE_BUSINESS_DDL } from '../test/client/helpers/schema.js';
+
+const [mode = '', dbPath = '', a = '', b = '', c = ''] = process.argv.slice(2);
+const db = new Database(dbPath);
+db.pragma('journal_mode = WAL');
+db.exec(SQLITE_BUSINESS_DDL);
+
+function rowOf(i: number): [string, string, string] {
+  return [randomUUID(), `user ${i}`, `user${i}@example.com`];
+}
+
+interface Watch {
+  stop(): { rssGrowthMb: number; maxBlockMs: number; p99BlockMs: number; gapMs: number; ms: number };
+}
+function watch(): Watch {
+  const h = monitorEventLoopDelay({ resolution: 10 });
+  const rss0 = process.memoryUsage.rss();
+  let peak = rss0;
+  let last = performance.now();
+  let gap = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    gap = Math.max(gap, now - last - 5);
+    last = now;
+    peak = Math.max(peak, process.memoryUsage.rss());
+  }, 5);
+  h.enable();
+  const t0 = performance.now();
+  return {
+    stop() {
+      const ms = performance.now() - t0;
+      const now = performance.now();
+      gap = Math.max(gap, now - last - 5);
+      h.disable();
+      clearInterval(timer);
+      peak = Math.max(peak, process.memoryUsage.rss());
+      return {
+        ms,
+        rssGrowthMb: (peak - rss0) / 2 ** 20,
+        // the histogram's delay is measured past the resolution: add it back for the block length
+        maxBlockMs: Math.max(h.max / 1e6, gap),
+        p99BlockMs: h.percentile(99) / 1e6,
+        gapMs: gap,
+      };
+    },
+  };
+}
+
+let rows = 0;
+let progressEvents = 0;
+let out: ReturnType<Watch['stop']>;
+if (mode === 'bulk') {
+  const n = Number(a);
+  const ins = db.prepare(`INSERT INTO users(id, name, email) VALUES (?, ?, ?)`);
+  const w = watch();
+  // yield once so the watch's timer is armed, then one plain bulk transaction
+  await new Promise((r) => setTimeout(r, 20));
+  db.transaction(() => {
+    for (let i = 0; i < n; i++) ins.run(...rowOf(i));
+  })();
+  await new Promise((r) => setTimeout(r, 20));
+  out = w.stop();
+  rows = n;
+} else {
+  const [baseUrl, user] = [a, b];
+  const client = createSyncClient({
+    writer: db,
+    baseUrl,
+    token: user,
+    schema: 'business',
+    tables: CLIENT_TABLES,
+    snapshotChunkRows: 5000,
+    uploadLimit: 5000,
+    downloadLimit: 5000,
+  });
+  client.on('progress', () => {
+    progressEvents++;
+  });
+  await client.open();
+  if (mode === 'hydrate') {
+    const w = watch();
+    const r = await client.attach(user);
+    out = w.stop();
+    rows = r.restore?.rowCount ?? 0;
+  } else {
+    const n = Number(c);
+    await client.attach(user);
+    const ins = db.prepare(`INSERT INTO users(id, name, email) VALUES (?, ?, ?)`);
+    for (let done = 0; done < n; done += 10_000) {
+      db.transaction(() => {
+        for (let i = done; i < Math.min(n, done + 10_000); i++) ins.run(...rowOf(i));
+      })();
+    }
+    progressEvents = 0;
+    const w = watch();
+    const r = await client.pushPending();
+    out = w.stop();
+    rows = r.outcome === 'committed' ? (r.rowCount ?? n) : 0;
+  }
+  await client.close();
+}
+db.close();
+process.stdout.write(`${JSON.stringify({ rows, ...out, progressEvents })}\n`);
