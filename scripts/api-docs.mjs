@@ -64,18 +64,18 @@ const app = await Application.bootstrapWithPlugins({
   ],
   modifierTags: ['@internal', '@public', '@alpha', '@beta', '@experimental', '@readonly'],
   validation: { notExported: false, invalidLink: true, notDocumented: true, rewrittenLink: true },
-  requiredToBeDocumented: [
-    'Enum',
-    'EnumMember',
-    'Variable',
-    'Function',
-    'Class',
-    'Interface',
-    'Property',
-    'Method',
-    'Accessor',
-    'TypeAlias',
+  // Without this TypeDoc checks only the root package (x-workspace), i.e. nothing.
+  packagesRequiringDocumentation: [
+    '@x/core',
+    '@x/writecoordinator',
+    '@x/dbproxy',
+    '@x/dbx',
+    '@x/schemaops',
+    '@x/oversync',
   ],
+  // Every export (what a user imports by name) must say what it is. Members of exported interfaces
+  // and classes are documented where they need it; TypeDoc shows them under their export.
+  requiredToBeDocumented: ['Enum', 'Variable', 'Function', 'Class', 'Interface', 'TypeAlias'],
   logLevel: LogLevel.Warn,
 });
 
