@@ -1,7 +1,7 @@
 import { isOversyncError, OversyncError, type OversyncErrorInit } from '../shared/errors.js';
 
 /**
- * Error codes of @x/oversync/client. Codes are API: never renamed, never reused.
+ * Error codes of `@x/oversync/client`. Codes are API: never renamed, never reused.
  * Every error the client throws is a {@link ClientError} with one of these codes.
  */
 export const CLIENT_ERROR_CODES = [

@@ -1,4 +1,4 @@
-/** @x/oversync/client: an offline-first SQLite client for go-oversync protocol v1 servers. */
+/** `@x/oversync/client`: an offline-first SQLite client for go-oversync protocol v1 servers. */
 export { createSyncClient } from './client.js';
 export {
   CLIENT_ERROR_CODES,

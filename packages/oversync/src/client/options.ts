@@ -93,7 +93,7 @@ export const syncClientOptionsSchema = z.strictObject({
 
 /** What `createSyncClient` accepts; every optional field has an exported default. */
 export interface SyncClientOptionsInput {
-  /** A better-sqlite3 Database or an @x/writecoordinator coordinator: every local transaction runs through it. */
+  /** A better-sqlite3 Database or an `@x/writecoordinator` coordinator: every local transaction runs through it. */
   writer: SyncWriter;
   baseUrl: string;
   /** The HTTP edge (default: global fetch). */

@@ -1,6 +1,6 @@
 /** The HTTP edge and the logger the client's options take (`fetch`, `token`, `retry`, `logger`). */
 
-/** pino-compatible logger: the contract every @x package shares, from @x/core. */
+/** pino-compatible logger: the contract every `@x` package shares, from `@x/core`. */
 export type { Logger } from '@x/core';
 
 export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;

@@ -16,7 +16,7 @@ export interface SqliteDb {
   readonly memory?: boolean;
 }
 
-/** The structural subset of an @x/writecoordinator coordinator the client uses. */
+/** The structural subset of an `@x/writecoordinator` coordinator the client uses. */
 export interface CoordinatorLike {
   readonly options: { readonly database: unknown };
   runExclusive<T>(

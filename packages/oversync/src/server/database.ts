@@ -1,5 +1,5 @@
 /**
- * The structural subset of an @x/dbx `Cluster` the sync service uses. Any object with these
+ * The structural subset of an `@x/dbx` `Cluster` the sync service uses. Any object with these
  * methods works (kysely's "take an interface, not the driver's class").
  */
 export interface SyncQueryResult<R> {
@@ -32,6 +32,6 @@ export interface SyncListenClient {
 }
 export interface SyncDatabase extends SyncQuerier {
   runTx<T>(fn: (tx: SyncQuerier) => Promise<T>, opts?: SyncTxOptions): Promise<T>;
-  /** A dedicated primary connection (an @x/dbx cluster's `connect()`, a pg `PoolClient`). */
+  /** A dedicated primary connection (an `@x/dbx` cluster's `connect()`, a pg `PoolClient`). */
   connect?(opts?: { signal?: AbortSignal }): Promise<unknown>;
 }

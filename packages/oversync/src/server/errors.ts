@@ -1,7 +1,7 @@
 import { OversyncError, type OversyncErrorInit } from '../shared/errors.js';
 import type { WireErrorCode } from '../shared/wire.js';
 
-/** Every error code the server side of @x/oversync produces. Codes are API: never renamed, never reused. */
+/** Every error code the server side of `@x/oversync` produces. Codes are API: never renamed, never reused. */
 export type SyncServerErrorCode =
   | `OVERSYNC_${Uppercase<WireErrorCode>}`
   | 'OVERSYNC_INVALID_OPTIONS'

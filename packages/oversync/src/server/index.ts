@@ -1,5 +1,5 @@
 /**
- * @x/oversync/server: the go-oversync protocol v1 server on PostgreSQL (through an @x/dbx
+ * `@x/oversync/server`: the go-oversync protocol v1 server on PostgreSQL (through an `@x/dbx`
  * cluster) with a fastify plugin.
  */
 export * from '../shared/index.js';

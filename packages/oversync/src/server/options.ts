@@ -5,7 +5,7 @@ import type { SyncDatabase } from './database.js';
 import { SyncServerError } from './errors.js';
 import { SCOPE_COLUMN } from './internal/bootstrap.js';
 
-/** The default logger: drops everything (@x/core's). */
+/** The default logger: drops everything (`@x/core`'s). */
 export { SILENT_LOGGER } from '@x/core';
 
 export const DEFAULT_MAX_SUPPORTED_SCHEMA_VERSION = 1;

@@ -72,7 +72,7 @@ export interface CloseOptions {
   signal?: AbortSignal;
 }
 
-/** The sync service: go-oversync v1 semantics on PostgreSQL through an @x/dbx cluster. */
+/** The sync service: go-oversync v1 semantics on PostgreSQL through an `@x/dbx` cluster. */
 export interface SyncService {
   readonly options: ResolvedSyncServiceOptions;
   readonly lifecycle: Lifecycle;
