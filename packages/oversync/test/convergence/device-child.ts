@@ -33,6 +33,8 @@ export interface DeviceConfig {
   readonly dbPath: string;
   readonly editLog: string;
   readonly baseUrl: string;
+  /** Scale-out mode: each request goes to a random one of these servers (`baseUrl` is the first). */
+  readonly baseUrls?: readonly string[];
   readonly user: string;
   readonly seed: number;
   readonly resolver: ResolverKind;
@@ -97,6 +99,15 @@ let kpSeen = 0;
 
 // ---- client ---------------------------------------------------------------------------------
 let offline = false;
+// The router of the scale-out mode: its own PRNG, so the workload draws the same numbers either way.
+const routeRng = mulberry32(deriveSeed(cfg.seed, `${cfg.name}#${cfg.incarnation}:route`));
+const route = (u: string): string => {
+  const targets = cfg.baseUrls;
+  if (!targets || targets.length < 2) return u;
+  const url = new URL(u);
+  url.host = new URL(routeRng.pick(targets)).host;
+  return url.toString();
+};
 const conflictLog = openSync(`${cfg.dbPath}.conflict-events.jsonl`, 'a');
 const mergeResolver: ConflictResolver = (ctx) => {
   // Local fields win, except that an item keeps the server's list (a move elsewhere wins over an
@@ -119,8 +130,9 @@ const client: SyncClient = createSyncClient({
   downloadLimit: 50,
   uploadLimit: 50,
   snapshotChunkRows: 50,
-  fetch: async (u, init) => {
+  fetch: async (original, init) => {
     if (offline) throw new TypeError('fetch failed: device offline');
+    const u = route(original);
     const url = new URL(u);
     const hit = kpKind === 'fetch' && routeOf(url, init.method ?? 'GET') === kpA && ++kpSeen === Number(kpC);
     if (hit && kpB === 'sent') {

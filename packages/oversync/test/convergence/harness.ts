@@ -7,6 +7,12 @@
  * (timing still differs between runs, so a replay reproduces the workload, not the interleaving).
  * OVERSYNC_KEEP=1 keeps a failed run's SQLite files, edit logs and database for inspection;
  * OVERSYNC_HARNESS_DEBUG=1 logs every device process exit.
+ *
+ * Scale-out mode (`servers` > 1, issue #19 point 5): that many server processes on the one database
+ * (each also given the database's streaming replica when the cluster has one), and every request of
+ * every device goes to a random one of them (the device's `fetch` is the router, seeded per device
+ * incarnation apart from its workload); server kills then hit a random process, which comes back
+ * on its own port.
  */
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -36,6 +42,8 @@ export interface ConvergenceOptions {
   readonly retainedBundlesPerUser: number;
   /** Rounds of "every device syncs once" allowed at the end before a device counts as wedged. */
   readonly maxQuietRounds: number;
+  /** Server processes on the one database; devices send each request to a random one. */
+  readonly servers: number;
   readonly log?: (line: string) => void;
 }
 
@@ -47,12 +55,14 @@ export const DEFAULT_CONVERGENCE_OPTIONS: Omit<ConvergenceOptions, 'seed'> = Obj
   serverKillsPerMinute: 8,
   retainedBundlesPerUser: 40,
   maxQuietRounds: 12,
+  servers: 1,
 });
 
 export interface ConvergenceSummary {
   seed: number;
   ok: boolean;
   devices: number;
+  servers: number;
   users: Record<string, string[]>;
   resolvers: Record<string, ResolverKind>;
   tps: number;
@@ -140,6 +150,7 @@ export async function runConvergence(
     seed: o.seed,
     ok: false,
     devices: o.devices,
+    servers: o.servers,
     users: {},
     resolvers: {},
     tps: o.tps,
@@ -168,18 +179,33 @@ export async function runConvergence(
     m[k] = (m[k] ?? 0) + n;
   };
 
-  // ---- the server process ----------------------------------------------------------------------
-  let port = 0;
-  let server: ChildHandle | undefined;
-  let serverExited: Promise<void> | undefined;
+  // ---- the server processes --------------------------------------------------------------------
+  type ServerSlot = {
+    index: number;
+    port: number;
+    child: ChildHandle | undefined;
+    exited: Promise<void> | undefined;
+  };
+  const slots: ServerSlot[] = Array.from({ length: Math.max(1, o.servers) }, (_, index) => ({
+    index,
+    port: 0,
+    child: undefined,
+    exited: undefined,
+  }));
+  const replicaArg = o.servers > 1 ? tdb.replicaUrls.join(',') : '';
   // Read through functions: the closures below change them between awaits.
   let phase: 'chaos' | 'final' | 'done' = 'chaos';
   const phaseNow = () => phase;
-  const serverNow = () => server;
-  const startServer = async () => {
-    const child = spawnNode(SERVER_CHILD, [tdb.url, String(port), String(o.retainedBundlesPerUser)]);
-    server = child;
-    serverExited = (async () => {
+  const serverNow = (slot: ServerSlot) => slot.child;
+  const startServer = async (slot: ServerSlot) => {
+    const child = spawnNode(SERVER_CHILD, [
+      tdb.url,
+      String(slot.port),
+      String(o.retainedBundlesPerUser),
+      replicaArg,
+    ]);
+    slot.child = child;
+    slot.exited = (async () => {
       for await (const line of child.lines) {
         if (line.startsWith('HTTP5XX '))
           bump(summary.serverHttp5xx, line.slice(8).replace(/[0-9a-f-]{36}/g, ':id'));
@@ -187,27 +213,33 @@ export async function runConvergence(
       const exit = await child.wait();
       if (exit.signal === 'SIGKILL') summary.kills.server++;
       if (exit.signal !== 'SIGKILL' && phaseNow() !== 'done') {
-        log(`[convergence] server exited: ${JSON.stringify(exit)}\n${child.stderr}`);
+        log(`[convergence] server ${slot.index} exited: ${JSON.stringify(exit)}\n${child.stderr}`);
       }
       // During the random phase a dead server comes back on the same port and database; the final
       // phase starts its own.
-      if (server === child && phaseNow() === 'chaos') {
+      if (slot.child === child && phaseNow() === 'chaos') {
         // A restart can fail on a loaded machine (PostgreSQL still holding the killed server's
         // connections, a slow start): try again rather than leave the chaos phase without a server.
-        for (let attempt = 1; attempt <= 5 && phaseNow() === 'chaos' && serverNow() === child; attempt++) {
+        for (
+          let attempt = 1;
+          attempt <= 5 && phaseNow() === 'chaos' && serverNow(slot) === child;
+          attempt++
+        ) {
           await sleep(rng.int(100, 600) * attempt);
           if (phaseNow() !== 'chaos') break;
-          await startServer().catch((e) =>
-            log(`[convergence] server restart ${attempt}: ${e}\n${serverNow()?.stderr.slice(-2000) ?? ''}`),
+          await startServer(slot).catch((e) =>
+            log(
+              `[convergence] server ${slot.index} restart ${attempt}: ${e}\n${serverNow(slot)?.stderr.slice(-2000) ?? ''}`,
+            ),
           );
         }
       }
     })();
     const line = await child.waitForLine(/^LISTENING \d+/, 60_000);
-    port = Number(line.split(' ')[1]);
+    slot.port = Number(line.split(' ')[1]);
   };
-  await startServer();
-  const baseUrl = () => `http://127.0.0.1:${port}`;
+  await Promise.all(slots.map((slot) => startServer(slot)));
+  const baseUrls = () => slots.map((slot) => `http://127.0.0.1:${slot.port}`);
   await installHistoryCapture(admin);
 
   // ---- device processes ------------------------------------------------------------------------
@@ -242,7 +274,8 @@ export async function runConvergence(
       incarnation: d.incarnation,
       dbPath: d.dbPath,
       editLog: d.editLog,
-      baseUrl: baseUrl(),
+      baseUrl: baseUrls()[0] as string,
+      ...(slots.length > 1 ? { baseUrls: baseUrls() } : {}),
       user: d.user,
       seed: o.seed,
       resolver: d.resolver,
@@ -299,7 +332,9 @@ export async function runConvergence(
     );
   };
   await Promise.all(devices.map((d) => startDevice(d, undefined)));
-  log(`[convergence] seed=${o.seed} server on ${port}, ${o.devices} devices ready`);
+  log(
+    `[convergence] seed=${o.seed} server${slots.length > 1 ? 's' : ''} on ${slots.map((x) => x.port).join(', ')}, ${o.devices} devices ready`,
+  );
 
   // ---- chaos -----------------------------------------------------------------------------------
   const tickMs = 250;
@@ -313,10 +348,11 @@ export async function runConvergence(
         d.child.kill('SIGKILL');
       }
     }
-    if (rng.chance((o.serverKillsPerMinute * tickMs) / 60_000) && server) {
+    const victim = slots.length > 1 ? rng.pick(slots) : slots[0];
+    if (rng.chance((o.serverKillsPerMinute * tickMs) / 60_000) && victim?.child) {
       const mode = rng.pick(['now', 'commit-start', 'commit-end'] as const);
-      if (mode === 'now') server.kill('SIGKILL');
-      else server.send(mode === 'commit-end' ? 'ARM commit-end' : `ARM commit-start ${rng.int(0, 20)}`);
+      if (mode === 'now') victim.child.kill('SIGKILL');
+      else victim.child.send(mode === 'commit-end' ? 'ARM commit-end' : `ARM commit-start ${rng.int(0, 20)}`);
     }
   }
 
@@ -325,14 +361,16 @@ export async function runConvergence(
   log(`[convergence] seed=${o.seed} chaos over after ${Date.now() - t0} ms; syncing until quiet`);
   // A clean server and clean device incarnations (armed kill points that never fired are disarmed
   // by a restart, which is one more crash to recover from).
-  for (;;) {
-    const s = serverNow();
-    const exited = serverExited;
-    s?.kill('SIGKILL');
-    await exited;
-    if (serverNow() === s) break; // no restart was under way
+  for (const slot of slots) {
+    for (;;) {
+      const s = serverNow(slot);
+      const exited = slot.exited;
+      s?.kill('SIGKILL');
+      await exited;
+      if (serverNow(slot) === s) break; // no restart was under way
+    }
   }
-  await startServer();
+  await Promise.all(slots.map((slot) => startServer(slot)));
   for (const d of devices) {
     const c = d.child;
     d.child = undefined;
@@ -409,8 +447,8 @@ export async function runConvergence(
     await c?.wait();
   }
   phase = 'done';
-  serverNow()?.kill('SIGTERM');
-  await serverExited;
+  for (const slot of slots) slot.child?.kill('SIGTERM');
+  await Promise.all(slots.map((slot) => slot.exited));
 
   // ---- the checks ------------------------------------------------------------------------------
   const history = await readServerHistory(admin, Object.keys(summary.users));

@@ -1,6 +1,7 @@
 /**
  * The harness's sync server as its own process, so it can be SIGKILLed mid-commit and restarted
- * over the same database: `node --import tsx server-child.ts <dbUrl> <port> <retainedBundlesPerUser>`.
+ * over the same database: `node --import tsx server-child.ts <dbUrl> <port> <retainedBundlesPerUser>
+ * [<replicaUrl>,…]` (replicas are handed to the @x/dbx cluster, as `oversync-server --replica-url`).
  * Prints `LISTENING <port>`. Stdin commands: `ARM commit-start <delayMs>` (SIGKILL itself that long
  * after the next push commit starts, usually inside its transaction) and `ARM commit-end` (SIGKILL
  * itself once the next commit has committed in PostgreSQL but before the HTTP answer is written).
@@ -13,7 +14,7 @@ import { createSyncService, oversyncFastifyPlugin } from '@x/oversync/server';
 import Fastify from 'fastify';
 import { CONVERGENCE_SCHEMA, CONVERGENCE_TABLES } from './schema.js';
 
-const [dbUrl = '', portArg = '0', retainedArg = '0'] = process.argv.slice(2);
+const [dbUrl = '', portArg = '0', retainedArg = '0', replicasArg = ''] = process.argv.slice(2);
 const retained = Number(retainedArg);
 
 let armed: { mode: 'commit-start'; delayMs: number } | { mode: 'commit-end' } | undefined;
@@ -43,7 +44,11 @@ createInterface({ input: process.stdin }).on('line', (line) => {
   armed = mode === 'commit-end' ? { mode } : { mode: 'commit-start', delayMs: Number(delay ?? 0) };
 });
 
-const cluster = createCluster({ primary: { connectionString: dbUrl, options: '-c TimeZone=UTC' } });
+const node = (connectionString: string) => ({ connectionString, options: '-c TimeZone=UTC' });
+const cluster = createCluster({
+  primary: node(dbUrl),
+  replicas: replicasArg.split(',').filter(Boolean).map(node),
+});
 const service = createSyncService({
   db: cluster,
   registeredTables: CONVERGENCE_TABLES.map((t) => ({
