@@ -4,12 +4,18 @@ export const SYNC_PROTOCOL_VERSION = 'v1';
 /** Request header carrying the device's sync source id (the only source of truth for it). */
 export const SOURCE_ID_HEADER = 'Oversync-Source-ID';
 
+/** The operation of a row change, as bundles and push rows carry it. */
 export type WireOp = 'INSERT' | 'UPDATE' | 'DELETE';
+/** Every {@link WireOp}, in that order. */
 export const WIRE_OPS: readonly WireOp[] = ['INSERT', 'UPDATE', 'DELETE'];
 
 /** `{<sync_key_column>: <string>}`; uuid keys are canonical dashed lowercase. */
 export type SyncKey = Record<string, unknown>;
 
+/**
+ * What `POST /sync/connect` tells a device to do with its scope: take the server's state, upload its
+ * local rows as the scope's first state, start empty, or ask again later (another device is initializing).
+ */
 export type ConnectResolution =
   | 'remote_authoritative'
   | 'initialize_local'
@@ -64,4 +70,5 @@ export const WIRE_ERROR_CODES = [
   'status_failed',
   'health_failed',
 ] as const;
+/** One of {@link WIRE_ERROR_CODES}: the `error` field of a v1 error body. */
 export type WireErrorCode = (typeof WIRE_ERROR_CODES)[number];

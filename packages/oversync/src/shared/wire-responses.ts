@@ -7,10 +7,12 @@
 import { z } from 'zod';
 import type { ConnectResolution, SyncKey, WireOp } from './wire-protocol.js';
 
+/** The body of every v1 error answer: a `WireErrorCode` and a message for people. */
 export interface ErrorResponse {
   error: string;
   message: string;
 }
+/** The row a push conflicted on: what the device sent, and the server's current version of it. */
 export interface PushConflictDetails {
   schema: string;
   table: string;
@@ -43,6 +45,7 @@ export interface PushConflictDetails {
     deleted: boolean;
   };
 }
+/** Why a pushed row was refused: a stale row version, or the constraint or value it broke. */
 export type PushConflictReason =
   | 'row_version'
   | 'foreign_key'
@@ -51,13 +54,16 @@ export type PushConflictReason =
   | 'check'
   | 'exclusion'
   | 'invalid_value';
+/** A `409 push_conflict` body: the error, with the conflicting row when the server names one. */
 export interface PushConflictResponse extends ErrorResponse {
   conflict?: PushConflictDetails;
 }
+/** A `409 source_retired` body: the retired source id and, when known, the one that replaced it. */
 export interface SourceRetiredResponse extends ErrorResponse {
   source_id: string;
   replaced_by_source_id?: string;
 }
+/** The answer of `POST /sync/connect`: a {@link ConnectResolution}, and the lease when the device initializes the scope. */
 export interface ConnectResponse {
   resolution: ConnectResolution;
   initialization_id?: string;
@@ -65,6 +71,7 @@ export interface ConnectResponse {
   lease_expires_at?: string;
   retry_after_seconds?: number;
 }
+/** The answer of `POST /sync/push-sessions`: a session to upload into, or the bundle already committed. */
 export interface PushSessionCreateResponse {
   status: 'staging' | 'already_committed';
   push_id?: string;
@@ -76,10 +83,12 @@ export interface PushSessionCreateResponse {
   row_count?: number;
   bundle_hash?: string;
 }
+/** The answer of a push chunk upload: the row ordinal the session expects next. */
 export interface PushSessionChunkResponse {
   push_id: string;
   next_expected_row_ordinal: number;
 }
+/** The answer of a push commit: the committed bundle's sequence, row count and hash. */
 export interface PushSessionCommitResponse {
   bundle_seq: number;
   source_id: string;
@@ -87,6 +96,7 @@ export interface PushSessionCommitResponse {
   row_count: number;
   bundle_hash: string;
 }
+/** One row change of a committed bundle, with the row version it produced. */
 export interface BundleRow {
   schema: string;
   table: string;
@@ -96,6 +106,7 @@ export interface BundleRow {
   /** Absent for DELETE. */
   payload?: unknown;
 }
+/** A committed bundle: one source bundle's rows, in the scope's order (`bundle_seq`). */
 export interface Bundle {
   bundle_seq: number;
   source_id: string;
@@ -104,11 +115,13 @@ export interface Bundle {
   bundle_hash?: string;
   rows: BundleRow[];
 }
+/** The answer of `GET /sync/pull`: bundles after the one asked for, up to the stable point. */
 export interface PullResponse {
   stable_bundle_seq: number;
   bundles: Bundle[];
   has_more: boolean;
 }
+/** The answer of `GET /sync/committed-bundles/{bundle_seq}/rows`: one page of a committed bundle's rows. */
 export interface CommittedBundleRowsResponse {
   bundle_seq: number;
   source_id: string;
@@ -119,6 +132,7 @@ export interface CommittedBundleRowsResponse {
   next_row_ordinal: number;
   has_more: boolean;
 }
+/** A frozen snapshot of a scope, read in chunks until it expires. */
 export interface SnapshotSession {
   snapshot_id: string;
   snapshot_bundle_seq: number;
@@ -126,6 +140,7 @@ export interface SnapshotSession {
   byte_count?: number;
   expires_at: string;
 }
+/** One live row of a snapshot. */
 export interface SnapshotRow {
   schema: string;
   table: string;
@@ -133,6 +148,7 @@ export interface SnapshotRow {
   row_version: number;
   payload: unknown;
 }
+/** One page of a snapshot session's rows. */
 export interface SnapshotChunkResponse {
   snapshot_id: string;
   snapshot_bundle_seq: number;
@@ -140,11 +156,13 @@ export interface SnapshotChunkResponse {
   next_row_ordinal: number;
   has_more: boolean;
 }
+/** A table the server syncs, with its sync key column. */
 export interface RegisteredTableSpec {
   schema: string;
   table: string;
   sync_key_columns?: string[];
 }
+/** The server's size limits, as `GET /sync/capabilities` announces them. */
 export interface BundleCapabilitiesLimits {
   max_rows_per_bundle?: number;
   max_bytes_per_bundle?: number;
@@ -161,6 +179,7 @@ export interface BundleCapabilitiesLimits {
   max_bytes_per_snapshot_session?: number;
   initialization_lease_ttl_seconds?: number;
 }
+/** The answer of `GET /sync/capabilities`: protocol, schema version, tables, features and limits. */
 export interface CapabilitiesResponse {
   protocol_version: string;
   schema_version: number;
@@ -170,7 +189,9 @@ export interface CapabilitiesResponse {
   features: Record<string, boolean>;
   bundle_limits?: BundleCapabilitiesLimits;
 }
+/** Where a sync service is in its life: serving, draining on close, or closed. */
 export type Lifecycle = 'running' | 'shutting_down' | 'closed';
+/** The answer of `GET /syncx/status`: health, lifecycle and retention counters. */
 export interface StatusResponse {
   status: 'healthy' | 'unhealthy';
   version: string;
@@ -201,8 +222,11 @@ export interface BundleChangeEvent {
 
 // Response schemas (the client validates what it receives; unknown fields are ignored as Go does).
 const int = z.number().int();
+/** Validates a {@link SyncKey}. */
 export const syncKeySchema = z.record(z.string(), z.unknown());
+/** Validates an {@link ErrorResponse} (further fields kept). */
 export const errorResponseSchema = z.object({ error: z.string(), message: z.string() }).loose();
+/** Validates {@link PushConflictDetails}. */
 export const pushConflictDetailsSchema = z.object({
   schema: z.string(),
   table: z.string(),
@@ -229,12 +253,14 @@ export const pushConflictDetailsSchema = z.object({
     .optional()
     .catch(undefined),
 });
+/** Validates a {@link ConnectResponse}. */
 export const connectResponseSchema = z.object({
   resolution: z.enum(['remote_authoritative', 'initialize_local', 'initialize_empty', 'retry_later']),
   initialization_id: z.string().optional(),
   lease_expires_at: z.string().optional(),
   retry_after_seconds: int.optional(),
 });
+/** Validates a {@link PushSessionCreateResponse}. */
 export const pushSessionCreateResponseSchema = z.object({
   status: z.enum(['staging', 'already_committed']),
   push_id: z.string().optional(),
@@ -246,10 +272,12 @@ export const pushSessionCreateResponseSchema = z.object({
   row_count: int.optional(),
   bundle_hash: z.string().optional(),
 });
+/** Validates a {@link PushSessionChunkResponse}. */
 export const pushSessionChunkResponseSchema = z.object({
   push_id: z.string(),
   next_expected_row_ordinal: int,
 });
+/** Validates a {@link PushSessionCommitResponse}. */
 export const pushSessionCommitResponseSchema = z.object({
   bundle_seq: int,
   source_id: z.string(),
@@ -257,6 +285,7 @@ export const pushSessionCommitResponseSchema = z.object({
   row_count: int,
   bundle_hash: z.string(),
 });
+/** Validates a {@link BundleRow}. */
 export const bundleRowSchema = z.object({
   schema: z.string(),
   table: z.string(),
@@ -265,6 +294,7 @@ export const bundleRowSchema = z.object({
   row_version: int,
   payload: z.unknown().optional(),
 });
+/** Validates a {@link Bundle}. */
 export const bundleSchema = z.object({
   bundle_seq: int,
   source_id: z.string(),
@@ -273,11 +303,13 @@ export const bundleSchema = z.object({
   bundle_hash: z.string().optional(),
   rows: z.array(bundleRowSchema).nullable(),
 });
+/** Validates a {@link PullResponse}. */
 export const pullResponseSchema = z.object({
   stable_bundle_seq: int,
   bundles: z.array(bundleSchema).nullable(),
   has_more: z.boolean(),
 });
+/** Validates a {@link CommittedBundleRowsResponse}. */
 export const committedBundleRowsResponseSchema = z.object({
   bundle_seq: int,
   source_id: z.string(),
@@ -288,6 +320,7 @@ export const committedBundleRowsResponseSchema = z.object({
   next_row_ordinal: int,
   has_more: z.boolean(),
 });
+/** Validates a {@link SnapshotSession}. */
 export const snapshotSessionSchema = z.object({
   snapshot_id: z.string(),
   snapshot_bundle_seq: int,
@@ -295,6 +328,7 @@ export const snapshotSessionSchema = z.object({
   byte_count: int.optional(),
   expires_at: z.string(),
 });
+/** Validates a {@link SnapshotRow}. */
 export const snapshotRowSchema = z.object({
   schema: z.string(),
   table: z.string(),
@@ -302,6 +336,7 @@ export const snapshotRowSchema = z.object({
   row_version: int,
   payload: z.unknown(),
 });
+/** Validates a {@link SnapshotChunkResponse}. */
 export const snapshotChunkResponseSchema = z.object({
   snapshot_id: z.string(),
   snapshot_bundle_seq: int,
@@ -309,6 +344,7 @@ export const snapshotChunkResponseSchema = z.object({
   next_row_ordinal: int,
   has_more: z.boolean(),
 });
+/** Validates a {@link CapabilitiesResponse}. */
 export const capabilitiesResponseSchema = z.object({
   protocol_version: z.string(),
   schema_version: int,
@@ -322,6 +358,7 @@ export const capabilitiesResponseSchema = z.object({
   features: z.record(z.string(), z.boolean()),
   bundle_limits: z.record(z.string(), z.number()).optional(),
 });
+/** Validates a {@link BundleChangeEvent}. */
 export const bundleChangeEventSchema = z.object({
   bundle_seq: int,
   source_id: z.string().optional(),
