@@ -7,32 +7,16 @@
 import { z } from 'zod';
 import type { SyncKey } from './wire-protocol.js';
 
-/**
- * Body of `POST /sync/connect`, sent before a device's first push or pull on a scope (attach): whether the
- * device has local rows to seed an uninitialized scope with. Answered by a {@link ConnectResponse}.
- */
 /** Body of `POST /sync/connect`: whether the device holds local rows it has never uploaded. */
 export interface ConnectRequest {
   has_local_pending_rows: boolean;
 }
-/**
- * Body of `POST /sync/push-sessions`, which opens a staged upload of one source bundle. `source_bundle_id` is
- * the source's next bundle number (exactly the last committed one + 1), `planned_row_count` how many rows the
- * chunks will carry (> 0), and `initialization_id` is the lease id of a seed push (`initialize_local`),
- * absent otherwise. Answered by a {@link PushSessionCreateResponse}.
- */
 /** Body of `POST /sync/push-sessions`: the source bundle about to be uploaded and its row count. */
 export interface PushSessionCreateRequest {
   source_bundle_id: number;
   planned_row_count: number;
   initialization_id?: string;
 }
-/**
- * One row of a push chunk: an intended INSERT, UPDATE or DELETE of the row `key` of registered table
- * `schema.table`. `base_row_version` is the server row version the change was made on (0 for a row the client
- * never saw); the server answers `push_conflict` when it no longer matches. `payload` is the row's wire
- * after-image (INSERT, UPDATE), absent for DELETE.
- */
 /** One row change of a push chunk, with the row version it was based on. */
 export interface PushRequestRow {
   schema: string;
@@ -43,42 +27,23 @@ export interface PushRequestRow {
   /** Present (even as `null`) means present: the reference rejects `"payload": null` on DELETE. */
   payload?: unknown;
 }
-/**
- * Body of `POST /sync/push-sessions/{push_id}/chunks`: the next rows of a staged push, starting at 0-based
- * ordinal `start_row_ordinal` (which must equal the session's `next_expected_row_ordinal`). Answered by a
- * {@link PushSessionChunkResponse}.
- */
 /** Body of a push chunk upload: consecutive rows starting at `start_row_ordinal`. */
 export interface PushSessionChunkRequest {
   start_row_ordinal: number;
   rows: PushRequestRow[];
 }
-/**
- * Why a device replaces its source id (the `reason` of a {@link SnapshotSourceReplacement}): the server
- * refused the old source's next bundle with this error code.
- */
 /** Why a device replaces its sync source id (the wire error that told it to). */
 export type SourceReplacementReason =
   | 'history_pruned'
   | 'source_sequence_out_of_order'
   | 'source_sequence_changed'
   | 'source_retired';
-/**
- * Part of a snapshot-session request: retire the device's current source id (`previous_source_id`, which must
- * be the `Oversync-Source-ID` of the request) and reserve `new_source_id` for it, atomically with the
- * snapshot. `reason` is a {@link SourceReplacementReason}.
- */
 /** The source id a device retires and the one it continues with, sent with a snapshot session. */
 export interface SnapshotSourceReplacement {
   previous_source_id: string;
   new_source_id: string;
   reason: string;
 }
-/**
- * Body of `POST /sync/snapshot-sessions` (optional: no body is a plain snapshot), sent to hydrate or rebuild
- * a device from the server's live rows. With `source_replacement` the same request rotates the device's
- * source id. Answered by a {@link SnapshotSession}.
- */
 /** Body of `POST /sync/snapshot-sessions` (empty, or a source replacement). */
 export interface SnapshotSessionCreateRequest {
   source_replacement?: SnapshotSourceReplacement;
@@ -140,16 +105,8 @@ function goStruct<T extends z.ZodRawShape>(shape: T, strict = false) {
   return z.preprocess((v) => matchGoFieldNames(v, fields), obj);
 }
 
-/**
- * Decodes a {@link ConnectRequest} body the way the Go reference does (missing `has_local_pending_rows` is
- * false).
- */
 /** Decodes a {@link ConnectRequest} as Go's encoding/json would. */
 export const connectRequestSchema = goStruct({ has_local_pending_rows: goBool });
-/**
- * Decodes a {@link PushSessionCreateRequest} body the way the Go reference does (missing integers are 0; the
- * server checks them afterwards).
- */
 /** Decodes a {@link PushSessionCreateRequest} as Go's encoding/json would. */
 export const pushSessionCreateRequestSchema = goStruct({
   source_bundle_id: goInt,
@@ -157,10 +114,6 @@ export const pushSessionCreateRequestSchema = goStruct({
   // omitempty: absent is the usual case (undefined here, '' for null; both mean none).
   initialization_id: goString.optional(),
 });
-/**
- * Decodes one {@link PushRequestRow} of a push chunk the way the Go reference does; `payload` stays as sent
- * (present, even as `null`, or absent).
- */
 /** Decodes a {@link PushRequestRow} as Go's encoding/json would (`payload` kept as sent). */
 export const pushRequestRowSchema = z.preprocess(
   (v) => matchGoFieldNames(v, ['schema', 'table', 'key', 'op', 'base_row_version', 'payload']),
@@ -173,27 +126,16 @@ export const pushRequestRowSchema = z.preprocess(
     payload: z.unknown().optional(),
   }),
 );
-/**
- * Decodes a {@link PushSessionChunkRequest} body the way the Go reference does (missing `rows` is `null`).
- */
 /** Decodes a {@link PushSessionChunkRequest} as Go's encoding/json would. */
 export const pushSessionChunkRequestSchema = goStruct({
   start_row_ordinal: goInt,
   rows: z.preprocess((v) => (v === undefined ? null : v), z.array(pushRequestRowSchema).nullable()),
 });
-/**
- * Decodes the `source_replacement` object of a snapshot-session request ({@link SnapshotSourceReplacement});
- * unknown fields are refused, as the reference's strict decoder does.
- */
 /** Decodes a {@link SnapshotSourceReplacement}; unknown fields are refused, as the reference does. */
 export const snapshotSourceReplacementSchema = goStruct(
   { previous_source_id: goString, new_source_id: goString, reason: goString },
   true,
 );
-/**
- * Decodes a {@link SnapshotSessionCreateRequest} body; unknown fields are refused
- * (`snapshot_session_invalid`), as the reference's strict decoder does.
- */
 /** Decodes a {@link SnapshotSessionCreateRequest}; unknown fields are refused, as the reference does. */
 export const snapshotSessionCreateRequestSchema = goStruct(
   { source_replacement: snapshotSourceReplacementSchema.nullable().optional() },
