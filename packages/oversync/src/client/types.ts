@@ -1,18 +1,36 @@
 /** A row as the server sends it (column name to wire value). */
 type WirePayload = Record<string, unknown>;
 
+/**
+ * What a push did: `committed` (one bundle was uploaded, committed and written back), `no_change` (nothing to
+ * upload, or conflict resolution left nothing), `skipped_paused` (uploads are paused, see `pauseUploads()`).
+ */
 export type PushOutcome = 'committed' | 'no_change' | 'skipped_paused';
+/**
+ * What a pull did: `applied_incremental` (new bundles were applied), `already_at_target` (the device was
+ * already at the server's stable bundle), `applied_snapshot` (the server had pruned the history the device
+ * needed, so the device was rebuilt from a snapshot instead), `skipped_paused` (downloads are paused, see
+ * `pauseDownloads()`).
+ */
 export type RemoteOutcome =
   | 'applied_incremental'
   | 'already_at_target'
   | 'applied_snapshot'
   | 'skipped_paused';
 
+/**
+ * A snapshot that replaced the device's synced data: the server bundle it reflects (`bundleSeq`, now the
+ * device's checkpoint) and how many rows it held.
+ */
 export interface RestoreSummary {
   readonly bundleSeq: number;
   readonly rowCount: number;
 }
 
+/**
+ * The result of `pushPending()` (and the push half of `sync()`). `bundleSeq` and `rowCount` are the committed
+ * bundle's sequence number and row count, when the push committed one.
+ */
 export interface PushReport {
   readonly outcome: PushOutcome;
   readonly bundleSeq?: number;
@@ -21,6 +39,11 @@ export interface PushReport {
   readonly conflictsResolved: number;
 }
 
+/**
+ * The result of `pullToStable()` (and the pull half of `sync()`): the bundles and rows applied, and
+ * `lastBundleSeqSeen`, the device's checkpoint afterwards (-1 when skipped). `restore` is set when the pull
+ * fell back to a snapshot (`applied_snapshot`).
+ */
 export interface PullReport {
   readonly outcome: RemoteOutcome;
   readonly bundlesApplied: number;
@@ -29,19 +52,37 @@ export interface PullReport {
   readonly restore?: RestoreSummary;
 }
 
+/**
+ * The result of `rebuild()`. `restore` describes the snapshot applied; `rotatedSourceId` is the device's new
+ * source id when the rebuild recovered a refused source by replacing it.
+ */
 export interface RebuildReport {
   readonly outcome: 'applied_snapshot' | 'skipped_paused';
   readonly restore?: RestoreSummary;
   readonly rotatedSourceId?: string;
 }
 
+/**
+ * Whether `attach()` bound the device to the user's scope (`connected`) or the server asked it to try again
+ * later (`retry_later`: another device is initializing the scope).
+ */
 export type AttachStatus = 'connected' | 'retry_later';
+/**
+ * How a connected `attach()` got there: `resumed_attached_state` (already attached to this user: no network
+ * call), `started_empty` (the scope was new and the device had no local rows), `seeded_from_local` (the scope
+ * was new: the device's local rows become its first state with the next push), `used_remote_state` (the scope
+ * already existed: the device's local rows were replaced by a snapshot of the server's).
+ */
 export type AttachOutcome =
   | 'resumed_attached_state'
   | 'started_empty'
   | 'seeded_from_local'
   | 'used_remote_state';
 
+/**
+ * The result of `attach(userId)`. `outcome` is set when `status` is `connected`; `retryAfterSeconds` when it
+ * is `retry_later`; `restore` when the device was hydrated from a snapshot (`used_remote_state`).
+ */
 export interface AttachResult {
   readonly status: AttachStatus;
   readonly outcome?: AttachOutcome;
@@ -49,11 +90,22 @@ export interface AttachResult {
   readonly restore?: RestoreSummary;
 }
 
+/**
+ * The result of `detach()`: `detached` (the user's synced data was wiped from the device and its
+ * source id rotated), or `blocked_unsynced_data` (rows not yet pushed: nothing was changed; push
+ * them, or pass `force`). `pendingRowCount` is the pending count seen.
+ */
 export interface DetachResult {
   readonly outcome: 'detached' | 'blocked_unsynced_data';
   readonly pendingRowCount: number;
 }
 
+/**
+ * What the device has not yet synced: `dirtyRows` (local changes not yet frozen into a push), `outboxRows`
+ * (rows of a frozen push not yet committed and written back), `pendingInitialization` (the device holds the
+ * scope's initialization lease and has not committed its seed push yet). `total` adds them up (the lease
+ * counts 1); `blocksDetach` is true when `total > 0`.
+ */
 export interface PendingStatus {
   readonly dirtyRows: number;
   readonly outboxRows: number;
@@ -62,6 +114,14 @@ export interface PendingStatus {
   readonly blocksDetach: boolean;
 }
 
+/**
+ * The device's sync state, from `status()`. `authority`: `pending_local_seed` (the device is seeding a new
+ * scope with its local rows), `authoritative_empty` (synced, no live rows), `authoritative_materialized`
+ * (synced, with rows). `lastBundleSeqSeen` is the checkpoint (the last server bundle applied), `userId` the
+ * attached user ('' when none), `sourceId` the device's sync source id, `connected` whether `attach()`
+ * succeeded in this process. `rebuildRequired` and `sourceRecoveryRequired` say push and pull are blocked
+ * until `rebuild()` succeeds.
+ */
 export interface SyncStatus {
   readonly authority: 'pending_local_seed' | 'authoritative_empty' | 'authoritative_materialized';
   readonly pending: PendingStatus;
@@ -73,12 +133,18 @@ export interface SyncStatus {
   readonly sourceRecoveryRequired: boolean;
 }
 
+/** The result of `sync()`: its push, its pull, and the status afterwards. */
 export interface SyncReport {
   readonly push: PushReport;
   readonly pull: PullReport;
   readonly status: SyncStatus;
 }
 
+/**
+ * The result of `syncThenDetach()`: up to 3 rounds of `sync()` then `detach()`, stopping when detached or
+ * when the pending count stops shrinking. `success` is true when the device ended detached;
+ * `remainingPendingRowCount` is what still blocked it (0 on success).
+ */
 export interface SyncThenDetachResult {
   readonly lastSync?: SyncReport;
   readonly detach: DetachResult;
@@ -87,7 +153,13 @@ export interface SyncThenDetachResult {
   readonly success: boolean;
 }
 
+/**
+ * The long operation a {@link ProgressEvent} reports on: `hydrate` (the snapshot of `attach()` or
+ * `rebuild()`), `recover` (a snapshot rebuild after the server refused the device's history or source),
+ * `pull` (rows of pulled bundles), `push` (rows uploaded and written back).
+ */
 export type ProgressPhase = 'hydrate' | 'recover' | 'pull' | 'push';
+/** A `progress` event (and the `onProgress` option): how far a long operation is, in rows. */
 export interface ProgressEvent {
   readonly phase: ProgressPhase;
   readonly done: number;
@@ -102,6 +174,12 @@ export interface ProgressEvent {
   readonly stage?: 'download' | 'upload' | 'apply';
 }
 
+/**
+ * An `applied` event: server data was written to the local database. `kind`: `pull` (a pulled bundle),
+ * `replay` (the device's own committed push, written back), `snapshot` (a snapshot replaced the synced data),
+ * `conflict` (a conflict resolution wrote the server's side or a merge). `tables` are the tables touched,
+ * `rows` the rows written; `lastBundleSeqSeen` is the checkpoint afterwards (-1 for `conflict`).
+ */
 export interface AppliedEvent {
   readonly kind: 'pull' | 'replay' | 'snapshot' | 'conflict';
   readonly tables: readonly string[];
@@ -187,12 +265,24 @@ export interface ConflictContext {
   readonly serverRowLocal: Readonly<Record<string, unknown>> | null;
 }
 
+/**
+ * What a {@link ConflictResolver} decides: `accept-server` (take the server's row, drop the local change),
+ * `keep-local` (keep the local change and push it again on top of the server's version; where it cannot
+ * succeed, the server's state is taken, see {@link ConflictRule}), or `merged` (write `payload` locally and
+ * push it on top of the server's version).
+ */
 export type ConflictResolution =
   | { readonly kind: 'accept-server' }
   | { readonly kind: 'keep-local' }
   /** A full row in local form (every column, lowercase keys, BLOBs as hex). */
   | { readonly kind: 'merged'; readonly payload: Readonly<Record<string, unknown>> };
 
+/**
+ * Decides each push conflict (the `resolver` option); see the built-in `serverWinsResolver` (the
+ * default) and `clientWinsResolver`. It may be async. A resolver that throws or returns an invalid
+ * resolution (an unknown kind, or a `merged` payload without exactly the table's columns) fails the
+ * push with `OVERSYNC_CLIENT_INVALID_CONFLICT_RESOLUTION`.
+ */
 export type ConflictResolver = (ctx: ConflictContext) => ConflictResolution | Promise<ConflictResolution>;
 
 /** One entry of the device's conflict log (`client.conflicts()`), written with the plan it records. */
@@ -220,6 +310,11 @@ export interface ConflictRecord {
   readonly at: string;
 }
 
+/**
+ * The events of `client.on(event, listener)` and their payloads: `progress` ({@link ProgressEvent}),
+ * `applied` ({@link AppliedEvent}), `conflict` (one resolved push conflict), `error` (a failure of the
+ * background `upload` or `download` loop, which backs off and tries again), `closed` (the client closed).
+ */
 export interface ClientEvents {
   progress: ProgressEvent;
   applied: AppliedEvent;
