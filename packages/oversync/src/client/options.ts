@@ -7,19 +7,61 @@ import type { FetchLike, RetryPolicy, TokenSource } from './transport-types.js';
 import type { ConflictResolver, ProgressEvent } from './types.js';
 import type { SyncWriter } from './writer-types.js';
 
+/** Default `uploadLimit`: rows per push chunk (at most 5000, the server's `max_rows_per_push_chunk`). */
 export const DEFAULT_UPLOAD_LIMIT = 1000;
+/**
+ * Default `downloadLimit`: the `max_bundles` of each pull request and the `max_rows` of each committed-bundle
+ * page fetched after a push (at most 5000).
+ */
 export const DEFAULT_DOWNLOAD_LIMIT = 1000;
+/** Default `snapshotChunkRows`: the `max_rows` of each snapshot chunk request (at most 5000). */
 export const DEFAULT_SNAPSHOT_CHUNK_ROWS = 1000;
+/**
+ * Default `maxConflictRetries`: automatic push retries per conflicting row within one `pushPending()` call; a
+ * row that conflicts again after them ends the call with `OVERSYNC_CLIENT_CONFLICT_RETRY_EXHAUSTED` (its
+ * change stays queued).
+ */
 export const DEFAULT_MAX_CONFLICT_RETRIES = 2;
+/**
+ * Default `maxUnstructuredConflicts`: how many `push_conflict` answers without conflict details the same
+ * bundle may get before the client rebases its local changes onto a fresh snapshot (nothing local is lost).
+ */
 export const DEFAULT_MAX_UNSTRUCTURED_CONFLICTS = 3;
+/** Default `backoffMinMs`: the background loops' first wait after an error, in milliseconds (1 s). */
 export const DEFAULT_BACKOFF_MIN_MS = 1000;
+/**
+ * Default `backoffMaxMs`: the longest wait of the background loops after repeated errors, in
+ * milliseconds (60 s); the wait doubles up to it.
+ */
 export const DEFAULT_BACKOFF_MAX_MS = 60_000;
+/**
+ * Default `uploadIntervalMs`: how often the background uploader checks for local changes, in
+ * milliseconds (1 s), when `notifyLocalChange()` does not wake it first.
+ */
 export const DEFAULT_UPLOAD_INTERVAL_MS = 1000;
+/**
+ * Default `watch.mode`: `off`, the background downloader polls; `auto` follows the server's `GET /sync/watch`
+ * stream when its capabilities offer `bundle_change_watch`.
+ */
 export const DEFAULT_WATCH_MODE = 'off';
+/**
+ * Default `watch.fallbackIntervalMs`: how often the background downloader pulls when no watch stream is open,
+ * in milliseconds (60 s).
+ */
 export const DEFAULT_WATCH_FALLBACK_INTERVAL_MS = 60_000;
+/**
+ * Default `durability`: `normal`, the durability asked of a write coordinator for the client's transactions
+ * (`full`: each commit durable once it resolves, under `synchronous = FULL`).
+ */
 export const DEFAULT_DURABILITY = 'normal';
+/** Default `resolver`: `server-wins`, every push conflict takes the server's row. */
 export const DEFAULT_RESOLVER = 'server-wins';
+/** Default `syncKeyColumns` of a table: `['id']`, the column(s) that identify a row on the server. */
 export const DEFAULT_SYNC_KEY_COLUMNS: readonly string[] = Object.freeze(['id']);
+/**
+ * Default `retry` policy of the client's HTTP requests: on, 3 attempts, backoff from 100 ms doubling up to 1
+ * s, with ±20 % jitter.
+ */
 export const DEFAULT_RETRY = Object.freeze({
   enabled: true,
   maxAttempts: 3,
@@ -118,6 +160,7 @@ export interface SyncClientOptionsInput {
     | { readonly mode?: 'off' | 'auto' | undefined; readonly fallbackIntervalMs?: number | undefined }
     | undefined;
   durability?: 'normal' | 'full' | undefined;
+  /** Called with every `progress` event, before the `client.on('progress', …)` listeners. */
   onProgress?: ((e: ProgressEvent) => void) | undefined;
 }
 
@@ -142,6 +185,7 @@ export interface SyncClientOptions {
   readonly uploadIntervalMs: number;
   readonly watch: { readonly mode: 'off' | 'auto'; readonly fallbackIntervalMs: number };
   readonly durability: 'normal' | 'full';
+  /** Called with every `progress` event, before the `client.on('progress', …)` listeners. */
   readonly onProgress?: ((e: ProgressEvent) => void) | undefined;
 }
 
