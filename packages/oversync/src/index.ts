@@ -4,4 +4,5 @@
  * entry exports the shared wire contract (types, schemas, canonical JSON, bundle hash).
  */
 export * from './shared/index.js';
+/** The version of this package. */
 export const VERSION = '0.1.0';

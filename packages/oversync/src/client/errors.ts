@@ -33,6 +33,7 @@ export const CLIENT_ERROR_CODES = [
   'OVERSYNC_CLIENT_LOCAL_WRITE',
 ] as const;
 
+/** One of {@link CLIENT_ERROR_CODES}. */
 export type ClientErrorCode = (typeof CLIENT_ERROR_CODES)[number];
 
 export type ClientErrorOptions = OversyncErrorInit;

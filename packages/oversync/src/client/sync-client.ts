@@ -16,6 +16,7 @@ import type {
   SyncThenDetachResult,
 } from './types.js';
 
+/** The client's counters since creation ({@link SyncClient.metrics}). */
 export interface ClientMetrics {
   readonly bundlesPushed: number;
   readonly bundlesPulled: number;
@@ -27,6 +28,7 @@ export interface ClientMetrics {
   readonly backgroundRunning: boolean;
 }
 
+/** Per-call options of the client's operations. */
 export interface OpOptions {
   signal?: AbortSignal;
 }
@@ -40,15 +42,34 @@ export interface SyncClient {
   readonly userId: string;
   /** True after a successful `attach()` in this process. */
   readonly connected: boolean;
+  /**
+   * Installs the client's metadata tables and triggers and loads the source id; rows that existed
+   * before the first open become local intents. Needed before every other operation.
+   */
   open(opts?: OpOptions): Promise<void>;
+  /**
+   * Binds the database to `userId`'s scope on the server: resumes, starts empty, seeds the scope
+   * from local rows, or hydrates from a snapshot (`outcome`), or answers `retry_later`.
+   */
   attach(userId: string, opts?: OpOptions): Promise<AttachResult>;
+  /**
+   * Wipes the user's data and starts a fresh source id, ready for another user. Returns
+   * `blocked_unsynced_data` while anything is unsynced, unless `force: true`.
+   */
   detach(opts?: OpOptions & { force?: boolean }): Promise<DetachResult>;
+  /** `sync()` then `detach()`, repeated (up to three rounds) while that still reduces what is unsynced. */
   syncThenDetach(opts?: OpOptions): Promise<SyncThenDetachResult>;
+  /** Uploads the local changes (a frozen push first), as bundles. */
   pushPending(opts?: OpOptions): Promise<PushReport>;
+  /** Downloads and applies the server's bundles up to its stable point (a snapshot rebuild when history was pruned). */
   pullToStable(opts?: OpOptions): Promise<PullReport>;
+  /** `pushPending()`, then `pullToStable()`. */
   sync(opts?: OpOptions): Promise<SyncReport>;
+  /** Rebuilds the local state from a server snapshot, keeping unpushed intents; rotates the source id in source recovery. */
   rebuild(opts?: OpOptions): Promise<RebuildReport>;
+  /** Where the client stands: authority, pending rows, last bundle seen, identity, recovery flags. */
   status(opts?: OpOptions): Promise<SyncStatus>;
+  /** What is not yet on the server, and whether it blocks `detach()`. */
   pendingStatus(opts?: OpOptions): Promise<PendingStatus>;
   /**
    * The device's conflict log, oldest first: every conflict resolved on this device, with both
@@ -59,13 +80,19 @@ export interface SyncClient {
   conflicts(opts?: OpOptions & ConflictQuery): Promise<ConflictRecord[]>;
   /** Starts the background uploader and downloader (watch-driven when enabled). */
   start(opts?: OpOptions): void;
+  /** Stops the background loops started by `start()` and waits for them. */
   stop(): Promise<void>;
   /** Wakes the background uploader now (e.g. after an app write). */
   notifyLocalChange(): void;
+  /** Until `resumeUploads()`, pushes (`pushPending()`, the push half of `sync()`, the background uploader) answer `skipped_paused`. */
   pauseUploads(): void;
+  /** Ends `pauseUploads()`. */
   resumeUploads(): void;
+  /** Until `resumeDownloads()`, pulls and rebuilds (explicit and background) answer `skipped_paused`. */
   pauseDownloads(): void;
+  /** Ends `pauseDownloads()`. */
   resumeDownloads(): void;
+  /** Calls `listener` on every `event` until the returned function is called. */
   on<E extends keyof ClientEvents>(event: E, listener: (e: ClientEvents[E]) => void): () => void;
   /** Counters since creation. */
   metrics(): ClientMetrics;
@@ -77,6 +104,11 @@ export interface SyncClient {
   changes(opts?: { signal?: AbortSignal; bufferSize?: number }): AsyncIterable<AppliedEvent>;
   /** Drops the triggers and metadata tables; business data stays. Closes the client. */
   uninstall(opts?: OpOptions): Promise<void>;
+  /**
+   * Stops the background loops, waits for the running operation, releases the database (one client
+   * per database file per process) and emits `closed`. Does not close the database. Idempotent.
+   */
   close(): Promise<void>;
+  /** `close()`, for `await using`. */
   [Symbol.asyncDispose](): Promise<void>;
 }

@@ -6,13 +6,16 @@ export interface SyncQueryResult<R> {
   rows: R[];
   rowCount: number | null;
 }
+/** What runs a statement: the cluster itself, or the transaction handle `runTx` passes. */
 export interface SyncQuerier {
+  /** Runs one parameterized statement (`$1`, `$2`, ...) and resolves to its rows. */
   query<R = Record<string, unknown>>(
     sql: string,
     params?: readonly unknown[],
     opts?: { signal?: AbortSignal },
   ): Promise<SyncQueryResult<R>>;
 }
+/** How `runTx` runs its transaction: isolation, read-only, abort signal, attempts on serialization failures and deadlocks. */
 export interface SyncTxOptions {
   isolation?: 'read committed' | 'repeatable read' | 'serializable';
   readOnly?: boolean;
@@ -30,7 +33,9 @@ export interface SyncListenClient {
   removeAllListeners(event?: string): unknown;
   release(err?: Error | boolean): void;
 }
+/** The database of a sync service: an `@x/dbx` `Cluster`, or any object with these methods. */
 export interface SyncDatabase extends SyncQuerier {
+  /** Runs `fn` in one transaction on the primary; commits when it resolves, rolls back when it throws. */
   runTx<T>(fn: (tx: SyncQuerier) => Promise<T>, opts?: SyncTxOptions): Promise<T>;
   /** A dedicated primary connection (an `@x/dbx` cluster's `connect()`, a pg `PoolClient`). */
   connect?(opts?: { signal?: AbortSignal }): Promise<unknown>;

@@ -35,8 +35,10 @@ declare module 'fastify' {
   }
 }
 
+/** The plugin's default `bodyLimit`: 32 MiB. */
 export const DEFAULT_FASTIFY_BODY_LIMIT = DEFAULT_BODY_LIMIT_BYTES;
 
+/** Options of {@link oversyncFastifyPlugin}. */
 export interface OversyncFastifyOptions {
   service: SyncService;
   /**

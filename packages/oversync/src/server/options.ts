@@ -8,21 +8,35 @@ import { SCOPE_COLUMN } from './internal/bootstrap.js';
 /** The default logger: drops everything (`@x/core`'s). */
 export { SILENT_LOGGER } from '@x/core';
 
+/** Default `maxSupportedSchemaVersion`: the highest schema version the service accepts. */
 export const DEFAULT_MAX_SUPPORTED_SCHEMA_VERSION = 1;
+/** Default `appName` (announced by capabilities and status): none. */
 export const DEFAULT_APP_NAME = '';
+/** Default `limits.defaultRowsPerPushChunk`: the push chunk size the server suggests. */
 export const DEFAULT_ROWS_PER_PUSH_CHUNK = 1000;
+/** Default `limits.maxRowsPerPushChunk`: the largest push chunk accepted. */
 export const DEFAULT_MAX_ROWS_PER_PUSH_CHUNK = 5000;
+/** Default `limits.pushSessionTtlMs`: a push session not committed by then expires (15 minutes). */
 export const DEFAULT_PUSH_SESSION_TTL_MS = 15 * 60_000;
+/** Default `limits.initializationLeaseTtlMs`: how long one device may hold a scope's initialization (15 minutes). */
 export const DEFAULT_INITIALIZATION_LEASE_TTL_MS = 15 * 60_000;
+/** Default `limits.defaultRowsPerCommittedBundleChunk`: the page size of committed-bundle rows. */
 export const DEFAULT_ROWS_PER_COMMITTED_BUNDLE_CHUNK = 1000;
+/** Default `limits.maxRowsPerCommittedBundleChunk`: the largest page of committed-bundle rows. */
 export const DEFAULT_MAX_ROWS_PER_COMMITTED_BUNDLE_CHUNK = 5000;
+/** Default `limits.defaultRowsPerSnapshotChunk`: the page size of snapshot chunks. */
 export const DEFAULT_ROWS_PER_SNAPSHOT_CHUNK = 1000;
+/** Default `limits.maxRowsPerSnapshotChunk`: the largest snapshot chunk. */
 export const DEFAULT_MAX_ROWS_PER_SNAPSHOT_CHUNK = 5000;
+/** Default `limits.snapshotSessionTtlMs`: a snapshot session expires after this long (15 minutes). */
 export const DEFAULT_SNAPSHOT_SESSION_TTL_MS = 15 * 60_000;
+/** Default `limits.retainedBundlesPerUser`: committed bundles kept per scope before older ones are pruned. */
 export const DEFAULT_RETAINED_BUNDLES_PER_USER = 10_000;
+/** Default `limits.retentionPruneBatchSize`: bundles pruned per statement. */
 export const DEFAULT_RETENTION_PRUNE_BATCH_SIZE = 1000;
 /** Fixed by the protocol: `GET /sync/pull` default and maximum `max_bundles`. */
 export const DEFAULT_BUNDLES_PER_PULL = 1000;
+/** Fixed by the protocol: the largest `max_bundles` of `GET /sync/pull`. */
 export const MAX_BUNDLES_PER_PULL = 5000;
 /**
  * A pull page stops adding bundles once it holds this many rows (at least one bundle is always
@@ -30,10 +44,15 @@ export const MAX_BUNDLES_PER_PULL = 5000;
  * millions of rows.
  */
 export const DEFAULT_MAX_ROWS_PER_PULL = 10_000;
+/** Default `bundleChangeWatch.notifyChannel`: the PostgreSQL NOTIFY channel of committed bundles. */
 export const DEFAULT_NOTIFY_CHANNEL = 'oversync_bundle_change_v1';
+/** Default `bundleChangeWatch.heartbeatIntervalMs`: how often a `GET /sync/watch` stream sends a heartbeat comment. */
 export const DEFAULT_WATCH_HEARTBEAT_INTERVAL_MS = 25_000;
+/** The fastify plugin's default `bodyLimit`: 32 MiB. */
 export const DEFAULT_BODY_LIMIT_BYTES = 32 * 1024 * 1024;
+/** Default `closeTimeoutMs`: how long `close()` lets in-flight operations finish before aborting them. */
 export const DEFAULT_CLOSE_TIMEOUT_MS = 30_000;
+/** Default `limits.requestStatementTimeoutMs`: the `statement_timeout` of a bounded request transaction. */
 export const DEFAULT_REQUEST_STATEMENT_TIMEOUT_MS = 5_000;
 /**
  * The sync key of a registered table that names none: `id`, as on the client
@@ -57,6 +76,7 @@ export type SyncLogger = Logger;
 const positiveInt = (d: number) => z.number().int().positive().default(d);
 const nonNegInt = (d: number) => z.number().int().nonnegative().default(d);
 
+/** The schema of `limits` (each field optional, with the default above). */
 export const limitsSchema = z
   .object({
     maxRowsPerBundle: nonNegInt(0),
@@ -121,6 +141,7 @@ const dbSchema = z.custom<SyncDatabase>(
   { message: 'db must be an @x/dbx Cluster (query + runTx)' },
 );
 
+/** The schema of {@link SyncServiceOptions}; {@link resolveSyncServiceOptions} parses with it. */
 export const syncServiceOptionsSchema = z
   .object({
     db: dbSchema,
@@ -152,8 +173,11 @@ export const syncServiceOptionsSchema = z
   })
   .strict();
 
+/** What `createSyncService` accepts: `db` and `registeredTables`, every other field optional. */
 export type SyncServiceOptions = z.input<typeof syncServiceOptionsSchema>;
+/** The options after {@link resolveSyncServiceOptions}: every default filled in, frozen. */
 export type ResolvedSyncServiceOptions = Readonly<z.output<typeof syncServiceOptionsSchema>>;
+/** The resolved `limits` of a sync service. */
 export type SyncLimits = z.output<typeof limitsSchema>;
 
 /**

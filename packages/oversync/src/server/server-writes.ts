@@ -11,6 +11,7 @@ export interface BundleSource {
 /** The callback of a server-originated write: runs inside the bundle's transaction, once. */
 export type BundleWriteFn = (tx: SyncQuerier) => Promise<void>;
 
+/** What `scopeManager().execWrite` resolves to: the committed bundle, and whether it initialized the scope. */
 export interface ScopeWriteResult {
   /** The scope was UNINITIALIZED and this write initialised it (no device can win initialize_local afterwards). */
   autoInitialized: boolean;

@@ -49,6 +49,10 @@ import type { BundleSource, BundleWriteFn, ScopeWriteResult } from './server-wri
 
 /** Writes into a scope from the server side (go-oversync's ScopeManager). */
 export interface ScopeManager {
+  /**
+   * Runs `fn` as one bundle of writer `opts.writerId` in scope `scopeId`, initializing the scope
+   * first when no device has; its writes reach every device of the scope on its next pull.
+   */
   execWrite(
     scopeId: string,
     opts: { writerId: string },
@@ -57,6 +61,7 @@ export interface ScopeManager {
   ): Promise<ScopeWriteResult>;
 }
 
+/** Per-call options of the service's operations. */
 export interface OpOptions {
   signal?: AbortSignal | undefined;
   /**
@@ -66,6 +71,7 @@ export interface OpOptions {
   rawPayloads?: boolean;
 }
 
+/** Options of {@link SyncService.close}. */
 export interface CloseOptions {
   /** Abort in-flight operations after this long (default `options.closeTimeoutMs`). */
   drainTimeoutMs?: number;
@@ -81,38 +87,48 @@ export interface SyncService {
   readonly discoveredSchema: DiscoveredSchema | undefined;
   /** Creates / validates the `sync` schema, validates registered tables, installs triggers. Memoised. */
   bootstrap(opts?: OpOptions): Promise<void>;
+  /** `POST /sync/connect`: how the actor's device joins its scope (see `ConnectResolution`). */
   connect(actor: Actor, req: ConnectRequest, opts?: OpOptions): Promise<ConnectResponse>;
+  /** `POST /sync/push-sessions`: opens a session for one source bundle (or reports it already committed). */
   createPushSession(
     actor: Actor,
     req: PushSessionCreateRequest,
     opts?: OpOptions,
   ): Promise<PushSessionCreateResponse>;
+  /** `POST /sync/push-sessions/{push_id}/chunks`: stages the next rows of a push session. */
   uploadPushChunk(
     actor: Actor,
     pushId: string,
     req: PushSessionChunkRequest,
     opts?: OpOptions,
   ): Promise<PushSessionChunkResponse>;
+  /** `POST /sync/push-sessions/{push_id}/commit`: commits the staged rows as one bundle (or conflicts). */
   commitPushSession(actor: Actor, pushId: string, opts?: OpOptions): Promise<PushSessionCommitResponse>;
+  /** `DELETE /sync/push-sessions/{push_id}`: drops a push session and its staged rows. */
   deletePushSession(actor: Actor, pushId: string, opts?: OpOptions): Promise<void>;
+  /** `GET /sync/pull`: committed bundles after `params.afterBundleSeq`, up to the stable point. */
   pull(actor: Actor, params: Partial<PullParams>, opts?: OpOptions): Promise<PullResponse>;
+  /** `GET /sync/committed-bundles/{bundle_seq}/rows`: one page of a committed bundle's rows. */
   getCommittedBundleRows(
     actor: Actor,
     bundleSeq: number,
     page?: { afterRowOrdinal?: number | undefined; maxRows?: number | undefined },
     opts?: OpOptions,
   ): Promise<CommittedBundleRowsResponse>;
+  /** `POST /sync/snapshot-sessions`: freezes the scope's live rows for chunked reading. */
   createSnapshotSession(
     actor: Actor,
     req?: SnapshotSessionCreateRequest,
     opts?: OpOptions,
   ): Promise<SnapshotSession>;
+  /** `GET /sync/snapshot-sessions/{snapshot_id}`: one page of a snapshot session's rows. */
   getSnapshotChunk(
     actor: Actor,
     snapshotId: string,
     page?: { afterRowOrdinal?: number | undefined; maxRows?: number | undefined },
     opts?: OpOptions,
   ): Promise<SnapshotChunkResponse>;
+  /** `DELETE /sync/snapshot-sessions/{snapshot_id}`: drops a snapshot session. */
   deleteSnapshotSession(actor: Actor, snapshotId: string, opts?: OpOptions): Promise<void>;
   /**
    * Runs `fn` as bundle `source` of `actor.userId`'s (INITIALIZED) scope; its writes reach clients
@@ -141,9 +157,11 @@ export interface SyncService {
   bundleChangeSubscriberCount(): number;
   /** `watchAllowed: false` reports `bundle_change_watch: false` (an actor refused by the watch policy). */
   capabilities(opts?: { watchAllowed?: boolean }): CapabilitiesResponse;
+  /** `GET /syncx/status`: health, lifecycle and retention counters. */
   status(opts?: OpOptions): Promise<StatusResponse>;
   /** Stops intake (503 `service_unavailable`), drains in-flight operations, then aborts stragglers. Idempotent. */
   close(opts?: CloseOptions): Promise<void>;
+  /** `close()` with its defaults, for `await using`. */
   [Symbol.asyncDispose](): Promise<void>;
 }
 

@@ -46,6 +46,7 @@ export interface OpenApiOperation {
   responses: Record<string, { description: string; content?: Record<string, Record<string, unknown>> }>;
 }
 
+/** Options of {@link oversyncOpenApiDocument}. */
 export interface OversyncOpenApiOptions {
   /** The prefix the plugin is registered under (fastify's `prefix`), before every path. Default none. */
   prefix?: string;
