@@ -7,7 +7,11 @@
 import { z } from 'zod';
 import type { ConnectResolution, SyncKey, WireOp } from './wire-protocol.js';
 
-/** The body of every v1 error answer: a `WireErrorCode` and a message for people. */
+/**
+ * The body of every v1 error answer (any non-2xx JSON response): `error` is a {@link WireErrorCode},
+ * `message` a text for people. `push_conflict` and `source_retired` answers add fields
+ * ({@link PushConflictResponse}, {@link SourceRetiredResponse}).
+ */
 export interface ErrorResponse {
   error: string;
   message: string;
@@ -54,11 +58,18 @@ export type PushConflictReason =
   | 'check'
   | 'exclusion'
   | 'invalid_value';
-/** A `409 push_conflict` body: the error, with the conflicting row when the server names one. */
+/**
+ * A `409 push_conflict` body, answered when a pushed row's `base_row_version` no longer matches the
+ * server's row (or the database refused the row's data): the error, with the conflicting row when the
+ * server names one.
+ */
 export interface PushConflictResponse extends ErrorResponse {
   conflict?: PushConflictDetails;
 }
-/** A `409 source_retired` body: the retired source id and, when known, the one that replaced it. */
+/**
+ * A `409 source_retired` body, answered to a push or a snapshot request made with a source id that was
+ * replaced: the retired source id and, when known, the one that replaced it.
+ */
 export interface SourceRetiredResponse extends ErrorResponse {
   source_id: string;
   replaced_by_source_id?: string;
@@ -71,7 +82,11 @@ export interface ConnectResponse {
   lease_expires_at?: string;
   retry_after_seconds?: number;
 }
-/** The answer of `POST /sync/push-sessions`: a session to upload into, or the bundle already committed. */
+/**
+ * The answer of `POST /sync/push-sessions`: `staging` with a `push_id` to upload chunks into, or
+ * `already_committed` with the metadata of the bundle this source already committed under that
+ * `source_bundle_id` (a push retried after it was committed).
+ */
 export interface PushSessionCreateResponse {
   status: 'staging' | 'already_committed';
   push_id?: string;
@@ -132,7 +147,11 @@ export interface CommittedBundleRowsResponse {
   next_row_ordinal: number;
   has_more: boolean;
 }
-/** A frozen snapshot of a scope, read in chunks until it expires. */
+/**
+ * The answer of `POST /sync/snapshot-sessions`: a frozen copy of the scope's live rows at
+ * `snapshot_bundle_seq`, read in chunks with `GET /sync/snapshot-sessions/{snapshot_id}` until
+ * `expires_at` (RFC 3339, UTC).
+ */
 export interface SnapshotSession {
   snapshot_id: string;
   snapshot_bundle_seq: number;
@@ -140,7 +159,7 @@ export interface SnapshotSession {
   byte_count?: number;
   expires_at: string;
 }
-/** One live row of a snapshot. */
+/** One live row of a snapshot chunk: its key, its current version and its full payload (no `op`). */
 export interface SnapshotRow {
   schema: string;
   table: string;
@@ -148,7 +167,10 @@ export interface SnapshotRow {
   row_version: number;
   payload: unknown;
 }
-/** One page of a snapshot session's rows. */
+/**
+ * The answer of `GET /sync/snapshot-sessions/{snapshot_id}`: one page of the snapshot's rows after
+ * `after_row_ordinal`; pass `next_row_ordinal` back to read the next page while `has_more`.
+ */
 export interface SnapshotChunkResponse {
   snapshot_id: string;
   snapshot_bundle_seq: number;
@@ -156,7 +178,7 @@ export interface SnapshotChunkResponse {
   next_row_ordinal: number;
   has_more: boolean;
 }
-/** A table the server syncs, with its sync key column. */
+/** A table the server syncs (in {@link CapabilitiesResponse}), with its sync key column(s). */
 export interface RegisteredTableSpec {
   schema: string;
   table: string;
@@ -191,7 +213,7 @@ export interface CapabilitiesResponse {
 }
 /** Where a sync service is in its life: serving, draining on close, or closed. */
 export type Lifecycle = 'running' | 'shutting_down' | 'closed';
-/** The answer of `GET /syncx/status`: health, lifecycle and retention counters. */
+/** The answer of `GET /syncx/status` and `GET /syncx/health`: health, lifecycle and retention counters. */
 export interface StatusResponse {
   status: 'healthy' | 'unhealthy';
   version: string;
