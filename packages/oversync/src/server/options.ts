@@ -32,7 +32,10 @@ export const DEFAULT_MAX_ROWS_PER_SNAPSHOT_CHUNK = 5000;
 export const DEFAULT_SNAPSHOT_SESSION_TTL_MS = 15 * 60_000;
 /** Default `limits.retainedBundlesPerUser`: committed bundles kept per scope before older ones are pruned. */
 export const DEFAULT_RETAINED_BUNDLES_PER_USER = 10_000;
-/** Default `limits.retentionPruneBatchSize`: bundles pruned per statement. */
+/**
+ * Default `limits.retentionPruneBatchSize`: the most bundles one commit prunes (how far it moves the
+ * scope's retained floor), so a lowered retention catches up over several commits.
+ */
 export const DEFAULT_RETENTION_PRUNE_BATCH_SIZE = 1000;
 /** Fixed by the protocol: `GET /sync/pull` default and maximum `max_bundles`. */
 export const DEFAULT_BUNDLES_PER_PULL = 1000;
@@ -46,13 +49,23 @@ export const MAX_BUNDLES_PER_PULL = 5000;
 export const DEFAULT_MAX_ROWS_PER_PULL = 10_000;
 /** Default `bundleChangeWatch.notifyChannel`: the PostgreSQL NOTIFY channel of committed bundles. */
 export const DEFAULT_NOTIFY_CHANNEL = 'oversync_bundle_change_v1';
-/** Default `bundleChangeWatch.heartbeatIntervalMs`: how often a `GET /sync/watch` stream sends a heartbeat comment. */
+/**
+ * Default `bundleChangeWatch.heartbeatIntervalMs`: how often a `GET /sync/watch` stream sends a
+ * heartbeat comment, in milliseconds (25 s).
+ */
 export const DEFAULT_WATCH_HEARTBEAT_INTERVAL_MS = 25_000;
 /** The fastify plugin's default `bodyLimit`: 32 MiB. */
 export const DEFAULT_BODY_LIMIT_BYTES = 32 * 1024 * 1024;
-/** Default `closeTimeoutMs`: how long `close()` lets in-flight operations finish before aborting them. */
+/**
+ * Default `closeTimeoutMs`: how long `close()` lets in-flight operations finish before aborting
+ * them, in milliseconds (30 s).
+ */
 export const DEFAULT_CLOSE_TIMEOUT_MS = 30_000;
-/** Default `limits.requestStatementTimeoutMs`: the `statement_timeout` of a bounded request transaction. */
+/**
+ * Default `limits.requestStatementTimeoutMs`: the `statement_timeout`, in milliseconds (5 s), of each
+ * request transaction whose cost its parameters bound (all but a push commit and a snapshot's
+ * creation); 0 turns it off. A statement cut by it is answered `503 service_unavailable`.
+ */
 export const DEFAULT_REQUEST_STATEMENT_TIMEOUT_MS = 5_000;
 /**
  * The sync key of a registered table that names none: `id`, as on the client
