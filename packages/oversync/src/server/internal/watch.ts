@@ -87,7 +87,8 @@ export class BundleChangeHub {
     this.#loop ??= this.#run();
     const stop = this.#stop.signal;
     if (this.#client || stop.aborted) return;
-    await sleep(timeoutMs, {
+    // setTimeout's limit: a longer (or Infinity) timeout would fire at once instead of waiting
+    await sleep(Math.min(timeoutMs, 2_147_483_647), {
       wake: (wakeUp) => {
         const off = this.#events.once('listening', wakeUp);
         stop.addEventListener('abort', wakeUp, { once: true });
