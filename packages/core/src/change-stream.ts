@@ -12,9 +12,14 @@ export type OverflowPolicy<T> =
   | 'error'
   | ((buffered: readonly T[], incoming: T) => T[]);
 
+/**
+ * The options of a {@link ChangeStream}: its bound (`capacity`), what it does when a slow consumer
+ * lets the buffer fill up (`overflow`), and the hooks for cancelling, dropped events and closing.
+ */
 export interface ChangeStreamOptions<T> {
   /** Events buffered for a consumer that is not reading, at most. A positive integer. */
   capacity: number;
+  /** What a push into a full buffer does (see {@link OverflowPolicy}). */
   overflow: OverflowPolicy<T>;
   /** Aborting it fails the stream with `signal.reason`. */
   signal?: AbortSignal | undefined;
@@ -148,6 +153,11 @@ export class ChangeStream<T> implements AsyncIterableIterator<T>, AsyncDisposabl
     this.#options.onClose?.();
   }
 
+  /**
+   * The next event: a buffered one at once, else the next one pushed. Resolves `done` once the
+   * stream ended and its buffer is empty (or the consumer left); rejects with the error of a failed
+   * or aborted stream.
+   */
   next(): Promise<IteratorResult<T>> {
     if (this.#failed) return Promise.reject(this.#error);
     if (this.#buffer.length > 0) return Promise.resolve({ value: this.#buffer.shift() as T, done: false });
@@ -169,10 +179,12 @@ export class ChangeStream<T> implements AsyncIterableIterator<T>, AsyncDisposabl
     await this.return();
   }
 
+  /** Same as `return()`: `await using stream = ...` leaves the stream at the end of the scope. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.return();
   }
 
+  /** The stream itself: it is read once, by one consumer. */
   [Symbol.asyncIterator](): AsyncIterableIterator<T> {
     return this;
   }

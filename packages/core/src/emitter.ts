@@ -1,6 +1,7 @@
 /** A listener of one event of an events map. */
 export type Listener<T> = (payload: T) => void;
 
+/** The options of an {@link Emitter}. */
 export interface EmitterOptions {
   /**
    * Receives what a listener throws; the emit goes on with the next listener and the code that
@@ -66,6 +67,10 @@ export class Emitter<M extends object> {
     return off;
   }
 
+  /**
+   * Calls every listener of `event` with `payload`, synchronously, in subscription order. A listener
+   * that throws does not stop the others: its error goes to `onListenerError`.
+   */
   emit<E extends keyof M>(event: E, payload: M[E]): void {
     const set = this.#listeners.get(event);
     if (set === undefined) return;
@@ -78,6 +83,7 @@ export class Emitter<M extends object> {
     }
   }
 
+  /** How many listeners `event` has now. */
   listenerCount(event: keyof M): number {
     return this.#listeners.get(event)?.size ?? 0;
   }

@@ -34,6 +34,7 @@ export class LatencyReservoir {
     return this.#count;
   }
 
+  /** Adds one sample (milliseconds); once the window is full it replaces the oldest one. */
   record(ms: number): void {
     this.#ring[this.#next] = ms;
     this.#next = this.#next + 1 === this.#ring.length ? 0 : this.#next + 1;
@@ -61,6 +62,7 @@ export class LatencyReservoir {
     return { p50Ms, p99Ms };
   }
 
+  /** Forgets every sample: `count` is 0 and percentiles are 0 until the next `record`. */
   clear(): void {
     this.#next = 0;
     this.#count = 0;

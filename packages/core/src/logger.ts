@@ -4,9 +4,13 @@
  * optional message, as pino does; parameter values of queries never appear in the fields.
  */
 export interface Logger {
+  /** Logs `obj` (and `msg`) at level debug. */
   debug(obj: object, msg?: string): void;
+  /** Logs `obj` (and `msg`) at level info. */
   info(obj: object, msg?: string): void;
+  /** Logs `obj` (and `msg`) at level warn. */
   warn(obj: object, msg?: string): void;
+  /** Logs `obj` (and `msg`) at level error. */
   error(obj: object, msg?: string): void;
 }
 

@@ -12,7 +12,7 @@ import type { z } from 'zod';
  *   schema let through by reference (a logger, a pool, a cluster, handler objects, TLS settings): those
  *   stay the caller's and are never frozen behind their back. Everything the parse built is frozen.
  *
- * zod is only a peer dependency of @x/core: this function calls `schema.safeParse` and imports no zod
+ * zod is only a peer dependency of `@x/core`: this function calls `schema.safeParse` and imports no zod
  * code at run time.
  *
  * @example
@@ -41,6 +41,7 @@ export function parseOptions<S extends z.ZodType>(
   return deepFreeze(result.data, { skip: (v) => callers.has(v) }) as Readonly<z.output<S>>;
 }
 
+/** The options of {@link deepFreeze}. */
 export interface DeepFreezeOptions {
   /** Objects for which this returns true are left as they are, and not descended into. */
   skip?: ((value: object) => boolean) | undefined;
