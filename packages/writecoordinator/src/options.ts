@@ -3,19 +3,39 @@ import { z } from 'zod';
 import { WriteCoordinatorError } from './errors.js';
 import type { SqliteDatabase } from './sqlite.js';
 
+/** Default `queueSize`: jobs that may wait for the writer loop (256). */
 export const DEFAULT_QUEUE_SIZE = 256;
+/** Default `maxBatchSize`: most jobs committed in one transaction (256). */
 export const DEFAULT_MAX_BATCH_SIZE = 256;
+/** Default `maxBatchDelayMs` (0 ms): a batch runs on the next event-loop turn, waiting for no more jobs. */
 export const DEFAULT_MAX_BATCH_DELAY_MS = 0;
+/** Default `durability`: batches commit under `synchronous = NORMAL` unless a job asks for `'full'`. */
 export const DEFAULT_DURABILITY = 'normal' as const;
+/** Default `busyTimeoutMs`: SQLite's `busy_timeout` set on the connection (5,000 ms). */
 export const DEFAULT_BUSY_TIMEOUT_MS = 5_000;
+/** Default `maxWaiting`: submitters that may wait for queue space once the queue is full (1,024). */
 export const DEFAULT_MAX_WAITING = 1_024;
+/** Default `drainTimeoutMs`: how long `close()` lets queued jobs run before rejecting the rest (5,000 ms). */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 5_000;
+/** Default `idempotency.maxAgeMs`: recorded request ids older than this are pruned (24 hours, in ms). */
 export const DEFAULT_IDEMPOTENCY_MAX_AGE_MS = 24 * 60 * 60 * 1_000;
+/** Default `idempotency.maxEntries`: recorded request ids kept at most, the newest (100,000). */
 export const DEFAULT_IDEMPOTENCY_MAX_ENTRIES = 100_000;
+/**
+ * Default `idempotency.pruneIntervalMs` (60,000 ms): after a commit, records are pruned once this
+ * long has passed since the last prune (or `maxEntries / 4` new records were written).
+ */
 export const DEFAULT_IDEMPOTENCY_PRUNE_INTERVAL_MS = 60_000;
+/** Default `changesBufferSize`: events a `changes()` iterator buffers before CHANGES_OVERFLOW (1,024). */
 export const DEFAULT_CHANGES_BUFFER_SIZE = 1_024;
+/** Default `latencyReservoirSize`: latest sampled job latencies kept for p50/p99 (4,096). */
 export const DEFAULT_LATENCY_RESERVOIR_SIZE = 4_096;
+/** Default `checkpoint.intervalMs`: time between the background thread's passive WAL checkpoints (10 ms). */
 export const DEFAULT_CHECKPOINT_INTERVAL_MS = 10;
+/**
+ * Default `checkpoint.writerFallbackPages` (10,000 pages): the writer's `wal_autocheckpoint` while the
+ * background checkpoint thread runs, so it still checkpoints itself if that thread falls behind.
+ */
 export const DEFAULT_CHECKPOINT_WRITER_FALLBACK_PAGES = 10_000;
 /** The longest `requestId` a submit accepts (characters). */
 export const MAX_REQUEST_ID_LENGTH = 512;
@@ -38,6 +58,11 @@ const loggerOption = z
   .custom<Logger>(isLogger, { message: 'expected a pino-compatible logger' })
   .default(SILENT_LOGGER);
 
+/**
+ * The zod schema of {@link WriteCoordinatorOptions}, holding every default (the `DEFAULT_*`
+ * constants). Strict: an unknown key is refused. `createWriteCoordinator` parses its options with
+ * it and throws WRITECOORDINATOR_INVALID_OPTIONS with the issues when they do not pass.
+ */
 export const writeCoordinatorOptionsSchema = z
   .object({
     /** A better-sqlite3 database opened read-write. The coordinator never closes it. */

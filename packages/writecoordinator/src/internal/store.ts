@@ -1,8 +1,17 @@
 import { WriteCoordinatorError } from '../errors.js';
 import type { SqliteDatabase, SqliteStatement } from '../sqlite.js';
 
-/** Tables owned by the package. Their names start with `_x_wc_` so they never collide with an app's. */
+/**
+ * Tables owned by the package. Their names start with `_x_wc_` so they never collide with an app's.
+ * This one holds the commit sequence (key `seq`), the fencing epoch (key `fence`) and the package's
+ * own bookkeeping, one integer per key.
+ */
 export const META_TABLE = '_x_wc_meta';
+/**
+ * The idempotency table: one row per committed job submitted with a `requestId` (its JSON result,
+ * the sequence it committed at and when), written in the job's own transaction and pruned by
+ * `idempotency.maxAgeMs` and `idempotency.maxEntries`.
+ */
 export const REQUESTS_TABLE = '_x_wc_requests';
 /**
  * The commit guard: every batch transaction holds one row here whose deferred foreign key points at
