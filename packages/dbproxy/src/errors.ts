@@ -17,6 +17,11 @@ export type WireErrorCode =
   | 'PARSE_ERROR'
   | 'INVALID_REQUEST';
 
+/**
+ * Every {@link WireErrorCode}, frozen: the codes a primary may put in a JSON-RPC error's
+ * `data.code`. A secondary rebuilds an error with one of these codes as `DBPROXY_<code>`; an error
+ * object with any other code becomes `DBPROXY_INTERNAL`.
+ */
 export const WIRE_ERROR_CODES: readonly WireErrorCode[] = Object.freeze([
   'TIMEOUT',
   'UNREACHABLE',

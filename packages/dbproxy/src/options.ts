@@ -6,18 +6,54 @@ import type { SqliteDatabase } from '@x/writecoordinator';
 import { z } from 'zod';
 import { DbProxyError } from './errors.js';
 
+/**
+ * Default `timeouts.defaultMs` (5,000 ms): the deadline of a write, all attempts included, and of a
+ * `read`'s wait for `minSeq`.
+ */
 export const DEFAULT_TIMEOUT_MS = 5_000;
+/**
+ * Default `timeouts.longMs` (30,000 ms): the deadline of methods declared `long: true`, and how long
+ * a `runExclusive` transaction may wait in the queue.
+ */
 export const DEFAULT_LONG_TIMEOUT_MS = 30_000;
+/** Default `retry.initialDelayMs`: the first backoff after a retryable refusal of a write (10 ms). */
 export const DEFAULT_RETRY_INITIAL_DELAY_MS = 10;
+/** Default `retry.maxDelayMs`: the longest backoff between attempts of one write (250 ms). */
 export const DEFAULT_RETRY_MAX_DELAY_MS = 250;
+/**
+ * Default `heartbeat.intervalMs` (250 ms): how often the primary publishes a heartbeat and its
+ * lease is beaten.
+ */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 250;
+/**
+ * Default `heartbeat.timeoutMs` (1,000 ms): a secondary that hears nothing from the primary this
+ * long treats it as gone.
+ */
 export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 1_000;
+/**
+ * Default `heartbeat.stallTimeoutMs` (5,000 ms): a lock holder whose lease is silent this long is
+ * stalled, and a secondary ends it and takes over.
+ */
 export const DEFAULT_STALL_TIMEOUT_MS = 5_000;
+/**
+ * Default `electionPollMs` (100 ms): while no primary is known, after the first second, how often
+ * a process retries the election lock and re-reads the info file.
+ */
 export const DEFAULT_ELECTION_POLL_MS = 100;
+/** Default `durability`: the primary's writer commits under `synchronous = NORMAL`. */
 export const DEFAULT_DURABILITY = 'normal' as const;
+/**
+ * Default `changesBufferSize` (4,096): commit events the primary keeps for `db.changes` catch-up,
+ * and events a `changes()` iterator buffers before they are replaced by a gap event.
+ */
 export const DEFAULT_CHANGES_BUFFER_SIZE = 4_096;
+/** Default `drainTimeoutMs`: how long `close()` lets queued and outstanding writes finish (5,000 ms). */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 5_000;
+/** Default `readBusyTimeoutMs`: SQLite's `busy_timeout` of the read-only connection (5,000 ms). */
 export const DEFAULT_READ_BUSY_TIMEOUT_MS = 5_000;
+/**
+ * Default `maxInFlight`: writes one process may have outstanding; beyond, `write` waits for a slot (4,096).
+ */
 export const DEFAULT_MAX_IN_FLIGHT = 4_096;
 
 /**
@@ -43,7 +79,15 @@ export { type Logger, SILENT_LOGGER };
 
 /** One named write: its zod params schema and a synchronous handler run by the primary's coordinator. */
 export interface WriteMethod<P = unknown> {
+  /**
+   * Checks a call's params in their JSON form: on the calling process, and again on the primary for
+   * a forwarded write.
+   */
   params: z.ZodType<P>;
+  /**
+   * Runs the write on the primary's writer connection, inside the coordinator's batch transaction,
+   * with the parsed params. Synchronous; what it returns is the write's `value`.
+   */
   handler: (db: SqliteDatabase, params: P) => unknown;
   /** Uses `timeouts.longMs` instead of `timeouts.defaultMs` (unless `timeouts.perMethod` names it). */
   long?: boolean | undefined;
@@ -51,8 +95,11 @@ export interface WriteMethod<P = unknown> {
 
 /** Any entry of the `writes` registry (what `defineWrite` returns, whatever its params type). */
 export interface AnyWriteMethod {
+  /** Parses a call's params. */
   params: z.ZodType<unknown>;
+  /** Runs the write on the primary's writer connection with the parsed params (see {@link WriteMethod}). */
   handler: (db: SqliteDatabase, params: never) => unknown;
+  /** Uses `timeouts.longMs` instead of `timeouts.defaultMs`. */
   long?: boolean | undefined;
 }
 
@@ -84,6 +131,11 @@ const isWriteMethod = (v: unknown): v is AnyWriteMethod =>
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
 
+/**
+ * The zod schema of {@link DbProxyOptions}, holding every default (the `DEFAULT_*` constants).
+ * Strict: an unknown key is refused. `createDbProxy` parses its options with it, then checks the
+ * rules between fields, and throws DBPROXY_INVALID_OPTIONS with the issues.
+ */
 export const dbProxyOptionsSchema = z
   .object({
     /** The SQLite file every process shares. Its resolved real path keys the election. */
@@ -135,7 +187,7 @@ export const dbProxyOptionsSchema = z
       .prefault({}),
     /** How often a secondary without a live primary retries the election lock and re-reads the info file. */
     electionPollMs: positiveInt.default(DEFAULT_ELECTION_POLL_MS),
-    /** Writes a secondary may have outstanding at once; beyond, `write` waits for a slot. */
+    /** Writes this process may have outstanding at once; beyond, `write` waits for a slot. */
     maxInFlight: positiveInt.default(DEFAULT_MAX_IN_FLIGHT),
     /** Commit events the primary keeps for `db.changes` catch-up, and per `changes()` iterator buffer. */
     changesBufferSize: positiveInt.default(DEFAULT_CHANGES_BUFFER_SIZE),
@@ -164,7 +216,9 @@ export const dbProxyOptionsSchema = z
   })
   .strict();
 
+/** What `createDbProxy` takes: `databasePath` and `writes` are required, everything else has a default. */
 export type DbProxyOptions = z.input<typeof dbProxyOptionsSchema>;
+/** The validated, defaulted, frozen options readable back as `proxy.options`. */
 export type ResolvedDbProxyOptions = z.output<typeof dbProxyOptionsSchema>;
 
 /**

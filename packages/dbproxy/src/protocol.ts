@@ -10,9 +10,16 @@ export const METHOD_DB_CHANGES = 'db.changes';
 /** `{ meta }` → `{ epoch, seq, pid, instanceId }`. */
 export const METHOD_DB_PING = 'db.ping';
 
-/** PUB topics (first frame); the second frame is JSON. */
+/**
+ * PUB topics (first frame); the second frame is JSON. This one carries the primary's
+ * {@link HeartbeatPublication}.
+ */
 export const TOPIC_HEARTBEAT = 'hb';
+/** PUB topic of one committed transaction: a {@link CommitPublication}. */
 export const TOPIC_COMMIT = 'commit';
+/**
+ * PUB topic the primary publishes once as it closes, `{ epoch }`: secondaries go straight to the election.
+ */
 export const TOPIC_BYE = 'bye';
 
 /** JSON-RPC 2.0 numeric codes. */
@@ -55,6 +62,11 @@ export const writeMetaSchema = authMetaSchema.extend({
   /** Epoch milliseconds; the primary refuses the write once it has passed. */
   deadline: z.number(),
 });
+/**
+ * The `meta` of a forwarded `db.write`: the primary's epoch, database path and token (proof the
+ * caller may write there), the write's `requestId`, the sending instance and the deadline (epoch
+ * milliseconds) after which the primary refuses it.
+ */
 export type WriteMeta = z.infer<typeof writeMetaSchema>;
 
 export const writeParamsSchema = z.object({
@@ -113,10 +125,18 @@ export interface CommitPublication {
   writes: Array<{ method: string | null; requestId: string | null; sourceInstanceId: string | null }>;
 }
 
+/**
+ * What the primary publishes on {@link TOPIC_HEARTBEAT} every `heartbeat.intervalMs`. A subscriber
+ * whose last event is behind `seq` fetches what it missed.
+ */
 export interface HeartbeatPublication {
+  /** The primary's epoch. */
   epoch: number;
+  /** Its last committed sequence. */
   seq: number;
+  /** Its process id. */
   pid: number;
+  /** Its `instanceId`. */
   instanceId: string;
 }
 
