@@ -1,7 +1,3 @@
-/**
- * The ledger schema's migrations, applied in order by `migrate()` (public: a deployment may apply them
- * with its own tool).
- */
 /** One step of the ledger schema: `sql` gets the quoted ledger schema name. */
 export interface Migration {
   version: number;
@@ -13,6 +9,10 @@ const STATUS_LIST = `'applying','committed','compensating','compensated','failed
 /** Step states, in `steps` and in the `tenant_events` journal alike. */
 const STEP_STATE_CHECK = `state text not null check (state in ('pending', 'succeeded', 'failed', 'compensated'))`;
 
+/**
+ * The ledger schema's migrations, applied in order by `migrate()` (public: a deployment may apply them
+ * with its own tool). Each `sql` takes the quoted ledger schema name.
+ */
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
   {
     version: 1,

@@ -8,16 +8,36 @@ import type { OperationHandler } from './types.js';
 /** pino-compatible logger subset: the contract every `@x` package shares, from `@x/core`. */
 export type { Logger } from '@x/core';
 
+/** Default `ledgerSchema`: the PostgreSQL schema holding the ledger tables (`'schemaops'`). */
 export const DEFAULT_LEDGER_SCHEMA = 'schemaops';
+/** Default `concurrency`: tenants processed at once by a run or a reconcile (8). */
 export const DEFAULT_CONCURRENCY = 8;
+/** Default `failFast` (true): no further tenant is started after the first tenant failure. */
 export const DEFAULT_FAIL_FAST = true;
+/**
+ * Default `lockWaitMs` (30,000 ms): how long `run` and `reconcile` wait for the project lock
+ * before SCHEMAOPS_LOCKED.
+ */
 export const DEFAULT_LOCK_WAIT_MS = 30_000;
+/** Default `reconciler.intervalMs`: time between background reconciler passes (5,000 ms). */
 export const DEFAULT_RECONCILER_INTERVAL_MS = 5_000;
+/**
+ * Default `reconciler.maxAttempts` (5): total attempts of an operation, the first run included,
+ * before the background reconciler gives up on it (`exhausted`).
+ */
 export const DEFAULT_RECONCILER_MAX_ATTEMPTS = 5;
+/** Default `reconciler.baseDelayMs`: the backoff after a first failed repair, before jitter (1,000 ms). */
 export const DEFAULT_RECONCILER_BASE_DELAY_MS = 1_000;
+/** Default `reconciler.maxDelayMs`: the cap of the backoff between repairs, before jitter (60,000 ms). */
 export const DEFAULT_RECONCILER_MAX_DELAY_MS = 60_000;
+/** Default `reconciler.batchSize`: operations a background pass looks at (20). */
 export const DEFAULT_RECONCILER_BATCH_SIZE = 20;
+/**
+ * Default `reconciler.lockWaitMs` (0 ms): a background pass does not wait for a project lock; it
+ * skips a project with an operation in flight (`locked`).
+ */
 export const DEFAULT_RECONCILER_LOCK_WAIT_MS = 0;
+/** Default `limit` of `list` and `listRepairable`: rows returned at most (50). */
 export const DEFAULT_LIST_LIMIT = 50;
 
 const positiveInt = z.number().int().positive();
@@ -31,6 +51,7 @@ export const reconcilerOptionsSchema = z
     maxAttempts: positiveInt.default(DEFAULT_RECONCILER_MAX_ATTEMPTS),
     /** Backoff after a failed repair: min(maxDelayMs, baseDelayMs * 2^(attempt-1)) with ±50% jitter. */
     baseDelayMs: nonNegInt.default(DEFAULT_RECONCILER_BASE_DELAY_MS),
+    /** The backoff's cap, before jitter. */
     maxDelayMs: nonNegInt.default(DEFAULT_RECONCILER_MAX_DELAY_MS),
     /** Operations looked at per pass. */
     batchSize: positiveInt.default(DEFAULT_RECONCILER_BATCH_SIZE),
@@ -41,7 +62,13 @@ export const reconcilerOptionsSchema = z
   })
   .strict();
 
+/**
+ * The background reconciler's options: the `reconciler` option of `createSchemaOps`, and what
+ * `startReconciler` takes to override it. Every field has a default (the `DEFAULT_RECONCILER_*`
+ * constants).
+ */
 export type ReconcilerOptions = z.input<typeof reconcilerOptionsSchema>;
+/** {@link ReconcilerOptions} validated, with every default filled in. */
 export type ResolvedReconcilerOptions = z.output<typeof reconcilerOptionsSchema>;
 
 const loggerSchema = z.custom<Logger>(isLogger, { message: INVALID_LOGGER_MESSAGE });
@@ -101,19 +128,39 @@ export const schemaOpsOptionsSchema = z
   })
   .strict();
 
+/**
+ * What `createSchemaOps` takes: `cluster` and `tenants` are required, every other field has a
+ * default. Validated once (bad options throw SCHEMAOPS_INVALID_OPTIONS) and frozen.
+ */
 export interface SchemaOpsOptions {
+  /**
+   * The ledger's `@x/dbx` cluster: ledger tables, project advisory locks and the system step's
+   * transaction.
+   */
   cluster: Cluster;
+  /**
+   * Where the DDL lands: `schemaPerTenant(...)`, `databasePerTenant(...)` or your own
+   * {@link TenantSource}.
+   */
   tenants: TenantSource;
+  /** Schema holding the ledger tables (migrated by the package). Default {@link DEFAULT_LEDGER_SCHEMA}. */
   ledgerSchema?: string;
+  /** Tenants processed at once (1 to 256). Default {@link DEFAULT_CONCURRENCY}. */
   concurrency?: number;
+  /** Stop starting tenants after the first tenant failure. Default {@link DEFAULT_FAIL_FAST}. */
   failFast?: boolean;
+  /** How long `run` / `reconcile` wait for the project's lock. Default {@link DEFAULT_LOCK_WAIT_MS}. */
   lockWaitMs?: number;
+  /** Handlers by operation type (also `define(type, handler)`). Default none. */
   // biome-ignore lint/suspicious/noExplicitAny: handlers of any request type
   operations?: Record<string, OperationHandler<any>>;
+  /** The background reconciler's defaults (see {@link ReconcilerOptions}). */
   reconciler?: ReconcilerOptions;
+  /** pino-compatible logger. Default: none (silent). */
   logger?: Logger;
 }
 
+/** {@link SchemaOpsOptions} validated, with every default filled in, frozen: `ops.options`. */
 export type ResolvedSchemaOpsOptions = z.output<typeof schemaOpsOptionsSchema>;
 
 /**

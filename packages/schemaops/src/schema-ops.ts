@@ -87,13 +87,36 @@ function invalidInput(what: string, error: z.ZodError): SchemaOpsError {
 
 /** The orchestrator of schema operations (`createSchemaOps`). */
 export interface SchemaOps {
+  /** The options it runs with, defaults filled in, frozen. */
   readonly options: Readonly<ResolvedSchemaOpsOptions>;
   /** Creates / upgrades the ledger schema (also done lazily by every other call). Idempotent, safe under concurrent start. */
   migrate(opts?: { signal?: AbortSignal }): Promise<void>;
+  /**
+   * Registers (or replaces) the handler of an operation type, like the `operations` option. Throws
+   * SCHEMAOPS_INVALID_INPUT for an empty type or a malformed handler.
+   */
   define<Req>(type: string, handler: OperationHandler<Req>): void;
+  /**
+   * Starts an operation under the project's lock: records it in the ledger with every step, then
+   * runs the base DDL, every tenant's DDL, the system step and the cache step. Resolves with the
+   * `committed` operation; rejects when it did not commit (the ledger tells what was undone). With an
+   * `idempotencyKey` already used, returns that operation, replays its failure, or resumes it.
+   * Must not be called inside a dbx transaction.
+   */
   run<Req>(input: RunInput<Req>): Promise<Operation>;
+  /**
+   * Resumes an unfinished operation on the same ledger row, under the project's lock, from its first
+   * unfinished step (forward, or backward when it was compensating). Resolves once it is settled
+   * (`committed`, `compensated` or `failed`); rejects if it still needs repair. A `committed` or
+   * `compensated` operation comes back unchanged.
+   */
   reconcile(operationId: string, opts?: ReconcileOptions): Promise<Operation>;
+  /** The operation with its steps, from the ledger. Rejects with SCHEMAOPS_NOT_FOUND for an unknown id. */
   get(operationId: string, opts?: { signal?: AbortSignal }): Promise<Operation>;
+  /**
+   * Operations, most recently updated first, optionally of one project and in some statuses; at most
+   * `limit` (default {@link DEFAULT_LIST_LIMIT}).
+   */
   list(filter?: {
     project?: string;
     statuses?: readonly OperationStatus[];
@@ -106,13 +129,26 @@ export interface SchemaOps {
     limit?: number,
     opts?: { signal?: AbortSignal },
   ): Promise<ListedOperation[]>;
+  /**
+   * Starts a background reconciler: every `intervalMs` it resumes the operations left `applying`,
+   * `compensating` or `needs_repair` whose backoff has passed. `opts` override the `reconciler`
+   * option. `close()` stops it.
+   */
   startReconciler(opts?: ReconcilerOptions): BackgroundReconciler;
+  /** Calls `listener` on each event of type `event`; returns the function that unsubscribes. */
   on<E extends SchemaOpsEventType>(
     event: E,
     listener: (e: Extract<SchemaOpsEvent, { type: E }>) => void,
   ): () => void;
+  /** A snapshot of the counters now. */
   metrics(): SchemaOpsMetrics;
+  /**
+   * Stops intake (later calls reject with SCHEMAOPS_CLOSED), stops the background reconcilers (a
+   * repair in flight finishes), then waits for the operations in flight. Closes neither the cluster
+   * nor the tenant source. Every call returns the same promise.
+   */
   close(): Promise<void>;
+  /** Same as `close()`. */
   [Symbol.asyncDispose](): Promise<void>;
 }
 

@@ -46,12 +46,17 @@ export interface TenantSource {
    * tenant's step inside the tenant's own transaction, so DDL and ledger commit together.
    */
   sharesCluster(cluster: Cluster, project: string, target: DdlTarget): boolean;
+  /** Releases what the source opened itself (clusters it made from URLs); never what it was given. */
   close(): Promise<void>;
+  /** Same as `close()`. */
   [Symbol.asyncDispose](): Promise<void>;
 }
 
+/** The options of {@link TenantSource.withTarget} and {@link TenantSource.execSql}. */
 export interface WithTargetOptions {
+  /** Aborts the target's transaction. */
   signal?: AbortSignal;
+  /** A statement the source must run first in the target's transaction (schemaops' ledger record). */
   firstStatement?: { sql: string; params: readonly unknown[] };
 }
 
@@ -99,7 +104,9 @@ export const DEFAULT_TENANT_SCHEMA_PREFIX = (project: string): string => `${proj
  */
 export const DEFAULT_BASE_SCHEMA = (project: string): string | null => project;
 
+/** The options of {@link schemaPerTenant}. */
 export interface SchemaPerTenantOptions {
+  /** The one database's `@x/dbx` cluster: every target's transaction runs on it. */
   cluster: Cluster;
   /** The tenants (schema names) of a project. Default: every schema starting with `tenantSchemaPrefix(project)`. */
   listTenants?: TenantLister;
@@ -231,12 +238,26 @@ export function schemaPerTenant(options: SchemaPerTenantOptions): TenantSource {
   });
 }
 
+/**
+ * How {@link databasePerTenant} reaches a database: a connection URL (the source opens, pools and
+ * closes a cluster for it) or a `Cluster` of yours (never closed by the source).
+ */
 export type TenantConnection = string | Cluster;
 
+/**
+ * Default `maxOpenClusters` of {@link databasePerTenant} (16): clusters opened from URLs kept open at
+ * once; idle ones beyond it are closed, least recently used first.
+ */
 export const DEFAULT_MAX_OPEN_CLUSTERS = 16;
+/**
+ * Default `pool.max` (2) of a cluster {@link databasePerTenant} opens from a URL: connections per
+ * tenant database.
+ */
 export const DEFAULT_TENANT_POOL_MAX = 2;
+/** Default `pool.idleTimeoutMs` of a cluster {@link databasePerTenant} opens from a URL (1,000 ms). */
 export const DEFAULT_TENANT_POOL_IDLE_TIMEOUT_MS = 1_000;
 
+/** The options of {@link databasePerTenant}. */
 export interface DatabasePerTenantOptions {
   /** The tenants of a project (any stable ids). */
   listTenants: TenantLister;

@@ -1,6 +1,12 @@
 import type { Tx } from '@x/dbx';
 import type { z } from 'zod';
 
+/**
+ * Where an operation stands in the ledger: `'applying'` (running forward, or abandoned by a dead
+ * process), `'committed'` (every step succeeded), `'compensating'` (undoing after a tenant or system
+ * failure), `'compensated'` (all undone), `'failed'` (the base DDL failed, nothing applied),
+ * `'needs_repair'` (the cache step failed, or something could not be undone: `reconcile` it).
+ */
 export type OperationStatus =
   | 'applying'
   | 'committed'
@@ -9,6 +15,7 @@ export type OperationStatus =
   | 'failed'
   | 'needs_repair';
 
+/** Every {@link OperationStatus}, frozen (the ledger's check constraint allows the same). */
 export const OPERATION_STATUSES: readonly OperationStatus[] = Object.freeze([
   'applying',
   'committed',
@@ -18,7 +25,12 @@ export const OPERATION_STATUSES: readonly OperationStatus[] = Object.freeze([
   'needs_repair',
 ]);
 
+/**
+ * The steps of an operation, in the order they run: the base project's DDL, the DDL of every tenant,
+ * the system step (`persistSystem`, on the ledger's cluster) and the cache step (`refreshCache`).
+ */
 export type StepName = 'base_project_ddl' | 'tenant_ddl' | 'system_schema' | 'cache';
+/** Every {@link StepName}, frozen, in the order the steps run. */
 export const STEP_NAMES: readonly StepName[] = Object.freeze([
   'base_project_ddl',
   'tenant_ddl',
@@ -26,20 +38,31 @@ export const STEP_NAMES: readonly StepName[] = Object.freeze([
   'cache',
 ]);
 
+/**
+ * The state of one step (or one tenant's step) in the ledger: `'pending'` until it runs,
+ * `'succeeded'`, `'failed'`, or `'compensated'` once undone. A skipped base step is recorded
+ * `'succeeded'`.
+ */
 export type StepState = 'pending' | 'succeeded' | 'failed' | 'compensated';
 
 /** Which way an unfinished operation was heading: forward (apply) or backward (compensate). */
 export type Direction = 'forward' | 'backward';
 
+/** The ledger's record of one step of an operation. */
 export interface StepRecord {
+  /** Where the step stands. */
   readonly state: StepState;
   /** The last error of this step (forward, or `compensation: ...` when undoing it failed). */
   readonly error: string | null;
+  /** How many times the step ran. */
   readonly attempts: number;
+  /** When the record last changed. */
   readonly updatedAt: Date;
 }
 
+/** The ledger's record of one tenant's DDL step (one per tenant listed when the operation started). */
 export interface TenantStepRecord extends StepRecord {
+  /** The tenant, as its {@link TenantSource} lists it. */
   readonly tenant: string;
 }
 
@@ -86,35 +109,48 @@ export interface ListedOperation extends OperationSummary {
   readonly projectLocked: boolean;
 }
 
+/** Where one DDL transaction runs: the project's base target, or one tenant. */
 export type DdlTarget = { readonly kind: 'base' } | { readonly kind: 'tenant'; readonly tenant: string };
 
+/** What every handler callback gets: the operation it runs for, its request, its attempt and a signal. */
 export interface StepContext<Req = unknown> {
+  /** The operation's id (a uuid). */
   readonly operationId: string;
+  /** The operation's project. */
   readonly project: string;
+  /** The operation's type. */
   readonly type: string;
+  /** The request, as the handler's `request` schema decoded it. */
   readonly request: Req;
   /** 1 for the first run, +1 per reconcile. */
   readonly attempt: number;
+  /** The run's or reconcile's signal. */
   readonly signal: AbortSignal;
 }
 
+/** What `applySql` and `compensateSql` get: the step context and the target the SQL is for. */
 export interface SqlDdlContext<Req = unknown> extends StepContext<Req> {
+  /** The base target or the tenant. */
   readonly target: DdlTarget;
   /** The target's schema (schema-per-tenant) or null (database-per-tenant: the database's default schema). */
   readonly schema: string | null;
 }
 
+/** What `applyDdl` and `compensate` get: the target's context and its open transaction. */
 export interface DdlContext<Req = unknown> extends SqlDdlContext<Req> {
   /** The transaction on the target (base or tenant); for schema-per-tenant the search_path is the target schema. */
   readonly tx: Tx;
 }
 
+/** What `persistSystem` gets: the step context and a transaction on the ledger's cluster. */
 export interface SystemContext<Req = unknown> extends StepContext<Req> {
   /** A transaction on the ledger's cluster; the step is marked succeeded in the same transaction. */
   readonly tx: Tx;
 }
 
+/** What `afterCommit` gets: the step context and the operation's `physicalDdlRequired` flag. */
 export interface AfterCommitContext<Req = unknown> extends StepContext<Req> {
+  /** The operation's flag, also in scope as `physicalDdlRequired()` while `afterCommit` runs. */
   readonly physicalDdlRequired: boolean;
 }
 
@@ -150,9 +186,13 @@ export interface OperationHandler<Req = unknown> {
   afterCommit?(ctx: AfterCommitContext<Req>): Promise<void> | void;
 }
 
+/** What `run` takes: the operation to start. */
 export interface RunInput<Req = unknown> {
+  /** The project whose base target and tenants get the DDL (1 to 200 characters). */
   readonly project: string;
+  /** The operation type: picks the registered handler (1 to 200 characters). */
   readonly type: string;
+  /** Checked by the handler's `request` schema; must be JSON (it is stored in the ledger). */
   readonly request: Req;
   /** Skip the base project DDL (tenant-only storage layouts). */
   readonly skipBaseDdl?: boolean;
@@ -164,17 +204,28 @@ export interface RunInput<Req = unknown> {
   readonly handler?: OperationHandler<Req>;
   /** Tenants processed at once; default the `concurrency` option. */
   readonly concurrency?: number;
+  /** Aborts the run. */
   readonly signal?: AbortSignal;
 }
 
+/** The options of one `reconcile`. */
 export interface ReconcileOptions {
+  /** Overrides the registered handler of the operation's type. */
   readonly handler?: OperationHandler<unknown>;
+  /** Tenants processed at once; default the `concurrency` option. */
   readonly concurrency?: number;
   /** How long to wait for the project lock; default the `lockWaitMs` option (0 = try once). */
   readonly lockWaitMs?: number;
+  /** Aborts the reconcile. */
   readonly signal?: AbortSignal;
 }
 
+/**
+ * What `on(type, listener)` listeners get (and the diagnostics channels carry): `'step'` once per
+ * step and tenant, applied or compensated; `'operation'` with the final status of a run or
+ * reconcile; `'reconcile'` with a background reconciler's outcome for one operation;
+ * `'afterCommitFailed'` when an `afterCommit` callback threw.
+ */
 export type SchemaOpsEvent =
   | {
       readonly type: 'step';
@@ -215,17 +266,28 @@ export type SchemaOpsEvent =
       readonly error: string;
     };
 
+/** The `type` of a {@link SchemaOpsEvent}: the event names `on` takes. */
 export type SchemaOpsEventType = SchemaOpsEvent['type'];
 
+/** Counts of one step kind (every tenant counts for `tenant_ddl`) since `createSchemaOps`. */
 export interface StepMetrics {
+  /** Applied. */
   succeeded: number;
+  /** Failed to apply. */
   failed: number;
+  /** Undone. */
   compensated: number;
+  /** Failed to undo. */
   compensationFailed: number;
+  /** Time spent in the step, applying and compensating, milliseconds. */
   totalMs: number;
 }
 
+/** The counters of this `SchemaOps` instance since it was created, returned by `metrics()`. */
 export interface SchemaOpsMetrics {
+  /**
+   * Runs started and how runs and reconciles ended; `deduplicated`: runs that found their idempotency key.
+   */
   readonly operations: {
     readonly started: number;
     readonly committed: number;
@@ -234,7 +296,9 @@ export interface SchemaOpsMetrics {
     readonly needsRepair: number;
     readonly deduplicated: number;
   };
+  /** Per step. */
   readonly steps: Readonly<Record<StepName, Readonly<StepMetrics>>>;
+  /** Reconciles attempted and their outcomes (`locked` and `exhausted`: background passes). */
   readonly reconcile: {
     readonly attempts: number;
     readonly repaired: number;
@@ -243,15 +307,25 @@ export interface SchemaOpsMetrics {
     readonly locked: number;
     readonly exhausted: number;
   };
+  /** Project locks taken, waits that timed out, and the total time spent waiting (milliseconds). */
   readonly lock: { readonly acquired: number; readonly timeouts: number; readonly waitMsTotal: number };
+  /** Ledger write statements this instance issued (for metrics; not a count of rows). */
   readonly ledgerWrites: number;
+  /** `run` and `reconcile` calls in flight now. */
   readonly running: number;
 }
 
+/** A background reconciler started by `startReconciler`: a pass every `intervalMs` until stopped. */
 export interface BackgroundReconciler {
+  /** False once stopped. */
   readonly running: boolean;
   /** Runs one pass now (also what each interval tick does); resolves with the outcomes. */
   tick(opts?: { signal?: AbortSignal }): Promise<Array<Extract<SchemaOpsEvent, { type: 'reconcile' }>>>;
+  /**
+   * Stops the passes: no new one starts, the current one takes no further operation, and a repair in
+   * flight finishes. Resolves once it has; every call returns the same promise.
+   */
   stop(): Promise<void>;
+  /** Same as `stop()`. */
   [Symbol.asyncDispose](): Promise<void>;
 }
