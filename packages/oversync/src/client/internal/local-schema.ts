@@ -92,6 +92,7 @@ CREATE TABLE IF NOT EXISTS _sync_outbox_rows (
   wire_payload TEXT,
   PRIMARY KEY (source_bundle_id, row_ordinal)
 );
+CREATE INDEX IF NOT EXISTS _sync_outbox_rows_key_idx ON _sync_outbox_rows(table_name, key_json);
 CREATE TABLE IF NOT EXISTS _sync_push_stage (
   bundle_seq INTEGER NOT NULL,
   row_ordinal INTEGER NOT NULL,
@@ -103,6 +104,7 @@ CREATE TABLE IF NOT EXISTS _sync_push_stage (
   payload TEXT,
   PRIMARY KEY (bundle_seq, row_ordinal)
 );
+CREATE INDEX IF NOT EXISTS _sync_push_stage_key_idx ON _sync_push_stage(table_name, key_json);
 CREATE TABLE IF NOT EXISTS _sync_managed_tables (
   schema_name TEXT NOT NULL,
   table_name TEXT NOT NULL,

@@ -337,15 +337,28 @@ export function moveDirtyToFront(db: SqliteDb, schema: string, table: string, ke
   ).run(schema, table, keyJson);
 }
 
-/** Every dirty row of the schema, in push order. */
-export function readDirtyRows(db: SqliteDb, schema: string) {
+/**
+ * One page of the dirty rows of `tables`, upserts (payload) or deletes (no payload), in
+ * (dirty_ordinal, table_name, key_json) order after `after` (keyset paging over the ordinal index).
+ */
+export function readDirtyPage(
+  db: SqliteDb,
+  schema: string,
+  tables: readonly string[],
+  deletes: boolean,
+  after: readonly [number, string, string] | undefined,
+  limit: number,
+) {
+  const list = tables.map((t) => sqlString(t)).join(', ');
   return stmt(
     db,
     `SELECT d.table_name, d.key_json, d.base_row_version, d.payload, d.dirty_ordinal, rs.deleted AS rs_deleted
      FROM _sync_dirty_rows d LEFT JOIN _sync_row_state rs
        ON rs.schema_name = d.schema_name AND rs.table_name = d.table_name AND rs.key_json = d.key_json
-     WHERE d.schema_name = ? ORDER BY d.dirty_ordinal, d.table_name, d.key_json`,
-  ).all(schema) as Array<{
+     WHERE d.schema_name = ? AND d.table_name IN (${list}) AND d.payload IS ${deletes ? '' : 'NOT '}NULL
+       AND (d.dirty_ordinal, d.table_name, d.key_json) > (?, ?, ?)
+     ORDER BY d.dirty_ordinal, d.table_name, d.key_json LIMIT ${limit}`,
+  ).all(schema, after?.[0] ?? Number.MIN_SAFE_INTEGER, after?.[1] ?? '', after?.[2] ?? '') as Array<{
     table_name: string;
     key_json: string;
     base_row_version: number;
@@ -378,29 +391,40 @@ export function listDirtyIntents(db: SqliteDb, schema?: string): Array<Record<st
 
 // ---- the frozen outbox ---------------------------------------------------------------------------
 
-/** Writes the frozen rows and marks the outbox prepared; the rows leave the dirty set. */
-export function writeOutbox(
+/** One frozen row at `ordinal` of bundle `sbid` (the freeze writes them in push order). */
+export function insertOutboxRow(
   db: SqliteDb,
   schema: string,
-  att: AttachmentState,
-  rows: readonly Omit<OutboxRow, 'ordinal'>[],
+  sbid: number,
+  ordinal: number,
+  r: Omit<OutboxRow, 'ordinal'>,
 ): void {
-  const sbid = nextSourceBundleId(db, att.currentSourceId);
-  const ins = stmt(
+  stmt(
     db,
     `INSERT INTO _sync_outbox_rows(source_bundle_id, row_ordinal, schema_name, table_name, key_json, wire_key_json,
        op, base_row_version, local_payload, wire_payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+  ).run(
+    sbid,
+    ordinal,
+    schema,
+    r.table,
+    r.keyJson,
+    r.wireKeyJson,
+    r.op,
+    r.base,
+    r.localPayload,
+    r.wirePayload,
   );
-  rows.forEach((r, i) => {
-    ins.run(sbid, i, schema, r.table, r.keyJson, r.wireKeyJson, r.op, r.base, r.localPayload, r.wirePayload);
-    deleteDirtyRow(db, schema, r.table, r.keyJson);
-  });
+}
+
+/** The frozen rows are written: the outbox is prepared as bundle `sbid` of `rowCount` rows. */
+export function markOutboxPrepared(db: SqliteDb, att: AttachmentState, sbid: number, rowCount: number): void {
   stmt(
     db,
     `UPDATE _sync_outbox_bundle SET state = 'prepared', source_id = ?, source_bundle_id = ?, row_count = ?,
        initialization_id = ?, canonical_request_hash = '', remote_bundle_hash = '', remote_bundle_seq = 0,
        unstructured_conflicts = 0 WHERE singleton_key = 1`,
-  ).run(att.currentSourceId, sbid, rows.length, att.pendingInitializationId);
+  ).run(att.currentSourceId, sbid, rowCount, att.pendingInitializationId);
 }
 
 export function readOutboxRows(db: SqliteDb, from = 0, limit = -1): OutboxRow[] {
@@ -667,6 +691,28 @@ export function finishSnapshot(
 
 export function clearSnapshotStage(db: SqliteDb): void {
   stmt(db, `DELETE FROM _sync_snapshot_stage`).run();
+}
+
+/** Stages one committed row of our own pushed bundle (replayed from the stage). */
+export function stagePushRow(
+  db: SqliteDb,
+  keyJsonSql: string,
+  row: {
+    bundleSeq: number;
+    ordinal: number;
+    schema: string;
+    table: string;
+    keyText: readonly string[];
+    op: string;
+    version: number;
+    payload: string | null;
+  },
+): void {
+  stmt(
+    db,
+    `INSERT INTO _sync_push_stage(bundle_seq, row_ordinal, schema_name, table_name, key_json, op, row_version, payload)
+     VALUES (?, ?, ?, ?, ${keyJsonSql}, ?, ?, ?)`,
+  ).run(row.bundleSeq, row.ordinal, row.schema, row.table, ...row.keyText, row.op, row.version, row.payload);
 }
 
 /** Deletes the staged rows with ordinals in (after, to] (applied in the same transaction). */

@@ -9,65 +9,82 @@ import { type LocalPayload, localKeyToWire, localPayloadToWire } from './codec.j
 import {
   countDirty,
   deleteDirtyRow,
+  insertOutboxRow,
   markOutboxCommitted,
-  type OutboxRow,
+  markOutboxPrepared,
+  nextSourceBundleId,
   type OutboxState,
   readAttachment,
-  readDirtyRows,
+  readDirtyPage,
   readOutbox,
   readOutboxRows,
-  writeOutbox,
 } from './local-store.js';
 import { handlePushError } from './push-failures.js';
 import { type CommittedMeta, fetchAndReplay } from './replay.js';
 import { protocolError, type SyncContext } from './sync-context.js';
 
-/** Freezes dirty rows into the outbox (or returns the outbox already frozen). */
+/** Dirty rows frozen per slice. */
+const FREEZE_PAGE_ROWS = 500;
+
+/**
+ * Freezes dirty rows into the outbox (or returns the outbox already frozen), in one transaction
+ * run in slices (`TxRunner.sliced`). Push order: upserts by table order ascending (parents
+ * first), then deletes by table order descending (children first), each by dirty ordinal. Each
+ * (upsert|delete, table order) group is paged in dirty-ordinal order, so no sort of the whole
+ * dirty set and no copy of it in memory is needed.
+ */
 export async function freeze(
   ctx: SyncContext,
   signal?: AbortSignal,
 ): Promise<{ outbox: OutboxState; resumed: boolean }> {
   const schema = ctx.cfg.schema;
-  return ctx.runner.tx((db) => {
+  const orders = [...new Set([...ctx.ops.values()].map((o) => o.m.order))].sort((a, b) => a - b);
+  const groups = [
+    ...orders.map((order) => ({ order, deletes: false })),
+    ...[...orders].reverse().map((order) => ({ order, deletes: true })),
+  ];
+  return ctx.runner.sliced(function* (db) {
     const cur = readOutbox(db);
     if (cur.state !== 'none') return { outbox: cur, resumed: true };
     const att = readAttachment(db);
-    const dirty = readDirtyRows(db, schema);
-    const upserts: Array<OutboxRow & { order: number; dirtyOrdinal: number }> = [];
-    const deletes: Array<OutboxRow & { order: number; dirtyOrdinal: number }> = [];
-    for (const d of dirty) {
-      const ops = ctx.ops.get(d.table_name);
-      if (!ops) continue;
-      const live = d.rs_deleted !== null && d.rs_deleted === 0;
-      if (d.payload === null && !live) {
-        deleteDirtyRow(db, schema, d.table_name, d.key_json); // insert+delete before any upload: a no-op
-        continue;
+    const sbid = nextSourceBundleId(db, att.currentSourceId);
+    let n = 0;
+    for (const g of groups) {
+      const tables = [...ctx.ops.values()].filter((o) => o.m.order === g.order).map((o) => o.m.table);
+      for (let pos: [number, string, string] | undefined; ; ) {
+        const page = readDirtyPage(db, schema, tables, g.deletes, pos, FREEZE_PAGE_ROWS);
+        if (page.length === 0) break;
+        for (const d of page) {
+          const ops = ctx.tableOps(d.table_name);
+          const live = d.rs_deleted !== null && d.rs_deleted === 0;
+          if (d.payload === null && !live) {
+            deleteDirtyRow(db, schema, d.table_name, d.key_json); // insert+delete before any upload: a no-op
+            continue;
+          }
+          const op = d.payload !== null ? (live ? 'UPDATE' : 'INSERT') : 'DELETE';
+          const wireKey = localKeyToWire(ops.m, JSON.parse(d.key_json) as Record<string, unknown>);
+          const wirePayload =
+            d.payload === null
+              ? null
+              : JSON.stringify(localPayloadToWire(ops.m, JSON.parse(d.payload) as LocalPayload));
+          insertOutboxRow(db, schema, sbid, n++, {
+            table: d.table_name,
+            keyJson: d.key_json,
+            wireKeyJson: canonicalJson(wireKey),
+            op,
+            base: Number(d.base_row_version),
+            localPayload: d.payload,
+            wirePayload,
+          });
+          deleteDirtyRow(db, schema, d.table_name, d.key_json);
+        }
+        const last = page[page.length - 1] as (typeof page)[number];
+        pos = [Number(last.dirty_ordinal), last.table_name, last.key_json];
+        yield;
       }
-      const op = d.payload !== null ? (live ? 'UPDATE' : 'INSERT') : 'DELETE';
-      const wireKey = localKeyToWire(ops.m, JSON.parse(d.key_json) as Record<string, unknown>);
-      const wirePayload =
-        d.payload === null
-          ? null
-          : JSON.stringify(localPayloadToWire(ops.m, JSON.parse(d.payload) as LocalPayload));
-      const row = {
-        ordinal: 0,
-        table: d.table_name,
-        keyJson: d.key_json,
-        wireKeyJson: canonicalJson(wireKey),
-        op,
-        base: Number(d.base_row_version),
-        localPayload: d.payload,
-        wirePayload,
-        order: ops.m.order,
-        dirtyOrdinal: Number(d.dirty_ordinal),
-      } as const;
-      (op === 'DELETE' ? deletes : upserts).push({ ...row });
     }
-    upserts.sort((a, b) => a.order - b.order || a.dirtyOrdinal - b.dirtyOrdinal);
-    deletes.sort((a, b) => b.order - a.order || a.dirtyOrdinal - b.dirtyOrdinal);
-    const rows = [...upserts, ...deletes];
-    if (rows.length === 0) return { outbox: cur, resumed: false };
-    writeOutbox(db, schema, att, rows);
+    if (n === 0) return { outbox: cur, resumed: false };
+    markOutboxPrepared(db, att, sbid, n);
     return { outbox: readOutbox(db), resumed: false };
   }, signal);
 }
@@ -185,7 +202,12 @@ export async function uploadAndCommit(
           if (res.push_id !== pushId || res.next_expected_row_ordinal !== start + rows.length) {
             throw protocolError('push chunk answer does not echo the session');
           }
-          ctx.hooks.progress({ phase: 'push', done: start + rows.length, total: outbox.rowCount });
+          ctx.hooks.progress({
+            phase: 'push',
+            stage: 'upload',
+            done: start + rows.length,
+            total: outbox.rowCount,
+          });
         }
         const c = await t.commitPushSession(pushId, signal);
         committed = true;

@@ -3,7 +3,7 @@
  * them back as authoritative, keeping every local edit made since the freeze (re-queued on top of
  * the committed version). An `already_committed` answer must first prove it carries our intents.
  */
-import { computeBundleHash } from '../../shared/bundle-hash.js';
+import { createHash } from 'node:crypto';
 import { canonicalJson } from '../../shared/canonical-json.js';
 import type { BundleRow } from '../../shared/wire.js';
 import { ClientError } from '../errors.js';
@@ -12,13 +12,16 @@ import { replayEquivalent, wireKeyToLocal } from './codec.js';
 import { recordConflict } from './conflict-log.js';
 import {
   beginApply,
+  deleteInSlices,
   endApply,
   finishReplay,
   type OutboxState,
-  readFrozenRows,
   requeueDirty,
+  stagePushRow,
 } from './local-store.js';
+import { stmt } from './statements.js';
 import { protocolError, type SyncContext, WIRE_OPS } from './sync-context.js';
+import { keyJsonFromParams } from './table-model.js';
 import { applyServerRow, type TableOps } from './table-ops.js';
 
 /** What the server answered for our committed bundle. */
@@ -33,25 +36,42 @@ export interface CommittedMeta {
   bundleHash: string;
 }
 
-/** Fetches the committed rows of our bundle, verifies count and hash, and replays them. */
+/** Committed rows fetched, staged, replayed and cleared per slice. */
+const REPLAY_PAGE_ROWS = 500;
+
+/**
+ * Fetches the committed rows of our bundle page by page (the next page is requested while the
+ * current one is staged), stages each page into `_sync_push_stage` in its own short transaction,
+ * hashes as it goes, verifies count and hash, then replays from the stage. Memory is bounded by
+ * the page size, never by the bundle size.
+ */
 export async function fetchAndReplay(
   ctx: SyncContext,
   meta: CommittedMeta,
   outbox: OutboxState,
   signal?: AbortSignal,
 ): Promise<number> {
-  const rows: BundleRow[] = [];
+  const seq = meta.bundleSeq;
+  const clearStage = () =>
+    ctx.runner.sliced(function* (db) {
+      yield* deleteInSlices(db, '_sync_push_stage', ['bundle_seq', 'row_ordinal']);
+    }, signal);
+  await clearStage();
+  const hash = createHash('sha256').update('[');
   let after = -1;
   let expectedCount = meta.rowCount;
-  for (;;) {
-    const page = await ctx.remote.committedBundleRows(
-      meta.bundleSeq,
-      { maxRows: ctx.cfg.downloadLimit, afterRowOrdinal: after >= 0 ? after : undefined },
+  const fetchPage = (from: number) =>
+    ctx.remote.committedBundleRows(
+      seq,
+      { maxRows: ctx.cfg.downloadLimit, afterRowOrdinal: from >= 0 ? from : undefined },
       signal,
     );
+  let pending = fetchPage(after);
+  for (;;) {
+    const page = await pending;
     const pr = page.rows ?? [];
     if (
-      page.bundle_seq !== meta.bundleSeq ||
+      page.bundle_seq !== seq ||
       page.source_id !== outbox.sourceId ||
       page.source_bundle_id !== outbox.sourceBundleId ||
       page.bundle_hash !== meta.bundleHash ||
@@ -64,148 +84,258 @@ export async function fetchAndReplay(
       throw protocolError('committed bundle page has a wrong next_row_ordinal');
     }
     if (page.has_more && pr.length === 0) throw protocolError('committed bundle page: has_more without rows');
-    for (const r of pr) {
+    if (page.has_more) {
+      pending = fetchPage(after + pr.length);
+      pending.catch(() => undefined);
+    }
+    const base = after + 1;
+    pr.forEach((r, i) => {
       if (r.row_version <= 0 || !WIRE_OPS.has(r.op) || (r.op !== 'DELETE' && r.payload === undefined)) {
         throw protocolError('committed bundle row is malformed');
       }
-      rows.push(r);
-    }
+      // canonical JSON of the row object is, by definition, the bundle hash input's element
+      const payload = r.op === 'DELETE' || r.payload === undefined ? null : r.payload;
+      const el = canonicalJson({
+        key: r.key,
+        op: r.op,
+        payload,
+        row_ordinal: base + i,
+        row_version: r.row_version,
+        schema: r.schema,
+        table: r.table,
+      });
+      hash.update(base + i > 0 ? `,${el}` : el);
+    });
+    await ctx.runner.sliced(function* (db) {
+      for (let i = 0; i < pr.length; i++) {
+        const r = pr[i] as BundleRow;
+        const ops = ctx.checkRow(r.schema, r.table);
+        const key = wireKeyToLocal(ops.m, r.key);
+        stagePushRow(db, keyJsonFromParams(ops.m), {
+          bundleSeq: seq,
+          ordinal: base + i,
+          schema: r.schema,
+          table: r.table,
+          keyText: key.text,
+          op: r.op,
+          version: r.row_version,
+          payload: r.op === 'DELETE' || r.payload === undefined ? null : JSON.stringify(r.payload),
+        });
+        if (i % 250 === 249) yield;
+      }
+    }, signal);
     after += pr.length;
     if (!page.has_more) break;
   }
-  if (rows.length !== expectedCount) {
-    throw new ClientError('OVERSYNC_CLIENT_HASH_MISMATCH', 'committed bundle row count does not match', {
-      details: { expected: expectedCount, got: rows.length },
-    });
-  }
-  const hash = computeBundleHash(rows).hex;
-  if (hash !== meta.bundleHash) {
+  const got = after + 1;
+  const computed = hash.update(']').digest('hex');
+  if (got !== expectedCount || computed !== meta.bundleHash) {
+    await clearStage(); // fails closed: the outbox stays, the stage stays empty
+    if (got !== expectedCount) {
+      throw new ClientError('OVERSYNC_CLIENT_HASH_MISMATCH', 'committed bundle row count does not match', {
+        details: { expected: expectedCount, got },
+      });
+    }
     throw new ClientError('OVERSYNC_CLIENT_HASH_MISMATCH', 'staged committed bundle hash does not match', {
-      details: { expected: meta.bundleHash, computed: hash, bundleSeq: meta.bundleSeq },
+      details: { expected: meta.bundleHash, computed, bundleSeq: seq },
     });
   }
-  await replay(ctx, meta, rows, signal);
-  return rows.length;
+  await replay(ctx, meta, got, signal);
+  return got;
 }
 
+/** The frozen outbox row of a key (local key_json), as the replay compares it. */
+type FrozenRow = {
+  row_ordinal: number;
+  table_name: string;
+  key_json: string;
+  wire_key_json: string;
+  op: string;
+  base_row_version: number;
+  local_payload: string | null;
+};
+
+/**
+ * `already_committed`: prove the committed bundle carries the frozen intents (same table, key
+ * and op; extra server-side rows allowed, and an upsert the server's own cascade removed in the
+ * same commit may be missing or a DELETE). A different bundle under our source tuple means this
+ * database was restored from an older copy: replace the source. Paged over the outbox.
+ */
+function* proveCarried(db: SqliteDb, bundleSeq: number): Generator<void, void, undefined> {
+  const mismatch = () =>
+    new ClientError('OVERSYNC_CLIENT_PROTOCOL', 'already committed bundle does not carry the frozen outbox', {
+      details: { bundleSeq, reason: 'already_committed_mismatch' },
+    });
+  let exact = 0;
+  let frozen = 0;
+  for (let after = -1; ; ) {
+    const page = stmt(
+      db,
+      `SELECT o.row_ordinal, o.op AS uop, s.op AS got FROM _sync_outbox_rows o
+       LEFT JOIN _sync_push_stage s ON s.bundle_seq = ? AND s.table_name = o.table_name AND s.key_json = o.key_json
+       WHERE o.row_ordinal > ? ORDER BY o.row_ordinal LIMIT ${REPLAY_PAGE_ROWS}`,
+    ).all(bundleSeq, after) as Array<{ row_ordinal: number; uop: string; got: string | null }>;
+    if (page.length === 0) break;
+    for (const r of page) {
+      frozen++;
+      if (r.got === r.uop) exact++;
+      else if (!(r.uop !== 'DELETE' && (r.got === null || r.got === 'DELETE'))) throw mismatch();
+    }
+    after = Number(page[page.length - 1]?.row_ordinal);
+    yield;
+  }
+  if (exact === 0 && frozen > 0) throw mismatch();
+}
+
+/** A local key ({text, bind}) from its local key_json. */
+function keyFromJson(ops: TableOps, keyJson: string): { text: string[]; bind: Array<string | Buffer> } {
+  const obj = JSON.parse(keyJson) as Record<string, unknown>;
+  const text = ops.m.keyColumns.map((c) => String(obj[c.key]));
+  const bind = ops.m.keyColumns.map((c, i) =>
+    c.isBlob ? Buffer.from(text[i] as string, 'hex') : (text[i] as string),
+  );
+  return { text, bind };
+}
+
+/**
+ * The replay, in one transaction run in slices (`TxRunner.sliced`): the staged committed rows are
+ * read `REPLAY_PAGE_ROWS` at a time and each is matched with its frozen outbox row by key (an
+ * index lookup, not a map of the whole bundle). The app's connection sees the bundle only at
+ * COMMIT.
+ */
 async function replay(
   ctx: SyncContext,
   meta: CommittedMeta,
-  rows: readonly BundleRow[],
+  count: number,
   signal?: AbortSignal,
 ): Promise<void> {
   const schema = ctx.cfg.schema;
   const tables = new Set<string>();
-  let lastSeen = 0;
-  await ctx.runner.tx((db) => {
-    const outboxRows = readFrozenRows(db);
-    const byKey = new Map(outboxRows.map((r) => [`${r.table_name}\u0000${r.wire_key_json}`, r]));
-    if (meta.needsProof) {
-      // `already_committed`: prove the committed bundle carries the frozen intents (same table,
-      // key and op; extra server-side rows allowed, and an upsert the server's own cascade
-      // removed in the same commit may be missing or a DELETE). A different bundle under our
-      // source tuple means this database was restored from an older copy: replace the source.
-      const committed = new Map(rows.map((r) => [`${r.table}\u0000${canonicalJson(r.key)}`, r.op]));
-      let exact = 0;
-      for (const [k, r] of byKey) {
-        const got = committed.get(k);
-        if (got === r.op) exact++;
-        if (got !== r.op && !(r.op !== 'DELETE' && (got === undefined || got === 'DELETE'))) {
-          throw new ClientError(
-            'OVERSYNC_CLIENT_PROTOCOL',
-            'already committed bundle does not carry the frozen outbox',
-            {
-              details: { bundleSeq: meta.bundleSeq, reason: 'already_committed_mismatch' },
-            },
-          );
-        }
-      }
-      if (exact === 0 && byKey.size > 0) {
-        throw new ClientError(
-          'OVERSYNC_CLIENT_PROTOCOL',
-          'already committed bundle does not carry the frozen outbox',
-          {
-            details: { bundleSeq: meta.bundleSeq, reason: 'already_committed_mismatch' },
-          },
-        );
-      }
-    }
+  const seq = meta.bundleSeq;
+  const lastSeen = await ctx.runner.sliced(function* (db) {
+    if (meta.needsProof) yield* proveCarried(db, seq);
     beginApply(db, ctx.fk, schema);
-    const matched = new Set<string>();
-    for (const c of rows) {
-      const ops = ctx.checkRow(c.schema, c.table);
-      tables.add(c.table);
-      const key = wireKeyToLocal(ops.m, c.key);
-      const v = c.row_version;
-      const uKey = `${c.table}\u0000${canonicalJson(c.key)}`;
-      const u = byKey.get(uKey);
-      if (u) matched.add(uKey);
-      const rs = ops.rowState(db, key.text);
-      if (rs && rs.version >= v) continue; // a newer version was applied already
-      if (!u) {
+    const frozenOf = (table: string, keyJson: string) =>
+      stmt(
+        db,
+        `SELECT row_ordinal, table_name, key_json, wire_key_json, op, base_row_version, local_payload
+         FROM _sync_outbox_rows WHERE table_name = ? AND key_json = ?`,
+      ).get(table, keyJson) as FrozenRow | undefined;
+    const progress = { phase: 'push' as const, stage: 'apply' as const, total: count };
+    let done = 0;
+    ctx.hooks.progress({ ...progress, done });
+    for (let after = -1; ; ) {
+      const page = stmt(
+        db,
+        `SELECT row_ordinal, schema_name, table_name, key_json, op, row_version, payload FROM _sync_push_stage
+         WHERE bundle_seq = ? AND row_ordinal > ? ORDER BY row_ordinal LIMIT ${REPLAY_PAGE_ROWS}`,
+      ).all(seq, after) as Array<{
+        row_ordinal: number;
+        schema_name: string;
+        table_name: string;
+        key_json: string;
+        op: string;
+        row_version: number;
+        payload: string | null;
+      }>;
+      if (page.length === 0) break;
+      for (const s of page) {
+        const ops = ctx.checkRow(s.schema_name, s.table_name);
+        tables.add(s.table_name);
+        const key = keyFromJson(ops, s.key_json);
+        const v = Number(s.row_version);
+        const c = {
+          op: s.op,
+          row_version: v,
+          ...(s.payload === null ? {} : { payload: JSON.parse(s.payload) as unknown }),
+        };
+        const u = frozenOf(s.table_name, s.key_json);
+        const rs = ops.rowState(db, key.text);
+        if (rs && rs.version >= v) continue; // a newer version was applied already
+        if (!u) {
+          applyServerRow(db, ops, key, c);
+          continue;
+        }
+        const d = ops.dirty(db, key.text);
+        const keyJson = s.key_json;
+        if (u.op !== 'DELETE' && c.op === 'DELETE') {
+          // The server's own cascade (of another row of this bundle) removed the row we wrote.
+          if (d)
+            ops.setRowState(db, key.text, v, true); // edited since the freeze: pushed again
+          else {
+            recordServerCascade(ctx, db, ops, u, v);
+            applyServerRow(db, ops, key, c);
+          }
+          continue;
+        }
+        // A row waiting in the stash for its parent is still the device's row.
+        const live = ops.localRow(db, key.bind, keyJson);
+        if (u.op === 'DELETE') {
+          if (live) {
+            ops.setRowState(db, key.text, v, true);
+            requeueDirty(db, schema, s.table_name, keyJson, JSON.stringify(live), v, true);
+          } else {
+            applyServerRow(db, ops, key, c);
+          }
+          continue;
+        }
+        const localPayload = u.local_payload === null ? null : (JSON.parse(u.local_payload) as unknown);
+        if (!live) {
+          ops.setRowState(db, key.text, v, false);
+          requeueDirty(db, schema, s.table_name, keyJson, null, v, true);
+          continue;
+        }
+        const dirtyMatches =
+          d !== undefined &&
+          d.op === u.op &&
+          d.payload !== null &&
+          replayEquivalent(JSON.parse(d.payload) as unknown, localPayload);
+        const liveMatches = replayEquivalent(live, localPayload);
+        if ((d !== undefined && !dirtyMatches) || !liveMatches) {
+          ops.setRowState(db, key.text, v, false);
+          requeueDirty(db, schema, s.table_name, keyJson, JSON.stringify(live), v, true);
+          continue;
+        }
         applyServerRow(db, ops, key, c);
-        continue;
       }
-      const d = ops.dirty(db, key.text);
-      const keyJson = ops.keyJson(db, key.text);
-      if (u.op !== 'DELETE' && c.op === 'DELETE') {
-        // The server's own cascade (of another row of this bundle) removed the row we wrote.
-        if (d)
-          ops.setRowState(db, key.text, v, true); // edited since the freeze: pushed again
-        else {
-          recordServerCascade(ctx, db, ops, u, v);
-          applyServerRow(db, ops, key, c);
-        }
-        continue;
-      }
-      // A row waiting in the stash for its parent is still the device's row.
-      const live = ops.localRow(db, key.bind, keyJson);
-      if (u.op === 'DELETE') {
-        if (live) {
-          ops.setRowState(db, key.text, v, true);
-          requeueDirty(db, schema, c.table, keyJson, JSON.stringify(live), v, true);
-        } else {
-          applyServerRow(db, ops, key, c);
-        }
-        continue;
-      }
-      const localPayload = u.local_payload === null ? null : (JSON.parse(u.local_payload) as unknown);
-      if (!live) {
-        ops.setRowState(db, key.text, v, false);
-        requeueDirty(db, schema, c.table, keyJson, null, v, true);
-        continue;
-      }
-      const dirtyMatches =
-        d !== undefined &&
-        d.op === u.op &&
-        d.payload !== null &&
-        replayEquivalent(JSON.parse(d.payload) as unknown, localPayload);
-      const liveMatches = replayEquivalent(live, localPayload);
-      if ((d !== undefined && !dirtyMatches) || !liveMatches) {
-        ops.setRowState(db, key.text, v, false);
-        requeueDirty(db, schema, c.table, keyJson, JSON.stringify(live), v, true);
-        continue;
-      }
-      applyServerRow(db, ops, key, c);
+      done += page.length;
+      after = Number(page[page.length - 1]?.row_ordinal);
+      ctx.hooks.progress({ ...progress, done });
+      yield;
     }
     // An uploaded upsert with no committed row: the server inserted it and its own cascade
     // removed it again in the same commit (the net change is nothing). Follow the server.
-    for (const [k, u] of byKey) {
-      if (matched.has(k) || u.op === 'DELETE') continue;
-      const ops = ctx.ops.get(u.table_name);
-      if (!ops) continue;
-      const key = wireKeyToLocal(ops.m, JSON.parse(u.wire_key_json) as Record<string, unknown>);
-      if (ops.dirty(db, key.text)) continue; // edited since the freeze: pushed again
-      recordServerCascade(ctx, db, ops, u, meta.bundleSeq);
-      ops.delete(db, key.bind);
+    for (let after = -1; ; ) {
+      const page = stmt(
+        db,
+        `SELECT o.row_ordinal, o.table_name, o.key_json, o.wire_key_json, o.op, o.base_row_version, o.local_payload
+         FROM _sync_outbox_rows o WHERE o.row_ordinal > ? AND o.op <> 'DELETE' AND NOT EXISTS (
+           SELECT 1 FROM _sync_push_stage s WHERE s.bundle_seq = ? AND s.table_name = o.table_name AND s.key_json = o.key_json)
+         ORDER BY o.row_ordinal LIMIT ${REPLAY_PAGE_ROWS}`,
+      ).all(after, seq) as FrozenRow[];
+      if (page.length === 0) break;
+      for (const u of page) {
+        const ops = ctx.ops.get(u.table_name);
+        if (!ops) continue;
+        const key = keyFromJson(ops, u.key_json);
+        if (ops.dirty(db, key.text)) continue; // edited since the freeze: pushed again
+        recordServerCascade(ctx, db, ops, u, seq);
+        ops.delete(db, key.bind);
+      }
+      after = Number(page[page.length - 1]?.row_ordinal);
+      yield;
     }
-    lastSeen = finishReplay(db, meta);
+    // the outbox and the stage are emptied in slices before the bookkeeping below
+    yield* deleteInSlices(db, '_sync_outbox_rows', ['source_bundle_id', 'row_ordinal']);
+    yield* deleteInSlices(db, '_sync_push_stage', ['bundle_seq', 'row_ordinal']);
+    const seen = finishReplay(db, meta);
     endApply(db);
+    return seen;
   }, signal);
   ctx.hooks.applied({
     kind: 'replay',
     tables: [...tables],
-    rows: rows.length,
+    rows: count,
     lastBundleSeqSeen: lastSeen,
   });
 }
