@@ -20,6 +20,21 @@ export interface CodedErrorOptions {
  *
  * and keeps its own class name, `name` and guard. Callers check `code`, never `instanceof` (two
  * copies of a package may be loaded), though `instanceof` works as usual within one copy.
+ *
+ * @example
+ * ```ts
+ * import { CodedError } from '@x/core';
+ *
+ * type BillingErrorCode = 'BILLING_CARD_DECLINED' | 'BILLING_INVALID_OPTIONS';
+ *
+ * class BillingError extends CodedError<BillingErrorCode> {
+ *   override readonly name = 'BillingError';
+ * }
+ *
+ * const e = new BillingError('BILLING_CARD_DECLINED', 'card declined', { retryable: true, details: { attempt: 1 } });
+ * console.log(e.code, e.retryable, e instanceof CodedError); // BILLING_CARD_DECLINED true true
+ * console.log(JSON.stringify(e)); // {"name":"BillingError","code":"BILLING_CARD_DECLINED","retryable":true,"details":{"attempt":1}}
+ * ```
  */
 export class CodedError<Code extends string = string> extends Error {
   override readonly name: string = 'CodedError';

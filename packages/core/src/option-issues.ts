@@ -11,6 +11,18 @@ export interface OptionIssue {
  * The issues of a failed options parse, one per problem, each with its full key path: an unknown key
  * (`unrecognized_keys`) gives one issue per key, at that key's own path; an enum gives zod's message,
  * which lists the allowed values.
+ *
+ * @example
+ * ```ts
+ * import { optionIssues } from '@x/core';
+ * import { z } from 'zod';
+ *
+ * const schema = z.strictObject({ retry: z.strictObject({ maxAttempts: z.number().int().min(1) }) });
+ * const result = schema.safeParse({ retry: { maxAttempts: 0, budget: 1 } });
+ * if (!result.success) console.log(optionIssues(result.error));
+ * // [ { path: 'retry.maxAttempts', message: 'Too small: expected number to be >=1' },
+ * //   { path: 'retry.budget', message: 'unknown option' } ]
+ * ```
  */
 export function optionIssues(error: z.ZodError): OptionIssue[] {
   const out: OptionIssue[] = [];
@@ -25,7 +37,21 @@ export function optionIssues(error: z.ZodError): OptionIssue[] {
   return out;
 }
 
-/** `retry.maxAttempts: Too small...; maxReplicaLag: unknown option`: the issues on one line. */
+/**
+ * `retry.maxAttempts: Too small...; maxReplicaLag: unknown option`: the issues on one line, for an
+ * error message; `(root)` stands for the empty path.
+ *
+ * @example
+ * ```ts
+ * import { formatOptionIssues } from '@x/core';
+ *
+ * const line = formatOptionIssues([
+ *   { path: 'retry.maxAttempts', message: 'Too small: expected number to be >=1' },
+ *   { path: 'maxReplicaLag', message: 'unknown option' },
+ * ]);
+ * console.log(line); // retry.maxAttempts: Too small: expected number to be >=1; maxReplicaLag: unknown option
+ * ```
+ */
 export function formatOptionIssues(issues: readonly OptionIssue[]): string {
   return issues.map((i) => `${i.path || '(root)'}: ${i.message}`).join('; ');
 }
