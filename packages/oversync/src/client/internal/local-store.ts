@@ -339,7 +339,8 @@ export function moveDirtyToFront(db: SqliteDb, schema: string, table: string, ke
 
 /**
  * One page of the dirty rows of `tables`, upserts (payload) or deletes (no payload), in
- * (dirty_ordinal, table_name, key_json) order after `after` (keyset paging over the ordinal index).
+ * (dirty_ordinal, table_name, key_json) order after `after`: keyset paging that walks the
+ * ordinal index from where the last page ended (never a scan and sort of the whole set per page).
  */
 export function readDirtyPage(
   db: SqliteDb,
@@ -353,12 +354,18 @@ export function readDirtyPage(
   return stmt(
     db,
     `SELECT d.table_name, d.key_json, d.base_row_version, d.payload, d.dirty_ordinal, rs.deleted AS rs_deleted
-     FROM _sync_dirty_rows d LEFT JOIN _sync_row_state rs
+     FROM _sync_dirty_rows d INDEXED BY _sync_dirty_rows_ordinal_idx LEFT JOIN _sync_row_state rs
        ON rs.schema_name = d.schema_name AND rs.table_name = d.table_name AND rs.key_json = d.key_json
-     WHERE d.schema_name = ? AND d.table_name IN (${list}) AND d.payload IS ${deletes ? '' : 'NOT '}NULL
-       AND (d.dirty_ordinal, d.table_name, d.key_json) > (?, ?, ?)
+     WHERE d.dirty_ordinal >= ? AND (d.dirty_ordinal > ? OR (d.table_name, d.key_json) > (?, ?))
+       AND d.schema_name = ? AND d.table_name IN (${list}) AND d.payload IS ${deletes ? '' : 'NOT '}NULL
      ORDER BY d.dirty_ordinal, d.table_name, d.key_json LIMIT ${limit}`,
-  ).all(schema, after?.[0] ?? Number.MIN_SAFE_INTEGER, after?.[1] ?? '', after?.[2] ?? '') as Array<{
+  ).all(
+    after?.[0] ?? Number.MIN_SAFE_INTEGER,
+    after?.[0] ?? Number.MIN_SAFE_INTEGER,
+    after?.[1] ?? '',
+    after?.[2] ?? '',
+    schema,
+  ) as Array<{
     table_name: string;
     key_json: string;
     base_row_version: number;
@@ -427,11 +434,18 @@ export function markOutboxPrepared(db: SqliteDb, att: AttachmentState, sbid: num
   ).run(att.currentSourceId, sbid, rowCount, att.pendingInitializationId);
 }
 
+/**
+ * The frozen bundle's id: every outbox row carries it, so paging by row_ordinal under it walks the
+ * primary key instead of scanning and sorting the whole outbox for each page.
+ */
+export const OUTBOX_SBID = `SELECT source_bundle_id FROM _sync_outbox_bundle WHERE singleton_key = 1`;
+
 export function readOutboxRows(db: SqliteDb, from = 0, limit = -1): OutboxRow[] {
   const rs = stmt(
     db,
     `SELECT row_ordinal, table_name, key_json, wire_key_json, op, base_row_version, local_payload, wire_payload
-     FROM _sync_outbox_rows WHERE row_ordinal >= ? ORDER BY row_ordinal LIMIT ?`,
+     FROM _sync_outbox_rows WHERE source_bundle_id = (${OUTBOX_SBID}) AND row_ordinal >= ?
+     ORDER BY row_ordinal LIMIT ?`,
   ).all(from, limit) as Array<Record<string, unknown>>;
   return rs.map((r) => ({
     ordinal: Number(r.row_ordinal),

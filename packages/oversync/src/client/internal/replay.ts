@@ -15,6 +15,7 @@ import {
   deleteInSlices,
   endApply,
   finishReplay,
+  OUTBOX_SBID,
   type OutboxState,
   requeueDirty,
   stagePushRow,
@@ -173,7 +174,8 @@ function* proveCarried(db: SqliteDb, bundleSeq: number): Generator<void, void, u
       db,
       `SELECT o.row_ordinal, o.op AS uop, s.op AS got FROM _sync_outbox_rows o
        LEFT JOIN _sync_push_stage s ON s.bundle_seq = ? AND s.table_name = o.table_name AND s.key_json = o.key_json
-       WHERE o.row_ordinal > ? ORDER BY o.row_ordinal LIMIT ${REPLAY_PAGE_ROWS}`,
+       WHERE o.source_bundle_id = (${OUTBOX_SBID}) AND o.row_ordinal > ?
+       ORDER BY o.row_ordinal LIMIT ${REPLAY_PAGE_ROWS}`,
     ).all(bundleSeq, after) as Array<{ row_ordinal: number; uop: string; got: string | null }>;
     if (page.length === 0) break;
     for (const r of page) {
@@ -309,7 +311,8 @@ async function replay(
       const page = stmt(
         db,
         `SELECT o.row_ordinal, o.table_name, o.key_json, o.wire_key_json, o.op, o.base_row_version, o.local_payload
-         FROM _sync_outbox_rows o WHERE o.row_ordinal > ? AND o.op <> 'DELETE' AND NOT EXISTS (
+         FROM _sync_outbox_rows o
+         WHERE o.source_bundle_id = (${OUTBOX_SBID}) AND o.row_ordinal > ? AND o.op <> 'DELETE' AND NOT EXISTS (
            SELECT 1 FROM _sync_push_stage s WHERE s.bundle_seq = ? AND s.table_name = o.table_name AND s.key_json = o.key_json)
          ORDER BY o.row_ordinal LIMIT ${REPLAY_PAGE_ROWS}`,
       ).all(after, seq) as FrozenRow[];
