@@ -15,6 +15,10 @@ export interface HashableBundleRow {
   readonly payload?: unknown;
 }
 
+/**
+ * The result of {@link computeBundleHash}: the `bundle_hash` of a committed bundle as the server stores and
+ * announces it and the client recomputes to verify the rows it fetched, with the hash input and its length.
+ */
 export interface BundleHash {
   /** 64 lowercase hex characters, the wire form of `bundle_hash`. */
   readonly hex: string;
@@ -125,4 +129,58 @@ export function computeBundleHash(
     byteCount: bytes.length,
     canonical,
   };
+}
+
+/**
+ * {@link computeBundleHash} computed incrementally: rows are added in committed order with their
+ * canonical payload text (null for DELETE) and only hashed, never kept, so a bundle of any size is
+ * hashed in memory bounded by one row. `digest()` returns the same `hex` and `byteCount`.
+ */
+export class BundleHasher {
+  readonly #hash = createHash('sha256');
+  readonly #tails = new Map<string, string>();
+  #pending = '[';
+  #byteCount = 0;
+  #count = 0;
+
+  add(row: Omit<HashableBundleRow, 'payload'>, canonicalPayload: string | null): void {
+    const tailId = `${row.schema}\u0000${row.table}`;
+    let tail = this.#tails.get(tailId);
+    if (tail === undefined) {
+      tail = `,"schema":${canonicalJson(row.schema)},"table":${canonicalJson(row.table)}}`;
+      this.#tails.set(tailId, tail);
+    }
+    this.#pending +=
+      (this.#count > 0 ? ',{"key":' : '{"key":') +
+      keyJson(row.key) +
+      ',"op":' +
+      (OP_JSON[row.op] ?? canonicalJson(row.op)) +
+      ',"payload":' +
+      (row.op === 'DELETE' || canonicalPayload === null ? 'null' : canonicalPayload) +
+      ',"row_ordinal":' +
+      this.#count +
+      ',"row_version":' +
+      canonicalJson(row.row_version) +
+      tail;
+    this.#count++;
+    if (this.#pending.length >= 64 * 1024) this.#flush();
+  }
+
+  /** Rows added so far. */
+  get count(): number {
+    return this.#count;
+  }
+
+  #flush(): void {
+    const bytes = Buffer.from(this.#pending, 'utf8');
+    this.#hash.update(bytes);
+    this.#byteCount += bytes.length;
+    this.#pending = '';
+  }
+
+  digest(): { hex: string; byteCount: number } {
+    this.#pending += ']';
+    this.#flush();
+    return { hex: this.#hash.digest('hex'), byteCount: this.#byteCount };
+  }
 }

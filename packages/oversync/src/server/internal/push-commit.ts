@@ -10,10 +10,11 @@ import { wireError } from '../errors.js';
 import { type DirectInsertEvent, finalizeCapturedBundle } from './capture.js';
 import { type OpOptions, type ServiceContext, txOpts } from './context.js';
 import { applyRows } from './push-apply.js';
+import { commitStagedBundle, STREAM_COMMIT_MIN_ROWS, scanStagedBundle } from './push-commit-stream.js';
 import { dataRefusalOf, locateRefusedRow, refusedRowConflict } from './push-conflict.js';
 import { type CommittedPushBundle, commitDirectBundle, directBundleEligible } from './push-direct-bundle.js';
 import { type DirectInsertPlan, directInsertPlan } from './push-direct-insert.js';
-import { loadSessionForUpdate, PUSH_TX } from './push-session.js';
+import { loadSessionForUpdate, PUSH_TX, type SessionRow } from './push-session.js';
 import { type ApplyRow, loadStagedRows } from './push-staging.js';
 import { checkRowVersions, type RowStateOf } from './push-version-check.js';
 import {
@@ -70,7 +71,15 @@ async function runCommit(
     async (tx) => {
       await lockUser(tx, actor.userId, limits.uploadLockTimeoutMs);
       const s = await loadSessionForUpdate(tx, actor, pushId);
-      const apply = await loadStagedRows(tx, topology, pushId, s);
+      const plan = await directInsertPlan(tx, topology);
+      // A large bundle of fresh INSERTs is committed in pages (push-commit-stream.ts); the scan
+      // only decides, so every other bundle fails here exactly as the whole-bundle path says.
+      const planned = Number(s.planned_row_count);
+      const runs =
+        !careful && planned >= STREAM_COMMIT_MIN_ROWS
+          ? await scanStagedBundle(tx, topology, pushId, s.user_pk, planned, plan)
+          : undefined;
+      const apply = runs ? [] : await loadStagedRows(tx, topology, pushId, s);
       await tx.query('SET CONSTRAINTS ALL DEFERRED');
       const initializationId = s.initialization_id ?? '';
       if (initializationId) {
@@ -85,7 +94,6 @@ async function runCommit(
           `source ${s.source_id} for user ${actor.userId} changed expected next source_bundle_id from staged ${sourceBundleId} to ${src.expected} before commit`,
         );
       }
-      const plan = await directInsertPlan(tx, topology);
       await setBundleContext(tx, {
         userId: actor.userId,
         userPk: s.user_pk,
@@ -94,17 +102,14 @@ async function runCommit(
         initializationId,
         directInsertTableIds: plan.tableIds,
       });
-      const stateOfRow = await checkRowVersions(tx, topology, actor.userId, s.user_pk, apply);
-      const b: BundleApply = {
-        tx,
-        ctx,
-        userId: actor.userId,
-        userPk: s.user_pk,
-        source: { sourceId: s.source_id, sourceBundleId },
-        apply,
-        plan,
-      };
-      const bundle = careful ? await applyBundleCarefully(b, stateOfRow) : await applyBundle(b);
+      let bundle: CommittedPushBundle;
+      if (runs) {
+        const source = { sourceId: s.source_id, sourceBundleId };
+        bundle = await commitStagedBundle(tx, ctx, actor.userId, s.user_pk, pushId, source, runs, plan);
+        await tx.query('SET CONSTRAINTS ALL IMMEDIATE');
+      } else {
+        bundle = await applyWholeBundle(tx, ctx, actor.userId, s, sourceBundleId, apply, plan, careful);
+      }
       await activateSourceState(tx, s.user_pk, s.source_id, sourceBundleId);
       await applyRetention(tx, s.user_pk, limits);
       await tx.query('DELETE FROM sync.push_sessions WHERE push_id = $1', [pushId]);
@@ -119,6 +124,30 @@ async function runCommit(
     },
     txOpts(opts.signal, PUSH_TX),
   );
+}
+
+/** The whole-bundle path: every staged row in memory, checked for conflicts, applied. */
+async function applyWholeBundle(
+  tx: SyncQuerier,
+  ctx: ServiceContext,
+  userId: string,
+  s: SessionRow,
+  sourceBundleId: number,
+  apply: readonly ApplyRow[],
+  plan: DirectInsertPlan,
+  careful: boolean,
+): Promise<CommittedPushBundle> {
+  const stateOfRow = await checkRowVersions(tx, ctx.topology, userId, s.user_pk, apply);
+  const b: BundleApply = {
+    tx,
+    ctx,
+    userId,
+    userPk: s.user_pk,
+    source: { sourceId: s.source_id, sourceBundleId },
+    apply,
+    plan,
+  };
+  return careful ? await applyBundleCarefully(b, stateOfRow) : await applyBundle(b);
 }
 
 /** Applies the rows and writes the bundle: directly from the INSERTs when eligible, else captured. */

@@ -1,0 +1,91 @@
+// The sync server of the server benches, in its own process so that its RSS, event-loop delay and
+// SQL round trips are its own: @x/oversync/server (dist) under fastify on 127.0.0.1:<random>, over
+// the database given as argv[2] (the business schema of test/server/fixture.ts already created).
+// Line protocol on stdio: prints `ready <baseUrl>`; on `reset` it clears the event-loop histogram
+// and the statement counter and notes the RSS (prints `ok`); on `stats` prints one JSON line
+// ({ rssMb, baseRssMb, peakRssMb, eldMaxMs, eldP99Ms, statements }); on `exit` it closes.
+// The peak is `resourceUsage().maxRSS`, the process' lifetime peak: measure one big push per process.
+
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import { createCluster } from '@x/dbx';
+import { createSyncService, oversyncFastifyPlugin } from '@x/oversync/server';
+import Fastify from 'fastify';
+import pg from 'pg';
+import { BUSINESS_TABLES } from '../test/server/fixture.js';
+
+const url = process.argv[2];
+if (!url) throw new Error('usage: server-child.ts <database url>');
+
+// Every statement the server sends (BEGIN/COMMIT included) is one round trip to PostgreSQL.
+let statements = 0;
+/** BENCH_SLOW_SQL_MS: statements slower than this are printed to stderr. */
+const SLOW_MS = Number(process.env.BENCH_SLOW_SQL_MS ?? 0);
+const clientQuery = pg.Client.prototype.query;
+pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+  statements++;
+  const r = (clientQuery as (...a: unknown[]) => unknown).apply(this, args);
+  if (SLOW_MS > 0 && r instanceof Promise) {
+    const t0 = performance.now();
+    const sql = typeof args[0] === 'string' ? args[0] : String((args[0] as { text?: string })?.text);
+    r.then(
+      () => {
+        const ms = performance.now() - t0;
+        if (ms >= SLOW_MS)
+          process.stderr.write(`slow ${Math.round(ms)} ms: ${sql.replace(/\s+/g, ' ').slice(0, 300)}\n`);
+      },
+      () => {},
+    );
+  }
+  return r;
+} as typeof pg.Client.prototype.query;
+
+const db = createCluster({ primary: url, pool: { max: Number(process.env.BENCH_POOL_MAX ?? 10) } });
+const service = createSyncService({
+  db,
+  registeredTables: BUSINESS_TABLES,
+  limits: { retainedBundlesPerUser: 1_000_000 },
+});
+await service.bootstrap();
+const app = Fastify({ logger: false });
+await app.register(oversyncFastifyPlugin, {
+  service,
+  userIdFromRequest: (req) => req.headers['x-user'] as string | undefined,
+});
+const baseUrl = await app.listen({ port: 0, host: '127.0.0.1' });
+
+const eld = monitorEventLoopDelay({ resolution: 10 });
+eld.enable();
+const mb = (bytes: number) => bytes / (1024 * 1024);
+let baseRss = process.memoryUsage.rss();
+
+const lines = createInterface({ input: process.stdin });
+process.stdout.write(`ready ${baseUrl}\n`);
+for await (const line of lines) {
+  const cmd = line.trim();
+  if (cmd === 'reset') {
+    eld.reset();
+    statements = 0;
+    baseRss = process.memoryUsage.rss();
+    process.stdout.write('ok\n');
+  } else if (cmd === 'stats') {
+    process.stdout.write(
+      `${JSON.stringify({
+        rssMb: mb(process.memoryUsage.rss()),
+        baseRssMb: mb(baseRss),
+        peakRssMb: process.resourceUsage().maxRSS / 1024,
+        eldMaxMs: eld.max / 1e6,
+        eldP99Ms: eld.percentile(99) / 1e6,
+        statements,
+      })}\n`,
+    );
+  } else if (cmd === 'exit') {
+    break;
+  }
+}
+eld.disable();
+lines.close();
+await app.close();
+await service.close();
+await db.close();
+process.exit(0);
