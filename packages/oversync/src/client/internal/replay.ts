@@ -90,26 +90,24 @@ export async function fetchAndReplay(
       pending.catch(() => undefined);
     }
     const base = after + 1;
-    pr.forEach((r, i) => {
-      if (r.row_version <= 0 || !WIRE_OPS.has(r.op) || (r.op !== 'DELETE' && r.payload === undefined)) {
-        throw protocolError('committed bundle row is malformed');
-      }
-      // canonical JSON of the row object is, by definition, the bundle hash input's element
-      const payload = r.op === 'DELETE' || r.payload === undefined ? null : r.payload;
-      const el = canonicalJson({
-        key: r.key,
-        op: r.op,
-        payload,
-        row_ordinal: base + i,
-        row_version: r.row_version,
-        schema: r.schema,
-        table: r.table,
-      });
-      hash.update(base + i > 0 ? `,${el}` : el);
-    });
     await ctx.runner.sliced(function* (db) {
       for (let i = 0; i < pr.length; i++) {
         const r = pr[i] as BundleRow;
+        if (r.row_version <= 0 || !WIRE_OPS.has(r.op) || (r.op !== 'DELETE' && r.payload === undefined)) {
+          throw protocolError('committed bundle row is malformed');
+        }
+        // canonical JSON of the row object is, by definition, the bundle hash input's element
+        // (hashed here, inside the slices: canonical JSON of a whole page is longer than a turn)
+        const el = canonicalJson({
+          key: r.key,
+          op: r.op,
+          payload: r.op === 'DELETE' || r.payload === undefined ? null : r.payload,
+          row_ordinal: base + i,
+          row_version: r.row_version,
+          schema: r.schema,
+          table: r.table,
+        });
+        hash.update(base + i > 0 ? `,${el}` : el);
         const ops = ctx.checkRow(r.schema, r.table);
         const key = wireKeyToLocal(ops.m, r.key);
         stagePushRow(db, keyJsonFromParams(ops.m), {
@@ -122,7 +120,7 @@ export async function fetchAndReplay(
           version: r.row_version,
           payload: r.op === 'DELETE' || r.payload === undefined ? null : JSON.stringify(r.payload),
         });
-        if (i % 250 === 249) yield;
+        if (i % 100 === 99) yield;
       }
     }, signal);
     after += pr.length;
