@@ -1,0 +1,167 @@
+// Ingest (issue #19 point 3): 50 concurrent clients (one user each, real HTTP) push 10-row bundles
+// back to back for INGEST_SECONDS (10) against one server process (bench/server-child.ts) on a
+// private embedded PostgreSQL. Each push is the go-oversync v1 flow: create session, one chunk,
+// commit.
+// - ingest-rows-per-s: committed rows/s; baseline = the same rows as plain 10-row INSERTs (one
+//   transaction each) from 50 concurrent connections of this process.
+// - ingest-push-p50-ms / -p99-ms: one push (create + chunk + commit); baseline = the plain INSERT's.
+// - ingest-sql-round-trips-per-bundle: statements the server sent PostgreSQL (BEGIN/COMMIT
+//   included) per committed bundle; baseline = the plain path's 3 (BEGIN, INSERT, COMMIT).
+// - ingest-load-average-1m: the machine's load when the bench ended.
+import { randomUUID } from 'node:crypto';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { spawnNode, startPostgres } from '@x/testkit';
+import { latencyPercentiles, reportBench } from '@x/testkit/bench';
+import pg from 'pg';
+import { BUSINESS_SCHEMA_SQL } from '../test/server/fixture.js';
+
+const CLIENTS = Number(process.env.INGEST_CLIENTS ?? 50);
+const SECONDS = Number(process.env.INGEST_SECONDS ?? 10);
+const ROWS = 10;
+const log = (msg: string) => process.stderr.write(`[server-ingest] ${new Date().toISOString()} ${msg}\n`);
+
+const pgCluster = await startPostgres({ replicas: 0 });
+const admin = new pg.Client({ connectionString: pgCluster.primary.url });
+await admin.connect();
+await admin.query('CREATE DATABASE oversync_ingest_bench');
+await admin.end();
+const url = pgCluster.primary.urlFor('oversync_ingest_bench');
+const setup = new pg.Client({ connectionString: url });
+await setup.connect();
+await setup.query(BUSINESS_SCHEMA_SQL);
+await setup.query('CREATE SCHEMA plain; CREATE TABLE plain.users (LIKE business.users INCLUDING ALL)');
+await setup.end();
+
+const rowsFor = (n: number) =>
+  Array.from({ length: n }, (_, i) => {
+    const id = randomUUID();
+    return { id, name: `user ${i}`, email: `u${i}@example.com` };
+  });
+
+// ---- baseline: plain 10-row INSERTs from CLIENTS connections --------------------------------
+const pool = new pg.Pool({ connectionString: url, max: CLIENTS });
+const plainMs: number[] = [];
+let plainRows = 0;
+{
+  const deadline = performance.now() + SECONDS * 1000;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: CLIENTS }, async () => {
+      const scope = `plain-${randomUUID()}`;
+      while (performance.now() < deadline) {
+        const rows = rowsFor(ROWS);
+        const s = performance.now();
+        const c = await pool.connect();
+        try {
+          await c.query('BEGIN');
+          await c.query(
+            `INSERT INTO plain.users (_sync_scope_id, id, name, email) VALUES ${rows.map((_, i) => `($1, $${i * 3 + 2}, $${i * 3 + 3}, $${i * 3 + 4})`).join(', ')}`,
+            [scope, ...rows.flatMap((r) => [r.id, r.name, r.email])],
+          );
+          await c.query('COMMIT');
+        } finally {
+          c.release();
+        }
+        plainMs.push(performance.now() - s);
+        plainRows += ROWS;
+      }
+    }),
+  );
+  plainRows = (plainRows * 1000) / (performance.now() - t0);
+}
+await pool.end();
+log(`plain: ${Math.round(plainRows)} rows/s`);
+
+// ---- sync server ------------------------------------------------------------------------------
+const server = spawnNode(join(import.meta.dirname, 'server-child.ts'), [url], {
+  env: { BENCH_POOL_MAX: process.env.BENCH_POOL_MAX ?? '20' },
+});
+const baseUrl = (await server.waitForLine(/^ready /, 60_000)).slice('ready '.length);
+
+function client(user: string) {
+  return async (method: 'GET' | 'POST', path: string, body?: unknown): Promise<Record<string, unknown>> => {
+    const res = await fetch(`${baseUrl}${path}`, {
+      method,
+      headers: { 'x-user': user, 'oversync-source-id': 'dev', 'content-type': 'application/json' },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await res.text();
+    if (res.status !== 200) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+    return JSON.parse(text) as Record<string, unknown>;
+  };
+}
+const clients = await Promise.all(
+  Array.from({ length: CLIENTS }, async () => {
+    const call = client(`ingest-${randomUUID()}`);
+    await call('POST', '/sync/connect', { has_local_pending_rows: false });
+    return { call, next: 1 };
+  }),
+);
+async function push(c: (typeof clients)[number]): Promise<void> {
+  const rows = rowsFor(ROWS);
+  const created = await c.call('POST', '/sync/push-sessions', {
+    source_bundle_id: c.next,
+    planned_row_count: ROWS,
+  });
+  await c.call('POST', `/sync/push-sessions/${created['push_id']}/chunks`, {
+    start_row_ordinal: 0,
+    rows: rows.map((r) => ({
+      schema: 'business',
+      table: 'users',
+      key: { id: r.id },
+      op: 'INSERT',
+      base_row_version: 0,
+      payload: r,
+    })),
+  });
+  await c.call('POST', `/sync/push-sessions/${created['push_id']}/commit`);
+  c.next++;
+}
+// warm-up: one push per client
+await Promise.all(clients.map(push));
+server.send('reset');
+await server.waitForLine(/^ok$/, 30_000);
+const pushMs: number[] = [];
+const t0 = performance.now();
+const deadline = t0 + SECONDS * 1000;
+await Promise.all(
+  clients.map(async (c) => {
+    while (performance.now() < deadline) {
+      const s = performance.now();
+      await push(c);
+      pushMs.push(performance.now() - s);
+    }
+  }),
+);
+const elapsed = performance.now() - t0;
+server.send('stats');
+const stats = JSON.parse(await server.waitForLine(/^\{/, 30_000)) as { statements: number; eldMaxMs: number };
+server.send('exit');
+await server.wait();
+const bundles = pushMs.length;
+log(
+  `sync: ${bundles} bundles in ${Math.round(elapsed)} ms, ${stats.statements} statements, eld max ${stats.eldMaxMs} ms`,
+);
+
+await reportBench(process.env.X_BENCH_PACKAGE ?? 'oversync', [
+  {
+    name: 'ingest-rows-per-s',
+    value: (bundles * ROWS * 1000) / elapsed,
+    unit: 'rows/s',
+    baseline: { name: 'plain 10-row INSERT transactions', value: plainRows },
+  },
+  ...latencyPercentiles('ingest-push', pushMs, {
+    name: (p) => `plain INSERT transaction p${p}`,
+    samples: plainMs,
+  }),
+  {
+    name: 'ingest-sql-round-trips-per-bundle',
+    value: stats.statements / bundles,
+    unit: 'statements',
+    baseline: { name: 'plain INSERT transaction', value: 3 },
+    lowerIsBetter: true,
+  },
+  { name: 'ingest-load-average-1m', value: loadavg()[0]!, unit: 'load', baseline: null },
+]);
+await pgCluster.stop();
