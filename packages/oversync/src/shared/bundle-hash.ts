@@ -135,6 +135,19 @@ export function computeBundleHash(
  * {@link computeBundleHash} computed incrementally: rows are added in committed order with their
  * canonical payload text (null for DELETE) and only hashed, never kept, so a bundle of any size is
  * hashed in memory bounded by one row. `digest()` returns the same `hex` and `byteCount`.
+ *
+ * @example
+ * ```ts
+ * import { BundleHasher, canonicalJson, computeBundleHash } from '@x/oversync';
+ *
+ * const rows = [
+ *   { schema: 'app', table: 'notes', key: { id: 'n1' }, op: 'INSERT' as const, row_version: 1, payload: { id: 'n1' } },
+ *   { schema: 'app', table: 'notes', key: { id: 'n0' }, op: 'DELETE' as const, row_version: 4 },
+ * ];
+ * const hasher = new BundleHasher();
+ * for (const r of rows) hasher.add(r, r.payload === undefined ? null : canonicalJson(r.payload));
+ * console.log(hasher.digest().hex === computeBundleHash(rows).hex); // true
+ * ```
  */
 export class BundleHasher {
   readonly #hash = createHash('sha256');
@@ -143,6 +156,10 @@ export class BundleHasher {
   #byteCount = 0;
   #count = 0;
 
+  /**
+   * Adds the next row in committed order (its ordinal is the number of rows added before it), with
+   * its payload already as canonical JSON text (`canonicalJson(payload)`), or null for a DELETE.
+   */
   add(row: Omit<HashableBundleRow, 'payload'>, canonicalPayload: string | null): void {
     const tailId = `${row.schema}\u0000${row.table}`;
     let tail = this.#tails.get(tailId);
@@ -178,6 +195,10 @@ export class BundleHasher {
     this.#pending = '';
   }
 
+  /**
+   * Ends the input and returns the bundle hash (lowercase hex SHA-256) and the byte length of the
+   * canonical hash input, equal to {@link computeBundleHash} of the same rows. Call it once.
+   */
   digest(): { hex: string; byteCount: number } {
     this.#pending += ']';
     this.#flush();
