@@ -21,9 +21,15 @@ if (!url) throw new Error('usage: server-child.ts <database url>');
 let statements = 0;
 /** BENCH_SLOW_SQL_MS: statements slower than this are printed to stderr. */
 const SLOW_MS = Number(process.env.BENCH_SLOW_SQL_MS ?? 0);
+/** BENCH_LOG_SQL=1: every statement's text is printed to stderr (`sql <text>`). */
+const LOG_SQL = process.env.BENCH_LOG_SQL === '1';
 const clientQuery = pg.Client.prototype.query;
 pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
   statements++;
+  if (LOG_SQL) {
+    const sql = typeof args[0] === 'string' ? args[0] : String((args[0] as { text?: string })?.text);
+    process.stderr.write(`sql ${sql.replace(/\s+/g, ' ').slice(0, 200)}\n`);
+  }
   const r = (clientQuery as (...a: unknown[]) => unknown).apply(this, args);
   if (SLOW_MS > 0 && r instanceof Promise) {
     const t0 = performance.now();

@@ -98,12 +98,16 @@ const clients = await Promise.all(
     return { call, next: 1 };
   }),
 );
-async function push(c: (typeof clients)[number]): Promise<void> {
+/** Between the requests of one push (the per-request statement count below); none in the run. */
+type Step = (request: 'create' | 'chunk' | 'commit') => Promise<void>;
+async function push(c: (typeof clients)[number], step?: Step): Promise<void> {
   const rows = rowsFor(ROWS);
+  await step?.('create');
   const created = await c.call('POST', '/sync/push-sessions', {
     source_bundle_id: c.next,
     planned_row_count: ROWS,
   });
+  await step?.('chunk');
   await c.call('POST', `/sync/push-sessions/${created['push_id']}/chunks`, {
     start_row_ordinal: 0,
     rows: rows.map((r) => ({
@@ -115,11 +119,16 @@ async function push(c: (typeof clients)[number]): Promise<void> {
       payload: r,
     })),
   });
+  await step?.('commit');
   await c.call('POST', `/sync/push-sessions/${created['push_id']}/commit`);
   c.next++;
 }
+async function serverStats(): Promise<{ statements: number; eldMaxMs: number }> {
+  server.send('stats');
+  return JSON.parse(await server.waitForLine(/^\{/, 30_000)) as { statements: number; eldMaxMs: number };
+}
 // warm-up: one push per client
-await Promise.all(clients.map(push));
+await Promise.all(clients.map((c) => push(c)));
 server.send('reset');
 await server.waitForLine(/^ok$/, 30_000);
 const pushMs: number[] = [];
@@ -135,8 +144,24 @@ await Promise.all(
   }),
 );
 const elapsed = performance.now() - t0;
-server.send('stats');
-const stats = JSON.parse(await server.waitForLine(/^\{/, 30_000)) as { statements: number; eldMaxMs: number };
+const stats = await serverStats();
+// One more push alone, the statement counter read between its requests: statements per request.
+const perRequest: Record<string, number> = {};
+{
+  let current: string | undefined;
+  const note = async () => {
+    if (current) perRequest[current] = (await serverStats()).statements;
+  };
+  await push(clients[0]!, async (request) => {
+    await note();
+    server.send('reset');
+    await server.waitForLine(/^ok$/, 30_000);
+    current = request;
+  });
+  await note();
+}
+log(`statements per request: ${JSON.stringify(perRequest)}`);
+if (process.env.BENCH_LOG_SQL === '1') process.stderr.write(server.stderr);
 server.send('exit');
 await server.wait();
 const bundles = pushMs.length;
@@ -162,6 +187,12 @@ await reportBench(process.env.X_BENCH_PACKAGE ?? 'oversync', [
     baseline: { name: 'plain INSERT transaction', value: 3 },
     lowerIsBetter: true,
   },
+  ...(['create', 'chunk', 'commit'] as const).map((request) => ({
+    name: `ingest-sql-round-trips-${request}`,
+    value: perRequest[request] ?? Number.NaN,
+    unit: 'statements',
+    baseline: null,
+  })),
   { name: 'ingest-load-average-1m', value: loadavg()[0]!, unit: 'load', baseline: null },
 ]);
 await pgCluster.stop();

@@ -11,7 +11,7 @@ import { findInvalidValue, rowInvalidError } from './push-conflict.js';
 import { loadSessionForUpdate, PUSH_TX } from './push-session.js';
 import { chunkMetaOf } from './push-staging.js';
 import { PushValidationError, PushValueError, type StagedRowInput, validatePushRows } from './rows.js';
-import { findUserPk, lockUser, requireActiveInitializationLease } from './state.js';
+import { findUserPk, requireActiveInitializationLease } from './state.js';
 
 function chunkInvalid(e: unknown): never {
   if (e instanceof PushValidationError) throw wireError('push_chunk_invalid', e.message);
@@ -63,8 +63,10 @@ export async function uploadPushChunk(
   return boundedTx(
     ctx,
     async (tx) => {
-      await lockUser(tx, actor.userId, limits.uploadLockTimeoutMs);
-      const s = await loadSessionForUpdate(tx, actor, pushId);
+      const s = await loadSessionForUpdate(tx, actor, pushId, {
+        userId: actor.userId,
+        lockTimeoutMs: limits.uploadLockTimeoutMs,
+      });
       if (s.initialization_id) {
         await requireActiveInitializationLease(tx, s.user_pk, s.source_id, s.initialization_id, limits);
       }

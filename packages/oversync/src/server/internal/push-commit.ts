@@ -18,10 +18,8 @@ import { loadSessionForUpdate, PUSH_TX, type SessionRow } from './push-session.j
 import { type ApplyRow, loadStagedRows } from './push-staging.js';
 import { checkRowVersions, type RowStateOf } from './push-version-check.js';
 import {
-  activateSourceState,
-  applyRetention,
+  activateSourceAndRetain,
   loadSourceState,
-  lockUser,
   markScopeInitialized,
   requireActiveInitializationLease,
   setBundleContext,
@@ -69,8 +67,10 @@ async function runCommit(
   const topology = ctx.topology;
   return ctx.db.runTx(
     async (tx) => {
-      await lockUser(tx, actor.userId, limits.uploadLockTimeoutMs);
-      const s = await loadSessionForUpdate(tx, actor, pushId);
+      const s = await loadSessionForUpdate(tx, actor, pushId, {
+        userId: actor.userId,
+        lockTimeoutMs: limits.uploadLockTimeoutMs,
+      });
       const plan = await directInsertPlan(tx, topology);
       // A large bundle of fresh INSERTs is committed in pages (push-commit-stream.ts); the scan
       // only decides, so every other bundle fails here exactly as the whole-bundle path says.
@@ -110,9 +110,7 @@ async function runCommit(
       } else {
         bundle = await applyWholeBundle(tx, ctx, actor.userId, s, sourceBundleId, apply, plan, careful);
       }
-      await activateSourceState(tx, s.user_pk, s.source_id, sourceBundleId);
-      await applyRetention(tx, s.user_pk, limits);
-      await tx.query('DELETE FROM sync.push_sessions WHERE push_id = $1', [pushId]);
+      await activateSourceAndRetain(tx, s.user_pk, s.source_id, sourceBundleId, limits, pushId);
       if (initializationId) await markScopeInitialized(tx, s.user_pk, s.source_id);
       return {
         bundle_seq: bundle.bundleSeq,

@@ -4,7 +4,7 @@
  */
 import { computeBundleHash, type HashableBundleRow } from '../../shared/bundle-hash.js';
 import type { SyncQuerier } from '../database.js';
-import { allocateBundleSeq, notifyBundle, PAYLOAD_PRESENT } from './capture.js';
+import { notifyBundle, PAYLOAD_PRESENT } from './capture.js';
 import type { ServiceContext } from './context.js';
 import { quoteIdent } from './db.js';
 import { DIRECT_ALIAS, type DirectInsertPlan, MAX_INSERT_BATCH } from './push-direct-insert.js';
@@ -41,14 +41,19 @@ export async function commitDirectBundle(
   rows: readonly ApplyRow[],
   plan: DirectInsertPlan,
 ): Promise<CommittedPushBundle> {
-  const bundleSeq = await allocateBundleSeq(tx, userPk);
-  // The log row first (hash filled in below): installs made before bundle_rows lost its FK to
-  // bundle_log still check it per row.
-  await tx.query(
-    `INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id, row_count, byte_count, bundle_hash)
-     VALUES ($1, $2, $3, $4, 0, 0, '\\x')`,
-    [userPk, bundleSeq, source.sourceId, source.sourceBundleId],
+  // The bundle_seq allocated (capture.ts allocateBundleSeq) and the log row written in one
+  // statement, the log row first (hash filled in below): installs made before bundle_rows lost its
+  // FK to bundle_log still check it per row.
+  const log = await tx.query<{ seq: string }>(
+    `WITH seq AS (
+       UPDATE sync.user_state SET next_bundle_seq = next_bundle_seq + 1 WHERE user_pk = $1
+       RETURNING next_bundle_seq - 1 AS seq)
+     INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id, row_count, byte_count, bundle_hash)
+     SELECT $1, seq, $2, $3, 0, 0, '\\x' FROM seq
+     RETURNING bundle_seq::text AS seq`,
+    [userPk, source.sourceId, source.sourceBundleId],
   );
+  const bundleSeq = Number(log.rows[0]!.seq);
   const hashRows: HashableBundleRow[] = [];
   const texts: string[] = [];
   let i = 0;

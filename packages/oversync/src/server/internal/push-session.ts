@@ -13,10 +13,13 @@ import { SCOPE_INITIALIZING, SCOPE_UNINITIALIZED } from './schema-sql.js';
 import {
   checkSourceSequence,
   ensureUserScope,
-  loadScopeForUpdate,
-  loadSourceState,
   lockUser,
   requireActiveInitializationLease,
+  type ScopeRow,
+  type SourceRow,
+  scopeColumnsOf,
+  scopeOfLockedRow,
+  sourceStateOf,
 } from './state.js';
 
 /** Transaction options of push create, chunk and commit. */
@@ -36,9 +39,33 @@ export async function createPushSession(
     ctx,
     async (tx) => {
       await lockUser(tx, actor.userId, limits.uploadLockTimeoutMs);
-      await tx.query('DELETE FROM sync.push_sessions WHERE expires_at <= now()');
-      const userPk = await ensureUserScope(tx, actor.userId);
-      const scope = await loadScopeForUpdate(tx, userPk);
+      const userPk = await ensureUserScope(tx, actor.userId, { sweepExpiredPushSessions: true });
+      // The scope row locked, with what the rest of create reads: the source tuple's committed
+      // bundle (still retained) and the source's state. One statement, after the user lock.
+      const r = await tx.query<
+        ScopeRow &
+          SourceRow & {
+            c_bundle_seq: string | null;
+            c_row_count: string | null;
+            c_bundle_hash: string | null;
+          }
+      >(
+        `SELECT ${scopeColumnsOf('s')},
+                c.bundle_seq::text AS c_bundle_seq, c.row_count::text AS c_row_count, c.bundle_hash AS c_bundle_hash,
+                src.state, src.max_committed_source_bundle_id::text AS max, src.replaced_by_source_id
+           FROM sync.scope_state s
+           LEFT JOIN LATERAL (
+             SELECT b.bundle_seq, b.row_count, encode(b.bundle_hash, 'hex') AS bundle_hash
+               FROM sync.bundle_log b JOIN sync.user_state u ON u.user_pk = b.user_pk
+              WHERE b.user_pk = s.user_pk AND b.source_id = $2 AND b.source_bundle_id = $3
+                AND b.bundle_seq > u.retained_bundle_floor
+              LIMIT 1) c ON TRUE
+           LEFT JOIN sync.source_state src ON src.user_pk = s.user_pk AND src.source_id = $2
+          WHERE s.user_pk = $1 FOR UPDATE OF s`,
+        [userPk, actor.sourceId, req.source_bundle_id],
+      );
+      const row = r.rows[0]!;
+      const scope = await scopeOfLockedRow(tx, row);
       if (scope.stateCode === SCOPE_UNINITIALIZED) {
         if (initializationId)
           throw wireError('initialization_expired', 'initialization lease is no longer active');
@@ -59,24 +86,17 @@ export async function createPushSession(
         );
       }
 
-      const committed = await tx.query<{ bundle_seq: string; row_count: string; bundle_hash: string }>(
-        `SELECT b.bundle_seq::text, b.row_count::text, encode(b.bundle_hash, 'hex') AS bundle_hash
-         FROM sync.bundle_log b JOIN sync.user_state u ON u.user_pk = b.user_pk
-        WHERE b.user_pk = $1 AND b.source_id = $2 AND b.source_bundle_id = $3 AND b.bundle_seq > u.retained_bundle_floor`,
-        [userPk, actor.sourceId, req.source_bundle_id],
-      );
-      const c = committed.rows[0];
-      if (c) {
+      if (row.c_bundle_seq !== null) {
         return {
           status: 'already_committed',
-          bundle_seq: Number(c.bundle_seq),
+          bundle_seq: Number(row.c_bundle_seq),
           source_id: actor.sourceId,
           source_bundle_id: req.source_bundle_id,
-          row_count: Number(c.row_count),
-          bundle_hash: c.bundle_hash,
+          row_count: Number(row.c_row_count),
+          bundle_hash: row.c_bundle_hash ?? '',
         };
       }
-      const src = await loadSourceState(tx, userPk, actor.sourceId, false);
+      const src = sourceStateOf(row);
       checkSourceSequence(actor, src, req.source_bundle_id);
       await tx.query(
         'DELETE FROM sync.push_sessions WHERE user_pk = $1 AND source_id = $2 AND source_bundle_id = $3',
@@ -115,19 +135,28 @@ export interface SessionRow {
   expired: boolean;
 }
 
-/** Loads and locks a push session: 404 unknown (or non-UUID id), 403 other user, 410 expired. */
+/**
+ * Loads and locks a push session: 404 unknown (or non-UUID id), 403 other user, 410 expired.
+ * With `lockUserId`, the user lock (lockUser) is taken in the same statement, before the row lock:
+ * the session row is locked FOR UPDATE, so it is read as the previous lock holder left it (a re-read of the
+ * updated row), never from the statement's earlier snapshot.
+ */
 export async function loadSessionForUpdate(
   tx: SyncQuerier,
   actor: Actor,
   pushId: string,
+  lockUserId?: { userId: string; lockTimeoutMs: number },
 ): Promise<SessionRow> {
   if (!UUID_RE.test(pushId)) throw wireError('push_session_not_found', `push session ${pushId} not found`);
+  if (lockUserId && lockUserId.lockTimeoutMs > 0)
+    await tx.query(`SET LOCAL lock_timeout = '${Math.ceil(lockUserId.lockTimeoutMs)}ms'`);
   const r = await tx.query<SessionRow>(
-    `SELECT p.user_pk::text, u.user_id, p.source_id, p.source_bundle_id::text, p.planned_row_count::text,
+    `${lockUserId ? 'WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended($2, 0)))' : ''}
+     SELECT p.user_pk::text, u.user_id, p.source_id, p.source_bundle_id::text, p.planned_row_count::text,
             p.next_expected_row_ordinal::text, p.initialization_id::text, (p.expires_at < now()) AS expired
-       FROM sync.push_sessions p JOIN sync.user_state u ON u.user_pk = p.user_pk
+       FROM ${lockUserId ? 'l, ' : ''}sync.push_sessions p JOIN sync.user_state u ON u.user_pk = p.user_pk
       WHERE p.push_id = $1 FOR UPDATE OF p`,
-    [pushId],
+    lockUserId ? [pushId, lockUserId.userId] : [pushId],
   );
   const s = r.rows[0];
   if (!s) throw wireError('push_session_not_found', `push session ${pushId} not found`);

@@ -8,8 +8,7 @@ import { finalizeCapturedBundle } from './capture.js';
 import { type OpOptions, type ServiceContext, txOpts } from './context.js';
 import { SCOPE_INITIALIZING, SCOPE_UNINITIALIZED } from './schema-sql.js';
 import {
-  activateSourceState,
-  applyRetention,
+  activateSourceAndRetain,
   checkSourceSequence,
   ensureUserScope,
   loadScopeForUpdate,
@@ -53,8 +52,7 @@ async function bundleCore(
     withRows: true,
   });
   if (bundle) {
-    await activateSourceState(tx, userPk, source.sourceId, source.sourceBundleId);
-    await applyRetention(tx, userPk, ctx.options.limits);
+    await activateSourceAndRetain(tx, userPk, source.sourceId, source.sourceBundleId, ctx.options.limits);
     return {
       bundle_seq: bundle.bundle_seq,
       source_id: bundle.source_id,

@@ -27,21 +27,26 @@ export async function lockUser(tx: SyncQuerier, userId: string, lockTimeoutMs: n
   await tx.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [userId]);
 }
 
-/** Ensures user_state and scope_state rows exist; returns user_pk (as text: bigint). */
-export async function ensureUserScope(tx: SyncQuerier, userId: string): Promise<string> {
+/**
+ * Ensures user_state and scope_state rows exist; returns user_pk (as text: bigint). One statement;
+ * `sweepExpiredPushSessions` also deletes every expired push session in it (push session create).
+ */
+export async function ensureUserScope(
+  tx: SyncQuerier,
+  userId: string,
+  opts?: { sweepExpiredPushSessions?: boolean },
+): Promise<string> {
   const r = await tx.query<{ user_pk: string }>(
-    `WITH ins AS (
+    `WITH ${opts?.sweepExpiredPushSessions ? 'swept AS (DELETE FROM sync.push_sessions WHERE expires_at <= now()),' : ''}
+     ins AS (
        INSERT INTO sync.user_state (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING RETURNING user_pk
-     )
-     SELECT user_pk::text FROM ins UNION ALL SELECT user_pk::text FROM sync.user_state WHERE user_id = $1 LIMIT 1`,
+     ),
+     u AS (SELECT user_pk FROM ins UNION ALL SELECT user_pk FROM sync.user_state WHERE user_id = $1 LIMIT 1),
+     sc AS (INSERT INTO sync.scope_state (user_pk, state_code) SELECT user_pk, 0 FROM u ON CONFLICT (user_pk) DO NOTHING)
+     SELECT user_pk::text FROM u`,
     [userId],
   );
-  const userPk = r.rows[0]!.user_pk;
-  await tx.query(
-    'INSERT INTO sync.scope_state (user_pk, state_code) VALUES ($1, 0) ON CONFLICT (user_pk) DO NOTHING',
-    [userPk],
-  );
-  return userPk;
+  return r.rows[0]!.user_pk;
 }
 
 export async function findUserPk(tx: SyncQuerier, userId: string): Promise<string | undefined> {
@@ -75,16 +80,31 @@ function toScope(r: {
 
 /** Locks the scope row and lazily resets an expired initialization lease to UNINITIALIZED. */
 export async function loadScopeForUpdate(tx: SyncQuerier, userPk: string): Promise<ScopeState> {
-  const r = await tx.query<Parameters<typeof toScope>[0]>(
+  const r = await tx.query<ScopeRow>(
     `SELECT ${SCOPE_COLUMNS} FROM sync.scope_state WHERE user_pk = $1 FOR UPDATE`,
     [userPk],
   );
-  const s = toScope(r.rows[0]!);
+  return scopeOfLockedRow(tx, r.rows[0]!);
+}
+
+/** The scope columns of a select (`SCOPE_COLUMNS`, or the same names from an alias). */
+export type ScopeRow = Parameters<typeof toScope>[0];
+
+/** SCOPE_COLUMNS of the scope_state row aliased `alias`. */
+export function scopeColumnsOf(alias: string): string {
+  return `${alias}.user_pk::text AS user_pk, ${alias}.state_code, ${alias}.initializer_source_id,
+  ${alias}.initialization_id::text AS initialization_id, ${alias}.lease_expires_at,
+  (${alias}.state_code = 1 AND ${alias}.lease_expires_at <= now()) AS lease_expired`;
+}
+
+/** A scope row read FOR UPDATE; an expired initialization lease is reset to UNINITIALIZED. */
+export async function scopeOfLockedRow(tx: SyncQuerier, row: ScopeRow): Promise<ScopeState> {
+  const s = toScope(row);
   if (s.stateCode === SCOPE_INITIALIZING && s.leaseExpired) {
     await tx.query(
       `UPDATE sync.scope_state SET state_code = 0, initializer_source_id = NULL, initialization_id = NULL,
               lease_expires_at = NULL WHERE user_pk = $1`,
-      [userPk],
+      [s.userPk],
     );
     return {
       ...s,
@@ -174,18 +194,28 @@ export async function loadSourceState(
   sourceId: string,
   forUpdate: boolean,
 ): Promise<SourceState> {
-  const r = await tx.query<{ state: SourceState['state']; max: string; replaced_by_source_id: string }>(
+  const r = await tx.query<SourceRow>(
     `SELECT state, max_committed_source_bundle_id::text AS max, replaced_by_source_id
        FROM sync.source_state WHERE user_pk = $1 AND source_id = $2${forUpdate ? ' FOR UPDATE' : ''}`,
     [userPk, sourceId],
   );
-  const row = r.rows[0];
-  if (!row) return { state: null, maxCommitted: 0, replacedBy: '', expected: 1 };
+  return sourceStateOf(r.rows[0]);
+}
+
+/** A source_state row as selected (`max` as text); state null when the source has none. */
+export interface SourceRow {
+  state: SourceState['state'];
+  max: string | null;
+  replaced_by_source_id: string | null;
+}
+
+export function sourceStateOf(row: SourceRow | undefined): SourceState {
+  if (!row || row.state === null) return { state: null, maxCommitted: 0, replacedBy: '', expected: 1 };
   const max = Number(row.max);
   return {
     state: row.state,
     maxCommitted: max,
-    replacedBy: row.replaced_by_source_id,
+    replacedBy: row.replaced_by_source_id ?? '',
     expected: row.state === 'reserved' ? 1 : max + 1,
   };
 }
@@ -217,29 +247,54 @@ export function checkSourceSequence(actor: Actor, s: SourceState, sourceBundleId
   }
 }
 
-export async function activateSourceState(
+/**
+ * After a committed bundle: the source's state made active at `sourceBundleId`, then retention
+ * (applyRetention). The upsert and retention's read are one statement; `deletePushId` deletes that
+ * push session in it too (push commit).
+ */
+export async function activateSourceAndRetain(
   tx: SyncQuerier,
   userPk: string,
   sourceId: string,
   sourceBundleId: number,
+  limits: SyncLimits,
+  deletePushId?: string,
 ): Promise<void> {
-  await tx.query(
-    `INSERT INTO sync.source_state (user_pk, source_id, state, max_committed_source_bundle_id)
-     VALUES ($1, $2, 'active', $3)
-     ON CONFLICT (user_pk, source_id) DO UPDATE SET state = 'active',
-       max_committed_source_bundle_id = EXCLUDED.max_committed_source_bundle_id,
-       replaced_by_source_id = '', retirement_reason = ''`,
-    [userPk, sourceId, sourceBundleId],
+  const r = await tx.query<RetentionRow>(
+    `WITH src AS (
+       INSERT INTO sync.source_state (user_pk, source_id, state, max_committed_source_bundle_id)
+       VALUES ($1, $2, 'active', $3)
+       ON CONFLICT (user_pk, source_id) DO UPDATE SET state = 'active',
+         max_committed_source_bundle_id = EXCLUDED.max_committed_source_bundle_id,
+         replaced_by_source_id = '', retirement_reason = ''
+     )${deletePushId === undefined ? '' : ', del AS (DELETE FROM sync.push_sessions WHERE push_id = $4)'}
+     ${RETENTION_SELECT}`,
+    deletePushId === undefined
+      ? [userPk, sourceId, sourceBundleId]
+      : [userPk, sourceId, sourceBundleId, deletePushId],
   );
+  await retainFrom(tx, userPk, r.rows[0], limits);
 }
+
+interface RetentionRow {
+  latest: string;
+  floor: string;
+}
+const RETENTION_SELECT =
+  'SELECT (next_bundle_seq - 1)::text AS latest, retained_bundle_floor::text AS floor FROM sync.user_state WHERE user_pk = $1';
 
 /** Moves the retained floor forward (at most one prune batch per committed bundle). */
 export async function applyRetention(tx: SyncQuerier, userPk: string, limits: SyncLimits): Promise<void> {
-  const r = await tx.query<{ latest: string; floor: string }>(
-    'SELECT (next_bundle_seq - 1)::text AS latest, retained_bundle_floor::text AS floor FROM sync.user_state WHERE user_pk = $1',
-    [userPk],
-  );
-  const row = r.rows[0];
+  const r = await tx.query<RetentionRow>(RETENTION_SELECT, [userPk]);
+  await retainFrom(tx, userPk, r.rows[0], limits);
+}
+
+async function retainFrom(
+  tx: SyncQuerier,
+  userPk: string,
+  row: RetentionRow | undefined,
+  limits: SyncLimits,
+): Promise<void> {
   if (!row) return;
   const latest = Number(row.latest);
   const floor = Number(row.floor);
@@ -278,22 +333,18 @@ export async function setBundleContext(
     names.push(DIRECT_INSERT_TABLES_GUC);
     values.push(`,${ctx.directInsertTableIds.join(',')},`);
   }
-  const cur = await tx.query<{ v: string[] }>(
-    "SELECT array(SELECT coalesce(current_setting(n, true), '') FROM unnest($1::text[]) AS n) AS v",
-    [names],
+  // One statement: checks every name against the value it already carries (none, or the same),
+  // and sets them all only when none conflicts.
+  const r = await tx.query<{ ok: boolean }>(
+    `WITH t AS (SELECT n, v FROM unnest($1::text[], $2::text[]) AS t(n, v)),
+          ok AS (SELECT NOT EXISTS (SELECT 1 FROM t WHERE coalesce(current_setting(n, true), '') NOT IN ('', v)) AS ok)
+     SELECT ok.ok, CASE WHEN ok.ok THEN (SELECT count(set_config(n, v, true)) FROM t) END AS n FROM ok`,
+    [names, values],
   );
-  const existing = cur.rows[0]!.v;
-  for (let i = 0; i < names.length; i++) {
-    const e = existing[i] ?? '';
-    if (e !== '' && e !== values[i]) {
-      throw new SyncServerError(
-        'OVERSYNC_BUNDLE_CONTEXT_CONFLICT',
-        'transaction already carries conflicting sync bundle context',
-      );
-    }
+  if (!r.rows[0]!.ok) {
+    throw new SyncServerError(
+      'OVERSYNC_BUNDLE_CONTEXT_CONFLICT',
+      'transaction already carries conflicting sync bundle context',
+    );
   }
-  await tx.query('SELECT set_config(n, v, true) FROM unnest($1::text[], $2::text[]) AS t(n, v)', [
-    names,
-    values,
-  ]);
 }
