@@ -6,6 +6,8 @@
 // The event loop is watched by perf_hooks.monitorEventLoopDelay (resolution 10 ms; max and p99 of
 // the delay) and by a 5 ms interval timer (the worst gap between two ticks, minus the interval).
 import { randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { createSyncClient } from '../src/client/index.js';
@@ -56,6 +58,26 @@ function watch(): Watch {
     },
   };
 }
+
+// X_BENCH_CPU_PROF=<dir>: write a CPU profile of this phase there (to find the long blocks)
+const profDir = process.env.X_BENCH_CPU_PROF;
+const inspector = profDir ? new Session() : undefined;
+if (inspector) {
+  inspector.connect();
+  await inspector.post('Profiler.enable');
+  await inspector.post('Profiler.setSamplingInterval', { interval: 500 });
+  await inspector.post('Profiler.start');
+}
+// the blocks (> 40 ms between two ticks of a 2 ms timer), in the profile's clock (µs, monotonic)
+const blocks: [number, number][] = [];
+let lastTick = process.hrtime.bigint();
+const blockTimer = inspector
+  ? setInterval(() => {
+      const now = process.hrtime.bigint();
+      if (now - lastTick > 40_000_000n) blocks.push([Number(lastTick / 1000n), Number(now / 1000n)]);
+      lastTick = now;
+    }, 2)
+  : undefined;
 
 let rows = 0;
 let progressEvents = 0;
@@ -111,4 +133,9 @@ if (mode === 'bulk') {
   await client.close();
 }
 db.close();
+if (inspector && profDir) {
+  clearInterval(blockTimer);
+  const { profile } = await inspector.post('Profiler.stop');
+  writeFileSync(`${profDir}/${mode}-${process.pid}.cpuprofile`, JSON.stringify({ ...profile, blocks }));
+}
 process.stdout.write(`${JSON.stringify({ rows, ...out, progressEvents })}\n`);

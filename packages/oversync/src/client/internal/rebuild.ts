@@ -107,7 +107,7 @@ export async function rebuild(
             version: r.row_version,
             payload: JSON.stringify(r.payload),
           });
-          if (i % 250 === 249) yield;
+          if (i % 50 === 49) yield;
         }
       }, signal);
       after += rows.length;

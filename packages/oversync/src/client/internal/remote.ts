@@ -4,6 +4,7 @@
  * through the transport (auth, source id header, retry policy).
  */
 import {
+  bundleRowSchema,
   capabilitiesResponseSchema,
   committedBundleRowsResponseSchema,
   connectResponseSchema,
@@ -12,6 +13,7 @@ import {
   pushSessionCommitResponseSchema,
   pushSessionCreateResponseSchema,
   snapshotChunkResponseSchema,
+  snapshotRowSchema,
   snapshotSessionSchema,
 } from '../../shared/wire.js';
 import { ClientError } from '../errors.js';
@@ -112,13 +114,14 @@ export class Remote {
 
   pushChunk(
     pushId: string,
-    body: { start_row_ordinal: number; rows: unknown[] },
+    /** The chunk, or the chunk already serialised as JSON (built in slices by the push). */
+    body: { start_row_ordinal: number; rows: unknown[] } | string,
     signal?: AbortSignal,
   ): Promise<PushChunkAnswer> {
     return this.transport.request({
       method: 'POST',
       path: `${PATHS.pushSessions}/${seg(pushId)}/chunks`,
-      body,
+      ...(typeof body === 'string' ? { bodyJson: body } : { body }),
       schema: pushSessionChunkResponseSchema,
       ...sig(signal),
     });
@@ -150,6 +153,7 @@ export class Remote {
       path: `${PATHS.committedBundles}${bundleSeq}/rows`,
       query: { max_rows: query.maxRows, after_row_ordinal: query.afterRowOrdinal },
       schema: committedBundleRowsResponseSchema,
+      rows: { schema: bundleRowSchema, in: 'body' },
       retryOp: 'committed_bundle_fetch',
       ...sig(signal),
     });
@@ -168,6 +172,7 @@ export class Remote {
         target_bundle_seq: query.targetBundleSeq,
       },
       schema: pullResponseSchema,
+      rows: { schema: bundleRowSchema, in: 'bundles' },
       retryOp: 'pull_request',
       ...sig(signal),
     });
@@ -197,6 +202,7 @@ export class Remote {
       path: `${PATHS.snapshotSessions}/${seg(snapshotId)}`,
       query: { after_row_ordinal: query.afterRowOrdinal, max_rows: query.maxRows },
       schema: snapshotChunkResponseSchema,
+      rows: { schema: snapshotRowSchema, in: 'body' },
       retryOp: 'snapshot_chunk_fetch',
       ...sig(signal),
     });

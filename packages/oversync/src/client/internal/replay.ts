@@ -120,7 +120,7 @@ export async function fetchAndReplay(
           version: r.row_version,
           payload: r.op === 'DELETE' || r.payload === undefined ? null : JSON.stringify(r.payload),
         });
-        if (i % 100 === 99) yield;
+        if (i % 50 === 49) yield;
       }
     }, signal);
     after += pr.length;
@@ -239,7 +239,9 @@ async function replay(
         payload: string | null;
       }>;
       if (page.length === 0) break;
-      for (const s of page) {
+      for (const [i, s] of page.entries()) {
+        // a row costs several lookups and writes: a page of them is longer than one slice
+        if (i % 25 === 24) yield;
         const ops = ctx.checkRow(s.schema_name, s.table_name);
         tables.add(s.table_name);
         const key = keyFromJson(ops, s.key_json);
@@ -305,16 +307,26 @@ async function replay(
     }
     // An uploaded upsert with no committed row: the server inserted it and its own cascade
     // removed it again in the same commit (the net change is nothing). Follow the server.
-    for (let after = -1; ; ) {
+    // Checked over windows of REPLAY_PAGE_ROWS outbox ordinals (not LIMIT over the matches: when
+    // nothing matches, which is the usual case, one such query scans the whole outbox at once).
+    const lastOrdinal = Number(
+      (
+        stmt(
+          db,
+          `SELECT max(row_ordinal) AS m FROM _sync_outbox_rows WHERE source_bundle_id = (${OUTBOX_SBID})`,
+        ).get() as { m: number | null }
+      ).m ?? -1,
+    );
+    for (let after = -1; after < lastOrdinal; after += REPLAY_PAGE_ROWS) {
       const page = stmt(
         db,
         `SELECT o.row_ordinal, o.table_name, o.key_json, o.wire_key_json, o.op, o.base_row_version, o.local_payload
          FROM _sync_outbox_rows o
-         WHERE o.source_bundle_id = (${OUTBOX_SBID}) AND o.row_ordinal > ? AND o.op <> 'DELETE' AND NOT EXISTS (
+         WHERE o.source_bundle_id = (${OUTBOX_SBID}) AND o.row_ordinal > ? AND o.row_ordinal <= ?
+           AND o.op <> 'DELETE' AND NOT EXISTS (
            SELECT 1 FROM _sync_push_stage s WHERE s.bundle_seq = ? AND s.table_name = o.table_name AND s.key_json = o.key_json)
-         ORDER BY o.row_ordinal LIMIT ${REPLAY_PAGE_ROWS}`,
-      ).all(after, seq) as FrozenRow[];
-      if (page.length === 0) break;
+         ORDER BY o.row_ordinal`,
+      ).all(after, after + REPLAY_PAGE_ROWS, seq) as FrozenRow[];
       for (const u of page) {
         const ops = ctx.ops.get(u.table_name);
         if (!ops) continue;
@@ -323,7 +335,6 @@ async function replay(
         recordServerCascade(ctx, db, ops, u, seq);
         ops.delete(db, key.bind);
       }
-      after = Number(page[page.length - 1]?.row_ordinal);
       yield;
     }
     // the outbox and the stage are emptied in slices before the bookkeeping below

@@ -159,7 +159,8 @@ export async function applySnapshot(
     for (let after = 0; after < rowCount; after += APPLY_SLICE_ROWS) {
       const to = after + APPLY_SLICE_ROWS;
       for (const o of setBased) n += o.applyStagedSet(db, sid, after, to);
-      for (const r of stagedRange(db, sid, after, to, skip)) {
+      for (const [i, r] of stagedRange(db, sid, after, to, skip).entries()) {
+        if (i % 50 === 49) yield; // row by row, 1,000 rows are longer than one slice
         ctx.tableOps(r.table_name).upsertWire(db, JSON.parse(r.payload) as unknown);
         setRowStateLive(db, schema, r.table_name, r.key_json, r.row_version);
         n++;

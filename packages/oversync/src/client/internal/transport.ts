@@ -1,3 +1,4 @@
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { sleep as coreSleep } from '@x/core';
 import type { z } from 'zod';
 import { errorResponseSchema, SOURCE_ID_HEADER } from '../../shared/wire.js';
@@ -9,8 +10,16 @@ export interface RequestSpec<T> {
   path: string;
   query?: Record<string, string | number | undefined>;
   body?: unknown;
+  /** A body already serialised as JSON (sent as is; `body` is ignored). */
+  bodyJson?: string;
   /** Validates a 2xx JSON body; omitted for 204 answers. */
   schema?: z.ZodType<T>;
+  /**
+   * Validates the answer's row arrays in slices that give the event loop a turn (a 5,000-row page
+   * validated in one piece is a long block): the `rows` of the body, or of each of its `bundles`,
+   * are checked with `rows` row by row, and `schema` checks the rest with those arrays set aside.
+   */
+  rows?: { schema: z.ZodType; in: 'body' | 'bundles' };
   /** Retry this request under the retry policy, reporting exhaustion with this operation name. */
   retryOp?: string;
   signal?: AbortSignal;
@@ -56,6 +65,72 @@ async function waitBackoff(ms: number, signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) throw abortError(signal);
     throw e;
   }
+}
+
+/** Validation gives the event loop a turn whenever it has run this long. */
+const VALIDATE_SLICE_MS = 8;
+
+/**
+ * `schema` over `body` with its row arrays (see {@link RequestSpec.rows}) validated row by row in
+ * slices of about {@link VALIDATE_SLICE_MS}: the same answer and the same failures as one
+ * `schema.safeParse` (issues name the row's path), without one long block per page.
+ */
+async function validateInSlices<T>(
+  schema: z.ZodType<T>,
+  rows: NonNullable<RequestSpec<T>['rows']>,
+  body: unknown,
+  malformed: (issues: unknown[]) => ClientError,
+  signal?: AbortSignal,
+): Promise<T> {
+  const isObj = (v: unknown): v is Record<string, unknown> =>
+    typeof v === 'object' && v !== null && !Array.isArray(v);
+  // The arrays to check row by row, and the body with them set to null (the schemas allow null).
+  const arrays: Array<{ path: (string | number)[]; list: unknown[] }> = [];
+  let rest: unknown = body;
+  if (isObj(body)) {
+    if (rows.in === 'body' && Array.isArray(body.rows)) {
+      arrays.push({ path: ['rows'], list: body.rows });
+      rest = { ...body, rows: null };
+    } else if (rows.in === 'bundles' && Array.isArray(body.bundles)) {
+      const bundles = body.bundles.map((b, i) => {
+        if (!isObj(b) || !Array.isArray(b.rows)) return b;
+        arrays.push({ path: ['bundles', i, 'rows'], list: b.rows });
+        return { ...b, rows: null };
+      });
+      rest = { ...body, bundles };
+    }
+  }
+  const checked: unknown[][] = [];
+  let t0 = performance.now();
+  for (const a of arrays) {
+    const out: unknown[] = new Array(a.list.length);
+    for (let i = 0; i < a.list.length; i++) {
+      const r = rows.schema.safeParse(a.list[i]);
+      if (!r.success) {
+        throw malformed(r.error.issues.map((iss) => ({ ...iss, path: [...a.path, i, ...iss.path] })));
+      }
+      out[i] = r.data;
+      if (performance.now() - t0 >= VALIDATE_SLICE_MS) {
+        await yieldToLoop();
+        if (signal?.aborted) throw abortError(signal);
+        t0 = performance.now();
+      }
+    }
+    checked.push(out);
+  }
+  const parsed = schema.safeParse(rest);
+  if (!parsed.success) throw malformed(parsed.error.issues);
+  // the validated envelope is a copy: put the validated rows back into it
+  const data = parsed.data as Record<string, unknown>;
+  if (rows.in === 'body' && arrays.length > 0) data.rows = checked[0];
+  if (rows.in === 'bundles') {
+    const bundles = data.bundles as Array<Record<string, unknown>>;
+    arrays.forEach((a, k) => {
+      const b = bundles[a.path[1] as number];
+      if (b) b.rows = checked[k];
+    });
+  }
+  return parsed.data;
 }
 
 /** The client's HTTP edge: JSON requests with bearer token and source id header, plus retry. */
@@ -115,7 +190,10 @@ export class Transport {
   async #once<T>(spec: RequestSpec<T>): Promise<T> {
     const headers = await this.headers(spec.signal);
     const init: RequestInit = { method: spec.method, headers };
-    if (spec.body !== undefined) {
+    if (spec.bodyJson !== undefined) {
+      headers['content-type'] = 'application/json';
+      init.body = spec.bodyJson;
+    } else if (spec.body !== undefined) {
       headers['content-type'] = 'application/json';
       init.body = JSON.stringify(spec.body);
     }
@@ -152,12 +230,13 @@ export class Transport {
     }
     if (!res.ok) throw httpError(res.status, body, spec.path);
     if (!spec.schema) return undefined as T;
-    const parsed = spec.schema.safeParse(body);
-    if (!parsed.success) {
-      throw new ClientError('OVERSYNC_CLIENT_PROTOCOL', `${spec.method} ${spec.path}: malformed response`, {
-        details: { issues: parsed.error.issues.slice(0, 5) },
+    const malformed = (issues: unknown[]) =>
+      new ClientError('OVERSYNC_CLIENT_PROTOCOL', `${spec.method} ${spec.path}: malformed response`, {
+        details: { issues: issues.slice(0, 5) },
       });
-    }
+    if (spec.rows) return validateInSlices(spec.schema, spec.rows, body, malformed, spec.signal);
+    const parsed = spec.schema.safeParse(body);
+    if (!parsed.success) throw malformed(parsed.error.issues);
     return parsed.data;
   }
 
