@@ -3,9 +3,12 @@
 // the database given as argv[2] (the business schema of test/server/fixture.ts already created).
 // Line protocol on stdio: prints `ready <baseUrl>`; on `reset` it clears the event-loop histogram
 // and the statement counter and notes the RSS (prints `ok`); on `stats` prints one JSON line
-// ({ rssMb, baseRssMb, peakRssMb, eldMaxMs, eldP99Ms, statements }); on `exit` it closes.
+// ({ rssMb, baseRssMb, peakRssMb, eldMaxMs, eldP99Ms, statements, cpuMs: CPU
+// time since the reset }); on `exit` it closes.
 // The peak is `resourceUsage().maxRSS`, the process' lifetime peak: measure one big push per process.
 
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { createCluster } from '@x/dbx';
@@ -64,6 +67,20 @@ const eld = monitorEventLoopDelay({ resolution: 10 });
 eld.enable();
 const mb = (bytes: number) => bytes / (1024 * 1024);
 let baseRss = process.memoryUsage.rss();
+let baseCpu = process.cpuUsage();
+
+/** BENCH_CPU_PROF=<file>: a CPU profile of the server from `reset` to `stats`, written to <file>. */
+const PROF = process.env.BENCH_CPU_PROF;
+const inspector = PROF ? new Session() : undefined;
+let profiled = false;
+const post = (method: string, params?: object) =>
+  new Promise<unknown>((res, rej) =>
+    inspector!.post(method, params ?? {}, (e: Error | null, r?: unknown) => (e ? rej(e) : res(r))),
+  );
+if (inspector) {
+  inspector.connect();
+  await post('Profiler.enable');
+}
 
 const lines = createInterface({ input: process.stdin });
 process.stdout.write(`ready ${baseUrl}\n`);
@@ -73,8 +90,16 @@ for await (const line of lines) {
     eld.reset();
     statements = 0;
     baseRss = process.memoryUsage.rss();
+    baseCpu = process.cpuUsage();
+    if (inspector) await post('Profiler.start');
     process.stdout.write('ok\n');
   } else if (cmd === 'stats') {
+    if (inspector && PROF) {
+      const { profile } = (await post('Profiler.stop')) as { profile: unknown };
+      // the first reset-to-stats span only (the bench's run)
+      if (!profiled) writeFileSync(PROF, JSON.stringify(profile));
+      profiled = true;
+    }
     process.stdout.write(
       `${JSON.stringify({
         rssMb: mb(process.memoryUsage.rss()),
@@ -83,6 +108,10 @@ for await (const line of lines) {
         eldMaxMs: eld.max / 1e6,
         eldP99Ms: eld.percentile(99) / 1e6,
         statements,
+        cpuMs: (() => {
+          const c = process.cpuUsage(baseCpu);
+          return (c.user + c.system) / 1000;
+        })(),
       })}\n`,
     );
   } else if (cmd === 'exit') {

@@ -123,15 +123,39 @@ async function push(c: (typeof clients)[number], step?: Step): Promise<void> {
   await c.call('POST', `/sync/push-sessions/${created['push_id']}/commit`);
   c.next++;
 }
-async function serverStats(): Promise<{ statements: number; eldMaxMs: number }> {
+async function serverStats(): Promise<{ statements: number; eldMaxMs: number; cpuMs: number }> {
   server.send('stats');
-  return JSON.parse(await server.waitForLine(/^\{/, 30_000)) as { statements: number; eldMaxMs: number };
+  return JSON.parse(await server.waitForLine(/^\{/, 30_000)) as {
+    statements: number;
+    eldMaxMs: number;
+    cpuMs: number;
+  };
 }
 // warm-up: one push per client
 await Promise.all(clients.map((c) => push(c)));
 server.send('reset');
 await server.waitForLine(/^ok$/, 30_000);
 const pushMs: number[] = [];
+// INGEST_SAMPLE_WAITS=1: what the server's sessions are doing, sampled every 50 ms during the run.
+const waits = new Map<string, number>();
+let sampling = process.env.INGEST_SAMPLE_WAITS === '1';
+const sampler = sampling
+  ? (async () => {
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      while (sampling) {
+        const r = await c.query<{ k: string }>(
+          `SELECT state || ' | ' || coalesce(wait_event_type || ':' || wait_event, 'cpu') || ' | ' ||
+                  CASE WHEN state = 'active' THEN left(regexp_replace(query, '\\s+', ' ', 'g'), 60) ELSE '' END AS k
+             FROM pg_stat_activity
+            WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`,
+        );
+        for (const { k } of r.rows) waits.set(k, (waits.get(k) ?? 0) + 1);
+        await new Promise((res) => setTimeout(res, 50));
+      }
+      await c.end();
+    })()
+  : undefined;
 const t0 = performance.now();
 const deadline = t0 + SECONDS * 1000;
 await Promise.all(
@@ -144,6 +168,12 @@ await Promise.all(
   }),
 );
 const elapsed = performance.now() - t0;
+sampling = false;
+await sampler;
+if (waits.size > 0) {
+  const top = [...waits].sort((a, b) => b[1] - a[1]).slice(0, 25);
+  log(`server sessions sampled:\n${top.map(([k, n]) => `${n}\t${k}`).join('\n')}`);
+}
 const stats = await serverStats();
 // One more push alone, the statement counter read between its requests: statements per request.
 const perRequest: Record<string, number> = {};
@@ -161,12 +191,12 @@ const perRequest: Record<string, number> = {};
   await note();
 }
 log(`statements per request: ${JSON.stringify(perRequest)}`);
-if (process.env.BENCH_LOG_SQL === '1') process.stderr.write(server.stderr);
+if (process.env.BENCH_LOG_SQL === '1' || process.env.BENCH_SLOW_SQL_MS) process.stderr.write(server.stderr);
 server.send('exit');
 await server.wait();
 const bundles = pushMs.length;
 log(
-  `sync: ${bundles} bundles in ${Math.round(elapsed)} ms, ${stats.statements} statements, eld max ${stats.eldMaxMs} ms`,
+  `sync: ${bundles} bundles in ${Math.round(elapsed)} ms, ${stats.statements} statements, eld max ${stats.eldMaxMs} ms, server cpu ${Math.round(stats.cpuMs)} ms`,
 );
 
 await reportBench(process.env.X_BENCH_PACKAGE ?? 'oversync', [

@@ -15,16 +15,41 @@ import { dataRefusalOf, locateRefusedRow, refusedRowConflict } from './push-conf
 import { type CommittedPushBundle, commitDirectBundle, directBundleEligible } from './push-direct-bundle.js';
 import { type DirectInsertPlan, directInsertPlan } from './push-direct-insert.js';
 import { loadSessionForUpdate, PUSH_TX, type SessionRow } from './push-session.js';
-import { type ApplyRow, loadStagedRows } from './push-staging.js';
+import { type ApplyRow, loadStagedRows, type StagedChunk } from './push-staging.js';
 import { checkRowVersions, type RowStateOf } from './push-version-check.js';
 import {
   activateSourceAndRetain,
   loadSourceState,
   markScopeInitialized,
   requireActiveInitializationLease,
+  type SourceRow,
+  type SourceState,
   setBundleContext,
   sourceRetiredError,
+  sourceStateOf,
 } from './state.js';
+
+/** The session's staged chunks (in row order) and its source's state locked FOR UPDATE, in one statement. */
+async function loadStagedChunksAndSource(
+  tx: SyncQuerier,
+  pushId: string,
+  userPk: string,
+  sourceId: string,
+): Promise<{ chunks: StagedChunk[]; source: SourceState }> {
+  const r = await tx.query<StagedChunk & SourceRow & { k: string }>(
+    `WITH src AS (
+       SELECT state, max_committed_source_bundle_id::text AS max, replaced_by_source_id
+         FROM sync.source_state WHERE user_pk = $2 AND source_id = $3 FOR UPDATE)
+     SELECT 's' AS k, NULL::text AS start, NULL::int4 AS row_count, NULL::text AS meta, NULL::text AS payloads,
+            state, max, replaced_by_source_id FROM src
+     UNION ALL
+     SELECT 'c', start_row_ordinal::text, row_count, meta, payloads, NULL, NULL, NULL
+       FROM sync.push_session_chunks WHERE push_id = $1`,
+    [pushId, userPk, sourceId],
+  );
+  const chunks = r.rows.filter((x) => x.k === 'c').sort((a, b) => Number(a.start) - Number(b.start));
+  return { chunks, source: sourceStateOf(r.rows.find((x) => x.k === 's')) };
+}
 
 export async function commitPushSession(
   ctx: ServiceContext,
@@ -79,14 +104,25 @@ async function runCommit(
         !careful && planned >= STREAM_COMMIT_MIN_ROWS
           ? await scanStagedBundle(tx, topology, pushId, s.user_pk, planned, plan)
           : undefined;
-      const apply = runs ? [] : await loadStagedRows(tx, topology, pushId, s);
-      await tx.query('SET CONSTRAINTS ALL DEFERRED');
       const initializationId = s.initialization_id ?? '';
+      // Without an initialization lease to check (and lock) in between, the chunks and the locked
+      // source state are read in one statement: the same locks in the same order.
+      const together = !runs && !initializationId;
+      let apply: ApplyRow[] = [];
+      let src: SourceState | undefined;
+      if (together) {
+        const read = await loadStagedChunksAndSource(tx, pushId, s.user_pk, s.source_id);
+        apply = await loadStagedRows(tx, topology, pushId, s, read.chunks);
+        src = read.source;
+      } else if (!runs) {
+        apply = await loadStagedRows(tx, topology, pushId, s);
+      }
+      await tx.query('SET CONSTRAINTS ALL DEFERRED');
       if (initializationId) {
         await requireActiveInitializationLease(tx, s.user_pk, s.source_id, initializationId, limits);
       }
       const sourceBundleId = Number(s.source_bundle_id);
-      const src = await loadSourceState(tx, s.user_pk, s.source_id, true);
+      src ??= await loadSourceState(tx, s.user_pk, s.source_id, true);
       if (src.state === 'retired') throw sourceRetiredError(actor.userId, s.source_id, src.replacedBy);
       if (src.expected !== sourceBundleId) {
         throw wireError(

@@ -98,15 +98,21 @@ export async function createPushSession(
       }
       const src = sourceStateOf(row);
       checkSourceSequence(actor, src, req.source_bundle_id);
-      await tx.query(
-        'DELETE FROM sync.push_sessions WHERE user_pk = $1 AND source_id = $2 AND source_bundle_id = $3',
-        [userPk, actor.sourceId, req.source_bundle_id],
-      );
+      // A session staged earlier for the same source tuple is replaced: its staged data deleted (what
+      // the cascade trigger of a DELETE would do) and its row taken over by the new session, in one
+      // statement.
       const pushId = randomUUID();
       await tx.query(
-        `INSERT INTO sync.push_sessions (push_id, user_pk, source_id, source_bundle_id, planned_row_count,
+        `WITH old AS (
+           SELECT push_id FROM sync.push_sessions WHERE user_pk = $2 AND source_id = $3 AND source_bundle_id = $4),
+         old_chunks AS (DELETE FROM sync.push_session_chunks c USING old WHERE c.push_id = old.push_id),
+         old_rows AS (DELETE FROM sync.push_session_rows r USING old WHERE r.push_id = old.push_id)
+         INSERT INTO sync.push_sessions (push_id, user_pk, source_id, source_bundle_id, planned_row_count,
          next_expected_row_ordinal, initialization_id, expires_at)
-       VALUES ($1, $2, $3, $4, $5, 0, $6, now() + make_interval(secs => $7::float8 / 1000))`,
+       VALUES ($1, $2, $3, $4, $5, 0, $6, now() + make_interval(secs => $7::float8 / 1000))
+       ON CONFLICT ON CONSTRAINT push_sessions_source_tuple_key DO UPDATE SET push_id = EXCLUDED.push_id,
+         planned_row_count = EXCLUDED.planned_row_count, next_expected_row_ordinal = 0,
+         initialization_id = EXCLUDED.initialization_id, expires_at = EXCLUDED.expires_at`,
         [
           pushId,
           userPk,

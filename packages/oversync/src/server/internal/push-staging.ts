@@ -63,18 +63,30 @@ export interface ApplyRow {
   payload: string;
 }
 
+/** A staged chunk as read back. */
+export interface StagedChunk {
+  start: string;
+  row_count: number;
+  meta: string;
+  payloads: string;
+}
+
 /** Reads a session's staged chunks back in row order and checks they form rows 0..planned-1. */
 export async function loadStagedRows(
   tx: SyncQuerier,
   topology: Topology,
   pushId: string,
   s: SessionRow,
+  /** The session's chunks when the caller read them already, in row order. */
+  prefetched?: readonly StagedChunk[],
 ): Promise<ApplyRow[]> {
-  const chunks = await tx.query<{ start: string; row_count: number; meta: string; payloads: string }>(
-    `SELECT start_row_ordinal::text AS start, row_count, meta, payloads
-       FROM sync.push_session_chunks WHERE push_id = $1 ORDER BY start_row_ordinal`,
-    [pushId],
-  );
+  const chunks = prefetched
+    ? { rows: prefetched }
+    : await tx.query<StagedChunk>(
+        `SELECT start_row_ordinal::text AS start, row_count, meta, payloads
+           FROM sync.push_session_chunks WHERE push_id = $1 ORDER BY start_row_ordinal`,
+        [pushId],
+      );
   const planned = Number(s.planned_row_count);
   let staged = 0;
   for (const c of chunks.rows) staged += c.row_count;

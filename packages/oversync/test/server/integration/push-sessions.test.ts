@@ -94,6 +94,32 @@ describe('create', () => {
     });
     expect(chunk).toMatchObject({ status: 404, body: { error: 'push_session_not_found' } });
   });
+
+  test('a replaced session takes its staged chunks with it; the new one stages from row 0', async () => {
+    const d = await device();
+    const a = await create(d, 1, 2);
+    const staged = await d.json('POST', `/sync/push-sessions/${a.body['push_id']}/chunks`, {
+      start_row_ordinal: 0,
+      rows: [userRow(randomUUID(), 'a')],
+    });
+    expect(staged.status).toBe(200);
+    const b = await create(d, 1, 2);
+    expect(
+      await count('SELECT count(*) AS n FROM sync.push_session_chunks WHERE push_id = $1', [
+        a.body['push_id'],
+      ]),
+    ).toBe(0);
+    expect(
+      await count('SELECT count(*) AS n FROM sync.push_sessions WHERE push_id = $1', [a.body['push_id']]),
+    ).toBe(0);
+    const first = await d.json('POST', `/sync/push-sessions/${b.body['push_id']}/chunks`, {
+      start_row_ordinal: 0,
+      rows: [userRow(randomUUID(), 'b'), userRow(randomUUID(), 'c')],
+    });
+    expect(first).toMatchObject({ status: 200, body: { next_expected_row_ordinal: 2 } });
+    const committed = await d.json('POST', `/sync/push-sessions/${b.body['push_id']}/commit`);
+    expect(committed).toMatchObject({ status: 200, body: { row_count: 2, source_bundle_id: 1 } });
+  });
 });
 
 describe('chunks', () => {
