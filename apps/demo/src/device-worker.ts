@@ -45,6 +45,8 @@ export const DEVICE_DB_FILE = 'device.db';
 /** First and longest wait between a background device's attempts to reach the server. */
 export const DEVICE_RETRY_MIN_MS = 250;
 export const DEVICE_RETRY_MAX_MS = 10_000;
+/** A snapshot's (hydrate's) progress is reported at most this often (stage edges always). */
+const HYDRATE_PROGRESS_MS = 200;
 /** A background device reports its progress (when it changed) at most this often. */
 export const PROGRESS_EVERY_MS = 5_000;
 export const OFFLINE_FLAG_FILE = 'offline';
@@ -176,6 +178,7 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
 
   const reporter = new SyncErrorReporter();
   const progress = { pushed: 0, pulled: 0 };
+  const lastHydrate = { at: 0, stage: '' };
 
   /**
    * The server's answer to `capabilities`: a refused token or a tenant the server does not serve
@@ -231,6 +234,17 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
     // Background errors (upload and download loops): each distinct one is reported once, with its cause.
     c.on('error', (e) => reporter.report(e.loop, e.error));
     c.on('progress', (e) => {
+      // A snapshot's progress (download, then apply) feeds the device's hydrate bar: at most one
+      // report per HYDRATE_PROGRESS_MS, plus the first and the last of each stage.
+      if ((e.phase === 'hydrate' || e.phase === 'recover') && e.stage !== undefined) {
+        const now = Date.now();
+        const edge = e.stage !== lastHydrate.stage || e.done === 0 || e.done >= e.total;
+        if (edge || now - lastHydrate.at >= HYDRATE_PROGRESS_MS) {
+          lastHydrate.at = now;
+          lastHydrate.stage = e.stage;
+          out({ ev: 'hydrate-progress', phase: e.phase, stage: e.stage, done: e.done, total: e.total });
+        }
+      }
       if (e.phase === 'push' && e.done === e.total) {
         progress.pushed += e.total;
         reporter.recovered('upload');

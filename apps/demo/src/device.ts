@@ -5,6 +5,7 @@ import Database from 'better-sqlite3';
 import { DEVICE_DB_FILE } from './device-worker.js';
 import { DemoError, type DemoErrorCode } from './errors.js';
 import { log } from './log.js';
+import { HydrateBar } from './progress-bar.js';
 import { type WorkerEvent, WorkerHandle } from './workers.js';
 
 export interface RunDeviceOptions {
@@ -94,6 +95,7 @@ export async function runDevice(o: RunDeviceOptions): Promise<number> {
   const stopped = new Promise<void>((resolve) => {
     stop = resolve;
   });
+  const bar = new HydrateBar(process.stdout);
   const spawnOne = (label: string) => {
     const w = new WorkerHandle({
       ...o,
@@ -105,12 +107,25 @@ export async function runDevice(o: RunDeviceOptions): Promise<number> {
           stop();
           return;
         }
+        const who = `${o.device}/${h.label}`;
+        if (e.ev === 'hydrate-progress') {
+          const ts = new Date().toISOString().slice(11, 23);
+          bar.update(`${ts} ${who.padEnd(12)} `, {
+            phase: String(e['phase']),
+            stage: String(e['stage']),
+            done: Number(e['done']),
+            total: Number(e['total']),
+          });
+          return;
+        }
+        bar.end();
         const line = describe(e);
-        if (line !== null) log(`${o.device}/${h.label}`, line);
+        if (line !== null) log(who, line);
       },
     });
     workers.push(w);
     void w.exited.then((code) => {
+      bar.end();
       log(`${o.device}/${label}`, `exited (${code})`);
       if (!stopping && fatal === null) {
         // Keep three processes: a replacement joins as a secondary.
@@ -122,6 +137,7 @@ export async function runDevice(o: RunDeviceOptions): Promise<number> {
   const first = spawnOne(DEVICE_LABELS[0]);
   await first.waitFor((e) => e.ev === 'started', 30_000, 'start');
   for (const l of DEVICE_LABELS.slice(1)) spawnOne(l);
+  bar.end();
   log(o.device, `running in ${o.dir} as ${o.user} against ${o.server} (Ctrl-C to stop)`);
   process.once('SIGINT', () => stop());
   process.once('SIGTERM', () => stop());
