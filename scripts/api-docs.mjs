@@ -16,7 +16,7 @@
  *   with the workspace's compiler options, so an example that drifts from the API fails CI.
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Application, LogLevel, ReflectionKind } from 'typedoc';
 import ts from 'typescript';
