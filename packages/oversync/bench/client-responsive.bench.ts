@@ -97,15 +97,18 @@ const results: BenchResult[] = [];
 const loads: number[] = [];
 const sample = () => loads.push(loadavg()[0] ?? 0);
 
-// ---- push: a device pushes N fresh rows as one bundle (these rows then seed the hydrate user) ----
+// ---- push: a device pushes N fresh rows as one bundle (they seed the hydrate user if they fit) ----
 const user = `bench-${randomUUID()}`;
 let onServer = 0;
 for (const n of PUSH) {
   sample();
   const base = await run(['bulk', join(dir.path, `bulk-push-${n}.db`), String(n)]);
-  const ours = await run(['push', join(dir.path, `push-${n}.db`), server.baseUrl, user, String(n)]);
+  // the pushed rows seed the hydrate user only while they fit in its smallest hydrate
+  const seeds = onServer + n <= Math.min(...HYDRATE);
+  const pushUser = seeds ? user : `${user}-push-${n}`;
+  const ours = await run(['push', join(dir.path, `push-${n}.db`), server.baseUrl, pushUser, String(n)]);
   if (ours.rows !== n) throw new Error(`push ${n}: committed ${ours.rows} rows`);
-  onServer += n;
+  if (seeds) onServer += n;
   results.push(...figures(`push-${label(n)}`, ours, base));
 }
 
