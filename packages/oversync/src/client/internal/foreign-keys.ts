@@ -221,8 +221,22 @@ export class ApplyTracker {
 
   /** Stashes every row left without a parent, then restores stashed rows whose parents are back. */
   reconcile(db: SqliteDb): ReconcileResult {
+    const it = this.reconcileSliced(db);
+    for (;;) {
+      const r = it.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /**
+   * `reconcile` as a generator that yields every 200 rows checked, for a long apply run in
+   * slices (`TxRunner.sliced`): a 200k-row bundle's checks are not one block.
+   */
+  *reconcileSliced(db: SqliteDb): Generator<void, ReconcileResult, undefined> {
     const orphans: Array<{ m: TableModel; key: Bind }> = [];
+    let n = 0;
     for (const { m, key } of this.#upserts.values()) {
+      if (++n % 200 === 0) yield;
       for (const fk of this.#fk.parentEdges(m.table)) {
         const values = childFkValues(db, m, fk, key);
         if (values && !parentExists(db, fk, values)) {
@@ -232,6 +246,7 @@ export class ApplyTracker {
       }
     }
     for (const { fk, values } of this.#deleted) {
+      if (++n % 200 === 0) yield;
       if (parentExists(db, fk, values)) continue;
       const child = this.#fk.model(fk.table);
       if (!child) continue;

@@ -295,6 +295,15 @@ export function endApply(db: SqliteDb): ReconcileResult | undefined {
   return r;
 }
 
+/** `endApply` for an apply run in slices: the FK reconciliation yields as it goes. */
+export function* endApplySliced(db: SqliteDb): Generator<void, ReconcileResult | undefined, undefined> {
+  const t = trackers.get(db);
+  trackers.delete(db);
+  const r = t ? yield* t.reconcileSliced(db) : undefined;
+  stmt(db, `UPDATE _sync_apply_state SET apply_mode = 0 WHERE singleton_key = 1`).run();
+  return r;
+}
+
 // ---- dirty rows -----------------------------------------------------------------------------------
 
 /**

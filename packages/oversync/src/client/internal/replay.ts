@@ -13,7 +13,7 @@ import { recordConflict } from './conflict-log.js';
 import {
   beginApply,
   deleteInSlices,
-  endApply,
+  endApplySliced,
   finishReplay,
   OUTBOX_SBID,
   type OutboxState,
@@ -341,7 +341,7 @@ async function replay(
     yield* deleteInSlices(db, '_sync_outbox_rows', ['source_bundle_id', 'row_ordinal']);
     yield* deleteInSlices(db, '_sync_push_stage', ['bundle_seq', 'row_ordinal']);
     const seen = finishReplay(db, meta);
-    endApply(db);
+    yield* endApplySliced(db);
     return seen;
   }, signal);
   ctx.hooks.applied({

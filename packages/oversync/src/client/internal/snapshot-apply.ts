@@ -20,7 +20,7 @@ import {
   clearSnapshotStage,
   deleteInSlices,
   dropStagedRange,
-  endApply,
+  endApplySliced,
   finishSnapshot,
   listDirtyIntents,
   listOutboxIntents,
@@ -199,7 +199,7 @@ export async function applySnapshot(
     if (plan.advanceSourceFloor) raiseSourceFloor(db, sourceId, plan.advanceSourceFloor);
     if (plan.clearOperation) setOperation(db, { kind: 'none' });
     clearSnapshotStage(db);
-    endApply(db);
+    yield* endApplySliced(db);
   }, signal);
   ctx.hooks.applied({ kind: 'snapshot', tables, rows: rowCount, lastBundleSeqSeen: bundleSeq });
   return rotated;
