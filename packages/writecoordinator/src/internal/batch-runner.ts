@@ -128,7 +128,9 @@ export class BatchRunner {
         const now = Date.now();
         let seq: number;
         try {
-          st.foreignKeysOn.run(); // the guard below depends on it; a no-op when already on
+          // the guard below depends on foreign keys (an app may have turned them off between batches)
+          const fk = st.readForeignKeys.get() as { foreign_keys?: number } | undefined;
+          if (fk?.foreign_keys !== 1) db.pragma('foreign_keys = ON');
           st.begin.run();
           st.armGuard.run(); // from here until disarmGuard, no COMMIT can succeed
           if (!isolate) st.savepoint.run(); // the sentinel, opened before the sequence bump

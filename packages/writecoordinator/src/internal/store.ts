@@ -54,8 +54,11 @@ export interface Statements {
   releaseSavepoint: SqliteStatement;
   rollbackToSavepoint: SqliteStatement;
   readSeq: SqliteStatement;
-  /** Re-asserts `foreign_keys = ON` (outside a transaction; the commit guard depends on it). */
-  foreignKeysOn: SqliteStatement;
+  /**
+   * Reads `foreign_keys` (the commit guard depends on it being ON). A read, not `= ON`: setting a
+   * flag pragma expires every prepared statement of the connection, even to the value it has.
+   */
+  readForeignKeys: SqliteStatement;
   /** Inserts the guard row (right after BEGIN): from then on no COMMIT succeeds until disarmGuard. */
   armGuard: SqliteStatement;
   /** The guard row, or nothing when a ROLLBACK took it away. */
@@ -156,7 +159,7 @@ export function prepareStore(db: SqliteDatabase): Statements {
     releaseSavepoint: db.prepare('RELEASE x_wc_job'),
     rollbackToSavepoint: db.prepare('ROLLBACK TO x_wc_job'),
     readSeq: db.prepare(`SELECT value FROM ${META_TABLE} WHERE key = 'seq'`),
-    foreignKeysOn: db.prepare('PRAGMA foreign_keys = ON'),
+    readForeignKeys: db.prepare('PRAGMA foreign_keys'),
     armGuard: db.prepare(`INSERT INTO ${GUARD_TABLE} (id, missing) VALUES (1, 0)`),
     guardArmed: db.prepare(`SELECT id FROM ${GUARD_TABLE} WHERE id = 1`),
     disarmGuard: db.prepare(`DELETE FROM ${GUARD_TABLE} WHERE id = 1`),

@@ -149,6 +149,21 @@ describe('issue 15: transaction control inside a job fails only that job', () =>
     expect(storedSeq(db)).toBe(wc.seq);
   });
 
+  it('foreign keys turned off by the app between batches: the guard turns them on again first', async ({
+    tdb: t,
+  }) => {
+    const { db, wc } = openCoordinator(t);
+    await wc.submit(insert('a'));
+    db.pragma('foreign_keys = OFF');
+    const r = await batch(wc, [
+      ['b', ins('b')],
+      ['c', then('c', 'COMMIT; BEGIN')],
+      ['d', ins('d')],
+    ]);
+    expect(await verdicts(r)).toEqual({ b: 'ok', c: 'SQLITE applied=false', d: 'ok' });
+    expect(values(db)).toEqual(['a', 'b', 'd']);
+  });
+
   it.for([
     { sql: 'ROLLBACK; BEGIN', b: 'JOB_FAILED applied=false', rows: ['a', 'c'] },
     { sql: 'COMMIT', b: 'SQLITE applied=false', rows: ['a', 'c'] },
