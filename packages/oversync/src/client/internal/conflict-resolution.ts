@@ -130,9 +130,11 @@ export async function resolveConflict(
         else ops.setRowState(db, key.text, v, !serverLive);
         const keyJson = ops.keyJson(db, key.text);
         let live = ops.localRow(db, key.bind, keyJson);
-        if (!live && kind === 'keep-local' && u.local_payload !== null) {
+        if (!live && !newer && kind === 'keep-local' && u.local_payload !== null) {
           // The row was removed locally by an apply since the freeze: keeping the local
           // side means writing the frozen intent back, never pushing a delete nobody made.
+          // With a newer local edit the row is gone because the app deleted it: that delete is
+          // the intent to keep (re-queued below on top of the server's version).
           live = JSON.parse(u.local_payload) as LocalPayload;
           ops.upsertLocal(db, live);
         }

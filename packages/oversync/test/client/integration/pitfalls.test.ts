@@ -51,6 +51,41 @@ describe('reference-client pitfalls, fixed', () => {
     expect(rows(a.db, 'users')[0]?.name).toBe('B edited after the freeze');
   });
 
+  // Found by the convergence harness (seed 1402): the frozen UPDATE was written back over the
+  // app's newer DELETE, so the delete never reached the server and the row came back everywhere.
+  for (const resolver of ['server-wins', 'client-wins'] as const) {
+    it(`a delete made while a push is in flight survives a conflict on the frozen update (${resolver})`, async () => {
+      let bdb: Device | undefined;
+      let deleteDuringPush = false;
+      const { user, a, b, id } = await sharedRow({
+        resolver,
+        fetch: (u: string, i: RequestInit) => {
+          if (deleteDuringPush && u.endsWith('/commit') && bdb) {
+            bdb.db.prepare(`DELETE FROM users WHERE id = ?`).run(id);
+            deleteDuringPush = false;
+          }
+          return fetch(u, i);
+        },
+      });
+      bdb = b;
+      a.db.prepare(`UPDATE users SET name = 'A' WHERE id = ?`).run(id);
+      await a.client.sync();
+      b.db.prepare(`UPDATE users SET name = 'B frozen' WHERE id = ?`).run(id);
+      deleteDuringPush = true;
+      await b.client.sync();
+      await b.client.sync();
+      expect(deleteDuringPush).toBe(false);
+      expect(await serverName(user, id)).toBeUndefined();
+      expect(rows(b.db, 'users').some((r) => r.id === id)).toBe(false);
+      expect(await b.client.conflicts()).toMatchObject([
+        { localOp: 'UPDATE', resolution: 'keep-local', rule: 'newer-local-edit', localLost: false },
+      ]);
+      expect(await b.client.pendingStatus()).toMatchObject({ total: 0 });
+      await a.client.sync();
+      expect(rows(a.db, 'users').some((r) => r.id === id)).toBe(false);
+    });
+  }
+
   it('pulls apply around local intents; the push then meets the conflict and the resolver decides', async () => {
     const { user, a, b, id } = await sharedRow();
     a.db.prepare(`UPDATE users SET name = 'A' WHERE id = ?`).run(id);
