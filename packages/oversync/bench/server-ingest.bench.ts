@@ -10,28 +10,17 @@
 // - ingest-load-average-1m: the machine's load when the bench ended.
 import { randomUUID } from 'node:crypto';
 import { loadavg } from 'node:os';
-import { join } from 'node:path';
-import { spawnNode, startPostgres } from '@x/testkit';
 import { latencyPercentiles, reportBench } from '@x/testkit/bench';
 import pg from 'pg';
-import { BUSINESS_SCHEMA_SQL } from '../test/server/fixture.js';
+import { BUSINESS_SCHEMA_SQL, insertRow } from '../test/server/fixture.js';
+import { benchDatabase, httpClient, PLAIN_USERS_SQL, startServerChild } from './setup.js';
 
 const CLIENTS = Number(process.env.INGEST_CLIENTS ?? 50);
 const SECONDS = Number(process.env.INGEST_SECONDS ?? 10);
 const ROWS = 10;
 const log = (msg: string) => process.stderr.write(`[server-ingest] ${new Date().toISOString()} ${msg}\n`);
 
-const pgCluster = await startPostgres({ replicas: 0 });
-const admin = new pg.Client({ connectionString: pgCluster.primary.url });
-await admin.connect();
-await admin.query('CREATE DATABASE oversync_ingest_bench');
-await admin.end();
-const url = pgCluster.primary.urlFor('oversync_ingest_bench');
-const setup = new pg.Client({ connectionString: url });
-await setup.connect();
-await setup.query(BUSINESS_SCHEMA_SQL);
-await setup.query('CREATE SCHEMA plain; CREATE TABLE plain.users (LIKE business.users INCLUDING ALL)');
-await setup.end();
+const { pgCluster, url } = await benchDatabase('oversync_ingest_bench', BUSINESS_SCHEMA_SQL, PLAIN_USERS_SQL);
 
 const rowsFor = (n: number) =>
   Array.from({ length: n }, (_, i) => {
@@ -74,26 +63,10 @@ await pool.end();
 log(`plain: ${Math.round(plainRows)} rows/s`);
 
 // ---- sync server ------------------------------------------------------------------------------
-const server = spawnNode(join(import.meta.dirname, 'server-child.ts'), [url], {
-  env: { BENCH_POOL_MAX: process.env.BENCH_POOL_MAX ?? '20' },
-});
-const baseUrl = (await server.waitForLine(/^ready /, 60_000)).slice('ready '.length);
-
-function client(user: string) {
-  return async (method: 'GET' | 'POST', path: string, body?: unknown): Promise<Record<string, unknown>> => {
-    const res = await fetch(`${baseUrl}${path}`, {
-      method,
-      headers: { 'x-user': user, 'oversync-source-id': 'dev', 'content-type': 'application/json' },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await res.text();
-    if (res.status !== 200) throw new Error(`${method} ${path}: ${res.status} ${text}`);
-    return JSON.parse(text) as Record<string, unknown>;
-  };
-}
+const server = await startServerChild(url, { BENCH_POOL_MAX: process.env.BENCH_POOL_MAX ?? '20' });
 const clients = await Promise.all(
   Array.from({ length: CLIENTS }, async () => {
-    const call = client(`ingest-${randomUUID()}`);
+    const call = httpClient(server.baseUrl, `ingest-${randomUUID()}`, 'dev');
     await call('POST', '/sync/connect', { has_local_pending_rows: false });
     return { call, next: 1 };
   }),
@@ -110,31 +83,15 @@ async function push(c: (typeof clients)[number], step?: Step): Promise<void> {
   await step?.('chunk');
   await c.call('POST', `/sync/push-sessions/${created['push_id']}/chunks`, {
     start_row_ordinal: 0,
-    rows: rows.map((r) => ({
-      schema: 'business',
-      table: 'users',
-      key: { id: r.id },
-      op: 'INSERT',
-      base_row_version: 0,
-      payload: r,
-    })),
+    rows: rows.map((r) => insertRow('users', r)),
   });
   await step?.('commit');
   await c.call('POST', `/sync/push-sessions/${created['push_id']}/commit`);
   c.next++;
 }
-async function serverStats(): Promise<{ statements: number; eldMaxMs: number; cpuMs: number }> {
-  server.send('stats');
-  return JSON.parse(await server.waitForLine(/^\{/, 30_000)) as {
-    statements: number;
-    eldMaxMs: number;
-    cpuMs: number;
-  };
-}
 // warm-up: one push per client
 await Promise.all(clients.map((c) => push(c)));
-server.send('reset');
-await server.waitForLine(/^ok$/, 30_000);
+await server.reset();
 const pushMs: number[] = [];
 // INGEST_SAMPLE_WAITS=1: what the server's sessions are doing, sampled every 50 ms during the run.
 const waits = new Map<string, number>();
@@ -174,26 +131,24 @@ if (waits.size > 0) {
   const top = [...waits].sort((a, b) => b[1] - a[1]).slice(0, 25);
   log(`server sessions sampled:\n${top.map(([k, n]) => `${n}\t${k}`).join('\n')}`);
 }
-const stats = await serverStats();
+const stats = await server.stats();
 // One more push alone, the statement counter read between its requests: statements per request.
 const perRequest: Record<string, number> = {};
 {
   let current: string | undefined;
   const note = async () => {
-    if (current) perRequest[current] = (await serverStats()).statements;
+    if (current) perRequest[current] = (await server.stats()).statements;
   };
   await push(clients[0]!, async (request) => {
     await note();
-    server.send('reset');
-    await server.waitForLine(/^ok$/, 30_000);
+    await server.reset();
     current = request;
   });
   await note();
 }
 log(`statements per request: ${JSON.stringify(perRequest)}`);
 if (process.env.BENCH_LOG_SQL === '1' || process.env.BENCH_SLOW_SQL_MS) process.stderr.write(server.stderr);
-server.send('exit');
-await server.wait();
+await server.exit();
 const bundles = pushMs.length;
 log(
   `sync: ${bundles} bundles in ${Math.round(elapsed)} ms, ${stats.statements} statements, eld max ${stats.eldMaxMs} ms, server cpu ${Math.round(stats.cpuMs)} ms`,

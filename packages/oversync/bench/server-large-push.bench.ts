@@ -15,12 +15,18 @@
 // - load-average-1m: the machine's load when the bench ended (2 cores shared).
 import { randomUUID } from 'node:crypto';
 import { loadavg } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { spawnNode, startPostgres } from '@x/testkit';
 import { type BenchResult, percentile, reportBench } from '@x/testkit/bench';
 import pg from 'pg';
-import { BUSINESS_SCHEMA_SQL } from '../test/server/fixture.js';
+import { BUSINESS_SCHEMA_SQL, insertRow } from '../test/server/fixture.js';
+import {
+  benchDatabase,
+  type Call,
+  httpClient,
+  PLAIN_USERS_SQL,
+  startServerChild,
+  usersInsert,
+} from './setup.js';
 
 const SCALE = process.env.X_BENCH_SCALE === '1';
 const SIZES = (process.env.LARGE_PUSH_ROWS ?? (SCALE ? '200000' : '50000')).split(',').map(Number);
@@ -29,25 +35,13 @@ const PAGE = 1000;
 const SIDE_EVERY_MS = 10;
 const log = (msg: string) => process.stderr.write(`[server-large-push] ${new Date().toISOString()} ${msg}\n`);
 
-const pgCluster = await startPostgres({ replicas: 0 });
-const admin = new pg.Client({ connectionString: pgCluster.primary.url });
-await admin.connect();
-await admin.query('CREATE DATABASE oversync_large_push_bench');
-await admin.end();
-const url = pgCluster.primary.urlFor('oversync_large_push_bench');
+const { pgCluster, url } = await benchDatabase(
+  'oversync_large_push_bench',
+  BUSINESS_SCHEMA_SQL,
+  PLAIN_USERS_SQL,
+);
 const plain = new pg.Client({ connectionString: url });
 await plain.connect();
-await plain.query(BUSINESS_SCHEMA_SQL);
-await plain.query('CREATE SCHEMA plain; CREATE TABLE plain.users (LIKE business.users INCLUDING ALL)');
-
-interface Stats {
-  rssMb: number;
-  baseRssMb: number;
-  peakRssMb: number;
-  eldMaxMs: number;
-  eldP99Ms: number;
-  statements: number;
-}
 
 type Row = { id: string; name: string; email: string };
 const rowsFor = (n: number, tag: string): Row[] =>
@@ -62,37 +56,15 @@ async function plainInsert(rows: Row[]): Promise<number> {
   const t0 = performance.now();
   await plain.query('BEGIN');
   for (let i = 0; i < rows.length; i += 10_000) {
-    const values: string[] = [];
-    const params: unknown[] = [];
-    for (const r of rows.slice(i, i + 10_000)) {
-      const n = params.length;
-      values.push(`($${n + 1}, $${n + 2}, $${n + 3}, $${n + 4})`);
-      params.push(scope, r.id, r.name, r.email);
-    }
-    await plain.query(
-      `INSERT INTO plain.users (_sync_scope_id, id, name, email) VALUES ${values.join(', ')}`,
-      params,
-    );
+    const { text, params } = usersInsert('plain.users', scope, rows.slice(i, i + 10_000));
+    await plain.query(text, params);
   }
   await plain.query('COMMIT');
   return performance.now() - t0;
 }
 
-function client(baseUrl: string, user: string) {
-  return async (method: 'GET' | 'POST', path: string, body?: unknown): Promise<Record<string, unknown>> => {
-    const res = await fetch(`${baseUrl}${path}`, {
-      method,
-      headers: { 'x-user': user, 'oversync-source-id': 'bench-device', 'content-type': 'application/json' },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await res.text();
-    if (res.status !== 200) throw new Error(`${method} ${path}: ${res.status} ${text}`);
-    return JSON.parse(text) as Record<string, unknown>;
-  };
-}
-
 /** Side requests: another user's small pull every SIDE_EVERY_MS until stopped; their latencies. */
-function sideRequests(call: ReturnType<typeof client>) {
+function sideRequests(call: Call) {
   const samples: number[] = [];
   let running = true;
   const done = (async () => {
@@ -118,63 +90,38 @@ for (const n of SIZES) {
   const baselineMs = await plainInsert(rowsFor(n, 'plain'));
   log(`${label}: plain INSERT ${Math.round(baselineMs)} ms`);
 
-  const server = spawnNode(join(import.meta.dirname, 'server-child.ts'), [url]);
-  const baseUrl = (await server.waitForLine(/^ready /, 60_000)).slice('ready '.length);
-  const stats = async (): Promise<Stats> => {
-    server.send('stats');
-    return JSON.parse(await server.waitForLine(/^\{/, 30_000)) as Stats;
-  };
-  const reset = async () => {
-    server.send('reset');
-    await server.waitForLine(/^ok$/, 30_000);
-  };
+  const server = await startServerChild(url);
   // The side user: one small bundle to pull.
-  const side = client(baseUrl, `side-${randomUUID()}`);
+  const side = httpClient(server.baseUrl, `side-${randomUUID()}`);
   await side('POST', '/sync/connect', { has_local_pending_rows: false });
   const sc = await side('POST', '/sync/push-sessions', { source_bundle_id: 1, planned_row_count: 1 });
   const one = rowsFor(1, 'side')[0]!;
   await side('POST', `/sync/push-sessions/${sc['push_id']}/chunks`, {
     start_row_ordinal: 0,
-    rows: [
-      {
-        schema: 'business',
-        table: 'users',
-        key: { id: one.id },
-        op: 'INSERT',
-        base_row_version: 0,
-        payload: one,
-      },
-    ],
+    rows: [insertRow('users', one)],
   });
   await side('POST', `/sync/push-sessions/${sc['push_id']}/commit`);
 
   // Idle: side requests alone (and warm-up of the side path).
-  await reset();
+  await server.reset();
   let s = sideRequests(side);
   await sleep(2_000);
   await s.stop();
   const idleSide = s.samples.slice(20);
-  const idle = await stats();
+  const idle = await server.stats();
 
   const user = `large-${randomUUID()}`;
-  const call = client(baseUrl, user);
+  const call = httpClient(server.baseUrl, user);
   await call('POST', '/sync/connect', { has_local_pending_rows: false });
   const rows = rowsFor(n, 'push');
-  await reset();
+  await server.reset();
   s = sideRequests(side);
   const t0 = performance.now();
   const created = await call('POST', '/sync/push-sessions', { source_bundle_id: 1, planned_row_count: n });
   for (let i = 0; i < n; i += CHUNK) {
     await call('POST', `/sync/push-sessions/${created['push_id']}/chunks`, {
       start_row_ordinal: i,
-      rows: rows.slice(i, i + CHUNK).map((r) => ({
-        schema: 'business',
-        table: 'users',
-        key: { id: r.id },
-        op: 'INSERT',
-        base_row_version: 0,
-        payload: r,
-      })),
+      rows: rows.slice(i, i + CHUNK).map((r) => insertRow('users', r)),
     });
   }
   const tCommit = performance.now();
@@ -193,14 +140,13 @@ for (const n of SIZES) {
   }
   const totalMs = performance.now() - t0;
   await s.stop();
-  const during = await stats();
+  const during = await server.stats();
   if (got !== n || committed['row_count'] !== n)
     throw new Error(`committed ${committed['row_count']}, read back ${got} of ${n}`);
   log(
     `${label}: push ${Math.round(pushMs)} ms, with readback ${Math.round(totalMs)} ms, server ${JSON.stringify(during)}, ${n / CHUNK + 2} requests`,
   );
-  server.send('exit');
-  await server.wait();
+  await server.exit();
   if (process.env.BENCH_SLOW_SQL_MS) process.stderr.write(server.stderr);
 
   const perS = (ms: number) => (n * 1000) / ms;

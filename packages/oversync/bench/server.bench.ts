@@ -13,25 +13,18 @@
 import { randomUUID } from 'node:crypto';
 import { createCluster } from '@x/dbx';
 import { createSyncService, oversyncFastifyPlugin } from '@x/oversync/server';
-import { startPostgres } from '@x/testkit';
 import { latencyPercentiles, reportBench } from '@x/testkit/bench';
 import Fastify from 'fastify';
-import pg from 'pg';
-import { BUSINESS_SCHEMA_SQL, BUSINESS_TABLES } from '../test/server/fixture.js';
+import { BUSINESS_SCHEMA_SQL, BUSINESS_TABLES, insertRow } from '../test/server/fixture.js';
+import { benchDatabase, usersInsert } from './setup.js';
 
 const ROWS = Number(process.env.PUSH_ROWS ?? 10_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const CHUNK = 1000;
 const log = (msg: string) => process.stderr.write(`[server.bench] ${new Date().toISOString()} ${msg}\n`);
 
-const pgCluster = await startPostgres({ replicas: 0 });
-const admin = new pg.Client({ connectionString: pgCluster.primary.url });
-await admin.connect();
-await admin.query('CREATE DATABASE oversync_server_bench');
-await admin.end();
-const url = pgCluster.primary.urlFor('oversync_server_bench');
+const { pgCluster, url } = await benchDatabase('oversync_server_bench', BUSINESS_SCHEMA_SQL);
 const db = createCluster({ primary: url });
-await db.exec(BUSINESS_SCHEMA_SQL);
 const SNAPSHOT_ROWS = Number(process.env.SNAPSHOT_ROWS ?? 100_000);
 const WATCH_ROUNDS = Number(process.env.WATCH_ROUNDS ?? 100);
 const SNAPSHOT_ROUNDS = Number(process.env.SNAPSHOT_ROUNDS ?? 3);
@@ -75,14 +68,7 @@ async function push(user: string, rows: ReturnType<typeof rowsFor>): Promise<num
   for (let i = 0; i < rows.length; i += CHUNK) {
     await call(user, 'POST', `/sync/push-sessions/${created['push_id']}/chunks`, {
       start_row_ordinal: i,
-      rows: rows.slice(i, i + CHUNK).map((r) => ({
-        schema: 'business',
-        table: 'users',
-        key: { id: r.id },
-        op: 'INSERT',
-        base_row_version: 0,
-        payload: r,
-      })),
+      rows: rows.slice(i, i + CHUNK).map((r) => insertRow('users', r)),
     });
   }
   await call(user, 'POST', `/sync/push-sessions/${created['push_id']}/commit`);
@@ -93,17 +79,8 @@ async function plainInsert(scope: string, rows: ReturnType<typeof rowsFor>): Pro
   const t0 = performance.now();
   await db.runTx(async (tx) => {
     await tx.query('SET LOCAL session_replication_role = replica'); // no sync triggers: the bare insert
-    const values: string[] = [];
-    const params: unknown[] = [];
-    for (const r of rows) {
-      const n = params.length;
-      values.push(`($${n + 1}, $${n + 2}, $${n + 3}, $${n + 4})`);
-      params.push(scope, r.id, r.name, r.email);
-    }
-    await tx.query(
-      `INSERT INTO business.users (_sync_scope_id, id, name, email) VALUES ${values.join(', ')}`,
-      params,
-    );
+    const { text, params } = usersInsert('business.users', scope, rows);
+    await tx.query(text, params);
   });
   return performance.now() - t0;
 }
