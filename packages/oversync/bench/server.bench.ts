@@ -15,7 +15,7 @@ import { createCluster } from '@x/dbx';
 import { createSyncService, oversyncFastifyPlugin } from '@x/oversync/server';
 import { latencyPercentiles, reportBench } from '@x/testkit/bench';
 import Fastify from 'fastify';
-import { BUSINESS_SCHEMA_SQL, BUSINESS_TABLES, insertRow } from '../test/server/fixture.js';
+import { BUSINESS_SCHEMA_SQL, BUSINESS_TABLES, bundleEvents, insertRow } from '../test/server/fixture.js';
 import { benchDatabase, usersInsert } from './setup.js';
 
 const ROWS = Number(process.env.PUSH_ROWS ?? 10_000);
@@ -165,21 +165,7 @@ const res = await fetch(`${base}/sync/watch?after_bundle_seq=0`, {
   headers: { 'x-user': watchUser, 'oversync-source-id': 'watcher' },
   signal: ac.signal,
 });
-const reader = res.body!.getReader();
-const decoder = new TextDecoder();
-let buf = '';
-async function nextEvent(): Promise<number> {
-  for (;;) {
-    const m = /event: bundle\ndata: (\{[^\n]*\})\n\n/.exec(buf);
-    if (m) {
-      buf = buf.slice(m.index + m[0].length);
-      return (JSON.parse(m[1]!) as { bundle_seq: number }).bundle_seq;
-    }
-    const chunk = await reader.read();
-    if (chunk.done) throw new Error('watch stream ended');
-    buf += decoder.decode(chunk.value, { stream: true });
-  }
-}
+const nextEvent = bundleEvents(res);
 await (service as unknown as { bundleChangeListenerReady(): Promise<void> }).bundleChangeListenerReady();
 const eventMs: number[] = [];
 const commitMs: number[] = [];

@@ -17,6 +17,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mulberry32 } from '../convergence/prng.js';
+import { bundleEvents } from '../server/fixture.js';
 import {
   hs256Token,
   SECRET,
@@ -149,21 +150,7 @@ async function watchOnce(server: ServerProcess, after: number, signal: AbortSign
     signal,
   });
   expect(res.status).toBe(200);
-  const reader = res.body!.getReader();
-  const decoder = new TextDecoder();
-  let buf = '';
-  return async (): Promise<number> => {
-    for (;;) {
-      const m = /event: bundle\ndata: (\{[^\n]*\})\n\n/.exec(buf);
-      if (m) {
-        buf = buf.slice(m.index + m[0].length);
-        return (JSON.parse(m[1]!) as { bundle_seq: number }).bundle_seq;
-      }
-      const chunk = await reader.read();
-      if (chunk.done) throw new Error('watch stream ended');
-      buf += decoder.decode(chunk.value, { stream: true });
-    }
-  };
+  return bundleEvents(res);
 }
 
 beforeAll(async () => {

@@ -211,6 +211,28 @@ export function deleteRow(table: string, id: string, base: number) {
 export { randomUUID };
 
 /**
+ * Reads the stream of a `GET /sync/watch` response: each call resolves with the `bundle_seq` of
+ * its next `event: bundle` frame (heartbeats are skipped) and rejects if the stream ends first.
+ */
+export function bundleEvents(res: Response): () => Promise<number> {
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let buf = '';
+  return async () => {
+    for (;;) {
+      const m = /event: bundle\ndata: (\{[^\n]*\})\n\n/.exec(buf);
+      if (m) {
+        buf = buf.slice(m.index + m[0].length);
+        return (JSON.parse(m[1]!) as { bundle_seq: number }).bundle_seq;
+      }
+      const chunk = await reader.read();
+      if (chunk.done) throw new Error('watch stream ended');
+      buf += decoder.decode(chunk.value, { stream: true });
+    }
+  };
+}
+
+/**
  * The next time the service traces operation `name` (its tracing channel `x:oversync:<name>`) at
  * `event`: `start` when the operation begins, `asyncEnd` when it has succeeded. Tests wait on it
  * instead of sleeping; `cancel()` stops listening.
