@@ -11,8 +11,8 @@ import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
-import { createSyncClient } from '../src/client/index.js';
-import { CLIENT_TABLES, SQLITE_BUSINESS_DDL } from '../test/client/helpers/schema.js';
+import { childClient } from '../test/client/helpers/child-client.js';
+import { SQLITE_BUSINESS_DDL } from '../test/client/helpers/schema.js';
 
 const [mode = '', dbPath = '', a = '', b = '', c = ''] = process.argv.slice(2);
 const db = new Database(dbPath);
@@ -115,12 +115,7 @@ if (mode === 'bulk') {
   rows = n;
 } else {
   const [baseUrl, user] = [a, b];
-  const client = createSyncClient({
-    writer: db,
-    baseUrl,
-    token: user,
-    schema: 'business',
-    tables: CLIENT_TABLES,
+  const client = childClient(db, baseUrl, user, {
     snapshotChunkRows: 5000,
     uploadLimit: 5000,
     downloadLimit: 5000,

@@ -5,8 +5,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
-import { createSyncClient } from '../../../src/client/index.js';
-import { CLIENT_TABLES, SQLITE_BUSINESS_DDL } from './schema.js';
+import { childClient } from './child-client.js';
+import { SQLITE_BUSINESS_DDL } from './schema.js';
 
 const [mode = '', dbPath = '', baseUrl = '', user = '', nArg = '10'] = process.argv.slice(2);
 const n = Number(nArg);
@@ -47,12 +47,7 @@ class StallDb extends Database {
 const db = new StallDb(dbPath);
 db.exec(SQLITE_BUSINESS_DDL);
 db.installStall();
-const client = createSyncClient({
-  writer: db,
-  baseUrl,
-  token: user,
-  schema: 'business',
-  tables: CLIENT_TABLES,
+const client = childClient(db, baseUrl, user, {
   snapshotChunkRows: 10,
   downloadLimit: 1,
   fetch: async (url, init) => {

@@ -2,8 +2,8 @@
 // `node --import tsx hydrate-child.ts <client|baseline> <dbPath> <baseUrl> <user>`.
 // Prints one JSON line: { rows, ms, maxRssMb }.
 import Database from 'better-sqlite3';
-import { createSyncClient } from '../../../src/client/index.js';
-import { CLIENT_TABLES, SQLITE_BUSINESS_DDL } from './schema.js';
+import { childClient } from './child-client.js';
+import { SQLITE_BUSINESS_DDL } from './schema.js';
 
 const [mode = 'client', dbPath = '', baseUrl = '', user = ''] = process.argv.slice(2);
 const db = new Database(dbPath);
@@ -14,14 +14,7 @@ const headers = { authorization: `Bearer ${user}`, 'oversync-source-id': `bench-
 let rows = 0;
 const t0 = performance.now();
 if (mode === 'client') {
-  const client = createSyncClient({
-    writer: db,
-    baseUrl,
-    token: user,
-    schema: 'business',
-    tables: CLIENT_TABLES,
-    snapshotChunkRows: 5000,
-  });
+  const client = childClient(db, baseUrl, user, { snapshotChunkRows: 5000 });
   await client.open();
   const r = await client.attach(user);
   rows = r.restore?.rowCount ?? 0;
