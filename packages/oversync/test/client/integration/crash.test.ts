@@ -28,20 +28,44 @@ async function seededUser(count: number): Promise<{ user: string; seed: Device }
   return { user, seed };
 }
 
-async function killAt(mode: string, path: string, user: string, line: RegExp, extra: string[] = []) {
-  const child = spawnNode(CHILD, [mode, path, suite.server.baseUrl, user, ...extra]);
-  await child.waitForLine(line, 30_000);
+interface KillOptions {
+  /** More arguments of the child (its `n`). */
+  args?: string[];
+  timeoutMs?: number;
+  /** For the pull modes: run once the child has attached, before it is told to pull. */
+  attached?: () => Promise<void>;
+}
+
+/** Runs crash-child.ts in `mode` and SIGKILLs it when it prints `line`; returns that line. */
+async function killAt(mode: string, path: string, user: string, line: RegExp, opts: KillOptions = {}) {
+  const child = spawnNode(CHILD, [mode, path, suite.server.baseUrl, user, ...(opts.args ?? [])]);
+  if (opts.attached) {
+    await child.waitForLine(/ATTACHED/, 30_000);
+    await opts.attached();
+    child.send('go');
+  }
+  const printed = await child.waitForLine(line, opts.timeoutMs ?? 30_000);
   child.kill('SIGKILL');
   const exit = await child.wait();
   expect(exit.signal).toBe('SIGKILL');
-  return child;
+  return printed;
+}
+
+/** After a kill inside the snapshot apply: nothing applied, and the next attach hydrates `seed`'s rows. */
+async function expectHydratesAgain(user: string, path: string, seed: Device, rowCount: number) {
+  const d = suite.device(user, {}, path);
+  await d.client.open();
+  expect(d.db.prepare(`SELECT COUNT(*) FROM users`).pluck().get()).toBe(0);
+  expect(d.db.prepare(`SELECT COUNT(*) FROM _sync_row_state`).pluck().get()).toBe(0);
+  expect(await d.client.attach(user)).toMatchObject({ outcome: 'used_remote_state', restore: { rowCount } });
+  expect(snapshot(d.db)).toEqual(snapshot(seed.db));
 }
 
 describe('a device process killed mid-sync loses and duplicates nothing', () => {
   it('killed before the push commit: the frozen bundle is uploaded again, once', async () => {
     const user = `u-${randomUUID()}`;
     const path = suite.path('crash');
-    await killAt('push-before-commit', path, user, /AT_COMMIT/, ['12']);
+    await killAt('push-before-commit', path, user, /AT_COMMIT/, { args: ['12'] });
     expect(await suite.serverUsers(user)).toHaveLength(0);
     const d = suite.device(user, {}, path);
     await d.client.open();
@@ -56,7 +80,7 @@ describe('a device process killed mid-sync loses and duplicates nothing', () => 
   it('killed after the commit, before the replay: the committed bundle is replayed, not re-committed', async () => {
     const user = `u-${randomUUID()}`;
     const path = suite.path('crash');
-    await killAt('push-after-commit', path, user, /COMMITTED/, ['7']);
+    await killAt('push-after-commit', path, user, /COMMITTED/, { args: ['7'] });
     expect(await suite.serverUsers(user)).toHaveLength(7);
     const d = suite.device(user, {}, path);
     await d.client.open();
@@ -92,53 +116,33 @@ describe('a device process killed mid-sync loses and duplicates nothing', () => 
   it('killed inside the snapshot apply transaction: nothing applied, the next attach hydrates', async () => {
     const { user, seed } = await seededUser(300);
     const path = suite.path('crash');
-    await killAt('apply-stall', path, user, /MID_APPLY/, ['150']);
-    const d = suite.device(user, {}, path);
-    await d.client.open();
-    expect(d.db.prepare(`SELECT COUNT(*) FROM users`).pluck().get()).toBe(0);
-    expect(d.db.prepare(`SELECT COUNT(*) FROM _sync_row_state`).pluck().get()).toBe(0);
-    expect(await d.client.attach(user)).toMatchObject({
-      outcome: 'used_remote_state',
-      restore: { rowCount: 300 },
-    });
-    expect(snapshot(d.db)).toEqual(snapshot(seed.db));
+    await killAt('apply-stall', path, user, /MID_APPLY/, { args: ['150'] });
+    await expectHydratesAgain(user, path, seed, 300);
   });
 
   it('killed between two slices of the snapshot apply: the app saw the previous state, nothing applied', async () => {
     const { user, seed } = await seededUser(2500);
     const path = suite.path('crash');
-    const child = spawnNode(CHILD, ['apply-slices', path, suite.server.baseUrl, user]);
-    const line = await child.waitForLine(/BETWEEN_SLICES/, 60_000);
-    child.kill('SIGKILL');
-    expect((await child.wait()).signal).toBe('SIGKILL');
+    const line = await killAt('apply-slices', path, user, /BETWEEN_SLICES/, { timeoutMs: 60_000 });
     // the app's connection read the state before the hydrate while 1,000 rows sat in the open apply
     expect(line).toMatch(/ 1000\/2500 app sees 0$/);
-    const d = suite.device(user, {}, path);
-    await d.client.open();
-    expect(d.db.prepare(`SELECT COUNT(*) FROM users`).pluck().get()).toBe(0);
-    expect(d.db.prepare(`SELECT COUNT(*) FROM _sync_row_state`).pluck().get()).toBe(0);
-    expect(await d.client.attach(user)).toMatchObject({
-      outcome: 'used_remote_state',
-      restore: { rowCount: 2500 },
-    });
-    expect(snapshot(d.db)).toEqual(snapshot(seed.db));
+    await expectHydratesAgain(user, path, seed, 2500);
   });
 
   it('killed inside a pulled bundle apply: the bundle and its checkpoint roll back together', async () => {
     const { user, seed } = await seededUser(1);
     const path = suite.path('crash');
-    const child = spawnNode(CHILD, ['pull-stall', path, suite.server.baseUrl, user, '5']);
-    await child.waitForLine(/ATTACHED/, 30_000);
-    seed.db.transaction(() => {
-      for (let i = 0; i < 10; i++) {
-        seed.db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(randomUUID(), `big bundle ${i}`);
-      }
-    })();
-    await seed.client.sync();
-    child.send('go');
-    await child.waitForLine(/MID_APPLY/, 30_000);
-    child.kill('SIGKILL');
-    await child.wait();
+    await killAt('pull-stall', path, user, /MID_APPLY/, {
+      args: ['5'],
+      attached: async () => {
+        seed.db.transaction(() => {
+          for (let i = 0; i < 10; i++) {
+            seed.db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(randomUUID(), `big bundle ${i}`);
+          }
+        })();
+        await seed.client.sync();
+      },
+    });
     const d = suite.device(user, {}, path);
     await d.client.open();
     expect(rows(d.db, 'users')).toHaveLength(1);
@@ -151,16 +155,14 @@ describe('a device process killed mid-sync loses and duplicates nothing', () => 
   it('killed between two pulled bundles: the checkpoint kept the applied one', async () => {
     const { user, seed } = await seededUser(1);
     const path = suite.path('crash');
-    const child = spawnNode(CHILD, ['pull-between-bundles', path, suite.server.baseUrl, user]);
-    await child.waitForLine(/ATTACHED/, 30_000);
-    for (let i = 0; i < 3; i++) {
-      seed.db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(randomUUID(), `bundle ${i}`);
-      await seed.client.sync();
-    }
-    child.send('go');
-    await child.waitForLine(/PULLING/, 30_000);
-    child.kill('SIGKILL');
-    await child.wait();
+    await killAt('pull-between-bundles', path, user, /PULLING/, {
+      attached: async () => {
+        for (let i = 0; i < 3; i++) {
+          seed.db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(randomUUID(), `bundle ${i}`);
+          await seed.client.sync();
+        }
+      },
+    });
     const d = suite.device(user, {}, path);
     await d.client.open();
     expect(rows(d.db, 'users')).toHaveLength(2);
