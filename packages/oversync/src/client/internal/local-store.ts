@@ -136,6 +136,10 @@ export function clearOutbox(db: SqliteDb): void {
 export function countDirty(db: SqliteDb): number {
   return Number(stmt(db, `SELECT COUNT(*) AS n FROM _sync_dirty_rows`).pluck().get());
 }
+/** Rows of one of the client's own tables (a size hint for `TxRunner.sliced`). */
+export function countRows(db: SqliteDb, table: '_sync_push_stage' | '_sync_snapshot_stage'): number {
+  return Number(stmt(db, `SELECT COUNT(*) FROM ${table}`).pluck().get());
+}
 export function countOutbox(db: SqliteDb): number {
   return Number(stmt(db, `SELECT COUNT(*) AS n FROM _sync_outbox_rows`).pluck().get());
 }

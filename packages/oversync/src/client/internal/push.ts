@@ -44,50 +44,54 @@ export async function freeze(
     ...orders.map((order) => ({ order, deletes: false })),
     ...[...orders].reverse().map((order) => ({ order, deletes: true })),
   ];
-  return ctx.runner.sliced(function* (db) {
-    const cur = readOutbox(db);
-    if (cur.state !== 'none') return { outbox: cur, resumed: true };
-    const att = readAttachment(db);
-    const sbid = nextSourceBundleId(db, att.currentSourceId);
-    let n = 0;
-    for (const g of groups) {
-      const tables = [...ctx.ops.values()].filter((o) => o.m.order === g.order).map((o) => o.m.table);
-      for (let pos: [number, string, string] | undefined; ; ) {
-        const page = readDirtyPage(db, schema, tables, g.deletes, pos, FREEZE_PAGE_ROWS);
-        if (page.length === 0) break;
-        for (const d of page) {
-          const ops = ctx.tableOps(d.table_name);
-          const live = d.rs_deleted !== null && d.rs_deleted === 0;
-          if (d.payload === null && !live) {
-            deleteDirtyRow(db, schema, d.table_name, d.key_json); // insert+delete before any upload: a no-op
-            continue;
+  return ctx.runner.sliced(
+    function* (db) {
+      const cur = readOutbox(db);
+      if (cur.state !== 'none') return { outbox: cur, resumed: true };
+      const att = readAttachment(db);
+      const sbid = nextSourceBundleId(db, att.currentSourceId);
+      let n = 0;
+      for (const g of groups) {
+        const tables = [...ctx.ops.values()].filter((o) => o.m.order === g.order).map((o) => o.m.table);
+        for (let pos: [number, string, string] | undefined; ; ) {
+          const page = readDirtyPage(db, schema, tables, g.deletes, pos, FREEZE_PAGE_ROWS);
+          if (page.length === 0) break;
+          for (const d of page) {
+            const ops = ctx.tableOps(d.table_name);
+            const live = d.rs_deleted !== null && d.rs_deleted === 0;
+            if (d.payload === null && !live) {
+              deleteDirtyRow(db, schema, d.table_name, d.key_json); // insert+delete before any upload: a no-op
+              continue;
+            }
+            const op = d.payload !== null ? (live ? 'UPDATE' : 'INSERT') : 'DELETE';
+            const wireKey = localKeyToWire(ops.m, JSON.parse(d.key_json) as Record<string, unknown>);
+            const wirePayload =
+              d.payload === null
+                ? null
+                : JSON.stringify(localPayloadToWire(ops.m, JSON.parse(d.payload) as LocalPayload));
+            insertOutboxRow(db, schema, sbid, n++, {
+              table: d.table_name,
+              keyJson: d.key_json,
+              wireKeyJson: canonicalJson(wireKey),
+              op,
+              base: Number(d.base_row_version),
+              localPayload: d.payload,
+              wirePayload,
+            });
+            deleteDirtyRow(db, schema, d.table_name, d.key_json);
           }
-          const op = d.payload !== null ? (live ? 'UPDATE' : 'INSERT') : 'DELETE';
-          const wireKey = localKeyToWire(ops.m, JSON.parse(d.key_json) as Record<string, unknown>);
-          const wirePayload =
-            d.payload === null
-              ? null
-              : JSON.stringify(localPayloadToWire(ops.m, JSON.parse(d.payload) as LocalPayload));
-          insertOutboxRow(db, schema, sbid, n++, {
-            table: d.table_name,
-            keyJson: d.key_json,
-            wireKeyJson: canonicalJson(wireKey),
-            op,
-            base: Number(d.base_row_version),
-            localPayload: d.payload,
-            wirePayload,
-          });
-          deleteDirtyRow(db, schema, d.table_name, d.key_json);
+          const last = page[page.length - 1] as (typeof page)[number];
+          pos = [Number(last.dirty_ordinal), last.table_name, last.key_json];
+          yield;
         }
-        const last = page[page.length - 1] as (typeof page)[number];
-        pos = [Number(last.dirty_ordinal), last.table_name, last.key_json];
-        yield;
       }
-    }
-    if (n === 0) return { outbox: cur, resumed: false };
-    markOutboxPrepared(db, att, sbid, n);
-    return { outbox: readOutbox(db), resumed: false };
-  }, signal);
+      if (n === 0) return { outbox: cur, resumed: false };
+      markOutboxPrepared(db, att, sbid, n);
+      return { outbox: readOutbox(db), resumed: false };
+    },
+    signal,
+    await ctx.runner.read(countDirty, signal),
+  );
 }
 
 /**

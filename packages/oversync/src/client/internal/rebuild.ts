@@ -7,6 +7,7 @@ import { ClientError } from '../errors.js';
 import type { RebuildReport } from '../types.js';
 import { wireKeyToLocal } from './codec.js';
 import {
+  countRows,
   deleteInSlices,
   markRebuildRequired,
   type OperationState,
@@ -28,9 +29,13 @@ export async function rebuild(
   const schema = ctx.cfg.schema;
   // The gate first (an interrupted rebuild is resumed), then the stage is emptied in slices.
   await ctx.runner.tx((db) => markRebuildRequired(db), signal);
-  await ctx.runner.sliced(function* (db) {
-    yield* deleteInSlices(db, '_sync_snapshot_stage', ['snapshot_id', 'row_ordinal']);
-  }, signal);
+  await ctx.runner.sliced(
+    function* (db) {
+      yield* deleteInSlices(db, '_sync_snapshot_stage', ['snapshot_id', 'row_ordinal']);
+    },
+    signal,
+    await ctx.runner.read((db) => countRows(db, '_sync_snapshot_stage'), signal),
+  );
   const t = ctx.remote;
   const body: Record<string, unknown> = {};
   if (plan.rotateTo) {
@@ -91,25 +96,29 @@ export async function rebuild(
       }
       const base = after;
       // One transaction per page, in slices (a 5,000-row page is longer than one event-loop turn).
-      await ctx.runner.sliced(function* (db) {
-        for (let i = 0; i < rows.length; i++) {
-          const r = rows[i] as (typeof rows)[number];
-          const ops = ctx.checkRow(r.schema, r.table);
-          if (r.row_version <= 0 || r.payload === null || typeof r.payload !== 'object') {
-            throw protocolError('snapshot row is malformed');
+      await ctx.runner.sliced(
+        function* (db) {
+          for (let i = 0; i < rows.length; i++) {
+            const r = rows[i] as (typeof rows)[number];
+            const ops = ctx.checkRow(r.schema, r.table);
+            if (r.row_version <= 0 || r.payload === null || typeof r.payload !== 'object') {
+              throw protocolError('snapshot row is malformed');
+            }
+            const key = wireKeyToLocal(ops.m, r.key);
+            stageSnapshotRow(db, ops.m, keyJsonFromParams(ops.m), {
+              snapshotId: sid,
+              ordinal: base + i + 1,
+              schema,
+              keyText: key.text,
+              version: r.row_version,
+              payload: JSON.stringify(r.payload),
+            });
+            if (i % 50 === 49) yield;
           }
-          const key = wireKeyToLocal(ops.m, r.key);
-          stageSnapshotRow(db, ops.m, keyJsonFromParams(ops.m), {
-            snapshotId: sid,
-            ordinal: base + i + 1,
-            schema,
-            keyText: key.text,
-            version: r.row_version,
-            payload: JSON.stringify(r.payload),
-          });
-          if (i % 50 === 49) yield;
-        }
-      }, signal);
+        },
+        signal,
+        rows.length,
+      );
       after += rows.length;
       ctx.hooks.progress({ ...download, done: after });
       if (!chunk.has_more) break;

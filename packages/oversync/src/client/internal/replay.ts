@@ -12,6 +12,7 @@ import { replayEquivalent, wireKeyToLocal } from './codec.js';
 import { recordConflict } from './conflict-log.js';
 import {
   beginApply,
+  countRows,
   deleteInSlices,
   endApplySliced,
   finishReplay,
@@ -53,10 +54,14 @@ export async function fetchAndReplay(
   signal?: AbortSignal,
 ): Promise<number> {
   const seq = meta.bundleSeq;
-  const clearStage = () =>
-    ctx.runner.sliced(function* (db) {
-      yield* deleteInSlices(db, '_sync_push_stage', ['bundle_seq', 'row_ordinal']);
-    }, signal);
+  const clearStage = async () =>
+    ctx.runner.sliced(
+      function* (db) {
+        yield* deleteInSlices(db, '_sync_push_stage', ['bundle_seq', 'row_ordinal']);
+      },
+      signal,
+      await ctx.runner.read((db) => countRows(db, '_sync_push_stage'), signal),
+    );
   await clearStage();
   const hash = createHash('sha256').update('[');
   let after = -1;
@@ -90,39 +95,43 @@ export async function fetchAndReplay(
       pending.catch(() => undefined);
     }
     const base = after + 1;
-    await ctx.runner.sliced(function* (db) {
-      for (let i = 0; i < pr.length; i++) {
-        const r = pr[i] as BundleRow;
-        if (r.row_version <= 0 || !WIRE_OPS.has(r.op) || (r.op !== 'DELETE' && r.payload === undefined)) {
-          throw protocolError('committed bundle row is malformed');
+    await ctx.runner.sliced(
+      function* (db) {
+        for (let i = 0; i < pr.length; i++) {
+          const r = pr[i] as BundleRow;
+          if (r.row_version <= 0 || !WIRE_OPS.has(r.op) || (r.op !== 'DELETE' && r.payload === undefined)) {
+            throw protocolError('committed bundle row is malformed');
+          }
+          // canonical JSON of the row object is, by definition, the bundle hash input's element
+          // (hashed here, inside the slices: canonical JSON of a whole page is longer than a turn)
+          const el = canonicalJson({
+            key: r.key,
+            op: r.op,
+            payload: r.op === 'DELETE' || r.payload === undefined ? null : r.payload,
+            row_ordinal: base + i,
+            row_version: r.row_version,
+            schema: r.schema,
+            table: r.table,
+          });
+          hash.update(base + i > 0 ? `,${el}` : el);
+          const ops = ctx.checkRow(r.schema, r.table);
+          const key = wireKeyToLocal(ops.m, r.key);
+          stagePushRow(db, keyJsonFromParams(ops.m), {
+            bundleSeq: seq,
+            ordinal: base + i,
+            schema: r.schema,
+            table: r.table,
+            keyText: key.text,
+            op: r.op,
+            version: r.row_version,
+            payload: r.op === 'DELETE' || r.payload === undefined ? null : JSON.stringify(r.payload),
+          });
+          if (i % 50 === 49) yield;
         }
-        // canonical JSON of the row object is, by definition, the bundle hash input's element
-        // (hashed here, inside the slices: canonical JSON of a whole page is longer than a turn)
-        const el = canonicalJson({
-          key: r.key,
-          op: r.op,
-          payload: r.op === 'DELETE' || r.payload === undefined ? null : r.payload,
-          row_ordinal: base + i,
-          row_version: r.row_version,
-          schema: r.schema,
-          table: r.table,
-        });
-        hash.update(base + i > 0 ? `,${el}` : el);
-        const ops = ctx.checkRow(r.schema, r.table);
-        const key = wireKeyToLocal(ops.m, r.key);
-        stagePushRow(db, keyJsonFromParams(ops.m), {
-          bundleSeq: seq,
-          ordinal: base + i,
-          schema: r.schema,
-          table: r.table,
-          keyText: key.text,
-          op: r.op,
-          version: r.row_version,
-          payload: r.op === 'DELETE' || r.payload === undefined ? null : JSON.stringify(r.payload),
-        });
-        if (i % 50 === 49) yield;
-      }
-    }, signal);
+      },
+      signal,
+      pr.length,
+    );
     after += pr.length;
     if (!page.has_more) break;
   }
@@ -212,138 +221,142 @@ async function replay(
   const schema = ctx.cfg.schema;
   const tables = new Set<string>();
   const seq = meta.bundleSeq;
-  const lastSeen = await ctx.runner.sliced(function* (db) {
-    if (meta.needsProof) yield* proveCarried(db, seq);
-    beginApply(db, ctx.fk, schema);
-    const frozenOf = (table: string, keyJson: string) =>
-      stmt(
-        db,
-        `SELECT row_ordinal, table_name, key_json, wire_key_json, op, base_row_version, local_payload
-         FROM _sync_outbox_rows WHERE table_name = ? AND key_json = ?`,
-      ).get(table, keyJson) as FrozenRow | undefined;
-    const progress = { phase: 'push' as const, stage: 'apply' as const, total: count };
-    let done = 0;
-    ctx.hooks.progress({ ...progress, done });
-    for (let after = -1; ; ) {
-      const page = stmt(
-        db,
-        `SELECT row_ordinal, schema_name, table_name, key_json, op, row_version, payload FROM _sync_push_stage
-         WHERE bundle_seq = ? AND row_ordinal > ? ORDER BY row_ordinal LIMIT ${REPLAY_PAGE_ROWS}`,
-      ).all(seq, after) as Array<{
-        row_ordinal: number;
-        schema_name: string;
-        table_name: string;
-        key_json: string;
-        op: string;
-        row_version: number;
-        payload: string | null;
-      }>;
-      if (page.length === 0) break;
-      for (const [i, s] of page.entries()) {
-        // a row costs several lookups and writes: a page of them is longer than one slice
-        if (i % 25 === 24) yield;
-        const ops = ctx.checkRow(s.schema_name, s.table_name);
-        tables.add(s.table_name);
-        const key = keyFromJson(ops, s.key_json);
-        const v = Number(s.row_version);
-        const c = {
-          op: s.op,
-          row_version: v,
-          ...(s.payload === null ? {} : { payload: JSON.parse(s.payload) as unknown }),
-        };
-        const u = frozenOf(s.table_name, s.key_json);
-        const rs = ops.rowState(db, key.text);
-        if (rs && rs.version >= v) continue; // a newer version was applied already
-        if (!u) {
-          applyServerRow(db, ops, key, c);
-          continue;
-        }
-        const d = ops.dirty(db, key.text);
-        const keyJson = s.key_json;
-        if (u.op !== 'DELETE' && c.op === 'DELETE') {
-          // The server's own cascade (of another row of this bundle) removed the row we wrote.
-          if (d)
-            ops.setRowState(db, key.text, v, true); // edited since the freeze: pushed again
-          else {
-            recordServerCascade(ctx, db, ops, u, v);
-            applyServerRow(db, ops, key, c);
-          }
-          continue;
-        }
-        // A row waiting in the stash for its parent is still the device's row.
-        const live = ops.localRow(db, key.bind, keyJson);
-        if (u.op === 'DELETE') {
-          if (live) {
-            ops.setRowState(db, key.text, v, true);
-            requeueDirty(db, schema, s.table_name, keyJson, JSON.stringify(live), v, true);
-          } else {
-            applyServerRow(db, ops, key, c);
-          }
-          continue;
-        }
-        const localPayload = u.local_payload === null ? null : (JSON.parse(u.local_payload) as unknown);
-        if (!live) {
-          ops.setRowState(db, key.text, v, false);
-          requeueDirty(db, schema, s.table_name, keyJson, null, v, true);
-          continue;
-        }
-        const dirtyMatches =
-          d !== undefined &&
-          d.op === u.op &&
-          d.payload !== null &&
-          replayEquivalent(JSON.parse(d.payload) as unknown, localPayload);
-        const liveMatches = replayEquivalent(live, localPayload);
-        if ((d !== undefined && !dirtyMatches) || !liveMatches) {
-          ops.setRowState(db, key.text, v, false);
-          requeueDirty(db, schema, s.table_name, keyJson, JSON.stringify(live), v, true);
-          continue;
-        }
-        applyServerRow(db, ops, key, c);
-      }
-      done += page.length;
-      after = Number(page[page.length - 1]?.row_ordinal);
-      ctx.hooks.progress({ ...progress, done });
-      yield;
-    }
-    // An uploaded upsert with no committed row: the server inserted it and its own cascade
-    // removed it again in the same commit (the net change is nothing). Follow the server.
-    // Checked over windows of REPLAY_PAGE_ROWS outbox ordinals (not LIMIT over the matches: when
-    // nothing matches, which is the usual case, one such query scans the whole outbox at once).
-    const lastOrdinal = Number(
-      (
+  const lastSeen = await ctx.runner.sliced(
+    function* (db) {
+      if (meta.needsProof) yield* proveCarried(db, seq);
+      beginApply(db, ctx.fk, schema);
+      const frozenOf = (table: string, keyJson: string) =>
         stmt(
           db,
-          `SELECT max(row_ordinal) AS m FROM _sync_outbox_rows WHERE source_bundle_id = (${OUTBOX_SBID})`,
-        ).get() as { m: number | null }
-      ).m ?? -1,
-    );
-    for (let after = -1; after < lastOrdinal; after += REPLAY_PAGE_ROWS) {
-      const page = stmt(
-        db,
-        `SELECT o.row_ordinal, o.table_name, o.key_json, o.wire_key_json, o.op, o.base_row_version, o.local_payload
+          `SELECT row_ordinal, table_name, key_json, wire_key_json, op, base_row_version, local_payload
+         FROM _sync_outbox_rows WHERE table_name = ? AND key_json = ?`,
+        ).get(table, keyJson) as FrozenRow | undefined;
+      const progress = { phase: 'push' as const, stage: 'apply' as const, total: count };
+      let done = 0;
+      ctx.hooks.progress({ ...progress, done });
+      for (let after = -1; ; ) {
+        const page = stmt(
+          db,
+          `SELECT row_ordinal, schema_name, table_name, key_json, op, row_version, payload FROM _sync_push_stage
+         WHERE bundle_seq = ? AND row_ordinal > ? ORDER BY row_ordinal LIMIT ${REPLAY_PAGE_ROWS}`,
+        ).all(seq, after) as Array<{
+          row_ordinal: number;
+          schema_name: string;
+          table_name: string;
+          key_json: string;
+          op: string;
+          row_version: number;
+          payload: string | null;
+        }>;
+        if (page.length === 0) break;
+        for (const [i, s] of page.entries()) {
+          // a row costs several lookups and writes: a page of them is longer than one slice
+          if (i % 25 === 24) yield;
+          const ops = ctx.checkRow(s.schema_name, s.table_name);
+          tables.add(s.table_name);
+          const key = keyFromJson(ops, s.key_json);
+          const v = Number(s.row_version);
+          const c = {
+            op: s.op,
+            row_version: v,
+            ...(s.payload === null ? {} : { payload: JSON.parse(s.payload) as unknown }),
+          };
+          const u = frozenOf(s.table_name, s.key_json);
+          const rs = ops.rowState(db, key.text);
+          if (rs && rs.version >= v) continue; // a newer version was applied already
+          if (!u) {
+            applyServerRow(db, ops, key, c);
+            continue;
+          }
+          const d = ops.dirty(db, key.text);
+          const keyJson = s.key_json;
+          if (u.op !== 'DELETE' && c.op === 'DELETE') {
+            // The server's own cascade (of another row of this bundle) removed the row we wrote.
+            if (d)
+              ops.setRowState(db, key.text, v, true); // edited since the freeze: pushed again
+            else {
+              recordServerCascade(ctx, db, ops, u, v);
+              applyServerRow(db, ops, key, c);
+            }
+            continue;
+          }
+          // A row waiting in the stash for its parent is still the device's row.
+          const live = ops.localRow(db, key.bind, keyJson);
+          if (u.op === 'DELETE') {
+            if (live) {
+              ops.setRowState(db, key.text, v, true);
+              requeueDirty(db, schema, s.table_name, keyJson, JSON.stringify(live), v, true);
+            } else {
+              applyServerRow(db, ops, key, c);
+            }
+            continue;
+          }
+          const localPayload = u.local_payload === null ? null : (JSON.parse(u.local_payload) as unknown);
+          if (!live) {
+            ops.setRowState(db, key.text, v, false);
+            requeueDirty(db, schema, s.table_name, keyJson, null, v, true);
+            continue;
+          }
+          const dirtyMatches =
+            d !== undefined &&
+            d.op === u.op &&
+            d.payload !== null &&
+            replayEquivalent(JSON.parse(d.payload) as unknown, localPayload);
+          const liveMatches = replayEquivalent(live, localPayload);
+          if ((d !== undefined && !dirtyMatches) || !liveMatches) {
+            ops.setRowState(db, key.text, v, false);
+            requeueDirty(db, schema, s.table_name, keyJson, JSON.stringify(live), v, true);
+            continue;
+          }
+          applyServerRow(db, ops, key, c);
+        }
+        done += page.length;
+        after = Number(page[page.length - 1]?.row_ordinal);
+        ctx.hooks.progress({ ...progress, done });
+        yield;
+      }
+      // An uploaded upsert with no committed row: the server inserted it and its own cascade
+      // removed it again in the same commit (the net change is nothing). Follow the server.
+      // Checked over windows of REPLAY_PAGE_ROWS outbox ordinals (not LIMIT over the matches: when
+      // nothing matches, which is the usual case, one such query scans the whole outbox at once).
+      const lastOrdinal = Number(
+        (
+          stmt(
+            db,
+            `SELECT max(row_ordinal) AS m FROM _sync_outbox_rows WHERE source_bundle_id = (${OUTBOX_SBID})`,
+          ).get() as { m: number | null }
+        ).m ?? -1,
+      );
+      for (let after = -1; after < lastOrdinal; after += REPLAY_PAGE_ROWS) {
+        const page = stmt(
+          db,
+          `SELECT o.row_ordinal, o.table_name, o.key_json, o.wire_key_json, o.op, o.base_row_version, o.local_payload
          FROM _sync_outbox_rows o
          WHERE o.source_bundle_id = (${OUTBOX_SBID}) AND o.row_ordinal > ? AND o.row_ordinal <= ?
            AND o.op <> 'DELETE' AND NOT EXISTS (
            SELECT 1 FROM _sync_push_stage s WHERE s.bundle_seq = ? AND s.table_name = o.table_name AND s.key_json = o.key_json)
          ORDER BY o.row_ordinal`,
-      ).all(after, after + REPLAY_PAGE_ROWS, seq) as FrozenRow[];
-      for (const u of page) {
-        const ops = ctx.ops.get(u.table_name);
-        if (!ops) continue;
-        const key = keyFromJson(ops, u.key_json);
-        if (ops.dirty(db, key.text)) continue; // edited since the freeze: pushed again
-        recordServerCascade(ctx, db, ops, u, seq);
-        ops.delete(db, key.bind);
+        ).all(after, after + REPLAY_PAGE_ROWS, seq) as FrozenRow[];
+        for (const u of page) {
+          const ops = ctx.ops.get(u.table_name);
+          if (!ops) continue;
+          const key = keyFromJson(ops, u.key_json);
+          if (ops.dirty(db, key.text)) continue; // edited since the freeze: pushed again
+          recordServerCascade(ctx, db, ops, u, seq);
+          ops.delete(db, key.bind);
+        }
+        yield;
       }
-      yield;
-    }
-    // the outbox and the stage are emptied in slices before the bookkeeping below
-    yield* deleteInSlices(db, '_sync_outbox_rows', ['source_bundle_id', 'row_ordinal']);
-    yield* deleteInSlices(db, '_sync_push_stage', ['bundle_seq', 'row_ordinal']);
-    const seen = finishReplay(db, meta);
-    yield* endApplySliced(db);
-    return seen;
-  }, signal);
+      // the outbox and the stage are emptied in slices before the bookkeeping below
+      yield* deleteInSlices(db, '_sync_outbox_rows', ['source_bundle_id', 'row_ordinal']);
+      yield* deleteInSlices(db, '_sync_push_stage', ['bundle_seq', 'row_ordinal']);
+      const seen = finishReplay(db, meta);
+      yield* endApplySliced(db);
+      return seen;
+    },
+    signal,
+    count,
+  );
   ctx.hooks.applied({
     kind: 'replay',
     tables: [...tables],

@@ -102,105 +102,109 @@ export async function applySnapshot(
   const schema = ctx.cfg.schema;
   let rotated: string | undefined;
   const tables = ctx.models.map((m) => m.table);
-  await ctx.runner.sliced(function* (db) {
-    const att = readAttachment(db);
-    if (att.bindingState !== 'attached' && !plan.bindUser) {
-      throw new ClientError('OVERSYNC_CLIENT_ATTACH_REQUIRED', 'snapshot apply needs an attached binding');
-    }
-    beginApply(db);
-    // Local intents to carry over: an uncommitted outbox first, newer dirty rows over it.
-    type Intent = { table: string; keyJson: string; base: number; payload: string | null };
-    const intents = new Map<string, Intent>();
-    if (plan.preserve !== 'none') {
-      const ob = readOutbox(db);
-      if (!(ob.state === 'committed_remote' || plan.dropCommittedOutbox)) {
-        for (const r of readFrozenRows(db)) {
-          intents.set(`${r.table_name}\u0000${r.key_json}`, {
+  await ctx.runner.sliced(
+    function* (db) {
+      const att = readAttachment(db);
+      if (att.bindingState !== 'attached' && !plan.bindUser) {
+        throw new ClientError('OVERSYNC_CLIENT_ATTACH_REQUIRED', 'snapshot apply needs an attached binding');
+      }
+      beginApply(db);
+      // Local intents to carry over: an uncommitted outbox first, newer dirty rows over it.
+      type Intent = { table: string; keyJson: string; base: number; payload: string | null };
+      const intents = new Map<string, Intent>();
+      if (plan.preserve !== 'none') {
+        const ob = readOutbox(db);
+        if (!(ob.state === 'committed_remote' || plan.dropCommittedOutbox)) {
+          for (const r of readFrozenRows(db)) {
+            intents.set(`${r.table_name}\u0000${r.key_json}`, {
+              table: String(r.table_name),
+              keyJson: String(r.key_json),
+              base: Number(r.base_row_version),
+              payload: (r.local_payload as string | null) ?? null,
+            });
+          }
+        }
+        for (const r of listDirtyIntents(db)) {
+          const k = `${r.table_name}\u0000${r.key_json}`;
+          const prev = intents.get(k);
+          intents.set(k, {
             table: String(r.table_name),
             keyJson: String(r.key_json),
-            base: Number(r.base_row_version),
-            payload: (r.local_payload as string | null) ?? null,
+            base: prev ? prev.base : Number(r.base_row_version),
+            payload: (r.payload as string | null) ?? null,
           });
         }
       }
-      for (const r of listDirtyIntents(db)) {
-        const k = `${r.table_name}\u0000${r.key_json}`;
-        const prev = intents.get(k);
-        intents.set(k, {
-          table: String(r.table_name),
-          keyJson: String(r.key_json),
-          base: prev ? prev.base : Number(r.base_row_version),
-          payload: (r.payload as string | null) ?? null,
-        });
+      const managed = managedTables(db, schema);
+      for (const t of new Set([...managed.filter((x) => ctx.ops.has(x)), ...tables])) {
+        const ops = ctx.ops.get(t);
+        // the table's rows go in slices (its capture triggers rule out SQLite's fast truncate)
+        if (ops)
+          yield* deleteInSlices(
+            db,
+            t,
+            ops.m.keyColumns.map((c) => c.name),
+          );
+        else db.exec(`DELETE FROM ${quoteIdent(t)}`);
       }
-    }
-    const managed = managedTables(db, schema);
-    for (const t of new Set([...managed.filter((x) => ctx.ops.has(x)), ...tables])) {
-      const ops = ctx.ops.get(t);
-      // the table's rows go in slices (its capture triggers rule out SQLite's fast truncate)
-      if (ops)
-        yield* deleteInSlices(
-          db,
-          t,
-          ops.m.keyColumns.map((c) => c.name),
+      if (plan.preserve === 'none') recordDiscarded(ctx, db);
+      yield* clearForSnapshot(db, schema);
+      let n = 0;
+      // Tables whose columns all convert inside SQLite are applied set-based (one INSERT … SELECT
+      // per slice of ordinals); the others row by row. Each slice of the stage is dropped once
+      // applied, so the stage never needs one long DELETE.
+      const setBased = [...ctx.ops.values()].filter((o) => o.setBased);
+      const skip = setBased.map((o) => o.m.table);
+      const apply = { phase: plan.phase, stage: 'apply' as const, total: rowCount };
+      ctx.hooks.progress({ ...apply, done: 0 });
+      for (let after = 0; after < rowCount; after += APPLY_SLICE_ROWS) {
+        const to = after + APPLY_SLICE_ROWS;
+        for (const o of setBased) n += o.applyStagedSet(db, sid, after, to);
+        for (const [i, r] of stagedRange(db, sid, after, to, skip).entries()) {
+          if (i % 50 === 49) yield; // row by row, 1,000 rows are longer than one slice
+          ctx.tableOps(r.table_name).upsertWire(db, JSON.parse(r.payload) as unknown);
+          setRowStateLive(db, schema, r.table_name, r.key_json, r.row_version);
+          n++;
+        }
+        dropStagedRange(db, sid, after, to);
+        ctx.hooks.progress({ ...apply, done: n });
+        yield;
+      }
+      if (n !== rowCount)
+        throw protocolError('staged snapshot row count does not match', { expected: rowCount, got: n });
+      // Re-apply the carried-over intents locally and queue them again; an intent whose parent is
+      // not in the snapshot waits in the stash (its push then gets a foreign_key conflict).
+      trackForeignKeys(db, ctx.fk, schema);
+      for (const i of intents.values()) {
+        const ops = ctx.ops.get(i.table);
+        if (!ops) continue;
+        const keyObj = JSON.parse(i.keyJson) as Record<string, unknown>;
+        const bind = ops.m.keyColumns.map((c) =>
+          c.isBlob ? Buffer.from(String(keyObj[c.key]), 'hex') : (keyObj[c.key] as unknown),
         );
-      else db.exec(`DELETE FROM ${quoteIdent(t)}`);
-    }
-    if (plan.preserve === 'none') recordDiscarded(ctx, db);
-    yield* clearForSnapshot(db, schema);
-    let n = 0;
-    // Tables whose columns all convert inside SQLite are applied set-based (one INSERT … SELECT
-    // per slice of ordinals); the others row by row. Each slice of the stage is dropped once
-    // applied, so the stage never needs one long DELETE.
-    const setBased = [...ctx.ops.values()].filter((o) => o.setBased);
-    const skip = setBased.map((o) => o.m.table);
-    const apply = { phase: plan.phase, stage: 'apply' as const, total: rowCount };
-    ctx.hooks.progress({ ...apply, done: 0 });
-    for (let after = 0; after < rowCount; after += APPLY_SLICE_ROWS) {
-      const to = after + APPLY_SLICE_ROWS;
-      for (const o of setBased) n += o.applyStagedSet(db, sid, after, to);
-      for (const [i, r] of stagedRange(db, sid, after, to, skip).entries()) {
-        if (i % 50 === 49) yield; // row by row, 1,000 rows are longer than one slice
-        ctx.tableOps(r.table_name).upsertWire(db, JSON.parse(r.payload) as unknown);
-        setRowStateLive(db, schema, r.table_name, r.key_json, r.row_version);
-        n++;
+        if (i.payload === null) ops.delete(db, bind);
+        else ops.upsertLocal(db, JSON.parse(i.payload) as LocalPayload);
+        const rs = rowVersionOf(db, schema, i.table, i.keyJson);
+        const base = plan.preserve === 'rebase' ? (rs ?? 0) : i.base;
+        if (i.payload === null && rs === undefined && plan.preserve === 'rebase') continue;
+        requeueDirty(db, schema, i.table, i.keyJson, i.payload, base, true);
       }
-      dropStagedRange(db, sid, after, to);
-      ctx.hooks.progress({ ...apply, done: n });
-      yield;
-    }
-    if (n !== rowCount)
-      throw protocolError('staged snapshot row count does not match', { expected: rowCount, got: n });
-    // Re-apply the carried-over intents locally and queue them again; an intent whose parent is
-    // not in the snapshot waits in the stash (its push then gets a foreign_key conflict).
-    trackForeignKeys(db, ctx.fk, schema);
-    for (const i of intents.values()) {
-      const ops = ctx.ops.get(i.table);
-      if (!ops) continue;
-      const keyObj = JSON.parse(i.keyJson) as Record<string, unknown>;
-      const bind = ops.m.keyColumns.map((c) =>
-        c.isBlob ? Buffer.from(String(keyObj[c.key]), 'hex') : (keyObj[c.key] as unknown),
-      );
-      if (i.payload === null) ops.delete(db, bind);
-      else ops.upsertLocal(db, JSON.parse(i.payload) as LocalPayload);
-      const rs = rowVersionOf(db, schema, i.table, i.keyJson);
-      const base = plan.preserve === 'rebase' ? (rs ?? 0) : i.base;
-      if (i.payload === null && rs === undefined && plan.preserve === 'rebase') continue;
-      requeueDirty(db, schema, i.table, i.keyJson, i.payload, base, true);
-    }
-    let sourceId = att.currentSourceId;
-    if (plan.rotateTo) {
-      const next = plan.rotateTo.newSourceId;
-      rotateSource(db, sourceId, next);
-      sourceId = next;
-      rotated = next;
-    }
-    finishSnapshot(db, { sourceId, bundleSeq, bindUser: plan.bindUser });
-    if (plan.advanceSourceFloor) raiseSourceFloor(db, sourceId, plan.advanceSourceFloor);
-    if (plan.clearOperation) setOperation(db, { kind: 'none' });
-    clearSnapshotStage(db);
-    yield* endApplySliced(db);
-  }, signal);
+      let sourceId = att.currentSourceId;
+      if (plan.rotateTo) {
+        const next = plan.rotateTo.newSourceId;
+        rotateSource(db, sourceId, next);
+        sourceId = next;
+        rotated = next;
+      }
+      finishSnapshot(db, { sourceId, bundleSeq, bindUser: plan.bindUser });
+      if (plan.advanceSourceFloor) raiseSourceFloor(db, sourceId, plan.advanceSourceFloor);
+      if (plan.clearOperation) setOperation(db, { kind: 'none' });
+      clearSnapshotStage(db);
+      yield* endApplySliced(db);
+    },
+    signal,
+    rowCount,
+  );
   ctx.hooks.applied({ kind: 'snapshot', tables, rows: rowCount, lastBundleSeqSeen: bundleSeq });
   return rotated;
 }

@@ -13,6 +13,25 @@ export const SLICE_BUDGET_MS = 12;
 const APPLY_CACHE_KIB = 2000;
 /** The apply connection is closed after this long without use. */
 const APPLY_CONNECTION_IDLE_MS = 2_000;
+/**
+ * Work announced at this many rows or fewer runs as one transaction on the app's connection (a
+ * few milliseconds): only larger work takes the apply connection and its slices, so an app write
+ * can only meet a held write lock during a large hydrate, recover or push.
+ */
+export const SMALL_WORK_ROWS = 1_000;
+
+/**
+ * Sets the busy timeout of the app's connection to 0 and returns what restores it (see
+ * `TxRunner.sliced`).
+ */
+function failFastWhileLocked(db: SqliteDb): () => void {
+  const before = Number(db.pragma('busy_timeout', { simple: true }));
+  if (!(before > 0)) return () => {};
+  db.pragma('busy_timeout = 0');
+  return () => {
+    if (db.open) db.pragma(`busy_timeout = ${before}`);
+  };
+}
 
 /** Runs a generator to its end at once (the one-transaction fallback). */
 function drain<T>(it: Generator<unknown, T, undefined>): T {
@@ -182,14 +201,24 @@ export class TxRunner {
    * bundle, and a crash before COMMIT leaves the previous state. After a long transaction the
    * WAL is checkpointed in a worker thread. Elsewhere (coordinator, in-memory or non-WAL
    * database, a transaction left open on the app's connection) the generator runs to its end in
-   * one `tx`, as before.
+   * one `tx`, as before, and so does work whose caller announces at most `SMALL_WORK_ROWS` rows.
+   *
+   * While the slices hold the write lock, the app's connection has a busy timeout of 0 (restored
+   * at the end): an app write on it cannot succeed before COMMIT (the apply connection cannot move
+   * on while the thread waits), so it fails at once with `SQLITE_BUSY` instead of blocking the
+   * thread for the whole busy timeout first.
    */
-  async sliced<T>(fn: (db: SqliteDb) => Generator<unknown, T, undefined>, signal?: AbortSignal): Promise<T> {
+  async sliced<T>(
+    fn: (db: SqliteDb) => Generator<unknown, T, undefined>,
+    signal?: AbortSignal,
+    rows?: number,
+  ): Promise<T> {
     if (signal?.aborted) throw aborted(signal);
-    const side = this.#applyConnection();
+    const side = rows !== undefined && rows <= SMALL_WORK_ROWS ? undefined : this.#applyConnection();
     if (!side) return this.tx((db) => drain(fn(db)), signal);
     this.#inFlight++;
     let slices = 0;
+    let restoreBusy: (() => void) | undefined;
     try {
       side.exec('BEGIN IMMEDIATE');
       let value: T;
@@ -203,6 +232,7 @@ export class TxRunner {
             break;
           }
           if (performance.now() - t0 >= SLICE_BUDGET_MS) {
+            restoreBusy ??= failFastWhileLocked(this.db);
             await yieldToLoop();
             slices++;
             if (signal?.aborted) throw aborted(signal);
@@ -221,9 +251,12 @@ export class TxRunner {
       this.#checkpointer ??= new Checkpointer(side.name);
       await this.#checkpointer.ready;
       side.exec('COMMIT');
+      restoreBusy?.();
+      restoreBusy = undefined;
       await this.#checkpointer.run();
       return value;
     } finally {
+      restoreBusy?.();
       this.#inFlight--;
       this.#releaseApplyConnection();
     }
