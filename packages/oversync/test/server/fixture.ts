@@ -77,9 +77,13 @@ export interface Fixture {
   close(): Promise<void>;
 }
 
-export async function createFixture(
-  opts: { service?: Partial<SyncServiceOptions>; schemaSql?: string; bodyLimit?: number } = {},
-): Promise<Fixture> {
+export interface FixtureOptions {
+  service?: Partial<SyncServiceOptions>;
+  schemaSql?: string;
+  bodyLimit?: number;
+}
+
+export async function createFixture(opts: FixtureOptions = {}): Promise<Fixture> {
   const db = await createTestDatabase({ prefix: 'oversync' });
   const cluster = createCluster({ primary: { connectionString: db.url, options: '-c TimeZone=UTC' } });
   await cluster.exec(opts.schemaSql ?? BUSINESS_SCHEMA_SQL);
@@ -109,6 +113,44 @@ export async function createFixture(
       await service.close();
       await cluster.close();
       await db.drop();
+    },
+  };
+}
+
+/** A test file's one fixture, created by `start()` (the file's beforeAll). */
+export interface SharedFixture extends Fixture {
+  start(): Promise<void>;
+}
+
+/**
+ * One fixture for a whole test file, usable at module level before it exists:
+ * `const fx = sharedFixture(opts); beforeAll(fx.start); afterAll(fx.close);`. Its fields read the
+ * fixture `start()` created; `close()` closes it if there is one.
+ */
+export function sharedFixture(opts: FixtureOptions = {}): SharedFixture {
+  let fx: Fixture | undefined;
+  const created = () => {
+    if (!fx) throw new Error('sharedFixture: the fixture is created by start() in beforeAll');
+    return fx;
+  };
+  return {
+    get db() {
+      return created().db;
+    },
+    get cluster() {
+      return created().cluster;
+    },
+    get service() {
+      return created().service;
+    },
+    get app() {
+      return created().app;
+    },
+    async start() {
+      fx = await createFixture(opts);
+    },
+    async close() {
+      await fx?.close();
     },
   };
 }

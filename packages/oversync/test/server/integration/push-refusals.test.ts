@@ -8,13 +8,12 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
   BUSINESS_SCHEMA_SQL,
-  createFixture,
   Device,
   deleteRow,
   emptyScopeDevice,
-  type Fixture,
   insertRow,
   randomUUID,
+  sharedFixture,
   userRow,
 } from '../fixture.js';
 
@@ -27,13 +26,9 @@ ALTER TABLE business.posts ADD CONSTRAINT posts_author_id_fkey FOREIGN KEY (_syn
   REFERENCES business.users (_sync_scope_id, id) ON DELETE RESTRICT DEFERRABLE INITIALLY DEFERRED;
 `;
 
-let fx: Fixture;
-beforeAll(async () => {
-  fx = await createFixture({ schemaSql: SCHEMA_SQL });
-});
-afterAll(async () => {
-  await fx?.close();
-});
+const fx = sharedFixture({ schemaSql: SCHEMA_SQL });
+beforeAll(fx.start);
+afterAll(fx.close);
 
 const device = (userId?: string) => emptyScopeDevice(fx.app, userId);
 

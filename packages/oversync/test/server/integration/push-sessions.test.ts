@@ -1,23 +1,18 @@
 import { computeBundleHash } from '@x/oversync/server';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
-  createFixture,
   Device,
   deleteRow,
   emptyScopeDevice,
-  type Fixture,
   insertRow,
   randomUUID,
+  sharedFixture,
   userRow,
 } from '../fixture.js';
 
-let fx: Fixture;
-beforeAll(async () => {
-  fx = await createFixture({ service: { limits: { maxRowsPerPushChunk: 50 } } });
-});
-afterAll(async () => {
-  await fx?.close();
-});
+const fx = sharedFixture({ service: { limits: { maxRowsPerPushChunk: 50 } } });
+beforeAll(fx.start);
+afterAll(fx.close);
 
 const device = (userId?: string) => emptyScopeDevice(fx.app, userId);
 async function count(sql: string, params: unknown[] = []) {
@@ -26,6 +21,16 @@ async function count(sql: string, params: unknown[] = []) {
 }
 async function create(d: Device, sbid: number, planned: number) {
   return d.json('POST', '/sync/push-sessions', { source_bundle_id: sbid, planned_row_count: planned });
+}
+/** `d` uploads a chunk to session `id`, commits it and deletes it: what each request answered. */
+async function chunkCommitDelete(d: Device, id: string) {
+  const chunk = await d.json('POST', `/sync/push-sessions/${id}/chunks`, {
+    start_row_ordinal: 0,
+    rows: [userRow(randomUUID(), 'x')],
+  });
+  const commit = await d.json('POST', `/sync/push-sessions/${id}/commit`);
+  const del = await d.json('DELETE', `/sync/push-sessions/${id}`);
+  return { chunk, commit: commit.status, delete: del.status };
 }
 
 describe('create', () => {
@@ -220,13 +225,11 @@ describe('chunks', () => {
     const b = await device();
     const { body } = await create(a, 1, 1);
     const id = body['push_id'] as string;
-    const chunk = await b.json('POST', `/sync/push-sessions/${id}/chunks`, {
-      start_row_ordinal: 0,
-      rows: [userRow(randomUUID(), 'b')],
+    expect(await chunkCommitDelete(b, id)).toMatchObject({
+      chunk: { status: 403, body: { error: 'push_session_forbidden' } },
+      commit: 403,
+      delete: 403,
     });
-    expect(chunk).toMatchObject({ status: 403, body: { error: 'push_session_forbidden' } });
-    expect((await b.json('POST', `/sync/push-sessions/${id}/commit`)).status).toBe(403);
-    expect((await b.json('DELETE', `/sync/push-sessions/${id}`)).status).toBe(403);
   });
 
   test('TTL: an expired session answers 410 until a later create cleans it up, then 404', async () => {
@@ -237,13 +240,11 @@ describe('chunks', () => {
       "UPDATE sync.push_sessions SET expires_at = now() - interval '1 second' WHERE push_id = $1",
       [id],
     );
-    const chunk = await d.json('POST', `/sync/push-sessions/${id}/chunks`, {
-      start_row_ordinal: 0,
-      rows: [userRow(randomUUID(), 'x')],
+    expect(await chunkCommitDelete(d, id)).toMatchObject({
+      chunk: { status: 410, body: { error: 'push_session_expired' } },
+      commit: 410,
+      delete: 410,
     });
-    expect(chunk).toMatchObject({ status: 410, body: { error: 'push_session_expired' } });
-    expect((await d.json('POST', `/sync/push-sessions/${id}/commit`)).status).toBe(410);
-    expect((await d.json('DELETE', `/sync/push-sessions/${id}`)).status).toBe(410);
     await create(await device(), 1, 1); // any user's create runs the global cleanup
     expect((await d.json('DELETE', `/sync/push-sessions/${id}`)).status).toBe(404);
   });

@@ -4,19 +4,15 @@ import {
   createFixture,
   Device,
   deleteRow,
-  type Fixture,
   insertRow,
   randomUUID,
+  sharedFixture,
   userRow,
 } from '../fixture.js';
 
-let fx: Fixture;
-beforeAll(async () => {
-  fx = await createFixture({ service: { limits: { maxRowsPerSnapshotSession: 6 } } });
-});
-afterAll(async () => {
-  await fx?.close();
-});
+const fx = sharedFixture({ service: { limits: { maxRowsPerSnapshotSession: 6 } } });
+beforeAll(fx.start);
+afterAll(fx.close);
 
 async function device(source?: string) {
   const d = new Device(fx.app, `s-${randomUUID()}`, source);
