@@ -8,23 +8,19 @@
 import { randomUUID } from 'node:crypto';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { spawnNode, startPostgres, tempDir } from '@x/testkit';
+import { spawnNode, tempDir } from '@x/testkit';
 import { type BenchResult, reportBench } from '@x/testkit/bench';
-import pg from 'pg';
 import { openDevice } from '../test/client/helpers/device.js';
 import { startTestServer } from '../test/client/helpers/server.js';
+import { benchDatabase } from './setup.js';
 
 const SCALE = process.env.X_BENCH_SCALE === '1';
 const HYDRATE = SCALE ? [100_000, 300_000, 1_000_000] : [100_000];
 const PUSH = SCALE ? [50_000, 200_000] : [50_000];
 
-const cluster = await startPostgres({ replicas: 0 });
-const admin = new pg.Client({ connectionString: cluster.primary.url });
-await admin.connect();
-await admin.query('CREATE DATABASE oversync_client_responsive');
-await admin.end();
+const { pgCluster: cluster, url } = await benchDatabase('oversync_client_responsive');
 const server = await startTestServer({
-  database: { url: cluster.primary.urlFor('oversync_client_responsive') },
+  database: { url },
   createSchema: true,
   retainedBundlesPerUser: 100_000,
 });

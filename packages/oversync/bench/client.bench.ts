@@ -6,21 +6,16 @@
 //   sees a row another device committed; baseline = an explicit pull issued right after the commit.
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { spawnNode, startPostgres, tempDir } from '@x/testkit';
+import { spawnNode, tempDir } from '@x/testkit';
 import { latencyPercentiles, reportBench } from '@x/testkit/bench';
-import pg from 'pg';
 import { type Device, openDevice } from '../test/client/helpers/device.js';
 import { startTestServer } from '../test/client/helpers/server.js';
+import { benchDatabase } from './setup.js';
 
 const HYDRATE_ROWS = Number(process.env.HYDRATE_ROWS ?? 100_000);
 const LATENCY_ROUNDS = Number(process.env.LATENCY_ROUNDS ?? 100);
 
-const cluster = await startPostgres({ replicas: 0 });
-const admin = new pg.Client({ connectionString: cluster.primary.url });
-await admin.connect();
-await admin.query('CREATE DATABASE oversync_client_bench');
-await admin.end();
-const dbUrl = cluster.primary.urlFor('oversync_client_bench');
+const { pgCluster: cluster, url: dbUrl } = await benchDatabase('oversync_client_bench');
 const server = await startTestServer({
   database: { url: dbUrl },
   createSchema: true,

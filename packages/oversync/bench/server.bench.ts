@@ -85,6 +85,17 @@ async function plainInsert(scope: string, rows: ReturnType<typeof rowsFor>): Pro
   return performance.now() - t0;
 }
 
+/** The baseline of pull and snapshot: a plain SELECT of `user`'s rows, encoded to JSON; its ms. */
+async function selectJson(user: string): Promise<number> {
+  const t0 = performance.now();
+  const sel = await db.query<Record<string, unknown>>(
+    'SELECT id, name, email, created_at, updated_at FROM business.users WHERE _sync_scope_id = $1',
+    [user],
+  );
+  JSON.stringify(sel.rows);
+  return performance.now() - t0;
+}
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const pushMs: number[] = [];
 const insertMs: number[] = [];
@@ -100,19 +111,14 @@ for (let round = 0; round <= ROUNDS; round++) {
   if (round > 0) insertMs.push(insertTook);
   if (round > 0) pushMs.push(pushTook);
 
-  let t0 = performance.now();
+  const t0 = performance.now();
   const pulled = await call(user, 'GET', '/sync/pull?after_bundle_seq=0');
   if (round > 0) pullMs.push(performance.now() - t0);
   const got = (pulled['bundles'] as Array<{ rows: unknown[] }>)[0]!.rows.length;
   if (got !== ROWS) throw new Error(`pulled ${got} rows, expected ${ROWS}`);
 
-  t0 = performance.now();
-  const sel = await db.query<Record<string, unknown>>(
-    'SELECT id, name, email, created_at, updated_at FROM business.users WHERE _sync_scope_id = $1',
-    [user],
-  );
-  JSON.stringify(sel.rows);
-  if (round > 0) selectMs.push(performance.now() - t0);
+  const selectTook = await selectJson(user);
+  if (round > 0) selectMs.push(selectTook);
 }
 
 log('push/pull done');
@@ -131,7 +137,7 @@ const snapSelectMs: number[] = [];
 // Round 0 is an untimed warm-up of both sides: the first reader of freshly written rows sets their
 // hint bits (writes every page), and whichever ran first would pay for the other.
 for (let round = 0; round <= SNAPSHOT_ROUNDS; round++) {
-  let t0 = performance.now();
+  const t0 = performance.now();
   const snap = await call(snapUser, 'POST', '/sync/snapshot-sessions');
   let got = 0;
   for (let after = 0; ; ) {
@@ -146,13 +152,8 @@ for (let round = 0; round <= SNAPSHOT_ROUNDS; round++) {
   }
   if (round > 0) snapMs.push(performance.now() - t0);
   if (got !== SNAPSHOT_ROWS) throw new Error(`snapshot returned ${got} rows`);
-  t0 = performance.now();
-  const sel = await db.query<Record<string, unknown>>(
-    'SELECT id, name, email, created_at, updated_at FROM business.users WHERE _sync_scope_id = $1',
-    [snapUser],
-  );
-  JSON.stringify(sel.rows);
-  if (round > 0) snapSelectMs.push(performance.now() - t0);
+  const selectTook = await selectJson(snapUser);
+  if (round > 0) snapSelectMs.push(selectTook);
 }
 
 log('snapshot done');

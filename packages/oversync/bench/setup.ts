@@ -1,5 +1,6 @@
-// What the server benches share: a private embedded PostgreSQL with a fresh database, the parent's
-// side of bench/server-child.ts's line protocol, and a user's HTTP requests to that server.
+// What the benches share: a private embedded PostgreSQL with a fresh database; for the server
+// benches also the parent's side of bench/server-child.ts's line protocol, a user's HTTP requests
+// to that server and the multi-row INSERT of their plain baselines.
 import { join } from 'node:path';
 import { spawnNode, startPostgres } from '@x/testkit';
 import pg from 'pg';
