@@ -89,7 +89,7 @@ for (const pkg of selected) {
   }
 }
 
-const rows = [['package', 'name', 'value', 'unit', 'baseline', 'ratio']];
+const rows = [['package', 'name', 'value', 'unit', 'baseline', 'ratio', 'load (1 5 15 min)']];
 for (const dir of ran) {
   const file = path.join(resultsDir, `${dir}.json`);
   if (!fs.existsSync(file)) {
@@ -105,6 +105,7 @@ for (const dir of ran) {
       r.unit,
       r.baseline ? `${r.baseline.name} = ${r.baseline.value}` : '-',
       r.ratio === null || r.ratio === undefined ? '-' : `${r.ratio}x`,
+      Array.isArray(r.load) ? r.load.join(' ') : '-',
     ]);
   }
 }

@@ -5,7 +5,7 @@
 
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { TestkitError } from '../errors.js';
@@ -26,11 +26,13 @@ export interface BenchRecord {
   unit: string;
   baseline: { name: string; value: number } | null;
   ratio: number | null;
+  /** The machine's load average (1, 5, 15 min) when the figure was reported. */
+  load?: number[];
 }
 
 export interface BenchFile {
   package: string;
-  machine: { cpus: number; memory: number; node: string };
+  machine: { cpus: number; memory: number; node: string; load?: number[] };
   results: BenchRecord[];
 }
 
@@ -73,7 +75,12 @@ function round(n: number): number {
 }
 
 export function machineInfo(): BenchFile['machine'] {
-  return { cpus: cpus().length, memory: totalmem(), node: process.version };
+  return { cpus: cpus().length, memory: totalmem(), node: process.version, load: loadNow() };
+}
+
+/** The load average (1, 5, 15 min), two decimals: printed and stored beside every figure. */
+export function loadNow(): number[] {
+  return loadavg().map((l) => Math.round(l * 100) / 100);
 }
 
 /** A text table of results (also used by scripts/bench.mjs). */
@@ -126,12 +133,14 @@ export async function reportBench(packageDir: string, results: BenchResult[]): P
       );
     }
   }
+  const load = loadNow();
   const records: BenchRecord[] = results.map((r) => ({
     name: r.name,
     value: round(r.value),
     unit: r.unit,
     baseline: r.baseline ? { name: r.baseline.name, value: round(r.baseline.value) } : null,
     ratio: benchRatio(r),
+    load,
   }));
   const path = benchResultsPath(packageDir);
   let previous: BenchRecord[] = [];
@@ -148,7 +157,7 @@ export async function reportBench(packageDir: string, results: BenchResult[]): P
   const tmp = `${path}.${process.pid}.tmp`;
   await writeFile(tmp, `${JSON.stringify(file, null, 2)}\n`);
   await rename(tmp, path);
-  process.stdout.write(`\n${packageDir}\n${formatBenchTable(records)}\n`);
+  process.stdout.write(`\n${packageDir} (load average ${load.join(' ')})\n${formatBenchTable(records)}\n`);
 }
 
 const throughputOptions = z.strictObject({

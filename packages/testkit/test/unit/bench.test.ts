@@ -97,11 +97,27 @@ describe('reportBench', () => {
       cpus: expect.any(Number),
       memory: expect.any(Number),
       node: process.version,
+      load: [expect.any(Number), expect.any(Number), expect.any(Number)],
     });
+    const load = [expect.any(Number), expect.any(Number), expect.any(Number)];
     expect(file.results).toEqual([
-      { name: 'x-per-sec', value: 200, unit: 'ops/s', baseline: { name: 'y-per-sec', value: 100 }, ratio: 2 },
-      { name: 'solo', value: 1, unit: 'ms', baseline: null, ratio: null },
-      { name: 'lat-p99-ms', value: 2, unit: 'ms', baseline: { name: 'base-p99-ms', value: 1 }, ratio: 0.5 },
+      {
+        name: 'x-per-sec',
+        value: 200,
+        unit: 'ops/s',
+        baseline: { name: 'y-per-sec', value: 100 },
+        ratio: 2,
+        load,
+      },
+      { name: 'solo', value: 1, unit: 'ms', baseline: null, ratio: null, load },
+      {
+        name: 'lat-p99-ms',
+        value: 2,
+        unit: 'ms',
+        baseline: { name: 'base-p99-ms', value: 1 },
+        ratio: 0.5,
+        load,
+      },
     ]);
   });
 
