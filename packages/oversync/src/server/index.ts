@@ -4,6 +4,11 @@
  */
 export * from '../shared/index.js';
 export type { Actor } from './actor.js';
+export {
+  BACKEND_WRITE_SCOPE_CHANGE_SQLSTATE,
+  BACKEND_WRITE_SOURCE_ID,
+  BACKEND_WRITE_UNATTRIBUTABLE_SQLSTATE,
+} from './backend-writes.js';
 export type { BundleChangeSubscription } from './bundle-change-subscription.js';
 export type { SyncDatabase, SyncQuerier, SyncTxOptions } from './database.js';
 export type { DiscoveredSchema } from './discovered-schema.js';

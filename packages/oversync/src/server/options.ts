@@ -73,6 +73,12 @@ export const DEFAULT_REQUEST_STATEMENT_TIMEOUT_MS = 5_000;
  */
 export const DEFAULT_SYNC_KEY_COLUMNS: readonly string[] = Object.freeze(['id']);
 
+/**
+ * Default `registeredTables[].backendWrites`: off, so a write to a registered table without the
+ * service's bundle API is refused (`write to registered table … requires oversync sync bundle context`).
+ */
+export const DEFAULT_BACKEND_WRITES = false;
+
 /** Per-stage timing of a hot path (only pull emits, as in the reference). */
 export interface StageTiming {
   operation: string;
@@ -124,6 +130,13 @@ const registeredTableSchema = z
     table: z.string().min(1),
     /** The one column (uuid or text) keying the table's rows in the protocol (default `['id']`). */
     syncKeyColumns: z.array(z.string()).default(() => [...DEFAULT_SYNC_KEY_COLUMNS]),
+    /**
+     * Backend writes that sync (default {@link DEFAULT_BACKEND_WRITES}, off): an ordinary transaction
+     * from any SQL client that writes this table's rows without the service's bundle API becomes one
+     * committed bundle per affected scope (`_sync_scope_id`) at COMMIT. Off, such writes are refused
+     * as before. Opt in every table an FK cascade reaches from an opted-in one.
+     */
+    backendWrites: z.boolean().default(DEFAULT_BACKEND_WRITES),
   })
   .strict()
   .superRefine((t, ctx) => {

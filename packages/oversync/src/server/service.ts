@@ -215,6 +215,13 @@ export class SyncServiceImpl implements SyncService {
       this.options.dependencyOverrides,
       this.logger,
       opts.signal,
+      {
+        notifyChannel: this.options.bundleChangeWatch.enabled
+          ? this.options.bundleChangeWatch.notifyChannel
+          : undefined,
+        retainedBundlesPerUser: this.options.limits.retainedBundlesPerUser,
+        retentionPruneBatchSize: this.options.limits.retentionPruneBatchSize,
+      },
     ).then(
       (t) => {
         this.#topology = t;

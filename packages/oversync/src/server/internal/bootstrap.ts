@@ -3,9 +3,17 @@ import type { SyncDatabase, SyncQuerier } from '../database.js';
 import type { DiscoveredSchema } from '../discovered-schema.js';
 import { SyncServerError, UnsupportedSchemaError } from '../errors.js';
 import type { SyncLogger } from '../options.js';
+import {
+  BACKEND_WRITES_SQL,
+  type BackendWriteSettings,
+  backendCommitTriggerSql,
+} from './backend-writes-sql.js';
 import { quoteIdent, quoteLiteral } from './db.js';
 import { PUSH_STORAGE_SQL } from './push-sql.js';
 import {
+  BACKEND_TRIGGER_ARG,
+  CAPTURE_BACKEND_DELETE_TRIGGER,
+  CAPTURE_BACKEND_UPDATE_TRIGGER,
   CAPTURE_INSERT_TRIGGER,
   CAPTURE_TRIGGER,
   CREATE_SYNC_SCHEMA_SQL,
@@ -35,6 +43,8 @@ export interface TableInfo {
   /** Every column except `_sync_scope_id`, with its `udt_name`. */
   readonly columns: ReadonlyMap<string, string>;
   readonly byteaColumns: ReadonlySet<string>;
+  /** Opted in to backend writes (`backendWrites: true`): writes without bundle context sync at commit. */
+  readonly backendWrites: boolean;
 }
 
 export interface Topology {
@@ -48,6 +58,7 @@ export interface RegisteredTableInput {
   readonly schema: string;
   readonly table: string;
   readonly syncKeyColumns: readonly string[];
+  readonly backendWrites?: boolean;
 }
 
 interface NormalizedTable {
@@ -55,6 +66,7 @@ interface NormalizedTable {
   table: string;
   name: string;
   keyColumn: string;
+  backendWrites: boolean;
 }
 
 export function normalizeRegisteredTables(tables: readonly RegisteredTableInput[]): NormalizedTable[] {
@@ -77,7 +89,7 @@ export function normalizeRegisteredTables(tables: readonly RegisteredTableInput[
     if (keyColumn === SCOPE_COLUMN) {
       throw new UnsupportedSchemaError(`registered table ${name} cannot use ${SCOPE_COLUMN} as its sync key`);
     }
-    out.push({ schema, table, name, keyColumn });
+    out.push({ schema, table, name, keyColumn, backendWrites: t.backendWrites === true });
   }
   return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
@@ -162,6 +174,7 @@ async function loadTableInfo(q: SyncQuerier, t: NormalizedTable, tableId: number
     keyKind: keyType === 'uuid' ? KEY_KIND_UUID : KEY_KIND_TEXT,
     columns,
     byteaColumns,
+    backendWrites: t.backendWrites,
   };
 }
 
@@ -403,28 +416,58 @@ async function initOrValidateSyncSchema(q: SyncQuerier, tables: readonly TableIn
   }
 }
 
-async function installTriggers(q: SyncQuerier, tables: readonly TableInfo[]): Promise<void> {
+async function installTriggers(
+  q: SyncQuerier,
+  tables: readonly TableInfo[],
+  backend: BackendWriteSettings,
+): Promise<void> {
+  await q.query(BACKEND_WRITES_SQL);
+  await q.query(backendCommitTriggerSql(backend, quoteLiteral));
   await q.query(TRIGGER_FUNCTIONS_SQL);
   for (const t of tables) {
     await q.query(`DROP TRIGGER IF EXISTS ${CAPTURE_TRIGGER} ON ${t.qualified}`);
     await q.query(`DROP TRIGGER IF EXISTS ${CAPTURE_INSERT_TRIGGER} ON ${t.qualified}`);
     await q.query(`DROP TRIGGER IF EXISTS ${OWNER_GUARD_TRIGGER} ON ${t.qualified}`);
     await q.query(`DROP TRIGGER IF EXISTS ${OWNER_GUARD_INSERT_TRIGGER} ON ${t.qualified}`);
+    await q.query(`DROP TRIGGER IF EXISTS ${CAPTURE_BACKEND_UPDATE_TRIGGER} ON ${t.qualified}`);
+    await q.query(`DROP TRIGGER IF EXISTS ${CAPTURE_BACKEND_DELETE_TRIGGER} ON ${t.qualified}`);
+    // Tables opted in to backend writes pass BACKEND_TRIGGER_ARG to the guard and the captures.
+    const guardArgs = t.backendWrites ? quoteLiteral(BACKEND_TRIGGER_ARG) : '';
     await q.query(
       `CREATE TRIGGER ${OWNER_GUARD_TRIGGER} BEFORE UPDATE OR DELETE ON ${t.qualified}
-       FOR EACH ROW EXECUTE FUNCTION sync.enforce_registered_row_owner()`,
+       FOR EACH ROW EXECUTE FUNCTION sync.enforce_registered_row_owner(${guardArgs})`,
     );
     await q.query(
       `CREATE TRIGGER ${OWNER_GUARD_INSERT_TRIGGER} BEFORE INSERT ON ${t.qualified} FOR EACH ROW
        WHEN (coalesce(NEW.${SCOPE_COLUMN}, '') = ''
              OR NEW.${SCOPE_COLUMN} IS DISTINCT FROM current_setting('oversync.bundle_user_id', true))
-       EXECUTE FUNCTION sync.enforce_registered_row_owner()`,
+       EXECUTE FUNCTION sync.enforce_registered_row_owner(${guardArgs})`,
     );
-    const args = [t.keyColumn, String(t.keyKind), String(t.tableId)].map(quoteLiteral).join(', ');
+    const args = [
+      t.keyColumn,
+      String(t.keyKind),
+      String(t.tableId),
+      t.backendWrites ? BACKEND_TRIGGER_ARG : '',
+    ]
+      .map(quoteLiteral)
+      .join(', ');
     await q.query(
-      `CREATE TRIGGER ${CAPTURE_TRIGGER} AFTER UPDATE OR DELETE ON ${t.qualified}
-       FOR EACH ROW EXECUTE FUNCTION sync.capture_registered_row_change(${args})`,
+      `CREATE TRIGGER ${CAPTURE_TRIGGER} AFTER UPDATE OR DELETE ON ${t.qualified} FOR EACH ROW
+       ${t.backendWrites ? "WHEN (coalesce(current_setting('oversync.bundle_user_id', true), '') <> '')" : ''}
+       EXECUTE FUNCTION sync.capture_registered_row_change(${args})`,
     );
+    if (t.backendWrites) {
+      await q.query(
+        `CREATE TRIGGER ${CAPTURE_BACKEND_UPDATE_TRIGGER} AFTER UPDATE ON ${t.qualified}
+         REFERENCING OLD TABLE AS oversync_old_rows NEW TABLE AS oversync_new_rows
+         FOR EACH STATEMENT EXECUTE FUNCTION sync.capture_backend_change(${args})`,
+      );
+      await q.query(
+        `CREATE TRIGGER ${CAPTURE_BACKEND_DELETE_TRIGGER} AFTER DELETE ON ${t.qualified}
+         REFERENCING OLD TABLE AS oversync_old_rows
+         FOR EACH STATEMENT EXECUTE FUNCTION sync.capture_backend_change(${args})`,
+      );
+    }
     await q.query(
       `CREATE TRIGGER ${CAPTURE_INSERT_TRIGGER} AFTER INSERT ON ${t.qualified}
        REFERENCING NEW TABLE AS oversync_new_rows
@@ -444,6 +487,7 @@ export async function bootstrapTopology(
   overrides: Readonly<Record<string, readonly string[]>>,
   logger: SyncLogger,
   signal: AbortSignal | undefined,
+  backend: BackendWriteSettings,
 ): Promise<Topology> {
   const normalized = normalizeRegisteredTables(registered);
   const run = () =>
@@ -460,7 +504,7 @@ export async function bootstrapTopology(
         await initOrValidateSyncSchema(tx, tables);
         await tx.query(SNAPSHOT_STORAGE_SQL);
         await tx.query(PUSH_STORAGE_SQL);
-        await installTriggers(tx, tables);
+        await installTriggers(tx, tables, backend);
         return { tables, byName, byId: new Map(tables.map((t) => [t.tableId, t])), discovered };
       },
       signal ? { signal, maxAttempts: 3 } : { maxAttempts: 3 },

@@ -17,6 +17,7 @@
  * before this keep their logged tables, which behave the same.
  */
 
+import { BACKEND_WRITE_SCOPE_CHANGE_SQLSTATE } from '../backend-writes.js';
 import { type Cascade, cascadeSql } from './cascade-sql.js';
 
 /** The snapshot session cascade as fresh installs create it; snapshot-sql.ts adds the block table. */
@@ -42,6 +43,13 @@ export const OWNER_GUARD_INSERT_TRIGGER = 'oversync_bundle_owner_guard_insert';
 /** Row-level capture of UPDATE and DELETE (an UPDATE that changes the key becomes DELETE + INSERT). */
 export const CAPTURE_TRIGGER = 'oversync_bundle_capture_row';
 /**
+ * Statement-level capture of a backend UPDATE (tables opted in to backend writes only), through
+ * its transition tables; the row-level capture of such tables fires only with a bundle context.
+ */
+export const CAPTURE_BACKEND_UPDATE_TRIGGER = 'oversync_backend_capture_update';
+/** Statement-level capture of a backend DELETE (tables opted in to backend writes only). */
+export const CAPTURE_BACKEND_DELETE_TRIGGER = 'oversync_backend_capture_delete';
+/**
  * Statement-level capture of INSERT through a transition table: one set-based insert into the
  * capture stage per statement instead of one per row (rows keep the statement's insertion order).
  */
@@ -52,6 +60,9 @@ export const CAPTURE_INSERT_TRIGGER = 'oversync_bundle_capture_insert';
  * statements the commit captures itself through `RETURNING` (see capture_registered_insert).
  */
 export const DIRECT_INSERT_TABLES_GUC = 'oversync.bundle_direct_insert_tables';
+
+/** Trigger argument marking a registered table opted in to backend writes (`backendWrites: true`). */
+export const BACKEND_TRIGGER_ARG = 'backend';
 
 export const OP_INSERT = 1;
 export const OP_UPDATE = 2;
@@ -269,6 +280,32 @@ DECLARE
   bundle_user TEXT := current_setting('oversync.bundle_user_id', true);
 BEGIN
   IF bundle_user IS NULL OR bundle_user = '' THEN
+    -- A backend write (table opted in, TG_ARGV[0] = 'backend'): attribute the row to its scope
+    -- before the row is written (see backend-writes-sql.ts); the cached scope costs no call.
+    IF TG_ARGV[0] = '${BACKEND_TRIGGER_ARG}' THEN
+      IF TG_OP = 'INSERT' THEN
+        IF coalesce(NEW._sync_scope_id, '') = ''
+           OR NEW._sync_scope_id IS DISTINCT FROM current_setting('oversync.backend_scope_id', true) THEN
+          PERFORM sync.backend_write_scope(NEW._sync_scope_id, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        END IF;
+        RETURN NEW;
+      END IF;
+      IF TG_OP = 'UPDATE' AND NEW._sync_scope_id IS DISTINCT FROM OLD._sync_scope_id THEN
+        PERFORM nextval('sync.rejected_registered_write_seq');
+        RAISE EXCEPTION 'oversync: backend write may not change _sync_scope_id on registered table %.%',
+          quote_ident(TG_TABLE_SCHEMA), quote_ident(TG_TABLE_NAME)
+          USING ERRCODE = '${BACKEND_WRITE_SCOPE_CHANGE_SQLSTATE}',
+                HINT = 'delete the row from the old scope and insert it into the new one';
+      END IF;
+      IF coalesce(OLD._sync_scope_id, '') = ''
+         OR OLD._sync_scope_id IS DISTINCT FROM current_setting('oversync.backend_scope_id', true) THEN
+        PERFORM sync.backend_write_scope(OLD._sync_scope_id, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+      END IF;
+      IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+      END IF;
+      RETURN NEW;
+    END IF;
     PERFORM nextval('sync.rejected_registered_write_seq');
     RAISE EXCEPTION 'write to registered table %.% requires oversync sync bundle context',
       quote_ident(TG_TABLE_SCHEMA), quote_ident(TG_TABLE_NAME) USING ERRCODE = 'P0001';
@@ -316,6 +353,8 @@ DECLARE
   new_key BYTEA;
   old_key BYTEA;
 BEGIN
+  -- Tables opted in to backend writes fire this only with a bundle context (the trigger's WHEN);
+  -- their backend UPDATEs and DELETEs are staged per statement by sync.capture_backend_change.
   IF bundle_user IS NULL OR bundle_user = '' THEN
     PERFORM nextval('sync.rejected_registered_write_seq');
     RAISE EXCEPTION 'write to registered table %.% requires oversync sync bundle context',
@@ -380,9 +419,20 @@ BEGIN
     RETURN NULL;
   END IF;
   IF bundle_user IS NULL OR bundle_user = '' THEN
-    PERFORM nextval('sync.rejected_registered_write_seq');
-    RAISE EXCEPTION 'write to registered table %.% requires oversync sync bundle context',
-      quote_ident(TG_TABLE_SCHEMA), quote_ident(TG_TABLE_NAME) USING ERRCODE = 'P0001';
+    IF TG_ARGV[3] IS DISTINCT FROM '${BACKEND_TRIGGER_ARG}' THEN
+      PERFORM nextval('sync.rejected_registered_write_seq');
+      RAISE EXCEPTION 'write to registered table %.% requires oversync sync bundle context',
+        quote_ident(TG_TABLE_SCHEMA), quote_ident(TG_TABLE_NAME) USING ERRCODE = 'P0001';
+    END IF;
+    -- Backend write: the owner guard attributed every row to an initialized scope (and locked it),
+    -- so each row's user_pk is one index lookup; rows keep the statement's order.
+    INSERT INTO sync.bundle_capture_stage (txid, user_pk, table_id, op_code, key_bytes, payload_db)
+    SELECT txid_current(), (SELECT u.user_pk FROM sync.user_state u WHERE u.user_id = d.doc->>'_sync_scope_id'), tbl_id, 1,
+           CASE WHEN key_kind = 1 THEN uuid_send((d.doc->>key_column)::uuid)
+                ELSE convert_to(d.doc->>key_column, 'UTF8') END,
+           d.doc - '_sync_scope_id'
+      FROM (SELECT to_jsonb(n.*) AS doc FROM oversync_new_rows n) AS d;
+    RETURN NULL;
   END IF;
   IF bundle_pk_text IS NULL OR bundle_pk_text = '' THEN
     RAISE EXCEPTION 'oversync sync bundle context is missing user_pk' USING ERRCODE = 'P0001';
