@@ -51,10 +51,14 @@ interface Acc {
   fresh: boolean;
 }
 
+/** A committed bundle as a finalisation returns it. */
 export interface FinalizedBundle extends Bundle {
   row_count: number;
   bundle_hash: string;
 }
+
+/** What a push commit needs of the bundle it finalised. */
+export type CapturedBundle = Pick<FinalizedBundle, 'bundle_seq' | 'row_count' | 'bundle_hash'>;
 
 /** `[t0,t1,…]` from JSON texts (null ⇒ `null`). */
 export function jsonArrayOf(texts: readonly (string | null)[]): string {
@@ -67,10 +71,9 @@ function ordinalOf(text: string): number {
   return n;
 }
 
-/** Canonical wire payload text of a captured `to_jsonb(row) - scope` text (§11.6), and its value. */
-function wirePayloadOf(info: TableInfo, dbText: string): { text: string; value: Record<string, unknown> } {
-  const value = toWirePayload(info, JSON.parse(dbText) as Record<string, unknown>);
-  return { text: canonicalJson(value), value };
+/** Canonical wire payload text of a captured `to_jsonb(row) - scope` text (§11.6). */
+function wirePayloadOf(info: TableInfo, dbText: string): string {
+  return canonicalJson(toWirePayload(info, JSON.parse(dbText) as Record<string, unknown>));
 }
 
 /** Allocates the user's next bundle_seq (the user_state row lock makes it gapless per user). */
@@ -103,10 +106,67 @@ export async function notifyBundle(
 }
 
 /**
- * Finalises the bundle captured in the current transaction for `userPk`: the stage's events plus
- * `direct` ones, normalised per row and ordered by capture ordinal. Returns null when no
- * business-table effect remains (nothing is written and no bundle_seq is consumed). `rows` of the
- * result (with parsed payloads) are built only when `withRows` is set.
+ * The bundle captured in the current transaction for `userPk`, finalised by the database's
+ * `sync.finalize_captured_bundle` (backend-writes-sql.ts), the one finalisation that backend writes
+ * run at COMMIT: server-originated writes use it too, then read the committed rows back. Null when
+ * no business-table effect remains (nothing written, no bundle_seq consumed).
+ */
+export async function finalizeCapturedBundleSql(
+  tx: SyncQuerier,
+  topology: Topology,
+  userPk: string,
+  source: { sourceId: string; sourceBundleId: number },
+  notifyChannel: string | undefined,
+): Promise<FinalizedBundle | null> {
+  const f = await tx.query<{ seq: string | null }>(
+    'SELECT sync.finalize_captured_bundle($1, $2, $3, $4)::text AS seq',
+    [userPk, source.sourceId, source.sourceBundleId, notifyChannel ?? null],
+  );
+  const seq = f.rows[0]?.seq;
+  if (seq === null || seq === undefined) return null;
+  const bundleSeq = Number(seq);
+  const r = await tx.query<{
+    hash: string;
+    table_id: number;
+    key_bytes: Buffer;
+    op_code: number;
+    payload: string | null;
+  }>(
+    `SELECT encode(l.bundle_hash, 'hex') AS hash, r.table_id, r.key_bytes, r.op_code, r.payload_wire::text AS payload
+       FROM sync.bundle_log l JOIN sync.bundle_rows r ON r.user_pk = l.user_pk AND r.bundle_seq = l.bundle_seq
+      WHERE l.user_pk = $1 AND l.bundle_seq = $2 ORDER BY r.row_ordinal`,
+    [userPk, bundleSeq],
+  );
+  const rows = r.rows.map((x): BundleRow => {
+    const info = topology.byId.get(x.table_id);
+    if (!info) throw new Error(`committed row for unknown table_id ${x.table_id}`);
+    const row: BundleRow = {
+      schema: info.schema,
+      table: info.table,
+      key: { [info.keyColumn]: keyStringOf(info, x.key_bytes) },
+      op: opName(x.op_code),
+      row_version: bundleSeq,
+    };
+    if (x.payload !== null) row.payload = JSON.parse(x.payload) as Record<string, unknown>;
+    return row;
+  });
+  return {
+    bundle_seq: bundleSeq,
+    source_id: source.sourceId,
+    source_bundle_id: source.sourceBundleId,
+    row_count: rows.length,
+    bundle_hash: r.rows[0]!.hash,
+    rows,
+  };
+}
+
+/**
+ * Finalises the bundle a push commit captured in the current transaction for `userPk`: the
+ * stage's events plus `direct` ones (INSERTs the commit recorded from RETURNING), normalised per
+ * row and ordered by capture ordinal, as `sync.finalize_captured_bundle` does for the stage alone.
+ * Returns null when no business-table effect remains (nothing is written and no bundle_seq is
+ * consumed). Pushes keep this TypeScript finalisation: it merges the direct INSERT events and
+ * canonicalises payloads in JS, where the SQL one costs more per row (see the README).
  */
 export async function finalizeCapturedBundle(
   tx: SyncQuerier,
@@ -114,8 +174,8 @@ export async function finalizeCapturedBundle(
   userPk: string,
   source: { sourceId: string; sourceBundleId: number },
   notifyChannel: string | undefined,
-  opts: { direct?: readonly DirectInsertEvent[]; withRows?: boolean } = {},
-): Promise<FinalizedBundle | null> {
+  opts: { direct?: readonly DirectInsertEvent[] } = {},
+): Promise<CapturedBundle | null> {
   const stage = await tx.query<StageRow>(
     `SELECT capture_ordinal::text AS ord, table_id, op_code, key_bytes, payload_db::text AS payload
        FROM sync.bundle_capture_stage WHERE txid = txid_current() AND user_pk = $1 ORDER BY capture_ordinal`,
@@ -189,7 +249,6 @@ export async function finalizeCapturedBundle(
   const bundleSeq = await allocateBundleSeq(tx, userPk);
 
   const hashRows: HashableBundleRow[] = [];
-  const rows: BundleRow[] = [];
   const payloadTexts: (string | null)[] = [];
   const tableIds: number[] = [];
   const keys: string[] = [];
@@ -200,23 +259,12 @@ export async function finalizeCapturedBundle(
   const otherTables: number[] = [];
   const otherKeys: string[] = [];
   const otherOps: number[] = [];
-  const withRows = opts.withRows === true;
   for (const { acc, op } of normalized) {
     const info = acc.info;
     const key: SyncKey = { [info.keyColumn]: acc.keyString };
     const opText = opName(op);
-    let value: Record<string, unknown> | undefined;
     let text: string | null = null;
-    if (op !== OP_DELETE) {
-      if (acc.lastCanonical) {
-        text = acc.lastPayload!;
-        if (withRows) value = JSON.parse(text) as Record<string, unknown>;
-      } else {
-        const w = wirePayloadOf(info, acc.lastPayload!);
-        text = w.text;
-        value = w.value;
-      }
-    }
+    if (op !== OP_DELETE) text = acc.lastCanonical ? acc.lastPayload! : wirePayloadOf(info, acc.lastPayload!);
     payloadTexts.push(text);
     hashRows.push({
       schema: info.schema,
@@ -226,17 +274,6 @@ export async function finalizeCapturedBundle(
       row_version: bundleSeq,
       payload: text === null ? null : PAYLOAD_PRESENT,
     });
-    if (withRows) {
-      const row: BundleRow = {
-        schema: info.schema,
-        table: info.table,
-        key,
-        op: opText,
-        row_version: bundleSeq,
-      };
-      if (value !== undefined) row.payload = value;
-      rows.push(row);
-    }
     tableIds.push(info.tableId);
     const keyHex = acc.keyHex ?? keyHexOf(info, acc.keyString);
     keys.push(keyHex);
@@ -295,12 +332,5 @@ export async function finalizeCapturedBundle(
       userPk,
     ]);
   }
-  return {
-    bundle_seq: bundleSeq,
-    source_id: source.sourceId,
-    source_bundle_id: source.sourceBundleId,
-    row_count: normalized.length,
-    bundle_hash: hash.hex,
-    rows,
-  };
+  return { bundle_seq: bundleSeq, row_count: normalized.length, bundle_hash: hash.hex };
 }

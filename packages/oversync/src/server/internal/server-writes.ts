@@ -4,7 +4,7 @@ import type { Actor } from '../actor.js';
 import type { SyncQuerier } from '../database.js';
 import { SyncServerError, wireError } from '../errors.js';
 import type { BundleSource, BundleWriteFn, ScopeWriteResult } from '../server-writes.js';
-import { finalizeCapturedBundle } from './capture.js';
+import { finalizeCapturedBundleSql } from './capture.js';
 import { type OpOptions, type ServiceContext, txOpts } from './context.js';
 import { SCOPE_INITIALIZING, SCOPE_UNINITIALIZED } from './schema-sql.js';
 import {
@@ -48,19 +48,10 @@ async function bundleCore(
     initializationId: '',
   });
   await fn(tx);
-  const bundle = await finalizeCapturedBundle(tx, ctx.topology, userPk, source, ctx.notifyChannel, {
-    withRows: true,
-  });
+  const bundle = await finalizeCapturedBundleSql(tx, ctx.topology, userPk, source, ctx.notifyChannel);
   if (bundle) {
     await activateSourceAndRetain(tx, userPk, source.sourceId, source.sourceBundleId, ctx.options.limits);
-    return {
-      bundle_seq: bundle.bundle_seq,
-      source_id: bundle.source_id,
-      source_bundle_id: bundle.source_bundle_id,
-      row_count: bundle.row_count,
-      bundle_hash: bundle.bundle_hash,
-      rows: bundle.rows,
-    };
+    return bundle;
   }
   return null;
 }
