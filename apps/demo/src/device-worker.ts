@@ -334,7 +334,7 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
     o.mode === 'auto'
       ? setInterval(() => {
           void (async () => {
-            const sync = client === null ? null : await client.status();
+            const sync = client === null ? null : await client.readStatus();
             const snapshot = {
               t: Date.now(),
               label: o.label,
@@ -427,7 +427,7 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
           role: proxy.role,
           epoch: proxy.epoch,
           metrics: proxy.metrics(),
-          sync: client === null ? null : await client.status(),
+          sync: client === null ? null : await client.readStatus(),
           conflicts,
           syncTransactions: proxy.metrics().methods[EXCLUSIVE_METRICS_KEY]?.ok ?? 0,
         };

@@ -50,6 +50,11 @@ export const DEFAULT_WATCH_MODE = 'off';
  */
 export const DEFAULT_WATCH_FALLBACK_INTERVAL_MS = 60_000;
 /**
+ * Default `throttleMs` of a live query (`client.watch()`, `watchQuery()`), in milliseconds (30):
+ * after a change, the query re-runs once this long later, for every change made meanwhile.
+ */
+export const DEFAULT_LIVE_QUERY_THROTTLE_MS = 30;
+/**
  * Default `durability`: `normal`, the durability asked of a write coordinator for the client's transactions
  * (`full`: each commit durable once it resolves, under `synchronous = FULL`).
  */

@@ -4,6 +4,7 @@ import type {
   AppliedEvent,
   AttachResult,
   ClientEvents,
+  ClientStatus,
   ConflictQuery,
   ConflictRecord,
   DetachResult,
@@ -14,6 +15,9 @@ import type {
   SyncReport,
   SyncStatus,
   SyncThenDetachResult,
+  WatchHandlers,
+  WatchOptions,
+  WatchParams,
 } from './types.js';
 
 /** The client's counters since creation ({@link SyncClient.metrics}). */
@@ -67,8 +71,17 @@ export interface SyncClient {
   sync(opts?: OpOptions): Promise<SyncReport>;
   /** Rebuilds the local state from a server snapshot, keeping unpushed intents; rotates the source id in source recovery. */
   rebuild(opts?: OpOptions): Promise<RebuildReport>;
-  /** Where the client stands: authority, pending rows, last bundle seen, identity, recovery flags. */
-  status(opts?: OpOptions): Promise<SyncStatus>;
+  /**
+   * The live sync state (connected, uploading, downloading, pending changes, last push and pull,
+   * last error): one object for the client's lifetime, updated in place; each change also emits a
+   * `status` event with it. See {@link ClientStatus}.
+   */
+  readonly status: ClientStatus;
+  /**
+   * Where the client stands, as stored in the database: authority, pending rows, last bundle seen,
+   * identity, recovery flags (a read; `status` is the live view).
+   */
+  readStatus(opts?: OpOptions): Promise<SyncStatus>;
   /** What is not yet on the server, and whether it blocks `detach()`. */
   pendingStatus(opts?: OpOptions): Promise<PendingStatus>;
   /**
@@ -82,8 +95,37 @@ export interface SyncClient {
   start(opts?: OpOptions): void;
   /** Stops the background loops started by `start()` and waits for them. */
   stop(): Promise<void>;
-  /** Wakes the background uploader now (e.g. after an app write). */
-  notifyLocalChange(): void;
+  /**
+   * Tells the client the app wrote: wakes the background uploader, recounts `status.pendingChanges`
+   * and re-runs the live queries that read `tables` (every live query when `tables` is omitted).
+   * Writes on the client's own connection (the database or the coordinator given as `writer`) are
+   * noticed without it; call it after writes made on another connection to the same file.
+   */
+  notifyLocalChange(tables?: readonly string[]): void;
+  /**
+   * A live query: the rows of the read-only statement `sql` (bound to `params`) now, and again
+   * after every change to a table it reads (found by SQLite from the statement's program: views
+   * and joins included), whether a local write, a pulled bundle, a push written back, a snapshot
+   * or a conflict resolution. Changes within `throttleMs` are served by one re-run, and a result
+   * equal to the previous one is not yielded. A slow consumer gets the newest result, not a
+   * backlog. Each `for await` runs its own query; it ends when the loop breaks (`return()`), the
+   * `signal` aborts, or the client closes, and throws when the statement is not a read-only query
+   * or a read fails.
+   */
+  watch<R = Record<string, unknown>>(
+    sql: string,
+    params?: WatchParams,
+    options?: WatchOptions,
+  ): AsyncIterable<R[]>;
+  /**
+   * The callback form of `watch()`: `onResult` gets each result, `onError` the error that ended
+   * the watch. Returns the function that ends it (as do `signal` and `close()`).
+   */
+  watch<R = Record<string, unknown>>(
+    sql: string,
+    params: WatchParams | undefined,
+    options: WatchOptions & WatchHandlers<R>,
+  ): () => void;
   /** Until `resumeUploads()`, pushes (`pushPending()`, the push half of `sync()`, the background uploader) answer `skipped_paused`. */
   pauseUploads(): void;
   /** Ends `pauseUploads()`. */

@@ -115,7 +115,8 @@ export interface PendingStatus {
 }
 
 /**
- * The device's sync state, from `status()`. `authority`: `pending_local_seed` (the device is seeding a new
+ * The device's sync state as stored in its database, from `readStatus()` (the live, in-memory view
+ * is `client.status`, a {@link ClientStatus}). `authority`: `pending_local_seed` (the device is seeding a new
  * scope with its local rows), `authoritative_empty` (synced, no live rows), `authoritative_materialized`
  * (synced, with rows). `lastBundleSeqSeen` is the checkpoint (the last server bundle applied), `userId` the
  * attached user ('' when none), `sourceId` the device's sync source id, `connected` whether `attach()`
@@ -131,6 +132,82 @@ export interface SyncStatus {
   readonly connected: boolean;
   readonly rebuildRequired: boolean;
   readonly sourceRecoveryRequired: boolean;
+}
+
+/**
+ * The failure `client.status.lastError` holds: the error's stable `code` (one of `CLIENT_ERROR_CODES`
+ * for the client's own errors; a driver's code such as `SQLITE_BUSY` otherwise), its message,
+ * which operation failed and when.
+ */
+export interface StatusError {
+  /** The error's stable code. */
+  readonly code: string;
+  /** The error's message. */
+  readonly message: string;
+  /** The operation that failed (a background loop's: `push` or `pull`). */
+  readonly operation: 'attach' | 'push' | 'pull' | 'rebuild' | 'sync';
+  /** When it failed. */
+  readonly at: Date;
+}
+
+/**
+ * `client.status`: the client's sync state in memory, one object for the client's lifetime,
+ * updated in place (each change also emits a `status` event carrying this same object; copy it to
+ * keep a past state). No read of the database is needed to look at it.
+ *
+ * - `connected`: attached in this process, and the server answered the last request (a failed
+ *   `fetch`, or a 502/503/504 from a proxy in front of it, makes it false until one succeeds).
+ * - `uploading`: a push (explicit, of `sync()`, or of the background uploader) is running.
+ * - `downloading`: a pull, a rebuild, or the snapshot of an `attach()` is running.
+ * - `pendingChanges`: local changes not yet on the server (dirty rows plus the rows of a frozen
+ *   push). Kept current on every write of the client's connection (a TEMP trigger, see the
+ *   README), and after each of the client's operations and each `notifyLocalChange()`.
+ * - `lastPushAt` / `lastPullAt`: when the last push (committed or with nothing to upload) and the
+ *   last pull, rebuild or hydrate succeeded; null until then (not persisted across restarts).
+ * - `lastError`: the last failure of an attach, push, pull, rebuild or sync (background ones
+ *   included), cleared by the next push or pull that succeeds. Aborts are not failures.
+ */
+export interface ClientStatus {
+  /** Attached in this process, and the server answered the last request. */
+  readonly connected: boolean;
+  /** A push is running. */
+  readonly uploading: boolean;
+  /** A pull, a rebuild or an attach's snapshot is running. */
+  readonly downloading: boolean;
+  /** Dirty rows plus frozen push rows: local changes not on the server yet. */
+  readonly pendingChanges: number;
+  /** When the last push succeeded (null: none in this process). */
+  readonly lastPushAt: Date | null;
+  /** When the last pull, rebuild or hydrate succeeded (null: none in this process). */
+  readonly lastPullAt: Date | null;
+  /** The last failure, until a push or pull succeeds. */
+  readonly lastError: StatusError | null;
+}
+
+/** Parameters of a watched statement: positional (an array) or named (an object), as better-sqlite3 binds them. */
+export type WatchParams = readonly unknown[] | Readonly<Record<string, unknown>>;
+
+/** Options of `client.watch()` and `watchQuery()`. */
+export interface WatchOptions {
+  /** Ends the watch: the iteration ends quietly, callbacks stop. */
+  readonly signal?: AbortSignal | undefined;
+  /**
+   * How long to wait after a change before re-running the query (default
+   * `DEFAULT_LIVE_QUERY_THROTTLE_MS`, 30 ms): every change within it is served by one re-run.
+   */
+  readonly throttleMs?: number | undefined;
+}
+
+/**
+ * The callback form of a watch: `onResult` gets the first result and then every result that
+ * differs from the previous one; `onError` gets the error that ended the watch (a statement that
+ * fails to prepare, or is not a read-only query, a read that failed, or a closed client).
+ */
+export interface WatchHandlers<R> {
+  /** Gets the first result, then each result that differs from the one before. */
+  readonly onResult: (rows: R[]) => void;
+  /** Gets the error that ended the watch. */
+  readonly onError?: ((error: unknown) => void) | undefined;
 }
 
 /** The result of `sync()`: its push, its pull, and the status afterwards. */
@@ -313,10 +390,12 @@ export interface ConflictRecord {
 /**
  * The events of `client.on(event, listener)` and their payloads: `progress` ({@link ProgressEvent}),
  * `applied` ({@link AppliedEvent}), `conflict` (one resolved push conflict), `error` (a failure of the
- * background `upload` or `download` loop, which backs off and tries again), `closed` (the client closed).
+ * background `upload` or `download` loop, which backs off and tries again), `status` (`client.status`
+ * changed; the payload is that same object), `closed` (the client closed).
  */
 export interface ClientEvents {
   progress: ProgressEvent;
+  status: ClientStatus;
   applied: AppliedEvent;
   conflict: {
     readonly context: ConflictContext;

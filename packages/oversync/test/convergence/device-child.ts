@@ -356,7 +356,7 @@ createInterface({ input: process.stdin }).on('line', (line) => {
           conflicts = { error: errorInfo(e) };
         }
       }
-      const status = await client.status().catch((e) => ({ error: errorInfo(e) }));
+      const status = await client.readStatus().catch((e) => ({ error: errorInfo(e) }));
       writeFileSync(arg, JSON.stringify({ conflicts, status, refusedWrites: refused }));
       out('REPORTED');
     } else if (cmd === 'EXIT') {

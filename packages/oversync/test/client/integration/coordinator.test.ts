@@ -75,7 +75,7 @@ describe('a write coordinator as the writer', () => {
     // a state check is a read: it runs on the coordinator's connection, not as an exclusive job
     const beforeRead = coordinator.seq;
     await client.pendingStatus();
-    await client.status();
+    await client.readStatus();
     expect(coordinator.seq).toBe(beforeRead);
     // what one of the client's own write transactions (a re-open) costs in coordinator batches
     const before = coordinator.seq;

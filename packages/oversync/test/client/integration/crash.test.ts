@@ -146,7 +146,7 @@ describe('a device process killed mid-sync loses and duplicates nothing', () => 
     const d = suite.device(user, {}, path);
     await d.client.open();
     expect(rows(d.db, 'users')).toHaveLength(1);
-    expect((await d.client.status()).lastBundleSeqSeen).toBe(1);
+    expect((await d.client.readStatus()).lastBundleSeqSeen).toBe(1);
     await d.client.attach(user);
     expect(await d.client.pullToStable()).toMatchObject({ outcome: 'applied_incremental', rowsApplied: 10 });
     expect(snapshot(d.db)).toEqual(snapshot(seed.db));

@@ -92,7 +92,7 @@ describe('sync client against our server', () => {
     a.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'pre-existing')`).run(randomUUID());
     await a.client.open();
     expect(await a.client.attach(user)).toMatchObject({ status: 'connected', outcome: 'seeded_from_local' });
-    expect(await a.client.status()).toMatchObject({ authority: 'pending_local_seed' });
+    expect(await a.client.readStatus()).toMatchObject({ authority: 'pending_local_seed' });
     const b = device(user);
     await b.client.open();
     b.db.prepare(`INSERT INTO users(id, name) VALUES (?, 'anonymous on b')`).run(randomUUID());
@@ -102,7 +102,7 @@ describe('sync client against our server', () => {
     expect(b.client.connected).toBe(false);
     await expect(b.client.sync()).rejects.toMatchObject({ code: 'OVERSYNC_CLIENT_ATTACH_REQUIRED' });
     expect((await a.client.sync()).push.outcome).toBe('committed');
-    expect(await a.client.status()).toMatchObject({ authority: 'authoritative_materialized' });
+    expect(await a.client.readStatus()).toMatchObject({ authority: 'authoritative_materialized' });
     // the scope is initialized now: b's anonymous rows give way to the server's state
     expect(await b.client.attach(user)).toMatchObject({
       outcome: 'used_remote_state',
@@ -270,10 +270,10 @@ describe('sync client against our server', () => {
     await expect(a.client.pushPending()).rejects.toMatchObject({ code: 'OVERSYNC_CLIENT_HASH_MISMATCH' });
     expect(rows(a.db, 'users').map((r) => r.name)).toEqual(['genuine']);
     expect(await a.client.pendingStatus()).toMatchObject({ outboxRows: 1 });
-    expect((await a.client.status()).lastBundleSeqSeen).toBe(0);
+    expect((await a.client.readStatus()).lastBundleSeqSeen).toBe(0);
     tamper = false;
     expect(await a.client.pushPending()).toMatchObject({ outcome: 'committed' });
-    expect(await a.client.status()).toMatchObject({ lastBundleSeqSeen: 1, pending: { total: 0 } });
+    expect(await a.client.readStatus()).toMatchObject({ lastBundleSeqSeen: 1, pending: { total: 0 } });
   });
 
   it('reports pull progress in rows', async () => {

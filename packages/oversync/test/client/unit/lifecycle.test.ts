@@ -51,7 +51,7 @@ describe('cancellation and close', () => {
       () => client.pullToStable({ signal }),
       () => client.sync({ signal }),
       () => client.rebuild({ signal }),
-      () => client.status({ signal }),
+      () => client.readStatus({ signal }),
       () => client.pendingStatus({ signal }),
       () => client.uninstall({ signal }),
     ];
@@ -68,7 +68,7 @@ describe('cancellation and close', () => {
     const p = client.attach('u1', { signal: ac.signal });
     await expect(p).rejects.toMatchObject({ code: 'OVERSYNC_CLIENT_ABORTED' });
     expect(requests).toBe(1);
-    const s = await client.status();
+    const s = await client.readStatus();
     expect(s).toMatchObject({ userId: '', connected: false });
   });
 
@@ -79,7 +79,7 @@ describe('cancellation and close', () => {
     await client[Symbol.asyncDispose]();
     expect(closed).toBe(1);
     for (const op of [
-      () => client.status(),
+      () => client.readStatus(),
       () => client.attach('u'),
       () => client.sync(),
       () => client.open(),
