@@ -28,6 +28,8 @@ const tableSchema = z.strictObject({
   table: nonEmpty,
   /** The one sync key column (default `["id"]`). */
   syncKeyColumns: z.array(nonEmpty).min(1).default(['id']),
+  /** Ordinary SQL writes to the table sync (the service's `backendWrites`; config file only). */
+  backendWrites: z.boolean().default(false),
 });
 const jwtSchema = z.strictObject({
   /** HS256 shared secret. */

@@ -6,6 +6,7 @@
  * tables not opted in keep refusing writes without bundle context.
  */
 import { computeBundleHash } from '@x/oversync';
+import { createSyncService } from '@x/oversync/server';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
@@ -424,6 +425,44 @@ describe('backend writes that sync', () => {
     } finally {
       await listener.end();
     }
+  });
+});
+
+describe('opting in and out', () => {
+  test('backendWrites is a strictly validated boolean option, false by default', () => {
+    const opts = (backendWrites: unknown) => ({
+      db: fx.cluster,
+      registeredTables: [{ schema: 'business', table: 'users', backendWrites }] as never,
+    });
+    expect(createSyncService(opts(undefined)).options.registeredTables[0]).toMatchObject({
+      backendWrites: false,
+    });
+    expect(() => createSyncService(opts('yes'))).toThrow(
+      expect.objectContaining({ code: 'OVERSYNC_INVALID_OPTIONS' }) as never,
+    );
+  });
+
+  test('a later bootstrap without the option refuses backend writes again; opting back in accepts them', async () => {
+    const d = await emptyScopeDevice(fx.app);
+    const insert = () =>
+      sql.query(`INSERT INTO business.users (_sync_scope_id, id, name, email) VALUES ($1, $2, 'x', 'x')`, [
+        d.userId,
+        randomUUID(),
+      ]);
+    const off = createSyncService({ db: fx.cluster, registeredTables: BUSINESS_TABLES });
+    await off.bootstrap();
+    await off.close();
+    expect(await sqlError(insert())).toMatchObject({ code: 'P0001' });
+    const on = createSyncService({
+      db: fx.cluster,
+      registeredTables: TABLES,
+      bundleChangeWatch: { enabled: true },
+      limits: { retainedBundlesPerUser: 10, retentionPruneBatchSize: 10 },
+    });
+    await on.bootstrap();
+    await on.close();
+    await insert();
+    expect((await pullChecked(d)).map((b) => b.source_id)).toEqual(['oversync-backend-writes']);
   });
 });
 
