@@ -20,3 +20,9 @@ export const BACKEND_WRITE_UNATTRIBUTABLE_SQLSTATE = 'OV001';
 
 /** SQLSTATE of a backend UPDATE that changes a row's `_sync_scope_id` (moving rows between scopes). */
 export const BACKEND_WRITE_SCOPE_CHANGE_SQLSTATE = 'OV002';
+
+/**
+ * SQLSTATE of a TRUNCATE of a table opted in to backend writes: it fires no row triggers, so its
+ * rows could not reach the devices. DELETE the rows instead (one bundle per scope, as always).
+ */
+export const BACKEND_WRITE_TRUNCATE_SQLSTATE = 'OV003';

@@ -7,6 +7,7 @@ export type { Actor } from './actor.js';
 export {
   BACKEND_WRITE_SCOPE_CHANGE_SQLSTATE,
   BACKEND_WRITE_SOURCE_ID,
+  BACKEND_WRITE_TRUNCATE_SQLSTATE,
   BACKEND_WRITE_UNATTRIBUTABLE_SQLSTATE,
 } from './backend-writes.js';
 export type { BundleChangeSubscription } from './bundle-change-subscription.js';

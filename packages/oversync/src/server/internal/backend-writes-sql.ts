@@ -25,7 +25,11 @@
  * the finalize function) in JS/Go notation, strings with Go's HTML escapes.
  */
 
-import { BACKEND_WRITE_SOURCE_ID, BACKEND_WRITE_UNATTRIBUTABLE_SQLSTATE } from '../backend-writes.js';
+import {
+  BACKEND_WRITE_SOURCE_ID,
+  BACKEND_WRITE_TRUNCATE_SQLSTATE,
+  BACKEND_WRITE_UNATTRIBUTABLE_SQLSTATE,
+} from '../backend-writes.js';
 
 /** The deferred constraint trigger on `sync.backend_bundle_pending` that finalises at COMMIT. */
 export const BACKEND_COMMIT_TRIGGER = 'oversync_backend_bundle_commit';
@@ -249,6 +253,17 @@ BEGIN
       format(key_of, 'o', key_column), format(key_of, 'n', key_column), key_column) USING TG_ARGV[2]::INTEGER;
   END IF;
   RETURN NULL;
+END
+$fn$;
+
+-- TRUNCATE fires no row triggers: on an opted-in table it would leave the devices behind.
+CREATE OR REPLACE FUNCTION sync.refuse_backend_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+  PERFORM nextval('sync.rejected_registered_write_seq');
+  RAISE EXCEPTION 'oversync: TRUNCATE of registered table %.% cannot be synced',
+    quote_ident(TG_TABLE_SCHEMA), quote_ident(TG_TABLE_NAME)
+    USING ERRCODE = '${BACKEND_WRITE_TRUNCATE_SQLSTATE}', HINT = 'DELETE the rows instead';
 END
 $fn$;
 

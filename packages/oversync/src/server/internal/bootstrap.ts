@@ -12,6 +12,7 @@ import { quoteIdent, quoteLiteral } from './db.js';
 import { PUSH_STORAGE_SQL } from './push-sql.js';
 import {
   BACKEND_TRIGGER_ARG,
+  BACKEND_TRUNCATE_TRIGGER,
   CAPTURE_BACKEND_DELETE_TRIGGER,
   CAPTURE_BACKEND_UPDATE_TRIGGER,
   CAPTURE_INSERT_TRIGGER,
@@ -431,6 +432,7 @@ async function installTriggers(
     await q.query(`DROP TRIGGER IF EXISTS ${OWNER_GUARD_INSERT_TRIGGER} ON ${t.qualified}`);
     await q.query(`DROP TRIGGER IF EXISTS ${CAPTURE_BACKEND_UPDATE_TRIGGER} ON ${t.qualified}`);
     await q.query(`DROP TRIGGER IF EXISTS ${CAPTURE_BACKEND_DELETE_TRIGGER} ON ${t.qualified}`);
+    await q.query(`DROP TRIGGER IF EXISTS ${BACKEND_TRUNCATE_TRIGGER} ON ${t.qualified}`);
     // Tables opted in to backend writes pass BACKEND_TRIGGER_ARG to the guard and the captures.
     const guardArgs = t.backendWrites ? quoteLiteral(BACKEND_TRIGGER_ARG) : '';
     await q.query(
@@ -466,6 +468,10 @@ async function installTriggers(
         `CREATE TRIGGER ${CAPTURE_BACKEND_DELETE_TRIGGER} AFTER DELETE ON ${t.qualified}
          REFERENCING OLD TABLE AS oversync_old_rows
          FOR EACH STATEMENT EXECUTE FUNCTION sync.capture_backend_change(${args})`,
+      );
+      await q.query(
+        `CREATE TRIGGER ${BACKEND_TRUNCATE_TRIGGER} BEFORE TRUNCATE ON ${t.qualified}
+         FOR EACH STATEMENT EXECUTE FUNCTION sync.refuse_backend_truncate()`,
       );
     }
     await q.query(

@@ -47,6 +47,8 @@ export const CAPTURE_TRIGGER = 'oversync_bundle_capture_row';
  * its transition tables; the row-level capture of such tables fires only with a bundle context.
  */
 export const CAPTURE_BACKEND_UPDATE_TRIGGER = 'oversync_backend_capture_update';
+/** Refuses TRUNCATE of a table opted in to backend writes (it fires no row triggers). */
+export const BACKEND_TRUNCATE_TRIGGER = 'oversync_backend_truncate_guard';
 /** Statement-level capture of a backend DELETE (tables opted in to backend writes only). */
 export const CAPTURE_BACKEND_DELETE_TRIGGER = 'oversync_backend_capture_delete';
 /**

@@ -312,6 +312,14 @@ describe('backend writes that sync', () => {
     expect(pend.rows[0]!.n).toBe(0);
   });
 
+  test('TRUNCATE of an opted-in table is refused with OV003', async () => {
+    const e = await sqlError(sql.query('TRUNCATE business.users CASCADE'));
+    expect(e).toMatchObject({
+      code: 'OV003',
+      message: 'oversync: TRUNCATE of registered table business.users cannot be synced',
+    });
+  });
+
   test('tables not opted in keep refusing writes without bundle context', async () => {
     const d = await emptyScopeDevice(fx.app);
     const e = await sqlError(
