@@ -17,6 +17,7 @@ import {
   type ConflictResolution,
   createSyncClient,
   type SyncClient,
+  watchQuery,
 } from '@x/oversync/client';
 import type { SqliteDatabase } from '@x/writecoordinator';
 import { businessWrites, DEFAULT_SQLITE_DDL, readAll } from './device-schema.js';
@@ -330,10 +331,33 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
   // status and progress. The primary also reports its progress (pushed, pulled, pending) when it changes.
   let lastProgress = '';
   let lastProgressAt = 0;
+  // The device's row counts in the status file come from a live query over this process's proxy
+  // (issue #20): reads on its own connection, re-run once per burst of commits from any process
+  // (the app's writes, the primary's pulls). Started on the first status tick, and again after
+  // a failure (e.g. a secondary that read before the primary had created the tables).
+  let rowCounts: { lists: number; items: number } | null = null;
+  let stopCounts: (() => void) | null = null;
+  const watchCounts = () => {
+    stopCounts ??= watchQuery<{ lists: number; items: number }>(
+      proxy,
+      'SELECT (SELECT count(*) FROM lists) AS lists, (SELECT count(*) FROM items) AS items',
+      [],
+      {
+        throttleMs: 250,
+        onResult: (rows: Array<{ lists: number; items: number }>) => {
+          rowCounts = rows[0] ?? null;
+        },
+        onError: () => {
+          stopCounts = null;
+        },
+      },
+    );
+  };
   const statusTimer =
     o.mode === 'auto'
       ? setInterval(() => {
           void (async () => {
+            watchCounts();
             const sync = client === null ? null : await client.readStatus();
             const snapshot = {
               t: Date.now(),
@@ -343,6 +367,9 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
               epoch: proxy.epoch,
               metrics: proxy.metrics(),
               sync,
+              // the client's live status (connected, uploading, pending changes, last push/pull/error)
+              live: client === null ? null : client.status,
+              rows: rowCounts,
               progress: sync === null ? null : { ...progress, pending: sync.pending.total },
               lastError: reporter.last,
               conflicts,
@@ -428,6 +455,8 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
           epoch: proxy.epoch,
           metrics: proxy.metrics(),
           sync: client === null ? null : await client.readStatus(),
+          live: client === null ? null : client.status,
+          rows: rowCounts,
           conflicts,
           syncTransactions: proxy.metrics().methods[EXCLUSIVE_METRICS_KEY]?.ok ?? 0,
         };
@@ -451,6 +480,7 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
     shuttingDown = true;
     if (autoTimer) clearInterval(autoTimer);
     if (statusTimer) clearInterval(statusTimer);
+    stopCounts?.();
     try {
       await client?.close();
     } catch {}

@@ -225,6 +225,23 @@ describe('demo subcommands', () => {
     expect(doc.server.ledger.length).toBeGreaterThan(0);
     expect(doc.server.sync.registered_tables).toContain('acme.items');
     expect(doc.device.processes.find((p) => p.label === 'p')?.metrics.coordinator).toBeDefined();
+    // the status file's row counts come from a live query, and its live sync status from client.status
+    await waitFor(
+      async () => {
+        const d = JSON.parse((await demo(['status', '--dir', devDir, '--json'])).stdout) as {
+          device: {
+            processes: Array<{
+              label: string;
+              rows?: { items: number } | null;
+              live?: { connected: boolean } | null;
+            }>;
+          };
+        };
+        const p = d.device.processes.find((x) => x.label === 'p');
+        return (p?.rows?.items ?? 0) >= 5 && p?.live?.connected === true;
+      },
+      { timeoutMs: 30_000, intervalMs: 500, what: 'row counts and a live status in the status file' },
+    );
     dev.child.kill('SIGINT');
     expect(await exited(dev.child)).toBe(0);
 

@@ -12,5 +12,5 @@ export { clientWinsResolver, serverWinsResolver } from './resolvers.js';
 export type { ClientMetrics, OpOptions, SyncClient } from './sync-client.js';
 export type { FetchLike, Logger, TokenSource } from './transport-types.js';
 export type * from './types.js';
-export { type WatchSource, watchQuery } from './watch-query.js';
+export { type WatchDb, type WatchSource, watchQuery } from './watch-query.js';
 export type { CoordinatorLike, SqliteDb, SyncWriter } from './writer-types.js';

@@ -4,13 +4,21 @@ import type { WatchHandlers, WatchOptions, WatchParams } from './types.js';
 import type { SqliteDb } from './writer-types.js';
 
 /**
- * What `watchQuery()` reads through and hears commits from: the structural subset of an
- * `@x/dbproxy` `DbProxy` it uses (any process's proxy, the secondaries' included). `D` is the
- * source's database type (dbproxy's `SqliteDatabase`); the query only prepares statements on it.
+ * The connection a {@link WatchSource} reads on, as far as a live query uses it: it prepares
+ * statements (better-sqlite3's `prepare`; dbproxy's `SqliteDatabase` fits).
  */
-export interface WatchSource<D = unknown> {
+export interface WatchDb {
+  /** Compiles one statement. */
+  prepare(sql: string): unknown;
+}
+
+/**
+ * What `watchQuery()` reads through and hears commits from: the structural subset of an
+ * `@x/dbproxy` `DbProxy` it uses (any process's proxy, the secondaries' included).
+ */
+export interface WatchSource {
   /** Runs `fn` in one read transaction once the reader sees commit `minSeq`. */
-  read<T>(fn: (db: D) => T, opts?: { signal?: AbortSignal; minSeq?: number }): Promise<T>;
+  read<T>(fn: (db: WatchDb) => T, opts?: { signal?: AbortSignal; minSeq?: number }): Promise<T>;
   /**
    * Every commit of the file, from any process: `{ type: 'write', seq }`, or `{ type: 'gap',
    * toSeq }` for commits it could not deliver. The iteration ends when the source closes.
@@ -20,7 +28,7 @@ export interface WatchSource<D = unknown> {
   }): AsyncIterable<{ readonly type: string; readonly seq?: number; readonly toSeq?: number }>;
 }
 
-function commitSource<D>(source: WatchSource<D>): LiveSource {
+function commitSource(source: WatchSource): LiveSource {
   return {
     read: (fn, signal, minSeq) =>
       source.read(
@@ -69,8 +77,8 @@ function commitSource<D>(source: WatchSource<D>): LiveSource {
  * }
  * ```
  */
-export function watchQuery<R = Record<string, unknown>, D = unknown>(
-  source: WatchSource<D>,
+export function watchQuery<R = Record<string, unknown>>(
+  source: WatchSource,
   sql: string,
   params?: WatchParams,
   options?: WatchOptions,
@@ -91,14 +99,14 @@ export function watchQuery<R = Record<string, unknown>, D = unknown>(
  * stop();
  * ```
  */
-export function watchQuery<R = Record<string, unknown>, D = unknown>(
-  source: WatchSource<D>,
+export function watchQuery<R = Record<string, unknown>>(
+  source: WatchSource,
   sql: string,
   params: WatchParams | undefined,
   options: WatchOptions & WatchHandlers<R>,
 ): () => void;
-export function watchQuery<R, D>(
-  source: WatchSource<D>,
+export function watchQuery<R>(
+  source: WatchSource,
   sql: string,
   params?: WatchParams,
   options: WatchOptions & Partial<WatchHandlers<R>> = {},

@@ -44,7 +44,11 @@ export function tablesRead(db: SqliteDb, sql: string, params: WatchParams | unde
     p3: number;
   }>;
   const schemas = new Map<number, string>();
-  for (const r of db.pragma('database_list') as Array<{ seq: number; name: string }>) {
+  const list = prepare(db, 'SELECT seq, name FROM pragma_database_list').all() as Array<{
+    seq: number;
+    name: string;
+  }>;
+  for (const r of list) {
     schemas.set(r.seq, r.name);
   }
   const tables = new Set<string>();
@@ -58,9 +62,11 @@ export function tablesRead(db: SqliteDb, sql: string, params: WatchParams | unde
     const name =
       op.p2 === 1
         ? 'sqlite_master'
-        : (db.prepare(`SELECT tbl_name FROM ${master} WHERE rootpage = ?`).pluck().get(op.p2) as
-            | string
-            | undefined);
+        : (
+            prepare(db, `SELECT tbl_name FROM ${master} WHERE rootpage = ?`).all(op.p2) as Array<{
+              tbl_name: string;
+            }>
+          )[0]?.tbl_name;
     if (name === undefined) return undefined;
     const t = name.toLowerCase();
     tables.add(schema === 'main' ? t : `${schema.toLowerCase()}.${t}`);
