@@ -1,8 +1,9 @@
 /**
- * Backend writes reach real devices: two @x/oversync clients (SQLite files) of one user, a server
- * whose tables opt in to backend writes, and plain SQL from a bare `pg` client in between. The
- * devices pull the backend's bundles like any other (backend-writes.test.ts checks their hashes), and their
- * own edits keep pushing on top.
+ * Backend writes reach real devices (issue #20's "done when"): two @x/oversync clients (SQLite
+ * files) of one user, a server whose tables opt in to backend writes, and plain SQL from a bare
+ * `pg` client in between. The devices pull the backend's bundles like any other (their hashes are
+ * checked in backend-writes.test.ts), their live queries see the change, and their own edits keep
+ * pushing on top.
  */
 import { join } from 'node:path';
 import { createCluster } from '@x/dbx';
@@ -112,4 +113,28 @@ test('a plain UPDATE, INSERT and DELETE through a bare pg client arrive on two d
   }
   const server = await sql.query('SELECT title FROM business.posts WHERE _sync_scope_id = $1', [user]);
   expect(server.rows).toEqual([{ title: 'Welcome!' }]);
+});
+
+test("a plain UPDATE through a bare pg client reaches two devices' live queries", async () => {
+  const user = `u-${randomUUID()}`;
+  const [a, b] = [await attached(user), await attached(user)];
+  const id = randomUUID();
+  a.db.prepare(`INSERT INTO users (id, name) VALUES (?, 'before')`).run(id);
+  await a.client.sync();
+  await b.client.sync();
+  const stop = new AbortController();
+  const live = [a, b].map((d) =>
+    d.client
+      .watch<{ name: string }>('SELECT name FROM users', [], { signal: stop.signal })
+      [Symbol.asyncIterator](),
+  );
+  for (const it of live) expect((await it.next()).value).toEqual([{ name: 'before' }]);
+
+  await sql.query(`UPDATE business.users SET name = 'after' WHERE _sync_scope_id = $1 AND id = $2`, [
+    user,
+    id,
+  ]);
+  await Promise.all([a.client.sync(), b.client.sync()]);
+  for (const it of live) expect((await it.next()).value).toEqual([{ name: 'after' }]);
+  stop.abort();
 });
