@@ -1,11 +1,17 @@
 import { hostname } from 'node:os';
-import { formatOptionIssues, optionIssues } from '@x/core';
 import { type Cluster, currentQuerier } from '@x/dbx';
-import { z } from 'zod';
 import { physicalDdlRequired } from './context.js';
 import { isSchemaOpsError, SchemaOpsError } from './errors.js';
 import { drive, resume } from './internal/drive.js';
 import type { DriveDeps } from './internal/drive-context.js';
+import {
+  checkTenants,
+  invalidInput,
+  listFilterSchema,
+  reconcileOptionsSchema,
+  runInputSchema,
+  uuidShape,
+} from './internal/input.js';
 import { Ledger } from './internal/ledger.js';
 import { acquireProjectLock, type ProjectLock } from './internal/lock.js';
 import { closedError, notFound, replayError } from './internal/operation-errors.js';
@@ -14,7 +20,6 @@ import { Telemetry } from './internal/telemetry.js';
 import {
   DEFAULT_LIST_LIMIT,
   handlerProblem,
-  handlerSchema,
   type Logger,
   parseReconcilerOptions,
   parseSchemaOpsOptions,
@@ -24,66 +29,20 @@ import {
 } from './options.js';
 import { startBackgroundReconciler } from './reconciler.js';
 import type { TenantSource } from './tenants.js';
-import {
-  type BackgroundReconciler,
-  type ListedOperation,
-  OPERATION_STATUSES,
-  type Operation,
-  type OperationHandler,
-  type OperationStatus,
-  type ReconcileOptions,
-  type RunInput,
-  type SchemaOpsEvent,
-  type SchemaOpsEventType,
-  type SchemaOpsMetrics,
+import type {
+  BackgroundReconciler,
+  ListedOperation,
+  Operation,
+  OperationHandler,
+  OperationStatus,
+  ReconcileOptions,
+  RunInput,
+  SchemaOpsEvent,
+  SchemaOpsEventType,
+  SchemaOpsMetrics,
 } from './types.js';
 
 const OWNER = `${hostname()}:${process.pid}`;
-
-const signalShape = z.custom<AbortSignal>((v) => v instanceof AbortSignal, {
-  message: 'signal must be an AbortSignal',
-});
-
-const runInputSchema = z.strictObject({
-  project: z.string().min(1).max(200),
-  type: z.string().min(1).max(200),
-  request: z.unknown(),
-  skipBaseDdl: z.boolean().optional(),
-  idempotencyKey: z.string().min(1).max(255).optional(),
-  physicalDdlRequired: z.boolean().optional(),
-  handler: handlerSchema.optional(),
-  concurrency: z.number().int().positive().max(256).optional(),
-  signal: signalShape.optional(),
-});
-
-const reconcileOptionsSchema = z.strictObject({
-  handler: handlerSchema.optional(),
-  concurrency: z.number().int().positive().max(256).optional(),
-  lockWaitMs: z.number().int().nonnegative().optional(),
-  signal: signalShape.optional(),
-});
-
-const uuidShape = z.uuid();
-
-const listFilterSchema = z.strictObject({
-  project: z.string().optional(),
-  statuses: z
-    .array(z.enum(OPERATION_STATUSES as unknown as [OperationStatus, ...OperationStatus[]]))
-    .optional(),
-  limit: z.number().int().positive().optional(),
-  signal: signalShape.optional(),
-});
-
-/** SCHEMAOPS_INVALID_INPUT naming each problem by its key path (`concurrencyy: unknown option`). */
-function invalidInput(what: string, error: z.ZodError): SchemaOpsError {
-  return new SchemaOpsError(
-    'SCHEMAOPS_INVALID_INPUT',
-    `invalid ${what}: ${formatOptionIssues(optionIssues(error))}`,
-    {
-      details: { issues: error.issues },
-    },
-  );
-}
 
 /** The orchestrator of schema operations (`createSchemaOps`). */
 export interface SchemaOps {
@@ -493,21 +452,6 @@ class SchemaOpsImpl implements SchemaOps {
       if (isSchemaOpsError(e, 'SCHEMAOPS_LOCKED')) this.#telemetry.counts.lock.timeouts++;
       throw e;
     }
-  }
-}
-
-function checkTenants(tenants: readonly string[]): void {
-  const seen = new Set<string>();
-  for (const t of tenants) {
-    if (typeof t !== 'string' || t.length === 0) {
-      throw new SchemaOpsError('SCHEMAOPS_INVALID_INPUT', 'the tenant source returned an empty tenant id');
-    }
-    if (seen.has(t)) {
-      throw new SchemaOpsError('SCHEMAOPS_INVALID_INPUT', 'the tenant source returned a tenant twice', {
-        details: { tenant: t },
-      });
-    }
-    seen.add(t);
   }
 }
 
