@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { parseOversyncOptions } from '../shared/option-issues.js';
 import type { SyncDatabase } from './database.js';
 import { SyncServerError } from './errors.js';
-import { SCOPE_COLUMN } from './internal/bootstrap.js';
+import { SCOPE_COLUMN } from './internal/topology.js';
 
 /** The default logger: drops everything (`@x/core`'s). */
 export { SILENT_LOGGER } from '@x/core';

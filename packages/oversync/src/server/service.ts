@@ -22,7 +22,7 @@ import type { Actor } from './actor.js';
 import type { BundleChangeSubscription } from './bundle-change-subscription.js';
 import type { DiscoveredSchema } from './discovered-schema.js';
 import { SyncServerError, wireError } from './errors.js';
-import { assertBootstrapped, bootstrapTopology, type Topology } from './internal/bootstrap.js';
+import { assertBootstrapped, bootstrapTopology } from './internal/bootstrap.js';
 import { connect } from './internal/connect.js';
 import { boundedTx, type ServiceContext } from './internal/context.js';
 import { sqlErrorOf } from './internal/db.js';
@@ -35,6 +35,7 @@ import { execScopeWrite, withinSyncBundle } from './internal/server-writes.js';
 import { createSnapshotSession, deleteSnapshotSession, getSnapshotChunk } from './internal/snapshot.js';
 import { requireInitializedScopeReadOnly } from './internal/state.js';
 import { capabilities, status } from './internal/status.js';
+import type { Topology } from './internal/topology.js';
 import { BundleChangeHub } from './internal/watch.js';
 import {
   DEFAULT_BUNDLES_PER_PULL,

@@ -3,8 +3,8 @@
 import { computeBundleHash, type HashableBundleRow } from '../../shared/bundle-hash.js';
 import { canonicalJson } from '../../shared/canonical-json.js';
 import type { Bundle, BundleRow, SyncKey } from '../../shared/wire.js';
-import type { TableInfo, Topology } from './bootstrap.js';
 import { keyHexOf, keyStringOf, opName, toWirePayload } from './rows.js';
+import type { TableInfo, Topology } from './topology.js';
 
 /** Stands for a present payload in hash rows whose canonical payload text is passed alongside. */
 export const PAYLOAD_PRESENT = true;

@@ -1,6 +1,6 @@
 import type { SyncDatabase, SyncQuerier, SyncTxOptions } from '../database.js';
 import type { ResolvedSyncServiceOptions, SyncLogger } from '../options.js';
-import type { Topology } from './bootstrap.js';
+import type { Topology } from './topology.js';
 
 /** What every operation module needs from the service. */
 export interface ServiceContext {

@@ -6,10 +6,10 @@ import { isSyncServerError, wireError } from '../errors.js';
 import type { StageTiming } from '../options.js';
 import type { PullParams } from '../pull-params.js';
 import { RawJson } from '../raw-json.js';
-import type { Topology } from './bootstrap.js';
 import { boundedTx, type OpOptions, type ServiceContext, txOpts } from './context.js';
 import { opName, wireKey } from './rows.js';
 import { findUserPk, requireInitializedScopeReadOnly } from './state.js';
+import type { Topology } from './topology.js';
 
 interface RowRec {
   bundle_seq: string;

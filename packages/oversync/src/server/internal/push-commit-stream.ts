@@ -17,13 +17,13 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { BundleHasher } from '../../shared/bundle-hash.js';
 import type { SyncQuerier } from '../database.js';
-import type { TableInfo, Topology } from './bootstrap.js';
 import { allocateBundleSeq, notifyBundle } from './capture.js';
 import type { ServiceContext } from './context.js';
 import { quoteIdent } from './db.js';
 import type { CommittedPushBundle } from './push-direct-bundle.js';
 import { DIRECT_ALIAS, type DirectInsertPlan } from './push-direct-insert.js';
 import { KEY_KIND_UUID, OP_INSERT } from './schema-sql.js';
+import type { TableInfo, Topology } from './topology.js';
 
 /** Bundles of at least this many planned rows are committed by this module. */
 export const STREAM_COMMIT_MIN_ROWS = 5_000;

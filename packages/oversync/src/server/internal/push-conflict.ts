@@ -12,10 +12,10 @@ import { canonicalJson } from '../../shared/canonical-json.js';
 import type { PushConflictDetails, PushConflictReason } from '../../shared/wire.js';
 import type { SyncQuerier } from '../database.js';
 import { type SyncServerError, wireError } from '../errors.js';
-import type { TableInfo, Topology } from './bootstrap.js';
 import { quoteIdent, type SqlErrorFields, sqlErrorOf } from './db.js';
 import { keyHexOf, opName, type StagedRowInput, toWirePayload } from './rows.js';
 import { KEY_KIND_UUID, OP_DELETE } from './schema-sql.js';
+import type { TableInfo, Topology } from './topology.js';
 
 /**
  * The conflict reason of a SQLSTATE that means "the data is refused": class 23 (integrity

@@ -5,7 +5,6 @@
  */
 
 import type { SyncQuerier } from '../database.js';
-import { SCOPE_COLUMN, type Topology } from './bootstrap.js';
 import { quoteIdent, quoteLiteral } from './db.js';
 import {
   CAPTURE_INSERT_TRIGGER,
@@ -14,6 +13,7 @@ import {
   OWNER_GUARD_INSERT_TRIGGER,
   OWNER_GUARD_TRIGGER,
 } from './schema-sql.js';
+import { SCOPE_COLUMN, type Topology } from './topology.js';
 
 /**
  * How a push commit captures its own INSERTs into one registered table. Eligible are plain tables

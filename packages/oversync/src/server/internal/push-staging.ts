@@ -6,9 +6,9 @@
 
 import type { SyncQuerier } from '../database.js';
 import { wireError } from '../errors.js';
-import type { TableInfo, Topology } from './bootstrap.js';
 import type { SessionRow } from './push-session.js';
 import { keyHexOf, type StagedRowInput } from './rows.js';
+import type { TableInfo, Topology } from './topology.js';
 
 /** The `meta` text of a staged chunk (see push-sql.ts): parallel arrays, column lists deduplicated. */
 interface ChunkMeta {

@@ -5,11 +5,11 @@
  */
 
 import type { SyncQuerier } from '../database.js';
-import type { Topology } from './bootstrap.js';
 import { conflictDetails, pushConflictError, type RowVersion } from './push-conflict.js';
 import type { ApplyRow } from './push-staging.js';
 import { keyStringOf } from './rows.js';
 import { OP_DELETE, OP_INSERT } from './schema-sql.js';
+import type { Topology } from './topology.js';
 
 /** A staged row's state before the commit applies anything; undefined ⇒ never had one. */
 export type RowStateOf = (row: ApplyRow) => RowVersion | undefined;

@@ -1,8 +1,8 @@
 import { canonicalJson, toWellFormed } from '../../shared/canonical-json.js';
 import type { PushRequestRow, SyncKey, WireOp } from '../../shared/wire.js';
-import type { TableInfo, Topology } from './bootstrap.js';
-import { SCOPE_COLUMN } from './bootstrap.js';
 import { KEY_KIND_UUID, OP_DELETE, OP_INSERT, OP_UPDATE } from './schema-sql.js';
+import type { TableInfo, Topology } from './topology.js';
+import { SCOPE_COLUMN } from './topology.js';
 
 /** A push row that failed validation; the caller maps it to the endpoint's `*_invalid` code. */
 export class PushValidationError extends Error {

@@ -11,7 +11,6 @@ import type { Actor } from '../actor.js';
 import type { SyncQuerier } from '../database.js';
 import { SyncServerError, wireError } from '../errors.js';
 import { RawJson } from '../raw-json.js';
-import { SCOPE_COLUMN, type TableInfo } from './bootstrap.js';
 import { RFC3339_SQL } from './connect.js';
 import { boundedTx, type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
 import { quoteIdent, quoteLiteral } from './db.js';
@@ -20,6 +19,7 @@ import { type CatalogColumn, CURRENT_COLUMNS_SQL, payloadTextSql } from './paylo
 import { KEY_KIND_UUID } from './schema-sql.js';
 import { SNAPSHOT_BLOCK_ROWS, SNAPSHOT_MISMATCH_SQLSTATE } from './snapshot-sql.js';
 import { requireInitializedScopeReadOnly, sourceRetiredError } from './state.js';
+import { SCOPE_COLUMN, type TableInfo } from './topology.js';
 
 const REPLACEMENT_REASONS = new Set([
   'history_pruned',

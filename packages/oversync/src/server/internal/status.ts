@@ -7,7 +7,7 @@ import {
 } from '../../shared/wire.js';
 import type { SyncQuerier } from '../database.js';
 import { MAX_BUNDLES_PER_PULL, type ResolvedSyncServiceOptions } from '../options.js';
-import { normalizeRegisteredTables } from './bootstrap.js';
+import { normalizeRegisteredTables } from './topology.js';
 
 export function registeredTableNames(options: ResolvedSyncServiceOptions): string[] {
   return sortKeysByCodePoint(normalizeRegisteredTables(options.registeredTables).map((t) => t.name));
