@@ -73,6 +73,13 @@ function probe(db: Database.Database) {
   };
 }
 
+/** A fresh attached device with `probe()` on its connection, watching `sql`. */
+async function probed<R = Row>(sql: string, opts: { throttleMs?: number } = {}) {
+  const d = await attached(`u-${randomUUID()}`);
+  const p = probe(d.db);
+  return { d, p, r: reader(d.client.watch<R>(sql, [], opts)) };
+}
+
 const insertUser = (d: Device, name: string, id = randomUUID()) => {
   d.db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(id, name);
   return id;
@@ -95,12 +102,8 @@ describe('client.watch: live queries', () => {
   });
 
   it('does not re-run for a table it does not read, and never yields an unchanged result', async () => {
-    const d = await attached(`u-${randomUUID()}`);
-    const p = probe(d.db);
-    const r = reader(
-      d.client.watch<{ names: string | null }>(
-        `SELECT probe() AS p, (SELECT group_concat(name) FROM users WHERE name LIKE 'a%') AS names`,
-      ),
+    const { d, p, r } = await probed<{ names: string | null }>(
+      `SELECT probe() AS p, (SELECT group_concat(name) FROM users WHERE name LIKE 'a%') AS names`,
     );
     expect((await r.next())[0]?.names).toBe(null);
     const runs = p.runs;
@@ -147,12 +150,11 @@ describe('client.watch: live queries', () => {
   });
 
   it('coalesces a burst of writes into one re-run', async () => {
-    const d = await attached(`u-${randomUUID()}`);
-    const p = probe(d.db);
-    const r = reader(
-      d.client.watch<{ n: number }>(`SELECT (SELECT count(*) FROM users) AS n, probe() AS p`, [], {
+    const { d, p, r } = await probed<{ n: number }>(
+      `SELECT (SELECT count(*) FROM users) AS n, probe() AS p`,
+      {
         throttleMs: 1_000,
-      }),
+      },
     );
     expect((await r.next())[0]?.n).toBe(0);
     const runs = p.runs;
