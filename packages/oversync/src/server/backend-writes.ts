@@ -5,7 +5,8 @@
 
 /**
  * The `source_id` of every bundle committed from backend writes (its `source_bundle_id` is the
- * bundle's own `bundle_seq`). Reserved: no device or server writer should use it.
+ * bundle's own `bundle_seq`). Reserved: a device that sends it (`Oversync-Source-ID`, a
+ * replacement's `new_source_id`) or a server writer whose actor names it is refused.
  */
 export const BACKEND_WRITE_SOURCE_ID = 'oversync-backend-writes';
 

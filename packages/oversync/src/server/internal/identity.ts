@@ -8,6 +8,7 @@
  */
 import { SOURCE_ID_HEADER, type WireErrorCode } from '../../shared/wire.js';
 import type { Actor } from '../actor.js';
+import { BACKEND_WRITE_SOURCE_ID } from '../backend-writes.js';
 import { wireError } from '../errors.js';
 
 /** Longest user id or source id accepted, in UTF-8 bytes. */
@@ -23,6 +24,16 @@ export function identityProblem(id: string): string | undefined {
     return `is longer than ${MAX_IDENTITY_BYTES} bytes`;
   if (FORBIDDEN_RE.test(id)) return 'contains control characters or unpaired surrogates';
   return undefined;
+}
+
+/**
+ * Why `id` (already trimmed) is not acceptable as a source id, or undefined: an identity's limits,
+ * and not the source id reserved for bundles made from backend writes (a device using it would
+ * share their source sequence).
+ */
+export function sourceIdProblem(id: string): string | undefined {
+  if (id === BACKEND_WRITE_SOURCE_ID) return `is reserved for backend writes (${BACKEND_WRITE_SOURCE_ID})`;
+  return identityProblem(id);
 }
 
 /** How one entry point names an actor's two ids in its refusals. */
@@ -70,7 +81,7 @@ export function checkActor(userId: unknown, sourceId: unknown, naming: ActorNami
   if (userProblem) throw wireError('authentication_failed', `${naming.userId} ${userProblem}`);
   const sid = typeof sourceId === 'string' ? sourceId.trim() : '';
   if (!sid) throw wireError(naming.missingSourceId.code, naming.missingSourceId.message);
-  const sourceProblem = identityProblem(sid);
+  const sourceProblem = sourceIdProblem(sid);
   if (sourceProblem) throw wireError('invalid_request', `${naming.sourceId} ${sourceProblem}`);
   return { userId: uid, sourceId: sid };
 }

@@ -14,7 +14,7 @@ import { RawJson } from '../raw-json.js';
 import { RFC3339_SQL } from './connect.js';
 import { boundedTx, type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
 import { quoteIdent, quoteLiteral } from './db.js';
-import { identityProblem } from './identity.js';
+import { sourceIdProblem } from './identity.js';
 import { type CatalogColumn, CURRENT_COLUMNS_SQL, payloadTextSql } from './payload-sql.js';
 import { KEY_KIND_UUID } from './schema-sql.js';
 import { SNAPSHOT_BLOCK_ROWS, SNAPSHOT_MISMATCH_SQLSTATE } from './snapshot-sql.js';
@@ -41,7 +41,7 @@ async function applySourceReplacement(
     throw wireError('snapshot_session_invalid', 'previous_source_id must match authenticated source_id');
   }
   if (!next) throw wireError('snapshot_session_invalid', 'new_source_id is required for source replacement');
-  const problem = identityProblem(next);
+  const problem = sourceIdProblem(next);
   if (problem) throw wireError('snapshot_session_invalid', `new_source_id ${problem}`);
   if (next === previous)
     throw wireError('snapshot_session_invalid', 'new_source_id must differ from previous_source_id');

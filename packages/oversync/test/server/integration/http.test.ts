@@ -1,4 +1,4 @@
-import { WIRE_ERROR_STATUS } from '@x/oversync/server';
+import { BACKEND_WRITE_SOURCE_ID, WIRE_ERROR_STATUS } from '@x/oversync/server';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createFixture, Device, type Fixture, randomUUID, userRow } from '../fixture.js';
@@ -43,6 +43,32 @@ describe('actor middleware and routing', () => {
       error: 'invalid_request',
       message: 'Oversync-Source-ID header is required',
     });
+  });
+
+  test('the source id of backend-write bundles is refused from a device (connect and replacement)', async () => {
+    const reserved = await fx.app.inject({
+      method: 'POST',
+      url: '/sync/connect',
+      headers: { 'x-test-user': `u-${randomUUID()}`, 'oversync-source-id': ` ${BACKEND_WRITE_SOURCE_ID} ` },
+      payload: { has_local_pending_rows: false },
+    });
+    expect(reserved.statusCode).toBe(400);
+    expect(reserved.json()).toEqual({
+      error: 'invalid_request',
+      message: `Oversync-Source-ID header is reserved for backend writes (${BACKEND_WRITE_SOURCE_ID})`,
+    });
+    const d = new Device(fx.app, `rep-${randomUUID()}`, 'replaced-source');
+    await d.connect(false);
+    const rep = await d.json('POST', '/sync/snapshot-sessions', {
+      source_replacement: {
+        previous_source_id: 'replaced-source',
+        new_source_id: BACKEND_WRITE_SOURCE_ID,
+        reason: 'history_pruned',
+      },
+    });
+    expect(rep.status).toBe(400);
+    expect(rep.body).toMatchObject({ error: 'snapshot_session_invalid' });
+    expect(String(rep.body['message'])).toContain('reserved for backend writes');
   });
 
   test('the source id comes from the header only, never from the body', async () => {
