@@ -1,19 +1,19 @@
 import { channel } from 'node:diagnostics_channel';
-import { ChangeStream, Emitter, type Logger, SILENT_LOGGER } from '@x/core';
+import { Emitter, type Logger, SILENT_LOGGER } from '@x/core';
 import { ClientError } from './errors.js';
 import { Attachment } from './internal/attachment.js';
 import { BackgroundSync } from './internal/background.js';
 import { listConflicts } from './internal/conflict-log.js';
-import { type LiveSource, type TableSet, watchLive } from './internal/live-query.js';
-import { hasLiveRows, readAttachment, readOperation, readPending } from './internal/local-store.js';
+import { watchLive } from './internal/live-query.js';
+import { appliedEvents, LiveState } from './internal/live-state.js';
+import { readPending } from './internal/local-store.js';
 import { pullToStable } from './internal/pull.js';
 import { pushPending } from './internal/push.js';
 import { keepSourceRebuild, recoverSource } from './internal/rebuild.js';
 import { Remote } from './internal/remote.js';
-import { StatusTracker } from './internal/status.js';
+import { readSyncStatus } from './internal/status.js';
 import { Transport } from './internal/transport.js';
-import { WriteHook } from './internal/write-hook.js';
-import { isCoordinator, TxRunner } from './internal/writer.js';
+import { TxRunner } from './internal/writer.js';
 import { parseOptions, type SyncClientOptions, type SyncClientOptionsInput } from './options.js';
 import type { ClientMetrics, OpOptions, SyncClient } from './sync-client.js';
 import type { FetchLike } from './transport-types.js';
@@ -45,21 +45,6 @@ const channels = {
   sync: channel('x:oversync:client-sync'),
 };
 
-/** Events a `changes()` iterator holds for a consumer that is not reading (default). */
-const DEFAULT_CHANGES_BUFFER_SIZE = 256;
-/** The client's tables whose writes change `status.pendingChanges`. */
-const PENDING_TABLES = ['_sync_dirty_rows', '_sync_outbox_rows'];
-/** Answers of a proxy in front of the server that say the server is not reachable. */
-const UNREACHABLE_STATUSES = new Set([502, 503, 504]);
-/** The `lastError.operation` of each traced operation. */
-const OPERATIONS = {
-  attach: 'attach',
-  push: 'push',
-  pull: 'pull',
-  rebuild: 'rebuild',
-  sync: 'sync',
-} as const;
-
 class SyncClientImpl implements SyncClient {
   readonly options: SyncClientOptions;
   readonly #runner: TxRunner;
@@ -73,16 +58,7 @@ class SyncClientImpl implements SyncClient {
   #uploadsPaused = false;
   #downloadsPaused = false;
   #bg: BackgroundSync | undefined;
-  readonly #status: StatusTracker;
-  /** The server answered the last request. */
-  #reachable = false;
-  #opened = false;
-  /** Live queries' change listeners and their end callbacks. */
-  readonly #watchers = new Map<(tables: TableSet) => void, () => void>();
-  #hook: { db: unknown; hook: WriteHook; off: () => void; untrack: () => void } | undefined;
-  #commitFeedOff: (() => void) | undefined;
-  #pendingTimer: ReturnType<typeof setTimeout> | undefined;
-  #pendingReading = false;
+  readonly #live: LiveState;
   #metrics = {
     bundlesPushed: 0,
     bundlesPulled: 0,
@@ -99,24 +75,21 @@ class SyncClientImpl implements SyncClient {
     this.#events = new Emitter<ClientEvents>({
       onListenerError: (err, event) => this.#logger.warn({ err, event }, 'oversync client: listener threw'),
     });
-    this.#status = new StatusTracker((s) => this.#emit('status', s));
     this.#runner = new TxRunner(options.writer, options.durability);
-    const fetch = (options.fetch as FetchLike | undefined) ?? ((u, i) => globalThis.fetch(u, i));
+    this.#live = new LiveState({
+      runner: this.#runner,
+      writer: options.writer,
+      logger: this.#logger,
+      attached: () => this.#attachment.connected,
+      emitStatus: (s) => this.#emit('status', s),
+    });
     this.#remote = new Remote(
       new Transport({
         baseUrl: options.baseUrl,
-        // Every answer (or its absence) tells whether the server is reachable: `status.connected`.
-        fetch: (url, init) =>
-          fetch(url, init).then(
-            (res) => {
-              this.#setReachable(!UNREACHABLE_STATUSES.has(res.status));
-              return res;
-            },
-            (error: unknown) => {
-              if (!init.signal?.aborted) this.#setReachable(false);
-              throw error;
-            },
-          ),
+        // every answer (or its absence) sets `status.connected`
+        fetch: this.#live.wrapFetch(
+          (options.fetch as FetchLike | undefined) ?? ((u, i) => globalThis.fetch(u, i)),
+        ),
         token: options.token as never,
         retry: options.retry,
         logger: this.#logger,
@@ -128,12 +101,11 @@ class SyncClientImpl implements SyncClient {
       options,
       {
         progress: (e) => {
-          if (e.phase === 'hydrate' || e.phase === 'recover') this.#status.set({ downloading: true });
+          if (e.phase === 'hydrate' || e.phase === 'recover') this.#live.set({ downloading: true });
           this.#emit('progress', e);
         },
         applied: (e) => {
-          this.#notifyWatchers(new Set(e.tables.map((t) => t.toLowerCase())));
-          this.#schedulePendingCount();
+          this.#live.applied(e.tables);
           const m = this.#metrics;
           if (e.kind === 'pull') m.bundlesPulled++;
           if (e.kind === 'snapshot') m.snapshotsApplied++;
@@ -160,103 +132,7 @@ class SyncClientImpl implements SyncClient {
     return this.#attachment.connected;
   }
   get status(): ClientStatus {
-    return this.#status.status;
-  }
-
-  #setReachable(reachable: boolean): void {
-    this.#reachable = reachable;
-    this.#refreshConnected();
-  }
-
-  #refreshConnected(): void {
-    this.#status.set({ connected: !this.#closed && this.#attachment.connected && this.#reachable });
-  }
-
-  /**
-   * Recounts `status.pendingChanges` soon (once per burst of writes: the timer runs after the
-   * synchronous work that wrote). Only after `open()`: before it the client's tables may not exist.
-   */
-  #schedulePendingCount(): void {
-    if (this.#pendingTimer !== undefined || this.#closed || !this.#opened) return;
-    this.#pendingTimer = setTimeout(() => {
-      this.#pendingTimer = undefined;
-      if (this.#pendingReading) this.#schedulePendingCount();
-      else void this.#countPending();
-    }, 0);
-  }
-
-  /** Reads the pending count into `status.pendingChanges` now (never rejects). */
-  async #countPending(): Promise<void> {
-    if (this.#closed || !this.#opened) return;
-    this.#pendingReading = true;
-    try {
-      const p = await this.#runner.read((db) => readPending(db));
-      if (!this.#closed) this.#status.set({ pendingChanges: p.dirtyRows + p.outboxRows });
-    } catch (err) {
-      this.#logger.debug({ err }, 'oversync client: pending count failed');
-    } finally {
-      this.#pendingReading = false;
-    }
-  }
-
-  /** Tells the live queries that `tables` (undefined: any table) may have changed. */
-  #notifyWatchers(tables: TableSet): void {
-    for (const change of this.#watchers.keys()) change(tables);
-  }
-
-  /**
-   * The write hook of the writer's connection (see write-hook.ts), made on first need and again
-   * when the connection changed (a dbproxy process that became the primary anew). Undefined when
-   * the connection is out of reach or cannot host it: then a coordinator's commit feed (when it
-   * has one) stands in, telling of every commit but not of its tables.
-   */
-  #writeHook(): WriteHook | undefined {
-    let db: unknown;
-    try {
-      db = this.#runner.db;
-    } catch {
-      db = undefined;
-    }
-    if (this.#hook && this.#hook.db === db) return this.#hook.hook;
-    this.#dropHook();
-    const hook = db === undefined ? undefined : WriteHook.of(db as never);
-    if (!hook) {
-      const w = this.options.writer as { subscribe?: unknown };
-      if (!this.#commitFeedOff && isCoordinator(w) && typeof w.subscribe === 'function') {
-        this.#commitFeedOff = (w.subscribe as (l: () => void) => () => void)(() => {
-          this.#notifyWatchers(undefined);
-          this.#schedulePendingCount();
-        });
-      }
-      return undefined;
-    }
-    const off = hook.on((tables) => {
-      if (PENDING_TABLES.some((t) => tables.has(t))) this.#schedulePendingCount();
-      this.#notifyWatchers(tables);
-    });
-    const untrack = this.#opened ? hook.track(PENDING_TABLES) : () => {};
-    this.#hook = { db, hook, off, untrack };
-    return hook;
-  }
-
-  #dropHook(): void {
-    const h = this.#hook;
-    this.#hook = undefined;
-    h?.off();
-    h?.untrack();
-    this.#commitFeedOff?.();
-    this.#commitFeedOff = undefined;
-  }
-
-  /** After `open()`: the pending count follows the client's dirty and outbox rows. */
-  #trackPending(): void {
-    this.#opened = true;
-    const h = this.#hook;
-    if (h) {
-      h.untrack();
-      h.untrack = h.hook.track(PENDING_TABLES);
-    } else this.#writeHook();
-    this.#schedulePendingCount();
+    return this.#live.status;
   }
 
   on<E extends keyof ClientEvents>(event: E, listener: (e: ClientEvents[E]) => void): () => void {
@@ -280,8 +156,8 @@ class SyncClientImpl implements SyncClient {
         return await fn();
       } finally {
         // Every operation may change the binding and the pending rows.
-        this.#refreshConnected();
-        this.#schedulePendingCount();
+        this.#live.refreshConnected();
+        this.#live.schedulePendingCount();
       }
     };
     const p = this.#queue.then(run, run);
@@ -290,40 +166,7 @@ class SyncClientImpl implements SyncClient {
   }
 
   changes(opts: { signal?: AbortSignal; bufferSize?: number } = {}): AsyncIterable<AppliedEvent> {
-    const capacity = opts.bufferSize ?? DEFAULT_CHANGES_BUFFER_SIZE;
-    if (!Number.isInteger(capacity) || capacity < 1) {
-      throw new ClientError(
-        'OVERSYNC_CLIENT_INVALID_OPTIONS',
-        `changes: bufferSize must be a positive integer, got ${capacity}`,
-      );
-    }
-    const { signal } = opts;
-    return {
-      // Each iteration subscribes when it starts; a slow consumer loses the oldest events, and the
-      // iteration ends (after the buffered events) when the signal aborts or the client closes.
-      [Symbol.asyncIterator]: () => {
-        const unsubscribe: Array<() => void> = [];
-        const end = (): void => stream.end();
-        const stream = new ChangeStream<AppliedEvent>({
-          capacity,
-          overflow: 'drop-oldest',
-          onClose: () => {
-            for (const off of unsubscribe) off();
-            signal?.removeEventListener('abort', end);
-          },
-        });
-        if (this.#closed || signal?.aborted) {
-          stream.end();
-          return stream;
-        }
-        unsubscribe.push(
-          this.#events.on('applied', (e) => stream.push(e)),
-          this.#events.on('closed', end),
-        );
-        signal?.addEventListener('abort', end, { once: true });
-        return stream;
-      },
-    };
+    return appliedEvents(this.#events, () => this.#closed, opts);
   }
 
   metrics(): ClientMetrics {
@@ -343,7 +186,7 @@ class SyncClientImpl implements SyncClient {
       return r;
     } catch (error) {
       this.#metrics.operationErrors++;
-      this.#status.failed(error, OPERATIONS[ch]);
+      this.#live.failed(error, ch);
       if (c.hasSubscribers) c.publish({ operation: ch, durationMs: performance.now() - start, error });
       throw error;
     }
@@ -354,7 +197,7 @@ class SyncClientImpl implements SyncClient {
       'open',
       async () => {
         await this.#attachment.open(opts.signal);
-        this.#trackPending();
+        this.#live.opened();
       },
       opts.signal,
     );
@@ -364,16 +207,7 @@ class SyncClientImpl implements SyncClient {
     const signal = opts.signal;
     return this.#exclusive(
       'attach',
-      () =>
-        this.#traced('attach', async () => {
-          try {
-            const r = await this.#attachment.attach(userId, signal);
-            if (r.outcome === 'used_remote_state') this.#status.succeeded('pull');
-            return r;
-          } finally {
-            this.#status.set({ downloading: false });
-          }
-        }),
+      () => this.#traced('attach', () => this.#live.attaching(() => this.#attachment.attach(userId, signal))),
       signal,
     );
   }
@@ -404,7 +238,7 @@ class SyncClientImpl implements SyncClient {
       async () => {
         const r = await this.#attachment.detach(opts.force === true, opts.signal);
         // the wipe runs with capture off; live queries of any table may have changed
-        if (r.outcome === 'detached') this.#notifyWatchers(undefined);
+        if (r.outcome === 'detached') this.#live.notify(undefined);
         return r;
       },
       opts.signal,
@@ -418,16 +252,7 @@ class SyncClientImpl implements SyncClient {
   async #pushLocked(signal?: AbortSignal, name = 'pushPending'): Promise<PushReport> {
     const { ctx } = await this.#gates(name, signal);
     if (this.#uploadsPaused) return { outcome: 'skipped_paused', conflictsResolved: 0 };
-    this.#status.set({ uploading: true });
-    try {
-      const r = await this.#traced('push', () => pushPending(ctx, signal));
-      this.#status.succeeded('push');
-      return r;
-    } finally {
-      // the count first, so that `uploading` ends on the state the push left
-      await this.#countPending();
-      this.#status.set({ uploading: false });
-    }
+    return this.#live.during('push', () => this.#traced('push', () => pushPending(ctx, signal)));
   }
 
   pushPending(opts: OpOptions = {}): Promise<PushReport> {
@@ -448,41 +273,17 @@ class SyncClientImpl implements SyncClient {
     if (this.#downloadsPaused) {
       return { outcome: 'skipped_paused', bundlesApplied: 0, rowsApplied: 0, lastBundleSeqSeen: -1 };
     }
-    this.#status.set({ downloading: true });
-    try {
-      const r = await this.#traced('pull', () => pullToStable(ctx, gate.att.lastBundleSeqSeen, signal));
-      this.#status.succeeded('pull');
-      return r;
-    } finally {
-      this.#status.set({ downloading: false });
-    }
+    return this.#live.during('pull', () =>
+      this.#traced('pull', () => pullToStable(ctx, gate.att.lastBundleSeqSeen, signal)),
+    );
   }
 
   pullToStable(opts: OpOptions = {}): Promise<PullReport> {
     return this.#exclusive('pullToStable', () => this.#pullLocked(opts.signal), opts.signal);
   }
 
-  async #statusLocked(signal?: AbortSignal): Promise<SyncStatus> {
-    return this.#runner.read((db) => {
-      const pending = readPending(db);
-      const att = readAttachment(db);
-      const op = readOperation(db);
-      const live = hasLiveRows(db);
-      return {
-        authority: pending.pendingInitialization
-          ? 'pending_local_seed'
-          : live
-            ? 'authoritative_materialized'
-            : 'authoritative_empty',
-        pending: { ...pending, blocksDetach: pending.total > 0 },
-        lastBundleSeqSeen: att.lastBundleSeqSeen,
-        userId: att.bindingState === 'attached' ? att.attachedUserId : '',
-        sourceId: att.currentSourceId,
-        connected: this.#attachment.connected,
-        rebuildRequired: att.rebuildRequired,
-        sourceRecoveryRequired: op.kind === 'source_recovery',
-      } as const;
-    }, signal);
+  #statusLocked(signal?: AbortSignal): Promise<SyncStatus> {
+    return this.#runner.read((db) => readSyncStatus(db, this.#attachment.connected), signal);
   }
 
   readStatus(opts: OpOptions = {}): Promise<SyncStatus> {
@@ -556,17 +357,11 @@ class SyncClientImpl implements SyncClient {
         this.#traced('rebuild', async () => {
           const { ctx, gate } = await this.#gates('rebuild', signal, true);
           if (this.#downloadsPaused) return { outcome: 'skipped_paused' } as const;
-          this.#status.set({ downloading: true });
-          try {
-            const r =
-              gate.op.kind === 'source_recovery'
-                ? await recoverSource(ctx, gate.op, signal)
-                : await keepSourceRebuild(ctx, 'hydrate', signal);
-            this.#status.succeeded('pull');
-            return r;
-          } finally {
-            this.#status.set({ downloading: false });
-          }
+          return this.#live.during('pull', () =>
+            gate.op.kind === 'source_recovery'
+              ? recoverSource(ctx, gate.op, signal)
+              : keepSourceRebuild(ctx, 'hydrate', signal),
+          );
         }),
       signal,
     );
@@ -587,29 +382,14 @@ class SyncClientImpl implements SyncClient {
   }
   notifyLocalChange(tables?: readonly string[]): void {
     this.#bg?.wakeUpload();
-    this.#notifyWatchers(tables ? new Set(tables.map((t) => t.toLowerCase())) : undefined);
-    this.#schedulePendingCount();
-  }
-
-  #liveSource(): LiveSource | ClientError {
-    if (this.#closed) return new ClientError('OVERSYNC_CLIENT_CLOSED', 'watch: client is closed');
-    const hook = this.#writeHook();
-    const source: LiveSource = {
-      read: (fn, signal) => this.#runner.read(fn, signal),
-      subscribe: (change, end) => {
-        this.#watchers.set(change, end);
-        return () => this.#watchers.delete(change);
-      },
-    };
-    if (hook) source.track = (tables) => hook.track(tables);
-    return source;
+    this.#live.localChange(tables);
   }
 
   readonly watch = ((
     sql: string,
     params?: WatchParams,
     options: WatchOptions & Partial<WatchHandlers<unknown>> = {},
-  ) => watchLive(() => this.#liveSource(), sql, params, options)) as SyncClient['watch'];
+  ) => watchLive(() => this.#live.source(), sql, params, options)) as SyncClient['watch'];
 
   start(opts: OpOptions = {}): void {
     if (this.#closed) throw new ClientError('OVERSYNC_CLIENT_CLOSED', 'start: client is closed');
@@ -630,7 +410,7 @@ class SyncClientImpl implements SyncClient {
           ),
         pull: (signal) => this.#exclusive('pullToStable', () => this.#pullLocked(signal), signal),
         error: (error, loop) => {
-          this.#status.failed(error, loop === 'upload' ? 'push' : 'pull');
+          this.#live.failed(error, loop === 'upload' ? 'push' : 'pull');
           this.#emit('error', { error, loop });
         },
       },
@@ -664,13 +444,7 @@ class SyncClientImpl implements SyncClient {
   async #release(): Promise<void> {
     this.#closed = true;
     this.#attachment.release();
-    if (this.#pendingTimer !== undefined) clearTimeout(this.#pendingTimer);
-    this.#pendingTimer = undefined;
-    // Live queries end (each releases its triggers), then the client's own triggers go.
-    for (const end of [...this.#watchers.values()]) end();
-    this.#watchers.clear();
-    this.#dropHook();
-    this.#status.set({ connected: false, uploading: false, downloading: false });
+    this.#live.close();
   }
 
   close(): Promise<void> {

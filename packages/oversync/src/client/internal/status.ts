@@ -2,9 +2,12 @@
  * `client.status`: one object, updated in place, and a `status` event per change (see
  * `ClientStatus` in types.ts for what each field means). The facade reports what happens
  * (operations starting and ending, HTTP answers, pending counts); this file keeps the object.
+ * `readSyncStatus` is the other status, `readStatus()`'s: the stored state, read from the database.
  */
 import { isClientError } from '../errors.js';
-import type { ClientStatus, StatusError } from '../types.js';
+import type { ClientStatus, StatusError, SyncStatus } from '../types.js';
+import type { SqliteDb } from '../writer-types.js';
+import { hasLiveRows, readAttachment, readOperation, readPending } from './local-store.js';
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
@@ -67,4 +70,26 @@ export class StatusTracker {
         : { lastPullAt: new Date(), lastError: null },
     );
   }
+}
+
+/** `readStatus()`: the device's stored sync state (inside a read; `connected` is the facade's). */
+export function readSyncStatus(db: SqliteDb, connected: boolean): SyncStatus {
+  const pending = readPending(db);
+  const att = readAttachment(db);
+  const op = readOperation(db);
+  const live = hasLiveRows(db);
+  return {
+    authority: pending.pendingInitialization
+      ? 'pending_local_seed'
+      : live
+        ? 'authoritative_materialized'
+        : 'authoritative_empty',
+    pending: { ...pending, blocksDetach: pending.total > 0 },
+    lastBundleSeqSeen: att.lastBundleSeqSeen,
+    userId: att.bindingState === 'attached' ? att.attachedUserId : '',
+    sourceId: att.currentSourceId,
+    connected,
+    rebuildRequired: att.rebuildRequired,
+    sourceRecoveryRequired: op.kind === 'source_recovery',
+  } as const;
 }
