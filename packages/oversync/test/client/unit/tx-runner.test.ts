@@ -54,9 +54,11 @@ describe('TxRunner.sliced', () => {
     const runner = new TxRunner(db, 'normal');
     const during: Array<{ busyTimeout: number; error: string | undefined; applyRowsSeen: number }> = [];
     let done = false;
-    const work = runner.sliced((c) => busyWork(c, 40, 4)).finally(() => {
-      done = true;
-    });
+    const work = runner
+      .sliced((c) => busyWork(c, 40, 4))
+      .finally(() => {
+        done = true;
+      });
     while (!done) {
       await nextTurn();
       if (done || !runner.busy) break;
