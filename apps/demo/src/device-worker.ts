@@ -23,7 +23,7 @@ import type { SqliteDatabase } from '@x/writecoordinator';
 import { businessWrites, DEFAULT_SQLITE_DDL, readAll } from './device-schema.js';
 import { causeLine, type DemoErrorCode } from './errors.js';
 import { signJwt } from './jwt.js';
-import { defaultProfile } from './profiles.js';
+import { clientTables, defaultProfile } from './profiles.js';
 import { syncWriter } from './sync-writer.js';
 
 export interface DeviceWorkerOptions {
@@ -213,7 +213,7 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
       baseUrl: o.server,
       token,
       schema: o.tenant,
-      tables: defaultProfile.tables,
+      tables: clientTables(defaultProfile),
       resolver: mergeResolver,
       retry: { initialBackoffMs: 20, maxBackoffMs: 200, maxAttempts: 3 },
       // Each push_conflict response names one row; allow enough rounds for a device's offline edits.

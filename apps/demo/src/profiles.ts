@@ -15,13 +15,21 @@ export interface Profile {
   tenantDdl(schema: string): string;
   /** Undo of `tenantDdl` (compensation): must tolerate missing objects. */
   tenantDropDdl(schema: string): string;
-  /** Tables registered with the sync service, in every tenant schema. */
-  readonly tables: readonly { table: string; syncKeyColumns: readonly string[] }[];
+  /**
+   * Tables registered with the sync service, in every tenant schema. `backendWrites`: ordinary SQL
+   * on the table (an admin's UPDATE from any client) syncs to the devices at COMMIT.
+   */
+  readonly tables: readonly { table: string; syncKeyColumns: readonly string[]; backendWrites?: boolean }[];
   /** The reference example's `POST /dummy-signin`. */
   readonly signInRoute: boolean;
   /** The reference example's test-only routes (`POST /test/reset`, `POST /test/retention-floor`). */
   readonly testRoutes: boolean;
   readonly appName: string;
+}
+
+/** A profile's tables as a sync client registers them (the server-only `backendWrites` left out). */
+export function clientTables(profile: Profile): Array<{ table: string; syncKeyColumns: string[] }> {
+  return profile.tables.map((t) => ({ table: t.table, syncKeyColumns: [...t.syncKeyColumns] }));
 }
 
 const q = (s: string) => `"${s.replace(/"/g, '""')}"`;
@@ -36,8 +44,8 @@ export const defaultProfile: Profile = {
   signInRoute: true,
   testRoutes: false,
   tables: [
-    { table: 'lists', syncKeyColumns: ['id'] },
-    { table: 'items', syncKeyColumns: ['id'] },
+    { table: 'lists', syncKeyColumns: ['id'], backendWrites: true },
+    { table: 'items', syncKeyColumns: ['id'], backendWrites: true },
   ],
   tenantDdl: (schema) => `
 CREATE SCHEMA IF NOT EXISTS ${q(schema)};

@@ -193,7 +193,12 @@ export async function startDemoServer(options: DemoServerOptions): Promise<DemoS
         appName: profile.appName,
         maxSupportedSchemaVersion: 1,
         registeredTables: profile.tenants.flatMap((schema) =>
-          profile.tables.map((t) => ({ schema, table: t.table, syncKeyColumns: [...t.syncKeyColumns] })),
+          profile.tables.map((t) => ({
+            schema,
+            table: t.table,
+            syncKeyColumns: [...t.syncKeyColumns],
+            backendWrites: t.backendWrites === true,
+          })),
         ),
         bundleChangeWatch: { enabled: true },
       });

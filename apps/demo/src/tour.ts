@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import type { ItemRow } from './device-schema.js';
 import { DemoError } from './errors.js';
 import { jwtSecretFromEnv, signJwt } from './jwt.js';
@@ -347,6 +348,34 @@ export async function runTourDetailed(opts: TourOptions = {}): Promise<TourSumma
         bobHttpIds.length === 11,
       `bob's server scope (HTTP, his token) has only his 11 rows`,
     );
+
+    log('tour', '━━ 7. An admin UPDATE in plain SQL (a bare pg client, no @x code) reaches the devices');
+    const adminTarget = srvItems[0];
+    if (adminTarget) {
+      const title = `${adminTarget.title} (fixed by admin)`;
+      // The URL the tour was given (databaseUrls shows it without its password), else the embedded one.
+      const admin = new pg.Client({ connectionString: opts.databaseUrl ?? server.databaseUrls.primary });
+      await admin.connect();
+      try {
+        // acme.items opts in to backend writes: COMMIT makes this one bundle for alice's scope.
+        await admin.query(
+          `UPDATE ${TENANT}.items SET title = $1 WHERE _sync_scope_id = 'alice' AND id = $2`,
+          [title, adminTarget.id],
+        );
+      } finally {
+        await admin.end();
+      }
+      log('admin', `UPDATE ${TENANT}.items SET title = '${title}' (one row of alice's)`);
+      await laptop.sync();
+      await phone.sync();
+      const [al, ap] = await Promise.all([laptop.dump(), phone.dump()]);
+      const seen = [al, ap].filter(
+        (d) => d.items.find((i) => i.id === adminTarget.id)?.title === title,
+      ).length;
+      check(seen === 2, `the admin's UPDATE reached both of alice's devices (${seen}/2)`);
+    } else {
+      check(false, 'the admin UPDATE found an item of alice to change');
+    }
 
     const st = await server.status();
     const sync = st.sync as { committed_bundle_count?: number };

@@ -10,14 +10,23 @@ import Fastify from 'fastify';
 
 // A sync server, in-process for the example (see the server example for a real one).
 const pg = createCluster({ primary: process.env.DATABASE_URL ?? 'postgres://localhost/postgres' });
+// The same business tables as the server example (a database registers one set of tables).
 await pg.exec(`
   create schema if not exists business;
   create table if not exists business.users (
     _sync_scope_id text not null, id uuid not null, name text not null, email text not null default '',
-    primary key (_sync_scope_id, id));`);
+    primary key (_sync_scope_id, id));
+  create table if not exists business.posts (
+    _sync_scope_id text not null, id uuid not null, author_id uuid not null, title text not null,
+    primary key (_sync_scope_id, id),
+    foreign key (_sync_scope_id, author_id) references business.users (_sync_scope_id, id)
+      on delete cascade deferrable initially deferred);`);
 const service = createSyncService({
   db: pg,
-  registeredTables: [{ schema: 'business', table: 'users', syncKeyColumns: ['id'] }],
+  registeredTables: [
+    { schema: 'business', table: 'users', syncKeyColumns: ['id'] },
+    { schema: 'business', table: 'posts', syncKeyColumns: ['id'] },
+  ],
 });
 await service.bootstrap();
 const app = Fastify();

@@ -14,7 +14,7 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { businessWrites, DEFAULT_SQLITE_DDL } from '../../src/device-schema.js';
 import { signJwt } from '../../src/jwt.js';
-import { defaultProfile } from '../../src/profiles.js';
+import { clientTables, defaultProfile } from '../../src/profiles.js';
 import { type DemoServer, startDemoServer } from '../../src/server.js';
 import { syncWriter } from '../../src/sync-writer.js';
 
@@ -71,7 +71,7 @@ const clientOf = (writer: Parameters<typeof createSyncClient>[0]['writer'], user
     baseUrl: server.url,
     token: () => signJwt(SECRET, { sub: user, did, ttlSeconds: 300 }),
     schema: TENANT,
-    tables: defaultProfile.tables,
+    tables: clientTables(defaultProfile),
   });
 
 describe('live queries on a dbproxy device', () => {

@@ -49,6 +49,12 @@ describe('the tour, smaller, across real processes', () => {
     expect(summary.serverBundles).toBeGreaterThanOrEqual(5);
   });
 
+  it("sent an admin's plain-SQL UPDATE to both of alice's devices (backend writes)", () => {
+    expect(lines.some((l) => l.includes("✔ the admin's UPDATE reached both of alice's devices (2/2)"))).toBe(
+      true,
+    );
+  });
+
   it('printed a live log and a summary table', () => {
     expect(lines.some((l) => l.includes('SIGKILL primary'))).toBe(true);
     expect(lines.some((l) => l.startsWith('summary') && l.includes('result') && l.includes('PASS'))).toBe(
