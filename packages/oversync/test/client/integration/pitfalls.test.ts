@@ -25,27 +25,40 @@ async function sharedRow(optsB: DeviceOptions = {}) {
   return { user, a, b, id };
 }
 
+/**
+ * Device B of `sharedRow` has a conflicting UPDATE ('B frozen' over A's 'A') queued; `edit` runs on
+ * B's database once, while B's push is on its way to the commit (after the freeze).
+ */
+async function editDuringFrozenConflict(
+  resolver: 'server-wins' | 'client-wins',
+  edit: (db: Device['db'], id: string) => void,
+) {
+  let pending: (() => void) | undefined;
+  const shared = await sharedRow({
+    resolver,
+    fetch: (u: string, i: RequestInit) => {
+      if (pending && u.endsWith('/commit')) {
+        pending();
+        pending = undefined;
+      }
+      return fetch(u, i);
+    },
+  });
+  const { a, b, id } = shared;
+  a.db.prepare(`UPDATE users SET name = 'A' WHERE id = ?`).run(id);
+  await a.client.sync();
+  b.db.prepare(`UPDATE users SET name = 'B frozen' WHERE id = ?`).run(id);
+  pending = () => edit(b.db, id);
+  await b.client.sync();
+  await b.client.sync();
+  return { ...shared, editRan: pending === undefined };
+}
+
 describe('reference-client pitfalls, fixed', () => {
   it('an edit made while a push is in flight survives an accept-server conflict (pitfall 8)', async () => {
-    let bdb: Device | undefined;
-    let editDuringPush: string | undefined;
-    const { user, a, b, id } = await sharedRow({
-      resolver: 'server-wins',
-      fetch: (u: string, i: RequestInit) => {
-        if (editDuringPush && u.endsWith('/commit') && bdb) {
-          bdb.db.prepare(`UPDATE users SET name = ? WHERE id = ?`).run(editDuringPush, id);
-          editDuringPush = undefined;
-        }
-        return fetch(u, i);
-      },
+    const { user, a, id } = await editDuringFrozenConflict('server-wins', (db, rowId) => {
+      db.prepare(`UPDATE users SET name = ? WHERE id = ?`).run('B edited after the freeze', rowId);
     });
-    bdb = b;
-    a.db.prepare(`UPDATE users SET name = 'A' WHERE id = ?`).run(id);
-    await a.client.sync();
-    b.db.prepare(`UPDATE users SET name = 'B frozen' WHERE id = ?`).run(id);
-    editDuringPush = 'B edited after the freeze';
-    await b.client.sync();
-    await b.client.sync();
     expect(await serverName(user, id)).toBe('B edited after the freeze');
     await a.client.sync();
     expect(rows(a.db, 'users')[0]?.name).toBe('B edited after the freeze');
@@ -55,26 +68,10 @@ describe('reference-client pitfalls, fixed', () => {
   // app's newer DELETE, so the delete never reached the server and the row came back everywhere.
   for (const resolver of ['server-wins', 'client-wins'] as const) {
     it(`a delete made while a push is in flight survives a conflict on the frozen update (${resolver})`, async () => {
-      let bdb: Device | undefined;
-      let deleteDuringPush = false;
-      const { user, a, b, id } = await sharedRow({
-        resolver,
-        fetch: (u: string, i: RequestInit) => {
-          if (deleteDuringPush && u.endsWith('/commit') && bdb) {
-            bdb.db.prepare(`DELETE FROM users WHERE id = ?`).run(id);
-            deleteDuringPush = false;
-          }
-          return fetch(u, i);
-        },
+      const { user, a, b, id, editRan } = await editDuringFrozenConflict(resolver, (db, rowId) => {
+        db.prepare(`DELETE FROM users WHERE id = ?`).run(rowId);
       });
-      bdb = b;
-      a.db.prepare(`UPDATE users SET name = 'A' WHERE id = ?`).run(id);
-      await a.client.sync();
-      b.db.prepare(`UPDATE users SET name = 'B frozen' WHERE id = ?`).run(id);
-      deleteDuringPush = true;
-      await b.client.sync();
-      await b.client.sync();
-      expect(deleteDuringPush).toBe(false);
+      expect(editRan).toBe(true);
       expect(await serverName(user, id)).toBeUndefined();
       expect(rows(b.db, 'users').some((r) => r.id === id)).toBe(false);
       expect(await b.client.conflicts()).toMatchObject([
