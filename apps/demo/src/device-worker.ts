@@ -12,14 +12,9 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createDbProxy, type DbProxy, EXCLUSIVE_METRICS_KEY } from '@x/dbproxy';
-import {
-  type ConflictContext,
-  type ConflictResolution,
-  createSyncClient,
-  type SyncClient,
-  watchQuery,
-} from '@x/oversync/client';
+import { createSyncClient, type SyncClient, watchQuery } from '@x/oversync/client';
 import type { SqliteDatabase } from '@x/writecoordinator';
+import { Backoff, mergeResolver } from './device-policy.js';
 import { businessWrites, DEFAULT_SQLITE_DDL, readAll } from './device-schema.js';
 import { causeLine, type DemoErrorCode } from './errors.js';
 import { signJwt } from './jwt.js';
@@ -62,23 +57,6 @@ class FatalDeviceError extends Error {
     message: string,
   ) {
     super(message);
-  }
-}
-
-/** Capped exponential backoff with jitter: the n-th wait is uniform in [cap/2, cap], cap = min(max, min * 2^n). */
-export class Backoff {
-  #attempt = 0;
-  constructor(
-    readonly minMs: number,
-    readonly maxMs: number,
-    readonly random: () => number = Math.random,
-  ) {}
-  next(): number {
-    const cap = Math.min(this.maxMs, this.minMs * 2 ** Math.min(this.#attempt++, 30));
-    return Math.round(cap / 2 + (cap / 2) * this.random());
-  }
-  reset(): void {
-    this.#attempt = 0;
   }
 }
 
@@ -126,25 +104,6 @@ export class SyncErrorReporter {
     if (this.#current.size > 0 && Date.now() - this.#lastAt > ms)
       for (const where of [...this.#current.keys()]) this.recovered(where);
   }
-}
-
-/** Conflict policy of the demo: a server deletion wins; concurrent edits of an item are merged. */
-export function mergeResolver(ctx: ConflictContext): ConflictResolution {
-  if (ctx.serverRowDeleted || ctx.serverRowLocal === null || ctx.localPayload === null)
-    return { kind: 'accept-server' };
-  if (ctx.table !== 'items') return { kind: 'accept-server' };
-  const s = ctx.serverRowLocal;
-  const l = ctx.localPayload;
-  if (s['title'] === l['title']) return { kind: 'accept-server' };
-  return {
-    kind: 'merged',
-    payload: {
-      ...s,
-      title: `${String(s['title'])} + ${String(l['title'])}`,
-      done: Math.max(Number(s['done'] ?? 0), Number(l['done'] ?? 0)),
-      updated_by: 'merge',
-    },
-  };
 }
 
 export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {

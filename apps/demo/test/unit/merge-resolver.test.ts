@@ -1,6 +1,6 @@
 import type { ConflictContext } from '@x/oversync/client';
 import { describe, expect, it } from 'vitest';
-import { mergeResolver } from '../../src/device-worker.js';
+import { mergeResolver } from '../../src/device-policy.js';
 
 const ctx = (over: Partial<ConflictContext>): ConflictContext => ({
   reason: 'row_version',
