@@ -14,7 +14,7 @@ import { Remote } from './internal/remote.js';
 import { readSyncStatus } from './internal/status.js';
 import { Transport } from './internal/transport.js';
 import { TxRunner } from './internal/writer.js';
-import { parseOptions, type SyncClientOptions, type SyncClientOptionsInput } from './options.js';
+import type { SyncClientOptions } from './options.js';
 import type { ClientMetrics, OpOptions, SyncClient } from './sync-client.js';
 import type { FetchLike } from './transport-types.js';
 import type {
@@ -36,6 +36,7 @@ import type {
   WatchOptions,
   WatchParams,
 } from './types.js';
+import type { SqliteDb } from './writer-types.js';
 
 const channels = {
   attach: channel('x:oversync:client-attach'),
@@ -45,7 +46,8 @@ const channels = {
   sync: channel('x:oversync:client-sync'),
 };
 
-class SyncClientImpl implements SyncClient {
+/** The client behind `createSyncClient` (create-sync-client.ts). */
+export class SyncClientImpl implements SyncClient {
   readonly options: SyncClientOptions;
   readonly #runner: TxRunner;
   readonly #remote: Remote;
@@ -380,6 +382,14 @@ class SyncClientImpl implements SyncClient {
   resumeDownloads(): void {
     this.#downloadsPaused = false;
   }
+  writeTransaction<T>(fn: (db: SqliteDb) => T, opts: OpOptions = {}): Promise<T> {
+    if (this.#closed)
+      return Promise.reject(new ClientError('OVERSYNC_CLIENT_CLOSED', 'writeTransaction: client is closed'));
+    return this.#runner.appWrite(fn, opts.signal).then((v) => {
+      this.#bg?.wakeUpload();
+      return v;
+    });
+  }
   notifyLocalChange(tables?: readonly string[]): void {
     this.#bg?.wakeUpload();
     this.#live.localChange(tables);
@@ -463,38 +473,4 @@ class SyncClientImpl implements SyncClient {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
-}
-
-/**
- * Creates a sync client over the device's SQLite database. The options are checked here
- * (OVERSYNC_CLIENT_INVALID_OPTIONS); no I/O happens until `open()`, which installs the client's
- * tables and triggers, and `attach(userId)`, which binds the database to the user's scope on the
- * server. Then `sync()` pushes local changes and pulls the server's, or `start()` keeps doing so in
- * the background.
- *
- * @example
- * ```ts
- * import { createSyncClient } from '@x/oversync/client';
- * import Database from 'better-sqlite3';
- *
- * const db = new Database('notes.db');
- * db.exec(`CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL)`);
- * const client = createSyncClient({
- *   writer: db, // or a write coordinator
- *   baseUrl: 'https://sync.example.com',
- *   token: () => 'token-of-ann', // sent as Authorization: Bearer …
- *   schema: 'business', // the server schema of the rows
- *   tables: [{ table: 'users', syncKeyColumns: ['id'] }],
- * });
- * await client.open();
- * await client.attach('user-123');
- * db.prepare('INSERT INTO users (id, name) VALUES (?, ?)').run(crypto.randomUUID(), 'Ann');
- * const report = await client.sync(); // push, then pull to the server's stable point
- * console.log('pushed', report.push.rowCount, 'rows; pull', report.pull.outcome);
- * await client.close(); // does not close the database
- * db.close();
- * ```
- */
-export function createSyncClient(options: SyncClientOptionsInput): SyncClient {
-  return new SyncClientImpl(parseOptions(options));
 }

@@ -1,5 +1,5 @@
 /** `@x/oversync/client`: an offline-first SQLite client for go-oversync protocol v1 servers. */
-export { createSyncClient } from './client.js';
+export { createSyncClient } from './create-sync-client.js';
 export {
   CLIENT_ERROR_CODES,
   ClientError,

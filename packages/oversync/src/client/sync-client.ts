@@ -19,6 +19,7 @@ import type {
   WatchOptions,
   WatchParams,
 } from './types.js';
+import type { SqliteDb } from './writer-types.js';
 
 /** The client's counters since creation ({@link SyncClient.metrics}). */
 export interface ClientMetrics {
@@ -95,6 +96,15 @@ export interface SyncClient {
   start(opts?: OpOptions): void;
   /** Stops the background loops started by `start()` and waits for them. */
   stop(): Promise<void>;
+  /**
+   * Runs `fn` as one write transaction (BEGIN IMMEDIATE … COMMIT) on the client's writer and
+   * resolves with its result. While a large hydrate or push holds SQLite's write lock (on the
+   * client's apply connection, see "Staying responsive on big hydrates and pushes" in the README), the write
+   * waits for that apply to end instead of failing with `SQLITE_BUSY`, and the event loop keeps
+   * running meanwhile. Through a write coordinator it is a coordinator job. `fn` must be
+   * synchronous; the background uploader is woken after COMMIT.
+   */
+  writeTransaction<T>(fn: (db: SqliteDb) => T, opts?: OpOptions): Promise<T>;
   /**
    * Tells the client the app wrote: wakes the background uploader, recounts `status.pendingChanges`
    * and re-runs the live queries that read `tables` (every live query when `tables` is omitted).

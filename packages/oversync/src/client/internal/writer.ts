@@ -142,6 +142,8 @@ export class TxRunner {
   #apply: SqliteDb | undefined;
   #applyIdle: ReturnType<typeof setTimeout> | undefined;
   #checkpointer: Checkpointer | undefined;
+  /** Pending while a sliced apply holds the write lock across a yield (see `appWrite`). */
+  #locked: Promise<void> | undefined;
 
   constructor(writer: SyncWriter, durability: 'normal' | 'full') {
     this.#writer = writer;
@@ -218,7 +220,7 @@ export class TxRunner {
     if (!side) return this.tx((db) => drain(fn(db)), signal);
     this.#inFlight++;
     let slices = 0;
-    let restoreBusy: (() => void) | undefined;
+    let unlock: (() => void) | undefined;
     try {
       side.exec('BEGIN IMMEDIATE');
       let value: T;
@@ -232,7 +234,7 @@ export class TxRunner {
             break;
           }
           if (performance.now() - t0 >= SLICE_BUDGET_MS) {
-            restoreBusy ??= failFastWhileLocked(this.db);
+            unlock ??= this.#holdLock();
             await yieldToLoop();
             slices++;
             if (signal?.aborted) throw aborted(signal);
@@ -251,15 +253,43 @@ export class TxRunner {
       this.#checkpointer ??= new Checkpointer(side.name);
       await this.#checkpointer.ready;
       side.exec('COMMIT');
-      restoreBusy?.();
-      restoreBusy = undefined;
+      unlock?.();
+      unlock = undefined;
       await this.#checkpointer.run();
       return value;
     } finally {
-      restoreBusy?.();
+      unlock?.();
       this.#inFlight--;
       this.#releaseApplyConnection();
     }
+  }
+
+  /** Marks the write lock held by a sliced apply; the returned function ends that. */
+  #holdLock(): () => void {
+    const restoreBusy = failFastWhileLocked(this.db);
+    let release = () => {};
+    this.#locked = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    return () => {
+      restoreBusy();
+      this.#locked = undefined;
+      release();
+    };
+  }
+
+  /**
+   * One write transaction of the app's (`client.writeTransaction`): like `tx`, but while a large
+   * sliced apply holds the write lock it waits for that apply's COMMIT or ROLLBACK instead of
+   * meeting the lock (where a direct write fails at once with `SQLITE_BUSY`).
+   */
+  async appWrite<T>(fn: (db: SqliteDb) => T, signal?: AbortSignal): Promise<T> {
+    if (signal?.aborted) throw aborted(signal);
+    while (this.#locked) {
+      await this.#locked;
+      if (signal?.aborted) throw aborted(signal);
+    }
+    return this.tx(fn, signal);
   }
 
   /** The apply connection (opened on first use), or undefined where `sliced` falls back to `tx`. */

@@ -85,4 +85,32 @@ describe('TxRunner.sliced', () => {
     db.prepare(`INSERT INTO t(who) VALUES ('app')`).run();
     db.close();
   });
+
+  it('appWrite waits for a long apply to commit, then writes; the event loop turns meanwhile', async () => {
+    const db = open('queued.db');
+    const runner = new TxRunner(db, 'normal');
+    let applyDone = false;
+    const work = runner
+      .sliced((c) => busyWork(c, 40, 4))
+      .then(() => {
+        applyDone = true;
+      });
+    // Let the apply take the lock and yield at least once.
+    while (!runner.busy || Number(db.pragma('busy_timeout', { simple: true })) !== 0) await nextTurn();
+    let turns = 0;
+    const ticker = setInterval(() => turns++, 1);
+    const written = await runner.appWrite((c) => {
+      // Runs after the apply's COMMIT: its rows are visible, and the write cannot meet the lock.
+      const seen = Number(c.prepare(`SELECT count(*) FROM t WHERE who = 'apply'`).pluck().get());
+      c.prepare(`INSERT INTO t(who) VALUES ('app')`).run();
+      return seen;
+    });
+    clearInterval(ticker);
+    await work;
+    expect(applyDone).toBe(true);
+    expect(written).toBe(40);
+    expect(turns).toBeGreaterThan(0);
+    expect(db.prepare(`SELECT count(*) FROM t WHERE who = 'app'`).pluck().get()).toBe(1);
+    db.close();
+  });
 });
