@@ -338,8 +338,70 @@ export function restoreOrphans(db: SqliteDb, fk: ForeignKeyIndex, schema: string
       restored++;
       moved = true;
     }
-    if (!moved) return restored;
+    if (!moved) return restored + restoreCycles(db, fk, schema);
   }
+}
+
+interface StashedRow {
+  readonly rowid: number;
+  readonly m: TableModel;
+  readonly payload: Record<string, unknown>;
+}
+
+/**
+ * Puts back, together, the stashed rows whose parents are each either present or another of
+ * them: rows that reference each other in a cycle (list A under B, B under A, which a server
+ * accepts with deferred keys) would otherwise each wait for the other for ever. The rows go back
+ * in one step; the FK checks are deferred to COMMIT (apply mode), where the cycle is whole.
+ */
+function restoreCycles(db: SqliteDb, fk: ForeignKeyIndex, schema: string): number {
+  const rows: StashedRow[] = [];
+  for (const r of stmt(
+    db,
+    `SELECT rowid, table_name, payload FROM _sync_orphan_rows WHERE schema_name = ?`,
+  ).all(schema) as Array<{ rowid: number; table_name: string; payload: string }>) {
+    const m = fk.model(r.table_name);
+    if (m) rows.push({ rowid: r.rowid, m, payload: JSON.parse(r.payload) as Record<string, unknown> });
+  }
+  if (rows.length < 2) return 0;
+  const edgeId = (e: ForeignKeyModel, values: Bind) =>
+    `${e.parent}\u0000${e.to.join(',')}\u0000${JSON.stringify(values)}`;
+  // which stashed rows could serve as the parent named by (edge, values)
+  const offered = new Map<string, StashedRow[]>();
+  for (const r of rows) {
+    for (const e of fk.childEdges(r.m.table)) {
+      const id = edgeId(e, payloadValues(r.m, r.payload, e.to));
+      offered.set(id, [...(offered.get(id) ?? []), r]);
+    }
+  }
+  // the greatest set of stashed rows whose every parent is present, a self reference, or in the set
+  const live = new Set(rows);
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const r of live) {
+      const ok = fk.parentEdges(r.m.table).every((e) => {
+        const values = payloadValues(r.m, r.payload, e.from);
+        if (selfReference(e, r.m, r.payload) || parentExists(db, e, values)) return true;
+        return (offered.get(edgeId(e, values)) ?? []).some((p) => live.has(p));
+      });
+      if (!ok) {
+        live.delete(r);
+        changed = true;
+      }
+    }
+  }
+  for (const r of live) {
+    const cols = r.m.columns.map((c) => quoteIdent(c.name));
+    stmt(db, `INSERT INTO ${r.m.quoted}(${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`).run(
+      ...payloadValues(
+        r.m,
+        r.payload,
+        r.m.columns.map((c) => c.name),
+      ),
+    );
+    stmt(db, `DELETE FROM _sync_orphan_rows WHERE rowid = ?`).run(r.rowid);
+  }
+  return live.size;
 }
 
 /** A row that references itself (e.g. a root list pointing at its own id) needs no other parent. */

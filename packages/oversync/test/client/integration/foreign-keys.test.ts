@@ -228,6 +228,32 @@ describe('foreign keys across devices', () => {
     }
   });
 
+  it('rows that reference each other in a cycle come back from the stash together', async () => {
+    // CI seed 1901 (three servers): a device stashed two lists that name each other as parent,
+    // each waited for the other, and the pair with everything under it never came back.
+    const { user, x, y, l: a } = await pair();
+    const b = addList(x, 'B', a);
+    addItem(x, b, 'in B');
+    await x.client.sync();
+    await y.client.pullToStable();
+    // y deletes B (and, by cascade, its item) offline; x closes the cycle A -> B -> A and renames B
+    y.db.prepare(`DELETE FROM lists WHERE id = ?`).run(b);
+    x.db.prepare(`UPDATE lists SET parent_list_id = ? WHERE id = ?`).run(b, a);
+    x.db.prepare(`UPDATE lists SET name = 'B2' WHERE id = ?`).run(b);
+    await x.client.sync();
+    // y pulls first: A now points at B, which y deleted, so A waits in the stash; then y's delete
+    // of B meets x's rename and the server's B (under A, stashed) is accepted: the two wait on
+    // each other
+    await y.client.pullToStable();
+    await settle(y, x);
+    expect(state(y)).toEqual(state(x));
+    const server = await serverState(user);
+    expect(server.lists.map((r) => r.id).sort()).toEqual([a, b].sort());
+    expect(server.items).toEqual([]); // y's delete of the item met no edit: it stands
+    expect(rows(y.db, 'lists')).toHaveLength(2);
+    expect(y.db.prepare(`SELECT COUNT(*) FROM _sync_orphan_rows`).pluck().get()).toBe(0);
+  });
+
   it('replaying history past a parent this device deleted: intermediate bundles never fail the pull', async () => {
     const { user, x, y, l } = await pair();
     const q = addList(x, 'Q');
