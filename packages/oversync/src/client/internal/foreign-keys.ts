@@ -326,20 +326,25 @@ export function restoreOrphans(db: SqliteDb, fk: ForeignKeyIndex, schema: string
         .parentEdges(m.table)
         .every((e) => parentExists(db, e, payloadValues(m, payload, e.from)) || selfReference(e, m, payload));
       if (!ready) continue;
-      const cols = m.columns.map((c) => quoteIdent(c.name));
-      stmt(db, `INSERT INTO ${m.quoted}(${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`).run(
-        ...payloadValues(
-          m,
-          payload,
-          m.columns.map((c) => c.name),
-        ),
-      );
+      insertPayload(db, m, payload);
       drop();
       restored++;
       moved = true;
     }
     if (!moved) return restored + restoreCycles(db, fk, schema);
   }
+}
+
+/** Inserts a stashed row back into its table. */
+function insertPayload(db: SqliteDb, m: TableModel, payload: Record<string, unknown>): void {
+  const cols = m.columns.map((c) => quoteIdent(c.name));
+  stmt(db, `INSERT INTO ${m.quoted}(${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`).run(
+    ...payloadValues(
+      m,
+      payload,
+      m.columns.map((c) => c.name),
+    ),
+  );
 }
 
 interface StashedRow {
@@ -391,14 +396,7 @@ function restoreCycles(db: SqliteDb, fk: ForeignKeyIndex, schema: string): numbe
     }
   }
   for (const r of live) {
-    const cols = r.m.columns.map((c) => quoteIdent(c.name));
-    stmt(db, `INSERT INTO ${r.m.quoted}(${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`).run(
-      ...payloadValues(
-        r.m,
-        r.payload,
-        r.m.columns.map((c) => c.name),
-      ),
-    );
+    insertPayload(db, r.m, r.payload);
     stmt(db, `DELETE FROM _sync_orphan_rows WHERE rowid = ?`).run(r.rowid);
   }
   return live.size;
