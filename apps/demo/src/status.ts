@@ -64,21 +64,35 @@ export function renderServerStatus(url: string, s: Obj): string[] {
   return lines;
 }
 
-/** One device process's status file (written every second by `demo device`). */
+/**
+ * One device process's status file (written every second by `demo device`): its role, the sync
+ * client's state (connected, ↑ uploading, ↓ downloading, pending changes, last push and pull), its
+ * progress and its last error.
+ */
 export function renderDeviceStatus(dir: string, files: Obj[], now = Date.now()): string[] {
+  const ago = (iso: unknown) => {
+    const at = typeof iso === 'string' ? Date.parse(iso) : Number.NaN;
+    return Number.isNaN(at) ? '-' : `${Math.max(0, Math.round((now - at) / 1000))} s ago`;
+  };
   const rows = files.map((f) => {
     const sync = f['sync'] === null ? null : obj(f['sync']);
+    // the client's live status (client.status), when the file has it: what it is doing right now
+    const live = f['live'] === null || f['live'] === undefined ? null : obj(f['live']);
+    const connected = live === null ? sync?.['connected'] : live['connected'];
+    const doing = live === null ? '' : `${live['uploading'] ? ' ↑' : ''}${live['downloading'] ? ' ↓' : ''}`;
     const progress = obj(f['progress']);
     return [
       String(f['label']),
       String(f['role']),
       String(f['epoch']),
       String(f['pid']),
-      sync === null ? '-' : sync['connected'] ? 'connected' : 'not connected',
+      sync === null ? '-' : `${connected ? 'connected' : 'not connected'}${doing}`,
       sync === null ? '-' : String(n(obj(sync['pending'])['total'])),
       progress['pushed'] === undefined ? '-' : String(n(progress['pushed'])),
       progress['pulled'] === undefined ? '-' : String(n(progress['pulled'])),
       sync === null ? '-' : String(n(sync['lastBundleSeqSeen'])),
+      live === null ? '-' : ago(live['lastPushAt']),
+      live === null ? '-' : ago(live['lastPullAt']),
       String(n(f['conflicts'])),
       f['lastError'] ? String(f['lastError']).slice(0, 50) : '-',
       `${Math.max(0, Math.round((now - n(f['t'])) / 1000))} s ago`,
@@ -97,6 +111,8 @@ export function renderDeviceStatus(dir: string, files: Obj[], now = Date.now()):
         'pushed',
         'pulled',
         'bundle',
+        'last push',
+        'last pull',
         'conflicts',
         'last error',
         'updated',

@@ -201,11 +201,15 @@ describe('demo subcommands', () => {
     });
     await dev.waitLine(/progress: pushed \d+, pulled \d+, pending \d+/);
     // The status files are written every second: wait for the primary's to report a connected client.
-    await waitFor(async () => (await demo(['status', '--dir', devDir])).stdout.includes('connected'), {
-      timeoutMs: 30_000,
-      intervalMs: 500,
-      what: 'a status file with a connected sync client',
-    });
+    // ("not connected" must not count; the last push and pull come from the client's live status)
+    await waitFor(
+      async () => / {2}connected.* s ago +\d+ s ago /.test((await demo(['status', '--dir', devDir])).stdout),
+      {
+        timeoutMs: 30_000,
+        intervalMs: 500,
+        what: 'a status file with a connected sync client',
+      },
+    );
     const human = await demo(['status', '--server', url, '--dir', devDir]);
     expect(human.code, human.stderr).toBe(0);
     expect(human.stdout).toMatch(
@@ -215,6 +219,9 @@ describe('demo subcommands', () => {
     expect(human.stdout).toMatch(/node +role +health/);
     expect(human.stdout).toMatch(/device \S+dave-laptop: \d+ process\(es\)/);
     expect(human.stdout).toMatch(/\n {2}p +primary +\d+ +\d+ +connected/);
+    // the client's live status: last push and last pull, as seconds ago
+    expect(human.stdout).toMatch(/ +last push +last pull +conflicts/);
+    expect(human.stdout).toMatch(/\n {2}p +primary .* \d+ s ago +\d+ s ago /);
     expect(human.stdout.split('\n').length).toBeLessThan(30);
     const json = await demo(['status', '--server', url, '--dir', devDir, '--json']);
     expect(json.code).toBe(0);
