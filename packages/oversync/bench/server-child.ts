@@ -4,7 +4,7 @@
 // Line protocol on stdio: prints `ready <baseUrl>`; on `reset` it clears the event-loop histogram
 // and the statement counter and notes the RSS (prints `ok`); on `stats` prints one JSON line
 // ({ rssMb, baseRssMb, peakRssMb, eldMaxMs, eldP99Ms, statements, cpuMs: CPU
-// time since the reset }); on `exit` it closes.
+// time since the reset, cpuUserMs: its user part }); on `exit` it closes.
 // The peak is `resourceUsage().maxRSS`, the process' lifetime peak: measure one big push per process.
 
 import { writeFileSync } from 'node:fs';
@@ -112,6 +112,7 @@ for await (const line of lines) {
           const c = process.cpuUsage(baseCpu);
           return (c.user + c.system) / 1000;
         })(),
+        cpuUserMs: process.cpuUsage(baseCpu).user / 1000,
       })}\n`,
     );
   } else if (cmd === 'exit') {

@@ -151,7 +151,7 @@ if (process.env.BENCH_LOG_SQL === '1' || process.env.BENCH_SLOW_SQL_MS) process.
 await server.exit();
 const bundles = pushMs.length;
 log(
-  `sync: ${bundles} bundles in ${Math.round(elapsed)} ms, ${stats.statements} statements, eld max ${stats.eldMaxMs} ms, server cpu ${Math.round(stats.cpuMs)} ms`,
+  `sync: ${bundles} bundles in ${Math.round(elapsed)} ms, ${stats.statements} statements, eld max ${stats.eldMaxMs} ms, server cpu ${Math.round(stats.cpuMs)} ms (user ${Math.round(stats.cpuUserMs)} ms)`,
 );
 
 await reportBench(process.env.X_BENCH_PACKAGE ?? 'oversync', [

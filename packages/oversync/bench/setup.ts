@@ -33,6 +33,7 @@ export interface ServerStats {
   eldP99Ms: number;
   statements: number;
   cpuMs: number;
+  cpuUserMs: number;
 }
 
 /** bench/server-child.ts over the database `url`, once it is ready; `env` is added to its environment. */

@@ -10,6 +10,7 @@ import type { TableInfo, Topology } from './topology.js';
 export const PAYLOAD_PRESENT = true;
 
 import type { SyncQuerier } from '../database.js';
+import type { StatementBatch } from './batch.js';
 import { OP_DELETE, OP_INSERT, OP_UPDATE } from './schema-sql.js';
 
 interface StageRow {
@@ -86,6 +87,26 @@ export async function allocateBundleSeq(tx: SyncQuerier, userPk: string): Promis
 }
 
 /** The bundle-change NOTIFY of a bundle committed with the transaction (watch enabled only). */
+function notifyStatement(
+  notifyChannel: string,
+  userPk: string,
+  bundleSeq: number,
+  source: { sourceId: string; sourceBundleId: number },
+): [string, unknown[]] {
+  return [
+    'SELECT pg_notify($1, $2)',
+    [
+      notifyChannel,
+      JSON.stringify({
+        user_pk: Number(userPk),
+        bundle_seq: bundleSeq,
+        source_id: source.sourceId,
+        source_bundle_id: source.sourceBundleId,
+      }),
+    ],
+  ];
+}
+
 export async function notifyBundle(
   tx: SyncQuerier,
   notifyChannel: string | undefined,
@@ -94,15 +115,21 @@ export async function notifyBundle(
   source: { sourceId: string; sourceBundleId: number },
 ): Promise<void> {
   if (notifyChannel === undefined) return;
-  await tx.query('SELECT pg_notify($1, $2)', [
-    notifyChannel,
-    JSON.stringify({
-      user_pk: Number(userPk),
-      bundle_seq: bundleSeq,
-      source_id: source.sourceId,
-      source_bundle_id: source.sourceBundleId,
-    }),
-  ]);
+  const [sql, params] = notifyStatement(notifyChannel, userPk, bundleSeq, source);
+  await tx.query(sql, params);
+}
+
+/** notifyBundle queued on a batch (sent with its next statement; NOTIFY is delivered at COMMIT). */
+export function notifyBundleLater(
+  tx: StatementBatch,
+  notifyChannel: string | undefined,
+  userPk: string,
+  bundleSeq: number,
+  source: { sourceId: string; sourceBundleId: number },
+): void {
+  if (notifyChannel === undefined) return;
+  const [sql, params] = notifyStatement(notifyChannel, userPk, bundleSeq, source);
+  tx.later(sql, params);
 }
 
 /**

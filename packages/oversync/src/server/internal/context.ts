@@ -1,5 +1,6 @@
 import type { SyncDatabase, SyncQuerier, SyncTxOptions } from '../database.js';
 import type { ResolvedSyncServiceOptions, SyncLogger } from '../options.js';
+import { StatementBatch } from './batch.js';
 import type { Topology } from './topology.js';
 
 /** What every operation module needs from the service. */
@@ -38,5 +39,24 @@ export function boundedTx<T>(
   return ctx.db.runTx(async (tx) => {
     await tx.query(`SET LOCAL statement_timeout = ${Math.ceil(ms)}`);
     return fn(tx);
+  }, opts);
+}
+
+/**
+ * boundedTx whose callback gets a StatementBatch: the `SET LOCAL statement_timeout` (and whatever
+ * the callback queues with `later`) travels with its first statement, in one round trip.
+ */
+export function boundedBatchTx<T>(
+  ctx: ServiceContext,
+  fn: (tx: StatementBatch) => Promise<T>,
+  opts: SyncTxOptions,
+): Promise<T> {
+  const ms = ctx.options.limits.requestStatementTimeoutMs;
+  return ctx.db.runTx(async (raw) => {
+    const tx = new StatementBatch(raw);
+    if (ms > 0) tx.later(`SET LOCAL statement_timeout = ${Math.ceil(ms)}`);
+    const r = await fn(tx);
+    await tx.flush();
+    return r;
   }, opts);
 }

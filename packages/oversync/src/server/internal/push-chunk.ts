@@ -6,7 +6,8 @@ import type { PushSessionChunkRequest, PushSessionChunkResponse } from '../../sh
 import type { Actor } from '../actor.js';
 import type { SyncQuerier } from '../database.js';
 import { wireError } from '../errors.js';
-import { boundedTx, type OpOptions, type ServiceContext, txOpts } from './context.js';
+import { runStatements } from './batch.js';
+import { boundedTx, type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
 import { findInvalidValue, rowInvalidError } from './push-conflict.js';
 import { loadSessionForUpdate, PUSH_TX } from './push-session.js';
 import { chunkMetaOf } from './push-staging.js';
@@ -60,6 +61,11 @@ export async function uploadPushChunk(
       invalid.column,
     );
   }
+  const done = await stageChunkAtOnce(ctx, actor, pushId, req.start_row_ordinal, staged, opts);
+  if (done !== undefined) return done;
+  // Anything else (an unknown, foreign, expired or initializing session, a chunk out of order or
+  // beyond the plan) takes the full path, which answers it (or stages the chunk, if the session
+  // changed meanwhile).
   return boundedTx(
     ctx,
     async (tx) => {
@@ -100,4 +106,65 @@ export async function uploadPushChunk(
     },
     txOpts(opts.signal, PUSH_TX),
   );
+}
+
+/**
+ * The common chunk in one round trip and one implicit transaction (batch.ts): the timeouts, the user lock and
+ * one statement that locks the session row (FOR UPDATE re-reads it as the previous lock holder left
+ * it) and stages the chunk only when the session is the actor's, unexpired, without an
+ * initialization lease, and expects exactly this chunk within its plan. Undefined when it staged
+ * nothing (then nothing was written).
+ */
+async function stageChunkAtOnce(
+  ctx: ServiceContext,
+  actor: Actor,
+  pushId: string,
+  start: number,
+  staged: readonly StagedRowInput[],
+  opts: OpOptions,
+): Promise<PushSessionChunkResponse | undefined> {
+  if (!UUID_RE.test(pushId)) return undefined;
+  const limits = ctx.options.limits;
+  const end = start + staged.length;
+  // Read committed whatever the database's default: the lock must come before the row is re-read.
+  const stmts: { sql: string; params?: readonly unknown[] }[] = [
+    { sql: 'SET TRANSACTION ISOLATION LEVEL READ COMMITTED' },
+  ];
+  if (limits.requestStatementTimeoutMs > 0)
+    stmts.push({ sql: `SET LOCAL statement_timeout = ${Math.ceil(limits.requestStatementTimeoutMs)}` });
+  if (limits.uploadLockTimeoutMs > 0)
+    stmts.push({ sql: `SET LOCAL lock_timeout = '${Math.ceil(limits.uploadLockTimeoutMs)}ms'` });
+  stmts.push({
+    sql: `WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended($2, 0))),
+       s AS (
+         SELECT p.push_id, p.planned_row_count, p.next_expected_row_ordinal
+           FROM l, sync.push_sessions p JOIN sync.user_state u ON u.user_pk = p.user_pk
+          WHERE p.push_id = $1 AND u.user_id = $2 AND p.expires_at >= now() AND p.initialization_id IS NULL
+            FOR UPDATE OF p),
+       ok AS (SELECT push_id FROM s WHERE next_expected_row_ordinal = $3 AND planned_row_count >= $4),
+       chunk AS (
+         INSERT INTO sync.push_session_chunks (push_id, start_row_ordinal, row_count, meta, payloads)
+         SELECT push_id, $3, $5, $6, $7 FROM ok)
+     UPDATE sync.push_sessions p SET next_expected_row_ordinal = $4,
+            expires_at = now() + make_interval(secs => $8::float8 / 1000)
+       FROM ok WHERE p.push_id = ok.push_id
+     RETURNING p.next_expected_row_ordinal::text AS next`,
+    params: [
+      pushId,
+      actor.userId,
+      start,
+      end,
+      staged.length,
+      chunkMetaOf(staged),
+      staged.map((r) => r.payloadApply ?? '').join('\n'),
+      limits.pushSessionTtlMs,
+    ],
+  });
+  const r = await runStatements<{ next: string }>(
+    ctx.db,
+    stmts,
+    opts.signal ? { signal: opts.signal } : undefined,
+  );
+  if (r.rows.length !== 1 || Number(r.rows[0]!.next) !== end) return undefined;
+  return { push_id: pushId, next_expected_row_ordinal: end };
 }

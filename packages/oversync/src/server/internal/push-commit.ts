@@ -5,21 +5,23 @@
  */
 import type { PushSessionCommitResponse } from '../../shared/wire.js';
 import type { Actor } from '../actor.js';
-import type { SyncQuerier } from '../database.js';
 import { wireError } from '../errors.js';
+import { StatementBatch } from './batch.js';
 import { type DirectInsertEvent, finalizeCapturedBundle } from './capture.js';
-import { type OpOptions, type ServiceContext, txOpts } from './context.js';
+import { type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
 import { applyRows } from './push-apply.js';
 import { commitStagedBundle, STREAM_COMMIT_MIN_ROWS, scanStagedBundle } from './push-commit-stream.js';
 import { dataRefusalOf, locateRefusedRow, refusedRowConflict } from './push-conflict.js';
 import { type CommittedPushBundle, commitDirectBundle, directBundleEligible } from './push-direct-bundle.js';
 import { type DirectInsertPlan, directInsertPlan } from './push-direct-insert.js';
-import { loadSessionForUpdate, PUSH_TX, type SessionRow } from './push-session.js';
+import { PUSH_TX, type SessionRow } from './push-session.js';
 import { type ApplyRow, loadStagedRows, type StagedChunk } from './push-staging.js';
 import { checkRowVersions, type RowStateOf } from './push-version-check.js';
 import {
   activateSourceAndRetain,
+  type BundleContext,
   loadSourceState,
+  lockUserLater,
   markScopeInitialized,
   requireActiveInitializationLease,
   type SourceRow,
@@ -29,26 +31,74 @@ import {
   sourceStateOf,
 } from './state.js';
 
-/** The session's staged chunks (in row order) and its source's state locked FOR UPDATE, in one statement. */
-async function loadStagedChunksAndSource(
-  tx: SyncQuerier,
+/** What a commit reads first: the locked session, and (see loadCommitStart) its chunks and source state. */
+interface CommitStart {
+  session: SessionRow;
+  /** Read with the session (its chunks in row order and its source's state locked FOR UPDATE), or not. */
+  together: { chunks: StagedChunk[]; source: SourceState } | undefined;
+}
+
+/**
+ * The user lock, then one statement (its snapshot taken after the lock) that locks the session row
+ * and, when the session is the actor's, unexpired, without an initialization lease and below
+ * `chunksBelowRows` planned rows, reads its staged chunks and locks its source's state: the locks
+ * in the order the separate statements took them (user, session, source), in one round trip with
+ * whatever `tx` has queued. Every writer of a session's chunks holds the user lock, so the chunks
+ * read are the ones the session row says; answers like loadSessionForUpdate.
+ */
+async function loadCommitStart(
+  tx: StatementBatch,
+  actor: Actor,
   pushId: string,
-  userPk: string,
-  sourceId: string,
-): Promise<{ chunks: StagedChunk[]; source: SourceState }> {
-  const r = await tx.query<StagedChunk & SourceRow & { k: string }>(
-    `WITH src AS (
-       SELECT state, max_committed_source_bundle_id::text AS max, replaced_by_source_id
-         FROM sync.source_state WHERE user_pk = $2 AND source_id = $3 FOR UPDATE)
-     SELECT 's' AS k, NULL::text AS start, NULL::int4 AS row_count, NULL::text AS meta, NULL::text AS payloads,
-            state, max, replaced_by_source_id FROM src
+  lockTimeoutMs: number,
+  chunksBelowRows: number,
+): Promise<CommitStart> {
+  if (!UUID_RE.test(pushId)) throw wireError('push_session_not_found', `push session ${pushId} not found`);
+  lockUserLater(tx, actor.userId, lockTimeoutMs);
+  const r = await tx.query<SessionRow & StagedChunk & SourceRow & { k: 'p' | 'w' | 's' | 'c' }>(
+    `WITH s AS (
+       SELECT p.push_id, p.user_pk, u.user_id, p.source_id, p.source_bundle_id, p.planned_row_count,
+              p.next_expected_row_ordinal, p.initialization_id, (p.expires_at < now()) AS expired
+         FROM sync.push_sessions p JOIN sync.user_state u ON u.user_pk = p.user_pk
+        WHERE p.push_id = $1 FOR UPDATE OF p),
+     w AS (
+       SELECT push_id, user_pk, source_id FROM s
+        WHERE user_id = $2 AND NOT expired AND initialization_id IS NULL AND planned_row_count < $3),
+     src AS (
+       SELECT st.state, st.max_committed_source_bundle_id, st.replaced_by_source_id
+         FROM w, sync.source_state st WHERE st.user_pk = w.user_pk AND st.source_id = w.source_id
+          FOR UPDATE OF st)
+     SELECT 'p' AS k, user_pk::text, user_id, source_id, source_bundle_id::text, planned_row_count::text,
+            next_expected_row_ordinal::text, initialization_id::text, expired,
+            NULL::text AS start, NULL::int4 AS row_count, NULL::text AS meta, NULL::text AS payloads,
+            NULL::text AS state, NULL::text AS max, NULL::text AS replaced_by_source_id FROM s
      UNION ALL
-     SELECT 'c', start_row_ordinal::text, row_count, meta, payloads, NULL, NULL, NULL
-       FROM sync.push_session_chunks WHERE push_id = $1`,
-    [pushId, userPk, sourceId],
+     SELECT 'w', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM w
+     UNION ALL
+     SELECT 's', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+            state, max_committed_source_bundle_id::text, replaced_by_source_id FROM src
+     UNION ALL
+     SELECT 'c', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+            c.start_row_ordinal::text, c.row_count, c.meta, c.payloads, NULL, NULL, NULL
+       FROM w JOIN sync.push_session_chunks c ON c.push_id = w.push_id`,
+    [pushId, actor.userId, chunksBelowRows],
   );
-  const chunks = r.rows.filter((x) => x.k === 'c').sort((a, b) => Number(a.start) - Number(b.start));
-  return { chunks, source: sourceStateOf(r.rows.find((x) => x.k === 's')) };
+  let session: SessionRow | undefined;
+  let read = false;
+  let source: SourceRow | undefined;
+  const chunks: StagedChunk[] = [];
+  for (const x of r.rows) {
+    if (x.k === 'p') session = x;
+    else if (x.k === 'w') read = true;
+    else if (x.k === 's') source = x;
+    else chunks.push(x);
+  }
+  if (!session) throw wireError('push_session_not_found', `push session ${pushId} not found`);
+  if (session.user_id !== actor.userId)
+    throw wireError('push_session_forbidden', `push session ${pushId} is forbidden`);
+  if (session.expired) throw wireError('push_session_expired', `push session ${pushId} has expired`);
+  chunks.sort((a, b) => Number(a.start) - Number(b.start));
+  return { session, together: read ? { chunks, source: sourceStateOf(source) } : undefined };
 }
 
 export async function commitPushSession(
@@ -72,7 +122,7 @@ export async function commitPushSession(
 const APPLY_SAVEPOINT = 'oversync_apply';
 /** One commit's bundle as it is applied: its rows, whose they are, and how they may be inserted. */
 interface BundleApply {
-  readonly tx: SyncQuerier;
+  readonly tx: StatementBatch;
   readonly ctx: ServiceContext;
   readonly userId: string;
   readonly userPk: string;
@@ -91,33 +141,37 @@ async function runCommit(
   const limits = ctx.options.limits;
   const topology = ctx.topology;
   return ctx.db.runTx(
-    async (tx) => {
-      const s = await loadSessionForUpdate(tx, actor, pushId, {
-        userId: actor.userId,
-        lockTimeoutMs: limits.uploadLockTimeoutMs,
-      });
+    async (raw) => {
+      const tx = new StatementBatch(raw);
+      // Deferred from the start (nothing before the apply writes checked rows), sent with the lock.
+      tx.later('SET CONSTRAINTS ALL DEFERRED');
+      // A large bundle of fresh INSERTs is committed in pages (push-commit-stream.ts): its chunks
+      // are not read here. Without an initialization lease to check (and lock) in between, the
+      // chunks and the locked source state are read with the session: the same locks in the same order.
+      const start = await loadCommitStart(
+        tx,
+        actor,
+        pushId,
+        limits.uploadLockTimeoutMs,
+        careful ? Number.MAX_SAFE_INTEGER : STREAM_COMMIT_MIN_ROWS,
+      );
+      const s = start.session;
       const plan = await directInsertPlan(tx, topology);
-      // A large bundle of fresh INSERTs is committed in pages (push-commit-stream.ts); the scan
-      // only decides, so every other bundle fails here exactly as the whole-bundle path says.
+      // The scan only decides, so every other bundle fails here exactly as the whole-bundle path says.
       const planned = Number(s.planned_row_count);
       const runs =
         !careful && planned >= STREAM_COMMIT_MIN_ROWS
           ? await scanStagedBundle(tx, topology, pushId, s.user_pk, planned, plan)
           : undefined;
       const initializationId = s.initialization_id ?? '';
-      // Without an initialization lease to check (and lock) in between, the chunks and the locked
-      // source state are read in one statement: the same locks in the same order.
-      const together = !runs && !initializationId;
       let apply: ApplyRow[] = [];
       let src: SourceState | undefined;
-      if (together) {
-        const read = await loadStagedChunksAndSource(tx, pushId, s.user_pk, s.source_id);
-        apply = await loadStagedRows(tx, topology, pushId, s, read.chunks);
-        src = read.source;
+      if (start.together) {
+        apply = await loadStagedRows(tx, topology, pushId, s, start.together.chunks);
+        src = start.together.source;
       } else if (!runs) {
         apply = await loadStagedRows(tx, topology, pushId, s);
       }
-      await tx.query('SET CONSTRAINTS ALL DEFERRED');
       if (initializationId) {
         await requireActiveInitializationLease(tx, s.user_pk, s.source_id, initializationId, limits);
       }
@@ -130,24 +184,35 @@ async function runCommit(
           `source ${s.source_id} for user ${actor.userId} changed expected next source_bundle_id from staged ${sourceBundleId} to ${src.expected} before commit`,
         );
       }
-      await setBundleContext(tx, {
+      const bundleContext: BundleContext = {
         userId: actor.userId,
         userPk: s.user_pk,
         sourceId: s.source_id,
         sourceBundleId,
         initializationId,
         directInsertTableIds: plan.tableIds,
-      });
+      };
       let bundle: CommittedPushBundle;
       if (runs) {
+        await setBundleContext(tx, bundleContext);
         const source = { sourceId: s.source_id, sourceBundleId };
         bundle = await commitStagedBundle(tx, ctx, actor.userId, s.user_pk, pushId, source, runs, plan);
-        await tx.query('SET CONSTRAINTS ALL IMMEDIATE');
+        // The deferred checks run with the next statement (their refusal fails the commit the same).
+        tx.later('SET CONSTRAINTS ALL IMMEDIATE');
       } else {
-        bundle = await applyWholeBundle(tx, ctx, actor.userId, s, sourceBundleId, apply, plan, careful);
+        bundle = await applyWholeBundle(tx, ctx, s, apply, plan, careful, bundleContext);
       }
-      await activateSourceAndRetain(tx, s.user_pk, s.source_id, sourceBundleId, limits, pushId);
+      await activateSourceAndRetain(
+        tx,
+        s.user_pk,
+        s.source_id,
+        sourceBundleId,
+        limits,
+        pushId,
+        bundle.direct === true,
+      );
       if (initializationId) await markScopeInitialized(tx, s.user_pk, s.source_id);
+      await tx.flush();
       return {
         bundle_seq: bundle.bundleSeq,
         source_id: s.source_id,
@@ -162,25 +227,27 @@ async function runCommit(
 
 /** The whole-bundle path: every staged row in memory, checked for conflicts, applied. */
 async function applyWholeBundle(
-  tx: SyncQuerier,
+  tx: StatementBatch,
   ctx: ServiceContext,
-  userId: string,
   s: SessionRow,
-  sourceBundleId: number,
   apply: readonly ApplyRow[],
   plan: DirectInsertPlan,
   careful: boolean,
+  bundleContext: BundleContext,
 ): Promise<CommittedPushBundle> {
+  const userId = bundleContext.userId;
   const stateOfRow = await checkRowVersions(tx, ctx.topology, userId, s.user_pk, apply);
-  const b: BundleApply = {
-    tx,
-    ctx,
-    userId,
-    userPk: s.user_pk,
-    source: { sourceId: s.source_id, sourceBundleId },
-    apply,
-    plan,
-  };
+  const source = { sourceId: s.source_id, sourceBundleId: bundleContext.sourceBundleId };
+  if (!careful && directBundleEligible(apply, plan)) {
+    // The bundle context (read by nothing before the INSERTs) is set with the bundle_seq, and the
+    // deferred checks run with the next statement: a refusal there fails the commit as it did here.
+    const bundle = await commitDirectBundle(tx, ctx, userId, s.user_pk, source, apply, plan, bundleContext);
+    tx.later('SET CONSTRAINTS ALL IMMEDIATE');
+    return bundle;
+  }
+  // Set before the savepoint of a careful apply: rolling back to it must not clear the context.
+  await setBundleContext(tx, bundleContext);
+  const b: BundleApply = { tx, ctx, userId, userPk: s.user_pk, source, apply, plan };
   return careful ? await applyBundleCarefully(b, stateOfRow) : await applyBundle(b);
 }
 

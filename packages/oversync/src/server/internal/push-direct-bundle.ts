@@ -3,19 +3,27 @@
  * `RETURNING`, when the whole push is fresh INSERTs into tables the direct-insert plan covers.
  */
 import { computeBundleHash, type HashableBundleRow } from '../../shared/bundle-hash.js';
-import type { SyncQuerier } from '../database.js';
-import { notifyBundle, PAYLOAD_PRESENT } from './capture.js';
+import type { StatementBatch } from './batch.js';
+import { notifyBundleLater, PAYLOAD_PRESENT } from './capture.js';
 import type { ServiceContext } from './context.js';
 import { quoteIdent } from './db.js';
 import { DIRECT_ALIAS, type DirectInsertPlan, MAX_INSERT_BATCH } from './push-direct-insert.js';
 import type { ApplyRow } from './push-staging.js';
 import { OP_INSERT } from './schema-sql.js';
+import {
+  type BundleContext,
+  bundleContextConflict,
+  bundleContextCtes,
+  bundleContextParams,
+} from './state.js';
 
 /** A bundle a push commit wrote. */
 export interface CommittedPushBundle {
   bundleSeq: number;
   rowCount: number;
   hash: string;
+  /** Written by commitDirectBundle (checked for captured rows after the apply). */
+  direct?: boolean;
 }
 
 /**
@@ -33,26 +41,44 @@ export function directBundleEligible(rows: readonly ApplyRow[], plan: DirectInse
 }
 
 export async function commitDirectBundle(
-  tx: SyncQuerier,
+  tx: StatementBatch,
   ctx: ServiceContext,
   userId: string,
   userPk: string,
   source: { sourceId: string; sourceBundleId: number },
   rows: readonly ApplyRow[],
   plan: DirectInsertPlan,
+  /** Set in the same statement as the bundle_seq (else the caller has set it). */
+  bundleContext?: BundleContext,
 ): Promise<CommittedPushBundle> {
   // The bundle_seq allocated (capture.ts allocateBundleSeq) and the log row written in one
   // statement, the log row first (hash filled in below): installs made before bundle_rows lost its
-  // FK to bundle_log still check it per row.
-  const log = await tx.query<{ seq: string }>(
-    `WITH seq AS (
-       UPDATE sync.user_state SET next_bundle_seq = next_bundle_seq + 1 WHERE user_pk = $1
-       RETURNING next_bundle_seq - 1 AS seq)
-     INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id, row_count, byte_count, bundle_hash)
-     SELECT $1, seq, $2, $3, 0, 0, '\\x' FROM seq
-     RETURNING bundle_seq::text AS seq`,
-    [userPk, source.sourceId, source.sourceBundleId],
+  // FK to bundle_log still check it per row. With `bundleContext`, its GUCs are checked and set in
+  // that statement too (nothing there reads them; the INSERTs below do), and a conflicting context
+  // writes nothing.
+  const log = await tx.query<{ seq: string | null; ok: boolean }>(
+    bundleContext
+      ? `WITH ${bundleContextCtes('$4', '$5')},
+         seq AS (
+           UPDATE sync.user_state SET next_bundle_seq = next_bundle_seq + 1
+            WHERE user_pk = $1 AND (SELECT ok FROM bc_set)
+           RETURNING next_bundle_seq - 1 AS seq),
+         log AS (
+           INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id, row_count, byte_count, bundle_hash)
+           SELECT $1, seq, $2, $3, 0, 0, '\\x' FROM seq
+           RETURNING bundle_seq)
+         SELECT (SELECT bundle_seq::text FROM log) AS seq, ok FROM bc_set`
+      : `WITH seq AS (
+           UPDATE sync.user_state SET next_bundle_seq = next_bundle_seq + 1 WHERE user_pk = $1
+           RETURNING next_bundle_seq - 1 AS seq)
+         INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id, row_count, byte_count, bundle_hash)
+         SELECT $1, seq, $2, $3, 0, 0, '\\x' FROM seq
+         RETURNING bundle_seq::text AS seq, TRUE AS ok`,
+    bundleContext
+      ? [userPk, source.sourceId, source.sourceBundleId, ...bundleContextParams(bundleContext)]
+      : [userPk, source.sourceId, source.sourceBundleId],
   );
+  if (!log.rows[0]!.ok) throw bundleContextConflict();
   const bundleSeq = Number(log.rows[0]!.seq);
   const hashRows: HashableBundleRow[] = [];
   const texts: string[] = [];
@@ -100,14 +126,13 @@ export async function commitDirectBundle(
     i = j;
   }
   const hash = computeBundleHash(hashRows, texts);
-  const done = await tx.query<{ staged: boolean }>(
+  // Sent with the caller's next statement; that nothing went through the capture stage is
+  // checked after the apply (`direct`: activateSourceAndRetain's checkNoCaptureStage).
+  tx.later(
     `UPDATE sync.bundle_log SET row_count = $3, byte_count = $4, bundle_hash = decode($5, 'hex')
-      WHERE user_pk = $1 AND bundle_seq = $2
-     RETURNING EXISTS (SELECT 1 FROM sync.bundle_capture_stage WHERE txid = txid_current() AND user_pk = $1) AS staged`,
+      WHERE user_pk = $1 AND bundle_seq = $2`,
     [userPk, bundleSeq, texts.length, hash.byteCount, hash.hex],
   );
-  // Guaranteed by directBundleEligible; checked because a miss would silently drop captured rows.
-  if (done.rows[0]?.staged !== false) throw new Error('a direct push bundle captured rows through the stage');
-  await notifyBundle(tx, ctx.notifyChannel, userPk, bundleSeq, source);
-  return { bundleSeq, rowCount: texts.length, hash: hash.hex };
+  notifyBundleLater(tx, ctx.notifyChannel, userPk, bundleSeq, source);
+  return { bundleSeq, rowCount: texts.length, hash: hash.hex, direct: true };
 }

@@ -8,12 +8,20 @@ import type { PushSessionCreateRequest, PushSessionCreateResponse } from '../../
 import type { Actor } from '../actor.js';
 import type { SyncQuerier } from '../database.js';
 import { wireError } from '../errors.js';
-import { boundedTx, type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
-import { SCOPE_INITIALIZING, SCOPE_UNINITIALIZED } from './schema-sql.js';
+import { runStatements } from './batch.js';
+import {
+  boundedBatchTx,
+  boundedTx,
+  type OpOptions,
+  type ServiceContext,
+  txOpts,
+  UUID_RE,
+} from './context.js';
+import { SCOPE_INITIALIZED, SCOPE_INITIALIZING, SCOPE_UNINITIALIZED } from './schema-sql.js';
 import {
   checkSourceSequence,
-  ensureUserScope,
-  lockUser,
+  ensureUserScopeSql,
+  lockUserLater,
   requireActiveInitializationLease,
   type ScopeRow,
   type SourceRow,
@@ -35,13 +43,19 @@ export async function createPushSession(
   if (!(req.planned_row_count > 0)) throw wireError('push_session_invalid', 'planned_row_count must be > 0');
   const initializationId = (req.initialization_id ?? '').trim().toLowerCase();
   const limits = ctx.options.limits;
-  return boundedTx(
+  if (!initializationId) {
+    const created = await createAtOnce(ctx, actor, req, opts);
+    if (created) return created;
+  }
+  return boundedBatchTx(
     ctx,
     async (tx) => {
-      await lockUser(tx, actor.userId, limits.uploadLockTimeoutMs);
-      const userPk = await ensureUserScope(tx, actor.userId, { sweepExpiredPushSessions: true });
-      // The scope row locked, with what the rest of create reads: the source tuple's committed
-      // bundle (still retained) and the source's state. One statement, after the user lock.
+      // One round trip: the statement timeout, the user lock, the user and scope rows ensured (and
+      // expired sessions swept), then the scope row locked with what the rest of create reads: the
+      // source tuple's committed bundle (still retained) and the source's state. Each statement of
+      // the batch takes its snapshot when it starts, so the reads come after the user lock.
+      lockUserLater(tx, actor.userId, limits.uploadLockTimeoutMs);
+      tx.later(ensureUserScopeSql({ sweepExpiredPushSessions: true }), [actor.userId]);
       const r = await tx.query<
         ScopeRow &
           SourceRow & {
@@ -61,10 +75,11 @@ export async function createPushSession(
                 AND b.bundle_seq > u.retained_bundle_floor
               LIMIT 1) c ON TRUE
            LEFT JOIN sync.source_state src ON src.user_pk = s.user_pk AND src.source_id = $2
-          WHERE s.user_pk = $1 FOR UPDATE OF s`,
-        [userPk, actor.sourceId, req.source_bundle_id],
+          WHERE s.user_pk = (SELECT user_pk FROM sync.user_state WHERE user_id = $1) FOR UPDATE OF s`,
+        [actor.userId, actor.sourceId, req.source_bundle_id],
       );
       const row = r.rows[0]!;
+      const userPk = row.user_pk;
       const scope = await scopeOfLockedRow(tx, row);
       if (scope.stateCode === SCOPE_UNINITIALIZED) {
         if (initializationId)
@@ -127,6 +142,77 @@ export async function createPushSession(
     },
     txOpts(opts.signal, PUSH_TX),
   );
+}
+
+/**
+ * The common create in one round trip and one implicit transaction (batch.ts): a new bundle of an
+ * initialized scope whose source expects exactly this source_bundle_id. The timeouts, the user
+ * lock, the sweep of expired sessions, then one statement (its snapshot taken after the lock) that
+ * locks the scope row and creates the session (replacing one staged for the same source tuple, as
+ * below) only when the scope is INITIALIZED, the source tuple has no retained committed bundle and
+ * the source is not retired and expects it. Undefined otherwise (nothing but the sweep was
+ * written): the full path answers.
+ */
+async function createAtOnce(
+  ctx: ServiceContext,
+  actor: Actor,
+  req: PushSessionCreateRequest,
+  opts: OpOptions,
+): Promise<PushSessionCreateResponse | undefined> {
+  const limits = ctx.options.limits;
+  const stmts: { sql: string; params?: readonly unknown[] }[] = [
+    { sql: 'SET TRANSACTION ISOLATION LEVEL READ COMMITTED' },
+  ];
+  if (limits.requestStatementTimeoutMs > 0)
+    stmts.push({ sql: `SET LOCAL statement_timeout = ${Math.ceil(limits.requestStatementTimeoutMs)}` });
+  if (limits.uploadLockTimeoutMs > 0)
+    stmts.push({ sql: `SET LOCAL lock_timeout = '${Math.ceil(limits.uploadLockTimeoutMs)}ms'` });
+  stmts.push({ sql: 'SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', params: [actor.userId] });
+  stmts.push({ sql: 'DELETE FROM sync.push_sessions WHERE expires_at <= now()' });
+  const pushId = randomUUID();
+  stmts.push({
+    sql: `WITH sc AS (
+       SELECT s.user_pk, u.retained_bundle_floor
+         FROM sync.scope_state s JOIN sync.user_state u ON u.user_pk = s.user_pk
+        WHERE u.user_id = $1 AND s.state_code = ${SCOPE_INITIALIZED}
+          FOR UPDATE OF s),
+     ok AS (
+       SELECT sc.user_pk FROM sc
+         LEFT JOIN sync.source_state src ON src.user_pk = sc.user_pk AND src.source_id = $2
+        WHERE NOT EXISTS (
+                SELECT 1 FROM sync.bundle_log b
+                 WHERE b.user_pk = sc.user_pk AND b.source_id = $2 AND b.source_bundle_id = $3
+                   AND b.bundle_seq > sc.retained_bundle_floor)
+          AND CASE WHEN src.state IS NULL OR src.state = 'reserved' THEN 1
+                   WHEN src.state = 'active' THEN src.max_committed_source_bundle_id + 1 END = $3),
+     old AS (
+       SELECT p.push_id FROM ok JOIN sync.push_sessions p
+           ON p.user_pk = ok.user_pk AND p.source_id = $2 AND p.source_bundle_id = $3),
+     old_chunks AS (DELETE FROM sync.push_session_chunks c USING old WHERE c.push_id = old.push_id),
+     old_rows AS (DELETE FROM sync.push_session_rows r USING old WHERE r.push_id = old.push_id)
+     INSERT INTO sync.push_sessions (push_id, user_pk, source_id, source_bundle_id, planned_row_count,
+       next_expected_row_ordinal, initialization_id, expires_at)
+     SELECT $4, ok.user_pk, $2, $3, $5, 0, NULL, now() + make_interval(secs => $6::float8 / 1000) FROM ok
+     ON CONFLICT ON CONSTRAINT push_sessions_source_tuple_key DO UPDATE SET push_id = EXCLUDED.push_id,
+       planned_row_count = EXCLUDED.planned_row_count, next_expected_row_ordinal = 0,
+       initialization_id = EXCLUDED.initialization_id, expires_at = EXCLUDED.expires_at
+     RETURNING push_id::text`,
+    params: [
+      actor.userId,
+      actor.sourceId,
+      req.source_bundle_id,
+      pushId,
+      req.planned_row_count,
+      limits.pushSessionTtlMs,
+    ],
+  });
+  const r = await runStatements<{ push_id: string }>(
+    ctx.db,
+    stmts,
+    opts.signal ? { signal: opts.signal } : undefined,
+  );
+  if (r.rows.length !== 1 || r.rows[0]!.push_id !== pushId) return undefined;
+  return { push_id: pushId, status: 'staging', planned_row_count: req.planned_row_count };
 }
 
 /** A push session row, locked (see loadSessionForUpdate). */

@@ -4,6 +4,7 @@ import type { Actor } from '../actor.js';
 import type { SyncQuerier } from '../database.js';
 import { SyncServerError, wireError } from '../errors.js';
 import type { SyncLimits } from '../options.js';
+import type { StatementBatch } from './batch.js';
 import {
   DIRECT_INSERT_TABLES_GUC,
   SCOPE_INITIALIZED,
@@ -27,6 +28,23 @@ export async function lockUser(tx: SyncQuerier, userId: string, lockTimeoutMs: n
   await tx.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [userId]);
 }
 
+/** lockUser's statements queued on a batch (they travel with its next statement). */
+export function lockUserLater(tx: StatementBatch, userId: string, lockTimeoutMs: number): void {
+  if (lockTimeoutMs > 0) tx.later(`SET LOCAL lock_timeout = '${Math.ceil(lockTimeoutMs)}ms'`);
+  tx.later('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [userId]);
+}
+
+/** ensureUserScope's statement (`$1` the user id). */
+export function ensureUserScopeSql(opts?: { sweepExpiredPushSessions?: boolean }): string {
+  return `WITH ${opts?.sweepExpiredPushSessions ? 'swept AS (DELETE FROM sync.push_sessions WHERE expires_at <= now()),' : ''}
+     ins AS (
+       INSERT INTO sync.user_state (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING RETURNING user_pk
+     ),
+     u AS (SELECT user_pk FROM ins UNION ALL SELECT user_pk FROM sync.user_state WHERE user_id = $1 LIMIT 1),
+     sc AS (INSERT INTO sync.scope_state (user_pk, state_code) SELECT user_pk, 0 FROM u ON CONFLICT (user_pk) DO NOTHING)
+     SELECT user_pk::text FROM u`;
+}
+
 /**
  * Ensures user_state and scope_state rows exist; returns user_pk (as text: bigint). One statement;
  * `sweepExpiredPushSessions` also deletes every expired push session in it (push session create).
@@ -36,16 +54,7 @@ export async function ensureUserScope(
   userId: string,
   opts?: { sweepExpiredPushSessions?: boolean },
 ): Promise<string> {
-  const r = await tx.query<{ user_pk: string }>(
-    `WITH ${opts?.sweepExpiredPushSessions ? 'swept AS (DELETE FROM sync.push_sessions WHERE expires_at <= now()),' : ''}
-     ins AS (
-       INSERT INTO sync.user_state (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING RETURNING user_pk
-     ),
-     u AS (SELECT user_pk FROM ins UNION ALL SELECT user_pk FROM sync.user_state WHERE user_id = $1 LIMIT 1),
-     sc AS (INSERT INTO sync.scope_state (user_pk, state_code) SELECT user_pk, 0 FROM u ON CONFLICT (user_pk) DO NOTHING)
-     SELECT user_pk::text FROM u`,
-    [userId],
-  );
+  const r = await tx.query<{ user_pk: string }>(ensureUserScopeSql(opts), [userId]);
   return r.rows[0]!.user_pk;
 }
 
@@ -259,8 +268,10 @@ export async function activateSourceAndRetain(
   sourceBundleId: number,
   limits: SyncLimits,
   deletePushId?: string,
+  /** A direct push bundle: checks that nothing of this transaction went through the capture stage. */
+  checkNoCaptureStage?: boolean,
 ): Promise<void> {
-  const r = await tx.query<RetentionRow>(
+  const r = await tx.query<RetentionRow & { staged?: boolean }>(
     `WITH src AS (
        INSERT INTO sync.source_state (user_pk, source_id, state, max_committed_source_bundle_id)
        VALUES ($1, $2, 'active', $3)
@@ -268,11 +279,14 @@ export async function activateSourceAndRetain(
          max_committed_source_bundle_id = EXCLUDED.max_committed_source_bundle_id,
          replaced_by_source_id = '', retirement_reason = ''
      )${deletePushId === undefined ? '' : ', del AS (DELETE FROM sync.push_sessions WHERE push_id = $4)'}
-     ${RETENTION_SELECT}`,
+     ${checkNoCaptureStage ? RETENTION_SELECT.replace(' FROM ', `, EXISTS (SELECT 1 FROM sync.bundle_capture_stage WHERE txid = txid_current() AND user_pk = $1) AS staged FROM `) : RETENTION_SELECT}`,
     deletePushId === undefined
       ? [userPk, sourceId, sourceBundleId]
       : [userPk, sourceId, sourceBundleId, deletePushId],
   );
+  // Guaranteed by directBundleEligible; checked because a miss would silently drop captured rows.
+  if (checkNoCaptureStage && r.rows[0]?.staged !== false)
+    throw new Error('a direct push bundle captured rows through the stage');
   await retainFrom(tx, userPk, r.rows[0], limits);
 }
 
@@ -308,19 +322,19 @@ async function retainFrom(
   await tx.query('DELETE FROM sync.bundle_log WHERE user_pk = $1 AND bundle_seq <= $2', [userPk, target]);
 }
 
-/** The bundle-context GUCs of §3.1, transaction-local; refuses to mix two contexts in one transaction. */
-export async function setBundleContext(
-  tx: SyncQuerier,
-  ctx: {
-    userId: string;
-    userPk: string;
-    sourceId: string;
-    sourceBundleId: number;
-    initializationId: string;
-    /** Push commit only: table ids whose INSERTs it captures itself (`DIRECT_INSERT_TABLES_GUC`). */
-    directInsertTableIds?: readonly number[];
-  },
-): Promise<void> {
+/** The bundle context of §3.1 (what setBundleContext sets). */
+export interface BundleContext {
+  userId: string;
+  userPk: string;
+  sourceId: string;
+  sourceBundleId: number;
+  initializationId: string;
+  /** Push commit only: table ids whose INSERTs it captures itself (`DIRECT_INSERT_TABLES_GUC`). */
+  directInsertTableIds?: readonly number[];
+}
+
+/** The GUC names and values of a bundle context (two text[] parameters of bundleContextCtes). */
+export function bundleContextParams(ctx: BundleContext): [string[], string[]] {
   const names = [
     'oversync.bundle_user_id',
     'oversync.bundle_user_pk',
@@ -333,18 +347,33 @@ export async function setBundleContext(
     names.push(DIRECT_INSERT_TABLES_GUC);
     values.push(`,${ctx.directInsertTableIds.join(',')},`);
   }
+  return [names, values];
+}
+
+/**
+ * CTEs `bc_t`, `bc_ok` (`ok`: no name already carries another value) and `bc_set` (`ok`, and the
+ * count set: every name set only when none conflicts) over the text[] parameters `$names`, `$values`.
+ */
+export function bundleContextCtes(names: string, values: string): string {
+  return `bc_t AS (SELECT n, v FROM unnest(${names}::text[], ${values}::text[]) AS t(n, v)),
+     bc_ok AS (SELECT NOT EXISTS (SELECT 1 FROM bc_t WHERE coalesce(current_setting(n, true), '') NOT IN ('', v)) AS ok),
+     bc_set AS (SELECT bc_ok.ok, CASE WHEN bc_ok.ok THEN (SELECT count(set_config(n, v, true)) FROM bc_t) END AS n FROM bc_ok)`;
+}
+
+export function bundleContextConflict(): SyncServerError {
+  return new SyncServerError(
+    'OVERSYNC_BUNDLE_CONTEXT_CONFLICT',
+    'transaction already carries conflicting sync bundle context',
+  );
+}
+
+/** The bundle-context GUCs of §3.1, transaction-local; refuses to mix two contexts in one transaction. */
+export async function setBundleContext(tx: SyncQuerier, ctx: BundleContext): Promise<void> {
   // One statement: checks every name against the value it already carries (none, or the same),
   // and sets them all only when none conflicts.
   const r = await tx.query<{ ok: boolean }>(
-    `WITH t AS (SELECT n, v FROM unnest($1::text[], $2::text[]) AS t(n, v)),
-          ok AS (SELECT NOT EXISTS (SELECT 1 FROM t WHERE coalesce(current_setting(n, true), '') NOT IN ('', v)) AS ok)
-     SELECT ok.ok, CASE WHEN ok.ok THEN (SELECT count(set_config(n, v, true)) FROM t) END AS n FROM ok`,
-    [names, values],
+    `WITH ${bundleContextCtes('$1', '$2')} SELECT ok, n FROM bc_set`,
+    bundleContextParams(ctx),
   );
-  if (!r.rows[0]!.ok) {
-    throw new SyncServerError(
-      'OVERSYNC_BUNDLE_CONTEXT_CONFLICT',
-      'transaction already carries conflicting sync bundle context',
-    );
-  }
+  if (!r.rows[0]!.ok) throw bundleContextConflict();
 }
