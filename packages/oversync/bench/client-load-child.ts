@@ -2,12 +2,12 @@
 //   node --import tsx client-load-child.ts hydrate <dbPath> <baseUrl> <user>
 //   node --import tsx client-load-child.ts push    <dbPath> <baseUrl> <user> <rows>
 //   node --import tsx client-load-child.ts bulk    <dbPath> <rows>   (baseline: plain better-sqlite3)
-// Prints one JSON line: { rows, ms, rssGrowthMb, maxBlockMs, maxBlockCpuMs, p99BlockMs, gapMs,
-// progressEvents }.
+// Prints one JSON line: { rows, ms, rssGrowthMb, maxBlockMs, maxBlockCpuMs, maxBlockMainCpuMs,
+// p99BlockMs, gapMs, progressEvents }.
 // The event loop is watched by perf_hooks.monitorEventLoopDelay (resolution 10 ms; max and p99 of
 // the delay) and by a 5 ms interval timer (the worst gap between two ticks, minus the interval).
 import { randomUUID } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
@@ -19,6 +19,19 @@ const db = new Database(dbPath);
 db.pragma('journal_mode = WAL');
 db.exec(SQLITE_BUSINESS_DDL);
 
+/**
+ * The main thread's on-CPU time so far, ms (Linux: /proc/thread-self/schedstat, ns), or undefined
+ * where that file does not exist. Unlike process.cpuUsage() it leaves out the worker, GC helper
+ * and thread-pool threads: the CPU of the block itself.
+ */
+function mainCpuMs(): number | undefined {
+  try {
+    return Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]) / 1e6;
+  } catch {
+    return undefined;
+  }
+}
+
 function rowOf(i: number): [string, string, string] {
   return [randomUUID(), `user ${i}`, `user${i}@example.com`];
 }
@@ -28,6 +41,7 @@ interface Watch {
     rssGrowthMb: number;
     maxBlockMs: number;
     maxBlockCpuMs: number;
+    maxBlockMainCpuMs: number | null;
     p99BlockMs: number;
     gapMs: number;
     ms: number;
@@ -43,7 +57,15 @@ function watch(): Watch {
   // the OS kept the process off the CPU (on a loaded machine that is most of a long gap)
   let cpuLast = process.cpuUsage();
   let cpuGap = 0;
+  let mainLast = mainCpuMs();
+  let mainGap = 0;
+  const mainTick = () => {
+    const m = mainCpuMs();
+    if (m !== undefined && mainLast !== undefined) mainGap = Math.max(mainGap, m - mainLast);
+    mainLast = m;
+  };
   const timer = setInterval(() => {
+    mainTick();
     const now = performance.now();
     gap = Math.max(gap, now - last - 5);
     last = now;
@@ -61,6 +83,7 @@ function watch(): Watch {
       gap = Math.max(gap, now - last - 5);
       const cpu = process.cpuUsage(cpuLast);
       cpuGap = Math.max(cpuGap, (cpu.user + cpu.system) / 1000);
+      mainTick();
       h.disable();
       clearInterval(timer);
       peak = Math.max(peak, process.memoryUsage.rss());
@@ -71,6 +94,8 @@ function watch(): Watch {
         maxBlockMs: Math.max(h.max / 1e6, gap),
         // all threads' CPU (the main thread's plus, rarely, a worker's): an upper bound
         maxBlockCpuMs: cpuGap,
+        // the main thread's own CPU in its longest-CPU gap between two ticks (Linux only)
+        maxBlockMainCpuMs: mainLast === undefined ? null : mainGap,
         p99BlockMs: h.percentile(99) / 1e6,
         gapMs: gap,
       };
@@ -87,14 +112,21 @@ if (inspector) {
   await inspector.post('Profiler.setSamplingInterval', { interval: 500 });
   await inspector.post('Profiler.start');
 }
-// the blocks (> 40 ms between two ticks of a 2 ms timer), in the profile's clock (µs, monotonic)
-const blocks: [number, number][] = [];
+// the blocks (> 40 ms between two ticks of a 2 ms timer), in the profile's clock (µs, monotonic),
+// each with the main thread's CPU in it (ms, Linux only)
+const blocks: [number, number, number | null][] = [];
 let lastTick = process.hrtime.bigint();
+let lastMain = mainCpuMs();
 const blockTimer = inspector
   ? setInterval(() => {
       const now = process.hrtime.bigint();
-      if (now - lastTick > 40_000_000n) blocks.push([Number(lastTick / 1000n), Number(now / 1000n)]);
+      const main = mainCpuMs();
+      if (now - lastTick > 40_000_000n) {
+        const cpu = main !== undefined && lastMain !== undefined ? main - lastMain : null;
+        blocks.push([Number(lastTick / 1000n), Number(now / 1000n), cpu]);
+      }
       lastTick = now;
+      lastMain = main;
     }, 2)
   : undefined;
 

@@ -5,6 +5,8 @@
 // 5 ms interval timer's worst gap). Baseline, same run: a plain better-sqlite3 bulk insert of the
 // same number of rows (one transaction, no sync), measured the same way in its own child.
 // The machine's load average is reported beside the figures (they are noisy on a shared box).
+// Phases and sizes: X_BENCH_HYDRATE and X_BENCH_PUSH, comma-separated row counts ('' = none),
+// override the defaults, e.g. X_BENCH_PUSH= X_BENCH_HYDRATE=1000000 runs only the 1M hydrate.
 import { randomUUID } from 'node:crypto';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -15,8 +17,10 @@ import { startTestServer } from '../test/client/helpers/server.js';
 import { benchDatabase } from './setup.js';
 
 const SCALE = process.env.X_BENCH_SCALE === '1';
-const HYDRATE = SCALE ? [100_000, 300_000, 1_000_000] : [100_000];
-const PUSH = SCALE ? [50_000, 200_000] : [50_000];
+const sizes = (v: string | undefined, def: number[]) =>
+  v === undefined ? def : v.split(',').filter(Boolean).map(Number);
+const HYDRATE = sizes(process.env.X_BENCH_HYDRATE, SCALE ? [100_000, 300_000, 1_000_000] : [100_000]);
+const PUSH = sizes(process.env.X_BENCH_PUSH, SCALE ? [50_000, 200_000] : [50_000]);
 
 const { pgCluster: cluster, url } = await benchDatabase('oversync_client_responsive');
 const server = await startTestServer({
@@ -33,6 +37,7 @@ interface Figures {
   rssGrowthMb: number;
   maxBlockMs: number;
   maxBlockCpuMs: number;
+  maxBlockMainCpuMs: number | null;
   p99BlockMs: number;
   gapMs: number;
   progressEvents: number;
@@ -79,6 +84,19 @@ function figures(name: string, ours: Figures, base: Figures): BenchResult[] {
       lowerIsBetter: true,
       baseline: { name: b, value: base.maxBlockCpuMs },
     },
+    ...(ours.maxBlockMainCpuMs === null || base.maxBlockMainCpuMs === null
+      ? []
+      : [
+          {
+            // the main thread's own CPU in its longest-CPU gap (Linux): the work that blocked the
+            // loop, without other threads' CPU and without time off the CPU
+            name: `${name}-max-event-loop-block-main-thread-cpu-ms`,
+            value: ours.maxBlockMainCpuMs,
+            unit: 'ms',
+            lowerIsBetter: true,
+            baseline: { name: b, value: base.maxBlockMainCpuMs },
+          },
+        ]),
     {
       name: `${name}-event-loop-delay-p99-ms`,
       value: ours.p99BlockMs,
@@ -100,7 +118,7 @@ for (const n of PUSH) {
   sample();
   const base = await run(['bulk', join(dir.path, `bulk-push-${n}.db`), String(n)]);
   // the pushed rows seed the hydrate user only while they fit in its smallest hydrate
-  const seeds = onServer + n <= Math.min(...HYDRATE);
+  const seeds = HYDRATE.length > 0 && onServer + n <= Math.min(...HYDRATE);
   const pushUser = seeds ? user : `${user}-push-${n}`;
   const ours = await run(['push', join(dir.path, `push-${n}.db`), server.baseUrl, pushUser, String(n)]);
   if (ours.rows !== n) throw new Error(`push ${n}: committed ${ours.rows} rows`);
