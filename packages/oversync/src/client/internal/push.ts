@@ -56,7 +56,9 @@ export async function freeze(
         for (let pos: [number, string, string] | undefined; ; ) {
           const page = readDirtyPage(db, schema, tables, g.deletes, pos, FREEZE_PAGE_ROWS);
           if (page.length === 0) break;
-          for (const d of page) {
+          for (const [i, d] of page.entries()) {
+            // a long freeze's statements are calls to the apply worker: a page is longer than a slice
+            if (i % 50 === 49) yield;
             const ops = ctx.tableOps(d.table_name);
             const live = d.rs_deleted !== null && d.rs_deleted === 0;
             if (d.payload === null && !live) {

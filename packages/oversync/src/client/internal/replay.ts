@@ -250,8 +250,9 @@ async function replay(
         }>;
         if (page.length === 0) break;
         for (const [i, s] of page.entries()) {
-          // a row costs several lookups and writes: a page of them is longer than one slice
-          if (i % 25 === 24) yield;
+          // a row costs several lookups and writes (on a long replay, calls to the apply worker): a
+          // page of them is longer than one slice
+          if (i % 10 === 9) yield;
           const ops = ctx.checkRow(s.schema_name, s.table_name);
           tables.add(s.table_name);
           const key = keyFromJson(ops, s.key_json);

@@ -1,8 +1,7 @@
-import { createRequire } from 'node:module';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import { Worker } from 'node:worker_threads';
 import { ClientError } from '../errors.js';
 import type { CoordinatorLike, SqliteDb, SyncWriter } from '../writer-types.js';
+import { WorkerConnection } from './apply-worker.js';
 
 /**
  * A long write runs as a generator: each `yield` marks a point where the work may pause. On the
@@ -19,6 +18,13 @@ const APPLY_CONNECTION_IDLE_MS = 2_000;
  * can only meet a held write lock during a large hydrate, recover or push.
  */
 export const SMALL_WORK_ROWS = 1_000;
+/**
+ * Work announced at more rows than this (or at an unknown count) runs on the apply connection
+ * that a worker thread owns, so its COMMIT does not block the event loop (see apply-worker.ts);
+ * medium work (a staged page) runs on an apply connection on this thread, without the cost of a
+ * call to the worker per statement. A COMMIT of this many rows is a few milliseconds.
+ */
+export const LONG_WORK_ROWS = 20_000;
 
 /**
  * Sets the busy timeout of the app's connection to 0 and returns what restores it (see
@@ -38,72 +44,6 @@ function drain<T>(it: Generator<unknown, T, undefined>): T {
   for (;;) {
     const r = it.next();
     if (r.done) return r.value;
-  }
-}
-
-/**
- * Checkpoints the WAL in a worker thread, so the pages a long transaction wrote are copied into
- * the database file off the event loop (a checkpoint in the main thread after a 1M-row commit
- * takes seconds; it would otherwise run at the next commit of any connection on the file). One
- * worker per apply connection, closed with it. `run` never rejects: when the worker cannot run,
- * the WAL is checkpointed as usual by a later commit.
- */
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-const Database = require(workerData.lib);
-const db = new Database(workerData.file, { fileMustExist: true, timeout: 0 });
-parentPort.on('message', (m) => {
-  if (m === 'exit') { db.close(); parentPort.close(); return; }
-  try { db.pragma('wal_checkpoint(PASSIVE)'); } catch {}
-  parentPort.postMessage('done');
-});
-parentPort.postMessage('ready');`;
-let sqliteLib: string | null | undefined;
-class Checkpointer {
-  readonly ready: Promise<boolean>;
-  readonly #w: Worker | undefined;
-  #waiting: Array<() => void> = [];
-  constructor(file: string) {
-    if (sqliteLib === undefined) {
-      try {
-        sqliteLib = createRequire(import.meta.url).resolve('better-sqlite3');
-      } catch {
-        sqliteLib = null;
-      }
-    }
-    if (sqliteLib === null) {
-      this.ready = Promise.resolve(false);
-      return;
-    }
-    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { lib: sqliteLib, file } });
-    w.unref();
-    this.#w = w;
-    const flush = () => {
-      for (const f of this.#waiting.splice(0)) f();
-    };
-    this.ready = new Promise<boolean>((resolve) => {
-      w.on('message', (m) => {
-        if (m === 'ready') resolve(true);
-        else this.#waiting.shift()?.();
-      });
-      w.on('error', () => {
-        resolve(false);
-        flush();
-      });
-      w.on('exit', () => {
-        resolve(false);
-        flush();
-      });
-    });
-  }
-  async run(): Promise<void> {
-    if (!this.#w || !(await this.ready)) return;
-    const done = new Promise<void>((r) => this.#waiting.push(r));
-    this.#w.postMessage('go');
-    await done;
-  }
-  close(): void {
-    this.#w?.postMessage('exit');
   }
 }
 
@@ -140,8 +80,8 @@ export class TxRunner {
   readonly #durability: 'normal' | 'full';
   #inFlight = 0;
   #apply: SqliteDb | undefined;
+  #applyWorker: WorkerConnection | undefined;
   #applyIdle: ReturnType<typeof setTimeout> | undefined;
-  #checkpointer: Checkpointer | undefined;
   /** Pending while a sliced apply holds the write lock across a yield (see `appWrite`). */
   #locked: Promise<void> | undefined;
 
@@ -200,8 +140,11 @@ export class TxRunner {
    * connection to the same file (the apply connection), and whenever a slice ran for
    * `SLICE_BUDGET_MS` the event loop gets a turn. Meanwhile the app's connection keeps reading the
    * last committed state (WAL snapshot isolation): it never sees a half-applied snapshot or
-   * bundle, and a crash before COMMIT leaves the previous state. After a long transaction the
-   * WAL is checkpointed in a worker thread. Elsewhere (coordinator, in-memory or non-WAL
+   * bundle, and a crash before COMMIT leaves the previous state. Work of more than
+   * `LONG_WORK_ROWS` rows runs on an apply connection owned by a worker thread (the generator
+   * still runs here, each statement a synchronous call to the worker), so that the COMMIT, which
+   * grows with the transaction, runs in the worker while the event loop turns. After a sliced
+   * transaction the worker checkpoints the WAL. Elsewhere (coordinator, in-memory or non-WAL
    * database, a transaction left open on the app's connection) the generator runs to its end in
    * one `tx`, as before, and so does work whose caller announces at most `SMALL_WORK_ROWS` rows.
    *
@@ -216,9 +159,17 @@ export class TxRunner {
     rows?: number,
   ): Promise<T> {
     if (signal?.aborted) throw aborted(signal);
-    const side = rows !== undefined && rows <= SMALL_WORK_ROWS ? undefined : this.#applyConnection();
-    if (!side) return this.tx((db) => drain(fn(db)), signal);
+    if (rows !== undefined && rows <= SMALL_WORK_ROWS) return this.tx((db) => drain(fn(db)), signal);
+    const long = rows === undefined || rows > LONG_WORK_ROWS;
+    // in flight from here: the worker may take a few turns to start
     this.#inFlight++;
+    let side: SqliteDb | undefined;
+    try {
+      side = (long ? await this.#workerConnection() : undefined) ?? this.#applyConnection();
+    } finally {
+      if (!side) this.#inFlight--;
+    }
+    if (!side) return this.tx((db) => drain(fn(db)), signal);
     let slices = 0;
     let unlock: (() => void) | undefined;
     try {
@@ -241,21 +192,29 @@ export class TxRunner {
             t0 = performance.now();
           }
         }
+        if (slices > 0 && side instanceof WorkerConnection) {
+          // A long transaction's COMMIT grows with it (see apply-worker.ts): it runs in the
+          // worker while the event loop turns.
+          await side.execAsync('COMMIT');
+        } else {
+          side.exec('COMMIT');
+        }
       } catch (e) {
-        if (side.inTransaction) side.exec('ROLLBACK');
+        if (side instanceof WorkerConnection) side.discardQueued();
+        if (side.open && side.inTransaction) side.exec('ROLLBACK');
         throw e;
       }
-      if (slices === 0) {
-        side.exec('COMMIT');
-        return value;
-      }
-      // A long transaction: have the checkpointer ready before COMMIT, then let it copy the WAL.
-      this.#checkpointer ??= new Checkpointer(side.name);
-      await this.#checkpointer.ready;
-      side.exec('COMMIT');
+      if (slices === 0) return value;
       unlock?.();
       unlock = undefined;
-      await this.#checkpointer.run();
+      // The WAL a sliced transaction wrote is copied into the database file in the worker (a
+      // checkpoint of a 1M-row WAL takes seconds; the apply connections never autocheckpoint).
+      const w = side instanceof WorkerConnection ? side : await this.#workerConnection();
+      try {
+        await w?.execAsync('PRAGMA wal_checkpoint(PASSIVE)');
+      } catch {
+        // a later commit checkpoints as usual
+      }
       return value;
     } finally {
       unlock?.();
@@ -292,16 +251,37 @@ export class TxRunner {
     return this.tx(fn, signal);
   }
 
-  /** The apply connection (opened on first use), or undefined where `sliced` falls back to `tx`. */
+  /** Whether the client may open a second connection to its database file (see `sliced`). */
+  #canOpenSide(): boolean {
+    if (isCoordinator(this.#writer)) return false;
+    const db = this.db;
+    if (db.memory || !db.name || db.name === ':memory:' || !db.open || db.inTransaction) return false;
+    return String(db.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal';
+  }
+
+  #sidePragmas(): string[] {
+    return [
+      'foreign_keys = ON',
+      `synchronous = ${Number(this.db.pragma('synchronous', { simple: true }))}`,
+      // Its commits never checkpoint on their own: the worker does after a sliced transaction.
+      'wal_autocheckpoint = 0',
+      // A small page cache: a long transaction's dirty pages spill to the WAL a page at a time
+      // during the slices, and COMMIT writes only what is left in the cache (with better-sqlite3's
+      // 16 MB default, the COMMIT of a 100k-row apply wrote up to 16 MB in one block).
+      `cache_size = -${APPLY_CACHE_KIB}`,
+    ];
+  }
+
+  /**
+   * The apply connection for medium work (opened on first use, on this thread), or undefined
+   * where `sliced` falls back to `tx`.
+   */
   #applyConnection(): SqliteDb | undefined {
-    if (this.#applyIdle) clearTimeout(this.#applyIdle);
-    this.#applyIdle = undefined;
+    this.#cancelIdleClose();
     if (this.#apply?.open) return this.#apply;
     this.#apply = undefined;
-    if (isCoordinator(this.#writer)) return undefined;
+    if (!this.#canOpenSide()) return undefined;
     const db = this.db;
-    if (db.memory || !db.name || db.name === ':memory:' || !db.open || db.inTransaction) return undefined;
-    if (String(db.pragma('journal_mode', { simple: true })).toLowerCase() !== 'wal') return undefined;
     const Ctor = (db as { constructor?: unknown }).constructor as
       | (new (
           file: string,
@@ -315,28 +295,64 @@ export class TxRunner {
     } catch {
       return undefined;
     }
-    side.pragma('foreign_keys = ON');
-    side.pragma(`synchronous = ${Number(db.pragma('synchronous', { simple: true }))}`);
-    // Its commits never checkpoint in the main thread: a worker does (see `sliced`).
-    side.pragma('wal_autocheckpoint = 0');
-    // A small page cache: a long transaction's dirty pages spill to the WAL a page at a time
-    // during the slices, and COMMIT writes only what is left in the cache (with better-sqlite3's
-    // 16 MB default, the COMMIT of a 100k-row apply wrote up to 16 MB in one block of 30-150 ms).
-    side.pragma(`cache_size = -${APPLY_CACHE_KIB}`);
+    for (const p of this.#sidePragmas()) side.pragma(p);
     this.#apply = side;
     return side;
   }
 
+  /**
+   * The apply connection for long work, owned by a worker thread (see apply-worker.ts; opened on
+   * first use), or undefined where it cannot run.
+   */
+  async #workerConnection(): Promise<WorkerConnection | undefined> {
+    this.#cancelIdleClose();
+    if (this.#applyWorker?.open) return this.#applyWorker;
+    this.#applyWorker = undefined;
+    if (!this.#canOpenSide()) return undefined;
+    const db = this.db;
+    const Ctor = (db as { constructor?: { SqliteError?: unknown } }).constructor;
+    const side = await WorkerConnection.open(db.name, {
+      timeout: 5_000,
+      pragmas: this.#sidePragmas(),
+      ...(typeof Ctor?.SqliteError === 'function'
+        ? { sqliteError: Ctor.SqliteError as new (message: string, code: string) => Error }
+        : {}),
+    });
+    this.#cancelIdleClose();
+    // another call may have opened one meanwhile
+    const other = this.#applyWorker as WorkerConnection | undefined;
+    if (other?.open) {
+      side?.close();
+      return other;
+    }
+    if (!side || !db.open) {
+      side?.close();
+      return undefined;
+    }
+    this.#applyWorker = side;
+    return side;
+  }
+
+  #cancelIdleClose(): void {
+    if (this.#applyIdle) clearTimeout(this.#applyIdle);
+    this.#applyIdle = undefined;
+  }
+
   #releaseApplyConnection(): void {
-    const side = this.#apply as (SqliteDb & { close?: () => void }) | undefined;
-    if (!side || this.#inFlight > 0) return;
+    if ((!this.#apply && !this.#applyWorker) || this.#inFlight > 0) return;
+    this.#cancelIdleClose();
     this.#applyIdle = setTimeout(() => {
       this.#applyIdle = undefined;
-      if (this.#apply === side && !side.inTransaction) {
+      if (this.#inFlight > 0) return;
+      const side = this.#apply as (SqliteDb & { close?: () => void }) | undefined;
+      if (side && !(side.open && side.inTransaction)) {
         this.#apply = undefined;
         side.close?.();
-        this.#checkpointer?.close();
-        this.#checkpointer = undefined;
+      }
+      const w = this.#applyWorker;
+      if (w && !(w.open && w.inTransaction)) {
+        this.#applyWorker = undefined;
+        w.close();
       }
     }, APPLY_CONNECTION_IDLE_MS);
     this.#applyIdle.unref?.();

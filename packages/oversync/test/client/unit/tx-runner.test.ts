@@ -4,7 +4,8 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { tempDir } from '@x/testkit';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SMALL_WORK_ROWS, TxRunner } from '../../../src/client/internal/writer.js';
+import { WorkerConnection } from '../../../src/client/internal/apply-worker.js';
+import { LONG_WORK_ROWS, SMALL_WORK_ROWS, TxRunner } from '../../../src/client/internal/writer.js';
 import type { SqliteDb } from '../../../src/client/writer-types.js';
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
@@ -111,6 +112,57 @@ describe('TxRunner.sliced', () => {
     expect(written).toBe(40);
     expect(turns).toBeGreaterThan(0);
     expect(db.prepare(`SELECT count(*) FROM t WHERE who = 'app'`).pluck().get()).toBe(1);
+    db.close();
+  });
+
+  it('runs long work on the connection a worker thread owns, with the results and errors of a local one', async () => {
+    const db = open('worker.db');
+    db.exec(`CREATE TABLE b (id INTEGER PRIMARY KEY, data BLOB)`);
+    const runner = new TxRunner(db, 'normal');
+    const medium = await runner.sliced((c) => busyWork(c, 1, 0), undefined, LONG_WORK_ROWS);
+    expect(medium).not.toBeInstanceOf(WorkerConnection);
+    const seen = await runner.sliced(
+      function* (c) {
+        expect(c).toBeInstanceOf(WorkerConnection);
+        const ins = c.prepare(`INSERT INTO b(id, data) VALUES (?, ?)`);
+        for (let i = 0; i < 3; i++) {
+          ins.run(i, Buffer.from([i, 255]));
+          yield;
+        }
+        const changes = c
+          .prepare(`UPDATE b SET data = ? WHERE id >= ?`)
+          .run(Buffer.from('ab', 'hex'), 1).changes;
+        const row = c.prepare(`SELECT id, data FROM b WHERE id = ?`).get(0) as { id: number; data: Buffer };
+        const plucked = c.prepare(`SELECT data FROM b WHERE id = ?`).pluck().get(2);
+        const raw = c.prepare(`SELECT id FROM b ORDER BY id`).raw().all();
+        return { changes, row, plucked, raw, inTx: c.inTransaction };
+      },
+      undefined,
+      LONG_WORK_ROWS + 1,
+    );
+    expect(seen.changes).toBe(2);
+    expect(Buffer.isBuffer(seen.row.data) && seen.row.data.equals(Buffer.from([0, 255]))).toBe(true);
+    expect(Buffer.isBuffer(seen.plucked) && (seen.plucked as Buffer).toString('hex')).toBe('ab');
+    expect(seen.raw).toEqual([[0], [1], [2]]);
+    expect(seen.inTx).toBe(true);
+    expect(db.prepare(`SELECT count(*) FROM b`).pluck().get()).toBe(3);
+    // an error of a write surfaces as better-sqlite3's SqliteError, and the whole transaction rolls back
+    const failed = runner.sliced(function* (c) {
+      c.prepare(`INSERT INTO b(id, data) VALUES (10, NULL)`).run();
+      yield;
+      c.prepare(`INSERT INTO b(id, data) VALUES (0, NULL)`).run();
+      yield;
+      return c.prepare(`SELECT count(*) FROM b`).pluck().get();
+    });
+    await expect(failed).rejects.toBeInstanceOf(Database.SqliteError);
+    await expect(failed).rejects.toMatchObject({ code: 'SQLITE_CONSTRAINT_PRIMARYKEY' });
+    expect(db.prepare(`SELECT count(*) FROM b`).pluck().get()).toBe(3);
+    // the worker's connection is usable again after the rollback
+    const after = await runner.sliced(function* (c) {
+      yield;
+      return c.prepare(`SELECT count(*) FROM b`).pluck().get();
+    });
+    expect(after).toBe(3);
     db.close();
   });
 });
