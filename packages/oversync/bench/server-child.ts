@@ -69,10 +69,14 @@ const mb = (bytes: number) => bytes / (1024 * 1024);
 let baseRss = process.memoryUsage.rss();
 let baseCpu = process.cpuUsage();
 
-/** BENCH_CPU_PROF=<file>: a CPU profile of the server from `reset` to `stats`, written to <file>. */
+/**
+ * BENCH_CPU_PROF=<file>: a CPU profile of the server from `reset` to `stats`, written to <file>
+ * (the first such span, or the BENCH_CPU_PROF_SPAN=<n>th).
+ */
 const PROF = process.env.BENCH_CPU_PROF;
 const inspector = PROF ? new Session() : undefined;
-let profiled = false;
+let spans = 0;
+const PROF_SPAN = Number(process.env.BENCH_CPU_PROF_SPAN ?? 1);
 const post = (method: string, params?: object) =>
   new Promise<unknown>((res, rej) =>
     inspector!.post(method, params ?? {}, (e: Error | null, r?: unknown) => (e ? rej(e) : res(r))),
@@ -96,9 +100,8 @@ for await (const line of lines) {
   } else if (cmd === 'stats') {
     if (inspector && PROF) {
       const { profile } = (await post('Profiler.stop')) as { profile: unknown };
-      // the first reset-to-stats span only (the bench's run)
-      if (!profiled) writeFileSync(PROF, JSON.stringify(profile));
-      profiled = true;
+      // one reset-to-stats span only: the first (the bench's run), or BENCH_CPU_PROF_SPAN=<n>'s
+      if (++spans === PROF_SPAN) writeFileSync(PROF, JSON.stringify(profile));
     }
     process.stdout.write(
       `${JSON.stringify({

@@ -14,6 +14,13 @@ import { chunkMetaOf } from './push-staging.js';
 import { PushValidationError, PushValueError, type StagedRowInput, validatePushRows } from './rows.js';
 import { findUserPk, requireActiveInitializationLease } from './state.js';
 
+/**
+ * Chunks up to this many rows are staged in one round trip (stageChunkAtOnce), their data written
+ * into the statement's text; larger ones are sent as parameters in the transaction below, where the
+ * round trips are a small part of the work and no copy of a large body is made for the literal.
+ */
+const AT_ONCE_MAX_ROWS = 100;
+
 function chunkInvalid(e: unknown): never {
   if (e instanceof PushValidationError) throw wireError('push_chunk_invalid', e.message);
   throw e;
@@ -61,8 +68,10 @@ export async function uploadPushChunk(
       invalid.column,
     );
   }
-  const done = await stageChunkAtOnce(ctx, actor, pushId, req.start_row_ordinal, staged, opts);
-  if (done !== undefined) return done;
+  if (staged.length <= AT_ONCE_MAX_ROWS) {
+    const done = await stageChunkAtOnce(ctx, actor, pushId, req.start_row_ordinal, staged, opts);
+    if (done !== undefined) return done;
+  }
   // Anything else (an unknown, foreign, expired or initializing session, a chunk out of order or
   // beyond the plan) takes the full path, which answers it (or stages the chunk, if the session
   // changed meanwhile).
