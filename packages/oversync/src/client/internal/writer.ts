@@ -21,10 +21,12 @@ export const SMALL_WORK_ROWS = 1_000;
 /**
  * Work announced at more rows than this (or at an unknown count) runs on the apply connection
  * that a worker thread owns, so its COMMIT does not block the event loop (see apply-worker.ts);
- * medium work (a staged page) runs on an apply connection on this thread, without the cost of a
- * call to the worker per statement. A COMMIT of this many rows is a few milliseconds.
+ * medium work (a staged page, a push of up to this many rows) runs on an apply connection on this
+ * thread, without the cost of a call to the worker per statement. Measured COMMIT CPU per row: a
+ * replay ~0.7 µs, a freeze ~0.4 µs, a snapshot apply ~0.2 µs, so a COMMIT of this many rows
+ * stays under ~40 ms.
  */
-export const LONG_WORK_ROWS = 20_000;
+export const LONG_WORK_ROWS = 50_000;
 
 /**
  * Sets the busy timeout of the app's connection to 0 and returns what restores it (see
