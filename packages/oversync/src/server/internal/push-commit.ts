@@ -16,7 +16,7 @@ import { type CommittedPushBundle, commitDirectBundle, directBundleEligible } fr
 import { type DirectInsertPlan, directInsertPlan } from './push-direct-insert.js';
 import { PUSH_TX, type SessionRow } from './push-session.js';
 import { type ApplyRow, loadStagedRows, type StagedChunk } from './push-staging.js';
-import { checkRowVersions, type RowStateOf } from './push-version-check.js';
+import { checkRowVersions, type RowStateOf, type RowStateRow } from './push-version-check.js';
 import {
   activateSourceAndRetain,
   type BundleContext,
@@ -35,7 +35,14 @@ import {
 interface CommitStart {
   session: SessionRow;
   /** Read with the session (its chunks in row order and its source's state locked FOR UPDATE), or not. */
-  together: { chunks: StagedChunk[]; source: SourceState } | undefined;
+  together:
+    | {
+        chunks: StagedChunk[];
+        source: SourceState;
+        /** The row_state of the staged rows, when every chunk names its keys as hex. */
+        states: RowStateRow[] | undefined;
+      }
+    | undefined;
 }
 
 /**
@@ -55,7 +62,9 @@ async function loadCommitStart(
 ): Promise<CommitStart> {
   if (!UUID_RE.test(pushId)) throw wireError('push_session_not_found', `push session ${pushId} not found`);
   lockUserLater(tx, actor.userId, lockTimeoutMs);
-  const r = await tx.query<SessionRow & StagedChunk & SourceRow & { k: 'p' | 'w' | 's' | 'c' }>(
+  const r = await tx.query<
+    SessionRow & StagedChunk & SourceRow & RowStateRow & { k: 'p' | 'w' | 's' | 'c' | 'r' }
+  >(
     `WITH s AS (
        SELECT p.push_id, p.user_pk, u.user_id, p.source_id, p.source_bundle_id, p.planned_row_count,
               p.next_expected_row_ordinal, p.initialization_id, (p.expires_at < now()) AS expired
@@ -71,34 +80,54 @@ async function loadCommitStart(
      SELECT 'p' AS k, user_pk::text, user_id, source_id, source_bundle_id::text, planned_row_count::text,
             next_expected_row_ordinal::text, initialization_id::text, expired,
             NULL::text AS start, NULL::int4 AS row_count, NULL::text AS meta, NULL::text AS payloads,
-            NULL::text AS state, NULL::text AS max, NULL::text AS replaced_by_source_id FROM s
+            NULL::text AS state, NULL::text AS max, NULL::text AS replaced_by_source_id,
+            NULL::int4 AS table_id, NULL::bytea AS key_bytes, NULL::text AS bundle_seq, NULL::bool AS deleted FROM s
      UNION ALL
-     SELECT 'w', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM w
+     SELECT 'w', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+            NULL, NULL, NULL, NULL FROM w
      UNION ALL
      SELECT 's', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-            state, max_committed_source_bundle_id::text, replaced_by_source_id FROM src
+            state, max_committed_source_bundle_id::text, replaced_by_source_id, NULL, NULL, NULL, NULL FROM src
      UNION ALL
      SELECT 'c', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-            c.start_row_ordinal::text, c.row_count, c.meta, c.payloads, NULL, NULL, NULL
-       FROM w JOIN sync.push_session_chunks c ON c.push_id = w.push_id`,
+            c.start_row_ordinal::text, c.row_count, c.meta, c.payloads, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+       FROM w JOIN sync.push_session_chunks c ON c.push_id = w.push_id
+     UNION ALL
+     SELECT 'r', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+            st.table_id, st.key_bytes, st.bundle_seq::text, st.deleted
+       FROM w JOIN sync.push_session_chunks c ON c.push_id = w.push_id,
+            ROWS FROM (json_array_elements_text(c.meta::json -> 't'), json_array_elements_text(c.meta::json -> 'h'))
+              AS x(table_id, key_hex),
+            sync.row_state st
+      WHERE st.user_pk = w.user_pk AND st.table_id = x.table_id::int4 AND st.key_bytes = decode(x.key_hex, 'hex')`,
     [pushId, actor.userId, chunksBelowRows],
   );
   let session: SessionRow | undefined;
   let read = false;
   let source: SourceRow | undefined;
   const chunks: StagedChunk[] = [];
+  const states: RowStateRow[] = [];
   for (const x of r.rows) {
     if (x.k === 'p') session = x;
     else if (x.k === 'w') read = true;
     else if (x.k === 's') source = x;
-    else chunks.push(x);
+    else if (x.k === 'c') chunks.push(x);
+    else states.push(x);
   }
   if (!session) throw wireError('push_session_not_found', `push session ${pushId} not found`);
   if (session.user_id !== actor.userId)
     throw wireError('push_session_forbidden', `push session ${pushId} is forbidden`);
   if (session.expired) throw wireError('push_session_expired', `push session ${pushId} has expired`);
   chunks.sort((a, b) => Number(a.start) - Number(b.start));
-  return { session, together: read ? { chunks, source: sourceStateOf(source) } : undefined };
+  // The row states are complete only when every chunk carries its keys as hex (`h`: JSON text
+  // `"h":[` appears in a meta only as that field, quotes inside strings being escaped).
+  const complete = chunks.every((c) => c.meta.includes('"h":['));
+  return {
+    session,
+    together: read
+      ? { chunks, source: sourceStateOf(source), states: complete ? states : undefined }
+      : undefined,
+  };
 }
 
 export async function commitPushSession(
@@ -200,7 +229,16 @@ async function runCommit(
         // The deferred checks run with the next statement (their refusal fails the commit the same).
         tx.later('SET CONSTRAINTS ALL IMMEDIATE');
       } else {
-        bundle = await applyWholeBundle(tx, ctx, s, apply, plan, careful, bundleContext);
+        bundle = await applyWholeBundle(
+          tx,
+          ctx,
+          s,
+          apply,
+          plan,
+          careful,
+          bundleContext,
+          start.together?.states,
+        );
       }
       await activateSourceAndRetain(
         tx,
@@ -234,9 +272,10 @@ async function applyWholeBundle(
   plan: DirectInsertPlan,
   careful: boolean,
   bundleContext: BundleContext,
+  states: readonly RowStateRow[] | undefined,
 ): Promise<CommittedPushBundle> {
   const userId = bundleContext.userId;
-  const stateOfRow = await checkRowVersions(tx, ctx.topology, userId, s.user_pk, apply);
+  const stateOfRow = await checkRowVersions(tx, ctx.topology, userId, s.user_pk, apply, states);
   const source = { sourceId: s.source_id, sourceBundleId: bundleContext.sourceBundleId };
   if (!careful && directBundleEligible(apply, plan)) {
     // The bundle context (read by nothing before the INSERTs) is set with the bundle_seq, and the

@@ -24,10 +24,15 @@ interface ChunkMeta {
   s: number[];
   /** distinct sorted payload column lists ('' for DELETE) */
   c: string[];
+  /**
+   * key_bytes as hex per row (chunks staged since issue #19: a commit reads the rows' row_state
+   * with its session, push-commit.ts); absent in chunks staged before.
+   */
+  h?: string[];
 }
 
 export function chunkMetaOf(rows: readonly StagedRowInput[]): string {
-  const meta: ChunkMeta = { t: [], k: [], o: [], b: [], s: [], c: [] };
+  const meta: ChunkMeta = { t: [], k: [], o: [], b: [], s: [], c: [], h: [] };
   const colIdx = new Map<string, number>();
   for (const r of rows) {
     let i = colIdx.get(r.cols);
@@ -41,6 +46,7 @@ export function chunkMetaOf(rows: readonly StagedRowInput[]): string {
     meta.o.push(r.opCode);
     meta.b.push(r.baseRowVersion);
     meta.s.push(i);
+    meta.h!.push(keyHexOf(r.info, r.keyString));
   }
   return JSON.stringify(meta);
 }
@@ -104,7 +110,11 @@ export async function loadStagedRows(
     }
     const meta = JSON.parse(c.meta) as ChunkMeta;
     const payloads = c.payloads.split('\n');
-    if (meta.t.length !== c.row_count || payloads.length !== c.row_count) {
+    if (
+      meta.t.length !== c.row_count ||
+      payloads.length !== c.row_count ||
+      (meta.h !== undefined && meta.h.length !== c.row_count)
+    ) {
       throw new Error(`staged chunk at ${c.start} of push session ${pushId} is damaged`);
     }
     const colLists = meta.c.map((sig) => (sig === '' ? [] : sig.split(',')));
@@ -125,7 +135,7 @@ export async function loadStagedRows(
         info,
         op: meta.o[i]!,
         keyString,
-        keyHex: keyHexOf(info, keyString),
+        keyHex: meta.h?.[i] ?? keyHexOf(info, keyString),
         base: meta.b[i]!,
         fresh: false,
         cols: colLists[sigIdx]!,

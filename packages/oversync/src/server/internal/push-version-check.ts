@@ -11,6 +11,14 @@ import { keyStringOf } from './rows.js';
 import { OP_DELETE, OP_INSERT } from './schema-sql.js';
 import type { Topology } from './topology.js';
 
+/** A `sync.row_state` entry as read. */
+export interface RowStateRow {
+  table_id: number;
+  key_bytes: Buffer;
+  bundle_seq: string;
+  deleted: boolean;
+}
+
 /** A staged row's state before the commit applies anything; undefined ⇒ never had one. */
 export type RowStateOf = (row: ApplyRow) => RowVersion | undefined;
 
@@ -24,19 +32,18 @@ export async function checkRowVersions(
   userId: string,
   userPk: string,
   apply: readonly ApplyRow[],
+  /** The staged rows' row_state entries when the caller read them already (push-commit.ts). */
+  prefetched?: readonly RowStateRow[],
 ): Promise<RowStateOf> {
-  const states = await tx.query<{
-    table_id: number;
-    key_bytes: Buffer;
-    bundle_seq: string;
-    deleted: boolean;
-  }>(
-    `SELECT s.table_id, s.key_bytes, s.bundle_seq::text, s.deleted
+  const states = prefetched
+    ? { rows: prefetched }
+    : await tx.query<RowStateRow>(
+        `SELECT s.table_id, s.key_bytes, s.bundle_seq::text, s.deleted
      FROM unnest(string_to_array($2, ',')::int4[], string_to_array($3, ',')) AS r(table_id, key_hex)
      JOIN sync.row_state s ON s.user_pk = $1 AND s.table_id = r.table_id AND s.key_bytes = decode(r.key_hex, 'hex')`,
-    // comma-joined (hex and ids never contain one): much cheaper to send than array literals
-    [userPk, apply.map((r) => r.info.tableId).join(','), apply.map((r) => r.keyHex).join(',')],
-  );
+        // comma-joined (hex and ids never contain one): much cheaper to send than array literals
+        [userPk, apply.map((r) => r.info.tableId).join(','), apply.map((r) => r.keyHex).join(',')],
+      );
   const stateOf = new Map<string, RowVersion>();
   for (const st of states.rows) {
     const info = topology.byId.get(st.table_id)!;

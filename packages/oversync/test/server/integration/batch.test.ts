@@ -66,4 +66,31 @@ describe('statements together', () => {
       expect(JSON.stringify(pulled.body)).toContain(JSON.stringify(AWKWARD[2]).slice(1, -1));
     }
   });
+
+  test('a chunk staged before its meta carried key hex still has its conflicts found at commit', async () => {
+    const d = await emptyScopeDevice(fx.app);
+    const id = randomUUID();
+    expect((await d.push([userRow(id, 'first')])).status).toBe(200);
+    for (const strip of [false, true]) {
+      const created = await d.json('POST', '/sync/push-sessions', {
+        source_bundle_id: d.sourceBundleId + 1,
+        planned_row_count: 2,
+      });
+      const pushId = created.body['push_id'] as string;
+      const chunk = await d.json('POST', `/sync/push-sessions/${pushId}/chunks`, {
+        start_row_ordinal: 0,
+        rows: [userRow(randomUUID(), 'new'), userRow(id, 'again')],
+      });
+      expect(chunk.status).toBe(200);
+      if (strip)
+        await fx.cluster.query(
+          "UPDATE sync.push_session_chunks SET meta = (meta::jsonb - 'h')::text WHERE push_id = $1",
+          [pushId],
+        );
+      const commit = await d.json('POST', `/sync/push-sessions/${pushId}/commit`);
+      expect(commit.status, JSON.stringify(commit.body)).toBe(409);
+      expect(commit.body['error']).toBe('push_conflict');
+      await d.json('DELETE', `/sync/push-sessions/${pushId}`);
+    }
+  });
 });
