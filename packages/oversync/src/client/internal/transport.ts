@@ -67,8 +67,11 @@ async function waitBackoff(ms: number, signal?: AbortSignal): Promise<void> {
   }
 }
 
-/** Validation gives the event loop a turn whenever it has run this long. */
-const VALIDATE_SLICE_MS = 8;
+/**
+ * Validation gives the event loop a turn whenever it has run this long (short: the same turn may
+ * run a slice of an apply too).
+ */
+const VALIDATE_SLICE_MS = 5;
 
 /**
  * `schema` over `body` with its row arrays (see {@link RequestSpec.rows}) validated row by row in

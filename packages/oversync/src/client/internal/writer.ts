@@ -6,8 +6,10 @@ import { WorkerConnection } from './apply-worker.js';
 /**
  * A long write runs as a generator: each `yield` marks a point where the work may pause. On the
  * apply connection the runner gives the event loop a turn whenever a slice has run this long.
+ * Short, because one turn of the loop can run several pieces of work back to back (a slice of
+ * staging, a slice of the next page's validation, the JSON.parse of the page after it).
  */
-export const SLICE_BUDGET_MS = 12;
+export const SLICE_BUDGET_MS = 8;
 /** The apply connection's page cache, KiB (SQLite's own default). */
 const APPLY_CACHE_KIB = 2000;
 /** The apply connection is closed after this long without use. */
