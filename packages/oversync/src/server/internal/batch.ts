@@ -11,7 +11,7 @@
  */
 import type { SyncQuerier, SyncQueryResult } from '../database.js';
 
-interface Statement {
+export interface Statement {
   readonly sql: string;
   readonly params?: readonly unknown[] | undefined;
 }
@@ -131,4 +131,21 @@ export class StatementBatch implements SyncQuerier {
     this.#queued = [];
     await runStatements(this.#q, stmts);
   }
+}
+
+/**
+ * The first statements of a request sent as one implicit transaction (`runStatements`): read
+ * committed whatever the database's default (a lock must come before its rows are re-read), and
+ * the request's statement and lock timeouts.
+ */
+export function oneTripPreamble(limits: {
+  readonly requestStatementTimeoutMs: number;
+  readonly uploadLockTimeoutMs: number;
+}): Statement[] {
+  const stmts: Statement[] = [{ sql: 'SET TRANSACTION ISOLATION LEVEL READ COMMITTED' }];
+  if (limits.requestStatementTimeoutMs > 0)
+    stmts.push({ sql: `SET LOCAL statement_timeout = ${Math.ceil(limits.requestStatementTimeoutMs)}` });
+  if (limits.uploadLockTimeoutMs > 0)
+    stmts.push({ sql: `SET LOCAL lock_timeout = '${Math.ceil(limits.uploadLockTimeoutMs)}ms'` });
+  return stmts;
 }

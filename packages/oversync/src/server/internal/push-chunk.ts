@@ -6,7 +6,7 @@ import type { PushSessionChunkRequest, PushSessionChunkResponse } from '../../sh
 import type { Actor } from '../actor.js';
 import type { SyncQuerier } from '../database.js';
 import { wireError } from '../errors.js';
-import { runStatements } from './batch.js';
+import { oneTripPreamble, runStatements } from './batch.js';
 import { boundedTx, type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
 import { findInvalidValue, rowInvalidError } from './push-conflict.js';
 import { loadSessionForUpdate, PUSH_TX } from './push-session.js';
@@ -135,14 +135,7 @@ async function stageChunkAtOnce(
   if (!UUID_RE.test(pushId)) return undefined;
   const limits = ctx.options.limits;
   const end = start + staged.length;
-  // Read committed whatever the database's default: the lock must come before the row is re-read.
-  const stmts: { sql: string; params?: readonly unknown[] }[] = [
-    { sql: 'SET TRANSACTION ISOLATION LEVEL READ COMMITTED' },
-  ];
-  if (limits.requestStatementTimeoutMs > 0)
-    stmts.push({ sql: `SET LOCAL statement_timeout = ${Math.ceil(limits.requestStatementTimeoutMs)}` });
-  if (limits.uploadLockTimeoutMs > 0)
-    stmts.push({ sql: `SET LOCAL lock_timeout = '${Math.ceil(limits.uploadLockTimeoutMs)}ms'` });
+  const stmts = oneTripPreamble(limits);
   stmts.push({
     sql: `WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended($2, 0))),
        s AS (

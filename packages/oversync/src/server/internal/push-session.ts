@@ -8,7 +8,7 @@ import type { PushSessionCreateRequest, PushSessionCreateResponse } from '../../
 import type { Actor } from '../actor.js';
 import type { SyncQuerier } from '../database.js';
 import { wireError } from '../errors.js';
-import { runStatements } from './batch.js';
+import { oneTripPreamble, runStatements } from './batch.js';
 import {
   boundedBatchTx,
   boundedTx,
@@ -160,13 +160,7 @@ async function createAtOnce(
   opts: OpOptions,
 ): Promise<PushSessionCreateResponse | undefined> {
   const limits = ctx.options.limits;
-  const stmts: { sql: string; params?: readonly unknown[] }[] = [
-    { sql: 'SET TRANSACTION ISOLATION LEVEL READ COMMITTED' },
-  ];
-  if (limits.requestStatementTimeoutMs > 0)
-    stmts.push({ sql: `SET LOCAL statement_timeout = ${Math.ceil(limits.requestStatementTimeoutMs)}` });
-  if (limits.uploadLockTimeoutMs > 0)
-    stmts.push({ sql: `SET LOCAL lock_timeout = '${Math.ceil(limits.uploadLockTimeoutMs)}ms'` });
+  const stmts = oneTripPreamble(limits);
   stmts.push({ sql: 'SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', params: [actor.userId] });
   stmts.push({ sql: 'DELETE FROM sync.push_sessions WHERE expires_at <= now()' });
   const pushId = randomUUID();
