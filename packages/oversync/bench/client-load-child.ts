@@ -132,6 +132,7 @@ const blockTimer = inspector
 
 let rows = 0;
 let progressEvents = 0;
+let phases: { createMs: number; downloadMs: number; applyMs: number } | undefined;
 let out: ReturnType<Watch['stop']>;
 if (mode === 'bulk') {
   const n = Number(a);
@@ -152,15 +153,29 @@ if (mode === 'bulk') {
     uploadLimit: 5000,
     downloadLimit: 5000,
   });
-  client.on('progress', () => {
+  // phase boundaries of a hydrate (ms from the start): session created (first download event),
+  // last page staged, apply started; reported as `phases` so a slow hydrate says where it is slow
+  const marks: Record<string, number> = {};
+  let t0 = 0;
+  client.on('progress', (e) => {
     progressEvents++;
+    const at = performance.now() - t0;
+    if (e.stage === 'download') marks.created ??= at;
+    if (e.stage === 'download') marks.downloaded = at;
+    if (e.stage === 'apply') marks.applyStarted ??= at;
   });
   await client.open();
   if (mode === 'hydrate') {
     const w = watch();
+    t0 = performance.now();
     const r = await client.attach(user);
     out = w.stop();
     rows = r.restore?.rowCount ?? 0;
+    phases = {
+      createMs: marks.created ?? 0,
+      downloadMs: (marks.downloaded ?? 0) - (marks.created ?? 0),
+      applyMs: out.ms - (marks.applyStarted ?? out.ms),
+    };
   } else {
     const n = Number(c);
     await client.attach(user);
@@ -184,4 +199,4 @@ if (inspector && profDir) {
   const { profile } = await inspector.post('Profiler.stop');
   writeFileSync(`${profDir}/${mode}-${process.pid}.cpuprofile`, JSON.stringify({ ...profile, blocks }));
 }
-process.stdout.write(`${JSON.stringify({ rows, ...out, progressEvents })}\n`);
+process.stdout.write(`${JSON.stringify({ rows, ...out, progressEvents, ...(phases ? { phases } : {}) })}\n`);

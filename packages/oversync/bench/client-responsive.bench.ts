@@ -41,6 +41,8 @@ interface Figures {
   p99BlockMs: number;
   gapMs: number;
   progressEvents: number;
+  /** hydrate only: ms to the snapshot session, of download (fetch and stage), of the final apply */
+  phases?: { createMs: number; downloadMs: number; applyMs: number };
 }
 async function run(args: string[]): Promise<Figures> {
   const load = loadavg()[0] ?? 0;
@@ -149,6 +151,16 @@ for (const n of HYDRATE) {
   const ours = await run(['hydrate', join(dir.path, `hydrate-${n}.db`), server.baseUrl, user]);
   if (ours.rows !== n) throw new Error(`hydrate ${n}: restored ${ours.rows} rows`);
   results.push(...figures(`hydrate-${label(n)}`, ours, base));
+  // where a hydrate's time goes (no baseline: parts of the figure above, not figures of their own)
+  for (const [phase, ms] of Object.entries(ours.phases ?? {})) {
+    results.push({
+      name: `hydrate-${label(n)}-phase-${phase.replace(/Ms$/, '')}-ms`,
+      value: ms,
+      unit: 'ms',
+      lowerIsBetter: true,
+      baseline: null,
+    });
+  }
 }
 sample();
 results.push({
