@@ -369,6 +369,15 @@ export class WorkerConnection implements SqliteDb {
     return this.#settle(this.#result(), slots);
   }
 
+  /**
+   * `run` of one statement in the worker while the event loop turns (with the queued writes
+   * before it): a set-based statement of a stage-free hydrate runs there while this thread parses
+   * and checks the next page (see `runWrite` in table-ops.ts).
+   */
+  async runAsync(sql: string, args: unknown[]): Promise<RunResult> {
+    return (await this.#request({ op: 'run', sql, args })) as RunResult;
+  }
+
   /** `exec` run in the worker while the event loop turns (a long transaction's COMMIT). */
   async execAsync(sql: string): Promise<void> {
     await this.#request({ op: 'exec', sql });

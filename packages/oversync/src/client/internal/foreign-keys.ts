@@ -232,7 +232,7 @@ export class ApplyTracker {
    * `reconcile` as a generator that yields every 200 rows checked, for a long apply run in
    * slices (`TxRunner.sliced`): a 200k-row bundle's checks are not one block.
    */
-  *reconcileSliced(db: SqliteDb): Generator<void, ReconcileResult, undefined> {
+  *reconcileSliced(db: SqliteDb): Generator<void, ReconcileResult, unknown> {
     const orphans: Array<{ m: TableModel; key: Bind }> = [];
     let n = 0;
     for (const { m, key } of this.#upserts.values()) {

@@ -19,6 +19,7 @@ import { ApplyTracker, type ForeignKeyIndex, type ReconcileResult } from './fore
 import { METADATA_DDL, METADATA_TABLES, migrateMetadata, quoteIdent, sqlString } from './local-schema.js';
 import { stmt } from './statements.js';
 import { keyJsonExpr, payloadExpr, type TableModel } from './table-model.js';
+import type { RowSource } from './table-ops.js';
 
 export type BindingState = 'anonymous' | 'attached';
 export type OperationKind = 'none' | 'remote_replace' | 'source_recovery';
@@ -300,7 +301,7 @@ export function endApply(db: SqliteDb): ReconcileResult | undefined {
 }
 
 /** `endApply` for an apply run in slices: the FK reconciliation yields as it goes. */
-export function* endApplySliced(db: SqliteDb): Generator<void, ReconcileResult | undefined, undefined> {
+export function* endApplySliced(db: SqliteDb): Generator<void, ReconcileResult | undefined, unknown> {
   const t = trackers.get(db);
   trackers.delete(db);
   const r = t ? yield* t.reconcileSliced(db) : undefined;
@@ -594,27 +595,23 @@ export function stageSnapshotRow(
   ).run(row.snapshotId, row.ordinal, row.schema, m.table, ...row.keyText, row.version, row.payload);
 }
 
-/** The staged rows with ordinals in (after, to] of the tables not applied set-based. */
-export function stagedRange(
-  db: SqliteDb,
-  snapshotId: string,
-  after: number,
-  to: number,
-  skipTables: readonly string[],
-) {
-  const skip = skipTables.map((t) => sqlString(t)).join(', ');
+/** The staged rows of `table` with ordinals in (after, to], as a `RowSource` (table-ops.ts). */
+export function stagedSource(snapshotId: string, after: number, to: number, table: string): RowSource {
+  return {
+    sql: `SELECT key_json, row_version, payload FROM _sync_snapshot_stage
+      WHERE snapshot_id = ? AND row_ordinal > ? AND row_ordinal <= ? AND table_name = ? ORDER BY row_ordinal`,
+    params: [snapshotId, after, to, table],
+  };
+}
+
+/** The names of the tables with staged rows with ordinals in (after, to]. */
+export function stagedTables(db: SqliteDb, snapshotId: string, after: number, to: number): string[] {
   return stmt(
     db,
-    `SELECT row_ordinal, table_name, key_json, row_version, payload FROM _sync_snapshot_stage
-     WHERE snapshot_id = ? AND row_ordinal > ? AND row_ordinal <= ?${skip ? ` AND table_name NOT IN (${skip})` : ''}
-     ORDER BY row_ordinal`,
-  ).all(snapshotId, after, to) as Array<{
-    row_ordinal: number;
-    table_name: string;
-    key_json: string;
-    row_version: number;
-    payload: string;
-  }>;
+    `SELECT DISTINCT table_name FROM _sync_snapshot_stage WHERE snapshot_id = ? AND row_ordinal > ? AND row_ordinal <= ?`,
+  )
+    .pluck()
+    .all(snapshotId, after, to) as string[];
 }
 
 export function setRowStateLive(
@@ -674,7 +671,7 @@ export function* deleteInSlices(
   where = 'true',
   params: readonly unknown[] = [],
   slice = 500,
-): Generator<void, number, undefined> {
+): Generator<void, number, unknown> {
   const t = quoteIdent(table);
   const k = keyColumns.map((c) => quoteIdent(c)).join(', ');
   const sql = `DELETE FROM ${t} WHERE (${k}) IN (SELECT ${k} FROM ${t} WHERE ${where} LIMIT ${slice})`;
@@ -688,7 +685,7 @@ export function* deleteInSlices(
 }
 
 /** The snapshot swap's wipe of sync state (the business tables are wiped by the caller). */
-export function* clearForSnapshot(db: SqliteDb, schema: string): Generator<void, void, undefined> {
+export function* clearForSnapshot(db: SqliteDb, schema: string): Generator<void, void, unknown> {
   yield* deleteInSlices(db, '_sync_row_state', ['schema_name', 'table_name', 'key_json'], 'schema_name = ?', [
     schema,
   ]);

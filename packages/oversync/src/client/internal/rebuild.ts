@@ -1,10 +1,13 @@
 /**
  * Rebuild: replace local state with a server snapshot. Opens a snapshot session (rotating the
- * source for a source recovery), stages its rows page by page, then hands the staged snapshot to
- * snapshot-apply.ts for the atomic swap. The plans the client uses are built here too.
+ * source for a source recovery) and swaps the snapshot in atomically: on a database file in WAL
+ * mode each page is applied as it arrives inside one long transaction (stage-free); elsewhere the
+ * pages are staged first and snapshot-apply.ts swaps the staged snapshot in. The plans the client
+ * uses are built here too.
  */
 import { ClientError } from '../errors.js';
 import type { RebuildReport } from '../types.js';
+import type { SqliteDb } from '../writer-types.js';
 import { wireKeyToLocal } from './codec.js';
 import {
   countRows,
@@ -15,18 +18,27 @@ import {
   reserveReplacementSource,
   stageSnapshotRow,
 } from './local-store.js';
-import type { SnapshotSession } from './remote.js';
-import { applySnapshot, type RebuildPlan } from './snapshot-apply.js';
+import type { SnapshotChunk, SnapshotSession } from './remote.js';
+import {
+  APPLY_SLICE_ROWS,
+  applySnapshot,
+  applySnapshotRows,
+  beginSwap,
+  finishSwap,
+  type RebuildPlan,
+  snapshotApplied,
+} from './snapshot-apply.js';
 import { protocolError, type SyncContext, unwrapRetry } from './sync-context.js';
 import { keyJsonFromParams } from './table-model.js';
+import type { TableOps } from './table-ops.js';
 import { serverCodeOf } from './transport.js';
+import { NoApplyConnection } from './writer.js';
 
 export async function rebuild(
   ctx: SyncContext,
   plan: RebuildPlan,
   signal?: AbortSignal,
 ): Promise<RebuildReport> {
-  const schema = ctx.cfg.schema;
   // The gate first (an interrupted rebuild is resumed), then the stage is emptied in slices.
   await ctx.runner.tx((db) => markRebuildRequired(db), signal);
   await ctx.runner.sliced(
@@ -72,71 +84,16 @@ export async function rebuild(
   }
   const sid = session.snapshot_id;
   try {
-    let after = 0;
-    const download = { phase: plan.phase, stage: 'download' as const, total: session.row_count };
-    ctx.hooks.progress({ ...download, done: 0 });
-    const fetchChunk = (from: number) =>
-      t.snapshotChunk(sid, { afterRowOrdinal: from, maxRows: ctx.cfg.snapshotChunkRows }, signal);
-    let pending = fetchChunk(0);
-    for (;;) {
-      const chunk = await pending;
-      const rows = chunk.rows ?? [];
-      if (
-        chunk.snapshot_id !== sid ||
-        chunk.snapshot_bundle_seq !== session.snapshot_bundle_seq ||
-        chunk.next_row_ordinal !== after + rows.length ||
-        (chunk.has_more && rows.length === 0)
-      ) {
-        throw protocolError('snapshot chunk does not continue the session');
-      }
-      if (chunk.has_more) {
-        // Fetch the next page while this one is staged (server time overlaps local writes).
-        pending = fetchChunk(after + rows.length);
-        pending.catch(() => undefined);
-      }
-      const base = after;
-      // One transaction per page, in slices (a 5,000-row page is longer than one event-loop turn).
-      await ctx.runner.sliced(
-        function* (db) {
-          for (let i = 0; i < rows.length; i++) {
-            const r = rows[i] as (typeof rows)[number];
-            const ops = ctx.checkRow(r.schema, r.table);
-            if (r.row_version <= 0 || r.payload === null || typeof r.payload !== 'object') {
-              throw protocolError('snapshot row is malformed');
-            }
-            const key = wireKeyToLocal(ops.m, r.key);
-            stageSnapshotRow(db, ops.m, keyJsonFromParams(ops.m), {
-              snapshotId: sid,
-              ordinal: base + i + 1,
-              schema,
-              keyText: key.text,
-              version: r.row_version,
-              payload: JSON.stringify(r.payload),
-            });
-            if (i % 50 === 49) yield;
-          }
-        },
-        signal,
-        rows.length,
-      );
-      after += rows.length;
-      ctx.hooks.progress({ ...download, done: after });
-      if (!chunk.has_more) break;
+    const pages = new PageReader(ctx, session, plan, signal);
+    let rotated: string | undefined;
+    try {
+      rotated = await hydrateStageFree(ctx, plan, session, pages, signal);
+    } catch (e) {
+      // This database cannot run a transaction that waits (coordinator, in-memory, not WAL):
+      // stage the pages first, then swap (nothing of the download was read yet).
+      if (!(e instanceof NoApplyConnection)) throw e;
+      rotated = await hydrateStaged(ctx, plan, session, pages, signal);
     }
-    if (after !== session.row_count) {
-      throw protocolError('snapshot row count does not match the session', {
-        expected: session.row_count,
-        got: after,
-      });
-    }
-    const rotated = await applySnapshot(
-      ctx,
-      plan,
-      sid,
-      session.snapshot_bundle_seq,
-      session.row_count,
-      signal,
-    );
     if (rotated) ctx.hooks.sourceChanged(rotated);
     return {
       outcome: 'applied_snapshot',
@@ -146,6 +103,210 @@ export async function rebuild(
   } finally {
     t.dropSnapshotSession(sid);
   }
+}
+
+type SnapshotRow = NonNullable<SnapshotChunk['rows']>[number];
+
+/**
+ * The pages of a snapshot session in order, the next one fetched while the current one is applied
+ * or staged (server time overlaps local writes). Checks that each chunk continues the session and
+ * that the rows add up to the session's count; reports the 'download' progress.
+ */
+class PageReader {
+  readonly #ctx: SyncContext;
+  readonly #session: SnapshotSession;
+  readonly #signal: AbortSignal | undefined;
+  readonly #progress: { phase: RebuildPlan['phase']; stage: 'download'; total: number };
+  #pending: Promise<SnapshotChunk>;
+  #after = 0;
+  #done = false;
+
+  constructor(
+    ctx: SyncContext,
+    session: SnapshotSession,
+    plan: RebuildPlan,
+    signal: AbortSignal | undefined,
+  ) {
+    this.#ctx = ctx;
+    this.#session = session;
+    this.#signal = signal;
+    this.#progress = { phase: plan.phase, stage: 'download', total: session.row_count };
+    ctx.hooks.progress({ ...this.#progress, done: 0 });
+    this.#pending = this.#fetch(0);
+  }
+
+  #fetch(from: number): Promise<SnapshotChunk> {
+    const p = this.#ctx.remote.snapshotChunk(
+      this.#session.snapshot_id,
+      { afterRowOrdinal: from, maxRows: this.#ctx.cfg.snapshotChunkRows },
+      this.#signal,
+    );
+    p.catch(() => undefined); // awaited by `next`, or dropped after a failure elsewhere
+    return p;
+  }
+
+  /** Rows fetched so far. */
+  get fetched(): number {
+    return this.#after;
+  }
+
+  /** The next page's rows, or undefined after the last one (the row count is checked then). */
+  async next(): Promise<SnapshotRow[] | undefined> {
+    if (this.#done) {
+      if (this.#after !== this.#session.row_count) {
+        throw protocolError('snapshot row count does not match the session', {
+          expected: this.#session.row_count,
+          got: this.#after,
+        });
+      }
+      return undefined;
+    }
+    const chunk = await this.#pending;
+    const rows = chunk.rows ?? [];
+    if (
+      chunk.snapshot_id !== this.#session.snapshot_id ||
+      chunk.snapshot_bundle_seq !== this.#session.snapshot_bundle_seq ||
+      chunk.next_row_ordinal !== this.#after + rows.length ||
+      (chunk.has_more && rows.length === 0)
+    ) {
+      throw protocolError('snapshot chunk does not continue the session');
+    }
+    this.#after += rows.length;
+    if (chunk.has_more) this.#pending = this.#fetch(this.#after);
+    else this.#done = true;
+    this.#ctx.hooks.progress({ ...this.#progress, done: this.#after });
+    return rows;
+  }
+}
+
+/** Checks one snapshot row (known table, positive version, object payload) and converts its key. */
+function checkSnapshotRow(ctx: SyncContext, r: SnapshotRow): { ops: TableOps; keyText: string[] } {
+  const ops = ctx.checkRow(r.schema, r.table);
+  if (r.row_version <= 0 || r.payload === null || typeof r.payload !== 'object' || Array.isArray(r.payload)) {
+    throw protocolError('snapshot row is malformed');
+  }
+  return { ops, keyText: wireKeyToLocal(ops.m, r.key).text };
+}
+
+/**
+ * Applies one page of a stage-free hydrate: its rows are grouped by table and applied
+ * `APPLY_SLICE_ROWS` at a time through `applySnapshotRows` (the row-apply code of the staged
+ * path too), each batch handed to SQLite as one JSON text (`TableOps.pageSource`): one statement
+ * per batch where the table is set-based, instead of a statement per row. Returns the rows
+ * applied.
+ */
+function* applyPage(
+  ctx: SyncContext,
+  db: SqliteDb,
+  rows: SnapshotRow[],
+): Generator<unknown, number, unknown> {
+  const byTable = new Map<TableOps, unknown[][]>();
+  for (const r of rows) {
+    const { ops, keyText } = checkSnapshotRow(ctx, r);
+    let list = byTable.get(ops);
+    if (!list) {
+      list = [];
+      byTable.set(ops, list);
+    }
+    list.push([...keyText, r.row_version, r.payload]);
+  }
+  let n = 0;
+  for (const [ops, list] of byTable) {
+    for (let i = 0; i < list.length; i += APPLY_SLICE_ROWS) {
+      const batch = list.slice(i, i + APPLY_SLICE_ROWS);
+      n += yield* applySnapshotRows(
+        ctx,
+        db,
+        ops.m.table,
+        ops.pageSource(JSON.stringify(batch), batch.length),
+      );
+      yield;
+    }
+  }
+  return n;
+}
+
+/**
+ * The stage-free hydrate: ONE sliced transaction on the apply connection wipes the managed tables,
+ * applies each page straight into the app's tables and row state as it arrives (the generator
+ * waits for the page: see `TxRunner.sliced`'s `waits`), carries the local intents over and
+ * finishes. Each row is written once (the staged path writes it to the stage, reads it back and
+ * writes it again). Meanwhile the app's connection reads the previous state (WAL snapshot
+ * isolation) and a crash at any point leaves it, with the rebuild gate still set, so the next
+ * attach starts over. Throws `NoApplyConnection` (before anything is read) where the database
+ * cannot run such a transaction.
+ */
+async function hydrateStageFree(
+  ctx: SyncContext,
+  plan: RebuildPlan,
+  session: SnapshotSession,
+  pages: PageReader,
+  signal?: AbortSignal,
+): Promise<string | undefined> {
+  const rowCount = session.row_count;
+  const rotated = await ctx.runner.sliced(
+    function* (db) {
+      const state = yield* beginSwap(ctx, db, plan);
+      const apply = { phase: plan.phase, stage: 'apply' as const, total: rowCount };
+      ctx.hooks.progress({ ...apply, done: 0 });
+      let n = 0;
+      for (;;) {
+        const rows = (yield pages.next()) as SnapshotRow[] | undefined;
+        if (rows === undefined) break;
+        n += yield* applyPage(ctx, db, rows);
+        ctx.hooks.progress({ ...apply, done: n });
+      }
+      if (n !== rowCount)
+        throw protocolError('snapshot row count does not match the session', { expected: rowCount, got: n });
+      return yield* finishSwap(ctx, db, plan, state, session.snapshot_bundle_seq);
+    },
+    signal,
+    rowCount,
+    { waits: true },
+  );
+  snapshotApplied(ctx, rowCount, session.snapshot_bundle_seq);
+  return rotated;
+}
+
+/**
+ * The staged path (where no transaction can wait for the network): each page is staged in its own
+ * transaction, then `applySnapshot` swaps the staged snapshot in.
+ */
+async function hydrateStaged(
+  ctx: SyncContext,
+  plan: RebuildPlan,
+  session: SnapshotSession,
+  pages: PageReader,
+  signal?: AbortSignal,
+): Promise<string | undefined> {
+  const sid = session.snapshot_id;
+  const schema = ctx.cfg.schema;
+  for (;;) {
+    const base = pages.fetched;
+    const rows = await pages.next();
+    if (rows === undefined) break;
+    // One transaction per page, in slices (a 5,000-row page is longer than one event-loop turn).
+    await ctx.runner.sliced(
+      function* (db) {
+        for (let i = 0; i < rows.length; i++) {
+          const r = rows[i] as SnapshotRow;
+          const { ops, keyText } = checkSnapshotRow(ctx, r);
+          stageSnapshotRow(db, ops.m, keyJsonFromParams(ops.m), {
+            snapshotId: sid,
+            ordinal: base + i + 1,
+            schema,
+            keyText,
+            version: r.row_version,
+            payload: JSON.stringify(r.payload),
+          });
+          if (i % 50 === 49) yield;
+        }
+      },
+      signal,
+      rows.length,
+    );
+  }
+  return applySnapshot(ctx, plan, sid, session.snapshot_bundle_seq, session.row_count, signal);
 }
 
 /**

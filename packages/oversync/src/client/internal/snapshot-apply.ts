@@ -1,12 +1,15 @@
 /**
  * Snapshot apply, the atomic swap of a rebuild: in one transaction wipe the managed tables, load
- * the staged snapshot (set-based where every column converts inside SQLite), carry the local
+ * the snapshot's rows (set-based where every column converts inside SQLite), carry the local
  * intents over (or log them as discarded for a remote replace), rotate the source if asked, and
  * move the checkpoint to the snapshot's sequence.
  *
- * The transaction runs in slices (`TxRunner.sliced`): the stage is applied and dropped
- * `APPLY_SLICE_ROWS` ordinals at a time, wipes delete in slices too, and the event loop gets a
- * turn between slices while the app's connection keeps seeing the previous state until COMMIT.
+ * Two callers share these pieces (`beginSwap`, `applySnapshotRows`, `finishSwap`): the staged
+ * path (`applySnapshot`: the rows were staged page by page in `_sync_snapshot_stage` first), and
+ * the stage-free hydrate of rebuild.ts (each page is applied as it arrives, inside the same one
+ * transaction). The transaction runs in slices (`TxRunner.sliced`): rows are applied
+ * `APPLY_SLICE_ROWS` at a time, wipes delete in slices too, and the event loop gets a turn
+ * between slices while the app's connection keeps seeing the previous state until COMMIT.
  */
 import { ClientError } from '../errors.js';
 import type { ProgressPhase } from '../types.js';
@@ -34,12 +37,20 @@ import {
   rowVersionOf,
   setOperation,
   setRowStateLive,
-  stagedRange,
+  stagedSource,
+  stagedTables,
   trackForeignKeys,
 } from './local-store.js';
+import { stmt } from './statements.js';
 import { protocolError, type SyncContext } from './sync-context.js';
+import type { RowSource } from './table-ops.js';
 
-/** Staged ordinals applied per slice of the snapshot apply. */
+/**
+ * Rows applied per statement (set-based) or per batch (row by row) of the snapshot apply: staged
+ * ordinals per slice, or rows of one table of a page of a stage-free hydrate. A set-based
+ * statement of 1,000 rows with their row state runs in a few milliseconds (under
+ * `SLICE_BUDGET_MS` on this thread; on the worker's connection the event loop waits that long).
+ */
 export const APPLY_SLICE_ROWS = 1000;
 
 export type PreserveMode = 'none' | 'keep-base' | 'rebase';
@@ -90,7 +101,146 @@ function recordDiscarded(ctx: SyncContext, db: SqliteDb): void {
   }
 }
 
-/** The atomic swap: wipe managed tables, load the staged snapshot, restore local intents. */
+/** What `beginSwap` found, for `finishSwap`. */
+export interface SwapState {
+  sourceId: string;
+  intents: Map<string, { table: string; keyJson: string; base: number; payload: string | null }>;
+}
+
+/**
+ * The swap's first part, inside the transaction: checks the binding, enters apply mode, reads the
+ * local intents to carry over, wipes the managed tables and the sync state.
+ */
+export function* beginSwap(
+  ctx: SyncContext,
+  db: SqliteDb,
+  plan: RebuildPlan,
+): Generator<void, SwapState, unknown> {
+  const schema = ctx.cfg.schema;
+  const att = readAttachment(db);
+  if (att.bindingState !== 'attached' && !plan.bindUser) {
+    throw new ClientError('OVERSYNC_CLIENT_ATTACH_REQUIRED', 'snapshot apply needs an attached binding');
+  }
+  beginApply(db);
+  // Local intents to carry over: an uncommitted outbox first, newer dirty rows over it.
+  const intents: SwapState['intents'] = new Map();
+  if (plan.preserve !== 'none') {
+    const ob = readOutbox(db);
+    if (!(ob.state === 'committed_remote' || plan.dropCommittedOutbox)) {
+      for (const r of readFrozenRows(db)) {
+        intents.set(`${r.table_name}\u0000${r.key_json}`, {
+          table: String(r.table_name),
+          keyJson: String(r.key_json),
+          base: Number(r.base_row_version),
+          payload: (r.local_payload as string | null) ?? null,
+        });
+      }
+    }
+    for (const r of listDirtyIntents(db)) {
+      const k = `${r.table_name}\u0000${r.key_json}`;
+      const prev = intents.get(k);
+      intents.set(k, {
+        table: String(r.table_name),
+        keyJson: String(r.key_json),
+        base: prev ? prev.base : Number(r.base_row_version),
+        payload: (r.payload as string | null) ?? null,
+      });
+    }
+  }
+  const managed = managedTables(db, schema);
+  for (const t of new Set([...managed.filter((x) => ctx.ops.has(x)), ...ctx.models.map((m) => m.table)])) {
+    const ops = ctx.ops.get(t);
+    // the table's rows go in slices (its capture triggers rule out SQLite's fast truncate)
+    if (ops)
+      yield* deleteInSlices(
+        db,
+        t,
+        ops.m.keyColumns.map((c) => c.name),
+      );
+    else db.exec(`DELETE FROM ${quoteIdent(t)}`);
+  }
+  if (plan.preserve === 'none') recordDiscarded(ctx, db);
+  yield* clearForSnapshot(db, schema);
+  return { sourceId: att.currentSourceId, intents };
+}
+
+/**
+ * Applies one batch of snapshot rows of `table` (the one piece of row-apply code of both paths):
+ * one INSERT … SELECT when every column converts inside SQLite (`TableOps.setBased`), else row by
+ * row through the codec (the rows are read back from `src` as JSON text: for a page that is a
+ * round trip through SQLite, kept so both paths apply rows with the same code). Returns the rows
+ * applied.
+ */
+export function* applySnapshotRows(
+  ctx: SyncContext,
+  db: SqliteDb,
+  table: string,
+  src: RowSource,
+): Generator<unknown, number, unknown> {
+  const ops = ctx.tableOps(table);
+  if (ops.setBased) return yield* ops.applySet(db, src);
+  const rows = stmt(db, `SELECT key_json, row_version, payload FROM (${src.sql})`).all(
+    ...src.params,
+  ) as Array<{
+    key_json: string;
+    row_version: number;
+    payload: string;
+  }>;
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i] as (typeof rows)[number];
+    ops.upsertWire(db, JSON.parse(r.payload) as unknown);
+    setRowStateLive(db, ctx.cfg.schema, table, r.key_json, r.row_version);
+    if (i % 50 === 49) yield; // row by row, 1,000 rows are longer than one slice
+  }
+  return rows.length;
+}
+
+/**
+ * The swap's last part: re-applies the carried-over intents, rotates the source if asked, moves
+ * the checkpoint, leaves apply mode. Returns the rotated source id, if any.
+ */
+export function* finishSwap(
+  ctx: SyncContext,
+  db: SqliteDb,
+  plan: RebuildPlan,
+  state: SwapState,
+  bundleSeq: number,
+): Generator<void, string | undefined, unknown> {
+  const schema = ctx.cfg.schema;
+  // Re-apply the carried-over intents locally and queue them again; an intent whose parent is
+  // not in the snapshot waits in the stash (its push then gets a foreign_key conflict).
+  trackForeignKeys(db, ctx.fk, schema);
+  for (const i of state.intents.values()) {
+    const ops = ctx.ops.get(i.table);
+    if (!ops) continue;
+    const keyObj = JSON.parse(i.keyJson) as Record<string, unknown>;
+    const bind = ops.m.keyColumns.map((c) =>
+      c.isBlob ? Buffer.from(String(keyObj[c.key]), 'hex') : (keyObj[c.key] as unknown),
+    );
+    if (i.payload === null) ops.delete(db, bind);
+    else ops.upsertLocal(db, JSON.parse(i.payload) as LocalPayload);
+    const rs = rowVersionOf(db, schema, i.table, i.keyJson);
+    const base = plan.preserve === 'rebase' ? (rs ?? 0) : i.base;
+    if (i.payload === null && rs === undefined && plan.preserve === 'rebase') continue;
+    requeueDirty(db, schema, i.table, i.keyJson, i.payload, base, true);
+  }
+  let sourceId = state.sourceId;
+  let rotated: string | undefined;
+  if (plan.rotateTo) {
+    const next = plan.rotateTo.newSourceId;
+    rotateSource(db, sourceId, next);
+    sourceId = next;
+    rotated = next;
+  }
+  finishSnapshot(db, { sourceId, bundleSeq, bindUser: plan.bindUser });
+  if (plan.advanceSourceFloor) raiseSourceFloor(db, sourceId, plan.advanceSourceFloor);
+  if (plan.clearOperation) setOperation(db, { kind: 'none' });
+  clearSnapshotStage(db);
+  yield* endApplySliced(db);
+  return rotated;
+}
+
+/** The staged path's swap: wipe managed tables, load the staged snapshot, restore local intents. */
 export async function applySnapshot(
   ctx: SyncContext,
   plan: RebuildPlan,
@@ -99,72 +249,18 @@ export async function applySnapshot(
   rowCount: number,
   signal?: AbortSignal,
 ): Promise<string | undefined> {
-  const schema = ctx.cfg.schema;
-  let rotated: string | undefined;
-  const tables = ctx.models.map((m) => m.table);
-  await ctx.runner.sliced(
+  const rotated = await ctx.runner.sliced(
     function* (db) {
-      const att = readAttachment(db);
-      if (att.bindingState !== 'attached' && !plan.bindUser) {
-        throw new ClientError('OVERSYNC_CLIENT_ATTACH_REQUIRED', 'snapshot apply needs an attached binding');
-      }
-      beginApply(db);
-      // Local intents to carry over: an uncommitted outbox first, newer dirty rows over it.
-      type Intent = { table: string; keyJson: string; base: number; payload: string | null };
-      const intents = new Map<string, Intent>();
-      if (plan.preserve !== 'none') {
-        const ob = readOutbox(db);
-        if (!(ob.state === 'committed_remote' || plan.dropCommittedOutbox)) {
-          for (const r of readFrozenRows(db)) {
-            intents.set(`${r.table_name}\u0000${r.key_json}`, {
-              table: String(r.table_name),
-              keyJson: String(r.key_json),
-              base: Number(r.base_row_version),
-              payload: (r.local_payload as string | null) ?? null,
-            });
-          }
-        }
-        for (const r of listDirtyIntents(db)) {
-          const k = `${r.table_name}\u0000${r.key_json}`;
-          const prev = intents.get(k);
-          intents.set(k, {
-            table: String(r.table_name),
-            keyJson: String(r.key_json),
-            base: prev ? prev.base : Number(r.base_row_version),
-            payload: (r.payload as string | null) ?? null,
-          });
-        }
-      }
-      const managed = managedTables(db, schema);
-      for (const t of new Set([...managed.filter((x) => ctx.ops.has(x)), ...tables])) {
-        const ops = ctx.ops.get(t);
-        // the table's rows go in slices (its capture triggers rule out SQLite's fast truncate)
-        if (ops)
-          yield* deleteInSlices(
-            db,
-            t,
-            ops.m.keyColumns.map((c) => c.name),
-          );
-        else db.exec(`DELETE FROM ${quoteIdent(t)}`);
-      }
-      if (plan.preserve === 'none') recordDiscarded(ctx, db);
-      yield* clearForSnapshot(db, schema);
+      const state = yield* beginSwap(ctx, db, plan);
       let n = 0;
-      // Tables whose columns all convert inside SQLite are applied set-based (one INSERT … SELECT
-      // per slice of ordinals); the others row by row. Each slice of the stage is dropped once
-      // applied, so the stage never needs one long DELETE.
-      const setBased = [...ctx.ops.values()].filter((o) => o.setBased);
-      const skip = setBased.map((o) => o.m.table);
       const apply = { phase: plan.phase, stage: 'apply' as const, total: rowCount };
       ctx.hooks.progress({ ...apply, done: 0 });
+      // APPLY_SLICE_ROWS ordinals at a time, each table's rows of the slice in one batch; each
+      // slice of the stage is dropped once applied, so the stage never needs one long DELETE.
       for (let after = 0; after < rowCount; after += APPLY_SLICE_ROWS) {
         const to = after + APPLY_SLICE_ROWS;
-        for (const o of setBased) n += o.applyStagedSet(db, sid, after, to);
-        for (const [i, r] of stagedRange(db, sid, after, to, skip).entries()) {
-          if (i % 50 === 49) yield; // row by row, 1,000 rows are longer than one slice
-          ctx.tableOps(r.table_name).upsertWire(db, JSON.parse(r.payload) as unknown);
-          setRowStateLive(db, schema, r.table_name, r.key_json, r.row_version);
-          n++;
+        for (const t of stagedTables(db, sid, after, to)) {
+          n += yield* applySnapshotRows(ctx, db, t, stagedSource(sid, after, to, t));
         }
         dropStagedRange(db, sid, after, to);
         ctx.hooks.progress({ ...apply, done: n });
@@ -172,39 +268,21 @@ export async function applySnapshot(
       }
       if (n !== rowCount)
         throw protocolError('staged snapshot row count does not match', { expected: rowCount, got: n });
-      // Re-apply the carried-over intents locally and queue them again; an intent whose parent is
-      // not in the snapshot waits in the stash (its push then gets a foreign_key conflict).
-      trackForeignKeys(db, ctx.fk, schema);
-      for (const i of intents.values()) {
-        const ops = ctx.ops.get(i.table);
-        if (!ops) continue;
-        const keyObj = JSON.parse(i.keyJson) as Record<string, unknown>;
-        const bind = ops.m.keyColumns.map((c) =>
-          c.isBlob ? Buffer.from(String(keyObj[c.key]), 'hex') : (keyObj[c.key] as unknown),
-        );
-        if (i.payload === null) ops.delete(db, bind);
-        else ops.upsertLocal(db, JSON.parse(i.payload) as LocalPayload);
-        const rs = rowVersionOf(db, schema, i.table, i.keyJson);
-        const base = plan.preserve === 'rebase' ? (rs ?? 0) : i.base;
-        if (i.payload === null && rs === undefined && plan.preserve === 'rebase') continue;
-        requeueDirty(db, schema, i.table, i.keyJson, i.payload, base, true);
-      }
-      let sourceId = att.currentSourceId;
-      if (plan.rotateTo) {
-        const next = plan.rotateTo.newSourceId;
-        rotateSource(db, sourceId, next);
-        sourceId = next;
-        rotated = next;
-      }
-      finishSnapshot(db, { sourceId, bundleSeq, bindUser: plan.bindUser });
-      if (plan.advanceSourceFloor) raiseSourceFloor(db, sourceId, plan.advanceSourceFloor);
-      if (plan.clearOperation) setOperation(db, { kind: 'none' });
-      clearSnapshotStage(db);
-      yield* endApplySliced(db);
+      return yield* finishSwap(ctx, db, plan, state, bundleSeq);
     },
     signal,
     rowCount,
   );
-  ctx.hooks.applied({ kind: 'snapshot', tables, rows: rowCount, lastBundleSeqSeen: bundleSeq });
+  snapshotApplied(ctx, rowCount, bundleSeq);
   return rotated;
+}
+
+/** Tells the client a snapshot was applied (after COMMIT). */
+export function snapshotApplied(ctx: SyncContext, rows: number, bundleSeq: number): void {
+  ctx.hooks.applied({
+    kind: 'snapshot',
+    tables: ctx.models.map((m) => m.table),
+    rows,
+    lastBundleSeqSeen: bundleSeq,
+  });
 }

@@ -5,12 +5,42 @@
  */
 import { ClientError } from '../errors.js';
 import type { SqliteDb } from '../writer-types.js';
+import { WorkerConnection } from './apply-worker.js';
 import { type LocalPayload, wirePayloadToRow } from './codec.js';
 import { payloadValues } from './foreign-keys.js';
 import { quoteIdent, sqlString } from './local-schema.js';
 import { applyTracker } from './local-store.js';
 import { stmt } from './statements.js';
 import { type ColumnModel, keyJsonFromParams, payloadExpr, type TableModel } from './table-model.js';
+
+/**
+ * Where a batch of snapshot rows of one table comes from: SQL whose rows are (key_json,
+ * row_version, payload as JSON text) in apply order, its parameters, and the number of rows when
+ * the caller knows it. The stage and a page of a stage-free hydrate both read this way, so one
+ * piece of code applies either (`TableOps.applySet`, `applySnapshotRows` in snapshot-apply.ts).
+ */
+export interface RowSource {
+  sql: string;
+  params: unknown[];
+  rows?: number;
+}
+
+/**
+ * Runs one write statement and returns its changes. On the apply connection a worker owns, the
+ * statement runs in the worker while the event loop turns: the generator yields the promise and
+ * `TxRunner.sliced` resumes it with the result (a set-based statement of 1,000 rows takes ~10 ms
+ * there, and this thread parses and checks the next page of a hydrate meanwhile instead of
+ * waiting). Elsewhere it runs at once.
+ */
+export function* runWrite(
+  db: SqliteDb,
+  sql: string,
+  params: readonly unknown[],
+): Generator<unknown, number, unknown> {
+  if (db instanceof WorkerConnection)
+    return ((yield db.runAsync(sql, [...params])) as { changes: number }).changes;
+  return stmt(db, sql).run(...params).changes;
+}
 
 /** The stashed local payload of a key whose row waits for its parent, if any. */
 export function stashedPayload(
@@ -90,12 +120,14 @@ export class TableOps {
   }
 
   /**
-   * Applies this table's staged snapshot rows with ordinals in (from, to] in one statement (the
-   * caller wiped the table) and records their row state. Rows are checked first with the codec's
-   * rules (every column present, UUIDs canonical); a bad row fails the whole apply. Returns the
-   * number of rows applied.
+   * Applies snapshot rows of this table in one statement (the caller wiped the table) and records
+   * their row state. `src` is where the rows come from (the stage, or a page of a stage-free
+   * hydrate as JSON: see `RowSource`). A row that breaks the codec's rules (a column missing, a
+   * UUID not canonical) is filtered out by the INSERT and then counted: the call fails with a codec
+   * error and the caller's transaction rolls back (one pass over the rows instead of a check pass
+   * before the insert). Returns the number of rows applied.
    */
-  applyStagedSet(db: SqliteDb, snapshotId: string, from: number, to: number): number {
+  *applySet(db: SqliteDb, src: RowSource): Generator<unknown, number, unknown> {
     const path = (c: ColumnModel) => sqlString(`$."${c.key.replaceAll('"', '""')}"`);
     const value = (c: ColumnModel) => `json_extract(payload, ${path(c)})`;
     const bad = this.m.columns.map((c) => {
@@ -107,44 +139,60 @@ export class TableOps {
         OR substr(${v}, 19, 1) <> '-' OR substr(${v}, 24, 1) <> '-'
         OR length(unhex(replace(${v}, '-', ''))) IS NOT 16))`;
     });
-    const invalid = Number(
-      stmt(
-        db,
-        `SELECT COUNT(*) FROM _sync_snapshot_stage WHERE snapshot_id = ? AND row_ordinal > ? AND row_ordinal <= ?
-           AND table_name = ? AND ((${bad.join(') OR (')}))`,
-      )
-        .pluck()
-        .get(snapshotId, from, to, this.m.table),
-    );
-    if (invalid > 0) {
-      throw new ClientError(
-        'OVERSYNC_CLIENT_CODEC',
-        `snapshot rows for ${this.m.table} do not fit its columns`,
-        {
-          details: { table: this.m.table, rows: invalid },
-        },
-      );
-    }
     const exprs = this.m.columns.map((c) => {
       const v = value(c);
       return c.kind === 'uuid'
         ? `CASE WHEN ${v} IS NULL THEN NULL WHEN ${v} = '' THEN x'' ELSE unhex(replace(${v}, '-', '')) END`
         : v;
     });
-    const applied = stmt(
+    // MATERIALIZED: the source is read once into a temporary table; flattened into the SELECT,
+    // each of the payload's uses (a check and a value per column) re-extracted it from the page's
+    // JSON (measured: ~10.4 µs per row flattened, ~7.6 µs materialized, for users of the tests).
+    const applied = yield* runWrite(
       db,
-      `INSERT INTO ${this.m.quoted}(${this.m.columns.map((c) => quoteIdent(c.name)).join(', ')})
-       SELECT ${exprs.join(', ')} FROM _sync_snapshot_stage
-       WHERE snapshot_id = ? AND row_ordinal > ? AND row_ordinal <= ? AND table_name = ? ORDER BY row_ordinal`,
-    ).run(snapshotId, from, to, this.m.table).changes;
-    stmt(
+      `WITH src AS MATERIALIZED (${src.sql})
+       INSERT INTO ${this.m.quoted}(${this.m.columns.map((c) => quoteIdent(c.name)).join(', ')})
+       SELECT ${exprs.join(', ')} FROM src WHERE NOT ((${bad.join(') OR (')}))`,
+      src.params,
+    );
+    const expected =
+      src.rows ??
+      Number(
+        stmt(db, `SELECT COUNT(*) FROM (${src.sql})`)
+          .pluck()
+          .get(...src.params),
+      );
+    if (applied !== expected) {
+      throw new ClientError(
+        'OVERSYNC_CLIENT_CODEC',
+        `snapshot rows for ${this.m.table} do not fit its columns`,
+        {
+          details: { table: this.m.table, rows: expected - applied },
+        },
+      );
+    }
+    yield* runWrite(
       db,
       `INSERT INTO _sync_row_state(schema_name, table_name, key_json, row_version, deleted)
-       SELECT ?, table_name, key_json, row_version, 0 FROM _sync_snapshot_stage
-       WHERE snapshot_id = ? AND row_ordinal > ? AND row_ordinal <= ? AND table_name = ?
+       SELECT ?, ?, key_json, row_version, 0 FROM (${src.sql}) WHERE true
        ON CONFLICT(schema_name, table_name, key_json) DO UPDATE SET row_version = excluded.row_version, deleted = 0`,
-    ).run(this.schema, snapshotId, from, to, this.m.table);
+      [this.schema, this.m.table, ...src.params],
+    );
     return applied;
+  }
+
+  /**
+   * The rows of a page of a stage-free hydrate as a `RowSource`: `json` is a JSON array whose
+   * elements are `[keyText…, rowVersion, payload]` (key texts as `wireKeyToLocal` gives them).
+   */
+  pageSource(json: string, rows: number): RowSource {
+    const n = this.m.keyColumns.length;
+    return {
+      sql: `SELECT json_object(${this.m.keyColumns.map((c, i) => `${sqlString(c.key)}, value ->> ${i}`).join(', ')}) AS key_json,
+        value ->> ${n} AS row_version, value -> ${n + 1} AS payload FROM json_each(?)`,
+      params: [json],
+      rows,
+    };
   }
 
   delete(db: SqliteDb, keyBind: readonly unknown[]): void {

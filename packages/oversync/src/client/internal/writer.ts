@@ -44,10 +44,26 @@ function failFastWhileLocked(db: SqliteDb): () => void {
 }
 
 /** Runs a generator to its end at once (the one-transaction fallback). */
-function drain<T>(it: Generator<unknown, T, undefined>): T {
+function drain<T>(it: Generator<unknown, T, unknown>): T {
   for (;;) {
     const r = it.next();
     if (r.done) return r.value;
+    if (isPromiseLike(r.value)) throw new TypeError('a generator that waits needs the apply connection');
+  }
+}
+
+function isPromiseLike(v: unknown): v is PromiseLike<unknown> {
+  return typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';
+}
+
+/**
+ * Thrown by `TxRunner.sliced` with `waits` where no apply connection can be opened (before the
+ * generator starts): the caller takes a path that never waits inside a transaction.
+ */
+export class NoApplyConnection extends Error {
+  constructor() {
+    super('no apply connection: this database cannot run a transaction that waits');
+    this.name = 'NoApplyConnection';
   }
 }
 
@@ -156,14 +172,25 @@ export class TxRunner {
    * at the end): an app write on it cannot succeed before COMMIT (the apply connection cannot move
    * on while the thread waits), so it fails at once with `SQLITE_BUSY` instead of blocking the
    * thread for the whole busy timeout first.
+   *
+   * On the apply connection the generator may also yield a promise: the runner awaits it (the
+   * event loop turns, the write lock stays held) and resumes the generator with its value, or
+   * rolls back with its rejection. A stage-free hydrate waits this way for each page of its
+   * download inside its one transaction, and a statement run in the worker (`runWrite` in
+   * table-ops.ts) is awaited the same way. Work that waits for something outside the database
+   * passes `waits`: it needs the apply connection whatever its size, and where none can be
+   * opened, `NoApplyConnection` is thrown before the generator starts.
    */
   async sliced<T>(
-    fn: (db: SqliteDb) => Generator<unknown, T, undefined>,
+    fn: (db: SqliteDb) => Generator<unknown, T, unknown>,
     signal?: AbortSignal,
     rows?: number,
+    opts: { waits?: boolean } = {},
   ): Promise<T> {
     if (signal?.aborted) throw aborted(signal);
-    if (rows !== undefined && rows <= SMALL_WORK_ROWS) return this.tx((db) => drain(fn(db)), signal);
+    const waits = opts.waits === true;
+    if (!waits && rows !== undefined && rows <= SMALL_WORK_ROWS)
+      return this.tx((db) => drain(fn(db)), signal);
     const long = rows === undefined || rows > LONG_WORK_ROWS;
     // in flight from here: the worker may take a few turns to start
     this.#inFlight++;
@@ -173,20 +200,36 @@ export class TxRunner {
     } finally {
       if (!side) this.#inFlight--;
     }
-    if (!side) return this.tx((db) => drain(fn(db)), signal);
+    if (!side) {
+      if (waits) throw new NoApplyConnection();
+      return this.tx((db) => drain(fn(db)), signal);
+    }
     let slices = 0;
     let unlock: (() => void) | undefined;
     try {
       side.exec('BEGIN IMMEDIATE');
       let value: T;
+      let it: Generator<unknown, T, unknown> | undefined;
       try {
-        const it = fn(side);
+        it = fn(side);
         let t0 = performance.now();
+        let sent: unknown;
         for (;;) {
-          const r = it.next();
+          const r = it.next(sent);
+          sent = undefined;
           if (r.done) {
             value = r.value;
             break;
+          }
+          if (isPromiseLike(r.value)) {
+            // The generator waits (a page of a download): the write lock stays held, app writes
+            // wait in `appWrite`, the app's connection reads the last committed state.
+            unlock ??= this.#holdLock();
+            sent = await r.value;
+            slices++;
+            if (signal?.aborted) throw aborted(signal);
+            t0 = performance.now();
+            continue;
           }
           if (performance.now() - t0 >= SLICE_BUDGET_MS) {
             unlock ??= this.#holdLock();
@@ -204,6 +247,11 @@ export class TxRunner {
           side.exec('COMMIT');
         }
       } catch (e) {
+        try {
+          it?.return(undefined as T);
+        } catch {
+          // the generator's own cleanup failed: the transaction rolls back anyway
+        }
         if (side instanceof WorkerConnection) side.discardQueued();
         if (side.open && side.inTransaction) side.exec('ROLLBACK');
         throw e;

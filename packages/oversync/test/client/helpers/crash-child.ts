@@ -69,7 +69,7 @@ const client = childClient(db, baseUrl, user, {
   },
 });
 
-if (mode === 'apply-slices') {
+if (mode === 'apply-slices' || mode === 'rebuild-slices') {
   // Killed between two slices of the snapshot apply: rows are applied in the open transaction,
   // the event loop had turns, the app's connection still sees the previous state.
   client.on('progress', (e) => {
@@ -92,6 +92,10 @@ if (mode.startsWith('push-')) {
   await client.pushPending();
 } else if (mode === 'hydrate-staging' || mode === 'apply-stall' || mode === 'apply-slices') {
   await client.attach(user);
+} else if (mode === 'rebuild-slices') {
+  // a device with a previous state rebuilds (the parent attached it at this path before)
+  await client.attach(user);
+  await client.rebuild();
 } else if (mode === 'pull-stall') {
   await client.attach(user);
   process.stdout.write('ATTACHED\n');

@@ -124,9 +124,39 @@ describe('a device process killed mid-sync loses and duplicates nothing', () => 
     const { user, seed } = await seededUser(2500);
     const path = suite.path('crash');
     const line = await killAt('apply-slices', path, user, /BETWEEN_SLICES/, { timeoutMs: 60_000 });
-    // the app's connection read the state before the hydrate while 1,000 rows sat in the open apply
-    expect(line).toMatch(/ 1000\/2500 app sees 0$/);
+    // the app's connection read the state before the hydrate while the first page (10 rows) sat in
+    // the open transaction of the stage-free hydrate
+    expect(line).toMatch(/ 10\/2500 app sees 0$/);
     await expectHydratesAgain(user, path, seed, 2500);
+  });
+
+  it('killed in the middle of a stage-free rebuild: the previous state stays readable, the next sync applies every row', async () => {
+    const { user, seed } = await seededUser(1200);
+    const path = suite.path('crash');
+    const before = await suite.attached(user, {}, path);
+    const previous = snapshot(before.db);
+    expect(rows(before.db, 'users')).toHaveLength(1200);
+    await before.close();
+    // the server moves on: 300 more rows and one changed
+    seed.db.transaction(() => {
+      for (let i = 0; i < 300; i++)
+        seed.db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(randomUUID(), `later ${i}`);
+      seed.db.prepare(`UPDATE users SET name = 'changed' WHERE rowid = 1`).run();
+    })();
+    await seed.client.sync();
+    const line = await killAt('rebuild-slices', path, user, /BETWEEN_SLICES/, { timeoutMs: 60_000 });
+    // pages of the new snapshot sat in the open transaction; the app's connection read the old rows
+    expect(line).toMatch(/ \d+\/1500 app sees 1200$/);
+    const d = suite.device(user, {}, path);
+    await d.client.open();
+    expect(snapshot(d.db)).toEqual(previous);
+    expect(d.db.prepare(`SELECT COUNT(*) FROM _sync_row_state`).pluck().get()).toBe(1200);
+    // the binding was attached: the attach resumes it, and the next sync finishes the rebuild the
+    // kill interrupted (its gate was committed before the swap began)
+    expect(await d.client.attach(user)).toMatchObject({ outcome: 'resumed_attached_state' });
+    await d.client.sync();
+    expect(snapshot(d.db)).toEqual(snapshot(seed.db));
+    expect(d.db.prepare(`SELECT COUNT(*) FROM _sync_row_state`).pluck().get()).toBe(1500);
   });
 
   it('killed inside a pulled bundle apply: the bundle and its checkpoint roll back together', async () => {

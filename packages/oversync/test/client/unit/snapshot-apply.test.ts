@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { METADATA_DDL } from '../../../src/client/internal/local-schema.js';
+import { stagedSource } from '../../../src/client/internal/local-store.js';
 import { keyJsonFromParams, loadTableModels } from '../../../src/client/internal/table-model.js';
 import { TableOps } from '../../../src/client/internal/table-ops.js';
 
@@ -27,6 +28,14 @@ function setup() {
   return { db, ops, stage };
 }
 
+/** Runs a generator that never waits (the test's database is on this thread) to its end. */
+function drain<T>(it: Generator<unknown, T, unknown>): T {
+  for (;;) {
+    const r = it.next();
+    if (r.done) return r.value;
+  }
+}
+
 const ID = '0b0e4a5c-1c2d-4e5f-8a9b-0c1d2e3f4a5b';
 const PID = '1b0e4a5c-1c2d-4e5f-8a9b-0c1d2e3f4a5b';
 
@@ -36,8 +45,8 @@ describe('set-based snapshot apply', () => {
     expect(ops.setBased).toBe(true);
     stage(1, ID, { id: ID, parent_id: PID, flag: true, n: 42, r: 2.5, note: 'a<b>' });
     stage(2, PID, { id: PID, parent_id: null, flag: false, n: null, r: null, note: null });
-    expect(ops.applyStagedSet(db, 's', 0, 1)).toBe(1); // one slice of ordinals: (0, 1]
-    expect(ops.applyStagedSet(db, 's', 1, 1000)).toBe(1);
+    expect(drain(ops.applySet(db, stagedSource('s', 0, 1, 'kids')))).toBe(1); // one slice of ordinals: (0, 1]
+    expect(drain(ops.applySet(db, stagedSource('s', 1, 1000, 'kids')))).toBe(1);
     const rows = db
       .prepare(`SELECT hex(id) id, hex(parent_id) p, flag, n, r, note FROM kids ORDER BY n DESC`)
       .all();
@@ -68,10 +77,37 @@ describe('set-based snapshot apply', () => {
     ]) {
       const { db, ops, stage } = setup();
       stage(1, ID, payload);
-      expect(() => ops.applyStagedSet(db, 's', 0, 1000)).toThrow(
+      expect(() => drain(ops.applySet(db, stagedSource('s', 0, 1000, 'kids')))).toThrow(
         expect.objectContaining({ code: 'OVERSYNC_CLIENT_CODEC' }),
       );
       expect(db.prepare(`SELECT COUNT(*) FROM kids`).pluck().get()).toBe(0);
     }
+  });
+
+  it('applies a page of a stage-free hydrate from its JSON the same way, and fails on a bad row', () => {
+    const { db, ops } = setup();
+    const hex = (u: string) => u.replaceAll('-', '');
+    const page = [
+      [hex(ID), 7, { id: ID, parent_id: PID, flag: true, n: 42, r: 2.5, note: 'a<b>' }],
+      [hex(PID), 8, { id: PID, parent_id: null, flag: false, n: null, r: null, note: null }],
+    ];
+    expect(drain(ops.applySet(db, ops.pageSource(JSON.stringify(page), page.length)))).toBe(2);
+    expect(db.prepare(`SELECT hex(id) id, flag, n, note FROM kids ORDER BY n DESC`).all()).toEqual([
+      { id: hex(ID).toUpperCase(), flag: 1, n: 42, note: 'a<b>' },
+      { id: hex(PID).toUpperCase(), flag: 0, n: null, note: null },
+    ]);
+    expect(
+      db.prepare(`SELECT key_json, row_version, deleted FROM _sync_row_state ORDER BY key_json`).all(),
+    ).toEqual([
+      { key_json: `{"id":"${hex(ID)}"}`, row_version: 7, deleted: 0 },
+      { key_json: `{"id":"${hex(PID)}"}`, row_version: 8, deleted: 0 },
+    ]);
+    const other = '2b0e4a5c-1c2d-4e5f-8a9b-0c1d2e3f4a5b';
+    const bad = [
+      [hex(other), 9, { id: other, parent_id: PID.toUpperCase(), flag: true, n: 1, r: 1, note: '' }],
+    ];
+    expect(() => drain(ops.applySet(db, ops.pageSource(JSON.stringify(bad), 1)))).toThrow(
+      expect.objectContaining({ code: 'OVERSYNC_CLIENT_CODEC' }),
+    );
   });
 });

@@ -1,0 +1,149 @@
+import { randomUUID } from 'node:crypto';
+import type { ProgressEvent } from '@x/oversync/client';
+import { describe, expect, it } from 'vitest';
+import { type Device, snapshot } from '../helpers/device.js';
+import { deviceSuite } from '../helpers/suite.js';
+
+// The stage-free hydrate (a database file in WAL mode): one transaction on the apply connection
+// takes the pages as they arrive; the app's connection reads the previous state until COMMIT, and
+// a bad page rolls the whole swap back.
+
+const suite = deviceSuite('h');
+
+function count(d: Device, table: string): number {
+  return Number(d.db.prepare(`SELECT COUNT(*) FROM ${table}`).pluck().get());
+}
+
+function addUsers(d: Device, n: number, tag: string): void {
+  d.db.transaction(() => {
+    for (let i = 0; i < n; i++)
+      d.db.prepare(`INSERT INTO users(id, name) VALUES (?, ?)`).run(randomUUID(), `${tag} ${i}`);
+  })();
+}
+
+/** A seeded user and a second device of it with that state; then the server gets `more` rows. */
+async function deviceBehind(rows: number, more: number, opts: Parameters<typeof suite.attached>[1] = {}) {
+  const user = `u-${randomUUID()}`;
+  const seed = await suite.attached(user);
+  addUsers(seed, rows, 'seed');
+  await seed.client.sync();
+  const d = await suite.attached(user, { snapshotChunkRows: 100, ...opts });
+  expect(count(d, 'users')).toBe(rows);
+  const previous = snapshot(d.db);
+  addUsers(seed, more, 'later');
+  seed.db.prepare(`UPDATE users SET name = 'changed' WHERE rowid = 1`).run();
+  await seed.client.sync();
+  return { user, seed, d, previous };
+}
+
+describe('stage-free hydrate', () => {
+  it("the app's connection reads the previous state during the swap and the new one after", async () => {
+    const seen: Array<{ stage: string; done: number; users: number; staged: number }> = [];
+    let device: Device | undefined;
+    const { seed, d, previous } = await deviceBehind(1200, 300, {
+      onProgress: (e: ProgressEvent) => {
+        if (!device || e.phase !== 'hydrate') return;
+        seen.push({
+          stage: e.stage ?? '',
+          done: e.done,
+          users: count(device, 'users'),
+          staged: count(device, '_sync_snapshot_stage'),
+        });
+      },
+    });
+    device = d;
+    const report = await d.client.rebuild();
+    expect(report).toMatchObject({ outcome: 'applied_snapshot', restore: { rowCount: 1500 } });
+    const mid = seen.filter((s) => s.stage === 'apply' && s.done > 0 && s.done < 1500);
+    expect(mid.length).toBeGreaterThan(5);
+    // every page was applied inside the open transaction: the app saw the 1,200 rows of before,
+    // and nothing was ever committed to the stage (the staged path commits each page there)
+    for (const s of seen) expect(s).toMatchObject({ users: 1200, staged: 0 });
+    expect(snapshot(d.db)).not.toEqual(previous);
+    expect(snapshot(d.db)).toEqual(snapshot(seed.db));
+    expect(count(d, '_sync_row_state')).toBe(1500);
+    expect(await d.client.pendingStatus()).toMatchObject({ total: 0 });
+  });
+
+  it('an app write during the swap waits for it and is kept as a local intent', async () => {
+    let device: Device | undefined;
+    let write: Promise<unknown> | undefined;
+    const id = randomUUID();
+    const { seed, d } = await deviceBehind(600, 600, {
+      onProgress: (e: ProgressEvent) => {
+        if (!device || write || e.phase !== 'hydrate' || e.stage !== 'apply' || e.done === 0) return;
+        const dev = device;
+        write = dev.client.writeTransaction((db) => {
+          db.prepare(`INSERT INTO users(id, name) VALUES (?, 'written during the hydrate')`).run(id);
+        });
+      },
+    });
+    device = d;
+    await d.client.rebuild();
+    await write;
+    expect(count(d, 'users')).toBe(1201);
+    expect(await d.client.pendingStatus()).toMatchObject({ dirtyRows: 1 });
+    await d.client.sync();
+    await seed.client.sync();
+    expect(snapshot(d.db)).toEqual(snapshot(seed.db));
+  });
+
+  it('a malformed page fails cleanly: the swap rolls back and the previous state stays', async () => {
+    const corruptions: Array<{ code: string; corrupt: (body: Record<string, unknown>) => void }> = [
+      // a row that does not fit its table (a column missing): the set-based insert refuses it
+      {
+        code: 'OVERSYNC_CLIENT_CODEC',
+        corrupt: (b) => {
+          const r = (b.rows as Array<{ payload: Record<string, unknown> }>)[3];
+          if (r) delete r.payload.name;
+        },
+      },
+      // a row version that cannot be
+      {
+        code: 'OVERSYNC_CLIENT_PROTOCOL',
+        corrupt: (b) => {
+          const r = (b.rows as Array<{ row_version: number }>)[5];
+          if (r) r.row_version = 0;
+        },
+      },
+      // a page that does not continue the session
+      {
+        code: 'OVERSYNC_CLIENT_PROTOCOL',
+        corrupt: (b) => {
+          b.next_row_ordinal = Number(b.next_row_ordinal) + 1;
+        },
+      },
+    ];
+    let corrupt: ((body: Record<string, unknown>) => void) | undefined;
+    let gets = 0;
+    const { seed, d, previous } = await deviceBehind(700, 300, {
+      fetch: async (u: string, init: RequestInit) => {
+        const res = await globalThis.fetch(u, init);
+        const path = new URL(u).pathname;
+        if (!corrupt || init.method !== 'GET' || !path.startsWith('/sync/snapshot-sessions/')) return res;
+        if (++gets !== 4) return res;
+        const body = (await res.json()) as Record<string, unknown>;
+        corrupt(body);
+        return new Response(JSON.stringify(body), {
+          status: res.status,
+          headers: { 'content-type': 'application/json' },
+        });
+      },
+    });
+    for (const c of corruptions) {
+      corrupt = c.corrupt;
+      gets = 0;
+      await expect(d.client.rebuild()).rejects.toMatchObject({ code: c.code });
+      expect(gets).toBeGreaterThanOrEqual(4);
+      expect(snapshot(d.db)).toEqual(previous);
+      expect(count(d, '_sync_row_state')).toBe(700);
+      expect(count(d, '_sync_snapshot_stage')).toBe(0);
+    }
+    corrupt = undefined;
+    expect(await d.client.rebuild()).toMatchObject({
+      outcome: 'applied_snapshot',
+      restore: { rowCount: 1000 },
+    });
+    expect(snapshot(d.db)).toEqual(snapshot(seed.db));
+  });
+});
