@@ -370,12 +370,14 @@ export class WorkerConnection implements SqliteDb {
   }
 
   /**
-   * `run` of one statement in the worker while the event loop turns (with the queued writes
-   * before it): a set-based statement of a stage-free hydrate runs there while this thread parses
-   * and checks the next page (see `runWrite` in table-ops.ts).
+   * `run` of statements, in order, in the worker while the event loop turns (with the queued
+   * writes before them): the set-based statements of a stage-free hydrate run there while this
+   * thread parses and checks the next page (see `runWrites` in table-ops.ts). One request for
+   * them all, so the worker does not wait for this thread between them.
    */
-  async runAsync(sql: string, args: unknown[]): Promise<RunResult> {
-    return (await this.#request({ op: 'run', sql, args })) as RunResult;
+  async runAsync(statements: ReadonlyArray<{ sql: string; args: unknown[] }>): Promise<RunResult[]> {
+    const ops: Request[] = statements.map((s) => ({ op: 'run', sql: s.sql, args: s.args }));
+    return (await this.#request({ op: 'batch', ops })) as RunResult[];
   }
 
   /** `exec` run in the worker while the event loop turns (a long transaction's COMMIT). */

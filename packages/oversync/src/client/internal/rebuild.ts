@@ -20,7 +20,7 @@ import {
 } from './local-store.js';
 import type { SnapshotChunk, SnapshotSession } from './remote.js';
 import {
-  APPLY_SLICE_ROWS,
+  applyBatchRows,
   applySnapshot,
   applySnapshotRows,
   beginSwap,
@@ -190,7 +190,7 @@ function checkSnapshotRow(ctx: SyncContext, r: SnapshotRow): { ops: TableOps; ke
 
 /**
  * Applies one page of a stage-free hydrate: its rows are grouped by table and applied
- * `APPLY_SLICE_ROWS` at a time through `applySnapshotRows` (the row-apply code of the staged
+ * `applyBatchRows` at a time through `applySnapshotRows` (the row-apply code of the staged
  * path too), each batch handed to SQLite as one JSON text (`TableOps.pageSource`): one statement
  * per batch where the table is set-based, instead of a statement per row. Returns the rows
  * applied.
@@ -211,9 +211,10 @@ function* applyPage(
     list.push([...keyText, r.row_version, r.payload]);
   }
   let n = 0;
+  const per = applyBatchRows(db);
   for (const [ops, list] of byTable) {
-    for (let i = 0; i < list.length; i += APPLY_SLICE_ROWS) {
-      const batch = list.slice(i, i + APPLY_SLICE_ROWS);
+    for (let i = 0; i < list.length; i += per) {
+      const batch = list.slice(i, i + per);
       n += yield* applySnapshotRows(
         ctx,
         db,

@@ -14,6 +14,7 @@
 import { ClientError } from '../errors.js';
 import type { ProgressPhase } from '../types.js';
 import type { SqliteDb } from '../writer-types.js';
+import { WorkerConnection } from './apply-worker.js';
 import { type LocalPayload, localKeyToWire } from './codec.js';
 import { recordConflict } from './conflict-log.js';
 import { quoteIdent } from './local-schema.js';
@@ -52,6 +53,18 @@ import type { RowSource } from './table-ops.js';
  * `SLICE_BUDGET_MS` on this thread; on the worker's connection the event loop waits that long).
  */
 export const APPLY_SLICE_ROWS = 1000;
+/**
+ * Rows of one table of a page applied per batch on the apply connection a worker owns: a whole
+ * page (at most 5,000 rows). Its statements run in the worker while the event loop turns (see
+ * `runWrites` in table-ops.ts), so a batch need not fit a slice, and fewer, larger requests leave
+ * the worker less time waiting for this thread between them.
+ */
+export const WORKER_BATCH_ROWS = 5000;
+
+/** Rows per batch of snapshot rows on `db` (see `APPLY_SLICE_ROWS`, `WORKER_BATCH_ROWS`). */
+export function applyBatchRows(db: SqliteDb): number {
+  return db instanceof WorkerConnection ? WORKER_BATCH_ROWS : APPLY_SLICE_ROWS;
+}
 
 export type PreserveMode = 'none' | 'keep-base' | 'rebase';
 

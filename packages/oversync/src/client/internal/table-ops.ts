@@ -26,20 +26,21 @@ export interface RowSource {
 }
 
 /**
- * Runs one write statement and returns its changes. On the apply connection a worker owns, the
- * statement runs in the worker while the event loop turns: the generator yields the promise and
- * `TxRunner.sliced` resumes it with the result (a set-based statement of 1,000 rows takes ~10 ms
- * there, and this thread parses and checks the next page of a hydrate meanwhile instead of
- * waiting). Elsewhere it runs at once.
+ * Runs write statements in order and returns their changes. On the apply connection a worker owns,
+ * they run in the worker, in one request, while the event loop turns: the generator yields the
+ * promise and `TxRunner.sliced` resumes it with the result (a page of a hydrate takes tens of
+ * milliseconds there, and this thread parses and checks the next page meanwhile instead of
+ * waiting). Elsewhere they run at once.
  */
-export function* runWrite(
+export function* runWrites(
   db: SqliteDb,
-  sql: string,
-  params: readonly unknown[],
-): Generator<unknown, number, unknown> {
-  if (db instanceof WorkerConnection)
-    return ((yield db.runAsync(sql, [...params])) as { changes: number }).changes;
-  return stmt(db, sql).run(...params).changes;
+  statements: ReadonlyArray<{ sql: string; args: unknown[] }>,
+): Generator<unknown, number[], unknown> {
+  if (db instanceof WorkerConnection) {
+    const r = (yield db.runAsync(statements)) as Array<{ changes: number }>;
+    return r.map((x) => x.changes);
+  }
+  return statements.map((s) => stmt(db, s.sql).run(...s.args).changes);
 }
 
 /** The stashed local payload of a key whose row waits for its parent, if any. */
@@ -148,13 +149,22 @@ export class TableOps {
     // MATERIALIZED: the source is read once into a temporary table; flattened into the SELECT,
     // each of the payload's uses (a check and a value per column) re-extracted it from the page's
     // JSON (measured: ~10.4 µs per row flattened, ~7.6 µs materialized, for users of the tests).
-    const applied = yield* runWrite(
-      db,
-      `WITH src AS MATERIALIZED (${src.sql})
+    // The row state is written in the same request: when the INSERT refused a row, the count
+    // check below fails and the caller's transaction rolls both back.
+    const [applied = 0] = yield* runWrites(db, [
+      {
+        sql: `WITH src AS MATERIALIZED (${src.sql})
        INSERT INTO ${this.m.quoted}(${this.m.columns.map((c) => quoteIdent(c.name)).join(', ')})
        SELECT ${exprs.join(', ')} FROM src WHERE NOT ((${bad.join(') OR (')}))`,
-      src.params,
-    );
+        args: src.params,
+      },
+      {
+        sql: `INSERT INTO _sync_row_state(schema_name, table_name, key_json, row_version, deleted)
+       SELECT ?, ?, key_json, row_version, 0 FROM (${src.sql}) WHERE true
+       ON CONFLICT(schema_name, table_name, key_json) DO UPDATE SET row_version = excluded.row_version, deleted = 0`,
+        args: [this.schema, this.m.table, ...src.params],
+      },
+    ]);
     const expected =
       src.rows ??
       Number(
@@ -171,13 +181,6 @@ export class TableOps {
         },
       );
     }
-    yield* runWrite(
-      db,
-      `INSERT INTO _sync_row_state(schema_name, table_name, key_json, row_version, deleted)
-       SELECT ?, ?, key_json, row_version, 0 FROM (${src.sql}) WHERE true
-       ON CONFLICT(schema_name, table_name, key_json) DO UPDATE SET row_version = excluded.row_version, deleted = 0`,
-      [this.schema, this.m.table, ...src.params],
-    );
     return applied;
   }
 
