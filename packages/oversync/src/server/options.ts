@@ -30,6 +30,23 @@ export const DEFAULT_ROWS_PER_SNAPSHOT_CHUNK = 1000;
 export const DEFAULT_MAX_ROWS_PER_SNAPSHOT_CHUNK = 5000;
 /** Default `limits.snapshotSessionTtlMs`: a snapshot session expires after this long (15 minutes). */
 export const DEFAULT_SNAPSHOT_SESSION_TTL_MS = 15 * 60_000;
+/**
+ * Default `limits.snapshotPipelineMinRows`: a snapshot session of at least this many rows is
+ * answered once its row and byte counts are known and its rows are written in the background while
+ * the client already pages (see snapshot.ts); smaller ones are written before the answer.
+ */
+export const DEFAULT_SNAPSHOT_PIPELINE_MIN_ROWS = 20_000;
+/**
+ * Default `limits.snapshotBuildRangeRows`: the rows of each uuid-keyed table a background snapshot
+ * build writes first, by a key range of the indexes, so the first pages are there soon (the rest
+ * follows in one sorted pass, committed 4,096 rows at a time).
+ */
+export const DEFAULT_SNAPSHOT_BUILD_RANGE_ROWS = 16_384;
+/**
+ * Default `limits.snapshotChunkWaitMs`: how long a snapshot chunk whose rows are still being written
+ * waits for them before it answers `503 service_unavailable` (retryable).
+ */
+export const DEFAULT_SNAPSHOT_CHUNK_WAIT_MS = 30_000;
 /** Default `limits.retainedBundlesPerUser`: committed bundles kept per scope before older ones are pruned. */
 export const DEFAULT_RETAINED_BUNDLES_PER_USER = 10_000;
 /**
@@ -112,6 +129,10 @@ export const limitsSchema = z
     maxRowsPerSnapshotSession: nonNegInt(0),
     maxRowsPerPull: positiveInt(DEFAULT_MAX_ROWS_PER_PULL),
     maxBytesPerSnapshotSession: nonNegInt(0),
+    /** 0 = never: every snapshot session is written before the create answers. */
+    snapshotPipelineMinRows: nonNegInt(DEFAULT_SNAPSHOT_PIPELINE_MIN_ROWS),
+    snapshotBuildRangeRows: positiveInt(DEFAULT_SNAPSHOT_BUILD_RANGE_ROWS),
+    snapshotChunkWaitMs: positiveInt(DEFAULT_SNAPSHOT_CHUNK_WAIT_MS),
     retainedBundlesPerUser: positiveInt(DEFAULT_RETAINED_BUNDLES_PER_USER),
     retentionPruneBatchSize: positiveInt(DEFAULT_RETENTION_PRUNE_BATCH_SIZE),
     /** 0 = off. Bounds lock waits in push create/chunk/commit (`SET LOCAL lock_timeout`). */

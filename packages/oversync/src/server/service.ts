@@ -24,7 +24,7 @@ import type { DiscoveredSchema } from './discovered-schema.js';
 import { SyncServerError, wireError } from './errors.js';
 import { assertBootstrapped, bootstrapTopology } from './internal/bootstrap.js';
 import { connect } from './internal/connect.js';
-import { boundedTx, type ServiceContext } from './internal/context.js';
+import { type BackgroundTasks, boundedTx, type ServiceContext } from './internal/context.js';
 import { sqlErrorOf } from './internal/db.js';
 import { checkActor as checkIdentity, SERVICE_ACTOR_NAMING } from './internal/identity.js';
 import { getCommittedBundleRows, pull } from './internal/pull.js';
@@ -204,8 +204,28 @@ export class SyncServiceImpl implements SyncService {
       notifyChannel: this.options.bundleChangeWatch.enabled
         ? this.options.bundleChangeWatch.notifyChannel
         : undefined,
+      background: this.#background,
     };
   }
+
+  /** Background tasks count as in-flight operations: close() drains, then aborts them. */
+  #backgroundByName = new Map<string, number>();
+  #background: BackgroundTasks = {
+    start: (name, task) => {
+      this.#inflight++;
+      this.#backgroundByName.set(name, (this.#backgroundByName.get(name) ?? 0) + 1);
+      void task(this.#abortAll.signal)
+        .catch((e: unknown) =>
+          this.logger.error({ err: e, operation: name }, 'oversync background task failed'),
+        )
+        .finally(() => {
+          this.#backgroundByName.set(name, (this.#backgroundByName.get(name) ?? 1) - 1);
+          this.#inflight--;
+          if (this.#inflight === 0) for (const w of this.#drainWaiters.splice(0)) w();
+        });
+    },
+    running: (name) => this.#backgroundByName.get(name) ?? 0,
+  };
 
   bootstrap(opts: OpOptions = {}): Promise<void> {
     if (this.#lifecycle !== 'running')

@@ -11,6 +11,16 @@ export interface ServiceContext {
   readonly logger: SyncLogger;
   /** The NOTIFY channel when bundle-change watch is enabled. */
   readonly notifyChannel: string | undefined;
+  /** Work that outlives its request (a snapshot session's background build); absent: none. */
+  readonly background?: BackgroundTasks | undefined;
+}
+
+/** The service's tasks that outlive their request: `close()` waits for them, then aborts them. */
+export interface BackgroundTasks {
+  /** Starts `task` with the service's abort signal; it counts as in flight until it settles. */
+  start(name: string, task: (signal: AbortSignal) => Promise<void>): void;
+  /** How many tasks named `name` run now in this process. */
+  running(name: string): number;
 }
 
 export interface OpOptions {

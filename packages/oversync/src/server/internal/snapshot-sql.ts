@@ -14,6 +14,12 @@
  * Like the other session tables the block table is UNLOGGED and has no FK to its header: the
  * statement-level cascade trigger on `sync.snapshot_sessions` deletes a session's blocks.
  *
+ * A large session is written in the background after its create answered (see snapshot.ts): its
+ * `sync.snapshot_session_builds` row says whether the build still runs (`building`, its process
+ * holding the advisory lock (BUILD_LOCK_CLASS, lock_key) for as long), finished (`done`) or
+ * failed (`failed`, with `failure` `mismatch` or `error`). A session without one was written before
+ * its create answered.
+ *
  * `sync.snapshot_session_rows` stays in the layout for installs that have it, unused; the cascade
  * trigger function below still clears it.
  */
@@ -23,6 +29,9 @@ import { SNAPSHOT_ROWS_CASCADE } from './schema-sql.js';
 
 /** Rows per block: a 100-row page reads at most two blocks of ~40 KB; a 5,000-row page ~21 blocks. */
 export const SNAPSHOT_BLOCK_ROWS = 256;
+
+/** classid of the two-key advisory lock a background snapshot build holds ("OS"). */
+export const BUILD_LOCK_CLASS = 0x4f53;
 
 /** SQLSTATE raised by `sync.snapshot_row_mismatch()`: a live row_state entry without its business row or the reverse. */
 export const SNAPSHOT_MISMATCH_SQLSTATE = 'OS001';
@@ -45,6 +54,16 @@ BEGIN
     );
     ALTER TABLE sync.snapshot_session_blocks ALTER COLUMN rows SET STORAGE EXTERNAL;
   END IF;
+  IF to_regclass('sync.snapshot_session_builds') IS NULL THEN
+    CREATE UNLOGGED TABLE sync.snapshot_session_builds (
+      snapshot_id UUID PRIMARY KEY,
+      lock_key INTEGER NOT NULL,
+      state TEXT NOT NULL DEFAULT 'building',
+      failure TEXT,
+      message TEXT,
+      built_rows BIGINT NOT NULL DEFAULT 0
+    );
+  END IF;
 END
 $do$;
 CREATE OR REPLACE FUNCTION sync.snapshot_row_mismatch(table_name TEXT, key_bytes BYTEA, present TEXT)
@@ -60,6 +79,7 @@ ${cascadeSql(
     ...SNAPSHOT_ROWS_CASCADE,
     children: [
       { table: 'sync.snapshot_session_blocks', key: ['snapshot_id'] },
+      { table: 'sync.snapshot_session_builds', key: ['snapshot_id'] },
       ...SNAPSHOT_ROWS_CASCADE.children,
     ],
   },
