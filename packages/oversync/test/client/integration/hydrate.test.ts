@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { ProgressEvent } from '@x/oversync/client';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { WorkerConnection } from '../../../src/client/internal/apply-worker.js';
+import { LONG_WORK_ROWS } from '../../../src/client/internal/writer.js';
 import { type Device, snapshot } from '../helpers/device.js';
 import { deviceSuite } from '../helpers/suite.js';
 
@@ -64,6 +66,41 @@ describe('stage-free hydrate', () => {
     expect(count(d, '_sync_row_state')).toBe(1500);
     expect(await d.client.pendingStatus()).toMatchObject({ total: 0 });
   });
+
+  it('a hydrate of more than LONG_WORK_ROWS rows runs its pages in the worker: the app reads the old state meanwhile', async () => {
+    const user = `u-${randomUUID()}`;
+    const seed = await suite.attached(user);
+    const total = LONG_WORK_ROWS + 500;
+    addUsers(seed, total, 'seed');
+    await seed.client.sync();
+    const seen: Array<{ users: number; staged: number }> = [];
+    let device: Device | undefined;
+    const d = suite.device(user, {
+      onProgress: (e: ProgressEvent) => {
+        if (!device || e.phase !== 'hydrate' || e.stage !== 'apply' || e.done === 0 || e.done === e.total)
+          return;
+        seen.push({ users: count(device, 'users'), staged: count(device, '_sync_snapshot_stage') });
+      },
+    });
+    device = d;
+    const inWorker = vi.spyOn(WorkerConnection.prototype, 'runAsync');
+    try {
+      await d.client.open();
+      expect(await d.client.attach(user)).toMatchObject({
+        outcome: 'used_remote_state',
+        restore: { rowCount: total },
+      });
+      // the pages' statements ran in the worker (one request per batch of up to 2,500 rows of a table)
+      expect(inWorker.mock.calls.length).toBeGreaterThanOrEqual(Math.ceil(total / 2500));
+    } finally {
+      inWorker.mockRestore();
+    }
+    expect(seen.length).toBeGreaterThan(5);
+    for (const s of seen) expect(s).toEqual({ users: 0, staged: 0 });
+    expect(count(d, 'users')).toBe(total);
+    expect(count(d, '_sync_row_state')).toBe(total);
+    expect(snapshot(d.db)).toEqual(snapshot(seed.db));
+  }, 240_000);
 
   it('an app write during the swap waits for it and is kept as a local intent', async () => {
     let device: Device | undefined;
