@@ -31,11 +31,15 @@ export const DEFAULT_MAX_ROWS_PER_SNAPSHOT_CHUNK = 5000;
 /** Default `limits.snapshotSessionTtlMs`: a snapshot session expires after this long (15 minutes). */
 export const DEFAULT_SNAPSHOT_SESSION_TTL_MS = 15 * 60_000;
 /**
- * Default `limits.snapshotPipelineMinRows`: a snapshot session of at least this many rows is
- * answered once its row and byte counts are known and its rows are written in the background while
- * the client already pages (see snapshot.ts); smaller ones are written before the answer.
+ * Default `limits.snapshotPipelineMinRows`: 0, off. Set, a snapshot session of at least this many
+ * rows is answered once its row and byte counts are known and its rows are written in the
+ * background while the client already pages (see snapshot.ts; 20,000 is a sensible value); smaller
+ * ones are written before the answer. Off by default because on a 2-core machine running server
+ * and client (client-responsive.bench.ts, 1M rows, load 1.0-1.5) the background build, which costs
+ * more CPU than the one-statement materialisation and competes with the client for it, made the
+ * whole hydrate slower (17.2 s vs 15.1 s) although the create answered in 1.4 s instead of 5.1 s.
  */
-export const DEFAULT_SNAPSHOT_PIPELINE_MIN_ROWS = 20_000;
+export const DEFAULT_SNAPSHOT_PIPELINE_MIN_ROWS = 0;
 /**
  * Default `limits.snapshotBuildRangeRows`: the rows of each uuid-keyed table a background snapshot
  * build writes first, by a key range of the indexes, so the first pages are there soon (the rest
@@ -129,7 +133,7 @@ export const limitsSchema = z
     maxRowsPerSnapshotSession: nonNegInt(0),
     maxRowsPerPull: positiveInt(DEFAULT_MAX_ROWS_PER_PULL),
     maxBytesPerSnapshotSession: nonNegInt(0),
-    /** 0 = never: every snapshot session is written before the create answers. */
+    /** 0 (default) = never: every snapshot session is written before the create answers. */
     snapshotPipelineMinRows: nonNegInt(DEFAULT_SNAPSHOT_PIPELINE_MIN_ROWS),
     snapshotBuildRangeRows: positiveInt(DEFAULT_SNAPSHOT_BUILD_RANGE_ROWS),
     snapshotChunkWaitMs: positiveInt(DEFAULT_SNAPSHOT_CHUNK_WAIT_MS),
