@@ -138,7 +138,7 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
 
   const reporter = new SyncErrorReporter();
   const progress = { pushed: 0, pulled: 0 };
-  const lastHydrate = { at: 0, stage: '' };
+  const lastHydrate = { at: 0 };
 
   /**
    * The server's answer to `capabilities`: a refused token or a tenant the server does not serve
@@ -194,14 +194,14 @@ export async function runDeviceWorker(o: DeviceWorkerOptions): Promise<void> {
     // Background errors (upload and download loops): each distinct one is reported once, with its cause.
     c.on('error', (e) => reporter.report(e.loop, e.error));
     c.on('progress', (e) => {
-      // A snapshot's progress (download, then apply) feeds the device's hydrate bar: at most one
-      // report per HYDRATE_PROGRESS_MS, plus the first and the last of each stage.
+      // A snapshot's progress (download and apply; in a stage-free hydrate the two alternate page
+      // by page) feeds the device's hydrate bar: at most one report per HYDRATE_PROGRESS_MS, plus
+      // the first and the last of each stage (a change of stage alone is no edge: it is every page).
       if ((e.phase === 'hydrate' || e.phase === 'recover') && e.stage !== undefined) {
         const now = Date.now();
-        const edge = e.stage !== lastHydrate.stage || e.done === 0 || e.done >= e.total;
+        const edge = e.done === 0 || e.done >= e.total;
         if (edge || now - lastHydrate.at >= HYDRATE_PROGRESS_MS) {
           lastHydrate.at = now;
-          lastHydrate.stage = e.stage;
           out({ ev: 'hydrate-progress', phase: e.phase, stage: e.stage, done: e.done, total: e.total });
         }
       }

@@ -1,6 +1,7 @@
 /**
  * The device's hydrate progress bar (issue #21), fed by the sync client's `progress` events of a
- * snapshot (`hydrate` or `recover`: stage `download`, then `apply`, each with done/total rows).
+ * snapshot (`hydrate` or `recover`: stages `download` and `apply`, each with done/total rows; a
+ * stage-free hydrate alternates them page by page, a staged one downloads first).
  * On a terminal it is one line redrawn in place; elsewhere (a pipe, a log file) each update is a
  * plain line of its own.
  */
