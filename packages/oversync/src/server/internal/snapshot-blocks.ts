@@ -2,7 +2,7 @@ import { goJsonString } from '../../shared/canonical-json.js';
 import type { SyncQuerier } from '../database.js';
 import { SyncServerError } from '../errors.js';
 import { quoteIdent, quoteLiteral } from './db.js';
-import { type CatalogColumn, payloadTextSql } from './payload-sql.js';
+import { type CatalogColumn, CURRENT_COLUMNS_SQL, payloadTextSql } from './payload-sql.js';
 import { KEY_KIND_UUID } from './schema-sql.js';
 import { SNAPSHOT_BLOCK_ROWS, SNAPSHOT_MISMATCH_SQLSTATE } from './snapshot-sql.js';
 import { SCOPE_COLUMN, type TableInfo } from './topology.js';
@@ -106,4 +106,24 @@ export function rowWireSql(info: TableInfo, kt = 'kt', v = 'v', p = 'p'): string
 /** The constant start of a table's wire rows, up to the key's value. */
 export function rowWirePrefix(info: TableInfo): string {
   return `{"schema":${goJsonString(info.schema)},"table":${goJsonString(info.table)},"key":{${goJsonString(info.keyColumn)}:`;
+}
+
+/**
+ * Locks the registered tables against an ALTER TABLE (ACCESS SHARE, to the end of the transaction)
+ * and reads their current columns: payloads are rendered column by column from the live catalog
+ * (payload-sql.ts), and the lock keeps the columns from changing between reading them and reading
+ * the rows. One list per table, in `tables` order.
+ */
+export async function lockAndReadColumns(
+  tx: SyncQuerier,
+  tables: readonly TableInfo[],
+): Promise<CatalogColumn[][]> {
+  const columns: CatalogColumn[][] = tables.map(() => []);
+  if (tables.length === 0) return columns;
+  await tx.query(`LOCK TABLE ${tables.map((t) => t.qualified).join(', ')} IN ACCESS SHARE MODE`);
+  const cols = await tx.query<{ ord: number; name: string; type: string }>(CURRENT_COLUMNS_SQL, [
+    tables.map((t) => t.qualified),
+  ]);
+  for (const c of cols.rows) columns[c.ord - 1]!.push({ name: c.name, type: c.type });
+  return columns;
 }

@@ -12,13 +12,14 @@ import { SyncServerError, wireError } from '../errors.js';
 import { RFC3339_SQL } from './connect.js';
 import type { OpOptions, ServiceContext } from './context.js';
 import { quoteIdent, quoteLiteral } from './db.js';
-import { type CatalogColumn, CURRENT_COLUMNS_SQL, payloadTextSql } from './payload-sql.js';
+import { type CatalogColumn, payloadTextSql } from './payload-sql.js';
 import { KEY_KIND_UUID } from './schema-sql.js';
 import {
   asMismatch,
   insertTableBlocks,
   keyBytesSql,
   keyJsonSql,
+  lockAndReadColumns,
   rowWirePrefix,
   rowWireSql,
 } from './snapshot-blocks.js';
@@ -93,14 +94,7 @@ export function createPipelined(
             const snapshotSeq = Number(us.rows[0]!.seq);
             const snapshotId = randomUUID();
             const tables = ctx.topology.tables;
-            const columns: CatalogColumn[][] = tables.map(() => []);
-            if (tables.length > 0) {
-              await tx.query(`LOCK TABLE ${tables.map((t) => t.qualified).join(', ')} IN ACCESS SHARE MODE`);
-              const cols = await tx.query<{ ord: number; name: string; type: string }>(CURRENT_COLUMNS_SQL, [
-                tables.map((t) => t.qualified),
-              ]);
-              for (const c of cols.rows) columns[c.ord - 1]!.push({ name: c.name, type: c.type });
-            }
+            const columns = await lockAndReadColumns(tx, tables);
             const exported = await tx.query<{ s: string }>('SELECT pg_export_snapshot() AS s');
             const snapshotName = exported.rows[0]!.s;
             const lockKey = buildLockKey(snapshotId);

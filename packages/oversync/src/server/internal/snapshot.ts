@@ -13,8 +13,7 @@ import { RawJson } from '../raw-json.js';
 import { RFC3339_SQL } from './connect.js';
 import { boundedTx, type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
 import { sourceIdProblem } from './identity.js';
-import { type CatalogColumn, CURRENT_COLUMNS_SQL } from './payload-sql.js';
-import { insertTableBlocks } from './snapshot-blocks.js';
+import { insertTableBlocks, lockAndReadColumns } from './snapshot-blocks.js';
 import { BUILD_TASK, createPipelined, MAX_BUILDS_PER_PROCESS } from './snapshot-build.js';
 import { BUILD_LOCK_CLASS, SNAPSHOT_BLOCK_ROWS } from './snapshot-sql.js';
 import { requireInitializedScopeReadOnly, sourceRetiredError } from './state.js';
@@ -121,17 +120,8 @@ async function createSynchronously(
        VALUES ($1, $2, $3, now() + make_interval(secs => $4::float8 / 1000))`,
         [snapshotId, userPk, snapshotSeq, limits.snapshotSessionTtlMs],
       );
-      // Payloads are rendered column by column from the live catalog (payload-sql.ts); the lock keeps
-      // an ALTER TABLE from changing the columns between reading them and reading the rows.
       const tables = ctx.topology.tables;
-      const columns: CatalogColumn[][] = tables.map(() => []);
-      if (tables.length > 0) {
-        await tx.query(`LOCK TABLE ${tables.map((t) => t.qualified).join(', ')} IN ACCESS SHARE MODE`);
-        const cols = await tx.query<{ ord: number; name: string; type: string }>(CURRENT_COLUMNS_SQL, [
-          tables.map((t) => t.qualified),
-        ]);
-        for (const c of cols.rows) columns[c.ord - 1]!.push({ name: c.name, type: c.type });
-      }
+      const columns = await lockAndReadColumns(tx, tables);
       let offset = 0;
       let bytes = 0;
       for (const [i, info] of tables.entries()) {
