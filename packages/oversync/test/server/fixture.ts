@@ -252,6 +252,11 @@ export function deleteRow(table: string, id: string, base: number) {
 
 export { randomUUID };
 
+/** The one number a `SELECT count(…)::text AS n …` query answers (row counts checked by tests). */
+export async function countOf(fx: Fixture, sql: string, params: unknown[] = []): Promise<number> {
+  return Number((await fx.cluster.query<{ n: string }>(sql, params)).rows[0]!.n);
+}
+
 /**
  * Reads the stream of a `GET /sync/watch` response: each call resolves with the `bundle_seq` of
  * its next `event: bundle` frame (heartbeats are skipped) and rejects if the stream ends first.
@@ -295,4 +300,18 @@ export function nextTraced(
     subscribe(channel, onMessage);
   });
   return { promise, cancel };
+}
+
+/**
+ * A business row written past capture (triggers off: `session_replication_role = replica`): a
+ * row without its row_state entry, the inconsistency a snapshot create must refuse.
+ */
+export async function insertBypassingCapture(fx: Fixture, userId: string, id: string): Promise<void> {
+  await fx.cluster.runTx(async (tx) => {
+    await tx.query('SET LOCAL session_replication_role = replica');
+    await tx.query(
+      `INSERT INTO business.users (_sync_scope_id, id, name, email) VALUES ($1, $2, 'stray', 's@example.com')`,
+      [userId, id],
+    );
+  });
 }

@@ -1,4 +1,5 @@
 import { goJsonString } from '../../shared/canonical-json.js';
+import type { SnapshotSession } from '../../shared/wire.js';
 import type { SyncQuerier } from '../database.js';
 import { SyncServerError } from '../errors.js';
 import { quoteIdent, quoteLiteral } from './db.js';
@@ -126,4 +127,25 @@ export async function lockAndReadColumns(
   ]);
   for (const c of cols.rows) columns[c.ord - 1]!.push({ name: c.name, type: c.type });
   return columns;
+}
+
+/**
+ * The create's answer (§1.10): `byte_count` is omitted for an empty snapshot, as the reference's
+ * `omitempty` does. Used by the synchronous and the pipelined create, so both answer alike.
+ */
+export function sessionAnswer(
+  snapshotId: string,
+  snapshotSeq: number,
+  rows: number,
+  bytes: number,
+  expiresAt: string,
+): SnapshotSession {
+  const res: SnapshotSession = {
+    snapshot_id: snapshotId,
+    snapshot_bundle_seq: snapshotSeq,
+    row_count: rows,
+    expires_at: expiresAt,
+  };
+  if (bytes > 0) res.byte_count = bytes;
+  return res;
 }

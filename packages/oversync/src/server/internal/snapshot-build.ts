@@ -22,6 +22,7 @@ import {
   lockAndReadColumns,
   rowWirePrefix,
   rowWireSql,
+  sessionAnswer,
 } from './snapshot-blocks.js';
 import { BUILD_LOCK_CLASS, SNAPSHOT_BLOCK_ROWS } from './snapshot-sql.js';
 import { requireInitializedScopeReadOnly } from './state.js';
@@ -150,15 +151,8 @@ export function createPipelined(
                 { isolation: 'read committed', signal },
               ),
             );
-            const res: SnapshotSession = {
-              snapshot_id: snapshotId,
-              snapshot_bundle_seq: snapshotSeq,
-              row_count: rows,
-              expires_at: header.rows[0]!.expires,
-            };
-            if (bytes > 0) res.byte_count = bytes;
             answered = true;
-            resolve(res);
+            resolve(sessionAnswer(snapshotId, snapshotSeq, rows, bytes, header.rows[0]!.expires));
             // Its failures are in the build row for the readers; nothing here may retry the create.
             await apart(() =>
               buildBlocks(ctx, { snapshotId, snapshotName, userPk, userId: actor.userId, plan }, signal),

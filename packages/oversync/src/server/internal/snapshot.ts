@@ -13,7 +13,7 @@ import { RawJson } from '../raw-json.js';
 import { RFC3339_SQL } from './connect.js';
 import { boundedTx, type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
 import { sourceIdProblem } from './identity.js';
-import { insertTableBlocks, lockAndReadColumns } from './snapshot-blocks.js';
+import { insertTableBlocks, lockAndReadColumns, sessionAnswer } from './snapshot-blocks.js';
 import { BUILD_TASK, createPipelined, MAX_BUILDS_PER_PROCESS } from './snapshot-build.js';
 import { BUILD_LOCK_CLASS, SNAPSHOT_BLOCK_ROWS } from './snapshot-sql.js';
 import { requireInitializedScopeReadOnly, sourceRetiredError } from './state.js';
@@ -151,14 +151,7 @@ async function createSynchronously(
           { details: { dimension: 'bytes', limit: limits.maxBytesPerSnapshotSession } },
         );
       }
-      const res: SnapshotSession = {
-        snapshot_id: snapshotId,
-        snapshot_bundle_seq: snapshotSeq,
-        row_count: offset,
-        expires_at: totals.rows[0]!.expires,
-      };
-      if (bytes > 0) res.byte_count = bytes;
-      return res;
+      return sessionAnswer(snapshotId, snapshotSeq, offset, bytes, totals.rows[0]!.expires);
     },
     txOpts(opts.signal, { isolation: 'repeatable read', maxAttempts: 3 }),
   );

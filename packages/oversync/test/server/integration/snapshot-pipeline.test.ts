@@ -12,7 +12,16 @@ import { createSyncService } from '@x/oversync/server';
 import { spawnNode, waitFor } from '@x/testkit';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { BUSINESS_TABLES, Device, insertRow, randomUUID, sharedFixture, userRow } from '../fixture.js';
+import {
+  BUSINESS_TABLES,
+  countOf,
+  Device,
+  insertBypassingCapture,
+  insertRow,
+  randomUUID,
+  sharedFixture,
+  userRow,
+} from '../fixture.js';
 
 const fx = sharedFixture({ service: { limits: { snapshotPipelineMinRows: 1, snapshotBuildRangeRows: 4 } } });
 beforeAll(fx.start);
@@ -106,15 +115,8 @@ function chunkFoundBlocksMissing(): Promise<void> {
   });
 }
 
-const blockCount = async (sid: string) =>
-  Number(
-    (
-      await fx.cluster.query<{ n: string }>(
-        'SELECT count(*)::text AS n FROM sync.snapshot_session_blocks WHERE snapshot_id = $1',
-        [sid],
-      )
-    ).rows[0]!.n,
-  );
+const blockCount = (sid: string) =>
+  countOf(fx, 'SELECT count(*)::text AS n FROM sync.snapshot_session_blocks WHERE snapshot_id = $1', [sid]);
 
 describe('pipelined snapshot sessions', () => {
   test('a chunk asked before its blocks exist waits for them and gets the snapshot as of the create', async () => {
@@ -173,13 +175,7 @@ describe('pipelined snapshot sessions', () => {
     });
     // Counts equal but one business row without its entry: found while writing the blocks.
     const stray = randomUUID();
-    await fx.cluster.runTx(async (tx) => {
-      await tx.query('SET LOCAL session_replication_role = replica');
-      await tx.query(
-        `INSERT INTO business.users (_sync_scope_id, id, name, email) VALUES ($1, $2, 'stray', 's@example.com')`,
-        [d.userId, stray],
-      );
-    });
+    await insertBypassingCapture(fx, d.userId, stray);
     const created = await d.json('POST', '/sync/snapshot-sessions');
     expect(created.status, JSON.stringify(created.body)).toBe(200);
     const sid = created.body['snapshot_id'] as string;

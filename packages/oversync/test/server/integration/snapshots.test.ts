@@ -1,9 +1,11 @@
 import { createSyncService } from '@x/oversync/server';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
+  countOf,
   createFixture,
   Device,
   deleteRow,
+  insertBypassingCapture,
   insertRow,
   randomUUID,
   sharedFixture,
@@ -122,22 +124,12 @@ describe('snapshot sessions', () => {
     const d = await device();
     expect((await d.push([userRow(randomUUID(), 'a'), userRow(randomUUID(), 'b')])).status).toBe(200);
     const rowsOf = async (table: string, col: string, id: string) =>
-      Number(
-        (
-          await fx.cluster.query<{ n: string }>(
-            `SELECT count(*)::text AS n FROM sync.${table} WHERE ${col} = $1`,
-            [id],
-          )
-        ).rows[0]!.n,
-      );
+      countOf(fx, `SELECT count(*)::text AS n FROM sync.${table} WHERE ${col} = $1`, [id]);
     const snapshotRows = async (id: string) =>
-      Number(
-        (
-          await fx.cluster.query<{ n: string }>(
-            'SELECT coalesce(sum(row_count), 0)::text AS n FROM sync.snapshot_session_blocks WHERE snapshot_id = $1',
-            [id],
-          )
-        ).rows[0]!.n,
+      countOf(
+        fx,
+        'SELECT coalesce(sum(row_count), 0)::text AS n FROM sync.snapshot_session_blocks WHERE snapshot_id = $1',
+        [id],
       );
     const snapshot = async () =>
       (await d.json('POST', '/sync/snapshot-sessions')).body['snapshot_id'] as string;
@@ -178,24 +170,11 @@ describe('snapshot sessions', () => {
     const kept = randomUUID();
     expect((await d.push([userRow(kept, 'kept')])).status).toBe(200);
     const actor = { userId: d.userId, sourceId: d.sourceId };
-    const blocks = async () =>
-      Number(
-        (
-          await fx.cluster.query<{ n: string }>(
-            'SELECT count(*)::text AS n FROM sync.snapshot_session_blocks',
-          )
-        ).rows[0]!.n,
-      );
+    const blocks = async () => countOf(fx, 'SELECT count(*)::text AS n FROM sync.snapshot_session_blocks');
     const before = await blocks();
     // a write that bypassed capture: a business row with no row_state entry
     const stray = randomUUID();
-    await fx.cluster.runTx(async (tx) => {
-      await tx.query('SET LOCAL session_replication_role = replica');
-      await tx.query(
-        `INSERT INTO business.users (_sync_scope_id, id, name, email) VALUES ($1, $2, 'stray', 's@example.com')`,
-        [d.userId, stray],
-      );
-    });
+    await insertBypassingCapture(fx, d.userId, stray);
     const hex = (id: string) => id.replaceAll('-', '');
     await expect(fx.service.createSnapshotSession(actor)).rejects.toMatchObject({
       code: 'OVERSYNC_INTERNAL',
