@@ -13,7 +13,15 @@ import { loadavg } from 'node:os';
 import { latencyPercentiles, reportBench } from '@x/testkit/bench';
 import pg from 'pg';
 import { BUSINESS_SCHEMA_SQL, insertRow } from '../test/server/fixture.js';
-import { benchDatabase, httpClient, PLAIN_USERS_SQL, startServerChild } from './setup.js';
+import {
+  benchDatabase,
+  httpClient,
+  PLAIN_USERS_SQL,
+  postgresCpuMs,
+  resetStatements,
+  startServerChild,
+  topStatements,
+} from './setup.js';
 
 const CLIENTS = Number(process.env.INGEST_CLIENTS ?? 50);
 const SECONDS = Number(process.env.INGEST_SECONDS ?? 10);
@@ -113,6 +121,9 @@ const sampler = sampling
       await c.end();
     })()
   : undefined;
+await resetStatements(url);
+const pgCpu0 = await postgresCpuMs();
+const benchCpu0 = process.cpuUsage();
 const t0 = performance.now();
 const deadline = t0 + SECONDS * 1000;
 await Promise.all(
@@ -125,6 +136,8 @@ await Promise.all(
   }),
 );
 const elapsed = performance.now() - t0;
+const pgCpuMs = (await postgresCpuMs()) - pgCpu0;
+const benchCpu = process.cpuUsage(benchCpu0);
 sampling = false;
 await sampler;
 if (waits.size > 0) {
@@ -132,6 +145,8 @@ if (waits.size > 0) {
   log(`server sessions sampled:\n${top.map(([k, n]) => `${n}\t${k}`).join('\n')}`);
 }
 const stats = await server.stats();
+const top = await topStatements(url);
+if (top) log(`statements by execution time:\n${top}`);
 // One more push alone, the statement counter read between its requests: statements per request.
 const perRequest: Record<string, number> = {};
 {
@@ -151,7 +166,7 @@ if (process.env.BENCH_LOG_SQL === '1' || process.env.BENCH_SLOW_SQL_MS) process.
 await server.exit();
 const bundles = pushMs.length;
 log(
-  `sync: ${bundles} bundles in ${Math.round(elapsed)} ms, ${stats.statements} statements, eld max ${stats.eldMaxMs} ms, server cpu ${Math.round(stats.cpuMs)} ms (user ${Math.round(stats.cpuUserMs)} ms)`,
+  `sync: ${bundles} bundles in ${Math.round(elapsed)} ms, ${stats.statements} statements, eld max ${stats.eldMaxMs} ms, server cpu ${Math.round(stats.cpuMs)} ms (user ${Math.round(stats.cpuUserMs)} ms), postgres cpu ${Math.round(pgCpuMs)} ms, bench clients cpu ${Math.round((benchCpu.user + benchCpu.system) / 1000)} ms`,
 );
 
 await reportBench(process.env.X_BENCH_PACKAGE ?? 'oversync', [
@@ -180,4 +195,8 @@ await reportBench(process.env.X_BENCH_PACKAGE ?? 'oversync', [
   })),
   { name: 'ingest-load-average-1m', value: loadavg()[0]!, unit: 'load', baseline: null },
 ]);
+if (process.env.BENCH_PG_LOG_LINES) {
+  const node = pgCluster.primary as unknown as { logTail(lines: number): Promise<string> };
+  log(`postgres log:\n${await node.logTail(Number(process.env.BENCH_PG_LOG_LINES))}`);
+}
 await pgCluster.stop();

@@ -11,7 +11,17 @@ export const PLAIN_USERS_SQL =
 
 /** A private embedded PostgreSQL (no replicas) with a fresh database `name`, each of `sql` run in it. */
 export async function benchDatabase(name: string, ...sql: string[]) {
-  const pgCluster = await startPostgres({ replicas: 0 });
+  // BENCH_PG_STATEMENTS=1: pg_stat_statements loaded (see topStatements).
+  const statements = process.env.BENCH_PG_STATEMENTS === '1';
+  // BENCH_PG_SETTINGS="name=value,…": extra server settings (e.g. auto_explain's, to look at plans).
+  const settings: Record<string, string> = statements
+    ? { shared_preload_libraries: 'pg_stat_statements' }
+    : {};
+  for (const kv of (process.env.BENCH_PG_SETTINGS ?? '').split(',').filter(Boolean)) {
+    const i = kv.indexOf('=');
+    settings[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  const pgCluster = await startPostgres({ replicas: 0, settings });
   const admin = new pg.Client({ connectionString: pgCluster.primary.url });
   await admin.connect();
   await admin.query(`CREATE DATABASE ${name}`);
@@ -19,7 +29,8 @@ export async function benchDatabase(name: string, ...sql: string[]) {
   const url = pgCluster.primary.urlFor(name);
   const setup = new pg.Client({ connectionString: url });
   await setup.connect();
-  for (const statements of sql) await setup.query(statements);
+  for (const text of sql) await setup.query(text);
+  if (statements) await setup.query('CREATE EXTENSION pg_stat_statements');
   await setup.end();
   return { pgCluster, url };
 }
@@ -95,4 +106,63 @@ export function httpClient(baseUrl: string, user: string, sourceId = 'bench-devi
     if (res.status !== 200) throw new Error(`${method} ${path}: ${res.status} ${text}`);
     return JSON.parse(text) as Record<string, unknown>;
   };
+}
+
+/**
+ * With BENCH_PG_STATEMENTS=1: the `n` statements of database `url` that took the most execution
+ * time since `resetStatements`, one line each (ms total, calls, ms per call, text); else undefined.
+ */
+export async function topStatements(url: string, n = 15): Promise<string | undefined> {
+  if (process.env.BENCH_PG_STATEMENTS !== '1') return undefined;
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const r = await c.query<{ total: number; plan: number; calls: string; q: string }>(
+      `SELECT total_exec_time AS total, total_plan_time AS plan, calls::text, left(regexp_replace(query, '\\s+', ' ', 'g'), 140) AS q
+         FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+        ORDER BY total_exec_time DESC LIMIT $1`,
+      [n],
+    );
+    return r.rows
+      .map(
+        (x) =>
+          `${x.total.toFixed(0)} ms (plan ${x.plan.toFixed(0)} ms)\t${x.calls}\t${(x.total / Number(x.calls)).toFixed(3)} ms\t${x.q}`,
+      )
+      .join('\n');
+  } finally {
+    await c.end();
+  }
+}
+
+/** With BENCH_PG_STATEMENTS=1: clears pg_stat_statements of database `url`. */
+export async function resetStatements(url: string): Promise<void> {
+  if (process.env.BENCH_PG_STATEMENTS !== '1') return;
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  await c.query('SELECT pg_stat_statements_reset()');
+  await c.end();
+}
+
+/** CPU time (ms) of this machine's postgres processes so far (Linux /proc; 0 elsewhere). */
+export async function postgresCpuMs(): Promise<number> {
+  const { readdir, readFile } = await import('node:fs/promises');
+  let ticks = 0;
+  let pids: string[] = [];
+  try {
+    pids = (await readdir('/proc')).filter((d) => /^\d+$/.test(d));
+  } catch {
+    return 0;
+  }
+  for (const pid of pids) {
+    try {
+      const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+      const close = stat.lastIndexOf(')');
+      if (!stat.slice(stat.indexOf('(') + 1, close).startsWith('postgres')) continue;
+      const f = stat.slice(close + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14, 15)
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return ticks * 10; // USER_HZ = 100
 }

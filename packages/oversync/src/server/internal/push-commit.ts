@@ -16,7 +16,12 @@ import { type CommittedPushBundle, commitDirectBundle, directBundleEligible } fr
 import { type DirectInsertPlan, directInsertPlan } from './push-direct-insert.js';
 import { PUSH_TX, type SessionRow } from './push-session.js';
 import { type ApplyRow, loadStagedRows, type StagedChunk } from './push-staging.js';
-import { checkRowVersions, type RowStateOf, type RowStateRow } from './push-version-check.js';
+import {
+  checkRowVersions,
+  ROW_STATE_PROBE_SQL,
+  type RowStateOf,
+  type RowStateRow,
+} from './push-version-check.js';
 import {
   activateSourceAndRetain,
   type BundleContext,
@@ -98,8 +103,7 @@ async function loadCommitStart(
        FROM w JOIN sync.push_session_chunks c ON c.push_id = w.push_id,
             ROWS FROM (json_array_elements_text(c.meta::json -> 't'), json_array_elements_text(c.meta::json -> 'h'))
               AS x(table_id, key_hex),
-            sync.row_state st
-      WHERE st.user_pk = w.user_pk AND st.table_id = x.table_id::int4 AND st.key_bytes = decode(x.key_hex, 'hex')`,
+            LATERAL (${ROW_STATE_PROBE_SQL('w.user_pk', 'x.table_id::int4', "decode(x.key_hex, 'hex')")}) st`,
     [pushId, actor.userId, chunksBelowRows],
   );
   let session: SessionRow | undefined;

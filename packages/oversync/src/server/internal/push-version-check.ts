@@ -11,6 +11,16 @@ import { keyStringOf } from './rows.js';
 import { OP_DELETE, OP_INSERT } from './schema-sql.js';
 import type { Topology } from './topology.js';
 
+/**
+ * The row_state entry of one key, as a subquery for `LATERAL`: one primary-key probe per key. The
+ * `LIMIT` keeps the planner from flattening it into a join, which it would hash over a sequential
+ * scan of the whole row_state (it cannot estimate how few keys a JSON array or `unnest` yields):
+ * a cost that grew with every row any user ever synced (8 ms of a 10-row commit at 5,000 rows).
+ */
+export const ROW_STATE_PROBE_SQL = (userPk: string, tableId: string, keyBytes: string): string =>
+  `SELECT st.table_id, st.key_bytes, st.bundle_seq, st.deleted FROM sync.row_state st
+    WHERE st.user_pk = ${userPk} AND st.table_id = ${tableId} AND st.key_bytes = ${keyBytes} LIMIT 1`;
+
 /** A `sync.row_state` entry as read. */
 export interface RowStateRow {
   table_id: number;
@@ -39,8 +49,8 @@ export async function checkRowVersions(
     ? { rows: prefetched }
     : await tx.query<RowStateRow>(
         `SELECT s.table_id, s.key_bytes, s.bundle_seq::text, s.deleted
-     FROM unnest(string_to_array($2, ',')::int4[], string_to_array($3, ',')) AS r(table_id, key_hex)
-     JOIN sync.row_state s ON s.user_pk = $1 AND s.table_id = r.table_id AND s.key_bytes = decode(r.key_hex, 'hex')`,
+     FROM unnest(string_to_array($2, ',')::int4[], string_to_array($3, ',')) AS r(table_id, key_hex),
+          LATERAL (${ROW_STATE_PROBE_SQL('$1', 'r.table_id', "decode(r.key_hex, 'hex')")}) s`,
         // comma-joined (hex and ids never contain one): much cheaper to send than array literals
         [userPk, apply.map((r) => r.info.tableId).join(','), apply.map((r) => r.keyHex).join(',')],
       );
