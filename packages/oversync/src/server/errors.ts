@@ -46,6 +46,7 @@ export const WIRE_ERROR_STATUS: Readonly<Record<WireErrorCode, number>> = Object
   push_row_invalid: 400,
   push_session_commit_failed: 500,
   push_session_delete_failed: 500,
+  push_failed: 500,
   committed_bundle_chunk_invalid: 400,
   committed_bundle_not_found: 404,
   committed_bundle_rows_failed: 500,

@@ -8,6 +8,8 @@ import type {
   ConnectResponse,
   Lifecycle,
   PullResponse,
+  PushBundleRequest,
+  PushBundleResponse,
   PushSessionChunkRequest,
   PushSessionChunkResponse,
   PushSessionCommitResponse,
@@ -28,6 +30,7 @@ import { type BackgroundTasks, boundedTx, type ServiceContext } from './internal
 import { sqlErrorOf } from './internal/db.js';
 import { checkActor as checkIdentity, SERVICE_ACTOR_NAMING } from './internal/identity.js';
 import { getCommittedBundleRows, pull } from './internal/pull.js';
+import { pushBundle } from './internal/push-bundle.js';
 import { uploadPushChunk } from './internal/push-chunk.js';
 import { commitPushSession } from './internal/push-commit.js';
 import { createPushSession, deletePushSession } from './internal/push-session.js';
@@ -105,6 +108,11 @@ export interface SyncService {
   ): Promise<PushSessionChunkResponse>;
   /** `POST /sync/push-sessions/{push_id}/commit`: commits the staged rows as one bundle (or conflicts). */
   commitPushSession(actor: Actor, pushId: string, opts?: OpOptions): Promise<PushSessionCommitResponse>;
+  /**
+   * `POST /sync/push` (feature `single_request_push`): creates, uploads and commits a bundle of at
+   * most `max_rows_per_push_chunk` rows in one request, with the push session's rules and errors.
+   */
+  pushBundle(actor: Actor, req: PushBundleRequest, opts?: OpOptions): Promise<PushBundleResponse>;
   /** `DELETE /sync/push-sessions/{push_id}`: drops a push session and its staged rows. */
   deletePushSession(actor: Actor, pushId: string, opts?: OpOptions): Promise<void>;
   /** `GET /sync/pull`: committed bundles after `params.afterBundleSeq`, up to the stable point. */
@@ -308,6 +316,11 @@ export class SyncServiceImpl implements SyncService {
   commitPushSession(actor: Actor, pushId: string, opts?: OpOptions) {
     return this.run('push.commit', opts, (ctx, signal) =>
       commitPushSession(ctx, checkActor(actor), pushId, { signal }),
+    );
+  }
+  pushBundle(actor: Actor, req: PushBundleRequest, opts?: OpOptions) {
+    return this.run('push.bundle', opts, (ctx, signal) =>
+      pushBundle(ctx, checkActor(actor), req, { signal }),
     );
   }
   deletePushSession(actor: Actor, pushId: string, opts?: OpOptions) {

@@ -51,6 +51,7 @@ export const WIRE_ERROR_CODES = [
   'push_row_invalid',
   'push_session_commit_failed',
   'push_session_delete_failed',
+  'push_failed',
   'committed_bundle_chunk_invalid',
   'committed_bundle_not_found',
   'committed_bundle_rows_failed',

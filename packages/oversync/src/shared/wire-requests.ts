@@ -32,6 +32,16 @@ export interface PushSessionChunkRequest {
   start_row_ordinal: number;
   rows: PushRequestRow[];
 }
+/**
+ * `POST /sync/push` (feature `single_request_push`, an extension of protocol v1): a bundle of one
+ * chunk created, uploaded and committed in one request. Same rules and errors as the three requests
+ * of a push session; `rows` at most `max_rows_per_push_chunk`.
+ */
+export interface PushBundleRequest {
+  source_bundle_id: number;
+  rows: PushRequestRow[];
+  initialization_id?: string;
+}
 /** Why a device replaces its sync source id (the wire error that told it to). */
 export type SourceReplacementReason =
   | 'history_pruned'
@@ -130,6 +140,12 @@ export const pushRequestRowSchema = z.preprocess(
 export const pushSessionChunkRequestSchema = goStruct({
   start_row_ordinal: goInt,
   rows: z.preprocess((v) => (v === undefined ? null : v), z.array(pushRequestRowSchema).nullable()),
+});
+/** Decodes a {@link PushBundleRequest} as Go's encoding/json would decode such a struct. */
+export const pushBundleRequestSchema = goStruct({
+  source_bundle_id: goInt,
+  rows: z.preprocess((v) => (v === undefined ? null : v), z.array(pushRequestRowSchema).nullable()),
+  initialization_id: goString.optional(),
 });
 /** Decodes a {@link SnapshotSourceReplacement}; unknown fields are refused, as the reference does. */
 export const snapshotSourceReplacementSchema = goStruct(

@@ -111,6 +111,13 @@ export interface PushSessionCommitResponse {
   row_count: number;
   bundle_hash: string;
 }
+/**
+ * The answer of `POST /sync/push`: the committed bundle, `already_committed` when the source
+ * bundle was committed before (an idempotent replay, as a push session create answers it).
+ */
+export interface PushBundleResponse extends PushSessionCommitResponse {
+  status: 'committed' | 'already_committed';
+}
 /** One row change of a committed bundle, with the row version it produced. */
 export interface BundleRow {
   schema: string;
@@ -306,6 +313,10 @@ export const pushSessionCommitResponseSchema = z.object({
   source_bundle_id: int,
   row_count: int,
   bundle_hash: z.string(),
+});
+/** Validates a {@link PushBundleResponse}. */
+export const pushBundleResponseSchema = pushSessionCommitResponseSchema.extend({
+  status: z.enum(['committed', 'already_committed']),
 });
 /** Validates a {@link BundleRow}. */
 export const bundleRowSchema = z.object({

@@ -204,6 +204,17 @@ describe('the OpenAPI document', () => {
 describe('every documented status of every operation, from real requests', () => {
   const sql = (text: string, params: unknown[]) => main.cluster.query(text, params);
   const user = () => `oa-${randomUUID().slice(0, 8)}`;
+  /** A device whose connect took the initialization lease of its scope, the lease expired since. */
+  async function expiredLease() {
+    const initializer = new Device(main.app, user());
+    const lease = await initializer.connect(true);
+    await sql(
+      `UPDATE sync.scope_state SET lease_expires_at = now() - interval '1 second'
+        WHERE user_pk = (SELECT user_pk FROM sync.user_state WHERE user_id = $1)`,
+      [initializer.userId],
+    );
+    return { initializer, lease };
+  }
 
   test('connect and capabilities', async () => {
     const d = new Device(main.app, user());
@@ -236,17 +247,11 @@ describe('every documented status of every operation, from real requests', () =>
       'source_sequence_out_of_order',
     );
     expect((await create(d, { body: BIG_BODY })).status).toBe(413);
-    const initializer = new Device(main.app, user());
-    const lease = await initializer.connect(true);
-    await sql(
-      `UPDATE sync.scope_state SET lease_expires_at = now() - interval '1 second'
-        WHERE user_pk = (SELECT user_pk FROM sync.user_state WHERE user_id = $1)`,
-      [initializer.userId],
-    );
-    const expiredLease = await create(initializer, {
+    const { initializer, lease } = await expiredLease();
+    const refused = await create(initializer, {
       body: { source_bundle_id: 1, planned_row_count: 1, initialization_id: lease.body['initialization_id'] },
     });
-    expect(expiredLease.status).toBe(410);
+    expect(refused.status).toBe(410);
 
     // chunks
     const chunks = `/sync/push-sessions/${pushId}/chunks`;
@@ -304,6 +309,37 @@ describe('every documented status of every operation, from real requests', () =>
     expect((await as(d, 'DELETE', incompleteUrl)).status).toBe(410);
     const last = await create(d, { body: { source_bundle_id: 2, planned_row_count: 1 } });
     expect((await as(d, 'DELETE', `/sync/push-sessions/${last.body['push_id']}`)).status).toBe(204);
+  });
+
+  test('one-request push', async () => {
+    const d = new Device(main.app, user());
+    await d.connect(false);
+    const push = (dev: Device, body: unknown, c: Call = {}) => as(dev, 'POST', '/sync/push', { body, ...c });
+    const row = userRow(randomUUID(), 'one');
+    const first = await push(d, { source_bundle_id: 1, rows: [row] });
+    expect(first).toMatchObject({
+      status: 200,
+      body: { status: 'committed', source_bundle_id: 1, row_count: 1 },
+    });
+    // the same source bundle again: the committed one, as a replay
+    expect((await push(d, { source_bundle_id: 1, rows: [row] })).body).toEqual({
+      ...first.body,
+      status: 'already_committed',
+    });
+    expect((await push(d, { source_bundle_id: 2, rows: [] })).status).toBe(400);
+    expect((await push(d, { source_bundle_id: 2, rows: [row] }, { user: '' })).status).toBe(401);
+    expect((await push(d, { source_bundle_id: 2, rows: [row] })).body['error']).toBe('push_conflict');
+    expect((await push(d, { source_bundle_id: 9, rows: [row] })).body['error']).toBe(
+      'source_sequence_out_of_order',
+    );
+    expect((await push(d, BIG_BODY)).status).toBe(413);
+    const { initializer, lease } = await expiredLease();
+    const expired = await push(initializer, {
+      source_bundle_id: 1,
+      rows: [userRow(randomUUID(), 'two')],
+      initialization_id: lease.body['initialization_id'],
+    });
+    expect(expired.status).toBe(410);
   });
 
   test('pull and committed bundle rows', async () => {
@@ -435,6 +471,7 @@ describe('every documented status of every operation, from real requests', () =>
         ['POST', '/sync/push-sessions', { source_bundle_id: 2, planned_row_count: 1 }],
         ['POST', `${pushUrl}/chunks`, { start_row_ordinal: 0, rows: [userRow(randomUUID(), 'x')] }],
         ['POST', `${pushUrl}/commit`],
+        ['POST', '/sync/push', { source_bundle_id: 2, rows: [userRow(randomUUID(), 'x')] }],
         ['DELETE', pushUrl],
         ['GET', '/sync/committed-bundles/1/rows'],
         ['GET', '/sync/pull'],
@@ -470,6 +507,7 @@ describe('every documented status of every operation, from real requests', () =>
         { start_row_ordinal: 0, rows: [userRow(randomUUID(), 'x')] },
       ],
       ['POST', `/sync/push-sessions/${id}/commit`],
+      ['POST', '/sync/push', { source_bundle_id: 1, rows: [userRow(randomUUID(), 'x')] }],
       ['DELETE', `/sync/push-sessions/${id}`],
       ['GET', '/sync/committed-bundles/1/rows'],
       ['GET', '/sync/pull'],

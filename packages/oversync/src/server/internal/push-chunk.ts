@@ -26,17 +26,19 @@ function chunkInvalid(e: unknown): never {
   throw e;
 }
 
-export async function uploadPushChunk(
+/**
+ * A chunk's rows validated (shape, then values the database would refuse, answered as
+ * `push_row_invalid` for the row at `start + index`), as they are staged.
+ */
+export async function validateChunkRows(
   ctx: ServiceContext,
   actor: Actor,
-  pushId: string,
-  req: PushSessionChunkRequest,
+  rows: PushSessionChunkRequest['rows'] | undefined,
+  start: number,
   opts: OpOptions,
-): Promise<PushSessionChunkResponse> {
+): Promise<StagedRowInput[]> {
   const limits = ctx.options.limits;
-  if (req.start_row_ordinal < 0) throw wireError('push_chunk_invalid', 'start_row_ordinal must be >= 0');
-  const rows = req.rows ?? [];
-  if (rows.length === 0) throw wireError('push_chunk_invalid', 'rows must not be empty');
+  if (!rows || rows.length === 0) throw wireError('push_chunk_invalid', 'rows must not be empty');
   if (rows.length > limits.maxRowsPerPushChunk) {
     throw wireError(
       'push_chunk_invalid',
@@ -51,7 +53,7 @@ export async function uploadPushChunk(
   } catch (e) {
     if (e instanceof PushValueError) {
       const userPk = await findUserPk(q, actor.userId);
-      throw await rowInvalidError(q, actor.userId, userPk, req.start_row_ordinal + e.index, e.row, e.column);
+      throw await rowInvalidError(q, actor.userId, userPk, start + e.index, e.row, e.column);
     }
     chunkInvalid(e);
   }
@@ -59,15 +61,21 @@ export async function uploadPushChunk(
   if (invalid) {
     const userPk = await findUserPk(q, actor.userId);
     const row = staged[invalid.index]!;
-    throw await rowInvalidError(
-      q,
-      actor.userId,
-      userPk,
-      req.start_row_ordinal + invalid.index,
-      row,
-      invalid.column,
-    );
+    throw await rowInvalidError(q, actor.userId, userPk, start + invalid.index, row, invalid.column);
   }
+  return staged;
+}
+
+export async function uploadPushChunk(
+  ctx: ServiceContext,
+  actor: Actor,
+  pushId: string,
+  req: PushSessionChunkRequest,
+  opts: OpOptions,
+): Promise<PushSessionChunkResponse> {
+  const limits = ctx.options.limits;
+  if (req.start_row_ordinal < 0) throw wireError('push_chunk_invalid', 'start_row_ordinal must be >= 0');
+  const staged = await validateChunkRows(ctx, actor, req.rows, req.start_row_ordinal, opts);
   if (staged.length <= AT_ONCE_MAX_ROWS) {
     const done = await stageChunkAtOnce(ctx, actor, pushId, req.start_row_ordinal, staged, opts);
     if (done !== undefined) return done;

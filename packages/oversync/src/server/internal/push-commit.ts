@@ -37,7 +37,9 @@ import {
 } from './state.js';
 
 /** What a commit reads first: the locked session, and (see loadCommitStart) its chunks and source state. */
-interface CommitStart {
+export interface CommitStart {
+  /** The staged session committed (deleted with the commit); undefined for a one-request push. */
+  pushId: string | undefined;
   session: SessionRow;
   /** Read with the session (its chunks in row order and its source's state locked FOR UPDATE), or not. */
   together:
@@ -127,6 +129,7 @@ async function loadCommitStart(
   // `"h":[` appears in a meta only as that field, quotes inside strings being escaped).
   const complete = chunks.every((c) => c.meta.includes('"h":['));
   return {
+    pushId,
     session,
     together: read
       ? { chunks, source: sourceStateOf(source), states: complete ? states : undefined }
@@ -140,15 +143,44 @@ export async function commitPushSession(
   pushId: string,
   opts: OpOptions,
 ): Promise<PushSessionCommitResponse> {
+  const limits = ctx.options.limits;
+  const committed = await commitBundle(ctx, actor, opts, (tx, careful) =>
+    loadCommitStart(
+      tx,
+      actor,
+      pushId,
+      limits.uploadLockTimeoutMs,
+      careful ? Number.MAX_SAFE_INTEGER : STREAM_COMMIT_MIN_ROWS,
+    ),
+  );
+  return committed!;
+}
+
+/**
+ * What a commit starts from, read in its transaction (after `SET CONSTRAINTS ALL DEFERRED` was
+ * queued on `tx`); undefined when this commit cannot go on (nothing written then: the transaction
+ * ends and the commit answers undefined). `careful` on the second run after a data refusal.
+ */
+export type CommitLoader = (tx: StatementBatch, careful: boolean) => Promise<CommitStart | undefined>;
+
+/**
+ * Commits the bundle `load` reads, in one transaction. When the database refuses the bundle's
+ * data (a constraint, or a value its column refuses) the transaction is gone; the commit runs again
+ * with the apply in a savepoint, so that the refused row can be found and answered as a conflict
+ * (or the bundle commits, if a concurrent change made it acceptable meanwhile). The fast path pays
+ * nothing for this.
+ */
+export async function commitBundle(
+  ctx: ServiceContext,
+  actor: Actor,
+  opts: OpOptions,
+  load: CommitLoader,
+): Promise<PushSessionCommitResponse | undefined> {
   try {
-    return await runCommit(ctx, actor, pushId, opts, false);
+    return await runCommit(ctx, actor, load, opts, false);
   } catch (e) {
     if (!dataRefusalOf(e)) throw e;
-    // The database refused the bundle's data (a constraint, or a value its column refuses). The
-    // transaction is gone; run the commit again with the apply in a savepoint, so that the refused
-    // row can be found and answered as a conflict (or the bundle commits, if a concurrent change
-    // made it acceptable meanwhile). The fast path above pays nothing for this.
-    return await runCommit(ctx, actor, pushId, opts, true);
+    return await runCommit(ctx, actor, load, opts, true);
   }
 }
 
@@ -167,10 +199,10 @@ interface BundleApply {
 async function runCommit(
   ctx: ServiceContext,
   actor: Actor,
-  pushId: string,
+  load: CommitLoader,
   opts: OpOptions,
   careful: boolean,
-): Promise<PushSessionCommitResponse> {
+): Promise<PushSessionCommitResponse | undefined> {
   const limits = ctx.options.limits;
   const topology = ctx.topology;
   return ctx.db.runTx(
@@ -181,19 +213,15 @@ async function runCommit(
       // A large bundle of fresh INSERTs is committed in pages (push-commit-stream.ts): its chunks
       // are not read here. Without an initialization lease to check (and lock) in between, the
       // chunks and the locked source state are read with the session: the same locks in the same order.
-      const start = await loadCommitStart(
-        tx,
-        actor,
-        pushId,
-        limits.uploadLockTimeoutMs,
-        careful ? Number.MAX_SAFE_INTEGER : STREAM_COMMIT_MIN_ROWS,
-      );
+      const start = await load(tx, careful);
+      if (!start) return undefined;
       const s = start.session;
+      const pushId = start.pushId;
       const plan = await directInsertPlan(tx, topology);
       // The scan only decides, so every other bundle fails here exactly as the whole-bundle path says.
       const planned = Number(s.planned_row_count);
       const runs =
-        !careful && planned >= STREAM_COMMIT_MIN_ROWS
+        !careful && !start.together && pushId !== undefined && planned >= STREAM_COMMIT_MIN_ROWS
           ? await scanStagedBundle(tx, topology, pushId, s.user_pk, planned, plan)
           : undefined;
       const initializationId = s.initialization_id ?? '';
@@ -202,7 +230,7 @@ async function runCommit(
       if (start.together) {
         apply = await loadStagedRows(tx, topology, pushId, s, start.together.chunks);
         src = start.together.source;
-      } else if (!runs) {
+      } else if (!runs && pushId !== undefined) {
         apply = await loadStagedRows(tx, topology, pushId, s);
       }
       if (initializationId) {
@@ -226,7 +254,7 @@ async function runCommit(
         directInsertTableIds: plan.tableIds,
       };
       let bundle: CommittedPushBundle;
-      if (runs) {
+      if (runs && pushId !== undefined) {
         await setBundleContext(tx, bundleContext);
         const source = { sourceId: s.source_id, sourceBundleId };
         bundle = await commitStagedBundle(tx, ctx, actor.userId, s.user_pk, pushId, source, runs, plan);

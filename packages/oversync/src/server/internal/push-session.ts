@@ -145,6 +145,27 @@ export async function createPushSession(
 }
 
 /**
+ * `WITH sc AS (…), ok AS (…)`: `ok` is the user's row (`user_pk`) when its scope is INITIALIZED (the
+ * scope row locked), no retained committed bundle has the source tuple, and the source is not
+ * retired and expects exactly this source_bundle_id; empty otherwise. `$1` the user id, `$2` the
+ * source id, `$3` the source_bundle_id. Shared by the common create and the one-request push.
+ */
+export const EXPECTED_BUNDLE_CTES = `WITH sc AS (
+       SELECT s.user_pk, u.retained_bundle_floor
+         FROM sync.scope_state s JOIN sync.user_state u ON u.user_pk = s.user_pk
+        WHERE u.user_id = $1 AND s.state_code = ${SCOPE_INITIALIZED}
+          FOR UPDATE OF s),
+     ok AS (
+       SELECT sc.user_pk FROM sc
+         LEFT JOIN sync.source_state src ON src.user_pk = sc.user_pk AND src.source_id = $2
+        WHERE NOT EXISTS (
+                SELECT 1 FROM sync.bundle_log b
+                 WHERE b.user_pk = sc.user_pk AND b.source_id = $2 AND b.source_bundle_id = $3
+                   AND b.bundle_seq > sc.retained_bundle_floor)
+          AND CASE WHEN src.state IS NULL OR src.state = 'reserved' THEN 1
+                   WHEN src.state = 'active' THEN src.max_committed_source_bundle_id + 1 END = $3)`;
+
+/**
  * The common create in one round trip and one implicit transaction (batch.ts): a new bundle of an
  * initialized scope whose source expects exactly this source_bundle_id. The timeouts, the user
  * lock, the sweep of expired sessions, then one statement (its snapshot taken after the lock) that
@@ -165,20 +186,7 @@ async function createAtOnce(
   stmts.push({ sql: 'DELETE FROM sync.push_sessions WHERE expires_at <= now()' });
   const pushId = randomUUID();
   stmts.push({
-    sql: `WITH sc AS (
-       SELECT s.user_pk, u.retained_bundle_floor
-         FROM sync.scope_state s JOIN sync.user_state u ON u.user_pk = s.user_pk
-        WHERE u.user_id = $1 AND s.state_code = ${SCOPE_INITIALIZED}
-          FOR UPDATE OF s),
-     ok AS (
-       SELECT sc.user_pk FROM sc
-         LEFT JOIN sync.source_state src ON src.user_pk = sc.user_pk AND src.source_id = $2
-        WHERE NOT EXISTS (
-                SELECT 1 FROM sync.bundle_log b
-                 WHERE b.user_pk = sc.user_pk AND b.source_id = $2 AND b.source_bundle_id = $3
-                   AND b.bundle_seq > sc.retained_bundle_floor)
-          AND CASE WHEN src.state IS NULL OR src.state = 'reserved' THEN 1
-                   WHEN src.state = 'active' THEN src.max_committed_source_bundle_id + 1 END = $3),
+    sql: `${EXPECTED_BUNDLE_CTES},
      old AS (
        SELECT p.push_id FROM ok JOIN sync.push_sessions p
            ON p.user_pk = ok.user_pk AND p.source_id = $2 AND p.source_bundle_id = $3),

@@ -77,15 +77,19 @@ export interface StagedChunk {
   payloads: string;
 }
 
-/** Reads a session's staged chunks back in row order and checks they form rows 0..planned-1. */
+/**
+ * Reads a session's staged chunks back in row order and checks they form rows 0..planned-1 (a
+ * one-request push, without a session id, passes its one chunk).
+ */
 export async function loadStagedRows(
   tx: SyncQuerier,
   topology: Topology,
-  pushId: string,
+  pushId: string | undefined,
   s: SessionRow,
   /** The session's chunks when the caller read them already, in row order. */
   prefetched?: readonly StagedChunk[],
 ): Promise<ApplyRow[]> {
+  if (!prefetched && pushId === undefined) throw new Error('loadStagedRows: no push session and no chunks');
   const chunks = prefetched
     ? { rows: prefetched }
     : await tx.query<StagedChunk>(
@@ -115,7 +119,7 @@ export async function loadStagedRows(
       payloads.length !== c.row_count ||
       (meta.h !== undefined && meta.h.length !== c.row_count)
     ) {
-      throw new Error(`staged chunk at ${c.start} of push session ${pushId} is damaged`);
+      throw new Error(`staged chunk at ${c.start} of push ${pushId ?? '(one request)'} is damaged`);
     }
     const colLists = meta.c.map((sig) => (sig === '' ? [] : sig.split(',')));
     for (let i = 0; i < c.row_count; i++) {

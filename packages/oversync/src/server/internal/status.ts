@@ -20,6 +20,7 @@ export function features(
   return {
     bundle_pull: true,
     push_session_chunking: true,
+    single_request_push: true,
     committed_bundle_row_fetch: true,
     snapshot_chunking: true,
     status_endpoint: true,

@@ -1,9 +1,11 @@
-/** The push endpoints (§4): `/sync/push-sessions`, its chunks, commit and delete. */
+/** The push endpoints (§4): `/sync/push-sessions`, its chunks, commit and delete; `/sync/push` (one request). */
 import type { FastifyRequest } from 'fastify';
 import {
+  type PushBundleRequest,
   type PushRequestRow,
   type PushSessionChunkRequest,
   type PushSessionCreateRequest,
+  pushBundleRequestSchema,
   pushSessionChunkRequestSchema,
   pushSessionCreateRequestSchema,
 } from '../../../shared/wire.js';
@@ -12,6 +14,7 @@ import { parseBody } from './request.js';
 import type { RouteContext, RouteDef } from './route.js';
 
 const CHUNK_FIELDS: ReadonlySet<string> = new Set(['start_row_ordinal', 'rows']);
+const PUSH_FIELDS: ReadonlySet<string> = new Set(['source_bundle_id', 'rows', 'initialization_id']);
 const CHUNK_ROW_FIELDS: ReadonlySet<string> = new Set([
   'schema',
   'table',
@@ -29,25 +32,9 @@ function hasOnlyFields(v: Record<string, unknown>, fields: ReadonlySet<string>):
   return true;
 }
 
-/**
- * A chunk body in its plain form — exact field names, every required field present with its JSON
- * type — checked without zod (whose per-row preprocessing is a fifth of a chunk's CPU time).
- * Whatever this accepts, `pushSessionChunkRequestSchema` accepts with the same values: zod only
- * renames case-insensitive field names and fills Go zero values for missing or null fields, and
- * neither applies here. Anything else (`undefined`) takes the zod path and its errors.
- */
-function plainChunkBody(raw: unknown): PushSessionChunkRequest | undefined {
-  if (typeof raw !== 'string') return undefined;
-  let v: unknown;
-  try {
-    v = JSON.parse(raw);
-  } catch {
-    return undefined;
-  }
-  if (!isPlainObject(v) || !hasOnlyFields(v, CHUNK_FIELDS)) return undefined;
-  const start = v['start_row_ordinal'];
-  const rows = v['rows'];
-  if (!Number.isSafeInteger(start) || !Array.isArray(rows)) return undefined;
+/** Rows in their plain form (see plainChunkBody), or undefined. */
+function plainRows(rows: unknown): PushRequestRow[] | undefined {
+  if (!Array.isArray(rows)) return undefined;
   for (const r of rows as unknown[]) {
     if (!isPlainObject(r) || !hasOnlyFields(r, CHUNK_ROW_FIELDS)) return undefined;
     if (
@@ -59,7 +46,64 @@ function plainChunkBody(raw: unknown): PushSessionChunkRequest | undefined {
     )
       return undefined;
   }
-  return { start_row_ordinal: start as number, rows: rows as PushRequestRow[] };
+  return rows as PushRequestRow[];
+}
+
+/** The body parsed as JSON when it is an object with only `fields`, else undefined. */
+function plainObject(raw: unknown, fields: ReadonlySet<string>): Record<string, unknown> | undefined {
+  if (typeof raw !== 'string') return undefined;
+  let v: unknown;
+  try {
+    v = JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+  return isPlainObject(v) && hasOnlyFields(v, fields) ? v : undefined;
+}
+
+/**
+ * A chunk body in its plain form — exact field names, every required field present with its JSON
+ * type — checked without zod (whose per-row preprocessing is a fifth of a chunk's CPU time).
+ * Whatever this accepts, `pushSessionChunkRequestSchema` accepts with the same values: zod only
+ * renames case-insensitive field names and fills Go zero values for missing or null fields, and
+ * neither applies here. Anything else (`undefined`) takes the zod path and its errors.
+ */
+function plainChunkBody(raw: unknown): PushSessionChunkRequest | undefined {
+  const v = plainObject(raw, CHUNK_FIELDS);
+  const start = v?.['start_row_ordinal'];
+  const rows = plainRows(v?.['rows']);
+  if (!Number.isSafeInteger(start) || !rows) return undefined;
+  return { start_row_ordinal: start as number, rows };
+}
+
+/** A one-request push body in its plain form, as plainChunkBody (initialization_id a non-empty string). */
+function plainPushBody(raw: unknown): PushBundleRequest | undefined {
+  const v = plainObject(raw, PUSH_FIELDS);
+  const id = v?.['source_bundle_id'];
+  const init = v?.['initialization_id'];
+  const rows = plainRows(v?.['rows']);
+  if (!Number.isSafeInteger(id) || !rows || (init !== undefined && (typeof init !== 'string' || !init)))
+    return undefined;
+  const body: PushBundleRequest = { source_bundle_id: id as number, rows };
+  if (init) body.initialization_id = init as string;
+  return body;
+}
+
+/** The rows of a zod-decoded body, each as a push row (`payload` kept only when sent). */
+function decodedRows(
+  rows: ReadonlyArray<Omit<PushRequestRow, 'key'> & { key: PushRequestRow['key'] | null }> | null,
+) {
+  return (rows ?? []).map((r) => {
+    const row: PushRequestRow = {
+      schema: r.schema,
+      table: r.table,
+      key: r.key ?? {},
+      op: r.op,
+      base_row_version: r.base_row_version,
+    };
+    if (Object.hasOwn(r, 'payload')) row.payload = r.payload;
+    return row;
+  });
 }
 
 /** The push session of a `/sync/push-sessions/:push_id…` request. */
@@ -77,20 +121,17 @@ function chunkBody(req: FastifyRequest): PushSessionChunkRequest {
     'invalid_request',
     'Failed to parse push chunk request',
   );
-  return {
-    start_row_ordinal: body.start_row_ordinal,
-    rows: (body.rows ?? []).map((r) => {
-      const row: PushRequestRow = {
-        schema: r.schema,
-        table: r.table,
-        key: r.key ?? {},
-        op: r.op,
-        base_row_version: r.base_row_version,
-      };
-      if (Object.hasOwn(r, 'payload')) row.payload = r.payload;
-      return row;
-    }),
-  };
+  return { start_row_ordinal: body.start_row_ordinal, rows: decodedRows(body.rows) };
+}
+
+/** A one-request push body, as chunkBody. */
+function pushBody(req: FastifyRequest): PushBundleRequest {
+  const plain = plainPushBody(req.body);
+  if (plain) return plain;
+  const body = parseBody(req, pushBundleRequestSchema, 'invalid_request', 'Failed to parse push request');
+  const out: PushBundleRequest = { source_bundle_id: body.source_bundle_id, rows: decodedRows(body.rows) };
+  if (body.initialization_id) out.initialization_id = body.initialization_id;
+  return out;
 }
 
 export function pushRoutes({ service }: RouteContext): RouteDef[] {
@@ -132,6 +173,14 @@ export function pushRoutes({ service }: RouteContext): RouteDef[] {
       failMessage: 'Failed to commit push session',
       actor: true,
       handler: (req, _reply, actor, signal) => service.commitPushSession(actor, pushId(req), { signal }),
+    },
+    {
+      method: 'POST',
+      url: '/sync/push',
+      failCode: 'push_failed',
+      failMessage: 'Failed to push bundle',
+      actor: true,
+      handler: (req, _reply, actor, signal) => service.pushBundle(actor, pushBody(req), { signal }),
     },
     {
       method: 'DELETE',

@@ -1,0 +1,132 @@
+/**
+ * The one-request push (`POST /sync/push`, feature `single_request_push`): a bundle of one chunk
+ * created, uploaded and committed in one HTTP request instead of three (issue #19 point 3: at 10-row
+ * bundles each request's HTTP, JSON and SQL planning cost as much as its data).
+ *
+ * The common case — an initialized scope whose source expects exactly this source_bundle_id, no
+ * retained committed bundle for it — is one transaction that stages nothing: the rows, validated as
+ * a chunk upload validates them, go straight into the commit (push-commit.ts), which reads the
+ * scope, the source state and the rows' row_state in one statement after the user lock. Anything
+ * else (already committed, out of order, an initialization lease, an uninitialized or retired
+ * scope or source) runs the session's three steps in order, which answer it with their rules and
+ * errors; a failure after their create leaves the staged session to the next create of the same
+ * source bundle (which replaces it) or to its expiry, as a client that stopped between requests would.
+ */
+import type { PushBundleRequest, PushBundleResponse, PushSessionCreateRequest } from '../../shared/wire.js';
+import type { Actor } from '../actor.js';
+import { wireError } from '../errors.js';
+import type { StatementBatch } from './batch.js';
+import type { OpOptions, ServiceContext } from './context.js';
+import { uploadPushChunk, validateChunkRows } from './push-chunk.js';
+import { type CommitStart, commitBundle, commitPushSession } from './push-commit.js';
+import { createPushSession, EXPECTED_BUNDLE_CTES } from './push-session.js';
+import { chunkMetaOf, type StagedChunk } from './push-staging.js';
+import { ROW_STATE_PROBE_SQL, type RowStateRow } from './push-version-check.js';
+import { keyHexOf, type StagedRowInput } from './rows.js';
+import { lockUserLater, type SourceRow, sourceStateOf } from './state.js';
+
+export async function pushBundle(
+  ctx: ServiceContext,
+  actor: Actor,
+  req: PushBundleRequest,
+  opts: OpOptions,
+): Promise<PushBundleResponse> {
+  if (!(req.source_bundle_id > 0)) throw wireError('push_session_invalid', 'source_bundle_id must be > 0');
+  const staged = await validateChunkRows(ctx, actor, req.rows, 0, opts);
+  if (!req.initialization_id) {
+    const chunk: StagedChunk = {
+      start: '0',
+      row_count: staged.length,
+      meta: chunkMetaOf(staged),
+      payloads: staged.map((r) => r.payloadApply ?? '').join('\n'),
+    };
+    const limits = ctx.options.limits;
+    const committed = await commitBundle(ctx, actor, opts, (tx) =>
+      loadBundleStart(tx, actor, req.source_bundle_id, staged, chunk, limits.uploadLockTimeoutMs),
+    );
+    if (committed) return { status: 'committed', ...committed };
+  }
+  const create: PushSessionCreateRequest = {
+    source_bundle_id: req.source_bundle_id,
+    planned_row_count: staged.length,
+  };
+  if (req.initialization_id) create.initialization_id = req.initialization_id;
+  const created = await createPushSession(ctx, actor, create, opts);
+  if (created.status === 'already_committed') {
+    return {
+      status: 'already_committed',
+      bundle_seq: created.bundle_seq ?? 0,
+      source_id: created.source_id ?? actor.sourceId,
+      source_bundle_id: created.source_bundle_id ?? req.source_bundle_id,
+      row_count: created.row_count ?? 0,
+      bundle_hash: created.bundle_hash ?? '',
+    };
+  }
+  const pushId = created.push_id!;
+  await uploadPushChunk(ctx, actor, pushId, { start_row_ordinal: 0, rows: req.rows }, opts);
+  return { status: 'committed', ...(await commitPushSession(ctx, actor, pushId, opts)) };
+}
+
+/**
+ * The user lock, then one statement (its snapshot taken after the lock) that reads what the
+ * commit starts from when the push is the common case: the scope row locked (INITIALIZED), no
+ * retained committed bundle of this source tuple, the source expecting `sourceBundleId` (its state
+ * row locked), and the row_state of the rows' keys. Undefined otherwise (nothing written).
+ */
+async function loadBundleStart(
+  tx: StatementBatch,
+  actor: Actor,
+  sourceBundleId: number,
+  staged: readonly StagedRowInput[],
+  chunk: StagedChunk,
+  lockTimeoutMs: number,
+): Promise<CommitStart | undefined> {
+  lockUserLater(tx, actor.userId, lockTimeoutMs);
+  const r = await tx.query<{ k: 'u' | 's' | 'r'; user_pk: string | null } & SourceRow & RowStateRow>(
+    `${EXPECTED_BUNDLE_CTES},
+     src AS (
+       SELECT st.state, st.max_committed_source_bundle_id, st.replaced_by_source_id
+         FROM ok, sync.source_state st WHERE st.user_pk = ok.user_pk AND st.source_id = $2
+          FOR UPDATE OF st)
+     SELECT 'u' AS k, user_pk::text, NULL::text AS state, NULL::text AS max, NULL::text AS replaced_by_source_id,
+            NULL::int4 AS table_id, NULL::bytea AS key_bytes, NULL::text AS bundle_seq, NULL::bool AS deleted FROM ok
+     UNION ALL
+     SELECT 's', NULL, state, max_committed_source_bundle_id::text, replaced_by_source_id, NULL, NULL, NULL, NULL FROM src
+     UNION ALL
+     SELECT 'r', NULL, NULL, NULL, NULL, st.table_id, st.key_bytes, st.bundle_seq::text, st.deleted
+       FROM ok, unnest(string_to_array($4, ',')::int4[], string_to_array($5, ',')) AS x(table_id, key_hex),
+            LATERAL (${ROW_STATE_PROBE_SQL('ok.user_pk', 'x.table_id', "decode(x.key_hex, 'hex')")}) st`,
+    [
+      actor.userId,
+      actor.sourceId,
+      sourceBundleId,
+      // comma-joined (hex and ids never contain one), as push-version-check.ts sends them
+      staged.map((s) => s.info.tableId).join(','),
+      staged.map((s) => keyHexOf(s.info, s.keyString)).join(','),
+    ],
+  );
+  let userPk: string | undefined;
+  let source: SourceRow | undefined;
+  const states: RowStateRow[] = [];
+  for (const x of r.rows) {
+    if (x.k === 'u') userPk = x.user_pk!;
+    else if (x.k === 's') source = x;
+    else states.push(x);
+  }
+  if (userPk === undefined) return undefined;
+  const n = String(staged.length);
+  return {
+    pushId: undefined,
+    session: {
+      user_pk: userPk,
+      user_id: actor.userId,
+      source_id: actor.sourceId,
+      source_bundle_id: String(sourceBundleId),
+      planned_row_count: n,
+      next_expected_row_ordinal: n,
+      initialization_id: null,
+      expired: false,
+    },
+    together: { chunks: [chunk], source: sourceStateOf(source), states },
+  };
+}
