@@ -21,8 +21,10 @@ import {
   readOutboxRows,
 } from './local-store.js';
 import { handlePushError } from './push-failures.js';
+import type { PushBundleAnswer, PushCommitAnswer } from './remote.js';
 import { type CommittedMeta, fetchAndReplay } from './replay.js';
 import { protocolError, type SyncContext } from './sync-context.js';
+import { statusOf } from './transport.js';
 
 /** Dirty rows frozen per slice. */
 const FREEZE_PAGE_ROWS = 500;
@@ -143,13 +145,13 @@ export async function pushPending(ctx: SyncContext, signal?: AbortSignal): Promi
 const UPLOAD_READ_ROWS = 500;
 
 /**
- * The push chunk starting at row ordinal `start` (at most `uploadLimit` rows), serialised as the
- * JSON body `{"start_row_ordinal":…,"rows":[…]}`. The outbox already holds each row's wire key and
+ * The rows of the push chunk starting at row ordinal `start` (at most `uploadLimit` rows),
+ * serialised as the JSON text of the array `[…]`. The outbox already holds each row's wire key and
  * wire payload as JSON, so a row is written by concatenation (no parse and re-serialisation), and
  * the rows are read `UPLOAD_READ_ROWS` at a time with an event-loop turn between reads: a 5,000-row
  * chunk read and serialised in one piece was one of the longest blocks of a big push.
  */
-async function uploadChunkJson(
+async function chunkRowsJson(
   ctx: SyncContext,
   start: number,
   signal?: AbortSignal,
@@ -170,7 +172,87 @@ async function uploadChunkJson(
     if (rows.length < n) break;
     from += n;
   }
-  return { json: `{"start_row_ordinal":${start},"rows":[${parts.join(',')}]}`, rows: parts.length };
+  return { json: `[${parts.join(',')}]`, rows: parts.length };
+}
+
+/** What an `already_committed` answer says, checked against the frozen outbox; not yet proven ours. */
+function alreadyCommitted(
+  a: Partial<Record<'bundle_seq' | 'source_bundle_id' | 'row_count', number | undefined>> &
+    Partial<Record<'source_id' | 'bundle_hash', string | undefined>>,
+  outbox: OutboxState,
+): CommittedMeta {
+  const meta = {
+    bundleSeq: a.bundle_seq ?? 0,
+    sourceId: a.source_id ?? '',
+    sourceBundleId: a.source_bundle_id ?? 0,
+    rowCount: a.row_count ?? 0,
+    bundleHash: a.bundle_hash ?? '',
+  };
+  if (
+    meta.sourceId !== outbox.sourceId ||
+    meta.sourceBundleId !== outbox.sourceBundleId ||
+    meta.bundleSeq <= 0 ||
+    !meta.bundleHash
+  ) {
+    throw protocolError('already_committed answer does not match the frozen outbox', { ...meta });
+  }
+  // Not marked committed yet: the committed rows must first prove they carry our intents.
+  return { ...meta, needsProof: true };
+}
+
+/** A commit's answer, checked against the frozen outbox, and the outbox marked committed. */
+async function committed(
+  ctx: SyncContext,
+  c: PushCommitAnswer,
+  outbox: OutboxState,
+  signal?: AbortSignal,
+): Promise<CommittedMeta> {
+  if (c.source_id !== outbox.sourceId || c.source_bundle_id !== outbox.sourceBundleId || c.row_count <= 0) {
+    throw protocolError('push commit answer does not match the frozen outbox');
+  }
+  const meta = {
+    bundleSeq: c.bundle_seq,
+    sourceId: c.source_id,
+    sourceBundleId: c.source_bundle_id,
+    rowCount: c.row_count,
+    bundleHash: c.bundle_hash,
+  };
+  await ctx.runner.tx((db) => markOutboxCommitted(db, meta.bundleSeq, meta.bundleHash), signal);
+  return meta;
+}
+
+/**
+ * A bundle of one chunk in one request (`POST /sync/push`) when the server takes one; undefined
+ * when it does not (then the push session's requests follow).
+ */
+async function pushInOneRequest(
+  ctx: SyncContext,
+  outbox: OutboxState,
+  signal?: AbortSignal,
+): Promise<CommittedMeta | undefined> {
+  const t = ctx.remote;
+  if (outbox.rowCount > Math.min(ctx.cfg.uploadLimit, await t.singleRequestPushRows(signal)))
+    return undefined;
+  const chunk = await chunkRowsJson(ctx, 0, signal);
+  const init = outbox.initializationId
+    ? `,"initialization_id":${JSON.stringify(outbox.initializationId)}`
+    : '';
+  let res: PushBundleAnswer;
+  try {
+    res = await t.pushBundle(
+      `{"source_bundle_id":${outbox.sourceBundleId},"rows":${chunk.json}${init}}`,
+      signal,
+    );
+  } catch (e) {
+    // A server that no longer has the route (rolled back to an older version): sessions from now on.
+    const s = statusOf(e);
+    if (s !== 404 && s !== 405) throw e;
+    t.singleRequestPushRefused();
+    return undefined;
+  }
+  if (res.status === 'already_committed') return alreadyCommitted(res, outbox);
+  ctx.hooks.progress({ phase: 'push', stage: 'upload', done: chunk.rows, total: outbox.rowCount });
+  return committed(ctx, res, outbox, signal);
 }
 
 export async function uploadAndCommit(
@@ -191,31 +273,15 @@ export async function uploadAndCommit(
   return t.withRetry(
     'push_pending',
     async () => {
+      const one = await pushInOneRequest(ctx, outbox, signal);
+      if (one) return one;
       const body: Record<string, unknown> = {
         source_bundle_id: outbox.sourceBundleId,
         planned_row_count: outbox.rowCount,
       };
       if (outbox.initializationId) body.initialization_id = outbox.initializationId;
       const created = await t.createPushSession(body, signal);
-      if (created.status === 'already_committed') {
-        const meta = {
-          bundleSeq: created.bundle_seq ?? 0,
-          sourceId: created.source_id ?? '',
-          sourceBundleId: created.source_bundle_id ?? 0,
-          rowCount: created.row_count ?? 0,
-          bundleHash: created.bundle_hash ?? '',
-        };
-        if (
-          meta.sourceId !== outbox.sourceId ||
-          meta.sourceBundleId !== outbox.sourceBundleId ||
-          meta.bundleSeq <= 0 ||
-          !meta.bundleHash
-        ) {
-          throw protocolError('already_committed answer does not match the frozen outbox', { ...meta });
-        }
-        // Not marked committed yet: the committed rows must first prove they carry our intents.
-        return { ...meta, needsProof: true };
-      }
+      if (created.status === 'already_committed') return alreadyCommitted(created, outbox);
       const pushId = created.push_id;
       if (
         !pushId ||
@@ -224,11 +290,15 @@ export async function uploadAndCommit(
       ) {
         throw protocolError('push session create answer does not echo the plan');
       }
-      let committed = false;
+      let done = false;
       try {
         for (let start = 0; start < outbox.rowCount; start += ctx.cfg.uploadLimit) {
-          const chunk = await uploadChunkJson(ctx, start, signal);
-          const res = await t.pushChunk(pushId, chunk.json, signal);
+          const chunk = await chunkRowsJson(ctx, start, signal);
+          const res = await t.pushChunk(
+            pushId,
+            `{"start_row_ordinal":${start},"rows":${chunk.json}}`,
+            signal,
+          );
           if (res.push_id !== pushId || res.next_expected_row_ordinal !== start + chunk.rows) {
             throw protocolError('push chunk answer does not echo the session');
           }
@@ -240,25 +310,10 @@ export async function uploadAndCommit(
           });
         }
         const c = await t.commitPushSession(pushId, signal);
-        committed = true;
-        if (
-          c.source_id !== outbox.sourceId ||
-          c.source_bundle_id !== outbox.sourceBundleId ||
-          c.row_count <= 0
-        ) {
-          throw protocolError('push commit answer does not match the frozen outbox');
-        }
-        const meta = {
-          bundleSeq: c.bundle_seq,
-          sourceId: c.source_id,
-          sourceBundleId: c.source_bundle_id,
-          rowCount: c.row_count,
-          bundleHash: c.bundle_hash,
-        };
-        await ctx.runner.tx((db) => markOutboxCommitted(db, meta.bundleSeq, meta.bundleHash), signal);
-        return meta;
+        done = true;
+        return await committed(ctx, c, outbox, signal);
       } finally {
-        if (!committed) {
+        if (!done) {
           t.dropPushSession(pushId);
         }
       }

@@ -9,6 +9,7 @@ import {
   committedBundleRowsResponseSchema,
   connectResponseSchema,
   pullResponseSchema,
+  pushBundleResponseSchema,
   pushSessionChunkResponseSchema,
   pushSessionCommitResponseSchema,
   pushSessionCreateResponseSchema,
@@ -23,6 +24,7 @@ const PATHS = {
   capabilities: '/sync/capabilities',
   connect: '/sync/connect',
   pushSessions: '/sync/push-sessions',
+  push: '/sync/push',
   committedBundles: '/sync/committed-bundles/',
   pull: '/sync/pull',
   snapshotSessions: '/sync/snapshot-sessions',
@@ -34,6 +36,7 @@ export type ConnectAnswer = ReturnType<typeof connectResponseSchema.parse>;
 export type PushSessionCreated = ReturnType<typeof pushSessionCreateResponseSchema.parse>;
 export type PushChunkAnswer = ReturnType<typeof pushSessionChunkResponseSchema.parse>;
 export type PushCommitAnswer = ReturnType<typeof pushSessionCommitResponseSchema.parse>;
+export type PushBundleAnswer = ReturnType<typeof pushBundleResponseSchema.parse>;
 export type CommittedBundlePage = ReturnType<typeof committedBundleRowsResponseSchema.parse>;
 export type PullAnswer = ReturnType<typeof pullResponseSchema.parse>;
 export type SnapshotSession = ReturnType<typeof snapshotSessionSchema.parse>;
@@ -50,6 +53,8 @@ export function isCommittedBundleFetchError(e: unknown): boolean {
 
 export class Remote {
   readonly transport: Transport;
+  /** The answer of `capabilities()` (any call), for the features asked later. */
+  #caps: Capabilities | undefined;
 
   constructor(transport: Transport) {
     this.transport = transport;
@@ -71,13 +76,14 @@ export class Remote {
   /** GET /sync/capabilities; a server without it does not support the connect lifecycle. */
   async capabilities(signal?: AbortSignal): Promise<Capabilities> {
     try {
-      return await this.transport.request({
+      this.#caps = await this.transport.request({
         method: 'GET',
         path: PATHS.capabilities,
         schema: capabilitiesResponseSchema,
         retryOp: 'connect_capabilities',
         ...sig(signal),
       });
+      return this.#caps;
     } catch (e) {
       const s = statusOf(e);
       if (s === 404 || s === 405 || s === 501) {
@@ -132,6 +138,41 @@ export class Remote {
       method: 'POST',
       path: `${PATHS.pushSessions}/${seg(pushId)}/commit`,
       schema: pushSessionCommitResponseSchema,
+      ...sig(signal),
+    });
+  }
+
+  /**
+   * The most rows a one-request push may carry (`POST /sync/push`, feature `single_request_push`),
+   * 0 when the server does not take one. Asked once (with the capabilities a connect read, or now);
+   * `singleRequestPushRefused()` turns it off, for a server that stopped answering the route.
+   */
+  async singleRequestPushRows(signal?: AbortSignal): Promise<number> {
+    if (this.#caps === undefined) {
+      try {
+        await this.capabilities(signal);
+      } catch (e) {
+        if (!(e instanceof ClientError) || e.code !== 'OVERSYNC_CLIENT_LIFECYCLE_UNSUPPORTED') throw e;
+        return 0;
+      }
+    }
+    const caps = this.#caps!;
+    if (!caps.features['single_request_push']) return 0;
+    return caps.bundle_limits?.['max_rows_per_push_chunk'] ?? Number.MAX_SAFE_INTEGER;
+  }
+
+  singleRequestPushRefused(): void {
+    if (this.#caps)
+      this.#caps = { ...this.#caps, features: { ...this.#caps.features, single_request_push: false } };
+  }
+
+  /** POST /sync/push: a bundle of one chunk (its JSON body built by the push) in one request. */
+  pushBundle(bodyJson: string, signal?: AbortSignal): Promise<PushBundleAnswer> {
+    return this.transport.request({
+      method: 'POST',
+      path: PATHS.push,
+      bodyJson,
+      schema: pushBundleResponseSchema,
       ...sig(signal),
     });
   }

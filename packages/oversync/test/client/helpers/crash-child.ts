@@ -52,7 +52,9 @@ const client = childClient(db, baseUrl, user, {
   downloadLimit: 1,
   fetch: async (url, init) => {
     const u = new URL(url);
-    if (mode === 'push-before-commit' && u.pathname.endsWith('/commit')) return hang('AT_COMMIT');
+    // the request that commits: a push session's commit, or the one-request push
+    if (mode === 'push-before-commit' && (u.pathname.endsWith('/commit') || u.pathname === '/sync/push'))
+      return hang('AT_COMMIT');
     if (mode === 'push-after-commit' && u.pathname.startsWith('/sync/committed-bundles/'))
       return hang('COMMITTED');
     if (

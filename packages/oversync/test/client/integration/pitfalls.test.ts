@@ -37,7 +37,8 @@ async function editDuringFrozenConflict(
   const shared = await sharedRow({
     resolver,
     fetch: (u: string, i: RequestInit) => {
-      if (pending && u.endsWith('/commit')) {
+      // the request that commits: a push session's commit, or the one-request push
+      if (pending && (u.endsWith('/commit') || u.endsWith('/sync/push'))) {
         pending();
         pending = undefined;
       }
