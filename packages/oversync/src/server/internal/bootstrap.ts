@@ -7,6 +7,8 @@ import {
   backendCommitTriggerSql,
 } from './backend-writes-sql.js';
 import { quoteLiteral } from './db.js';
+import { PUSH_BUNDLE_START_FN_SQL } from './push-bundle.js';
+import { DIRECT_BUNDLE_BEGIN_FN_SQL } from './push-direct-bundle.js';
 import { PUSH_STORAGE_SQL } from './push-sql.js';
 import {
   BACKEND_TRIGGER_ARG,
@@ -195,6 +197,8 @@ export async function bootstrapTopology(
         await initOrValidateSyncSchema(tx, tables);
         await tx.query(SNAPSHOT_STORAGE_SQL);
         await tx.query(PUSH_STORAGE_SQL);
+        await tx.query(PUSH_BUNDLE_START_FN_SQL);
+        await tx.query(DIRECT_BUNDLE_BEGIN_FN_SQL);
         await installTriggers(tx, tables, backend);
         return { tables, byName, byId: new Map(tables.map((t) => [t.tableId, t])), discovered };
       },

@@ -6,6 +6,25 @@ export function quoteLiteral(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
 }
 
+/**
+ * `CREATE OR REPLACE FUNCTION sync.<name>(<args>) RETURNS TABLE (<returns>)` running `sql` (its
+ * `$n` the arguments) as PL/pgSQL's `RETURN QUERY`: PostgreSQL plans a function's statement once
+ * per connection and reuses the plan, where the same statement sent as text is planned on every
+ * call (for the small, hot statements of a push, planning cost more than running them).
+ * Unqualified names in `sql` are its columns (`#variable_conflict use_column`), never the result
+ * columns; `sql` must not contain `$fn$`. Created by every bootstrap.
+ */
+export function cachedPlanFunctionSql(name: string, args: string, returns: string, sql: string): string {
+  return `
+CREATE OR REPLACE FUNCTION sync.${name}(${args}) RETURNS TABLE (${returns})
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+BEGIN
+  RETURN QUERY ${sql};
+END
+$fn$`;
+}
+
 /** The server fields of a PostgreSQL error (node-postgres `DatabaseError`) found in a cause chain. */
 export interface SqlErrorFields {
   readonly code: string;

@@ -6,7 +6,7 @@ import { computeBundleHash, type HashableBundleRow } from '../../shared/bundle-h
 import type { StatementBatch } from './batch.js';
 import { notifyBundleLater, PAYLOAD_PRESENT } from './capture.js';
 import type { ServiceContext } from './context.js';
-import { quoteIdent } from './db.js';
+import { cachedPlanFunctionSql, quoteIdent } from './db.js';
 import { DIRECT_ALIAS, type DirectInsertPlan, MAX_INSERT_BATCH } from './push-direct-insert.js';
 import type { ApplyRow } from './push-staging.js';
 import { OP_INSERT } from './schema-sql.js';
@@ -40,6 +40,29 @@ export function directBundleEligible(rows: readonly ApplyRow[], plan: DirectInse
   return true;
 }
 
+/**
+ * The context-setting variant of commitDirectBundle's first statement, as the function
+ * `sync.direct_bundle_begin` (db.ts#cachedPlanFunctionSql; planned once per connection, not for
+ * every push): the bundle context checked and set, the bundle_seq allocated and the log row
+ * written; `$1` user_pk, `$2` source id, `$3` source_bundle_id, `$4` / `$5` the context's names
+ * and values. Answers (seq, ok); a conflicting context writes nothing (seq NULL, ok FALSE).
+ */
+export const DIRECT_BUNDLE_BEGIN_FN_SQL = cachedPlanFunctionSql(
+  'direct_bundle_begin',
+  'BIGINT, TEXT, BIGINT, TEXT[], TEXT[]',
+  'seq TEXT, ok BOOL',
+  `WITH ${bundleContextCtes('$4', '$5')},
+     seq AS (
+       UPDATE sync.user_state SET next_bundle_seq = next_bundle_seq + 1
+        WHERE user_pk = $1 AND (SELECT ok FROM bc_set)
+       RETURNING next_bundle_seq - 1 AS seq),
+     log AS (
+       INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id, row_count, byte_count, bundle_hash)
+       SELECT $1, seq, $2, $3, 0, 0, '\\x' FROM seq
+       RETURNING bundle_seq)
+     SELECT (SELECT bundle_seq::text FROM log) AS seq, ok FROM bc_set`,
+);
+
 export async function commitDirectBundle(
   tx: StatementBatch,
   ctx: ServiceContext,
@@ -58,16 +81,7 @@ export async function commitDirectBundle(
   // writes nothing.
   const log = await tx.query<{ seq: string | null; ok: boolean }>(
     bundleContext
-      ? `WITH ${bundleContextCtes('$4', '$5')},
-         seq AS (
-           UPDATE sync.user_state SET next_bundle_seq = next_bundle_seq + 1
-            WHERE user_pk = $1 AND (SELECT ok FROM bc_set)
-           RETURNING next_bundle_seq - 1 AS seq),
-         log AS (
-           INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id, row_count, byte_count, bundle_hash)
-           SELECT $1, seq, $2, $3, 0, 0, '\\x' FROM seq
-           RETURNING bundle_seq)
-         SELECT (SELECT bundle_seq::text FROM log) AS seq, ok FROM bc_set`
+      ? 'SELECT * FROM sync.direct_bundle_begin($1, $2, $3, $4, $5)'
       : `WITH seq AS (
            UPDATE sync.user_state SET next_bundle_seq = next_bundle_seq + 1 WHERE user_pk = $1
            RETURNING next_bundle_seq - 1 AS seq)
