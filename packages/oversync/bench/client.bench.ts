@@ -75,7 +75,8 @@ let puller: Device | undefined;
 const writer = await attached('writer', latencyUser, {
   fetch: async (u: string, i: RequestInit) => {
     const res = await fetch(u, i);
-    if (u.endsWith('/commit') && res.ok) {
+    // the request that commits: a push session's commit, or the one-request push
+    if ((u.endsWith('/commit') || u.endsWith('/sync/push')) && res.ok) {
       commitAt = performance.now();
       // baseline: a pull issued the moment the commit is acknowledged
       const p = puller;

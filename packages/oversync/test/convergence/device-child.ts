@@ -45,6 +45,12 @@ export interface DeviceConfig {
   readonly offlinePerSecond: number;
   readonly offlineMs: readonly [number, number];
   readonly killPoint?: string;
+  /**
+   * Push through push sessions only (create, chunks, commit: what a go-oversync client sends), as
+   * if the server did not advertise the one-request push: the harness gives every other device
+   * this, so both push paths meet in every scenario.
+   */
+  readonly sessionPush?: boolean;
 }
 
 /** One acknowledged local write, as logged. */
@@ -89,7 +95,8 @@ const routeOf = (url: URL, method: string): string => {
   const p = url.pathname;
   if (p === '/sync/push-sessions') return 'create';
   if (p.endsWith('/chunks')) return 'chunks';
-  if (p.endsWith('/commit')) return 'commit';
+  // the requests that commit: a push session's commit, and the one-request push
+  if (p.endsWith('/commit') || p === '/sync/push') return 'commit';
   if (p.startsWith('/sync/committed-bundles/')) return 'committed';
   if (p === '/sync/pull') return 'pull';
   if (p.startsWith('/sync/snapshot-sessions') && method !== 'DELETE') return 'snapshot';
@@ -142,6 +149,11 @@ const client: SyncClient = createSyncClient({
     }
     const res = await fetch(u, init);
     if (hit) kill();
+    if (cfg.sessionPush && url.pathname === '/sync/capabilities' && res.ok) {
+      const caps = (await res.json()) as { features: Record<string, boolean> };
+      delete caps.features['single_request_push'];
+      return Response.json(caps);
+    }
     return res;
   },
 });

@@ -284,6 +284,7 @@ export async function runConvergence(
       offlinePerSecond: phase === 'chaos' ? 0.05 : 0,
       offlineMs: [1000, 6000],
       ...(killPoint ? { killPoint } : {}),
+      sessionPush: d.index % 2 === 1,
     };
     const child = spawnNode(DEVICE_CHILD, [JSON.stringify(cfg)]);
     d.child = child;

@@ -8,7 +8,10 @@ import {
 } from './backend-writes-sql.js';
 import { quoteLiteral } from './db.js';
 import { PUSH_BUNDLE_START_FN_SQL } from './push-bundle.js';
+import { PUSH_CHUNK_AT_ONCE_FN_SQL } from './push-chunk.js';
+import { PUSH_COMMIT_START_FN_SQL } from './push-commit.js';
 import { DIRECT_BUNDLE_BEGIN_FN_SQL } from './push-direct-bundle.js';
+import { PUSH_CREATE_AT_ONCE_FN_SQL } from './push-session.js';
 import { PUSH_STORAGE_SQL } from './push-sql.js';
 import {
   BACKEND_TRIGGER_ARG,
@@ -199,6 +202,9 @@ export async function bootstrapTopology(
         await tx.query(PUSH_STORAGE_SQL);
         await tx.query(PUSH_BUNDLE_START_FN_SQL);
         await tx.query(DIRECT_BUNDLE_BEGIN_FN_SQL);
+        await tx.query(PUSH_CREATE_AT_ONCE_FN_SQL);
+        await tx.query(PUSH_CHUNK_AT_ONCE_FN_SQL);
+        await tx.query(PUSH_COMMIT_START_FN_SQL);
         await installTriggers(tx, tables, backend);
         return { tables, byName, byId: new Map(tables.map((t) => [t.tableId, t])), discovered };
       },

@@ -8,6 +8,7 @@ import type { SyncQuerier } from '../database.js';
 import { wireError } from '../errors.js';
 import { oneTripPreamble, runStatements } from './batch.js';
 import { boundedTx, type OpOptions, type ServiceContext, txOpts, UUID_RE } from './context.js';
+import { cachedPlanFunctionSql } from './db.js';
 import { findInvalidValue, rowInvalidError } from './push-conflict.js';
 import { loadSessionForUpdate, PUSH_TX } from './push-session.js';
 import { chunkMetaOf } from './push-staging.js';
@@ -126,6 +127,32 @@ export async function uploadPushChunk(
 }
 
 /**
+ * The statement of stageChunkAtOnce as the function `sync.push_chunk_at_once`
+ * (db.ts#cachedPlanFunctionSql: planned once per connection, not for every chunk): `$1` push id,
+ * `$2` user id, `$3` / `$4` the chunk's first and next row ordinal, `$5` its row count, `$6` meta,
+ * `$7` payloads, `$8` the session TTL in ms; answers the session's next expected ordinal when it staged.
+ */
+export const PUSH_CHUNK_AT_ONCE_FN_SQL = cachedPlanFunctionSql(
+  'push_chunk_at_once',
+  'UUID, TEXT, BIGINT, BIGINT, INT4, TEXT, TEXT, FLOAT8',
+  'next TEXT',
+  `WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended($2, 0))),
+       s AS (
+         SELECT p.push_id, p.planned_row_count, p.next_expected_row_ordinal
+           FROM l, sync.push_sessions p JOIN sync.user_state u ON u.user_pk = p.user_pk
+          WHERE p.push_id = $1 AND u.user_id = $2 AND p.expires_at >= now() AND p.initialization_id IS NULL
+            FOR UPDATE OF p),
+       ok AS (SELECT push_id FROM s WHERE next_expected_row_ordinal = $3 AND planned_row_count >= $4),
+       chunk AS (
+         INSERT INTO sync.push_session_chunks (push_id, start_row_ordinal, row_count, meta, payloads)
+         SELECT push_id, $3, $5, $6, $7 FROM ok)
+     UPDATE sync.push_sessions p SET next_expected_row_ordinal = $4,
+            expires_at = now() + make_interval(secs => $8::float8 / 1000)
+       FROM ok WHERE p.push_id = ok.push_id
+     RETURNING p.next_expected_row_ordinal::text AS next`,
+);
+
+/**
  * The common chunk in one round trip and one implicit transaction (batch.ts): the timeouts, the user lock and
  * one statement that locks the session row (FOR UPDATE re-reads it as the previous lock holder left
  * it) and stages the chunk only when the session is the actor's, unexpired, without an
@@ -145,20 +172,7 @@ async function stageChunkAtOnce(
   const end = start + staged.length;
   const stmts = oneTripPreamble(limits);
   stmts.push({
-    sql: `WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended($2, 0))),
-       s AS (
-         SELECT p.push_id, p.planned_row_count, p.next_expected_row_ordinal
-           FROM l, sync.push_sessions p JOIN sync.user_state u ON u.user_pk = p.user_pk
-          WHERE p.push_id = $1 AND u.user_id = $2 AND p.expires_at >= now() AND p.initialization_id IS NULL
-            FOR UPDATE OF p),
-       ok AS (SELECT push_id FROM s WHERE next_expected_row_ordinal = $3 AND planned_row_count >= $4),
-       chunk AS (
-         INSERT INTO sync.push_session_chunks (push_id, start_row_ordinal, row_count, meta, payloads)
-         SELECT push_id, $3, $5, $6, $7 FROM ok)
-     UPDATE sync.push_sessions p SET next_expected_row_ordinal = $4,
-            expires_at = now() + make_interval(secs => $8::float8 / 1000)
-       FROM ok WHERE p.push_id = ok.push_id
-     RETURNING p.next_expected_row_ordinal::text AS next`,
+    sql: 'SELECT * FROM sync.push_chunk_at_once($1, $2, $3, $4, $5, $6, $7, $8)',
     params: [
       pushId,
       actor.userId,

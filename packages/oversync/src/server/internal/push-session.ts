@@ -17,6 +17,7 @@ import {
   txOpts,
   UUID_RE,
 } from './context.js';
+import { cachedPlanFunctionSql } from './db.js';
 import { SCOPE_INITIALIZED, SCOPE_INITIALIZING, SCOPE_UNINITIALIZED } from './schema-sql.js';
 import {
   checkSourceSequence,
@@ -166,6 +167,31 @@ export const EXPECTED_BUNDLE_CTES = `WITH sc AS (
                    WHEN src.state = 'active' THEN src.max_committed_source_bundle_id + 1 END = $3)`;
 
 /**
+ * The statement of createAtOnce as the function `sync.push_create_at_once` (db.ts#cachedPlanFunctionSql:
+ * planned once per connection; as text it was planned for every create, 0.6 ms of PostgreSQL's CPU
+ * per 10-row bundle): `$1` user id, `$2` source id, `$3` source_bundle_id, `$4` the new push id,
+ * `$5` planned_row_count, `$6` the session TTL in ms; answers the session's push_id when it created it.
+ */
+export const PUSH_CREATE_AT_ONCE_FN_SQL = cachedPlanFunctionSql(
+  'push_create_at_once',
+  'TEXT, TEXT, BIGINT, UUID, BIGINT, FLOAT8',
+  'push_id TEXT',
+  `${EXPECTED_BUNDLE_CTES},
+     old AS (
+       SELECT p.push_id FROM ok JOIN sync.push_sessions p
+           ON p.user_pk = ok.user_pk AND p.source_id = $2 AND p.source_bundle_id = $3),
+     old_chunks AS (DELETE FROM sync.push_session_chunks c USING old WHERE c.push_id = old.push_id),
+     old_rows AS (DELETE FROM sync.push_session_rows r USING old WHERE r.push_id = old.push_id)
+     INSERT INTO sync.push_sessions (push_id, user_pk, source_id, source_bundle_id, planned_row_count,
+       next_expected_row_ordinal, initialization_id, expires_at)
+     SELECT $4, ok.user_pk, $2, $3, $5, 0, NULL, now() + make_interval(secs => $6::float8 / 1000) FROM ok
+     ON CONFLICT ON CONSTRAINT push_sessions_source_tuple_key DO UPDATE SET push_id = EXCLUDED.push_id,
+       planned_row_count = EXCLUDED.planned_row_count, next_expected_row_ordinal = 0,
+       initialization_id = EXCLUDED.initialization_id, expires_at = EXCLUDED.expires_at
+     RETURNING push_sessions.push_id::text`,
+);
+
+/**
  * The common create in one round trip and one implicit transaction (batch.ts): a new bundle of an
  * initialized scope whose source expects exactly this source_bundle_id. The timeouts, the user
  * lock, the sweep of expired sessions, then one statement (its snapshot taken after the lock) that
@@ -186,19 +212,7 @@ async function createAtOnce(
   stmts.push({ sql: 'DELETE FROM sync.push_sessions WHERE expires_at <= now()' });
   const pushId = randomUUID();
   stmts.push({
-    sql: `${EXPECTED_BUNDLE_CTES},
-     old AS (
-       SELECT p.push_id FROM ok JOIN sync.push_sessions p
-           ON p.user_pk = ok.user_pk AND p.source_id = $2 AND p.source_bundle_id = $3),
-     old_chunks AS (DELETE FROM sync.push_session_chunks c USING old WHERE c.push_id = old.push_id),
-     old_rows AS (DELETE FROM sync.push_session_rows r USING old WHERE r.push_id = old.push_id)
-     INSERT INTO sync.push_sessions (push_id, user_pk, source_id, source_bundle_id, planned_row_count,
-       next_expected_row_ordinal, initialization_id, expires_at)
-     SELECT $4, ok.user_pk, $2, $3, $5, 0, NULL, now() + make_interval(secs => $6::float8 / 1000) FROM ok
-     ON CONFLICT ON CONSTRAINT push_sessions_source_tuple_key DO UPDATE SET push_id = EXCLUDED.push_id,
-       planned_row_count = EXCLUDED.planned_row_count, next_expected_row_ordinal = 0,
-       initialization_id = EXCLUDED.initialization_id, expires_at = EXCLUDED.expires_at
-     RETURNING push_id::text`,
+    sql: 'SELECT * FROM sync.push_create_at_once($1, $2, $3, $4, $5, $6)',
     params: [
       actor.userId,
       actor.sourceId,
