@@ -9,6 +9,8 @@
 // - ingest-sql-round-trips-per-bundle, ingest-session-…: statements the server sent PostgreSQL
 //   (BEGIN/COMMIT included) per committed bundle; baseline = the plain path's 3 (BEGIN, INSERT,
 //   COMMIT); ingest-sql-round-trips-create/-chunk/-commit: the session flow's, per request.
+// BENCH_PG_SETTINGS="name=value,…" adds PostgreSQL settings (e.g. auto_explain's) and
+// BENCH_PG_LOG_LINES=<n> prints the end of PostgreSQL's log (where auto_explain writes plans);
 // BENCH_PG_STATEMENTS=1 prints the statements by execution and planning time (pg_stat_statements),
 // INGEST_SAMPLE_WAITS=1 what the server's sessions wait on; each flow also prints the CPU the
 // server, PostgreSQL and this process's clients spent in it.
