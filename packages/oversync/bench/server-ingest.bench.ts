@@ -25,6 +25,7 @@ import {
   httpClient,
   PLAIN_USERS_SQL,
   postgresCpuMs,
+  postgresLogTail,
   resetStatements,
   startServerChild,
   topStatements,
@@ -241,8 +242,6 @@ await reportBench(process.env.X_BENCH_PACKAGE ?? 'oversync', [
   })),
   { name: 'ingest-load-average-1m', value: loadavg()[0]!, unit: 'load', baseline: null },
 ]);
-if (process.env.BENCH_PG_LOG_LINES) {
-  const node = pgCluster.primary as unknown as { logTail(lines: number): Promise<string> };
-  log(`postgres log:\n${await node.logTail(Number(process.env.BENCH_PG_LOG_LINES))}`);
-}
+const pgLog = await postgresLogTail(pgCluster);
+if (pgLog) log(`postgres log:\n${pgLog}`);
 await pgCluster.stop();

@@ -24,7 +24,10 @@ import {
   type Call,
   httpClient,
   PLAIN_USERS_SQL,
+  postgresLogTail,
+  resetStatements,
   startServerChild,
+  topStatements,
   usersInsert,
 } from './setup.js';
 
@@ -115,6 +118,7 @@ for (const n of SIZES) {
   await call('POST', '/sync/connect', { has_local_pending_rows: false });
   const rows = rowsFor(n, 'push');
   await server.reset();
+  await resetStatements(url);
   s = sideRequests(side);
   const t0 = performance.now();
   const created = await call('POST', '/sync/push-sessions', { source_bundle_id: 1, planned_row_count: n });
@@ -128,6 +132,8 @@ for (const n of SIZES) {
   const committed = await call('POST', `/sync/push-sessions/${created['push_id']}/commit`);
   const pushMs = performance.now() - t0;
   log(`${label}: chunks ${Math.round(tCommit - t0)} ms, commit ${Math.round(pushMs - (tCommit - t0))} ms`);
+  const top = await topStatements(url);
+  if (top) log(`${label}: statements by execution time:\n${top}`);
   let got = 0;
   for (let after: number | undefined; ; ) {
     const page = await call(
@@ -198,4 +204,6 @@ await reportBench(process.env.X_BENCH_PACKAGE ?? 'oversync', results);
 if (SCALE) process.stdout.write(`${JSON.stringify({ bench: 'server-large-push', results })}\n`);
 
 await plain.end();
+const pgLog = await postgresLogTail(pgCluster);
+if (pgLog) log(`postgres log:\n${pgLog}`);
 await pgCluster.stop();

@@ -198,3 +198,13 @@ export async function postgresCpuMs(): Promise<number> {
   }
   return ticks * 10; // USER_HZ = 100
 }
+
+/**
+ * With BENCH_PG_LOG_LINES=<n>: the last n lines of the primary's log (where auto_explain, enabled
+ * through BENCH_PG_SETTINGS, writes its plans); else undefined.
+ */
+export async function postgresLogTail(cluster: { primary: unknown }): Promise<string | undefined> {
+  const lines = Number(process.env.BENCH_PG_LOG_LINES ?? 0);
+  if (!(lines > 0)) return undefined;
+  return (cluster.primary as { logTail(lines: number): Promise<string> }).logTail(lines);
+}
