@@ -9,18 +9,25 @@
  * scope, the source state and the rows' row_state in one statement after the user lock. Anything
  * else (already committed, out of order, an initialization lease, an uninitialized or retired
  * scope or source) runs the session's three steps in order, which answer it with their rules and
- * errors; a failure after their create leaves the staged session to the next create of the same
- * source bundle (which replaces it) or to its expiry, as a client that stopped between requests would.
+ * errors (a session replaced by a concurrent push of the same bundle starts them again); a failure
+ * after their create leaves the staged session to the next create of the same source bundle (which
+ * replaces it) or to its expiry, as a client that stopped between requests would.
  */
-import type { PushBundleRequest, PushBundleResponse, PushSessionCreateRequest } from '../../shared/wire.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type {
+  PushBundleRequest,
+  PushBundleResponse,
+  PushSessionCreateRequest,
+  PushSessionCreateResponse,
+} from '../../shared/wire.js';
 import type { Actor } from '../actor.js';
-import { wireError } from '../errors.js';
+import { SyncServerError, wireError } from '../errors.js';
 import type { StatementBatch } from './batch.js';
 import type { OpOptions, ServiceContext } from './context.js';
 import { cachedPlanFunctionSql } from './db.js';
 import { uploadPushChunk, validateChunkRows } from './push-chunk.js';
 import { type CommitStart, commitBundle, commitPushSession } from './push-commit.js';
-import { createPushSession, EXPECTED_BUNDLE_CTES } from './push-session.js';
+import { createPushSession, deletePushSession, EXPECTED_BUNDLE_CTES } from './push-session.js';
 import { chunkMetaOf, type StagedChunk } from './push-staging.js';
 import { ROW_STATE_PROBE_SQL, type RowStateRow } from './push-version-check.js';
 import { keyHexOf, type StagedRowInput } from './rows.js';
@@ -52,21 +59,65 @@ export async function pushBundle(
     planned_row_count: staged.length,
   };
   if (req.initialization_id) create.initialization_id = req.initialization_id;
-  const created = await createPushSession(ctx, actor, create, opts);
-  if (created.status === 'already_committed') {
-    return {
-      status: 'already_committed',
-      bundle_seq: created.bundle_seq ?? 0,
-      source_id: created.source_id ?? actor.sourceId,
-      source_bundle_id: created.source_bundle_id ?? req.source_bundle_id,
-      row_count: created.row_count ?? 0,
-      bundle_hash: created.bundle_hash ?? '',
-    };
+  // A concurrent push of the same source bundle (a device's retry while its first request still
+  // runs) replaces the session staged here (push-session.ts): this one then answers
+  // push_session_not_found, and the push starts again after a short randomised pause (so that one
+  // of them gets through), where the create tells it the bundle was committed meanwhile or stages
+  // it anew. Bounded by MAX_REPLACED_ROUNDS.
+  for (let round = 1; ; round++) {
+    const created = await createOrReplay(ctx, actor, create, opts);
+    if (created.status === 'already_committed') {
+      return {
+        status: 'already_committed',
+        bundle_seq: created.bundle_seq ?? 0,
+        source_id: created.source_id ?? actor.sourceId,
+        source_bundle_id: created.source_bundle_id ?? req.source_bundle_id,
+        row_count: created.row_count ?? 0,
+        bundle_hash: created.bundle_hash ?? '',
+      };
+    }
+    const pushId = created.push_id!;
+    try {
+      await uploadPushChunk(ctx, actor, pushId, { start_row_ordinal: 0, rows: req.rows }, opts);
+      return { status: 'committed', ...(await commitPushSession(ctx, actor, pushId, opts)) };
+    } catch (e) {
+      const replaced = e instanceof SyncServerError && e.wireCode === 'push_session_not_found';
+      if (!replaced || round >= MAX_REPLACED_ROUNDS) throw e;
+      await sleep(Math.random() * 10 * round, undefined, opts.signal ? { signal: opts.signal } : undefined);
+    }
   }
-  const pushId = created.push_id!;
-  await uploadPushChunk(ctx, actor, pushId, { start_row_ordinal: 0, rows: req.rows }, opts);
-  return { status: 'committed', ...(await commitPushSession(ctx, actor, pushId, opts)) };
 }
+
+/**
+ * createPushSession, except that a create under an initialization lease refused because the scope
+ * is initialized now (`push_session_invalid`) asks again without the lease: when this source
+ * bundle is what initialized it (a concurrent send of the same push committed it), the answer is
+ * `already_committed`, as for any replay; otherwise the refusal stands.
+ */
+async function createOrReplay(
+  ctx: ServiceContext,
+  actor: Actor,
+  create: PushSessionCreateRequest,
+  opts: OpOptions,
+): Promise<PushSessionCreateResponse> {
+  try {
+    return await createPushSession(ctx, actor, create, opts);
+  } catch (e) {
+    if (!create.initialization_id || !(e instanceof SyncServerError) || e.wireCode !== 'push_session_invalid')
+      throw e;
+    const { initialization_id: _, ...plain } = create;
+    const replay = await createPushSession(ctx, actor, plain, opts).catch(() => undefined);
+    if (replay?.status !== 'already_committed') {
+      // a session staged by this probe is left to the next create of the bundle, or to its expiry
+      if (replay?.push_id) await deletePushSession(ctx, actor, replay.push_id, opts).catch(() => undefined);
+      throw e;
+    }
+    return replay;
+  }
+}
+
+/** Rounds of pushBundle's session path when its session is replaced by concurrent pushes. */
+const MAX_REPLACED_ROUNDS = 16;
 
 /**
  * What loadBundleStart reads, as SQL: `$1` the user id, `$2` the source id, `$3` the

@@ -184,6 +184,23 @@ describe('paths', () => {
     expect(await stored(d)).toEqual([]);
   });
 
+  test('the same bundle sent 8 times at once under an initialization lease (through sessions): committed once, every answer 200', async () => {
+    const d = new Device(fx.app, `init-${randomUUID()}`);
+    const lease = await d.connect(true);
+    const initializationId = lease.body['initialization_id'] as string;
+    const rows = [userRow(randomUUID(), 'a'), userRow(randomUUID(), 'b')];
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, () => pushOne(d, rows, { sbid: 1, initializationId })),
+    );
+    expect(
+      answers.map((a) => a.status),
+      JSON.stringify(answers.map((a) => a.body)),
+    ).toEqual(answers.map(() => 200));
+    expect(new Set(answers.map((a) => a.body['bundle_seq'])).size).toBe(1);
+    expect(answers.filter((a) => a.body['status'] === 'committed').length).toBe(1);
+    expect((await stored(d)).length).toBe(2);
+  });
+
   test('one device sending the same bundle 8 times at once: committed exactly once', async () => {
     const d = await emptyScopeDevice(fx.app);
     const rows = [userRow(randomUUID(), 'a'), userRow(randomUUID(), 'b')];
