@@ -231,6 +231,14 @@ export class WorkerConnection implements SqliteDb {
     this.#worker.on('error', () => {
       this.#open = false;
     });
+    // A worker that ends while a call is awaited (terminated, or killed by an error outside its
+    // own handling) never answers it: the wait is woken here, and that call then throws ("the
+    // worker gave no answer") instead of waiting for ever; later calls find the connection closed.
+    this.#worker.on('exit', () => {
+      this.#open = false;
+      Atomics.store(this.#flags, 1, 1);
+      Atomics.notify(this.#flags, 1);
+    });
   }
 
   /**
@@ -399,6 +407,16 @@ export class WorkerConnection implements SqliteDb {
   transaction(): never {
     throw new TypeError('the apply connection runs one transaction of TxRunner.sliced');
   }
+  /**
+   * Ends the worker at once, whatever it is running (its SQLite connection goes with it, and so
+   * does an open transaction of it, rolled back): an awaited call rejects, a later one finds the
+   * connection closed. For giving up on a worker that is stuck; `close()` is the orderly end.
+   */
+  async terminate(): Promise<void> {
+    this.#open = false;
+    await this.#worker.terminate();
+  }
+
   close(): void {
     if (!this.#open) return;
     this.#queued = [];

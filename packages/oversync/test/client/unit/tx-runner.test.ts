@@ -177,3 +177,31 @@ describe('TxRunner.sliced', () => {
     db.close();
   });
 });
+
+describe('WorkerConnection', () => {
+  it('a worker that ends while a call is awaited: the call rejects, its transaction is rolled back, nothing waits for ever', async () => {
+    const db = open('worker-exit.db');
+    db.exec(`INSERT INTO t(who) VALUES ('before')`);
+    const c = await WorkerConnection.open(db.name, { timeout: 5_000, pragmas: [] });
+    expect(c).toBeInstanceOf(WorkerConnection);
+    const w = c!;
+    w.exec('BEGIN IMMEDIATE');
+    w.exec(`INSERT INTO t(who) VALUES ('in the worker')`);
+    // a statement that runs for a while in the worker, awaited while the event loop turns (a
+    // terminate cannot cut a running SQLite statement: the thread ends when the statement does)
+    const slow = w.runAsync([
+      {
+        sql: `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 3000000) SELECT count(*) FROM c`,
+        args: [],
+      },
+    ]);
+    await w.terminate();
+    await expect(slow).rejects.toThrow(/no answer/);
+    expect(w.open).toBe(false);
+    expect(() => w.exec('SELECT 1')).toThrow(/not open/);
+    // the worker's connection went with it: its transaction rolled back, the lock is free
+    db.exec(`INSERT INTO t(who) VALUES ('after')`);
+    expect(db.prepare(`SELECT who FROM t ORDER BY id`).pluck().all()).toEqual(['before', 'after']);
+    db.close();
+  });
+});
