@@ -199,41 +199,30 @@ const session = await run('session');
 if (process.env.BENCH_LOG_SQL === '1' || process.env.BENCH_SLOW_SQL_MS) process.stderr.write(server.stderr);
 await server.exit();
 
+/** One flow's figures: rows/s, push latency and statements per bundle, beside the plain INSERT's. */
+const flowFigures = (prefix: string, flow: Awaited<ReturnType<typeof run>>) => [
+  {
+    name: `${prefix}-rows-per-s`,
+    value: flow.rowsPerS,
+    unit: 'rows/s',
+    baseline: { name: 'plain 10-row INSERT transactions', value: plainRows },
+  },
+  ...latencyPercentiles(`${prefix}-push`, flow.pushMs, {
+    name: (p) => `plain INSERT transaction p${p}`,
+    samples: plainMs,
+  }),
+  {
+    name: `${prefix}-sql-round-trips-per-bundle`,
+    value: flow.statementsPerBundle,
+    unit: 'statements',
+    baseline: { name: 'plain INSERT transaction', value: 3 },
+    lowerIsBetter: true,
+  },
+];
+
 await reportBench(process.env.X_BENCH_PACKAGE ?? 'oversync', [
-  {
-    name: 'ingest-rows-per-s',
-    value: single.rowsPerS,
-    unit: 'rows/s',
-    baseline: { name: 'plain 10-row INSERT transactions', value: plainRows },
-  },
-  ...latencyPercentiles('ingest-push', single.pushMs, {
-    name: (p) => `plain INSERT transaction p${p}`,
-    samples: plainMs,
-  }),
-  {
-    name: 'ingest-sql-round-trips-per-bundle',
-    value: single.statementsPerBundle,
-    unit: 'statements',
-    baseline: { name: 'plain INSERT transaction', value: 3 },
-    lowerIsBetter: true,
-  },
-  {
-    name: 'ingest-session-rows-per-s',
-    value: session.rowsPerS,
-    unit: 'rows/s',
-    baseline: { name: 'plain 10-row INSERT transactions', value: plainRows },
-  },
-  ...latencyPercentiles('ingest-session-push', session.pushMs, {
-    name: (p) => `plain INSERT transaction p${p}`,
-    samples: plainMs,
-  }),
-  {
-    name: 'ingest-session-sql-round-trips-per-bundle',
-    value: session.statementsPerBundle,
-    unit: 'statements',
-    baseline: { name: 'plain INSERT transaction', value: 3 },
-    lowerIsBetter: true,
-  },
+  ...flowFigures('ingest', single),
+  ...flowFigures('ingest-session', session),
   ...(['create', 'chunk', 'commit'] as const).map((request) => ({
     name: `ingest-sql-round-trips-${request}`,
     value: session.perRequest[request] ?? Number.NaN,
