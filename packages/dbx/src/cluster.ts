@@ -7,6 +7,7 @@ import {
   QUERY_OPTION_KEYS,
   readOptionsError,
   SESSION_OPTION_KEYS,
+  statementOptionsError,
   WAIT_FOR_PRIMARY_OPTION_KEYS,
 } from './internal/call-options.js';
 import { copyFrom, copyTo, stream } from './internal/copy-stream.js';
@@ -37,6 +38,7 @@ import type {
   QueryOptions,
   QueryResult,
   ReadOptions,
+  StatementOptions,
   Tx,
   TxHandle,
   TxOptions,
@@ -358,13 +360,14 @@ class ClusterImpl implements Cluster {
     params: readonly unknown[] | undefined,
     signal: AbortSignal | undefined,
     map: (res: pg.QueryResult | pg.QueryResult[]) => T,
+    name?: string,
   ): Promise<T> {
     const slow = (prior?: { error: unknown }) =>
       onWriter(
         this.#rt,
         method,
         signal,
-        (lease) => runStatement(this.#ctx, lease, method, sql, params, signal),
+        (lease) => runStatement(this.#ctx, lease, method, sql, params, signal, name),
         true,
         prior,
       ).then(map);
@@ -398,31 +401,39 @@ class ClusterImpl implements Cluster {
         if (!canRetryWrite(e) || this.options.retry.maxAttempts <= 1) return Promise.reject(e);
         return slow({ error: e });
       },
+      name,
     );
   }
 
   query<R = Record<string, unknown>>(
     sql: string,
     params?: readonly unknown[],
-    opts?: QueryOptions,
+    opts?: StatementOptions,
   ): Promise<QueryResult<R>> {
-    const bad = callOptionsError('query options', opts, QUERY_OPTION_KEYS);
+    const bad = statementOptionsError('query options', opts);
     if (bad !== null) return Promise.reject(bad);
-    return this.#write('query', sql, params, opts?.signal, toResult<R>);
+    return this.#write('query', sql, params, opts?.signal, toResult<R>, opts?.name);
   }
 
   queryRow<R = Record<string, unknown>>(
     sql: string,
     params?: readonly unknown[],
-    opts?: QueryOptions,
+    opts?: StatementOptions,
   ): Promise<R | undefined> {
     return firstRow(this.query<R>(sql, params, opts));
   }
 
-  exec(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<{ rowCount: number }> {
-    const bad = callOptionsError('exec options', opts, QUERY_OPTION_KEYS);
+  exec(sql: string, params?: readonly unknown[], opts?: StatementOptions): Promise<{ rowCount: number }> {
+    const bad = statementOptionsError('exec options', opts);
     if (bad !== null) return Promise.reject(bad);
-    return this.#write('exec', sql, params, opts?.signal, (r) => ({ rowCount: totalRowCount(r) }));
+    return this.#write(
+      'exec',
+      sql,
+      params,
+      opts?.signal,
+      (r) => ({ rowCount: totalRowCount(r) }),
+      opts?.name,
+    );
   }
 
   async connect(opts?: { signal?: AbortSignal }): Promise<pg.PoolClient> {

@@ -58,6 +58,7 @@ export type {
   QueryResult,
   ReadOptions,
   RoleChangeEvent,
+  StatementOptions,
   Tx,
   TxHandle,
   TxOptions,

@@ -5,7 +5,7 @@ import {
   checkEnumOption,
   ISOLATION_LEVELS,
   invalidCallOption,
-  QUERY_OPTION_KEYS,
+  statementOptionsError,
   TX_OPTION_KEYS,
 } from './internal/call-options.js';
 import {
@@ -17,7 +17,7 @@ import {
   totalRowCount,
 } from './internal/exec.js';
 import { anySignal } from './internal/util.js';
-import type { Querier, QueryOptions, QueryResult, Tx, TxOptions } from './types.js';
+import type { Querier, QueryResult, StatementOptions, Tx, TxOptions } from './types.js';
 
 /** The transaction of the enclosing runTx, for `currentQuerier()`. */
 export const txStorage = new AsyncLocalStorage<TxImpl>();
@@ -116,10 +116,11 @@ export class TxImpl implements Tx {
   async query<R = Record<string, unknown>>(
     sql: string,
     params?: readonly unknown[],
-    opts?: QueryOptions,
+    opts?: StatementOptions,
   ): Promise<QueryResult<R>> {
     this.#check();
-    checkCallOptions('query options', opts, QUERY_OPTION_KEYS);
+    const bad = statementOptionsError('query options', opts);
+    if (bad !== null) throw bad;
     return toResult<R>(
       await runStatement(
         this.#ctx,
@@ -128,6 +129,7 @@ export class TxImpl implements Tx {
         sql,
         params,
         anySignal(opts?.signal, this.#signal),
+        opts?.name,
       ),
     );
   }
@@ -135,14 +137,19 @@ export class TxImpl implements Tx {
   queryRow<R = Record<string, unknown>>(
     sql: string,
     params?: readonly unknown[],
-    opts?: QueryOptions,
+    opts?: StatementOptions,
   ): Promise<R | undefined> {
     return firstRow(this.query<R>(sql, params, opts));
   }
 
-  async exec(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<{ rowCount: number }> {
+  async exec(
+    sql: string,
+    params?: readonly unknown[],
+    opts?: StatementOptions,
+  ): Promise<{ rowCount: number }> {
     this.#check();
-    checkCallOptions('exec options', opts, QUERY_OPTION_KEYS);
+    const bad = statementOptionsError('exec options', opts);
+    if (bad !== null) throw bad;
     const res = await runStatement(
       this.#ctx,
       this.lease,
@@ -150,6 +157,7 @@ export class TxImpl implements Tx {
       sql,
       params,
       anySignal(opts?.signal, this.#signal),
+      opts?.name,
     );
     return { rowCount: totalRowCount(res) };
   }

@@ -16,22 +16,34 @@ export interface QueryOptions {
   signal?: AbortSignal;
 }
 
+/** Per-call options of `query` / `queryRow` / `exec` (on a cluster's writer or a transaction). */
+export interface StatementOptions extends QueryOptions {
+  /**
+   * Runs the statement as a named prepared statement (node-postgres's `name`): parsed and planned
+   * once per connection, then only bound and executed, which saves PostgreSQL the planning of a
+   * statement sent over and over. One name must always carry the same SQL text (node-postgres
+   * refuses another, DBX_QUERY_FAILED); keep the number of names bounded, each holds a plan on
+   * every connection that ran it. A single statement only.
+   */
+  name?: string;
+}
+
 /** What runs statements: a {@link Cluster} (on the writer) or a {@link Tx}. */
 export interface Querier {
   /** Runs a statement and resolves with its rows; `params` are bound as `$1`, `$2`, ... */
   query<R = Record<string, unknown>>(
     sql: string,
     params?: readonly unknown[],
-    opts?: QueryOptions,
+    opts?: StatementOptions,
   ): Promise<QueryResult<R>>;
   /** Runs a statement and resolves with its first row, or undefined when it returned none. */
   queryRow<R = Record<string, unknown>>(
     sql: string,
     params?: readonly unknown[],
-    opts?: QueryOptions,
+    opts?: StatementOptions,
   ): Promise<R | undefined>;
   /** Runs a statement (or several, without `params`) for its effect: the rows affected, summed. */
-  exec(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<{ rowCount: number }>;
+  exec(sql: string, params?: readonly unknown[], opts?: StatementOptions): Promise<{ rowCount: number }>;
 }
 
 /** A transaction's isolation level, as PostgreSQL names it. */

@@ -3,6 +3,7 @@ import type { IsolationLevel, NodeClass } from '../types.js';
 
 /** The keys each per-call options object may have; any other is refused, as in the cluster options. */
 export const QUERY_OPTION_KEYS: ReadonlySet<string> = new Set(['signal']);
+export const STATEMENT_OPTION_KEYS: ReadonlySet<string> = new Set(['signal', 'name']);
 export const READ_OPTION_KEYS: ReadonlySet<string> = new Set(['signal', 'node', 'token', 'maxLagMs']);
 export const STREAM_OPTION_KEYS: ReadonlySet<string> = new Set(['signal', 'batchSize']);
 export const TX_OPTION_KEYS: ReadonlySet<string> = new Set([
@@ -81,5 +82,15 @@ export function readOptionsError(opts: unknown): DbxError | null {
   ) {
     return invalidCallOption(what, 'maxLagMs', 'expected a non-negative number or null');
   }
+  return null;
+}
+
+/** `query` / `exec` options: known keys only, `name` a non-empty string. */
+export function statementOptionsError(what: string, opts: unknown): DbxError | null {
+  const bad = callOptionsError(what, opts, STATEMENT_OPTION_KEYS);
+  if (bad !== null) return bad;
+  const name = (opts as { name?: unknown } | undefined | null)?.name;
+  if (name !== undefined && (typeof name !== 'string' || name.length === 0))
+    return invalidCallOption(what, 'name', 'expected a non-empty string');
   return null;
 }

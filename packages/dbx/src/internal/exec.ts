@@ -142,7 +142,12 @@ export function statementDone(
   }
 }
 
-function queryConfig(sql: string, params: readonly unknown[] | undefined): string | pg.QueryConfig {
+function queryConfig(
+  sql: string,
+  params: readonly unknown[] | undefined,
+  name: string | undefined,
+): string | pg.QueryConfig {
+  if (name !== undefined) return { name, text: sql, values: (params ?? []) as unknown[] };
   return params === undefined || params.length === 0 ? sql : { text: sql, values: params as unknown[] };
 }
 
@@ -165,6 +170,8 @@ export async function runStatement(
   sql: string,
   params: readonly unknown[] | undefined,
   signal: AbortSignal | undefined,
+  /** A named prepared statement (StatementOptions.name). */
+  name?: string,
 ): Promise<Results> {
   const { node, client } = lease;
   if (signal?.aborted) throw cancelledError(signal);
@@ -188,7 +195,7 @@ export async function runStatement(
   signal?.addEventListener('abort', onAbort, { once: true });
   let res: Results;
   try {
-    res = (await client.query(queryConfig(sql, params))) as Results;
+    res = (await client.query(queryConfig(sql, params, name))) as Results;
   } catch (e) {
     const err = statementFailed(ctx, lease, method, sql, started, e);
     if (signal?.aborted) throw cancelledError(signal, err);
@@ -225,6 +232,7 @@ export function runOnce<T>(
   hooks: OnceHooks,
   map: (res: Results) => T,
   onFail: (e: unknown) => Promise<T>,
+  name?: string,
 ): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     node.pool.connect((err, client, done) => {
@@ -236,7 +244,7 @@ export function runOnce<T>(
       const lease: Lease = { node, client, discard: false };
       const started = performance.now();
       node.queries++;
-      client.query(queryConfig(sql, params), (e: Error | null, res: Results) => {
+      client.query(queryConfig(sql, params, name), (e: Error | null, res: Results) => {
         if (e) {
           const wrapped = statementFailed(ctx, lease, method, sql, started, e);
           done(lease.discard || hooks.isBroken(client) ? true : undefined);

@@ -614,4 +614,35 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
     });
     await h.rollback();
   });
+
+  it('a named statement is prepared once on its connection and then reused; a name is checked', async () => {
+    const sql = 'select $1::int + 1 as v';
+    const prepared = await cluster.runTx(async (tx) => {
+      for (const v of [1, 2, 3]) {
+        expect(await tx.queryRow<{ v: number }>(sql, [v], { name: 'dbx_named_add' })).toEqual({ v: v + 1 });
+      }
+      return tx.query<{ statement: string }>(
+        "select statement from pg_prepared_statements where name = 'dbx_named_add'",
+      );
+    });
+    // Prepared on the server (an unnamed statement leaves nothing there), once, with its text.
+    expect(prepared.rows).toEqual([{ statement: sql }]);
+    // On the writer outside a transaction too, and with exec.
+    expect(await cluster.queryRow<{ v: number }>(sql, [41], { name: 'dbx_named_add' })).toEqual({ v: 42 });
+    expect(await cluster.exec('select $1::int', [1], { name: 'dbx_named_one' })).toEqual({ rowCount: 1 });
+    await expect(cluster.query(sql, [1], { name: '' })).rejects.toMatchObject({
+      code: 'DBX_INVALID_OPTIONS',
+      message: expect.stringContaining('name: expected a non-empty string'),
+    });
+    await expect(cluster.runTx((tx) => tx.query(sql, [1], { name: 7 } as never))).rejects.toMatchObject({
+      code: 'DBX_INVALID_OPTIONS',
+    });
+    // One name, another text: refused by node-postgres on a connection that prepared the first.
+    await expect(
+      cluster.runTx(async (tx) => {
+        await tx.query(sql, [1], { name: 'dbx_named_twice' });
+        await tx.query('select $1::int - 1 as v', [1], { name: 'dbx_named_twice' });
+      }),
+    ).rejects.toMatchObject({ message: expect.stringContaining('dbx_named_twice') });
+  });
 });

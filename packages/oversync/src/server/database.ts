@@ -8,11 +8,15 @@ export interface SyncQueryResult<R> {
 }
 /** What runs a statement: the cluster itself, or the transaction handle `runTx` passes. */
 export interface SyncQuerier {
-  /** Runs one parameterized statement (`$1`, `$2`, ...) and resolves to its rows. */
+  /**
+   * Runs one parameterized statement (`$1`, `$2`, ...) and resolves to its rows. `opts.name`
+   * marks a statement sent over and over, to run as a named prepared statement (an `@x/dbx`
+   * cluster's and node-postgres's `name`: planned once per connection); a querier may ignore it.
+   */
   query<R = Record<string, unknown>>(
     sql: string,
     params?: readonly unknown[],
-    opts?: { signal?: AbortSignal },
+    opts?: { signal?: AbortSignal; name?: string },
   ): Promise<SyncQueryResult<R>>;
 }
 /** How `runTx` runs its transaction: isolation, read-only, abort signal, attempts on serialization failures and deadlocks. */

@@ -113,15 +113,16 @@ export class StatementBatch implements SyncQuerier {
     this.#queued.push({ sql, params });
   }
 
+  /** `opts.name` (a prepared statement) applies when nothing is queued (else the batch is text). */
   query<R = Record<string, unknown>>(
     sql: string,
     params?: readonly unknown[],
-    opts?: { signal?: AbortSignal },
+    opts?: { signal?: AbortSignal; name?: string },
   ): Promise<SyncQueryResult<R>> {
     if (this.#queued.length === 0) return this.#q.query<R>(sql, params, opts);
     const stmts = [...this.#queued, { sql, params }];
     this.#queued = [];
-    return runStatements<R>(this.#q, stmts, opts);
+    return runStatements<R>(this.#q, stmts, opts?.signal ? { signal: opts.signal } : undefined);
   }
 
   /** Runs what is still queued. */

@@ -10,7 +10,7 @@ import { quoteLiteral } from './db.js';
 import { PUSH_BUNDLE_START_FN_SQL } from './push-bundle.js';
 import { PUSH_CHUNK_AT_ONCE_FN_SQL } from './push-chunk.js';
 import { PUSH_COMMIT_START_FN_SQL } from './push-commit.js';
-import { DIRECT_BUNDLE_BEGIN_FN_SQL } from './push-direct-bundle.js';
+import { BUNDLE_LOG_FINISH_FN_SQL, DIRECT_BUNDLE_BEGIN_FN_SQL } from './push-direct-bundle.js';
 import { PUSH_CREATE_AT_ONCE_FN_SQL } from './push-session.js';
 import { PUSH_STORAGE_SQL } from './push-sql.js';
 import {
@@ -28,6 +28,7 @@ import {
   TRIGGER_FUNCTIONS_SQL,
 } from './schema-sql.js';
 import { SNAPSHOT_STORAGE_SQL } from './snapshot-sql.js';
+import { SOURCE_ACTIVATE_FN_SQL } from './state.js';
 
 import {
   applyDependencyOverrides,
@@ -205,6 +206,8 @@ export async function bootstrapTopology(
         await tx.query(PUSH_CREATE_AT_ONCE_FN_SQL);
         await tx.query(PUSH_CHUNK_AT_ONCE_FN_SQL);
         await tx.query(PUSH_COMMIT_START_FN_SQL);
+        await tx.query(BUNDLE_LOG_FINISH_FN_SQL);
+        await tx.query(SOURCE_ACTIVATE_FN_SQL);
         await installTriggers(tx, tables, backend);
         return { tables, byName, byId: new Map(tables.map((t) => [t.tableId, t])), discovered };
       },

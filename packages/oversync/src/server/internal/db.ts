@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 /** Quotes an SQL identifier (names come from the registered set, never from a request). */
 export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
@@ -23,6 +24,27 @@ BEGIN
   RETURN QUERY ${sql};
 END
 $fn$`;
+}
+
+const preparedNames = new Map<string, string>();
+/** At most this many statement texts get a prepared-statement name (each holds a plan per connection). */
+export const MAX_PREPARED_STATEMENTS = 256;
+
+/**
+ * The query options under which the hot statement `sql` runs as a named prepared statement
+ * (SyncQuerier's `name`), so PostgreSQL plans it once per connection: for the statements built at run time (a
+ * push's business INSERT, one text per table and column set), which cannot be a cached-plan
+ * function. Derived from the text (one name, one text, as node-postgres requires); undefined once
+ * MAX_PREPARED_STATEMENTS texts have a name (the statement is then planned per call, as before).
+ */
+export function prepared(sql: string): { name: string } | undefined {
+  let name = preparedNames.get(sql);
+  if (name === undefined) {
+    if (preparedNames.size >= MAX_PREPARED_STATEMENTS) return undefined;
+    name = `oversync_${createHash('sha256').update(sql).digest('hex').slice(0, 24)}`;
+    preparedNames.set(sql, name);
+  }
+  return { name };
 }
 
 /** The server fields of a PostgreSQL error (node-postgres `DatabaseError`) found in a cause chain. */

@@ -6,7 +6,7 @@ import { computeBundleHash, type HashableBundleRow } from '../../shared/bundle-h
 import type { StatementBatch } from './batch.js';
 import { notifyBundleLater, PAYLOAD_PRESENT } from './capture.js';
 import type { ServiceContext } from './context.js';
-import { cachedPlanFunctionSql, quoteIdent } from './db.js';
+import { cachedPlanFunctionSql, prepared, quoteIdent } from './db.js';
 import { DIRECT_ALIAS, type DirectInsertPlan, MAX_INSERT_BATCH } from './push-direct-insert.js';
 import type { ApplyRow } from './push-staging.js';
 import { OP_INSERT } from './schema-sql.js';
@@ -63,6 +63,31 @@ export const DIRECT_BUNDLE_BEGIN_FN_SQL = cachedPlanFunctionSql(
      SELECT (SELECT bundle_seq::text FROM log) AS seq, ok FROM bc_set`,
 );
 
+const DIRECT_BUNDLE_BEGIN_CALL = 'SELECT * FROM sync.direct_bundle_begin($1, $2, $3, $4, $5)';
+/** commitDirectBundle's first statement when the caller has set the bundle context. */
+const DIRECT_BUNDLE_BEGIN_SQL = `WITH seq AS (
+     UPDATE sync.user_state SET next_bundle_seq = next_bundle_seq + 1 WHERE user_pk = $1
+     RETURNING next_bundle_seq - 1 AS seq)
+   INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id, row_count, byte_count, bundle_hash)
+   SELECT $1, seq, $2, $3, 0, 0, '\\x' FROM seq
+   RETURNING bundle_seq::text AS seq, TRUE AS ok`;
+
+/**
+ * The log row's count, size and hash once the rows are written, as the function
+ * `sync.bundle_log_finish` (planned once per connection): `$1` user_pk, `$2` bundle_seq, `$3` /
+ * `$4` row and byte count, `$5` the hash as hex.
+ */
+export const BUNDLE_LOG_FINISH_FN_SQL = cachedPlanFunctionSql(
+  'bundle_log_finish',
+  'BIGINT, BIGINT, BIGINT, BIGINT, TEXT',
+  'updated BIGINT',
+  `WITH u AS (
+     UPDATE sync.bundle_log SET row_count = $3, byte_count = $4, bundle_hash = decode($5, 'hex')
+      WHERE user_pk = $1 AND bundle_seq = $2
+     RETURNING 1)
+   SELECT count(*) FROM u`,
+);
+
 export async function commitDirectBundle(
   tx: StatementBatch,
   ctx: ServiceContext,
@@ -79,18 +104,13 @@ export async function commitDirectBundle(
   // FK to bundle_log still check it per row. With `bundleContext`, its GUCs are checked and set in
   // that statement too (nothing there reads them; the INSERTs below do), and a conflicting context
   // writes nothing.
+  const beginSql = bundleContext ? DIRECT_BUNDLE_BEGIN_CALL : DIRECT_BUNDLE_BEGIN_SQL;
   const log = await tx.query<{ seq: string | null; ok: boolean }>(
-    bundleContext
-      ? 'SELECT * FROM sync.direct_bundle_begin($1, $2, $3, $4, $5)'
-      : `WITH seq AS (
-           UPDATE sync.user_state SET next_bundle_seq = next_bundle_seq + 1 WHERE user_pk = $1
-           RETURNING next_bundle_seq - 1 AS seq)
-         INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id, row_count, byte_count, bundle_hash)
-         SELECT $1, seq, $2, $3, 0, 0, '\\x' FROM seq
-         RETURNING bundle_seq::text AS seq, TRUE AS ok`,
+    beginSql,
     bundleContext
       ? [userPk, source.sourceId, source.sourceBundleId, ...bundleContextParams(bundleContext)]
       : [userPk, source.sourceId, source.sourceBundleId],
+    prepared(beginSql),
   );
   if (!log.rows[0]!.ok) throw bundleContextConflict();
   const bundleSeq = Number(log.rows[0]!.seq);
@@ -105,8 +125,7 @@ export async function commitDirectBundle(
     const colList = r.cols.map(quoteIdent);
     const payloads: string[] = [];
     for (let k = i; k < j; k++) payloads.push(rows[k]!.payload);
-    const res = await tx.query<{ n: string; key: string; doc: string }>(
-      `WITH ins AS (
+    const insertSql = `WITH ins AS (
          INSERT INTO ${r.info.qualified} AS ${DIRECT_ALIAS} (_sync_scope_id, ${colList.join(', ')})
          SELECT $1, ${colList.map((c) => `p.${c}`).join(', ')}
            FROM jsonb_populate_recordset(NULL::${r.info.qualified}, $2::jsonb) AS p
@@ -118,8 +137,13 @@ export async function commitDirectBundle(
        written_state AS (
          INSERT INTO sync.row_state (user_pk, table_id, key_bytes, bundle_seq, deleted)
          SELECT $3, $6, r.key_bytes, $4, FALSE FROM r)
-       SELECT n, key, doc FROM r`,
+       SELECT n, key, doc FROM r`;
+    // A prepared statement: planned once per connection, not for every push (its text depends on
+    // the table and the column set only).
+    const res = await tx.query<{ n: string; key: string; doc: string }>(
+      insertSql,
       [userId, `[${payloads.join(',')}]`, userPk, bundleSeq, texts.length, r.info.tableId],
+      prepared(insertSql),
     );
     if (res.rows.length !== j - i) throw new Error(`INSERT returned ${res.rows.length} of ${j - i} rows`);
     // A CTE scan returns rows in the CTE's order; the ordinals make that checked, not assumed.
@@ -142,11 +166,13 @@ export async function commitDirectBundle(
   const hash = computeBundleHash(hashRows, texts);
   // Sent with the caller's next statement; that nothing went through the capture stage is
   // checked after the apply (`direct`: activateSourceAndRetain's checkNoCaptureStage).
-  tx.later(
-    `UPDATE sync.bundle_log SET row_count = $3, byte_count = $4, bundle_hash = decode($5, 'hex')
-      WHERE user_pk = $1 AND bundle_seq = $2`,
-    [userPk, bundleSeq, texts.length, hash.byteCount, hash.hex],
-  );
+  tx.later('SELECT FROM sync.bundle_log_finish($1, $2, $3, $4, $5)', [
+    userPk,
+    bundleSeq,
+    texts.length,
+    hash.byteCount,
+    hash.hex,
+  ]);
   notifyBundleLater(tx, ctx.notifyChannel, userPk, bundleSeq, source);
   return { bundleSeq, rowCount: texts.length, hash: hash.hex, direct: true };
 }

@@ -5,6 +5,7 @@ import type { SyncQuerier } from '../database.js';
 import { SyncServerError, wireError } from '../errors.js';
 import type { SyncLimits } from '../options.js';
 import type { StatementBatch } from './batch.js';
+import { cachedPlanFunctionSql } from './db.js';
 import {
   DIRECT_INSERT_TABLES_GUC,
   SCOPE_INITIALIZED,
@@ -271,18 +272,10 @@ export async function activateSourceAndRetain(
   /** A direct push bundle: checks that nothing of this transaction went through the capture stage. */
   checkNoCaptureStage?: boolean,
 ): Promise<void> {
-  const r = await tx.query<RetentionRow & { staged?: boolean }>(
-    `WITH src AS (
-       INSERT INTO sync.source_state (user_pk, source_id, state, max_committed_source_bundle_id)
-       VALUES ($1, $2, 'active', $3)
-       ON CONFLICT (user_pk, source_id) DO UPDATE SET state = 'active',
-         max_committed_source_bundle_id = EXCLUDED.max_committed_source_bundle_id,
-         replaced_by_source_id = '', retirement_reason = ''
-     )${deletePushId === undefined ? '' : ', del AS (DELETE FROM sync.push_sessions WHERE push_id = $4)'}
-     ${checkNoCaptureStage ? RETENTION_SELECT.replace(' FROM ', `, EXISTS (SELECT 1 FROM sync.bundle_capture_stage WHERE txid = txid_current() AND user_pk = $1) AS staged FROM `) : RETENTION_SELECT}`,
-    deletePushId === undefined
-      ? [userPk, sourceId, sourceBundleId]
-      : [userPk, sourceId, sourceBundleId, deletePushId],
+  // sync.source_activate (SOURCE_ACTIVATE_FN_SQL): planned once per connection, not per push.
+  const r = await tx.query<RetentionRow & { staged: boolean | null }>(
+    'SELECT * FROM sync.source_activate($1, $2, $3, $4, $5)',
+    [userPk, sourceId, sourceBundleId, deletePushId ?? null, checkNoCaptureStage === true],
   );
   // Guaranteed by directBundleEligible; checked because a miss would silently drop captured rows.
   if (checkNoCaptureStage && r.rows[0]?.staged !== false)
@@ -294,6 +287,30 @@ interface RetentionRow {
   latest: string;
   floor: string;
 }
+
+/**
+ * What a committed push (or server write) does to its source and the user's retention, as the
+ * function `sync.source_activate` (db.ts#cachedPlanFunctionSql; sent as text it was planned on
+ * every commit): the source state upserted active at `$3`, the push session `$4` (NULL: none)
+ * deleted, and the user's latest bundle_seq and retained floor read; with `$5`, whether this
+ * transaction staged captured rows of the user (NULL without).
+ */
+export const SOURCE_ACTIVATE_FN_SQL = cachedPlanFunctionSql(
+  'source_activate',
+  'BIGINT, TEXT, BIGINT, UUID, BOOL',
+  'latest TEXT, floor TEXT, staged BOOL',
+  `WITH src AS (
+     INSERT INTO sync.source_state (user_pk, source_id, state, max_committed_source_bundle_id)
+     VALUES ($1, $2, 'active', $3)
+     ON CONFLICT (user_pk, source_id) DO UPDATE SET state = 'active',
+       max_committed_source_bundle_id = EXCLUDED.max_committed_source_bundle_id,
+       replaced_by_source_id = '', retirement_reason = ''),
+   del AS (DELETE FROM sync.push_sessions WHERE push_id = $4)
+   SELECT (next_bundle_seq - 1)::text, retained_bundle_floor::text,
+          CASE WHEN $5 THEN EXISTS (SELECT 1 FROM sync.bundle_capture_stage
+                                     WHERE txid = txid_current() AND user_pk = $1) END
+     FROM sync.user_state WHERE user_pk = $1`,
+);
 const RETENTION_SELECT =
   'SELECT (next_bundle_seq - 1)::text AS latest, retained_bundle_floor::text AS floor FROM sync.user_state WHERE user_pk = $1';
 
