@@ -1,4 +1,4 @@
-import { tracingChannel } from 'node:diagnostics_channel';
+import { type TracingChannel, tracingChannel } from 'node:diagnostics_channel';
 import { sleep } from '@x/core';
 import type {
   Bundle,
@@ -174,6 +174,16 @@ export interface SyncService {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
+const traces = new Map<string, TracingChannel<string, { operation: string }>>();
+/** The tracing channel `x:oversync:<operation>`, made once per operation (not per call). */
+function traceOf(operation: string): TracingChannel<string, { operation: string }> {
+  let t = traces.get(operation);
+  if (t === undefined) {
+    t = tracingChannel<string, { operation: string }>(`x:oversync:${operation}`);
+    traces.set(operation, t);
+  }
+  return t;
+}
 export class SyncServiceImpl implements SyncService {
   readonly options: ResolvedSyncServiceOptions;
   #lifecycle: Lifecycle = 'running';
@@ -281,10 +291,7 @@ export class SyncServiceImpl implements SyncService {
       ? AbortSignal.any([opts.signal, this.#abortAll.signal])
       : this.#abortAll.signal;
     try {
-      return await tracingChannel<string, { operation: string }>(`x:oversync:${name}`).tracePromise(
-        () => fn(ctx, signal),
-        { operation: name },
-      );
+      return await traceOf(name).tracePromise(() => fn(ctx, signal), { operation: name });
     } catch (e) {
       // A statement cut by the request statement timeout (see boundedTx), not by our own abort.
       if (!signal.aborted && sqlErrorOf(e)?.code === QUERY_CANCELED) {

@@ -26,12 +26,20 @@ import type { StatementBatch } from './batch.js';
 import type { OpOptions, ServiceContext } from './context.js';
 import { cachedPlanFunctionSql } from './db.js';
 import { uploadPushChunk, validateChunkRows } from './push-chunk.js';
-import { type CommitStart, commitBundle, commitPushSession } from './push-commit.js';
+import { type CommitStart, commitBundle, commitPushSession, pushBundleContext } from './push-commit.js';
+import { directBeginCtes, directInsertable } from './push-direct-bundle.js';
 import { createPushSession, deletePushSession, EXPECTED_BUNDLE_CTES } from './push-session.js';
 import { chunkMetaOf, type StagedChunk } from './push-staging.js';
 import { ROW_STATE_PROBE_SQL, type RowStateRow } from './push-version-check.js';
 import { keyHexOf, type StagedRowInput } from './rows.js';
-import { lockUserLater, type SourceRow, sourceStateOf } from './state.js';
+import {
+  type BundleContext,
+  bundleContextCtes,
+  bundleContextParams,
+  lockUserLater,
+  type SourceRow,
+  sourceStateOf,
+} from './state.js';
 
 export async function pushBundle(
   ctx: ServiceContext,
@@ -49,8 +57,20 @@ export async function pushBundle(
       payloads: staged.map((r) => r.payloadApply ?? '').join('\n'),
     };
     const limits = ctx.options.limits;
-    const committed = await commitBundle(ctx, actor, opts, (tx) =>
-      loadBundleStart(tx, actor, req.source_bundle_id, staged, chunk, limits.uploadLockTimeoutMs),
+    const committed = await commitBundle(ctx, actor, opts, (tx, careful, plan) =>
+      loadBundleStart(
+        tx,
+        actor,
+        req.source_bundle_id,
+        staged,
+        chunk,
+        limits.uploadLockTimeoutMs,
+        // The context runCommit sets for this push (no lease: no initialization id; the user_pk is
+        // filled in by the statement).
+        !careful && staged.every((r) => directInsertable(r.opCode, r.info.tableId, plan))
+          ? pushBundleContext(actor.userId, '', actor.sourceId, req.source_bundle_id, '', plan)
+          : undefined,
+      ),
     );
     if (committed) return { status: 'committed', ...committed };
   }
@@ -121,21 +141,32 @@ const MAX_REPLACED_ROUNDS = 16;
 
 /**
  * What loadBundleStart reads, as SQL: `$1` the user id, `$2` the source id, `$3` the
- * source_bundle_id, `$4` / `$5` the rows' table ids / key_bytes as hex, comma-joined.
+ * source_bundle_id, `$4` / `$5` the rows' table ids / key_bytes as hex, comma-joined. With `$6`
+ * (every row an INSERT the direct plan covers) and no row_state for any key (every row fresh),
+ * it also starts the direct commit as sync.direct_bundle_begin does: the bundle context `$7` /
+ * `$8` (its user_pk value taken from the user row) checked and set, the bundle_seq allocated and
+ * the log row written, answered as a row `b`.
  */
 const BUNDLE_START_SQL = `${EXPECTED_BUNDLE_CTES},
      src AS (
        SELECT st.state, st.max_committed_source_bundle_id, st.replaced_by_source_id
          FROM ok, sync.source_state st WHERE st.user_pk = ok.user_pk AND st.source_id = $2
-          FOR UPDATE OF st)
+          FOR UPDATE OF st),
+     rs AS (
+       SELECT st.table_id, st.key_bytes, st.bundle_seq, st.deleted
+         FROM ok, unnest(string_to_array($4, ',')::int4[], string_to_array($5, ',')) AS x(table_id, key_hex),
+              LATERAL (${ROW_STATE_PROBE_SQL('ok.user_pk', 'x.table_id', "decode(x.key_hex, 'hex')")}) st),
+     go AS (SELECT user_pk FROM ok WHERE $6 AND NOT EXISTS (SELECT 1 FROM rs)),
+     ${bundleContextCtes('$7', '$8', 'go')},
+     ${directBeginCtes('(SELECT user_pk FROM go)', '$2', '$3')}
      SELECT 'u' AS k, user_pk::text, NULL::text AS state, NULL::text AS max, NULL::text AS replaced_by_source_id,
             NULL::int4 AS table_id, NULL::bytea AS key_bytes, NULL::text AS bundle_seq, NULL::bool AS deleted FROM ok
      UNION ALL
      SELECT 's', NULL, state, max_committed_source_bundle_id::text, replaced_by_source_id, NULL, NULL, NULL, NULL FROM src
      UNION ALL
-     SELECT 'r', NULL, NULL, NULL, NULL, st.table_id, st.key_bytes, st.bundle_seq::text, st.deleted
-       FROM ok, unnest(string_to_array($4, ',')::int4[], string_to_array($5, ',')) AS x(table_id, key_hex),
-            LATERAL (${ROW_STATE_PROBE_SQL('ok.user_pk', 'x.table_id', "decode(x.key_hex, 'hex')")}) st`;
+     SELECT 'r', NULL, NULL, NULL, NULL, table_id, key_bytes, bundle_seq::text, deleted FROM rs
+     UNION ALL
+     SELECT 'b', NULL, NULL, NULL, NULL, NULL, NULL, bundle_seq::text, NULL FROM log`;
 
 /**
  * BUNDLE_START_SQL as the function `sync.push_bundle_start` (db.ts#cachedPlanFunctionSql): sent
@@ -144,7 +175,7 @@ const BUNDLE_START_SQL = `${EXPECTED_BUNDLE_CTES},
  */
 export const PUSH_BUNDLE_START_FN_SQL = cachedPlanFunctionSql(
   'push_bundle_start',
-  'TEXT, TEXT, BIGINT, TEXT, TEXT',
+  'TEXT, TEXT, BIGINT, TEXT, TEXT, BOOL, TEXT[], TEXT[]',
   'k TEXT, user_pk TEXT, state TEXT, max TEXT, replaced_by_source_id TEXT, table_id INT4, key_bytes BYTEA, bundle_seq TEXT, deleted BOOL',
   BUNDLE_START_SQL,
 );
@@ -162,10 +193,13 @@ async function loadBundleStart(
   staged: readonly StagedRowInput[],
   chunk: StagedChunk,
   lockTimeoutMs: number,
+  /** Every row an INSERT the direct plan covers: the bundle context its commit sets (user_pk from the row). */
+  direct: BundleContext | undefined,
 ): Promise<CommitStart | undefined> {
   lockUserLater(tx, actor.userId, lockTimeoutMs);
-  const r = await tx.query<{ k: 'u' | 's' | 'r'; user_pk: string | null } & SourceRow & RowStateRow>(
-    'SELECT * FROM sync.push_bundle_start($1, $2, $3, $4, $5)',
+  const [names, values] = direct ? bundleContextParams(direct) : [[], []];
+  const r = await tx.query<{ k: 'u' | 's' | 'r' | 'b'; user_pk: string | null } & SourceRow & RowStateRow>(
+    'SELECT * FROM sync.push_bundle_start($1, $2, $3, $4, $5, $6, $7, $8)',
     [
       actor.userId,
       actor.sourceId,
@@ -173,14 +207,19 @@ async function loadBundleStart(
       // comma-joined (hex and ids never contain one), as push-version-check.ts sends them
       staged.map((s) => s.info.tableId).join(','),
       staged.map((s) => keyHexOf(s.info, s.keyString)).join(','),
+      direct !== undefined,
+      names,
+      values,
     ],
   );
   let userPk: string | undefined;
   let source: SourceRow | undefined;
+  let directSeq: number | undefined;
   const states: RowStateRow[] = [];
   for (const x of r.rows) {
     if (x.k === 'u') userPk = x.user_pk!;
     else if (x.k === 's') source = x;
+    else if (x.k === 'b') directSeq = Number(x.bundle_seq);
     else states.push(x);
   }
   if (userPk === undefined) return undefined;
@@ -198,5 +237,6 @@ async function loadBundleStart(
       expired: false,
     },
     together: { chunks: [chunk], source: sourceStateOf(source), states },
+    directSeq,
   };
 }

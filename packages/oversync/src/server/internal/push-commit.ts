@@ -51,6 +51,12 @@ export interface CommitStart {
         states: RowStateRow[] | undefined;
       }
     | undefined;
+  /**
+   * The bundle_seq the loader already allocated, its log row written and the bundle context set
+   * (sync.push_bundle_start, when `direct` was asked and every row is fresh): the commit goes the
+   * direct way (push-direct-bundle.ts) with it.
+   */
+  directSeq?: number | undefined;
 }
 
 /**
@@ -172,9 +178,15 @@ export async function commitPushSession(
 /**
  * What a commit starts from, read in its transaction (after `SET CONSTRAINTS ALL DEFERRED` was
  * queued on `tx`); undefined when this commit cannot go on (nothing written then: the transaction
- * ends and the commit answers undefined). `careful` on the second run after a data refusal.
+ * ends and the commit answers undefined). `careful` on the second run after a data refusal. `plan`
+ * lets a loader start the direct commit itself (CommitStart.directSeq) when it can tell its rows
+ * all go that way.
  */
-export type CommitLoader = (tx: StatementBatch, careful: boolean) => Promise<CommitStart | undefined>;
+export type CommitLoader = (
+  tx: StatementBatch,
+  careful: boolean,
+  plan: DirectInsertPlan,
+) => Promise<CommitStart | undefined>;
 
 /**
  * Commits the bundle `load` reads, in one transaction. When the database refuses the bundle's
@@ -195,6 +207,18 @@ export async function commitBundle(
     if (!dataRefusalOf(e)) throw e;
     return await runCommit(ctx, actor, load, opts, true);
   }
+}
+
+/** The bundle context a push commit sets (what sync.push_bundle_start sets when it starts one). */
+export function pushBundleContext(
+  userId: string,
+  userPk: string,
+  sourceId: string,
+  sourceBundleId: number,
+  initializationId: string,
+  plan: DirectInsertPlan,
+): BundleContext {
+  return { userId, userPk, sourceId, sourceBundleId, initializationId, directInsertTableIds: plan.tableIds };
 }
 
 const APPLY_SAVEPOINT = 'oversync_apply';
@@ -226,11 +250,11 @@ async function runCommit(
       // A large bundle of fresh INSERTs is committed in pages (push-commit-stream.ts): its chunks
       // are not read here. Without an initialization lease to check (and lock) in between, the
       // chunks and the locked source state are read with the session: the same locks in the same order.
-      const start = await load(tx, careful);
+      const plan = await directInsertPlan(tx, topology);
+      const start = await load(tx, careful, plan);
       if (!start) return undefined;
       const s = start.session;
       const pushId = start.pushId;
-      const plan = await directInsertPlan(tx, topology);
       // The scan only decides, so every other bundle fails here exactly as the whole-bundle path says.
       const planned = Number(s.planned_row_count);
       const runs =
@@ -258,14 +282,14 @@ async function runCommit(
           `source ${s.source_id} for user ${actor.userId} changed expected next source_bundle_id from staged ${sourceBundleId} to ${src.expected} before commit`,
         );
       }
-      const bundleContext: BundleContext = {
-        userId: actor.userId,
-        userPk: s.user_pk,
-        sourceId: s.source_id,
+      const bundleContext = pushBundleContext(
+        actor.userId,
+        s.user_pk,
+        s.source_id,
         sourceBundleId,
         initializationId,
-        directInsertTableIds: plan.tableIds,
-      };
+        plan,
+      );
       let bundle: CommittedPushBundle;
       if (runs && pushId !== undefined) {
         await setBundleContext(tx, bundleContext);
@@ -283,6 +307,7 @@ async function runCommit(
           careful,
           bundleContext,
           start.together?.states,
+          start.directSeq,
         );
       }
       await activateSourceAndRetain(
@@ -318,14 +343,24 @@ async function applyWholeBundle(
   careful: boolean,
   bundleContext: BundleContext,
   states: readonly RowStateRow[] | undefined,
+  /** CommitStart.directSeq. */
+  directSeq: number | undefined,
 ): Promise<CommittedPushBundle> {
   const userId = bundleContext.userId;
   const stateOfRow = await checkRowVersions(tx, ctx.topology, userId, s.user_pk, apply, states);
   const source = { sourceId: s.source_id, sourceBundleId: bundleContext.sourceBundleId };
-  if (!careful && directBundleEligible(apply, plan)) {
+  const direct = !careful && directBundleEligible(apply, plan);
+  // The loader asks for the seq exactly when every row is an INSERT the plan covers, and gets it
+  // exactly when every row is fresh: the same test as directBundleEligible's.
+  if (directSeq !== undefined && !direct)
+    throw new Error('a bundle_seq was allocated for a push that is not direct');
+  if (direct) {
     // The bundle context (read by nothing before the INSERTs) is set with the bundle_seq, and the
     // deferred checks run with the next statement: a refusal there fails the commit as it did here.
-    const bundle = await commitDirectBundle(tx, ctx, userId, s.user_pk, source, apply, plan, bundleContext);
+    const bundle = await commitDirectBundle(tx, ctx, userId, s.user_pk, source, apply, plan, {
+      context: bundleContext,
+      seq: directSeq,
+    });
     tx.later('SET CONSTRAINTS ALL IMMEDIATE');
     return bundle;
   }
@@ -340,7 +375,7 @@ async function applyBundle(b: BundleApply): Promise<CommittedPushBundle> {
   const { tx, ctx } = b;
   let bundle: CommittedPushBundle;
   if (directBundleEligible(b.apply, b.plan)) {
-    bundle = await commitDirectBundle(tx, ctx, b.userId, b.userPk, b.source, b.apply, b.plan);
+    bundle = await commitDirectBundle(tx, ctx, b.userId, b.userPk, b.source, b.apply, b.plan, {});
   } else {
     const direct: DirectInsertEvent[] = [];
     await applyRows(tx, b.userId, b.apply, b.plan, direct);

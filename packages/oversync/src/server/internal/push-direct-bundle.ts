@@ -33,11 +33,13 @@ export interface CommittedPushBundle {
  * so the committed rows are exactly the inserted rows in insertion order).
  */
 export function directBundleEligible(rows: readonly ApplyRow[], plan: DirectInsertPlan): boolean {
-  for (const r of rows) {
-    if (r.op !== OP_INSERT || !r.fresh || plan.tables.get(r.info.tableId)?.bundleReturning === undefined)
-      return false;
-  }
+  for (const r of rows) if (!r.fresh || !directInsertable(r.op, r.info.tableId, plan)) return false;
   return true;
+}
+
+/** A row of op code `op` into table `tableId` can be committed the direct way (when fresh). */
+export function directInsertable(op: number, tableId: number, plan: DirectInsertPlan): boolean {
+  return op === OP_INSERT && plan.tables.get(tableId)?.bundleReturning !== undefined;
 }
 
 /**
@@ -52,16 +54,26 @@ export const DIRECT_BUNDLE_BEGIN_FN_SQL = cachedPlanFunctionSql(
   'BIGINT, TEXT, BIGINT, TEXT[], TEXT[]',
   'seq TEXT, ok BOOL',
   `WITH ${bundleContextCtes('$4', '$5')},
-     seq AS (
-       UPDATE sync.user_state SET next_bundle_seq = next_bundle_seq + 1
-        WHERE user_pk = $1 AND (SELECT ok FROM bc_set)
-       RETURNING next_bundle_seq - 1 AS seq),
-     log AS (
-       INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id, row_count, byte_count, bundle_hash)
-       SELECT $1, seq, $2, $3, 0, 0, '\\x' FROM seq
-       RETURNING bundle_seq)
+     ${directBeginCtes('$1', '$2', '$3')}
      SELECT (SELECT bundle_seq::text FROM log) AS seq, ok FROM bc_set`,
 );
+
+/**
+ * CTEs `seq` (the user's next bundle_seq, allocated when `bc_set` is ok) and `log` (its log row,
+ * count and hash filled in by commitDirectBundle) for the user_pk `userPk` (an SQL expression; NULL
+ * allocates nothing), source `sourceId`, `sourceBundleId`: the start of a direct commit, shared by
+ * sync.direct_bundle_begin and sync.push_bundle_start.
+ */
+export function directBeginCtes(userPk: string, sourceId: string, sourceBundleId: string): string {
+  return `seq AS (
+       UPDATE sync.user_state SET next_bundle_seq = next_bundle_seq + 1
+        WHERE user_pk = ${userPk} AND (SELECT ok FROM bc_set)
+       RETURNING user_pk, next_bundle_seq - 1 AS seq),
+     log AS (
+       INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id, row_count, byte_count, bundle_hash)
+       SELECT user_pk, seq, ${sourceId}, ${sourceBundleId}, 0, 0, '\\x' FROM seq
+       RETURNING bundle_seq)`;
+}
 
 const DIRECT_BUNDLE_BEGIN_CALL = 'SELECT * FROM sync.direct_bundle_begin($1, $2, $3, $4, $5)';
 /** commitDirectBundle's first statement when the caller has set the bundle context. */
@@ -88,6 +100,31 @@ export const BUNDLE_LOG_FINISH_FN_SQL = cachedPlanFunctionSql(
    SELECT count(*) FROM u`,
 );
 
+/**
+ * The bundle_seq allocated (capture.ts allocateBundleSeq) and the log row written in one
+ * statement, the log row first (hash filled in by commitDirectBundle): installs made before
+ * bundle_rows lost its FK to bundle_log still check it per row. With `context`, its GUCs are
+ * checked and set in that statement too (nothing there reads them; the INSERTs do), and a
+ * conflicting context writes nothing.
+ */
+async function beginDirectBundle(
+  tx: StatementBatch,
+  userPk: string,
+  source: { sourceId: string; sourceBundleId: number },
+  context: BundleContext | undefined,
+): Promise<number> {
+  const sql = context ? DIRECT_BUNDLE_BEGIN_CALL : DIRECT_BUNDLE_BEGIN_SQL;
+  const log = await tx.query<{ seq: string | null; ok: boolean }>(
+    sql,
+    context
+      ? [userPk, source.sourceId, source.sourceBundleId, ...bundleContextParams(context)]
+      : [userPk, source.sourceId, source.sourceBundleId],
+    prepared(sql),
+  );
+  if (!log.rows[0]!.ok) throw bundleContextConflict();
+  return Number(log.rows[0]!.seq);
+}
+
 export async function commitDirectBundle(
   tx: StatementBatch,
   ctx: ServiceContext,
@@ -96,24 +133,14 @@ export async function commitDirectBundle(
   source: { sourceId: string; sourceBundleId: number },
   rows: readonly ApplyRow[],
   plan: DirectInsertPlan,
-  /** Set in the same statement as the bundle_seq (else the caller has set it). */
-  bundleContext?: BundleContext,
+  begun: {
+    /** Set in the same statement as the bundle_seq (else the caller has set it). */
+    context?: BundleContext;
+    /** Allocated, its log row written and `context` set already (CommitStart.directSeq). */
+    seq?: number | undefined;
+  },
 ): Promise<CommittedPushBundle> {
-  // The bundle_seq allocated (capture.ts allocateBundleSeq) and the log row written in one
-  // statement, the log row first (hash filled in below): installs made before bundle_rows lost its
-  // FK to bundle_log still check it per row. With `bundleContext`, its GUCs are checked and set in
-  // that statement too (nothing there reads them; the INSERTs below do), and a conflicting context
-  // writes nothing.
-  const beginSql = bundleContext ? DIRECT_BUNDLE_BEGIN_CALL : DIRECT_BUNDLE_BEGIN_SQL;
-  const log = await tx.query<{ seq: string | null; ok: boolean }>(
-    beginSql,
-    bundleContext
-      ? [userPk, source.sourceId, source.sourceBundleId, ...bundleContextParams(bundleContext)]
-      : [userPk, source.sourceId, source.sourceBundleId],
-    prepared(beginSql),
-  );
-  if (!log.rows[0]!.ok) throw bundleContextConflict();
-  const bundleSeq = Number(log.rows[0]!.seq);
+  const bundleSeq = begun.seq ?? (await beginDirectBundle(tx, userPk, source, begun.context));
   const hashRows: HashableBundleRow[] = [];
   const texts: string[] = [];
   let i = 0;

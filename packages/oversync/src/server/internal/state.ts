@@ -370,9 +370,15 @@ export function bundleContextParams(ctx: BundleContext): [string[], string[]] {
 /**
  * CTEs `bc_t`, `bc_ok` (`ok`: no name already carries another value) and `bc_set` (`ok`, and the
  * count set: every name set only when none conflicts) over the text[] parameters `$names`, `$values`.
+ * With `gate` (a CTE of at most one row with a column `user_pk`), nothing is set unless it has its
+ * row, and the value of `oversync.bundle_user_pk` is its user_pk.
  */
-export function bundleContextCtes(names: string, values: string): string {
-  return `bc_t AS (SELECT n, v FROM unnest(${names}::text[], ${values}::text[]) AS t(n, v)),
+export function bundleContextCtes(names: string, values: string, gate?: string): string {
+  const t = gate
+    ? `SELECT n, CASE WHEN n = 'oversync.bundle_user_pk' THEN g.user_pk::text ELSE v END AS v
+         FROM ${gate} g, unnest(${names}::text[], ${values}::text[]) AS t(n, v)`
+    : `SELECT n, v FROM unnest(${names}::text[], ${values}::text[]) AS t(n, v)`;
+  return `bc_t AS (${t}),
      bc_ok AS (SELECT NOT EXISTS (SELECT 1 FROM bc_t WHERE coalesce(current_setting(n, true), '') NOT IN ('', v)) AS ok),
      bc_set AS (SELECT bc_ok.ok, CASE WHEN bc_ok.ok THEN (SELECT count(set_config(n, v, true)) FROM bc_t) END AS n FROM bc_ok)`;
 }

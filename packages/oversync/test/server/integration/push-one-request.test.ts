@@ -158,6 +158,17 @@ describe('paths', () => {
     expect(staging(sqls)).toBe(0);
     expect(sqls.filter((s) => /^begin/i.test(s)).length).toBe(1);
     expect(d.sourceBundleId).toBe(1);
+    // Fresh INSERTs: the start statement also began the direct commit (bundle_seq, log row,
+    // context), so the transaction is begin, start, INSERT, tail, commit (the first push of a
+    // server also read its direct-insert plan, once).
+    const next = await statementsOf(() =>
+      pushOne(d, [userRow(randomUUID(), 'b'), userRow(randomUUID(), 'c')]),
+    );
+    expect(next.some((s) => s.includes('push_bundle_start'))).toBe(true);
+    expect(next.some((s) => s.includes('direct_bundle_begin'))).toBe(false);
+    expect(next).toHaveLength(5);
+    expect(d.sourceBundleId).toBe(2);
+    expect((await stored(d)).length).toBe(3);
   });
 
   test('while the scope initializes, the push goes through a session under the lease', async () => {
