@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { DbxError } from './errors.js';
+import { DbxError, isDbxError, isRetryable, pgErrorCode } from './errors.js';
 import {
   checkCallOptions,
   checkEnumOption,
@@ -12,12 +12,30 @@ import {
   type ExecContext,
   firstRow,
   type Lease,
+  markNotSent,
+  type Results,
   runStatement,
   toResult,
   totalRowCount,
 } from './internal/exec.js';
 import { anySignal } from './internal/util.js';
 import type { Querier, QueryResult, StatementOptions, Tx, TxOptions } from './types.js';
+
+/**
+ * A failed BEGIN (or the statement that carried it), marked safe to retry when it may be: nothing
+ * of the transaction can have committed, and runTx retries its whole callback then.
+ */
+export function beginFailed(e: unknown): unknown {
+  // Only a failure of the connection: another error the server answered (a SQLSTATE) is the
+  // statement's, retried or not by runTx's own rules.
+  if (
+    isDbxError(e) &&
+    isRetryable(e) &&
+    (e.code === 'DBX_CONNECTION_FAILED' || (e.code !== 'DBX_QUERY_CANCELLED' && pgErrorCode(e) === undefined))
+  )
+    return markNotSent(e);
+  return e;
+}
 
 /** The transaction of the enclosing runTx, for `currentQuerier()`. */
 export const txStorage = new AsyncLocalStorage<TxImpl>();
@@ -86,12 +104,70 @@ export class TxImpl implements Tx {
   readonly #signal: AbortSignal | undefined;
   #closed = false;
   #savepoints = 0;
+  /** The BEGIN not sent yet (runTx): it goes with the transaction's first statement. */
+  #begin: string | undefined;
 
-  constructor(owner: object, ctx: ExecContext, lease: Lease, signal: AbortSignal | undefined) {
+  constructor(
+    owner: object,
+    ctx: ExecContext,
+    lease: Lease,
+    signal: AbortSignal | undefined,
+    /** Defer this BEGIN to the first statement (see #run); undefined when it was sent already. */
+    begin?: string,
+  ) {
     this.owner = owner;
     this.#ctx = ctx;
     this.lease = lease;
     this.#signal = signal;
+    this.#begin = begin;
+  }
+
+  /**
+   * Runs a statement, sending the deferred BEGIN first. A statement without parameters (or a
+   * name) carries it in the same simple query, `begin …; <sql>`, which saves the transaction a
+   * round trip; otherwise BEGIN goes alone first. A failure that may be retried (a connection
+   * error) of the statement that carried BEGIN is marked safe to retry, as a failed BEGIN always
+   * was: nothing of the transaction can have committed.
+   */
+  async #run(
+    method: string,
+    sql: string,
+    params: readonly unknown[] | undefined,
+    signal: AbortSignal | undefined,
+    name?: string,
+  ): Promise<Results> {
+    const begin = this.#begin;
+    if (begin === undefined) return runStatement(this.#ctx, this.lease, method, sql, params, signal, name);
+    this.#begin = undefined;
+    if ((params === undefined || params.length === 0) && name === undefined) {
+      let res: Results;
+      try {
+        res = await runStatement(this.#ctx, this.lease, method, `${begin};\n${sql}`, undefined, signal);
+      } catch (e) {
+        throw beginFailed(e);
+      }
+      // BEGIN's own result first; the caller sees what its statement(s) answered.
+      if (!Array.isArray(res)) return res;
+      return res.length === 2 ? res[1]! : res.slice(1);
+    }
+    try {
+      await runStatement(this.#ctx, this.lease, 'tx', begin, undefined, signal);
+    } catch (e) {
+      throw beginFailed(e);
+    }
+    return runStatement(this.#ctx, this.lease, method, sql, params, signal, name);
+  }
+
+  /** Sends the deferred BEGIN now (before the connection is used directly: a cursor). */
+  async begun(signal?: AbortSignal): Promise<void> {
+    const begin = this.#begin;
+    if (begin === undefined) return;
+    this.#begin = undefined;
+    try {
+      await runStatement(this.#ctx, this.lease, 'tx', begin, undefined, anySignal(signal, this.#signal));
+    } catch (e) {
+      throw beginFailed(e);
+    }
   }
 
   get closed(): boolean {
@@ -108,9 +184,16 @@ export class TxImpl implements Tx {
     }
   }
 
-  /** Runs a statement of the transaction itself (begin/commit/savepoint...). */
+  /**
+   * Runs a statement of the transaction itself (begin/commit/savepoint...). COMMIT or ROLLBACK of
+   * a transaction whose BEGIN was never sent (no statement ran) sends nothing.
+   */
   control(sql: string, signal?: AbortSignal): Promise<unknown> {
-    return runStatement(this.#ctx, this.lease, 'tx', sql, undefined, anySignal(signal, this.#signal));
+    if (this.#begin !== undefined && (sql === 'commit' || sql === 'rollback')) {
+      this.#begin = undefined;
+      return Promise.resolve(undefined);
+    }
+    return this.#run('tx', sql, undefined, anySignal(signal, this.#signal));
   }
 
   async query<R = Record<string, unknown>>(
@@ -122,15 +205,7 @@ export class TxImpl implements Tx {
     const bad = statementOptionsError('query options', opts);
     if (bad !== null) throw bad;
     return toResult<R>(
-      await runStatement(
-        this.#ctx,
-        this.lease,
-        'tx.query',
-        sql,
-        params,
-        anySignal(opts?.signal, this.#signal),
-        opts?.name,
-      ),
+      await this.#run('tx.query', sql, params, anySignal(opts?.signal, this.#signal), opts?.name),
     );
   }
 
@@ -150,15 +225,7 @@ export class TxImpl implements Tx {
     this.#check();
     const bad = statementOptionsError('exec options', opts);
     if (bad !== null) throw bad;
-    const res = await runStatement(
-      this.#ctx,
-      this.lease,
-      'tx.exec',
-      sql,
-      params,
-      anySignal(opts?.signal, this.#signal),
-      opts?.name,
-    );
+    const res = await this.#run('tx.exec', sql, params, anySignal(opts?.signal, this.#signal), opts?.name);
     return { rowCount: totalRowCount(res) };
   }
 

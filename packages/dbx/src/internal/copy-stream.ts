@@ -112,6 +112,9 @@ export async function* stream<R>(
   const inTx = tx && tx.owner === rt.owner && !tx.closed ? tx : undefined;
   rt.enter();
   try {
+    // A transaction whose BEGIN is still deferred (runTx sends it with its first statement) sends
+    // it now: the cursor uses the connection directly.
+    if (inTx) await inTx.begun(signal);
     const lease: Lease = inTx ? inTx.lease : await leaseWriterRetrying(rt, 'stream', signal);
     const started = performance.now();
     const cursor = lease.client.query(new Cursor<R>(sql, params as unknown[] | undefined));

@@ -151,7 +151,7 @@ function queryConfig(
   return params === undefined || params.length === 0 ? sql : { text: sql, values: params as unknown[] };
 }
 
-type Results = pg.QueryResult | pg.QueryResult[];
+export type Results = pg.QueryResult | pg.QueryResult[];
 
 /** Destroys the socket under a pg client: its pending query rejects with a connection error. */
 export function destroyConnection(client: pg.ClientBase): void {

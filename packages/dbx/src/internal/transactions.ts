@@ -1,8 +1,8 @@
 import type pg from 'pg';
-import { DbxError, isDbxError, isRetryable, isSerializationFailure, pgErrorCode } from '../errors.js';
+import { DbxError, isSerializationFailure, pgErrorCode } from '../errors.js';
 import { beginStatement, TxImpl, txStorage, validateTxOptions } from '../tx.js';
 import type { Tx, TxHandle, TxOptions } from '../types.js';
-import { type Lease, markNotSent, wasNotSent } from './exec.js';
+import { type Lease, wasNotSent } from './exec.js';
 import { type ClusterRuntime, leaseWriterRetrying } from './runtime.js';
 
 async function rollbackQuietly(tx: TxImpl): Promise<void> {
@@ -45,15 +45,10 @@ export async function runTx<T>(rt: ClusterRuntime, fn: (tx: Tx) => Promise<T>, o
     };
     return await rt.retrier.run('runTx', signal, maxAttempts, canRetry, async () => {
       const lease = await rt.leases.leaseWriter(signal);
-      const tx = new TxImpl(rt.owner, rt.ctx, lease, signal);
+      // BEGIN goes with the callback's first statement (TxImpl#run); a failure of it is safe to
+      // retry, as nothing of the transaction can have committed.
+      const tx = new TxImpl(rt.owner, rt.ctx, lease, signal, beginStatement(opts));
       try {
-        try {
-          await tx.control(beginStatement(opts));
-        } catch (e) {
-          // Nothing of the caller's ran yet: a failed BEGIN is always safe to retry.
-          if (isDbxError(e) && e.code !== 'DBX_QUERY_CANCELLED' && isRetryable(e)) throw markNotSent(e);
-          throw e;
-        }
         let result: T;
         try {
           result = await txStorage.run(tx, () => fn(tx));

@@ -20,6 +20,7 @@ import {
   isDbxError,
   pgErrorCode,
   type QueryMessage,
+  type Tx,
 } from '../../src/index.js';
 
 const skip = requireReplicas(2);
@@ -289,6 +290,51 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
     });
   });
 
+  it('runTx sends BEGIN with its first statement when that has no parameters, alone before one that has', async () => {
+    await cluster.exec('create table carried (id int primary key, label text not null)');
+    const seen: QueryMessage[] = [];
+    const onMessage = (m: unknown) => seen.push(m as QueryMessage);
+    subscribe('x:dbx:query', onMessage);
+    try {
+      const got = await cluster.runTx(async (tx) => {
+        const first = await tx.queryRow<{ one: number }>('select 1 as one');
+        await tx.exec("insert into carried values (7001, 'carried')");
+        return first;
+      });
+      expect(got).toEqual({ one: 1 });
+      // begin + first statement, the insert, commit: three round trips, not four
+      expect(seen.map((m) => m.method)).toEqual(['tx.query', 'tx.exec', 'tx']);
+      expect(seen[0]!.sql).toMatch(/^begin[^;]*;\s*select 1 as one$/);
+      seen.length = 0;
+      await cluster.runTx(async (tx) => {
+        await tx.exec('insert into carried values ($1, $2)', [7002, 'alone']);
+      });
+      expect(seen.map((m) => m.sql.split(' ')[0])).toEqual(['begin', 'insert', 'commit']);
+      seen.length = 0;
+      // a callback that ran nothing sends nothing
+      expect(await cluster.runTx(async () => 'nothing')).toBe('nothing');
+      expect(seen).toEqual([]);
+    } finally {
+      unsubscribe('x:dbx:query', onMessage);
+    }
+    // The carried BEGIN opened the transaction: a throw after both kinds of first statement rolls back.
+    const boom = new Error('boom');
+    for (const first of [
+      (tx: Tx) => tx.exec("insert into carried values (7003, 'rolled back')"),
+      (tx: Tx) => tx.exec('insert into carried values ($1, $2)', [7003, 'rolled back']),
+    ]) {
+      await expect(
+        cluster.runTx(async (tx) => {
+          await first(tx);
+          throw boom;
+        }),
+      ).rejects.toBe(boom);
+    }
+    expect(await cluster.query('select id from carried order by id')).toMatchObject({
+      rows: [{ id: 7001 }, { id: 7002 }],
+    });
+  });
+
   it('publishes x:dbx:query with node, duration and row count, and logs slow queries without params', async () => {
     const seen: QueryMessage[] = [];
     const onMessage = (m: unknown) => seen.push(m as QueryMessage);
@@ -336,6 +382,19 @@ describe.skipIf(skip)('cluster on a primary and two streaming replicas', () => {
     expect(n).toBe(300);
     const primary = cluster.stats().nodes.find((x) => x.writer);
     expect(primary?.waitingCount).toBe(0);
+    // A stream that is a runTx's first statement runs inside the transaction (the BEGIN that
+    // runTx sends with the first statement goes ahead of the cursor): a throw rolls it back.
+    await cluster.exec('create table streamed_in_tx (id int)');
+    const boom = new Error('boom');
+    await expect(
+      cluster.runTx(async () => {
+        for await (const _ of cluster.stream('insert into streamed_in_tx values (1) returning id')) {
+          // read to the end
+        }
+        throw boom;
+      }),
+    ).rejects.toBe(boom);
+    expect(await cluster.queryRow('select count(*)::int as n from streamed_in_tx')).toEqual({ n: 0 });
   });
 
   it('stats() reports per node pool totals, role, health and lag', async () => {

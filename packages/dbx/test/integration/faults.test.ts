@@ -213,6 +213,55 @@ describe('faults: lag, dead replicas, retries, promotion', () => {
     }
   });
 
+  it('a connection killed under the statement that carried BEGIN: runTx runs its callback again, once', async () => {
+    const admin = new pg.Client(pgc.primary.url);
+    await admin.connect();
+    const killUnder = async (marker: string) => {
+      await until(async () => {
+        const r = await admin.query(
+          'select 1 from pg_stat_activity where pid <> pg_backend_pid() and state = $1 and query like $2',
+          ['active', `%${marker}%`],
+        );
+        return (r.rowCount ?? 0) > 0;
+      });
+      await admin.query(
+        'select pg_terminate_backend(pid) from pg_stat_activity where pid <> pg_backend_pid() and query like $1',
+        [`%${marker}%`],
+      );
+    };
+    try {
+      await cluster.exec('create table if not exists carried_kill (attempt int)');
+      // The first statement carries BEGIN (no parameters): killed there, nothing of the
+      // transaction can have committed, so the callback runs again on another connection.
+      let attempts = 0;
+      const first = cluster.runTx(async (tx) => {
+        attempts++;
+        if (attempts === 1) await tx.exec("select pg_sleep(5), 'carried-kill-1'");
+        await tx.exec('insert into carried_kill values ($1)', [attempts]);
+        return attempts;
+      });
+      await killUnder('carried-kill-1');
+      expect(await first).toBe(2);
+      // A later statement in flight may have run: never retried.
+      let later = 0;
+      const second = cluster
+        .runTx(async (tx) => {
+          later++;
+          await tx.exec('insert into carried_kill values ($1)', [100 + later]);
+          await tx.exec("select pg_sleep(5), 'carried-kill-2'");
+        })
+        .catch((e: unknown) => e);
+      await killUnder('carried-kill-2');
+      expect(await second).toMatchObject({ code: 'DBX_CONNECTION_FAILED' });
+      expect(later).toBe(1);
+      expect((await admin.query('select attempt from carried_kill order by attempt')).rows).toEqual([
+        { attempt: 2 },
+      ]);
+    } finally {
+      await admin.end();
+    }
+  });
+
   it('retries the whole runTx on a serialization failure', async () => {
     await cluster.exec("insert into items values (5000, 'v0')");
     let attempts = 0;
