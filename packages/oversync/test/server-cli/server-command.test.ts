@@ -124,9 +124,18 @@ describe('HS256, config file + environment', () => {
       tables: [{ schema: 'business', table: 'missing_table' }],
       jwt: { secret: 'the-file-secret-is-ignored-because-env-wins' },
       port: 1,
+      snapshotPipelineMinRows: 1_000_000,
     });
     const server = await startServer(
-      ['--config', config, '--port', '0', ...TABLES.flatMap((t) => ['--table', `${t}:id`])],
+      [
+        '--config',
+        config,
+        '--port',
+        '0',
+        '--snapshot-pipeline-min-rows',
+        '1',
+        ...TABLES.flatMap((t) => ['--table', `${t}:id`]),
+      ],
       { OVERSYNC_DATABASE_URL: db.url, OVERSYNC_JWT_SECRET: SECRET, OVERSYNC_TABLES: 'business.nope' },
     );
     try {
@@ -137,6 +146,30 @@ describe('HS256, config file + environment', () => {
       );
       expect(caps.status).toBe(200);
       expect(caps.body['registered_tables']).toEqual(expect.arrayContaining(TABLES));
+      // --snapshot-pipeline-min-rows 1 (over the file's million): a one-row snapshot is built in
+      // the background (its build row), and pages as any snapshot does.
+      const device = new HttpDevice(server.url, await hs256Token(`pipelined-${randomUUID()}`));
+      const id = randomUUID();
+      await device.pushRows([userRow(id, 'piped')]);
+      const created = await device.call('POST', '/sync/snapshot-sessions', {});
+      expect(created.status, JSON.stringify(created.body)).toBe(200);
+      const snapshotId = created.body['snapshot_id'] as string;
+      const cluster = createCluster({ primary: db.url });
+      try {
+        const builds = await cluster.query(
+          'SELECT 1 FROM sync.snapshot_session_builds WHERE snapshot_id = $1',
+          [snapshotId],
+        );
+        expect(builds.rowCount).toBe(1);
+      } finally {
+        await cluster.close();
+      }
+      const page = await device.call(
+        'GET',
+        `/sync/snapshot-sessions/${snapshotId}?after_row_ordinal=0&max_rows=10`,
+      );
+      expect(page.status).toBe(200);
+      expect(JSON.stringify(page.body)).toContain(id);
       const exit = await server.stop();
       expect(exit, server.child.stderr).toEqual({ code: 0, signal: null });
     } finally {

@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { DEFAULT_BODY_LIMIT_BYTES } from '../options.js';
+import { DEFAULT_BODY_LIMIT_BYTES, DEFAULT_SNAPSHOT_PIPELINE_MIN_ROWS } from '../options.js';
 import { ServerCommandError } from './errors.js';
 
 export const DEFAULT_SERVER_HOST = '127.0.0.1';
@@ -60,6 +60,7 @@ export const configFileSchema = z.strictObject({
   maxSupportedSchemaVersion: z.number().int().nonnegative().optional(),
   watch: z.boolean().optional(),
   shutdownTimeoutMs: z.number().int().positive().optional(),
+  snapshotPipelineMinRows: z.number().int().nonnegative().optional(),
 });
 type ConfigLayer = z.output<typeof configFileSchema>;
 
@@ -86,6 +87,8 @@ export interface ServerConfig {
   maxSupportedSchemaVersion: number;
   watch: boolean;
   shutdownTimeoutMs: number;
+  /** The service's `limits.snapshotPipelineMinRows`. */
+  snapshotPipelineMinRows: number;
 }
 
 type Kind = 'string' | 'int' | 'list' | 'tables' | 'bool';
@@ -206,6 +209,13 @@ export const FIELDS: readonly Field[] = [
     env: 'SHUTDOWN_TIMEOUT_MS',
     kind: 'int',
     help: `how long SIGTERM may drain (default ${DEFAULT_SHUTDOWN_TIMEOUT_MS})`,
+  },
+  {
+    key: 'snapshotPipelineMinRows',
+    flag: 'snapshot-pipeline-min-rows',
+    env: 'SNAPSHOT_PIPELINE_MIN_ROWS',
+    kind: 'int',
+    help: `snapshots of at least this many rows are built while the client pages (default ${DEFAULT_SNAPSHOT_PIPELINE_MIN_ROWS}: off)`,
   },
 ];
 const CONFIG_ENV = `${ENV_PREFIX}CONFIG`;
@@ -473,6 +483,7 @@ export async function resolveServerConfig(
       maxSupportedSchemaVersion: c.maxSupportedSchemaVersion ?? 1,
       watch: c.watch ?? true,
       shutdownTimeoutMs: c.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS,
+      snapshotPipelineMinRows: c.snapshotPipelineMinRows ?? DEFAULT_SNAPSHOT_PIPELINE_MIN_ROWS,
     },
   };
 }

@@ -77,6 +77,7 @@ export async function startServer(config: ServerConfig, opts: StartServerOptions
       appName: config.appName,
       maxSupportedSchemaVersion: config.maxSupportedSchemaVersion,
       bundleChangeWatch: { enabled: config.watch },
+      limits: { snapshotPipelineMinRows: config.snapshotPipelineMinRows },
       logger: log.child({ component: 'oversync' }),
     });
     undo.push(() => service.close());
