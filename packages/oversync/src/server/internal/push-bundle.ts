@@ -171,7 +171,8 @@ const BUNDLE_START_SQL = `${EXPECTED_BUNDLE_CTES},
 /**
  * BUNDLE_START_SQL as the function `sync.push_bundle_start` (db.ts#cachedPlanFunctionSql): sent
  * as text it was planned again for every push, 0.5 ms of PostgreSQL's CPU per 10-row bundle, a
- * sixth of all it spent on one in the ingest bench.
+ * sixth of all it spent on one in the ingest bench. The five-argument version that servers before
+ * the direct start created stays (an overload): during a rolling upgrade they still call it.
  */
 export const PUSH_BUNDLE_START_FN_SQL = cachedPlanFunctionSql(
   'push_bundle_start',
