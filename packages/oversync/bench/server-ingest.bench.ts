@@ -13,7 +13,7 @@
 // BENCH_PG_LOG_LINES=<n> prints the end of PostgreSQL's log (where auto_explain writes plans);
 // BENCH_PG_STATEMENTS=1 prints the statements by execution and planning time (pg_stat_statements),
 // INGEST_SAMPLE_WAITS=1 what the server's sessions wait on; each flow also prints the CPU the
-// server, PostgreSQL and this process's clients spent in it.
+// server, PostgreSQL and this process's clients spent in it, and how idle the machine stayed.
 // - ingest-load-average-1m: the machine's load when the bench ended.
 import { randomUUID } from 'node:crypto';
 import { loadavg } from 'node:os';
@@ -23,6 +23,7 @@ import { BUSINESS_SCHEMA_SQL, insertRow } from '../test/server/fixture.js';
 import {
   benchDatabase,
   httpClient,
+  machineCpuMs,
   PLAIN_USERS_SQL,
   postgresCpuMs,
   postgresLogTail,
@@ -143,6 +144,7 @@ async function run(flow: Flow) {
     : undefined;
   await resetStatements(url);
   const pgCpu0 = await postgresCpuMs();
+  const machine0 = await machineCpuMs();
   const benchCpu0 = process.cpuUsage();
   const t0 = performance.now();
   const deadline = t0 + SECONDS * 1000;
@@ -157,7 +159,11 @@ async function run(flow: Flow) {
   );
   const elapsed = performance.now() - t0;
   const pgCpuMs = (await postgresCpuMs()) - pgCpu0;
+  const machine1 = await machineCpuMs();
   const benchCpu = process.cpuUsage(benchCpu0);
+  const machineBusy = machine1.busy - machine0.busy;
+  const machineIdle = machine1.idle - machine0.idle;
+  const idlePct = machineBusy + machineIdle > 0 ? (100 * machineIdle) / (machineBusy + machineIdle) : 0;
   sampling = false;
   await sampler;
   if (waits.size > 0) {
@@ -184,7 +190,7 @@ async function run(flow: Flow) {
   log(`${flow}: statements per request: ${JSON.stringify(perRequest)}`);
   const bundles = pushMs.length;
   log(
-    `${flow}: ${bundles} bundles in ${Math.round(elapsed)} ms, ${stats.statements} statements, eld max ${stats.eldMaxMs} ms, server cpu ${Math.round(stats.cpuMs)} ms (user ${Math.round(stats.cpuUserMs)} ms), postgres cpu ${Math.round(pgCpuMs)} ms, bench clients cpu ${Math.round((benchCpu.user + benchCpu.system) / 1000)} ms`,
+    `${flow}: ${bundles} bundles in ${Math.round(elapsed)} ms, ${stats.statements} statements, eld max ${stats.eldMaxMs} ms, server cpu ${Math.round(stats.cpuMs)} ms (user ${Math.round(stats.cpuUserMs)} ms), postgres cpu ${Math.round(pgCpuMs)} ms, bench clients cpu ${Math.round((benchCpu.user + benchCpu.system) / 1000)} ms, machine ${idlePct.toFixed(0)} % idle`,
   );
   return {
     rowsPerS: (bundles * ROWS * 1000) / elapsed,

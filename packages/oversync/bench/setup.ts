@@ -268,6 +268,20 @@ export async function postgresCpuMs(): Promise<number> {
   return ticks * 10; // USER_HZ = 100
 }
 
+/** The machine's CPU time so far, busy and idle (ms, all cores), from /proc/stat; zeros elsewhere. */
+export async function machineCpuMs(): Promise<{ busy: number; idle: number }> {
+  const { readFile } = await import('node:fs/promises');
+  try {
+    const line = (await readFile('/proc/stat', 'utf8')).split('\n')[0]!;
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    const idle = (f[3] ?? 0) + (f[4] ?? 0); // idle, iowait
+    const busy = f.slice(0, 8).reduce((a, b) => a + b, 0) - idle; // user … steal
+    return { busy: busy * 10, idle: idle * 10 }; // USER_HZ = 100
+  } catch {
+    return { busy: 0, idle: 0 };
+  }
+}
+
 /**
  * With BENCH_PG_LOG_LINES=<n>: the last n lines of the primary's log (where auto_explain, enabled
  * through BENCH_PG_SETTINGS, writes its plans); else undefined.
