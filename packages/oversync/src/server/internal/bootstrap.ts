@@ -10,7 +10,11 @@ import { quoteLiteral } from './db.js';
 import { PUSH_BUNDLE_START_FN_SQL } from './push-bundle.js';
 import { PUSH_CHUNK_AT_ONCE_FN_SQL } from './push-chunk.js';
 import { PUSH_COMMIT_START_FN_SQL } from './push-commit.js';
-import { BUNDLE_LOG_FINISH_FN_SQL, DIRECT_BUNDLE_BEGIN_FN_SQL } from './push-direct-bundle.js';
+import {
+  BUNDLE_LOG_FINISH_FN_SQL,
+  DIRECT_BUNDLE_BEGIN_FN_SQL,
+  PUSH_DIRECT_FINISH_FN_SQL,
+} from './push-direct-bundle.js';
 import { PUSH_CREATE_AT_ONCE_FN_SQL } from './push-session.js';
 import { PUSH_STORAGE_SQL } from './push-sql.js';
 import {
@@ -208,6 +212,7 @@ export async function bootstrapTopology(
         await tx.query(PUSH_COMMIT_START_FN_SQL);
         await tx.query(BUNDLE_LOG_FINISH_FN_SQL);
         await tx.query(SOURCE_ACTIVATE_FN_SQL);
+        await tx.query(PUSH_DIRECT_FINISH_FN_SQL);
         await installTriggers(tx, tables, backend);
         return { tables, byName, byId: new Map(tables.map((t) => [t.tableId, t])), discovered };
       },

@@ -87,24 +87,27 @@ export async function allocateBundleSeq(tx: SyncQuerier, userPk: string): Promis
 }
 
 /** The bundle-change NOTIFY of a bundle committed with the transaction (watch enabled only). */
+/** The payload of a committed bundle's notification (what watch.ts reads). */
+export function bundleNotification(
+  userPk: string,
+  bundleSeq: number,
+  source: { sourceId: string; sourceBundleId: number },
+): string {
+  return JSON.stringify({
+    user_pk: Number(userPk),
+    bundle_seq: bundleSeq,
+    source_id: source.sourceId,
+    source_bundle_id: source.sourceBundleId,
+  });
+}
+
 function notifyStatement(
   notifyChannel: string,
   userPk: string,
   bundleSeq: number,
   source: { sourceId: string; sourceBundleId: number },
 ): [string, unknown[]] {
-  return [
-    'SELECT pg_notify($1, $2)',
-    [
-      notifyChannel,
-      JSON.stringify({
-        user_pk: Number(userPk),
-        bundle_seq: bundleSeq,
-        source_id: source.sourceId,
-        source_bundle_id: source.sourceBundleId,
-      }),
-    ],
-  ];
+  return ['SELECT pg_notify($1, $2)', [notifyChannel, bundleNotification(userPk, bundleSeq, source)]];
 }
 
 export async function notifyBundle(

@@ -26,6 +26,7 @@ import {
 import {
   activateSourceAndRetain,
   type BundleContext,
+  finishDirectAndActivate,
   loadSourceState,
   lockUserLater,
   markScopeInitialized,
@@ -310,15 +311,18 @@ async function runCommit(
           start.directSeq,
         );
       }
-      await activateSourceAndRetain(
-        tx,
-        s.user_pk,
-        s.source_id,
-        sourceBundleId,
-        limits,
-        pushId,
-        bundle.direct === true,
-      );
+      if (bundle.unfinished)
+        await finishDirectAndActivate(tx, s.user_pk, s.source_id, sourceBundleId, limits, pushId, bundle);
+      else
+        await activateSourceAndRetain(
+          tx,
+          s.user_pk,
+          s.source_id,
+          sourceBundleId,
+          limits,
+          pushId,
+          bundle.direct === true,
+        );
       if (initializationId) await markScopeInitialized(tx, s.user_pk, s.source_id);
       await tx.flush();
       return {
@@ -355,14 +359,14 @@ async function applyWholeBundle(
   if (directSeq !== undefined && !direct)
     throw new Error('a bundle_seq was allocated for a push that is not direct');
   if (direct) {
-    // The bundle context (read by nothing before the INSERTs) is set with the bundle_seq, and the
-    // deferred checks run with the next statement: a refusal there fails the commit as it did here.
-    const bundle = await commitDirectBundle(tx, ctx, userId, s.user_pk, source, apply, plan, {
+    // The bundle context (read by nothing before the INSERTs) is set with the bundle_seq; the log
+    // row's finish, the notification and the deferred checks go with the source's activation
+    // (finishDirectAndActivate): a refusal there fails the commit as it did here.
+    return await commitDirectBundle(tx, ctx, userId, s.user_pk, source, apply, plan, {
       context: bundleContext,
       seq: directSeq,
+      finish: 'caller',
     });
-    tx.later('SET CONSTRAINTS ALL IMMEDIATE');
-    return bundle;
   }
   // Set before the savepoint of a careful apply: rolling back to it must not clear the context.
   await setBundleContext(tx, bundleContext);

@@ -4,7 +4,7 @@
  */
 import { computeBundleHash, type HashableBundleRow } from '../../shared/bundle-hash.js';
 import type { StatementBatch } from './batch.js';
-import { notifyBundleLater, PAYLOAD_PRESENT } from './capture.js';
+import { bundleNotification, notifyBundleLater, PAYLOAD_PRESENT } from './capture.js';
 import type { ServiceContext } from './context.js';
 import { cachedPlanFunctionSql, prepared, quoteIdent } from './db.js';
 import { DIRECT_ALIAS, type DirectInsertPlan, MAX_INSERT_BATCH } from './push-direct-insert.js';
@@ -24,6 +24,11 @@ export interface CommittedPushBundle {
   hash: string;
   /** Written by commitDirectBundle (checked for captured rows after the apply). */
   direct?: boolean;
+  /**
+   * Written by commitDirectBundle with `finish: 'caller'`: its log row's count, size and hash are
+   * not written yet, nor its notification sent; the caller does both (state.ts#finishDirectAndActivate).
+   */
+  unfinished?: { byteCount: number; notify: [channel: string, payload: string] | undefined };
 }
 
 /**
@@ -101,6 +106,31 @@ export const BUNDLE_LOG_FINISH_FN_SQL = cachedPlanFunctionSql(
 );
 
 /**
+ * A direct commit's last statement before COMMIT, as the function `sync.push_direct_finish`
+ * (planned once per connection, and called as a prepared statement: nothing of it is parsed per
+ * push): the log row's count, size and hash written (`$1` user_pk, `$2` bundle_seq, `$3` / `$4`
+ * row and byte count, `$5` the hash as hex), the notification sent (`$6` channel, NULL for none,
+ * `$7` payload), the deferred checks run, then sync.source_activate (`$8` source id, `$9`
+ * source_bundle_id, `$10` push session to delete or NULL) with its check for captured rows. The
+ * same statements, in the same order, that were sent as four texts before.
+ */
+export const PUSH_DIRECT_FINISH_FN_SQL = `
+CREATE OR REPLACE FUNCTION sync.push_direct_finish(BIGINT, BIGINT, BIGINT, BIGINT, TEXT, TEXT, TEXT, TEXT, BIGINT, UUID)
+RETURNS TABLE (latest TEXT, floor TEXT, staged BOOL)
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+BEGIN
+  UPDATE sync.bundle_log SET row_count = $3, byte_count = $4, bundle_hash = decode($5, 'hex')
+   WHERE user_pk = $1 AND bundle_seq = $2;
+  IF $6 IS NOT NULL THEN
+    PERFORM pg_notify($6, $7);
+  END IF;
+  SET CONSTRAINTS ALL IMMEDIATE;
+  RETURN QUERY SELECT * FROM sync.source_activate($1, $8, $9, $10, TRUE);
+END
+$fn$`;
+
+/**
  * The bundle_seq allocated (capture.ts allocateBundleSeq) and the log row written in one
  * statement, the log row first (hash filled in by commitDirectBundle): installs made before
  * bundle_rows lost its FK to bundle_log still check it per row. With `context`, its GUCs are
@@ -138,6 +168,12 @@ export async function commitDirectBundle(
     context?: BundleContext;
     /** Allocated, its log row written and `context` set already (CommitStart.directSeq). */
     seq?: number | undefined;
+    /**
+     * `'caller'`: the log row's count, size and hash and the notification are left to the caller,
+     * which sends them with the source's activation in one statement (CommittedPushBundle.unfinished);
+     * by default they are queued on `tx`, sent with its next statement.
+     */
+    finish?: 'caller';
   },
 ): Promise<CommittedPushBundle> {
   const bundleSeq = begun.seq ?? (await beginDirectBundle(tx, userPk, source, begun.context));
@@ -191,6 +227,18 @@ export async function commitDirectBundle(
     i = j;
   }
   const hash = computeBundleHash(hashRows, texts);
+  if (begun.finish === 'caller') {
+    const channel = ctx.notifyChannel;
+    const notify: [string, string] | undefined =
+      channel === undefined ? undefined : [channel, bundleNotification(userPk, bundleSeq, source)];
+    return {
+      bundleSeq,
+      rowCount: texts.length,
+      hash: hash.hex,
+      direct: true,
+      unfinished: { byteCount: hash.byteCount, notify },
+    };
+  }
   // Sent with the caller's next statement; that nothing went through the capture stage is
   // checked after the apply (`direct`: activateSourceAndRetain's checkNoCaptureStage).
   tx.later('SELECT FROM sync.bundle_log_finish($1, $2, $3, $4, $5)', [

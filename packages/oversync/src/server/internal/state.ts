@@ -5,7 +5,8 @@ import type { SyncQuerier } from '../database.js';
 import { SyncServerError, wireError } from '../errors.js';
 import type { SyncLimits } from '../options.js';
 import type { StatementBatch } from './batch.js';
-import { cachedPlanFunctionSql } from './db.js';
+import { cachedPlanFunctionSql, prepared } from './db.js';
+import type { CommittedPushBundle } from './push-direct-bundle.js';
 import {
   DIRECT_INSERT_TABLES_GUC,
   SCOPE_INITIALIZED,
@@ -282,6 +283,44 @@ export async function activateSourceAndRetain(
     throw new Error('a direct push bundle captured rows through the stage');
   await retainFrom(tx, userPk, r.rows[0], limits);
 }
+
+/**
+ * activateSourceAndRetain for a bundle commitDirectBundle left unfinished (`finish: 'caller'`): its
+ * log row finished, its notification sent, the deferred checks run and the source activated in
+ * one prepared statement (sync.push_direct_finish), then retention.
+ */
+export async function finishDirectAndActivate(
+  tx: SyncQuerier,
+  userPk: string,
+  sourceId: string,
+  sourceBundleId: number,
+  limits: SyncLimits,
+  deletePushId: string | undefined,
+  bundle: CommittedPushBundle,
+): Promise<void> {
+  const u = bundle.unfinished;
+  if (!u) throw new Error('finishDirectAndActivate: the bundle was finished already');
+  const r = await tx.query<RetentionRow & { staged: boolean | null }>(
+    PUSH_DIRECT_FINISH_CALL,
+    [
+      userPk,
+      bundle.bundleSeq,
+      bundle.rowCount,
+      u.byteCount,
+      bundle.hash,
+      u.notify?.[0] ?? null,
+      u.notify?.[1] ?? null,
+      sourceId,
+      sourceBundleId,
+      deletePushId ?? null,
+    ],
+    prepared(PUSH_DIRECT_FINISH_CALL),
+  );
+  if (r.rows[0]?.staged !== false) throw new Error('a direct push bundle captured rows through the stage');
+  await retainFrom(tx, userPk, r.rows[0], limits);
+}
+const PUSH_DIRECT_FINISH_CALL =
+  'SELECT * FROM sync.push_direct_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)';
 
 interface RetentionRow {
   latest: string;
