@@ -9,7 +9,13 @@
  * and it is the one step of the apply that cannot be cut into slices.
  */
 import { createRequire } from 'node:module';
-import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
+import {
+  MessageChannel,
+  type MessagePort,
+  type ResourceLimits,
+  receiveMessageOnPort,
+  Worker,
+} from 'node:worker_threads';
 import type { SqliteDb } from '../writer-types.js';
 
 const WORKER_SOURCE = `
@@ -89,6 +95,25 @@ try {
   Atomics.notify(f, 1);
 }
 port.close();`;
+
+/**
+ * The thread between the main thread and the apply worker: it starts the worker and, when the
+ * worker ends (closed, terminated, out of memory), marks it ended in `flags[2]` and wakes a call
+ * waiting in `flags[1]`. The main thread cannot do that itself while a synchronous call blocks it
+ * (its 'exit' event would wait for the call that waits for it); this thread's event loop is free.
+ * Terminating it ends the worker too.
+ */
+const SUPERVISOR_SOURCE = `
+const { workerData, Worker } = require('node:worker_threads');
+const { source, lib, port, flags, resourceLimits } = workerData;
+const f = new Int32Array(flags);
+const w = new Worker(source, { eval: true, workerData: { lib, port, flags }, transferList: [port], resourceLimits });
+w.on('error', () => {});
+w.on('exit', () => {
+  Atomics.store(f, 2, 1);
+  Atomics.store(f, 1, 1);
+  Atomics.notify(f, 1);
+});`;
 
 interface Request {
   op: 'open' | 'exec' | 'pragma' | 'state' | 'prepare' | 'close' | 'run' | 'get' | 'all' | 'batch';
@@ -214,16 +239,22 @@ export class WorkerConnection implements SqliteDb {
   #queued: Request[] = [];
   #slots: Array<{ value?: RunResult }> = [];
 
-  private constructor(file: string, lib: string, sqliteError: ErrorCtor | undefined) {
+  private constructor(
+    file: string,
+    lib: string,
+    sqliteError: ErrorCtor | undefined,
+    resourceLimits: ResourceLimits | undefined,
+  ) {
     this.name = file;
     this.#sqliteError = sqliteError;
     const { port1, port2 } = new MessageChannel();
-    const flags = new SharedArrayBuffer(8);
+    // [0] a request is posted, [1] its answer is, [2] the worker has ended (set by the supervisor)
+    const flags = new SharedArrayBuffer(12);
     this.#flags = new Int32Array(flags);
     this.#port = port1;
-    this.#worker = new Worker(WORKER_SOURCE, {
+    this.#worker = new Worker(SUPERVISOR_SOURCE, {
       eval: true,
-      workerData: { lib, port: port2, flags },
+      workerData: { source: WORKER_SOURCE, lib, port: port2, flags, resourceLimits },
       transferList: [port2],
     });
     // unref'd except while the main thread awaits it (see `#request`)
@@ -236,6 +267,7 @@ export class WorkerConnection implements SqliteDb {
     // worker gave no answer") instead of waiting for ever; later calls find the connection closed.
     this.#worker.on('exit', () => {
       this.#open = false;
+      Atomics.store(this.#flags, 2, 1);
       Atomics.store(this.#flags, 1, 1);
       Atomics.notify(this.#flags, 1);
     });
@@ -247,13 +279,19 @@ export class WorkerConnection implements SqliteDb {
    */
   static async open(
     file: string,
-    opts: { timeout: number; pragmas: string[]; sqliteError?: ErrorCtor },
+    opts: {
+      timeout: number;
+      pragmas: string[];
+      sqliteError?: ErrorCtor;
+      /** The worker's (none by default: the process's). */
+      resourceLimits?: ResourceLimits;
+    },
   ): Promise<WorkerConnection | undefined> {
     const lib = resolveSqlite();
     if (lib === null) return undefined;
     let c: WorkerConnection;
     try {
-      c = new WorkerConnection(file, lib, opts.sqliteError);
+      c = new WorkerConnection(file, lib, opts.sqliteError, opts.resourceLimits);
       // the worker is up (and its thread started) before the first call waits for it
       c.#worker.ref();
       try {
@@ -272,7 +310,7 @@ export class WorkerConnection implements SqliteDb {
   }
 
   get open(): boolean {
-    return this.#open;
+    return this.#open && Atomics.load(this.#flags, 2) === 0;
   }
   get inTransaction(): boolean {
     if (!this.#open) return false;
@@ -283,6 +321,12 @@ export class WorkerConnection implements SqliteDb {
     if (!this.#open) throw new TypeError('The database connection is not open');
     if (this.#busy) throw new Error('apply connection: a call is already running in the worker');
     Atomics.store(this.#flags, 1, 0);
+    // Checked after the reset: a worker that ends from here on wakes the wait (its supervisor sets
+    // [2], then [1]); one that ended before is seen here, even before this thread's 'exit' event.
+    if (Atomics.load(this.#flags, 2) !== 0) {
+      this.#open = false;
+      throw new TypeError('The database connection is not open');
+    }
     this.#port.postMessage(m);
     Atomics.store(this.#flags, 0, 1);
     Atomics.notify(this.#flags, 0);

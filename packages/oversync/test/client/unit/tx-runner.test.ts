@@ -204,4 +204,31 @@ describe('WorkerConnection', () => {
     expect(db.prepare(`SELECT who FROM t ORDER BY id`).pluck().all()).toEqual(['before', 'after']);
     db.close();
   });
+
+  it('a worker that ends during a synchronous call (out of memory): the call throws instead of blocking the thread for ever', async () => {
+    const db = open('worker-oom.db');
+    db.exec(`INSERT INTO t(who) VALUES ('before')`);
+    // A small heap for the worker, and a read whose rows it cannot hold: Node ends the worker.
+    const c = await WorkerConnection.open(db.name, {
+      timeout: 5_000,
+      pragmas: [],
+      resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 4 },
+    });
+    expect(c).toBeInstanceOf(WorkerConnection);
+    const w = c!;
+    w.exec('BEGIN IMMEDIATE');
+    w.exec(`INSERT INTO t(who) VALUES ('in the worker')`);
+    const huge = w.prepare(
+      `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 300000) SELECT x, printf('%0200d', x) AS pad FROM c`,
+    ) as unknown as { all(): unknown[] };
+    // Without its supervisor thread this call waited for an answer that never comes: the main
+    // thread's own 'exit' event cannot run while the call blocks it.
+    expect(() => huge.all()).toThrow(/no answer/);
+    expect(w.open).toBe(false);
+    expect(() => w.exec('SELECT 1')).toThrow(/not open/);
+    // the worker's connection went with it: its transaction rolled back, the lock is free
+    db.exec(`INSERT INTO t(who) VALUES ('after')`);
+    expect(db.prepare(`SELECT who FROM t ORDER BY id`).pluck().all()).toEqual(['before', 'after']);
+    db.close();
+  });
 });
