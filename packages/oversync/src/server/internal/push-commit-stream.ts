@@ -30,6 +30,9 @@ export const STREAM_COMMIT_MIN_ROWS = 5_000;
 /** Rows per apply statement (and per hash/yield step). */
 export const STREAM_COMMIT_PAGE_ROWS = 5_000;
 
+/** Rows hashed between two yields to the event loop (about 2-7 ms of CPU). */
+const HASH_SLICE_ROWS = 1_000;
+
 /** Streamed only when runs of one table and column set are this long on average. */
 const MIN_AVERAGE_RUN_ROWS = 500;
 
@@ -177,7 +180,11 @@ export async function commitStagedBundle(
       ]);
       if (res.rows.length !== last - first + 1)
         throw new Error(`staged rows ${first}..${last}: ${res.rows.length} written`);
-      for (const x of res.rows) {
+      for (let k = 0; k < res.rows.length; k++) {
+        // Hashing a page is 10-35 ms of this thread's CPU (more when the machine is loaded): other
+        // requests run between slices of it too, not only between pages.
+        if (k > 0 && k % HASH_SLICE_ROWS === 0) await yieldToLoop();
+        const x = res.rows[k]!;
         if (Number(x.n) !== hasher.count + 1 || x.key !== x.staged)
           throw new Error(`committed row ${x.n} (${x.key}) is not staged row ${hasher.count} (${x.staged})`);
         hasher.add(
