@@ -401,6 +401,15 @@ export class WorkerConnection implements SqliteDb {
     return this.#settle(this.#result(), slots);
   }
 
+  /**
+   * `get` of one statement for each argument list, in order, in one call (one wake of the worker
+   * for a page of lookups instead of one per key).
+   */
+  getMany(sql: string, argLists: ReadonlyArray<readonly unknown[]>, pluck: boolean): unknown[] {
+    const ops: Request[] = argLists.map((args) => ({ op: 'get', sql, args: [...args], pluck }));
+    return buffers(this.call({ op: 'batch', ops })) as unknown[];
+  }
+
   /** One call (with the queued writes before it), awaited: the event loop turns meanwhile. */
   async #request(request: Request): Promise<unknown> {
     const { m, slots } = this.#withQueued(request);

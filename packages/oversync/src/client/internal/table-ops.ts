@@ -213,6 +213,18 @@ export class TableOps {
       .get(...keyBind) as string | undefined;
     return p === undefined ? undefined : (JSON.parse(p) as LocalPayload);
   }
+  /** `live` of several keys, in order: on the apply worker's connection, one call for them all. */
+  liveMany(db: SqliteDb, keyBinds: ReadonlyArray<readonly unknown[]>): Array<LocalPayload | undefined> {
+    const texts =
+      db instanceof WorkerConnection
+        ? db.getMany(this.#liveSql, keyBinds, true)
+        : keyBinds.map((b) =>
+            stmt(db, this.#liveSql)
+              .pluck()
+              .get(...b),
+          );
+    return texts.map((p) => (typeof p === 'string' ? (JSON.parse(p) as LocalPayload) : undefined));
+  }
   rowState(db: SqliteDb, keyText: readonly string[]): { version: number; deleted: boolean } | undefined {
     const r = stmt(
       db,

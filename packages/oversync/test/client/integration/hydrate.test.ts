@@ -69,10 +69,33 @@ describe('stage-free hydrate', () => {
 
   it('a hydrate of more than LONG_WORK_ROWS rows runs its pages in the worker: the app reads the old state meanwhile', async () => {
     const user = `u-${randomUUID()}`;
-    const seed = await suite.attached(user);
+    // The seed's push is long too: its replay runs in the worker, its pages' live rows read in one
+    // call each (replay.ts pageLiveRows). One row is edited while the chunks upload: the replay
+    // must find it changed since the freeze and queue it again, and leave every other row clean.
+    let seeding: Device | undefined;
+    let edited = false;
+    const seed = await suite.attached(user, {
+      onProgress: (e: ProgressEvent) => {
+        if (!seeding || edited || e.phase !== 'push' || e.stage !== 'upload') return;
+        edited = true;
+        seeding.db.prepare(`UPDATE users SET name = 'edited during the push' WHERE rowid = 7`).run();
+      },
+    });
+    seeding = seed;
     const total = LONG_WORK_ROWS + 500;
     addUsers(seed, total, 'seed');
+    const lookups = vi.spyOn(WorkerConnection.prototype, 'getMany');
+    try {
+      await seed.client.pushPending();
+      expect(lookups.mock.calls.length).toBeGreaterThanOrEqual(Math.ceil(total / 500));
+    } finally {
+      lookups.mockRestore();
+    }
+    expect(edited).toBe(true);
+    expect(await seed.client.pendingStatus()).toMatchObject({ total: 1 });
+    expect(count(seed, '_sync_row_state')).toBe(total);
     await seed.client.sync();
+    expect(await seed.client.pendingStatus()).toMatchObject({ total: 0 });
     const seen: Array<{ users: number; staged: number }> = [];
     let device: Device | undefined;
     const d = suite.device(user, {
@@ -100,6 +123,9 @@ describe('stage-free hydrate', () => {
     expect(count(d, 'users')).toBe(total);
     expect(count(d, '_sync_row_state')).toBe(total);
     expect(snapshot(d.db)).toEqual(snapshot(seed.db));
+    expect(
+      d.db.prepare(`SELECT count(*) FROM users WHERE name = 'edited during the push'`).pluck().get(),
+    ).toBe(1);
   }, 240_000);
 
   it('an app write during the swap waits for it and is kept as a local intent', async () => {
