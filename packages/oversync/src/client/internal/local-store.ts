@@ -367,7 +367,7 @@ export function readDirtyPage(
   const list = tables.map((t) => sqlString(t)).join(', ');
   return stmt(
     db,
-    `SELECT d.table_name, d.key_json, d.base_row_version, d.payload, d.dirty_ordinal, rs.deleted AS rs_deleted
+    `SELECT d.rowid AS rid, d.table_name, d.key_json, d.base_row_version, d.payload, d.dirty_ordinal, rs.deleted AS rs_deleted
      FROM _sync_dirty_rows d INDEXED BY _sync_dirty_rows_ordinal_idx LEFT JOIN _sync_row_state rs
        ON rs.schema_name = d.schema_name AND rs.table_name = d.table_name AND rs.key_json = d.key_json
      WHERE d.dirty_ordinal >= ? AND (d.dirty_ordinal > ? OR (d.table_name, d.key_json) > (?, ?))
@@ -380,6 +380,7 @@ export function readDirtyPage(
     after?.[2] ?? '',
     schema,
   ) as Array<{
+    rid: number;
     table_name: string;
     key_json: string;
     base_row_version: number;
@@ -389,11 +390,14 @@ export function readDirtyPage(
   }>;
 }
 
-export function deleteDirtyRow(db: SqliteDb, schema: string, table: string, keyJson: string): void {
-  stmt(db, `DELETE FROM _sync_dirty_rows WHERE schema_name = ? AND table_name = ? AND key_json = ?`).run(
-    schema,
-    table,
-    keyJson,
+/**
+ * Deletes the dirty rows of a page readDirtyPage returned, by their rowids, in one statement (a
+ * long freeze's statements are calls to the apply worker: one per page instead of one per row).
+ */
+export function deleteDirtyRowids(db: SqliteDb, rowids: readonly number[]): void {
+  if (rowids.length === 0) return;
+  stmt(db, `DELETE FROM _sync_dirty_rows WHERE rowid IN (SELECT value FROM json_each(?))`).run(
+    JSON.stringify(rowids),
   );
 }
 

@@ -9,7 +9,7 @@ import type { PushReport } from '../types.js';
 import { type LocalPayload, localKeyToWire, localPayloadToWire } from './codec.js';
 import {
   countDirty,
-  deleteDirtyRow,
+  deleteDirtyRowids,
   insertOutboxRow,
   markOutboxCommitted,
   markOutboxPrepared,
@@ -63,10 +63,8 @@ export async function freeze(
             if (i % 50 === 49) yield;
             const ops = ctx.tableOps(d.table_name);
             const live = d.rs_deleted !== null && d.rs_deleted === 0;
-            if (d.payload === null && !live) {
-              deleteDirtyRow(db, schema, d.table_name, d.key_json); // insert+delete before any upload: a no-op
-              continue;
-            }
+            // insert+delete before any upload: a no-op (its dirty row goes with the page's)
+            if (d.payload === null && !live) continue;
             const op = d.payload !== null ? (live ? 'UPDATE' : 'INSERT') : 'DELETE';
             const wireKey = localKeyToWire(ops.m, JSON.parse(d.key_json) as Record<string, unknown>);
             const wirePayload =
@@ -82,8 +80,12 @@ export async function freeze(
               localPayload: d.payload,
               wirePayload,
             });
-            deleteDirtyRow(db, schema, d.table_name, d.key_json);
           }
+          // Every row of the page is frozen (or was a no-op): its dirty rows go in one statement.
+          deleteDirtyRowids(
+            db,
+            page.map((d) => d.rid),
+          );
           const last = page[page.length - 1] as (typeof page)[number];
           pos = [Number(last.dirty_ordinal), last.table_name, last.key_json];
           yield;
