@@ -399,7 +399,9 @@ async function replay(
             requeueDirty(db, schema, s.table_name, keyJson, JSON.stringify(live), v, true);
             continue;
           }
-          applyServerRow(db, ops, key, c);
+          // No dirty row to delete when the page's read found none for the key (its first row in
+          // the page: nothing applied before it in the page writes dirty rows of other keys).
+          applyServerRow(db, ops, key, c, d === undefined && !again);
         }
         done += page.length;
         after = Number(page[page.length - 1]?.row_ordinal);

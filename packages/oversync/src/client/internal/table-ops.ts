@@ -280,6 +280,8 @@ export function applyServerRow(
   ops: TableOps,
   key: { text: string[]; bind: Array<string | Buffer> },
   row: { op: string; row_version: number; payload?: unknown },
+  /** The caller knows that the key has no dirty row (its delete, a statement per row, is skipped). */
+  noDirtyRow = false,
 ): void {
   if (row.op === 'DELETE') {
     ops.delete(db, key.bind);
@@ -288,5 +290,5 @@ export function applyServerRow(
     ops.upsertWire(db, row.payload);
     ops.setRowState(db, key.text, row.row_version, false);
   }
-  ops.deleteDirty(db, key.text);
+  if (!noDirtyRow) ops.deleteDirty(db, key.text);
 }
