@@ -16,6 +16,7 @@ import {
   firstRow,
   runOnce,
   runStatement,
+  type Statement,
   toResult,
   totalRowCount,
 } from './internal/exec.js';
@@ -281,9 +282,7 @@ class ClusterImpl implements Cluster {
         return runOnce(
           this.#ctx,
           node,
-          'readQuery',
-          sql,
-          params,
+          { method: 'readQuery', sql, params },
           this.#leases.hooks,
           (res) => {
             this.#leave();
@@ -327,7 +326,9 @@ class ClusterImpl implements Cluster {
           if (tried.size >= this.#topology.nodes.length) tried.clear();
           const lease = await this.#router.leaseForRead(klass, token, tried, opts?.maxLagMs, signal);
           try {
-            return toResult<R>(await runStatement(this.#ctx, lease, 'readQuery', sql, params, signal));
+            return toResult<R>(
+              await runStatement(this.#ctx, lease, { method: 'readQuery', sql, params }, signal),
+            );
           } finally {
             this.#leases.release(lease);
           }
@@ -355,19 +356,16 @@ class ClusterImpl implements Cluster {
    * continues on the normal path.
    */
   #write<T>(
-    method: string,
-    sql: string,
-    params: readonly unknown[] | undefined,
+    statement: Statement,
     signal: AbortSignal | undefined,
     map: (res: pg.QueryResult | pg.QueryResult[]) => T,
-    name?: string,
   ): Promise<T> {
     const slow = (prior?: { error: unknown }) =>
       onWriter(
         this.#rt,
-        method,
+        statement.method,
         signal,
-        (lease) => runStatement(this.#ctx, lease, method, sql, params, signal, name),
+        (lease) => runStatement(this.#ctx, lease, statement, signal),
         true,
         prior,
       ).then(map);
@@ -387,9 +385,7 @@ class ClusterImpl implements Cluster {
     return runOnce(
       this.#ctx,
       w,
-      method,
-      sql,
-      params,
+      statement,
       this.#leases.hooks,
       (res) => {
         this.#leave();
@@ -401,7 +397,6 @@ class ClusterImpl implements Cluster {
         if (!canRetryWrite(e) || this.options.retry.maxAttempts <= 1) return Promise.reject(e);
         return slow({ error: e });
       },
-      name,
     );
   }
 
@@ -412,7 +407,7 @@ class ClusterImpl implements Cluster {
   ): Promise<QueryResult<R>> {
     const bad = statementOptionsError('query options', opts);
     if (bad !== null) return Promise.reject(bad);
-    return this.#write('query', sql, params, opts?.signal, toResult<R>, opts?.name);
+    return this.#write({ method: 'query', sql, params, name: opts?.name }, opts?.signal, toResult<R>);
   }
 
   queryRow<R = Record<string, unknown>>(
@@ -426,14 +421,9 @@ class ClusterImpl implements Cluster {
   exec(sql: string, params?: readonly unknown[], opts?: StatementOptions): Promise<{ rowCount: number }> {
     const bad = statementOptionsError('exec options', opts);
     if (bad !== null) return Promise.reject(bad);
-    return this.#write(
-      'exec',
-      sql,
-      params,
-      opts?.signal,
-      (r) => ({ rowCount: totalRowCount(r) }),
-      opts?.name,
-    );
+    return this.#write({ method: 'exec', sql, params, name: opts?.name }, opts?.signal, (r) => ({
+      rowCount: totalRowCount(r),
+    }));
   }
 
   async connect(opts?: { signal?: AbortSignal }): Promise<pg.PoolClient> {

@@ -15,6 +15,7 @@ import {
   markNotSent,
   type Results,
   runStatement,
+  type Statement,
   toResult,
   totalRowCount,
 } from './internal/exec.js';
@@ -129,20 +130,15 @@ export class TxImpl implements Tx {
    * error) of the statement that carried BEGIN is marked safe to retry, as a failed BEGIN always
    * was: nothing of the transaction can have committed.
    */
-  async #run(
-    method: string,
-    sql: string,
-    params: readonly unknown[] | undefined,
-    signal: AbortSignal | undefined,
-    name?: string,
-  ): Promise<Results> {
+  async #run(statement: Statement, signal: AbortSignal | undefined): Promise<Results> {
     const begin = this.#begin;
-    if (begin === undefined) return runStatement(this.#ctx, this.lease, method, sql, params, signal, name);
+    if (begin === undefined) return runStatement(this.#ctx, this.lease, statement, signal);
     this.#begin = undefined;
+    const { method, sql, params, name } = statement;
     if ((params === undefined || params.length === 0) && name === undefined) {
       let res: Results;
       try {
-        res = await runStatement(this.#ctx, this.lease, method, `${begin};\n${sql}`, undefined, signal);
+        res = await runStatement(this.#ctx, this.lease, { method, sql: `${begin};\n${sql}` }, signal);
       } catch (e) {
         throw beginFailed(e);
       }
@@ -151,11 +147,11 @@ export class TxImpl implements Tx {
       return res.length === 2 ? res[1]! : res.slice(1);
     }
     try {
-      await runStatement(this.#ctx, this.lease, 'tx', begin, undefined, signal);
+      await runStatement(this.#ctx, this.lease, { method: 'tx', sql: begin }, signal);
     } catch (e) {
       throw beginFailed(e);
     }
-    return runStatement(this.#ctx, this.lease, method, sql, params, signal, name);
+    return runStatement(this.#ctx, this.lease, statement, signal);
   }
 
   /** Sends the deferred BEGIN now (before the connection is used directly: a cursor). */
@@ -164,7 +160,12 @@ export class TxImpl implements Tx {
     if (begin === undefined) return;
     this.#begin = undefined;
     try {
-      await runStatement(this.#ctx, this.lease, 'tx', begin, undefined, anySignal(signal, this.#signal));
+      await runStatement(
+        this.#ctx,
+        this.lease,
+        { method: 'tx', sql: begin },
+        anySignal(signal, this.#signal),
+      );
     } catch (e) {
       throw beginFailed(e);
     }
@@ -193,7 +194,7 @@ export class TxImpl implements Tx {
       this.#begin = undefined;
       return Promise.resolve(undefined);
     }
-    return this.#run('tx', sql, undefined, anySignal(signal, this.#signal));
+    return this.#run({ method: 'tx', sql }, anySignal(signal, this.#signal));
   }
 
   async query<R = Record<string, unknown>>(
@@ -205,7 +206,10 @@ export class TxImpl implements Tx {
     const bad = statementOptionsError('query options', opts);
     if (bad !== null) throw bad;
     return toResult<R>(
-      await this.#run('tx.query', sql, params, anySignal(opts?.signal, this.#signal), opts?.name),
+      await this.#run(
+        { method: 'tx.query', sql, params, name: opts?.name },
+        anySignal(opts?.signal, this.#signal),
+      ),
     );
   }
 
@@ -225,7 +229,10 @@ export class TxImpl implements Tx {
     this.#check();
     const bad = statementOptionsError('exec options', opts);
     if (bad !== null) throw bad;
-    const res = await this.#run('tx.exec', sql, params, anySignal(opts?.signal, this.#signal), opts?.name);
+    const res = await this.#run(
+      { method: 'tx.exec', sql, params, name: opts?.name },
+      anySignal(opts?.signal, this.#signal),
+    );
     return { rowCount: totalRowCount(res) };
   }
 

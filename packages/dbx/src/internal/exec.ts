@@ -142,11 +142,18 @@ export function statementDone(
   }
 }
 
-function queryConfig(
-  sql: string,
-  params: readonly unknown[] | undefined,
-  name: string | undefined,
-): string | pg.QueryConfig {
+/**
+ * One statement to run: `method` names it in the slow-query log and on `x:dbx:query`, `name` makes
+ * it a named prepared statement (StatementOptions.name).
+ */
+export interface Statement {
+  readonly method: string;
+  readonly sql: string;
+  readonly params?: readonly unknown[] | undefined;
+  readonly name?: string | undefined;
+}
+
+function queryConfig({ sql, params, name }: Statement): string | pg.QueryConfig {
   if (name !== undefined) return { name, text: sql, values: (params ?? []) as unknown[] };
   return params === undefined || params.length === 0 ? sql : { text: sql, values: params as unknown[] };
 }
@@ -166,13 +173,10 @@ export function destroyConnection(client: pg.ClientBase): void {
 export async function runStatement(
   ctx: ExecContext,
   lease: Lease,
-  method: string,
-  sql: string,
-  params: readonly unknown[] | undefined,
+  statement: Statement,
   signal: AbortSignal | undefined,
-  /** A named prepared statement (StatementOptions.name). */
-  name?: string,
 ): Promise<Results> {
+  const { method, sql } = statement;
   const { node, client } = lease;
   if (signal?.aborted) throw cancelledError(signal);
   const started = performance.now();
@@ -195,7 +199,7 @@ export async function runStatement(
   signal?.addEventListener('abort', onAbort, { once: true });
   let res: Results;
   try {
-    res = (await client.query(queryConfig(sql, params, name))) as Results;
+    res = (await client.query(queryConfig(statement))) as Results;
   } catch (e) {
     const err = statementFailed(ctx, lease, method, sql, started, e);
     if (signal?.aborted) throw cancelledError(signal, err);
@@ -226,14 +230,12 @@ export interface OnceHooks {
 export function runOnce<T>(
   ctx: ExecContext,
   node: Node,
-  method: string,
-  sql: string,
-  params: readonly unknown[] | undefined,
+  statement: Statement,
   hooks: OnceHooks,
   map: (res: Results) => T,
   onFail: (e: unknown) => Promise<T>,
-  name?: string,
 ): Promise<T> {
+  const { method, sql } = statement;
   return new Promise<T>((resolve, reject) => {
     node.pool.connect((err, client, done) => {
       if (err || !client) {
@@ -244,7 +246,7 @@ export function runOnce<T>(
       const lease: Lease = { node, client, discard: false };
       const started = performance.now();
       node.queries++;
-      client.query(queryConfig(sql, params, name), (e: Error | null, res: Results) => {
+      client.query(queryConfig(statement), (e: Error | null, res: Results) => {
         if (e) {
           const wrapped = statementFailed(ctx, lease, method, sql, started, e);
           done(lease.discard || hooks.isBroken(client) ? true : undefined);

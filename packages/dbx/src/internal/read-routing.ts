@@ -64,9 +64,7 @@ export class ReadRouter {
       const r = await runStatement(
         this.#ctx,
         lease,
-        'replayPosition',
-        'select pg_last_wal_replay_lsn()::text as lsn',
-        undefined,
+        { method: 'replayPosition', sql: 'select pg_last_wal_replay_lsn()::text as lsn' },
         signal,
       );
       const text = (Array.isArray(r) ? r[0] : r)?.rows[0]?.lsn as string | null | undefined;
