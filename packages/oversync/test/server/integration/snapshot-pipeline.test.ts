@@ -203,14 +203,26 @@ describe('pipelined snapshot sessions', () => {
         const res = await fetch(`${base}/sync/snapshot-sessions`, { method: 'POST', headers: d.headers() });
         expect(res.status).toBe(200);
         const sid = ((await res.json()) as { snapshot_id: string }).snapshot_id;
-        // The child's build waits for the block table: mid-materialisation, nothing written.
+        // The child's build waits for the block table: mid-materialisation, nothing written. Only
+        // this test's database counts (the embedded server is shared with other test files), and
+        // a build that gave up (its lock_timeout) fails the test by name instead of timing out.
         await waitFor(
-          async () =>
-            (
-              await lock.client.query(
-                `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH src AS MATERIALIZED%'`,
-              )
-            ).rowCount === 1,
+          async () => {
+            const r = await lock.client.query<{
+              waiting: boolean;
+              state: string | null;
+              message: string | null;
+            }>(
+              `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
+                        AND wait_event_type = 'Lock' AND query LIKE 'WITH src AS MATERIALIZED%') AS waiting,
+                      b.state, b.message
+                 FROM (SELECT 1) one LEFT JOIN sync.snapshot_session_builds b ON b.snapshot_id = $1`,
+              [sid],
+            );
+            const row = r.rows[0];
+            if (row?.state === 'failed') throw new Error(`the child's build failed: ${row.message}`);
+            return row?.waiting === true;
+          },
           { timeoutMs: 30_000, what: "the child's build waiting on the block table" },
         );
         child.kill('SIGKILL');
