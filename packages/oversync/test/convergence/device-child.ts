@@ -167,6 +167,68 @@ client.on('conflict', (e) => {
   );
 });
 
+/**
+ * OVERSYNC_TRACE=1 (with OVERSYNC_KEEP=1, to inspect a failed run): every change to the client's
+ * dirty rows, outbox, row state and stash, and to the business rows, is logged in `_trace` of the
+ * device's database, with the apply flag and the incarnation, so a lost edit can be followed.
+ */
+function installTrace(): void {
+  db.exec(`CREATE TABLE IF NOT EXISTS _trace(id INTEGER PRIMARY KEY, inc INT, at TEXT, tbl TEXT, ev TEXT,
+    key_json TEXT, info TEXT, apply INT)`);
+  const applyFlag = `(SELECT apply_mode FROM _sync_apply_state WHERE singleton_key = 1)`;
+  const now = `strftime('%H:%M:%f','now')`;
+  // [table, key of row R, info of row R] with R standing for NEW or OLD
+  const watch: Array<[string, (r: string) => string, (r: string) => string]> = [
+    [
+      '_sync_dirty_rows',
+      (r) => `${r}.key_json`,
+      (r) =>
+        `${r}.op || ' ' || coalesce(json_extract(${r}.payload, '$.rev'), '-') || ' b' || ${r}.base_row_version`,
+    ],
+    [
+      '_sync_outbox_rows',
+      (r) => `${r}.key_json`,
+      (r) =>
+        `${r}.op || ' ' || coalesce(json_extract(${r}.local_payload, '$.rev'), '-') || ' sbid' || ${r}.source_bundle_id`,
+    ],
+    ['_sync_row_state', (r) => `${r}.key_json`, (r) => `${r}.row_version || ' del' || ${r}.deleted`],
+    [
+      '_sync_orphan_rows',
+      (r) => `${r}.key_json`,
+      (r) => `coalesce(json_extract(${r}.payload, '$.rev'), '-')`,
+    ],
+    [
+      'items',
+      (r) => `json_object('id', ${r}.id)`,
+      (r) => `coalesce(${r}.rev, '-') || ' list ' || ${r}.list_id`,
+    ],
+    [
+      'lists',
+      (r) => `json_object('id', ${r}.id)`,
+      (r) => `coalesce(${r}.rev, '-') || ' parent ' || coalesce(${r}.parent_list_id, '-')`,
+    ],
+  ];
+  for (const [t, key, info] of watch) {
+    for (const [ev, r] of [
+      ['INSERT', 'NEW'],
+      ['UPDATE', 'NEW'],
+      ['DELETE', 'OLD'],
+    ] as const) {
+      db.exec(`CREATE TRIGGER IF NOT EXISTS _trace_${t}_${ev} AFTER ${ev} ON ${t} BEGIN
+        INSERT INTO _trace(inc, at, tbl, ev, key_json, info, apply)
+        VALUES (${cfg.incarnation}, ${now}, '${t}', '${ev}', ${key(r)}, ${info(r)}, ${applyFlag});
+      END`);
+    }
+  }
+  const note = db.prepare(
+    `INSERT INTO _trace(inc, at, tbl, ev, key_json, info, apply) VALUES (?, ${now}, 'client', ?, '', ?, NULL)`,
+  );
+  traceNote = (ev, info) => note.run(cfg.incarnation, ev, info);
+  client.on('applied', (e) => traceNote?.('applied', JSON.stringify(e)));
+  client.on('progress', (e) => traceNote?.('progress', JSON.stringify(e)));
+}
+let traceNote: ((ev: string, info: string) => void) | undefined;
+
 // ---- the edit log ---------------------------------------------------------------------------
 const editLog = openSync(cfg.editLog, 'a');
 let counter = 0;
@@ -298,9 +360,12 @@ async function syncLoop(): Promise<void> {
     if (!syncing) break;
     if (offline) continue;
     try {
+      traceNote?.('sync', 'start');
       await syncOnce();
+      traceNote?.('sync', 'ok');
       out('SYNC_OK');
     } catch (e) {
+      traceNote?.('sync', `error ${String((e as Error).message)}`);
       if (offline) continue;
       out(`ERR ${JSON.stringify({ where: 'sync', ...errorInfo(e) })}`);
     }
@@ -322,6 +387,7 @@ async function attachLoop(): Promise<void> {
 }
 
 await attachLoop();
+if (process.env.OVERSYNC_TRACE === '1') installTrace();
 out('READY');
 const writeTimer = setInterval(writeLoopTick, Math.max(1, Math.round(1000 / cfg.tps)));
 const offlineTimer = setInterval(() => {

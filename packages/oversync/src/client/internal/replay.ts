@@ -345,10 +345,6 @@ async function replay(
               ? undefined
               : { version: Number(s.rs_version), deleted: s.rs_deleted !== 0 };
           if (rs && rs.version >= v) continue; // a newer version was applied already
-          if (!u) {
-            applyServerRow(db, ops, key, c);
-            continue;
-          }
           const d = again
             ? ops.dirty(db, key.text)
             : s.d_op === null
@@ -359,6 +355,14 @@ async function replay(
                   base: Number(s.d_base),
                   keyJson: String(s.d_key_json),
                 };
+          if (!u) {
+            // Not a row this push sent (the server's cascade of one it did): applied as a pull
+            // applies it (pull.ts#applyBundle). A row edited since the freeze keeps its edit queued
+            // and takes the server's version as known, so its push meets the conflict.
+            if (d) ops.setRowState(db, key.text, v, c.op === 'DELETE');
+            else applyServerRow(db, ops, key, c, !again);
+            continue;
+          }
           const keyJson = s.key_json;
           if (u.op !== 'DELETE' && c.op === 'DELETE') {
             // The server's own cascade (of another row of this bundle) removed the row we wrote.

@@ -228,6 +228,55 @@ describe('foreign keys across devices', () => {
     }
   });
 
+  it("a row edited after the freeze that the server's cascade deletes in the same commit keeps its edit (CI seed 1403)", async () => {
+    // The replay took a committed row that was not in its outbox (the server's cascade) as
+    // someone else's and applied it like a pull, deleting the dirty row of an edit made while
+    // the push was in flight: the edit vanished without a conflict record.
+    let duringPush: (() => void) | undefined;
+    const { user, x, y, l } = await pair({});
+    const xs = await suite.attached(user, {
+      fetch: (u, i) => {
+        if (duringPush && new URL(u).pathname.startsWith('/sync/push') && i.method === 'POST') {
+          duringPush();
+          duringPush = undefined;
+        }
+        return globalThis.fetch(u, i);
+      },
+    });
+    const item = addItem(xs, l, 'in l');
+    const top = addList(xs, 'top');
+    await xs.client.sync();
+    await y.client.sync();
+    // y moves l under top; xs, which has not pulled that, deletes top, and edits the item in l
+    // once its push is frozen and on the wire
+    y.db.prepare(`UPDATE lists SET parent_list_id = ? WHERE id = ?`).run(top, l);
+    await y.client.sync();
+    xs.db.prepare(`DELETE FROM lists WHERE id = ?`).run(top);
+    duringPush = () =>
+      xs.db.prepare(`UPDATE items SET title = 'edited during the push' WHERE id = ?`).run(item);
+    expect(await xs.client.pushPending()).toMatchObject({ outcome: 'committed' });
+    expect(duringPush).toBeUndefined();
+    // The edit is still queued, not dropped with the server's delete.
+    expect(
+      xs.db
+        .prepare(`SELECT json_extract(payload, '$.title') FROM _sync_dirty_rows WHERE key_json LIKE ?`)
+        .pluck()
+        .get(`%${item}%`),
+    ).toBe('edited during the push');
+    await settle(x, y, xs);
+    // server-wins: the row stays deleted, and the device's conflict log says what it lost
+    expect(await serverState(user)).toEqual({ lists: [], items: [] });
+    expect(await xs.client.conflicts({ lostOnly: true })).toContainEqual(
+      expect.objectContaining({
+        table: 'items',
+        key: { id: item },
+        localPayload: expect.objectContaining({ title: 'edited during the push' }),
+      }),
+    );
+    expect(state(xs)).toEqual(state(y));
+    expect(state(x)).toEqual(state(y));
+  });
+
   it('rows that reference each other in a cycle come back from the stash together', async () => {
     // CI seed 1901 (three servers): a device stashed two lists that name each other as parent,
     // each waited for the other, and the pair with everything under it never came back.
