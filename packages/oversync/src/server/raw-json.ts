@@ -2,6 +2,7 @@
  * Payloads read from PostgreSQL are already JSON text (canonical for bundles). Hot paths carry them
  * as RawJson so the HTTP layer can embed the text as-is instead of parsing and re-encoding it.
  */
+import { setImmediate as setImmediatePromise } from 'node:timers/promises';
 import { goJsonNumber, goJsonString } from '../shared/canonical-json.js';
 
 /**
@@ -26,51 +27,110 @@ export class RawJson {
   }
 }
 
-function write(v: unknown, out: string[]): void {
-  if (v === null || v === undefined) {
-    out.push('null');
-    return;
+/** Object keys repeat in every row of a response: their escaped form is kept (bounded). */
+const KEY_TEXT = new Map<string, string>();
+const KEY_TEXT_MAX = 4096;
+
+function keyText(k: string): string {
+  let t = KEY_TEXT.get(k);
+  if (t === undefined) {
+    t = goJsonString(k);
+    if (KEY_TEXT.size < KEY_TEXT_MAX) KEY_TEXT.set(k, t);
   }
-  switch (typeof v) {
-    case 'string':
-      out.push(goJsonString(v));
-      return;
-    case 'number':
-      out.push(Number.isFinite(v) ? goJsonNumber(v) : 'null');
-      return;
-    case 'boolean':
-      out.push(v ? 'true' : 'false');
-      return;
-    case 'object':
-      break;
-    default:
-      out.push('null');
-      return;
+  return t;
+}
+
+/** An array or object being written: its elements (keys) and the next one. */
+type Frame =
+  | { readonly a: readonly unknown[]; i: number }
+  | { readonly o: Record<string, unknown>; readonly keys: readonly string[]; i: number; first: boolean };
+
+/**
+ * Writes one value iteratively (an explicit stack, no recursion), so the work can stop after any
+ * element and go on later: {@link wireJson} runs it to the end at once, {@link wireJsonSliced} in
+ * slices that give the event loop a turn between them.
+ */
+class WireWriter {
+  out = '';
+  readonly #stack: Frame[] = [];
+
+  constructor(value: unknown) {
+    this.#value(value);
   }
-  if (v instanceof RawJson) {
-    out.push(v.text);
-    return;
-  }
-  if (Array.isArray(v)) {
-    out.push('[');
-    for (let i = 0; i < v.length; i++) {
-      if (i > 0) out.push(',');
-      write(v[i], out);
+
+  #value(v: unknown): void {
+    if (v === null || v === undefined) {
+      this.out += 'null';
+      return;
     }
-    out.push(']');
-    return;
+    switch (typeof v) {
+      case 'string':
+        this.out += goJsonString(v);
+        return;
+      case 'number':
+        this.out += Number.isFinite(v) ? goJsonNumber(v) : 'null';
+        return;
+      case 'boolean':
+        this.out += v ? 'true' : 'false';
+        return;
+      case 'object':
+        break;
+      default:
+        this.out += 'null';
+        return;
+    }
+    if (v instanceof RawJson) {
+      this.out += v.text;
+      return;
+    }
+    if (Array.isArray(v)) {
+      this.out += '[';
+      this.#stack.push({ a: v, i: 0 });
+      return;
+    }
+    this.out += '{';
+    this.#stack.push({ o: v as Record<string, unknown>, keys: Object.keys(v), i: 0, first: true });
   }
-  out.push('{');
-  let first = true;
-  for (const k of Object.keys(v)) {
-    const x = (v as Record<string, unknown>)[k];
-    if (x === undefined) continue;
-    if (!first) out.push(',');
-    first = false;
-    out.push(goJsonString(k), ':');
-    write(x, out);
+
+  /**
+   * Writes on until the value is complete (true) or, with a deadline (`performance.now()` time),
+   * until it has passed (false; call again to go on). The clock is read every 64 elements.
+   */
+  run(deadline?: number): boolean {
+    const stack = this.#stack;
+    let steps = 0;
+    while (stack.length > 0) {
+      const f = stack[stack.length - 1] as Frame;
+      if ('a' in f) {
+        if (f.i === f.a.length) {
+          this.out += ']';
+          stack.pop();
+          continue;
+        }
+        if (f.i > 0) this.out += ',';
+        this.#value(f.a[f.i++]);
+      } else {
+        let k: string | undefined;
+        let x: unknown;
+        while (f.i < f.keys.length) {
+          k = f.keys[f.i++] as string;
+          x = f.o[k];
+          if (x !== undefined) break;
+          k = undefined;
+        }
+        if (k === undefined) {
+          this.out += '}';
+          stack.pop();
+          continue;
+        }
+        this.out += f.first ? `${keyText(k)}:` : `,${keyText(k)}:`;
+        f.first = false;
+        this.#value(x);
+      }
+      if (deadline !== undefined && (++steps & 63) === 0 && performance.now() >= deadline) return false;
+    }
+    return true;
   }
-  out.push('}');
 }
 
 /**
@@ -87,10 +147,24 @@ function write(v: unknown, out: string[]): void {
  * ```
  */
 export function wireJson(value: unknown): string {
-  const out: string[] = [];
-  write(value, out);
-  out.push('\n');
-  return out.join('');
+  const w = new WireWriter(value);
+  w.run();
+  return `${w.out}\n`;
+}
+
+/** How long one slice of {@link wireJsonSliced} may hold the event loop. */
+export const WIRE_JSON_SLICE_MS = 5;
+
+/**
+ * {@link wireJson}, written in slices of at most about `WIRE_JSON_SLICE_MS` with a turn of the
+ * event loop between them: a page of thousands of rows never holds the server's event loop for
+ * the whole of its encoding (other requests, watch events and health checks go on meanwhile).
+ * The same text as `wireJson`; a small value is written in its first slice, without a wait.
+ */
+export async function wireJsonSliced(value: unknown, sliceMs = WIRE_JSON_SLICE_MS): Promise<string> {
+  const w = new WireWriter(value);
+  while (!w.run(performance.now() + sliceMs)) await setImmediatePromise();
+  return `${w.out}\n`;
 }
 
 /** Replaces RawJson payloads of rows with parsed values (for programmatic callers). */

@@ -7,11 +7,20 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { WireErrorCode } from '../../../shared/wire.js';
 import { isSyncServerError, WIRE_ERROR_STATUS } from '../../errors.js';
-import { wireJson } from '../../raw-json.js';
+import { wireJson, wireJsonSliced } from '../../raw-json.js';
 
 /** JSON as Go's `json.Encoder` writes it: HTML-safe escapes and a trailing newline. */
 export function sendJson(reply: FastifyReply, status: number, body: unknown): FastifyReply {
   return reply.code(status).header('content-type', 'application/json').send(wireJson(body));
+}
+
+/**
+ * An operation's answer (status 200), encoded in slices (`wireJsonSliced`): a page of thousands
+ * of rows does not hold the event loop for the whole of its encoding.
+ */
+export async function sendResult(reply: FastifyReply, body: unknown): Promise<FastifyReply> {
+  const text = await wireJsonSliced(body);
+  return reply.code(200).header('content-type', 'application/json').send(text);
 }
 
 /** The error body of `code`, with the one status the protocol gives it. */

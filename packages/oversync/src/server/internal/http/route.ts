@@ -10,7 +10,7 @@ import type { Actor } from '../../actor.js';
 import type { BundleChangeSubscription } from '../../bundle-change-subscription.js';
 import type { SyncService } from '../../service.js';
 import { checkActor, HTTP_ACTOR_NAMING } from '../identity.js';
-import { type EndpointFailure, sendJson, sendMethodNotAllowed, sendOperationError } from './error-body.js';
+import { type EndpointFailure, sendMethodNotAllowed, sendOperationError, sendResult } from './error-body.js';
 
 /** The trusted user id of a request (see `OversyncFastifyOptions.userIdFromRequest`). */
 export type UserIdFromRequest = (
@@ -84,7 +84,7 @@ export function mountRoute(
         const result = await def.handler(req, reply, actor, ac.signal);
         if (reply.sent) return reply;
         if (result === undefined) return reply.code(204).send();
-        return sendJson(reply, 200, result);
+        return await sendResult(reply, result);
       } catch (e) {
         if (reply.sent) return reply;
         return sendOperationError(req, reply, e, def);
