@@ -27,6 +27,8 @@ const server = await startTestServer({
   database: { url },
   createSchema: true,
   retainedBundlesPerUser: 100_000,
+  // X_BENCH_PIPELINE_MIN_ROWS=n: snapshot sessions of n rows or more are pipelined (default off)
+  snapshotPipelineMinRows: Number(process.env.X_BENCH_PIPELINE_MIN_ROWS ?? 0),
 });
 const dir = await tempDir('oversync-client-responsive');
 const child = join(import.meta.dirname, 'client-load-child.ts');

@@ -9,7 +9,8 @@ export type WirePayload = Record<string, unknown>;
 export type WireKey = Record<string, string>;
 
 const HEX32_RE = /^[0-9a-f]{32}$/;
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** Canonical UUID text: dashed, lower-case (the only form the codec accepts). */
+export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 function codecError(message: string, details: Record<string, unknown>): ClientError {

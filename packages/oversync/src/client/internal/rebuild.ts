@@ -200,7 +200,8 @@ function* applyPage(
   db: SqliteDb,
   rows: SnapshotRow[],
 ): Generator<unknown, number, unknown> {
-  const byTable = new Map<TableOps, unknown[][]>();
+  type PageRow = [string[], number, Record<string, unknown>];
+  const byTable = new Map<TableOps, PageRow[]>();
   for (const r of rows) {
     const { ops, keyText } = checkSnapshotRow(ctx, r);
     let list = byTable.get(ops);
@@ -208,19 +209,13 @@ function* applyPage(
       list = [];
       byTable.set(ops, list);
     }
-    list.push([...keyText, r.row_version, r.payload]);
+    list.push([keyText, r.row_version, r.payload as Record<string, unknown>]);
   }
   let n = 0;
   const per = applyBatchRows(db);
   for (const [ops, list] of byTable) {
     for (let i = 0; i < list.length; i += per) {
-      const batch = list.slice(i, i + per);
-      n += yield* applySnapshotRows(
-        ctx,
-        db,
-        ops.m.table,
-        ops.pageSource(JSON.stringify(batch), batch.length),
-      );
+      n += yield* applySnapshotRows(ctx, db, ops.m.table, ops.pageSource(list.slice(i, i + per)));
       yield;
     }
   }

@@ -6,7 +6,7 @@
 import { ClientError } from '../errors.js';
 import type { SqliteDb } from '../writer-types.js';
 import { WorkerConnection } from './apply-worker.js';
-import { type LocalPayload, wirePayloadToRow } from './codec.js';
+import { type LocalPayload, UUID_RE, wirePayloadToRow } from './codec.js';
 import { payloadValues } from './foreign-keys.js';
 import { quoteIdent, sqlString } from './local-schema.js';
 import { applyTracker } from './local-store.js';
@@ -23,6 +23,12 @@ export interface RowSource {
   sql: string;
   params: unknown[];
   rows?: number;
+  /**
+   * The rows are (key_json, row_version, c0, c1, …): each column's wire value in model order,
+   * already checked against the codec's rules (`TableOps.pageSource` of a set-based table), instead
+   * of (key_json, row_version, payload) checked by the apply.
+   */
+  values?: true;
 }
 
 /**
@@ -129,6 +135,57 @@ export class TableOps {
    * before the insert). Returns the number of rows applied.
    */
   *applySet(db: SqliteDb, src: RowSource): Generator<unknown, number, unknown> {
+    const [applied = 0] = yield* runWrites(db, [
+      src.values ? this.#insertValuesSql(src) : this.#insertPayloadSql(src),
+      {
+        sql: `INSERT INTO _sync_row_state(schema_name, table_name, key_json, row_version, deleted)
+       SELECT ?, ?, key_json, row_version, 0 FROM (${src.sql}) WHERE true
+       ON CONFLICT(schema_name, table_name, key_json) DO UPDATE SET row_version = excluded.row_version, deleted = 0`,
+        args: [this.schema, this.m.table, ...src.params],
+      },
+    ]);
+    const expected =
+      src.rows ??
+      Number(
+        stmt(db, `SELECT COUNT(*) FROM (${src.sql})`)
+          .pluck()
+          .get(...src.params),
+      );
+    if (applied !== expected) throw this.#unfit(expected - applied);
+    return applied;
+  }
+
+  /** The codec error of snapshot rows that break the codec's rules (`rows` of them). */
+  #unfit(rows: number): ClientError {
+    return new ClientError(
+      'OVERSYNC_CLIENT_CODEC',
+      `snapshot rows for ${this.m.table} do not fit its columns`,
+      {
+        details: { table: this.m.table, rows },
+      },
+    );
+  }
+
+  /** The business INSERT of a source of checked column values (`RowSource.values`). */
+  #insertValuesSql(src: RowSource): { sql: string; args: unknown[] } {
+    const exprs = this.m.columns.map((c, i) => {
+      const v = `c${i}`;
+      return c.kind === 'uuid'
+        ? `CASE WHEN ${v} IS NULL THEN NULL WHEN ${v} = '' THEN x'' ELSE unhex(replace(${v}, '-', '')) END`
+        : v;
+    });
+    return {
+      sql: `INSERT INTO ${this.m.quoted}(${this.m.columns.map((c) => quoteIdent(c.name)).join(', ')})
+       SELECT ${exprs.join(', ')} FROM (${src.sql}) WHERE true`,
+      args: src.params,
+    };
+  }
+
+  /**
+   * The business INSERT of a source of payloads: each column extracted and checked inside SQLite;
+   * a row that breaks the codec's rules is left out (the caller's count check then fails).
+   */
+  #insertPayloadSql(src: RowSource): { sql: string; args: unknown[] } {
     const path = (c: ColumnModel) => sqlString(`$."${c.key.replaceAll('"', '""')}"`);
     const value = (c: ColumnModel) => `json_extract(payload, ${path(c)})`;
     const bad = this.m.columns.map((c) => {
@@ -150,51 +207,60 @@ export class TableOps {
     // each of the payload's uses (a check and a value per column) re-extracted it from the page's
     // JSON (measured: ~10.4 µs per row flattened, ~7.6 µs materialized, for users of the tests).
     // The row state is written in the same request: when the INSERT refused a row, the count
-    // check below fails and the caller's transaction rolls both back.
-    const [applied = 0] = yield* runWrites(db, [
-      {
-        sql: `WITH src AS MATERIALIZED (${src.sql})
+    // check fails and the caller's transaction rolls both back.
+    return {
+      sql: `WITH src AS MATERIALIZED (${src.sql})
        INSERT INTO ${this.m.quoted}(${this.m.columns.map((c) => quoteIdent(c.name)).join(', ')})
        SELECT ${exprs.join(', ')} FROM src WHERE NOT ((${bad.join(') OR (')}))`,
-        args: src.params,
-      },
-      {
-        sql: `INSERT INTO _sync_row_state(schema_name, table_name, key_json, row_version, deleted)
-       SELECT ?, ?, key_json, row_version, 0 FROM (${src.sql}) WHERE true
-       ON CONFLICT(schema_name, table_name, key_json) DO UPDATE SET row_version = excluded.row_version, deleted = 0`,
-        args: [this.schema, this.m.table, ...src.params],
-      },
-    ]);
-    const expected =
-      src.rows ??
-      Number(
-        stmt(db, `SELECT COUNT(*) FROM (${src.sql})`)
-          .pluck()
-          .get(...src.params),
-      );
-    if (applied !== expected) {
-      throw new ClientError(
-        'OVERSYNC_CLIENT_CODEC',
-        `snapshot rows for ${this.m.table} do not fit its columns`,
-        {
-          details: { table: this.m.table, rows: expected - applied },
-        },
-      );
-    }
-    return applied;
+      args: src.params,
+    };
   }
 
   /**
-   * The rows of a page of a stage-free hydrate as a `RowSource`: `json` is a JSON array whose
-   * elements are `[keyText…, rowVersion, payload]` (key texts as `wireKeyToLocal` gives them).
+   * Rows of a page of a stage-free hydrate (key texts as `wireKeyToLocal` gives them, the row
+   * version, the wire payload) as a `RowSource` handed to SQLite as one JSON text. For a set-based
+   * table each element is `[keyText…, rowVersion, value of each column]`, checked here against the
+   * rules `applySet` checks in SQL for other sources (every column present; a UUID column null,
+   * empty or canonical UUID text): a row that breaks them throws the same codec error. SQLite then
+   * reads each value once by its position (measured on users of the tests: ≈ 30 % less of the
+   * apply connection's time than extracting and checking the columns of a payload there). Other
+   * tables get `[keyText…, rowVersion, payload]` for the codec.
    */
-  pageSource(json: string, rows: number): RowSource {
+  pageSource(rows: ReadonlyArray<readonly [readonly string[], number, Record<string, unknown>]>): RowSource {
     const n = this.m.keyColumns.length;
+    const key = `json_object(${this.m.keyColumns.map((c, i) => `${sqlString(c.key)}, value ->> ${i}`).join(', ')}) AS key_json`;
+    if (!this.setBased) {
+      return {
+        sql: `SELECT ${key}, value ->> ${n} AS row_version, value -> ${n + 1} AS payload FROM json_each(?)`,
+        params: [JSON.stringify(rows.map(([k, v, p]) => [...k, v, p]))],
+        rows: rows.length,
+      };
+    }
+    const cols = this.m.columns;
+    const out: unknown[][] = new Array(rows.length);
+    let unfit = 0;
+    for (let r = 0; r < rows.length; r++) {
+      const [k, v, p] = rows[r]!;
+      const e: unknown[] = [...k, v];
+      for (const c of cols) {
+        const x = p[c.key];
+        if (x === undefined && !Object.hasOwn(p, c.key)) unfit++;
+        else if (c.kind === 'uuid' && x !== null && x !== '' && !(typeof x === 'string' && UUID_RE.test(x)))
+          unfit++;
+        else {
+          e.push(x);
+          continue;
+        }
+        break;
+      }
+      out[r] = e;
+    }
+    if (unfit > 0) throw this.#unfit(unfit);
     return {
-      sql: `SELECT json_object(${this.m.keyColumns.map((c, i) => `${sqlString(c.key)}, value ->> ${i}`).join(', ')}) AS key_json,
-        value ->> ${n} AS row_version, value -> ${n + 1} AS payload FROM json_each(?)`,
-      params: [json],
-      rows,
+      sql: `SELECT ${key}, value ->> ${n} AS row_version, ${cols.map((_, i) => `value ->> ${n + 1 + i} AS c${i}`).join(', ')} FROM json_each(?)`,
+      params: [JSON.stringify(out)],
+      rows: rows.length,
+      values: true,
     };
   }
 

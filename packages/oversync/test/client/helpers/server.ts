@@ -21,6 +21,8 @@ export interface TestServer {
 
 export interface TestServerOptions {
   retainedBundlesPerUser?: number;
+  /** `limits.snapshotPipelineMinRows` (default: the service's, off). */
+  snapshotPipelineMinRows?: number;
   watch?: boolean;
   heartbeatIntervalMs?: number;
   /** Use this database instead of a fresh one from the shared test cluster. */
@@ -48,7 +50,10 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       table: t.table,
       syncKeyColumns: [...t.syncKeyColumns],
     })),
-    limits: opts.retainedBundlesPerUser ? { retainedBundlesPerUser: opts.retainedBundlesPerUser } : {},
+    limits: {
+      ...(opts.retainedBundlesPerUser ? { retainedBundlesPerUser: opts.retainedBundlesPerUser } : {}),
+      ...(opts.snapshotPipelineMinRows ? { snapshotPipelineMinRows: opts.snapshotPipelineMinRows } : {}),
+    },
     bundleChangeWatch: {
       enabled: opts.watch ?? false,
       ...(opts.heartbeatIntervalMs ? { heartbeatIntervalMs: opts.heartbeatIntervalMs } : {}),

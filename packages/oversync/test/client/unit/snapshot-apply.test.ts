@@ -87,11 +87,11 @@ describe('set-based snapshot apply', () => {
   it('applies a page of a stage-free hydrate from its JSON the same way, and fails on a bad row', () => {
     const { db, ops } = setup();
     const hex = (u: string) => u.replaceAll('-', '');
-    const page = [
-      [hex(ID), 7, { id: ID, parent_id: PID, flag: true, n: 42, r: 2.5, note: 'a<b>' }],
-      [hex(PID), 8, { id: PID, parent_id: null, flag: false, n: null, r: null, note: null }],
+    const page: Array<[string[], number, Record<string, unknown>]> = [
+      [[hex(ID)], 7, { id: ID, parent_id: PID, flag: true, n: 42, r: 2.5, note: 'a<b>' }],
+      [[hex(PID)], 8, { id: PID, parent_id: '', flag: false, n: null, r: null, note: null }],
     ];
-    expect(drain(ops.applySet(db, ops.pageSource(JSON.stringify(page), page.length)))).toBe(2);
+    expect(drain(ops.applySet(db, ops.pageSource(page)))).toBe(2);
     expect(db.prepare(`SELECT hex(id) id, flag, n, note FROM kids ORDER BY n DESC`).all()).toEqual([
       { id: hex(ID).toUpperCase(), flag: 1, n: 42, note: 'a<b>' },
       { id: hex(PID).toUpperCase(), flag: 0, n: null, note: null },
@@ -102,12 +102,58 @@ describe('set-based snapshot apply', () => {
       { key_json: `{"id":"${hex(ID)}"}`, row_version: 7, deleted: 0 },
       { key_json: `{"id":"${hex(PID)}"}`, row_version: 8, deleted: 0 },
     ]);
+    expect(db.prepare(`SELECT hex(parent_id) p FROM kids ORDER BY n DESC`).pluck().all()).toEqual([
+      hex(PID).toUpperCase(),
+      '',
+    ]);
+    // each row the codec refuses, checked before anything reaches SQLite: the same codec error
+    // the stage's apply gives (its rows are checked in SQL)
     const other = '2b0e4a5c-1c2d-4e5f-8a9b-0c1d2e3f4a5b';
-    const bad = [
-      [hex(other), 9, { id: other, parent_id: PID.toUpperCase(), flag: true, n: 1, r: 1, note: '' }],
+    const row = { id: other, parent_id: PID, flag: true, n: 1, r: 1, note: '' };
+    const { note: _missing, ...noNote } = row;
+    for (const payload of [
+      { ...row, parent_id: PID.toUpperCase() },
+      { ...row, parent_id: 42 },
+      { ...row, parent_id: true },
+      { ...row, parent_id: `${PID}0` },
+      noNote,
+    ]) {
+      expect(() => drain(ops.applySet(db, ops.pageSource([[[hex(other)], 9, payload]])))).toThrow(
+        expect.objectContaining({
+          code: 'OVERSYNC_CLIENT_CODEC',
+          message: 'snapshot rows for kids do not fit its columns',
+          details: { table: 'kids', rows: 1 },
+        }),
+      );
+    }
+    expect(db.prepare(`SELECT COUNT(*) FROM kids`).pluck().get()).toBe(2);
+    // a null value is a value (only a missing column is refused), in both sources
+    expect(drain(ops.applySet(db, ops.pageSource([[[hex(other)], 9, { ...row, note: null }]])))).toBe(1);
+  });
+
+  it('a page and the stage give the same rows and row state for the same payloads', () => {
+    const payloads = [
+      { id: ID, parent_id: PID, flag: true, n: 42, r: 2.5, note: 'a "q" \\ <b>' },
+      { id: PID, parent_id: null, flag: false, n: -1, r: 1e21, note: { nested: [1, 'x'] } },
     ];
-    expect(() => drain(ops.applySet(db, ops.pageSource(JSON.stringify(bad), 1)))).toThrow(
-      expect.objectContaining({ code: 'OVERSYNC_CLIENT_CODEC' }),
+    const fromStage = setup();
+    for (const [i, p] of payloads.entries()) fromStage.stage(i + 1, p.id, p);
+    drain(fromStage.ops.applySet(fromStage.db, stagedSource('s', 0, 1000, 'kids')));
+    const fromPage = setup();
+    drain(
+      fromPage.ops.applySet(
+        fromPage.db,
+        fromPage.ops.pageSource(payloads.map((p) => [[p.id.replaceAll('-', '')], 7, p])),
+      ),
     );
+    const dump = (db: Database.Database) => ({
+      kids: db
+        .prepare(
+          `SELECT hex(id) id, hex(parent_id) p, flag, n, r, note, typeof(note) t FROM kids ORDER BY id`,
+        )
+        .all(),
+      state: db.prepare(`SELECT key_json, row_version, deleted FROM _sync_row_state ORDER BY key_json`).all(),
+    });
+    expect(dump(fromPage.db)).toEqual(dump(fromStage.db));
   });
 });
