@@ -301,3 +301,8 @@ export function installTriggers(db: SqliteDb, models: readonly TableModel[], sch
 export function dropTriggers(db: SqliteDb, table: string): void {
   for (const name of triggerNames(table)) db.exec(`DROP TRIGGER IF EXISTS ${quoteIdent(name)}`);
 }
+
+/** Creates the triggers of `m` (after `dropTriggers`; `installTriggers` refreshes existing ones). */
+export function createTriggers(db: SqliteDb, m: TableModel, schema: string): void {
+  for (const sql of triggerSql(m, schema).values()) db.exec(sql);
+}

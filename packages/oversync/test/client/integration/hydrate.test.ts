@@ -16,6 +16,11 @@ function count(d: Device, table: string): number {
   return Number(d.db.prepare(`SELECT COUNT(*) FROM ${table}`).pluck().get());
 }
 
+/** The database's triggers (the client's capture triggers are dropped during a swap and restored with it). */
+function triggers(d: Device): unknown[] {
+  return d.db.prepare(`SELECT name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name`).all();
+}
+
 function addUsers(d: Device, n: number, tag: string): void {
   d.db.transaction(() => {
     for (let i = 0; i < n; i++)
@@ -193,12 +198,15 @@ describe('stage-free hydrate', () => {
         });
       },
     });
+    const before = triggers(d);
+    expect(before.length).toBeGreaterThanOrEqual(6);
     for (const c of corruptions) {
       corrupt = c.corrupt;
       gets = 0;
       await expect(d.client.rebuild()).rejects.toMatchObject({ code: c.code });
       expect(gets).toBeGreaterThanOrEqual(4);
       expect(snapshot(d.db)).toEqual(previous);
+      expect(triggers(d)).toEqual(before);
       expect(count(d, '_sync_row_state')).toBe(700);
       expect(count(d, '_sync_snapshot_stage')).toBe(0);
     }
@@ -208,5 +216,9 @@ describe('stage-free hydrate', () => {
       restore: { rowCount: 1000 },
     });
     expect(snapshot(d.db)).toEqual(snapshot(seed.db));
+    // the triggers are back, and capture the app's writes again
+    expect(triggers(d)).toEqual(before);
+    d.db.prepare(`UPDATE users SET name = 'after' WHERE rowid = 1`).run();
+    expect(count(d, '_sync_dirty_rows')).toBe(1);
   });
 });
