@@ -237,28 +237,32 @@ export class TableOps {
       };
     }
     const cols = this.m.columns;
-    const out: unknown[][] = new Array(rows.length);
+    // The JSON text is written row by row (no array per row to serialise afterwards).
+    let json = '[';
     let unfit = 0;
     for (let r = 0; r < rows.length; r++) {
       const [k, v, p] = rows[r]!;
-      const e: unknown[] = [...k, v];
+      let e = r === 0 ? '[' : ',[';
+      for (const t of k) e += `${JSON.stringify(t)},`;
+      e += JSON.stringify(v);
       for (const c of cols) {
         const x = p[c.key];
         if (x === undefined && !Object.hasOwn(p, c.key)) unfit++;
         else if (c.kind === 'uuid' && x !== null && x !== '' && !(typeof x === 'string' && UUID_RE.test(x)))
           unfit++;
         else {
-          e.push(x);
+          e += `,${JSON.stringify(x)}`;
           continue;
         }
         break;
       }
-      out[r] = e;
+      json += `${e}]`;
     }
+    json += ']';
     if (unfit > 0) throw this.#unfit(unfit);
     return {
       sql: `SELECT ${key}, value ->> ${n} AS row_version, ${cols.map((_, i) => `value ->> ${n + 1 + i} AS c${i}`).join(', ')} FROM json_each(?)`,
-      params: [JSON.stringify(out)],
+      params: [json],
       rows: rows.length,
       values: true,
     };
