@@ -206,9 +206,11 @@ describe('pipelined snapshot sessions', () => {
         // The child's build waits for the block table: mid-materialisation, nothing written. Only
         // this test's database counts (the embedded server is shared with other test files), and
         // a build that gave up (its lock_timeout) fails the test by name instead of timing out.
+        // Polled outside the lock's transaction: inside one, PostgreSQL serves pg_stat_activity
+        // from a copy taken at its first read, so a build that began waiting later never shows.
         await waitFor(
           async () => {
-            const r = await lock.client.query<{
+            const r = await fx.cluster.query<{
               waiting: boolean;
               state: string | null;
               message: string | null;
