@@ -238,6 +238,8 @@ export class WorkerConnection implements SqliteDb {
   #busy = false;
   #queued: Request[] = [];
   #slots: Array<{ value?: RunResult }> = [];
+  /** Settles when the last awaited call (`#request`) has its answer, whatever the answer. */
+  #lastRequest: Promise<unknown> = Promise.resolve();
 
   private constructor(
     file: string,
@@ -410,8 +412,22 @@ export class WorkerConnection implements SqliteDb {
     return buffers(this.call({ op: 'batch', ops })) as unknown[];
   }
 
+  /**
+   * Resolves once no awaited call runs in the worker: a caller that left one in flight (a hydrate
+   * sends a batch and builds the next meanwhile) and then failed waits for it before it rolls back.
+   */
+  async idle(): Promise<void> {
+    await this.#lastRequest;
+  }
+
   /** One call (with the queued writes before it), awaited: the event loop turns meanwhile. */
-  async #request(request: Request): Promise<unknown> {
+  #request(request: Request): Promise<unknown> {
+    const p = this.#requestNow(request);
+    this.#lastRequest = p.catch(() => undefined);
+    return p;
+  }
+
+  async #requestNow(request: Request): Promise<unknown> {
     const { m, slots } = this.#withQueued(request);
     this.#post(m);
     this.#busy = true;

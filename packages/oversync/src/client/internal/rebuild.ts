@@ -189,16 +189,34 @@ function checkSnapshotRow(ctx: SyncContext, r: SnapshotRow): { ops: TableOps; ke
 }
 
 /**
+ * A batch of a stage-free hydrate still running in the apply worker: the step that waits for it
+ * (`TableOps.startSet`), if any.
+ */
+interface InFlight {
+  finish?: (() => Generator<unknown, number, unknown>) | undefined;
+}
+
+/** Waits for the batch in flight, if any; returns its rows. */
+function* settle(inFlight: InFlight): Generator<unknown, number, unknown> {
+  const finish = inFlight.finish;
+  if (!finish) return 0;
+  inFlight.finish = undefined;
+  return yield* finish();
+}
+
+/**
  * Applies one page of a stage-free hydrate: its rows are grouped by table and applied
  * `applyBatchRows` at a time through `applySnapshotRows` (the row-apply code of the staged
  * path too), each batch handed to SQLite as one JSON text (`TableOps.pageSource`): one statement
- * per batch where the table is set-based, instead of a statement per row. Returns the rows
- * applied.
+ * per batch where the table is set-based, instead of a statement per row. Such a batch is sent and
+ * left in flight (`inFlight`): this thread builds the next batch, or waits for and checks the next
+ * page, while the worker writes it. Returns the rows whose writing ended here.
  */
 function* applyPage(
   ctx: SyncContext,
   db: SqliteDb,
   rows: SnapshotRow[],
+  inFlight: InFlight,
 ): Generator<unknown, number, unknown> {
   type PageRow = [string[], number, Record<string, unknown>];
   const byTable = new Map<TableOps, PageRow[]>();
@@ -215,7 +233,10 @@ function* applyPage(
   const per = applyBatchRows(db);
   for (const [ops, list] of byTable) {
     for (let i = 0; i < list.length; i += per) {
-      n += yield* applySnapshotRows(ctx, db, ops.m.table, ops.pageSource(list.slice(i, i + per)));
+      const src = ops.pageSource(list.slice(i, i + per));
+      n += yield* settle(inFlight);
+      if (ops.setBased) inFlight.finish = ops.startSet(db, src);
+      else n += yield* applySnapshotRows(ctx, db, ops.m.table, src);
       yield;
     }
   }
@@ -246,10 +267,16 @@ async function hydrateStageFree(
       const apply = { phase: plan.phase, stage: 'apply' as const, total: rowCount };
       ctx.hooks.progress({ ...apply, done: 0 });
       let n = 0;
+      const inFlight: InFlight = {};
       for (;;) {
         const rows = (yield pages.next()) as SnapshotRow[] | undefined;
         if (rows === undefined) break;
-        n += yield* applyPage(ctx, db, rows);
+        n += yield* applyPage(ctx, db, rows, inFlight);
+        ctx.hooks.progress({ ...apply, done: n });
+      }
+      const last = yield* settle(inFlight);
+      if (last > 0) {
+        n += last;
         ctx.hooks.progress({ ...apply, done: n });
       }
       if (n !== rowCount)

@@ -3,6 +3,8 @@
  * client that knows HTTP paths; everything above it speaks in answers, never in URLs. Requests go
  * through the transport (auth, source id header, retry policy).
  */
+
+import { isPlainBundleRow, isPlainSnapshotRow } from '../../shared/plain-rows.js';
 import {
   bundleRowSchema,
   capabilitiesResponseSchema,
@@ -194,7 +196,7 @@ export class Remote {
       path: `${PATHS.committedBundles}${bundleSeq}/rows`,
       query: { max_rows: query.maxRows, after_row_ordinal: query.afterRowOrdinal },
       schema: committedBundleRowsResponseSchema,
-      rows: { schema: bundleRowSchema, in: 'body' },
+      rows: { schema: bundleRowSchema, in: 'body', plain: isPlainBundleRow },
       retryOp: 'committed_bundle_fetch',
       ...sig(signal),
     });
@@ -213,7 +215,7 @@ export class Remote {
         target_bundle_seq: query.targetBundleSeq,
       },
       schema: pullResponseSchema,
-      rows: { schema: bundleRowSchema, in: 'bundles' },
+      rows: { schema: bundleRowSchema, in: 'bundles', plain: isPlainBundleRow },
       retryOp: 'pull_request',
       ...sig(signal),
     });
@@ -243,7 +245,7 @@ export class Remote {
       path: `${PATHS.snapshotSessions}/${seg(snapshotId)}`,
       query: { after_row_ordinal: query.afterRowOrdinal, max_rows: query.maxRows },
       schema: snapshotChunkResponseSchema,
-      rows: { schema: snapshotRowSchema, in: 'body' },
+      rows: { schema: snapshotRowSchema, in: 'body', plain: isPlainSnapshotRow },
       retryOp: 'snapshot_chunk_fetch',
       ...sig(signal),
     });

@@ -42,11 +42,32 @@ export function* runWrites(
   db: SqliteDb,
   statements: ReadonlyArray<{ sql: string; args: unknown[] }>,
 ): Generator<unknown, number[], unknown> {
+  return yield* startWrites(db, statements)();
+}
+
+/**
+ * runWrites in two steps: sends the statements (on a worker's apply connection they run there
+ * while this thread goes on; elsewhere they run at once) and returns the step that waits for
+ * their changes. Until that step has run, nothing else may use `db` (the worker runs one call at
+ * a time); a caller that fails meanwhile leaves the wait to `TxRunner.sliced`, which waits for the
+ * worker before it rolls back.
+ */
+export function startWrites(
+  db: SqliteDb,
+  statements: ReadonlyArray<{ sql: string; args: unknown[] }>,
+): () => Generator<unknown, number[], unknown> {
   if (db instanceof WorkerConnection) {
-    const r = (yield db.runAsync(statements)) as Array<{ changes: number }>;
-    return r.map((x) => x.changes);
+    const sent = db.runAsync(statements);
+    sent.catch(() => undefined); // its failure is thrown where it is awaited
+    return function* () {
+      const r = (yield sent) as Array<{ changes: number }>;
+      return r.map((x) => x.changes);
+    };
   }
-  return statements.map((s) => stmt(db, s.sql).run(...s.args).changes);
+  const changes = statements.map((s) => stmt(db, s.sql).run(...s.args).changes);
+  return function* () {
+    return changes;
+  };
 }
 
 /** The stashed local payload of a key whose row waits for its parent, if any. */
@@ -135,7 +156,15 @@ export class TableOps {
    * before the insert). Returns the number of rows applied.
    */
   *applySet(db: SqliteDb, src: RowSource): Generator<unknown, number, unknown> {
-    const [applied = 0] = yield* runWrites(db, [
+    return yield* this.startSet(db, src)();
+  }
+
+  /**
+   * applySet in two steps (see startWrites): sends the statements and returns the step that waits
+   * for them and checks that every row was written.
+   */
+  startSet(db: SqliteDb, src: RowSource): () => Generator<unknown, number, unknown> {
+    const written = startWrites(db, [
       src.values ? this.#insertValuesSql(src) : this.#insertPayloadSql(src),
       {
         sql: `INSERT INTO _sync_row_state(schema_name, table_name, key_json, row_version, deleted)
@@ -144,15 +173,19 @@ export class TableOps {
         args: [this.schema, this.m.table, ...src.params],
       },
     ]);
-    const expected =
-      src.rows ??
-      Number(
-        stmt(db, `SELECT COUNT(*) FROM (${src.sql})`)
-          .pluck()
-          .get(...src.params),
-      );
-    if (applied !== expected) throw this.#unfit(expected - applied);
-    return applied;
+    const self = this;
+    return function* () {
+      const [applied = 0] = yield* written();
+      const expected =
+        src.rows ??
+        Number(
+          stmt(db, `SELECT COUNT(*) FROM (${src.sql})`)
+            .pluck()
+            .get(...src.params),
+        );
+      if (applied !== expected) throw self.#unfit(expected - applied);
+      return applied;
+    };
   }
 
   /** The codec error of snapshot rows that break the codec's rules (`rows` of them). */

@@ -18,8 +18,10 @@ export interface RequestSpec<T> {
    * Validates the answer's row arrays in slices that give the event loop a turn (a 5,000-row page
    * validated in one piece is a long block): the `rows` of the body, or of each of its `bundles`,
    * are checked with `rows` row by row, and `schema` checks the rest with those arrays set aside.
+   * A row `plain` accepts is taken as it is (it must be exactly what `schema` would answer for it,
+   * e.g. wire-responses.ts#isPlainSnapshotRow); the others go through `schema`.
    */
-  rows?: { schema: z.ZodType; in: 'body' | 'bundles' };
+  rows?: { schema: z.ZodType; in: 'body' | 'bundles'; plain?: (row: unknown) => boolean };
   /** Retry this request under the retry policy, reporting exhaustion with this operation name. */
   retryOp?: string;
   signal?: AbortSignal;
@@ -108,11 +110,15 @@ async function validateInSlices<T>(
   for (const a of arrays) {
     const out: unknown[] = new Array(a.list.length);
     for (let i = 0; i < a.list.length; i++) {
-      const r = rows.schema.safeParse(a.list[i]);
-      if (!r.success) {
-        throw malformed(r.error.issues.map((iss) => ({ ...iss, path: [...a.path, i, ...iss.path] })));
+      const row = a.list[i];
+      if (rows.plain?.(row)) out[i] = row;
+      else {
+        const r = rows.schema.safeParse(row);
+        if (!r.success) {
+          throw malformed(r.error.issues.map((iss) => ({ ...iss, path: [...a.path, i, ...iss.path] })));
+        }
+        out[i] = r.data;
       }
-      out[i] = r.data;
       if (performance.now() - t0 >= VALIDATE_SLICE_MS) {
         await yieldToLoop();
         if (signal?.aborted) throw abortError(signal);

@@ -252,7 +252,11 @@ export class TxRunner {
         } catch {
           // the generator's own cleanup failed: the transaction rolls back anyway
         }
-        if (side instanceof WorkerConnection) side.discardQueued();
+        if (side instanceof WorkerConnection) {
+          // a statement the generator sent ahead and never awaited finishes first
+          await side.idle();
+          side.discardQueued();
+        }
         if (side.open && side.inTransaction) side.exec('ROLLBACK');
         throw e;
       }

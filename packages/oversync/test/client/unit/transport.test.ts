@@ -1,10 +1,13 @@
 // The transport validates big answers' row arrays in slices (issue #21): the same data and the
 // same failures as one schema parse, and a pre-serialised body is sent as is.
 import type { Logger } from '@x/core';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isClientError } from '../../../src/client/index.js';
 import { Remote } from '../../../src/client/internal/remote.js';
 import { Transport } from '../../../src/client/internal/transport.js';
+import { isPlainBundleRow, isPlainSnapshotRow } from '../../../src/shared/plain-rows.js';
+import { bundleRowSchema, snapshotRowSchema } from '../../../src/shared/wire.js';
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} } as unknown as Logger;
 const noRetry = { enabled: false, maxAttempts: 1, initialBackoffMs: 1, maxBackoffMs: 1, jitter: 0 };
@@ -110,5 +113,83 @@ describe('transport: row arrays validated in slices', () => {
     const json = '{"start_row_ordinal":0,"rows":[]}';
     await remoteAnswering({ push_id: 'p', next_expected_row_ordinal: 0 }, sent).pushChunk('p', json);
     expect(sent.body).toBe(json);
+  });
+});
+
+describe("transport: rows already in their schema's form skip the schema", () => {
+  // A row-shaped JSON value: mostly each field present and of its type, sometimes absent, of
+  // another type or an unsafe integer, sometimes with a field the schema does not know.
+  const anyJson = fc.jsonValue({ maxDepth: 2 });
+  const good = {
+    schema: fc.string(),
+    table: fc.string(),
+    key: fc.dictionary(fc.string(), anyJson, { maxKeys: 3 }),
+    op: fc.constantFrom('INSERT', 'UPDATE', 'DELETE', 'insert', 'UPSERT'),
+    row_version: fc.oneof(
+      { weight: 8, arbitrary: fc.integer() },
+      { weight: 2, arbitrary: fc.constantFrom(2 ** 53, -(2 ** 53), 1.5, -0, Number.MAX_SAFE_INTEGER) },
+    ),
+    payload: anyJson,
+  };
+  const rowLike = (fields: ReadonlyArray<keyof typeof good>) =>
+    fc
+      .record({
+        ...Object.fromEntries(
+          fields.map((f) => [
+            f,
+            fc.oneof(
+              { weight: 12, arbitrary: good[f] as fc.Arbitrary<unknown> },
+              { weight: 1, arbitrary: anyJson },
+              { weight: 1, arbitrary: fc.constant(undefined) },
+            ),
+          ]),
+        ),
+        extra: fc.oneof({ weight: 8, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: anyJson }),
+      })
+      // as JSON.parse gives it: absent fields absent, not undefined
+      .map((r) => JSON.parse(JSON.stringify(r)) as unknown);
+  const cases = [
+    [
+      'bundle rows',
+      isPlainBundleRow,
+      bundleRowSchema,
+      rowLike(['schema', 'table', 'key', 'op', 'row_version', 'payload']),
+    ],
+    [
+      'snapshot rows',
+      isPlainSnapshotRow,
+      snapshotRowSchema,
+      rowLike(['schema', 'table', 'key', 'row_version', 'payload']),
+    ],
+  ] as const;
+
+  for (const [what, plain, schema, rows] of cases) {
+    it(`${what}: accepted only where the schema accepts, with the very value the schema answers`, () => {
+      let taken = 0;
+      fc.assert(
+        fc.property(fc.oneof({ weight: 9, arbitrary: rows }, { weight: 1, arbitrary: anyJson }), (v) => {
+          if (!plain(v)) return;
+          taken++;
+          const r = schema.safeParse(v);
+          expect(r.success).toBe(true);
+          expect(v).toStrictEqual(r.data);
+        }),
+        { numRuns: 2_000 },
+      );
+      // the property held on rows the fast path took, not only on ones it turned away
+      expect(taken).toBeGreaterThan(100);
+    });
+  }
+
+  it('a well-formed row is taken as it is; one the schema must strip or refuse is not', () => {
+    expect(isPlainSnapshotRow(snapRow(1))).toBe(false); // its `extra` field: the schema strips it
+    const { extra: _, ...row } = snapRow(1);
+    expect(isPlainSnapshotRow(row)).toBe(true);
+    expect(isPlainBundleRow(bundleRow(1))).toBe(true);
+    const { payload: __, ...del } = { ...bundleRow(1), op: 'DELETE' };
+    expect(isPlainBundleRow(del)).toBe(true);
+    expect(isPlainSnapshotRow({ ...row, row_version: 2 ** 53 })).toBe(false);
+    expect(isPlainBundleRow({ ...bundleRow(1), op: 'MERGE' })).toBe(false);
+    expect(isPlainSnapshotRow({ ...row, key: [1] })).toBe(false);
   });
 });

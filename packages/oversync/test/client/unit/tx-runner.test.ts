@@ -5,6 +5,7 @@ import { tempDir } from '@x/testkit';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkerConnection } from '../../../src/client/internal/apply-worker.js';
+import { startWrites } from '../../../src/client/internal/table-ops.js';
 import { LONG_WORK_ROWS, SMALL_WORK_ROWS, TxRunner } from '../../../src/client/internal/writer.js';
 import type { SqliteDb } from '../../../src/client/writer-types.js';
 
@@ -176,6 +177,67 @@ describe('TxRunner.sliced', () => {
     expect(after).toBe(3);
     db.close();
   });
+});
+
+describe('TxRunner.sliced with a write left in flight (a hydrate sends a batch and builds the next meanwhile)', () => {
+  // Runs in the worker for a while, then inserts: still running when the generator fails.
+  const slowInsert = {
+    sql: `INSERT INTO t(who) SELECT 'in flight' FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 2000000) SELECT count(*) FROM c)`,
+    args: [],
+  };
+  const failures = [
+    ['the generator throws', () => Promise.resolve(), true],
+    [
+      'a promise it waits for (a page of the download) rejects',
+      () => Promise.reject(new Error('page lost')),
+      false,
+    ],
+  ] as const;
+  for (const [what, page, throwsItself] of failures) {
+    it(`${what}: the runner waits for the write, rolls back, and the connection serves the next transaction`, async () => {
+      const db = open(`in-flight-${throwsItself}.db`);
+      db.exec(`INSERT INTO t(who) VALUES ('before')`);
+      const runner = new TxRunner(db, 'normal');
+      let sent = 0;
+      const failed = runner.sliced(
+        function* (c) {
+          expect(c).toBeInstanceOf(WorkerConnection);
+          c.prepare(`INSERT INTO t(who) VALUES ('first')`).run();
+          startWrites(c, [slowInsert]);
+          sent++;
+          if (throwsItself) throw new Error('page malformed');
+          yield page();
+          return 'not reached';
+        },
+        undefined,
+        LONG_WORK_ROWS + 1,
+        { waits: true },
+      );
+      await expect(failed).rejects.toThrow(throwsItself ? 'page malformed' : 'page lost');
+      expect(sent).toBe(1);
+      expect(db.prepare(`SELECT who FROM t ORDER BY id`).pluck().all()).toEqual(['before']);
+      const after = await runner.sliced(
+        function* (c) {
+          expect(c).toBeInstanceOf(WorkerConnection);
+          c.prepare(`INSERT INTO t(who) VALUES ('after')`).run();
+          const [n] = yield* startWrites(c, [
+            { sql: `INSERT INTO t(who) VALUES ('after, sent')`, args: [] },
+          ])();
+          yield;
+          return n;
+        },
+        undefined,
+        LONG_WORK_ROWS + 1,
+      );
+      expect(after).toBe(1);
+      expect(db.prepare(`SELECT who FROM t ORDER BY id`).pluck().all()).toEqual([
+        'before',
+        'after',
+        'after, sent',
+      ]);
+      db.close();
+    });
+  }
 });
 
 describe('WorkerConnection', () => {

@@ -1,5 +1,6 @@
 /** The push endpoints (§4): `/sync/push-sessions`, its chunks, commit and delete; `/sync/push` (one request). */
 import type { FastifyRequest } from 'fastify';
+import { isJsonObject } from '../../../shared/plain-rows.js';
 import {
   type PushBundleRequest,
   type PushRequestRow,
@@ -24,9 +25,6 @@ const CHUNK_ROW_FIELDS: ReadonlySet<string> = new Set([
   'payload',
 ]);
 
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 function hasOnlyFields(v: Record<string, unknown>, fields: ReadonlySet<string>): boolean {
   for (const k in v) if (!fields.has(k)) return false;
   return true;
@@ -36,12 +34,12 @@ function hasOnlyFields(v: Record<string, unknown>, fields: ReadonlySet<string>):
 function plainRows(rows: unknown): PushRequestRow[] | undefined {
   if (!Array.isArray(rows)) return undefined;
   for (const r of rows as unknown[]) {
-    if (!isPlainObject(r) || !hasOnlyFields(r, CHUNK_ROW_FIELDS)) return undefined;
+    if (!isJsonObject(r) || !hasOnlyFields(r, CHUNK_ROW_FIELDS)) return undefined;
     if (
       typeof r['schema'] !== 'string' ||
       typeof r['table'] !== 'string' ||
       typeof r['op'] !== 'string' ||
-      !isPlainObject(r['key']) ||
+      !isJsonObject(r['key']) ||
       !Number.isSafeInteger(r['base_row_version'])
     )
       return undefined;
@@ -58,7 +56,7 @@ function plainObject(raw: unknown, fields: ReadonlySet<string>): Record<string, 
   } catch {
     return undefined;
   }
-  return isPlainObject(v) && hasOnlyFields(v, fields) ? v : undefined;
+  return isJsonObject(v) && hasOnlyFields(v, fields) ? v : undefined;
 }
 
 /**
