@@ -225,11 +225,21 @@ export class TxRunner {
             // The generator waits (a page of a download): the write lock stays held, app writes
             // wait in `appWrite`, the app's connection reads the last committed state.
             unlock ??= this.#holdLock();
+            // A promise settled already (a page parsed ahead, a batch the worker has finished)
+            // resumes the generator in a microtask, without a turn of the event loop: then the
+            // slice goes on and its time still counts.
+            let turned = false;
+            const mark = setImmediate(() => {
+              turned = true;
+            });
             sent = await r.value;
+            clearImmediate(mark);
             slices++;
             if (signal?.aborted) throw aborted(signal);
-            t0 = performance.now();
-            continue;
+            if (turned) {
+              t0 = performance.now();
+              continue;
+            }
           }
           if (performance.now() - t0 >= SLICE_BUDGET_MS) {
             unlock ??= this.#holdLock();
