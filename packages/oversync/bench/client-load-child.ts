@@ -149,8 +149,8 @@ if (mode === 'bulk') {
 } else {
   const [baseUrl, user] = [a, b];
   const client = childClient(db, baseUrl, user, {
-    // X_BENCH_CHUNK_ROWS: rows per snapshot page (default 5000, the server's maximum)
-    snapshotChunkRows: Number(process.env.X_BENCH_CHUNK_ROWS ?? 5000),
+    // X_BENCH_CHUNK_ROWS: rows per snapshot page (default: the client's default)
+    ...(process.env.X_BENCH_CHUNK_ROWS ? { snapshotChunkRows: Number(process.env.X_BENCH_CHUNK_ROWS) } : {}),
     uploadLimit: 5000,
     downloadLimit: 5000,
   });

@@ -14,8 +14,12 @@ export const DEFAULT_UPLOAD_LIMIT = 1000;
  * page fetched after a push (at most 5000).
  */
 export const DEFAULT_DOWNLOAD_LIMIT = 1000;
-/** Default `snapshotChunkRows`: the `max_rows` of each snapshot chunk request (at most 5000). */
-export const DEFAULT_SNAPSHOT_CHUNK_ROWS = 1000;
+/**
+ * Default `snapshotChunkRows`: the `max_rows` of each snapshot chunk request (at most 5000). 2500:
+ * one apply batch per page in a large hydrate (interleaved 300k-row runs: 1000-row pages took
+ * longer, 5000-row pages as long with longer event-loop blocks and more memory).
+ */
+export const DEFAULT_SNAPSHOT_CHUNK_ROWS = 2500;
 /**
  * Default `maxConflictRetries`: automatic push retries per conflicting row within one `pushPending()` call; a
  * row that conflicts again after them ends the call with `OVERSYNC_CLIENT_CONFLICT_RETRY_EXHAUSTED` (its
