@@ -2,13 +2,29 @@
  * Fast checks of the rows of large answers (a pull's bundles, a snapshot's chunks, committed-bundle
  * pages): a row that is already exactly what its zod schema would answer is used as it is, without
  * the schema's copy; anything else goes through the schema. Internal (not exported by the package);
- * the server's fast path for push rows (http/push-routes.ts) uses `isJsonObject` too.
+ * the server's fast path for push rows and bodies (http/push-routes.ts) uses the same pieces
+ * (`isJsonObject`, `fieldCount`, `rowFields`).
  */
 import type { BundleRow, SnapshotRow } from './wire-responses.js';
 
 /** A JSON object (not an array, not null). */
 export function isJsonObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** How many fields `v` has, or -1 when one of them is not in `fields`. */
+export function fieldCount(v: Record<string, unknown>, fields: ReadonlySet<string>): number {
+  let n = 0;
+  for (const k in v) {
+    if (!fields.has(k)) return -1;
+    n++;
+  }
+  return n;
+}
+
+/** The fields of a row on the wire: those every row form has (schema, table, key, payload) and `own`. */
+export function rowFields(...own: string[]): ReadonlySet<string> {
+  return new Set(['schema', 'table', 'key', 'payload', ...own]);
 }
 
 /**
@@ -21,11 +37,7 @@ function isPlainRow(
   payloadOptional: boolean,
 ): v is Record<string, unknown> {
   if (!isJsonObject(v)) return false;
-  let n = 0;
-  for (const k in v) {
-    if (!fields.has(k)) return false;
-    n++;
-  }
+  const n = fieldCount(v, fields);
   return (
     (n === fields.size || (payloadOptional && n === fields.size - 1 && !('payload' in v))) &&
     typeof v['schema'] === 'string' &&
@@ -35,22 +47,9 @@ function isPlainRow(
   );
 }
 
-const BUNDLE_ROW_FIELDS: ReadonlySet<string> = new Set([
-  'schema',
-  'table',
-  'key',
-  'op',
-  'row_version',
-  'payload',
-]);
+const BUNDLE_ROW_FIELDS = rowFields('op', 'row_version');
 const BUNDLE_OPS: ReadonlySet<unknown> = new Set(['INSERT', 'UPDATE', 'DELETE']);
-const SNAPSHOT_ROW_FIELDS: ReadonlySet<string> = new Set([
-  'schema',
-  'table',
-  'key',
-  'row_version',
-  'payload',
-]);
+const SNAPSHOT_ROW_FIELDS = rowFields('row_version');
 
 /**
  * `v` (a JSON value) is already what `bundleRowSchema` answers for it: exactly its fields,

@@ -1,6 +1,6 @@
 /** The push endpoints (§4): `/sync/push-sessions`, its chunks, commit and delete; `/sync/push` (one request). */
 import type { FastifyRequest } from 'fastify';
-import { isJsonObject } from '../../../shared/plain-rows.js';
+import { fieldCount, isJsonObject, rowFields } from '../../../shared/plain-rows.js';
 import {
   type PushBundleRequest,
   type PushRequestRow,
@@ -16,25 +16,13 @@ import type { RouteContext, RouteDef } from './route.js';
 
 const CHUNK_FIELDS: ReadonlySet<string> = new Set(['start_row_ordinal', 'rows']);
 const PUSH_FIELDS: ReadonlySet<string> = new Set(['source_bundle_id', 'rows', 'initialization_id']);
-const CHUNK_ROW_FIELDS: ReadonlySet<string> = new Set([
-  'schema',
-  'table',
-  'key',
-  'op',
-  'base_row_version',
-  'payload',
-]);
-
-function hasOnlyFields(v: Record<string, unknown>, fields: ReadonlySet<string>): boolean {
-  for (const k in v) if (!fields.has(k)) return false;
-  return true;
-}
+const CHUNK_ROW_FIELDS = rowFields('op', 'base_row_version');
 
 /** Rows in their plain form (see plainChunkBody), or undefined. */
 function plainRows(rows: unknown): PushRequestRow[] | undefined {
   if (!Array.isArray(rows)) return undefined;
   for (const r of rows as unknown[]) {
-    if (!isJsonObject(r) || !hasOnlyFields(r, CHUNK_ROW_FIELDS)) return undefined;
+    if (!isJsonObject(r) || fieldCount(r, CHUNK_ROW_FIELDS) < 0) return undefined;
     if (
       typeof r['schema'] !== 'string' ||
       typeof r['table'] !== 'string' ||
@@ -56,7 +44,7 @@ function plainObject(raw: unknown, fields: ReadonlySet<string>): Record<string, 
   } catch {
     return undefined;
   }
-  return isJsonObject(v) && hasOnlyFields(v, fields) ? v : undefined;
+  return isJsonObject(v) && fieldCount(v, fields) >= 0 ? v : undefined;
 }
 
 /**
